@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Makes sure the programs the tests drive are present: the CNCF distribution
+# registry (Debian's docker-registry), skopeo and umoci. Installs them when
+# missing and this machine allows it (root with apt-get); otherwise stops with
+# the exact command to run. Tests never skip because one of them is missing.
+set -euo pipefail
+need=()
+command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+[ ${#need[@]} -eq 0 ] && exit 0
+cmd="apt-get update && apt-get install -y --no-install-recommends ${need[*]}"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian's docker-registry package starts a system service on :5000; the
+  # tests start their own registries on free ports and do not need it.
+  (systemctl stop docker-registry 2>/dev/null || service docker-registry stop 2>/dev/null || true) >/dev/null 2>&1
+  exit 0
+fi
+echo "test-deps: missing ${need[*]}; run as root: $cmd" >&2
+exit 1
