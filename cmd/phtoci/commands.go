@@ -1,0 +1,286 @@
+package main
+
+import (
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
+	"github.com/phtoci/phtoci/train"
+	"github.com/urfave/cli/v2"
+)
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, train.ErrUsage), errors.Is(err, train.ErrResultsRequired),
+		errors.Is(err, oci.ErrUnknownTransport), errors.Is(err, oci.ErrAmbiguous), errors.Is(err, oci.ErrWouldOverwrite),
+		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired):
+		return exitUsage
+	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig),
+		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted):
+		return exitVerification
+	default:
+		return exitIO
+	}
+}
+
+// Flags shared by every command that reads or writes images.
+func imageFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		&cli.StringFlag{Name: "platform", Usage: "platform to pick from a multi-platform index, `OS/ARCH[/VARIANT]`"},
+		&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP and unverified TLS for registries (always on for 127.0.0.1 and localhost)"},
+		&cli.StringFlag{Name: "username", Usage: "registry user (default: Docker config and credential helpers)", EnvVars: []string{"PHTOCI_USERNAME"}},
+		&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from standard input"},
+		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files and new layers", EnvVars: []string{"PHTOCI_TMPDIR"}},
+	}
+}
+
+func stationFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "station", Usage: "this station's id on the route", EnvVars: []string{"STATION_ID"}},
+		&cli.StringFlag{Name: "key", Usage: "the station's private key (PEM)", EnvVars: []string{"PRIVATE_KEY_PATH"}},
+		&cli.StringFlag{Name: "key-password-file", Usage: "file holding the key's password (or env PRIVATE_KEY_PASSWORD)"},
+	}
+}
+
+func env(c *cli.Context) (train.Env, error) {
+	e := train.Env{Options: train.Options{TempDir: c.String("tmpdir")}}
+	if c.IsSet("base-layers") {
+		e.BaseLayers = c.Int("base-layers")
+	}
+	e.OCI.Insecure = c.Bool("insecure")
+	if !c.Bool("quiet") && !c.Bool("json") {
+		e.OCI.Progress = c.App.ErrWriter
+	}
+	if p := c.String("platform"); p != "" {
+		plat, err := v1.ParsePlatform(p)
+		if err != nil {
+			return e, usagef("--platform %q: %v", p, err)
+		}
+		e.OCI.Platform = plat
+	}
+	if u := c.String("username"); u != "" || c.Bool("password-stdin") {
+		if u == "" || !c.Bool("password-stdin") {
+			return e, usagef("--username and --password-stdin go together")
+		}
+		b, err := io.ReadAll(io.LimitReader(c.App.Reader, 64<<10))
+		if err != nil {
+			return e, fmt.Errorf("reading password from stdin: %w", err)
+		}
+		e.OCI.Auth = oci.BasicAuth(u, strings.TrimRight(string(b), "\r\n"))
+	}
+	return e, nil
+}
+
+// loadKey reads the private key named by --FLAG; its password comes from
+// --FLAG-password-file or from the environment variable passEnv.
+func loadKey(c *cli.Context, flag, passEnv string) (*rsa.PrivateKey, error) {
+	path := c.String(flag)
+	if path == "" {
+		return nil, usagef("--%s is required", flag)
+	}
+	pass, err := password(c, flag+"-password-file", passEnv)
+	if err != nil {
+		return nil, err
+	}
+	return keys.LoadPrivateKey(path, pass)
+}
+
+func password(c *cli.Context, fileFlag, passEnv string) ([]byte, error) {
+	if f := c.String(fileFlag); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", fileFlag, err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	if passEnv != "" {
+		if p, ok := os.LookupEnv(passEnv); ok {
+			return []byte(p), nil
+		}
+	}
+	return nil, nil
+}
+
+func station(c *cli.Context) (protocol.Station, error) {
+	id := c.String("station")
+	if id == "" {
+		return protocol.Station{}, usagef("--station (or STATION_ID) is required")
+	}
+	k, err := loadKey(c, "key", "PRIVATE_KEY_PASSWORD")
+	if err != nil {
+		return protocol.Station{}, err
+	}
+	return protocol.Station{ID: id, Key: k}, nil
+}
+
+func oneArg(c *cli.Context, what string) (string, error) {
+	if c.NArg() != 1 {
+		return "", usagef("%s expects exactly one %s, got %d arguments", c.Command.Name, what, c.NArg())
+	}
+	return c.Args().First(), nil
+}
+
+func printJob(c *cli.Context, r *train.JobResult) error {
+	return printResult(c, r, func(w io.Writer) {
+		fmt.Fprintf(w, "%s", r.Step)
+		if r.Station != "" {
+			fmt.Fprintf(w, " (station %s)", r.Station)
+		}
+		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		if r.Next >= 0 {
+			fmt.Fprintf(w, "  next station: route index %d\n", r.Next)
+		} else if r.Step == "post-run" {
+			fmt.Fprintf(w, "  route complete: ready for the researcher\n")
+		}
+	})
+}
+
+func preRunCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "pre-run",
+		Usage:     "verify a train for this station and write the decrypted, runnable image",
+		ArgsUsage: "IMAGE",
+		Flags: append(append(imageFlags(), stationFlags()...),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
+			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"}),
+		Action: func(c *cli.Context) error {
+			in, err := oneArg(c, "IMAGE")
+			if err != nil {
+				return err
+			}
+			st, err := station(c)
+			if err != nil {
+				return err
+			}
+			e, err := env(c)
+			if err != nil {
+				return err
+			}
+			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
+			if err != nil {
+				return err
+			}
+			return printJob(c, r)
+		},
+	}
+}
+
+func postRunCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "post-run",
+		Usage:     "hash, sign and re-encrypt the results for the next station and the researcher",
+		ArgsUsage: "IMAGE",
+		Flags: append(append(imageFlags(), stationFlags()...),
+			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
+			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"}),
+		Action: func(c *cli.Context) error {
+			in, err := oneArg(c, "IMAGE")
+			if err != nil {
+				return err
+			}
+			st, err := station(c)
+			if err != nil {
+				return err
+			}
+			e, err := env(c)
+			if err != nil {
+				return err
+			}
+			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)
+			if err != nil {
+				return err
+			}
+			return printJob(c, r)
+		},
+	}
+}
+
+func verifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "verify a train without any key (with --station and --key: also this station's checks)",
+		ArgsUsage: "IMAGE",
+		Flags:     append(imageFlags(), stationFlags()...),
+		Action: func(c *cli.Context) error {
+			in, err := oneArg(c, "IMAGE")
+			if err != nil {
+				return err
+			}
+			e, err := env(c)
+			if err != nil {
+				return err
+			}
+			var st *protocol.Station
+			if c.String("station") != "" || c.String("key") != "" {
+				s, err := station(c)
+				if err != nil {
+					return err
+				}
+				st = &s
+			}
+			r, err := train.VerifyJob(c.Context, in, st, e)
+			if err != nil {
+				return err
+			}
+			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station}, func(w io.Writer) {
+				fmt.Fprintf(w, "verified: %d station(s) signed", len(r.Status.Done))
+				if r.Status.Next >= 0 {
+					fmt.Fprintf(w, ", next route index %d", r.Status.Next)
+				} else {
+					fmt.Fprintf(w, ", route complete")
+				}
+				if r.Station != "" {
+					fmt.Fprintf(w, "; station %s checks passed", r.Station)
+				}
+				fmt.Fprintln(w)
+			})
+		},
+	}
+}
+
+func decryptCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "decrypt",
+		Usage:     "the researcher's end of the route: verify everything, then write the results",
+		ArgsUsage: "IMAGE",
+		Flags: append(imageFlags(),
+			&cli.StringFlag{Name: "key", Usage: "the creator's private key (PEM)"},
+			&cli.StringFlag{Name: "key-password-file", Usage: "file holding the key's password (or env PRIVATE_KEY_PASSWORD)"},
+			&cli.StringFlag{Name: "out", Usage: "new directory for the results (pht_results/) and, with --train, the train files (pht_train/)"},
+			&cli.BoolFlag{Name: "train", Usage: "also write the decrypted train files"}),
+		Action: func(c *cli.Context) error {
+			in, err := oneArg(c, "IMAGE")
+			if err != nil {
+				return err
+			}
+			if c.String("out") == "" {
+				return usagef("--out DIR is required")
+			}
+			k, err := loadKey(c, "key", "PRIVATE_KEY_PASSWORD")
+			if err != nil {
+				return err
+			}
+			e, err := env(c)
+			if err != nil {
+				return err
+			}
+			if err := train.DecryptJob(c.Context, in, k, c.String("out"), c.Bool("train"), e); err != nil {
+				return err
+			}
+			return printResult(c, map[string]any{"ok": true, "out": c.String("out")}, func(w io.Writer) {
+				fmt.Fprintf(w, "verified and decrypted: results in %s\n", c.String("out"))
+			})
+		},
+	}
+}

@@ -1,0 +1,121 @@
+// Command phtoci runs the Personal Health Train protocol on container images
+// without a Docker daemon. It only parses flags and environment and calls
+// one exported function of package train, keys or oci per command.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes, documented in --help.
+const (
+	exitOK           = 0
+	exitVerification = 1
+	exitUsage        = 2
+	exitIO           = 3
+)
+
+const exitHelp = `EXIT CODES:
+   0  success
+   1  verification failed (tampered or unsigned train, wrong key, station not on route, leak refused)
+   2  usage error (bad flag, reference or option, wrong key password)
+   3  I/O or registry error (file missing, registry unreachable, corrupt image)`
+
+func main() {
+	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the CLI and returns its exit code; main and tests call it.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := newApp(stdin, stdout, stderr)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if jsonWanted(args) {
+		enc := json.NewEncoder(stdout)
+		enc.Encode(map[string]any{"ok": false, "error": msg, "exitCode": code})
+	}
+	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+	return code
+}
+
+func jsonWanted(args []string) bool {
+	for _, a := range args {
+		if a == "--json" || a == "-json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	cli.HelpFlag = &cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"}
+	app := &cli.App{
+		Name:                 "phtoci",
+		Usage:                "run the Personal Health Train protocol on container images, without a Docker daemon",
+		Description:          "IMAGE and DEST are registry references (reg/repo:tag, docker://...), docker-archive:FILE or FILE.tar,\noci-archive:FILE, or oci:DIR[:TAG] / a directory holding an OCI layout.",
+		CustomAppHelpTemplate: cli.AppHelpTemplate + exitHelp + "\n",
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideVersion:          true,
+		Suggest:              true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run() reports errors and picks exit codes
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+		Commands: []*cli.Command{
+			preRunCommand(), postRunCommand(), verifyCommand(), decryptCommand(),
+			inspectCommand(), buildCommand(), keysCommand(),
+		},
+	}
+	for _, c := range app.Commands {
+		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitHelp + "\n"
+		setUsageHandler(c)
+	}
+	return app
+}
+
+func setUsageHandler(c *cli.Command) {
+	c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+	for _, s := range c.Subcommands {
+		setUsageHandler(s)
+	}
+}
+
+// usageError marks errors in how phtoci was called.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+func usagef(format string, a ...any) error {
+	return usageError{fmt.Errorf(format, a...)}
+}
+
+// printResult writes v as JSON with --json, else human text from text().
+func printResult(c *cli.Context, v any, text func(io.Writer)) error {
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text(c.App.Writer)
+	return nil
+}
+
+var _ = errors.Is

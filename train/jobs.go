@@ -1,0 +1,240 @@
+package train
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
+)
+
+// Env says where images come from and go to (oci.Options) and how trains
+// are read and written (Options). The zero value works.
+type Env struct {
+	OCI oci.Options
+	Options
+}
+
+// JobResult describes an image a job wrote.
+type JobResult struct {
+	Step    string `json:"step"`
+	Input   string `json:"input"`
+	Output  string `json:"output"`
+	Digest  string `json:"digest"`
+	Station string `json:"station,omitempty"`
+	// Next is the route index of the station that runs next (-1: the route is done).
+	Next   int              `json:"next"`
+	Config *protocol.Config `json:"-"`
+}
+
+// ErrUsage marks errors in what the caller asked for (bad reference,
+// missing option), as opposed to verification or I/O failures.
+var ErrUsage = errors.New("usage")
+
+func usagef(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, a...))
+}
+
+func openInput(ctx context.Context, input string, env Env) (oci.Ref, v1.Image, error) {
+	ref, err := oci.ParseRef(input)
+	if err != nil {
+		return oci.Ref{}, nil, err
+	}
+	img, err := oci.Open(ctx, ref, env.OCI)
+	if err != nil {
+		return oci.Ref{}, nil, err
+	}
+	return ref, img, nil
+}
+
+func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
+	if output == "" {
+		return oci.DefaultOutput(in, suffix), nil
+	}
+	return oci.ParseOutputRef(output)
+}
+
+func write(ctx context.Context, out *Output, ref oci.Ref, env Env, res *JobResult) (*JobResult, error) {
+	defer out.Close()
+	d, err := oci.Write(ctx, ref, out.Image, env.OCI)
+	if err != nil {
+		return nil, err
+	}
+	res.Output, res.Digest, res.Config = ref.String(), d.String(), out.Config
+	res.Next = -1
+	if out.Config != nil {
+		if st, err := protocol.Verify(out.Config); err == nil {
+			res.Next = st.Next
+		}
+	}
+	return res, nil
+}
+
+// PreRunJob runs pre-run on the image at input and writes the decrypted
+// image to output ("" = oci.DefaultOutput(input, "decrypted")). Nothing is
+// written when a check fails.
+func PreRunJob(ctx context.Context, input, output string, st protocol.Station, env Env) (*JobResult, error) {
+	in, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := outputRef(in, output, "decrypted")
+	if err != nil {
+		return nil, err
+	}
+	out, err := PreRun(img, st, env.Options)
+	if err != nil {
+		return nil, err
+	}
+	return write(ctx, out, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+}
+
+// PostRunJob runs post-run on the image at input with the results in
+// resultsDir ("" = take the plaintext results from the image) and writes the
+// encrypted image to output ("" = the same reference for a registry, a new
+// file beside an archive).
+func PostRunJob(ctx context.Context, input, resultsDir, output string, st protocol.Station, env Env) (*JobResult, error) {
+	var results fs.FS
+	if resultsDir != "" {
+		fi, err := os.Stat(resultsDir)
+		if err != nil {
+			return nil, fmt.Errorf("results directory: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("results directory %s: %w", resultsDir, fs.ErrInvalid)
+		}
+		results = os.DirFS(resultsDir)
+	}
+	in, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
+	var dst oci.Ref
+	switch {
+	case output != "":
+		dst, err = oci.ParseOutputRef(output)
+	case in.Transport == oci.TransportRegistry:
+		dst = in
+	default:
+		dst = oci.DefaultOutput(in, st.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := PostRun(img, results, st, env.Options)
+	if err != nil {
+		return nil, err
+	}
+	return write(ctx, out, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+}
+
+// VerifyJob verifies the image at input (keyless; with st also the
+// station's checks).
+func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
+	_, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
+	return Verify(img, st, env.Options)
+}
+
+// DecryptJob verifies the image at input as its creator and writes the
+// results (and train files when withTrain) under outDir.
+func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) error {
+	_, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return err
+	}
+	return Decrypt(img, userKey, outDir, withTrain, env.Options)
+}
+
+// InspectJob describes the image at input.
+func InspectJob(ctx context.Context, input string, env Env) (*Inspection, error) {
+	_, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
+	return Inspect(img, env.Options)
+}
+
+// BuildJob makes a train on the base image at from with the train files in
+// filesDir plus queryFile (copied in as query.json) and writes it to output.
+func BuildJob(ctx context.Context, from, filesDir, queryFile, output string, bo protocol.BuildOptions, env Env) (*JobResult, error) {
+	if output == "" {
+		return nil, usagef("build needs an output (-o DEST)")
+	}
+	dst, err := oci.ParseOutputRef(output)
+	if err != nil {
+		return nil, err
+	}
+	files, cleanup, err := trainFiles(filesDir, queryFile, env.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	in, img, err := openInput(ctx, from, env)
+	if err != nil {
+		return nil, err
+	}
+	if bo.Source.Address == "" && in.Transport == oci.TransportRegistry {
+		bo.Source = protocol.Source{Type: "docker_repository", Address: in.Name.Context().Name(), Tag: in.Name.Identifier()}
+	}
+	out, err := Build(img, files, bo, env.Options)
+	if err != nil {
+		return nil, err
+	}
+	return write(ctx, out, dst, env, &JobResult{Step: "build", Input: in.String()})
+}
+
+// trainFiles returns filesDir with queryFile added as query.json. When a
+// query file is given, the files are copied into a temporary directory (train
+// files are code and small).
+func trainFiles(filesDir, queryFile, tmpDir string) (fs.FS, func(), error) {
+	if fi, err := os.Stat(filesDir); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = fs.ErrInvalid
+		}
+		return nil, nil, fmt.Errorf("train files directory %s: %w", filesDir, err)
+	}
+	if queryFile == "" {
+		return os.DirFS(filesDir), func() {}, nil
+	}
+	tmp, err := os.MkdirTemp(tmpDir, "phtoci-build-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(tmp) }
+	if err := os.CopyFS(tmp, os.DirFS(filesDir)); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("copying train files from %s: %w", filesDir, err)
+	}
+	if err := copyFile(filepath.Join(tmp, "query.json"), queryFile); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return os.DirFS(tmp), cleanup, nil
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	return out.Close()
+}

@@ -1,0 +1,177 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/protocol"
+)
+
+// ErrNotATrain reports an image without /opt/train_config.json.
+var ErrNotATrain = errors.New("not a train image")
+
+// ErrLeak reports that a layer post-run would keep holds plaintext the
+// protocol protects.
+var ErrLeak = errors.New("plaintext would remain in a kept layer")
+
+// Options tune how a train image is read and written.
+type Options struct {
+	// TempDir holds spool files and new layers ("" = os.TempDir()).
+	TempDir string
+	// BaseLayers overrides the base boundary when > 0.
+	BaseLayers int
+	// MemLimit is the largest file kept in memory while resolving (0 = layer's default).
+	MemLimit int64
+}
+
+func (o Options) resolveOpts(scan bool) []layer.Option {
+	var opts []layer.Option
+	if o.TempDir != "" {
+		opts = append(opts, layer.WithTempDir(o.TempDir))
+	}
+	if o.MemLimit > 0 {
+		opts = append(opts, layer.WithMemLimit(o.MemLimit))
+	}
+	if scan {
+		opts = append(opts, layer.WithBoundaryScan())
+	}
+	return opts
+}
+
+// Train is a train image with its train paths resolved.
+type Train struct {
+	Image     v1.Image
+	Config    *protocol.Config
+	ConfigRaw []byte
+	// Base is the number of base layers post-run and pre-run keep.
+	Base int
+	// FromLabel tells whether Base came from phtoci's label.
+	FromLabel bool
+	// Labels of the image config.
+	Labels map[string]string
+	res    *layer.Resolved
+}
+
+// Open resolves img's train paths and parses its config. Close releases the
+// spool files.
+func Open(img v1.Image, o Options) (*Train, error) {
+	n, fromLabel, err := layer.BaseFromLabel(img)
+	if err != nil {
+		return nil, err
+	}
+	res, err := layer.Resolve(img, Prefixes, o.resolveOpts(!fromLabel && o.BaseLayers <= 0)...)
+	if err != nil {
+		return nil, err
+	}
+	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
+	if err := t.init(o); err != nil {
+		res.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Train) init(o Options) error {
+	cf, err := t.Image.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("reading image config: %w", err)
+	}
+	t.Labels = cf.Config.Labels
+	f, ok := t.res.Lookup(ConfigPath)
+	if !ok {
+		return fmt.Errorf("/%s: %w: file not found in any layer", ConfigPath, ErrNotATrain)
+	}
+	raw, err := readAll(f, 1<<20)
+	if err != nil {
+		return fmt.Errorf("/%s: %w", ConfigPath, err)
+	}
+	cfg, err := protocol.ParseConfig(raw)
+	if err != nil {
+		return fmt.Errorf("/%s: %w", ConfigPath, err)
+	}
+	t.Config, t.ConfigRaw = cfg, raw
+	layers, err := t.Image.Layers()
+	if err != nil {
+		return fmt.Errorf("reading layers: %w", err)
+	}
+	switch {
+	case o.BaseLayers > 0:
+		if o.BaseLayers > len(layers) {
+			return fmt.Errorf("--base-layers %d: the image has only %d layers", o.BaseLayers, len(layers))
+		}
+		t.Base, t.FromLabel = o.BaseLayers, false
+	case !t.FromLabel:
+		// The base is every layer up to and including the topmost one that
+		// changes anything outside the train paths.
+		t.Base = 0
+		for _, li := range t.res.Layers() {
+			if li.TouchesOutside {
+				t.Base = li.Index + 1
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// Close removes spool files.
+func (t *Train) Close() error { return t.res.Close() }
+
+// TrainFS is /opt/pht_train.
+func (t *Train) TrainFS() fs.FS { return t.res.FS(TrainDir) }
+
+// ResultsFS is /opt/pht_results.
+func (t *Train) ResultsFS() fs.FS { return t.res.FS(ResultsDir) }
+
+// UserKeyFile returns /opt/user_sym_key.key, or nil when the image has none.
+func (t *Train) UserKeyFile() ([]byte, error) {
+	f, ok := t.res.Lookup(UserKeyPath)
+	if !ok {
+		return nil, nil
+	}
+	b, err := readAll(f, 64<<10)
+	if err != nil {
+		return nil, fmt.Errorf("/%s: %w", UserKeyPath, err)
+	}
+	return b, nil
+}
+
+// Resolved exposes the layer walk (files, layers read, every file seen).
+func (t *Train) Resolved() *layer.Resolved { return t.res }
+
+// Decrypted tells whether the train paths hold plaintext: phtoci's state
+// label says so, or (for images committed by other tools) the train files
+// verify as plaintext against the immutable hash.
+func (t *Train) Decrypted() bool {
+	switch t.Labels[StateLabel] {
+	case stateDecrypted:
+		return true
+	case stateEncrypted:
+		return false
+	}
+	return protocol.CheckTrain(t.Config, t.TrainFS()) == nil
+}
+
+func readAll(f *layer.File, limit int64) ([]byte, error) {
+	if f.Size > limit {
+		return nil, fmt.Errorf("file is %d bytes, expected at most %d", f.Size, limit)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, limit))
+}
+
+func stationOf(name string) string {
+	if i := strings.IndexByte(name, '/'); i >= 0 {
+		return name[:i]
+	}
+	return name
+}

@@ -1,0 +1,383 @@
+package train
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/protocol"
+)
+
+// ErrResultsRequired reports a post-run on an encrypted image without a
+// results directory.
+var ErrResultsRequired = errors.New("results required")
+
+// ErrAlreadyDecrypted reports a pre-run on an image that pre-run made.
+var ErrAlreadyDecrypted = errors.New("image is already decrypted")
+
+// Output is a new image whose top layer lives in a temporary file until
+// Close; write it (oci.Write) before closing.
+type Output struct {
+	Image  v1.Image
+	Config *protocol.Config
+	layer  *layer.Layer
+}
+
+// Close removes the new layer's temporary file.
+func (o *Output) Close() error {
+	if o == nil || o.layer == nil {
+		return nil
+	}
+	return o.layer.Cleanup()
+}
+
+// PreRun verifies img for station st and returns base layers + one layer
+// holding the decrypted train files and results, ready to run. Nothing is
+// returned when any check fails.
+func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
+	t, err := Open(img, o)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	if t.Labels[StateLabel] == stateDecrypted {
+		return nil, fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted)
+	}
+	spool, err := os.MkdirTemp(o.TempDir, "phtoci-prerun-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(spool)
+	if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, protocol.DirSink(spool)); err != nil {
+		return nil, err
+	}
+	ukf, err := t.UserKeyFile()
+	if err != nil {
+		return nil, err
+	}
+	w, err := newWriter(img, o, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	lw := &layerSink{w: w}
+	err = lw.start(ukf == nil)
+	if err == nil {
+		err = addTree(lw, os.DirFS(filepath.Join(spool, "pht_results")), "pht_results")
+	}
+	if err == nil {
+		err = addTree(lw, os.DirFS(filepath.Join(spool, "pht_train")), "pht_train")
+	}
+	if err == nil {
+		err = lw.finish(t.ConfigRaw, ukf)
+	}
+	return rebase(t, w, err, "pre-run", st.ID, stateDecrypted, t.Config)
+}
+
+// PostRun runs the station's post-run on img. results is the directory the
+// run produced; it may be nil when img already holds plaintext train files
+// and results (a pre-run output, or one committed after the run). The
+// output is base layers + one encrypted protocol layer.
+func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*Output, error) {
+	t, err := Open(img, o)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	var trainPlain, resultsPlain fs.FS
+	if t.Decrypted() {
+		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
+		if results != nil {
+			resultsPlain = results
+		}
+	} else {
+		if results == nil {
+			return nil, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
+		}
+		spool, err := os.MkdirTemp(o.TempDir, "phtoci-postrun-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(spool)
+		// Everything pre-run checks is checked again; only the train files'
+		// plaintext is kept (the previous results are replaced by the new ones).
+		sink := prefixSink{prefix: "pht_train/", Sink: protocol.DirSink(spool)}
+		if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, sink); err != nil {
+			return nil, err
+		}
+		trainPlain, resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
+	}
+	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
+		return nil, err
+	}
+	// Ciphertext does not compress: store it, and spend the CPU on crypto.
+	w, err := newWriter(img, o, gzip.NoCompression)
+	if err != nil {
+		return nil, err
+	}
+	lw := &layerSink{w: w}
+	var res *protocol.PostRunResult
+	err = lw.start(false)
+	if err == nil {
+		res, err = protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
+	}
+	if err == nil {
+		err = lw.finish(res.ConfigJSON, res.UserKeyFile)
+	}
+	var cfg *protocol.Config
+	if res != nil {
+		cfg = res.Config
+	}
+	return rebase(t, w, err, "post-run", st.ID, stateEncrypted, cfg)
+}
+
+// Build makes a train from base and the plaintext train files (query.json
+// among them), the way the central builder does: the output is base's
+// layers + one encrypted protocol layer.
+func Build(base v1.Image, files fs.FS, bo protocol.BuildOptions, o Options) (*Output, error) {
+	layers, err := base.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("reading base layers: %w", err)
+	}
+	w, err := newWriter(base, o, gzip.NoCompression)
+	if err != nil {
+		return nil, err
+	}
+	lw := &layerSink{w: w}
+	var cfg *protocol.Config
+	var raw []byte
+	err = lw.start(true)
+	if err == nil {
+		cfg, err = protocol.Build(bo, files, lw)
+	}
+	if err == nil {
+		raw, err = cfg.Encode()
+	}
+	if err == nil {
+		err = lw.finish(raw, nil)
+	}
+	t := &Train{Image: base, Base: len(layers)}
+	return rebase(t, w, err, "build", "", stateEncrypted, cfg)
+}
+
+func rebase(t *Train, w *layer.Writer, err error, step, station, state string, cfg *protocol.Config) (*Output, error) {
+	if err != nil {
+		w.Abort()
+		return nil, err
+	}
+	l, err := w.Close()
+	if err != nil {
+		return nil, err
+	}
+	comment := "phtoci " + step
+	if station != "" {
+		comment += " " + station
+	}
+	img, err := layer.Rebase(t.Image, t.Base, l, comment, func(cf *v1.ConfigFile) {
+		if cf.Config.Labels == nil {
+			cf.Config.Labels = map[string]string{}
+		}
+		cf.Config.Labels[StateLabel] = state
+		if station != "" {
+			cf.Config.Labels[StationLabel] = station
+		} else {
+			delete(cf.Config.Labels, StationLabel)
+		}
+	})
+	if err != nil {
+		l.Cleanup()
+		return nil, err
+	}
+	return &Output{Image: img, Config: cfg, layer: l}, nil
+}
+
+func newWriter(img v1.Image, o Options, level int) (*layer.Writer, error) {
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest media type: %w", err)
+	}
+	lmt := types.OCILayer
+	if mt == types.DockerManifestSchema2 {
+		lmt = types.DockerLayer
+	}
+	return layer.NewWriter(layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, Level: level, MediaType: lmt})
+}
+
+// modTime is SOURCE_DATE_EPOCH when set, else the image's creation time, so
+// that the same inputs give the same layer bytes.
+func modTime(img v1.Image) time.Time {
+	if t, ok := layer.SourceDateEpoch(); ok {
+		return t
+	}
+	if cf, err := img.ConfigFile(); err == nil && !cf.Created.IsZero() {
+		return cf.Created.Time.UTC()
+	}
+	return time.Unix(0, 0).UTC()
+}
+
+// layerSink streams protocol outputs ("pht_results/…", then "pht_train/…")
+// into a layer writer in sorted order, adding the opaque whiteouts that let
+// the new layer settle every train path by itself.
+type layerSink struct {
+	w         *layer.Writer
+	trainOpen bool
+}
+
+func (s *layerSink) start(whiteoutUserKey bool) error {
+	if err := s.w.Dir(optDir); err != nil {
+		return err
+	}
+	if whiteoutUserKey {
+		if err := s.w.Whiteout(UserKeyPath); err != nil {
+			return err
+		}
+	}
+	if err := s.w.Dir(ResultsDir); err != nil {
+		return err
+	}
+	return s.w.Opaque(ResultsDir)
+}
+
+func (s *layerSink) openTrain() error {
+	if s.trainOpen {
+		return nil
+	}
+	s.trainOpen = true
+	if err := s.w.Dir(TrainDir); err != nil {
+		return err
+	}
+	return s.w.Opaque(TrainDir)
+}
+
+func (s *layerSink) WriteFile(name string, size int64, r io.Reader) error {
+	if strings.HasPrefix(name, "pht_train/") {
+		if err := s.openTrain(); err != nil {
+			return err
+		}
+	}
+	return s.w.File(path.Join(optDir, name), size, r)
+}
+
+func (s *layerSink) finish(config, userKey []byte) error {
+	if err := s.openTrain(); err != nil {
+		return err
+	}
+	if err := s.w.File(ConfigPath, int64(len(config)), bytes.NewReader(config)); err != nil {
+		return err
+	}
+	if userKey != nil {
+		return s.w.File(UserKeyPath, int64(len(userKey)), bytes.NewReader(userKey))
+	}
+	return nil
+}
+
+// addTree adds every regular file of fsys, in walk order, as prefix/<rel>.
+func addTree(s protocol.Sink, fsys fs.FS, prefix string) error {
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == "." && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		f, err := fsys.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return s.WriteFile(prefix+"/"+p, fi.Size(), f)
+	})
+}
+
+// prefixSink keeps the files under prefix and drains the others.
+type prefixSink struct {
+	prefix string
+	protocol.Sink
+}
+
+func (s prefixSink) WriteFile(name string, size int64, r io.Reader) error {
+	if strings.HasPrefix(name, s.prefix) {
+		return s.Sink.WriteFile(name, size, r)
+	}
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// leakCheck refuses a post-run whose kept (base) layers hold a file under a
+// train path whose content equals a plaintext train file or result: DESIGN's
+// "No leaks, checked". Only plaintext files whose size matches a file seen in
+// a kept layer are hashed, so the usual case (nothing under train paths in
+// the base) costs nothing.
+func leakCheck(t *Train, trainPlain, resultsPlain fs.FS) error {
+	kept := map[int64][]layer.SeenFile{}
+	for _, s := range t.res.Seen() {
+		if s.Layer < t.Base {
+			kept[s.Size] = append(kept[s.Size], s)
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	check := func(fsys fs.FS, dir string) error {
+		return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if p == "." && errors.Is(err, fs.ErrNotExist) {
+					return fs.SkipAll
+				}
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			cands := kept[fi.Size()]
+			if len(cands) == 0 {
+				return nil
+			}
+			f, err := fsys.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			var sum [32]byte
+			copy(sum[:], h.Sum(nil))
+			for _, c := range cands {
+				if c.SHA256 == sum {
+					return fmt.Errorf("layer %d (base, kept): /%s holds the plaintext of /%s/%s: %w; refusing to post-run (drop that layer with --base-layers, or post-run the image as received with --results)",
+						c.Layer, c.Path, dir, p, ErrLeak)
+				}
+			}
+			return nil
+		})
+	}
+	if err := check(trainPlain, TrainDir); err != nil {
+		return err
+	}
+	return check(resultsPlain, ResultsDir)
+}
