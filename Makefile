@@ -39,7 +39,7 @@ lint:
 # A container image of phtoci itself: static binary on an empty base, built
 # with go-containerregistry (no Docker), written as an OCI archive.
 image: build
-	$(GO) run ./cmd/phtoci image-self --binary $(BIN) -o bin/phtoci.oci.tar
+	$(GO) run ./internal/mkimage --binary $(BIN) -o bin/phtoci.oci.tar
 
 clean:
 	rm -rf bin

@@ -6,11 +6,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -32,6 +32,17 @@ const exitHelp = `EXIT CODES:
    3  I/O or registry error (file missing, registry unreachable, corrupt image)`
 
 func main() {
+	// PHTOCI_CPUPROFILE=FILE writes a CPU profile (bench/run.sh uses it).
+	if p := os.Getenv("PHTOCI_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				code := run(os.Args, os.Stdin, os.Stdout, os.Stderr)
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(code)
+			}
+		}
+	}
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -117,5 +128,3 @@ func printResult(c *cli.Context, v any, text func(io.Writer)) error {
 	text(c.App.Writer)
 	return nil
 }
-
-var _ = errors.Is

@@ -139,8 +139,7 @@ func TestStationErrors(t *testing.T) {
 	if strings.Contains(r.stderr, "wrong-pass-123") {
 		t.Error("the password appears in the error")
 	}
-	ok(t, "verify", w.built, "--station", "st-a", "--key", encKey, "--quiet") // fails without password → below
-	_ = r
+	fails(t, exitUsage, nil, []string{"verify", w.built, "--station", "st-a", "--key", encKey}, "st-a-enc.pem")
 	passFile := w.path("pass")
 	must(t, os.WriteFile(passFile, []byte("s3cret-pass\n"), 0o600))
 	ok(t, "pre-run", w.built, "--station", "st-a", "--key", encKey, "--key-password-file", passFile, "-o", w.path("dec-with-pass.tar"), "--quiet")

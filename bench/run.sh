@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# make bench: phtoci's post-run and pre-run against the hardware's limits.
+# For results of 100 MiB and 1 GiB (incompressible, compressible, mixed) and
+# 100,000 small files it runs the binary on oci-archive files and through a
+# local registry, and prints MB/s, peak RSS and the ratio to the single-core
+# SHA-512 throughput measured in the same run. Side by side: `crane append`
+# of an equally sized layer and `skopeo copy` of the train. Writes
+# bench/results.md. Needs docker-registry, skopeo (make test-deps) and
+# installs crane with `go install` when missing.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SIZES=${BENCH_SIZES:-"100 1024"}          # MiB
+SMALL=${BENCH_SMALL_FILES:-100000}
+W=${BENCH_DIR:-$(mktemp -d /var/tmp/phtoci-bench.XXXXXX)}
+OUT="$ROOT/bench/results.md"
+mkdir -p "$W/bin"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+
+./scripts/test-deps.sh
+export PATH="$PATH:$(go env GOPATH)/bin"
+command -v crane >/dev/null || go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+CGO_ENABLED=0 go build -trimpath -o "$W/bin/phtoci" ./cmd/phtoci
+go build -o "$W/bin/sha512speed" ./bench/sha512speed
+go build -o "$W/bin/countproxy" ./bench/countproxy
+P="$W/bin/phtoci"
+
+SHA=$("$W/bin/sha512speed")
+echo "single-core SHA-512: $SHA MB/s"
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# timed LABEL BYTES FILES CMD...: runs CMD under /usr/bin/time -v and appends a table row.
+ROWS=()
+timed() {
+  local label=$1 bytes=$2 files=$3; shift 3
+  local tf="$W/time.txt"
+  /usr/bin/time -v "$@" >"$W/cmd.out" 2>"$tf" || { cat "$tf" >&2; echo "bench: $label failed" >&2; exit 1; }
+  local wall rss
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$tf")
+  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$tf")
+  local mbs ratio fps
+  mbs=$(python3 -c "print(f'{$bytes/1e6/max($wall,0.001):.1f}')")
+  ratio=$(python3 -c "print(f'{$bytes/1e6/max($wall,0.001)/$SHA:.2f}')")
+  fps=$(python3 -c "print(f'{$files/max($wall,0.001):.0f}')")
+  printf '%-44s %8.2fs %9s MB/s  %5s x SHA-512  %7s MiB RSS  %8s files/s\n' "$label" "$wall" "$mbs" "$ratio" "$rss" "$fps"
+  ROWS+=("| $label | $wall | $mbs | $ratio | $rss | $fps |")
+  LAST_WALL=$wall
+}
+
+cd "$W"
+for k in researcher builder st1 st2; do "$P" keys generate "$k" >/dev/null; done
+"$P" build "$ROOT/testdata/sample/master.tar" --files "$ROOT/testdata/sample/train" --query "$ROOT/testdata/sample/query.json" \
+  --creator-id r1 --user-key researcher.pem --builder-key builder.pem --route st1=st1.pub.pem --route st2=st2.pub.pem \
+  -o oci-archive:train.tar --quiet >/dev/null
+
+# Results sets.
+mkresults() { # NAME MIB KIND
+  local d="$W/res-$1" mib=$2 kind=$3
+  mkdir -p "$d"
+  case $kind in
+    random) head -c "$((mib << 20))" /dev/urandom >"$d/data.bin" ;;
+    text) yes 'patient,1970-01-01,female,42,negative,station-aachen' | head -c "$((mib << 20))" >"$d/data.csv" ;;
+    mixed)
+      head -c "$((mib << 19))" /dev/urandom >"$d/images.bin"
+      yes 'chr1 12345 A G 0.42 PASS' | head -c "$((mib << 18))" >"$d/variants.vcf"
+      for i in $(seq 1 16); do yes "row $i" | head -c "$((mib << 14))" >"$d/part-$i.txt"; done ;;
+  esac
+}
+mksmall() {
+  local d="$W/res-small"
+  mkdir -p "$d"
+  python3 - "$d" "$SMALL" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    sub = os.path.join(d, f"{i // 1000:03d}")
+    if i % 1000 == 0: os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"{i:06d}.txt"), "wb") as f:
+        f.write(os.urandom(512) + b"x" * 512)
+PY
+}
+dirbytes() { du -sb "$1" | cut -f1; }
+
+echo
+printf '%-44s %9s %14s %16s %16s %16s\n' case wall throughput ratio "peak RSS" files/s
+for mib in $SIZES; do
+  for kind in random text mixed; do
+    name="$kind-${mib}M"
+    mkresults "$name" "$mib" "$kind"
+    bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
+    timed "post-run oci-archive $name" "$bytes" "$files" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:post-$name.tar" --quiet
+    timed "pre-run oci-archive $name" "$bytes" "$files" "$P" pre-run "oci-archive:post-$name.tar" --station st2 --key st2.pem -o "oci-archive:pre-$name.tar" --quiet
+    if [ "${BENCH_PROFILE:-}" = 1 ] && [ "$kind" = random ] && [ "$mib" -ge 1024 ]; then
+      PHTOCI_CPUPROFILE="$W/post.prof" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:prof.tar" --quiet
+      go tool pprof -top -nodecount=25 "$P" "$W/post.prof" >"$ROOT/bench/profile-post-run-1G.txt" 2>/dev/null || true
+    fi
+    rm -f "pre-$name.tar" "prof.tar"
+    [ "$kind" = mixed ] || { rm -rf "res-$name"; rm -f "post-$name.tar"; }
+  done
+done
+mksmall
+bytes=$(dirbytes res-small)
+timed "post-run oci-archive $SMALL x 1 KiB" "$bytes" "$SMALL" "$P" post-run oci-archive:train.tar --results res-small --station st1 --key st1.pem -o oci-archive:post-small.tar --quiet
+timed "pre-run oci-archive $SMALL x 1 KiB" "$bytes" "$SMALL" "$P" pre-run oci-archive:post-small.tar --station st2 --key st2.pem -o oci-archive:pre-small.tar --quiet
+rm -rf res-small pre-small.tar post-small.tar
+
+# Registry → registry, with a counting proxy in front of a local registry.
+REGPORT=$(freeport); PXPORT=$(freeport)
+mkdir -p "$W/registry"
+cat >"$W/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $W/registry}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$REGPORT}
+YML
+docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
+"$W/bin/countproxy" -listen "127.0.0.1:$PXPORT" -target "http://127.0.0.1:$REGPORT" >"$W/proxy.log" 2>&1 &
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PXPORT/v2/" >/dev/null && break; sleep 0.1; done
+REG=127.0.0.1:$PXPORT
+stats() { curl -s "http://$REG/_stats"; }
+reset() { curl -s -X POST "http://$REG/_reset" >/dev/null; }
+
+mib=$(echo "$SIZES" | awk '{print $NF}'); name="mixed-${mib}M"
+bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
+skopeo copy -q --dest-tls-verify=false "oci-archive:post-$name.tar" "docker://$REG/pht/train:st1" 
+reset
+timed "pre-run registry $name" "$bytes" "$files" "$P" pre-run "$REG/pht/train:st1" --station st2 --key st2.pem -o "$REG/pht/train:st1-decrypted" --quiet
+echo "  transfer: $(stats)"
+reset
+timed "post-run registry→registry $name" "$bytes" "$files" "$P" post-run "$REG/pht/train:st1" --results "res-$name" --station st2 --key st2.pem -o "$REG/pht/train:st2" --quiet
+POST_WALL=$LAST_WALL
+POST_STATS=$(stats)
+echo "  transfer: $POST_STATS"
+# The floor: crane append of an equally sized layer onto the same image.
+tar -C "res-$name" -cf "$W/layer.tar" .
+reset
+timed "crane append (same size layer)" "$bytes" "$files" crane append --insecure -b "$REG/pht/train:st1" -f "$W/layer.tar" -t "$REG/pht/crane:st1"
+CRANE_WALL=$LAST_WALL
+echo "  transfer: $(stats)"
+reset
+timed "skopeo copy train between repositories" "$bytes" "$files" skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG/pht/train:st1" "docker://$REG/other/train:st1"
+echo "  transfer: $(stats)"
+CRYPTO=$(python3 -c "print(f'{$bytes/1e6/$SHA:.2f}')")
+VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO else 'no')")
+
+{
+  echo "# phtoci benchmarks"
+  echo
+  echo "Written by \`make bench\` ($(date -u +%Y-%m-%d), $(nproc) cores, $(go version | awk '{print $3}'))."
+  echo "Single-core SHA-512 on this machine: **$SHA MB/s**; ratios below are throughput / that."
+  echo
+  echo "| case | wall s | MB/s | × SHA-512 | peak RSS MiB | files/s |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "Registry → registry post-run transfer (counting proxy): \`$POST_STATS\`."
+  echo "post-run wall $POST_WALL s vs crane append $CRANE_WALL s + crypto time $CRYPTO s (SHA-512 of the results): within 1.5× + crypto: **$VERDICT**."
+} >"$OUT"
+echo
+echo "bench: wrote $OUT"
