@@ -1,0 +1,43 @@
+// Package layer holds the tar mechanics phtoci needs on go-containerregistry
+// images: resolving paths through a stack of layers with OCI whiteouts
+// (Resolve), writing a new reproducible layer (Writer) and replacing the
+// layers above a base with one new layer (Rebase). It knows nothing of the
+// PHT protocol.
+//
+// Paths are slash paths without a leading "/" ("opt/pht_train/x.py"). Entry
+// names found in tars are cleaned of "./" and "/" prefixes.
+package layer
+
+import "errors"
+
+// Sentinel errors, for errors.Is. Errors returned by this package wrap one of
+// them and name the layer (index and digest) and path concerned.
+var (
+	// ErrUnsupportedEntry reports a symlink, hard link, device, FIFO or
+	// other non-regular, non-directory entry under (or at an ancestor of)
+	// a requested prefix.
+	ErrUnsupportedEntry = errors.New("unsupported tar entry")
+	// ErrUnsafePath reports a tar entry or path whose name contains ".."
+	// or otherwise escapes the root.
+	ErrUnsafePath = errors.New("unsafe path")
+	// ErrCorruptLayer reports a truncated tar, an invalid tar header or a
+	// gzip error while reading a layer.
+	ErrCorruptLayer = errors.New("corrupt layer")
+	// ErrDigestMismatch reports layer content whose digest or diff ID is
+	// not the one the image claims.
+	ErrDigestMismatch = errors.New("layer digest mismatch")
+	// ErrUnsorted reports a Writer entry added out of order (entries must
+	// come sorted by path components) or added twice.
+	ErrUnsorted = errors.New("entries not in sorted order")
+	// ErrBadPath reports a path given to this package that is empty, not
+	// clean, or names a whiteout.
+	ErrBadPath = errors.New("invalid path")
+	// ErrNotDir reports a Writer entry whose parent was written as a file.
+	ErrNotDir = errors.New("parent is not a directory")
+	// ErrBadBase reports a base layer count (argument or BaseLabel) that
+	// is not between 0 and the image's layer count.
+	ErrBadBase = errors.New("invalid base layer count")
+	// ErrWriterClosed reports use of a Writer after Close or Abort, or
+	// after an earlier error.
+	ErrWriterClosed = errors.New("layer writer closed")
+)

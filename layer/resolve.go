@@ -1,0 +1,588 @@
+package layer
+
+import (
+	"archive/tar"
+	"bytes"
+	stdflate "compress/flate"
+	stdgzip "compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	kflate "github.com/klauspost/compress/flate"
+	kgzip "github.com/klauspost/compress/gzip"
+)
+
+// DefaultMemLimit is the largest file Resolve keeps in memory; larger files
+// are spooled to a temporary file.
+const DefaultMemLimit int64 = 1 << 20
+
+// maxOutside is how many outside paths LayerInfo.Outside lists.
+const maxOutside = 20
+
+type options struct {
+	tempDir  string
+	memLimit int64
+	boundary bool
+}
+
+// Option tunes Resolve.
+type Option func(*options)
+
+// WithTempDir sets the directory for spool files ("" = os.TempDir()).
+func WithTempDir(dir string) Option { return func(o *options) { o.tempDir = dir } }
+
+// WithMemLimit sets the largest file kept in memory (default 1 MiB); larger
+// files are spooled to a temporary file. n ≤ 0 keeps the default.
+func WithMemLimit(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.memLimit = n
+		}
+	}
+}
+
+// WithBoundaryScan makes Resolve keep walking down once every prefix is
+// settled (reading headers and hashing files under the prefixes, keeping no
+// content) until it has read a layer that touches a path outside the
+// prefixes. Ancestors of prefixes (the "opt/" directory entry) do not count,
+// but whiteouts of ancestors, opaque ancestors and non-directory ancestors do.
+func WithBoundaryScan() Option { return func(o *options) { o.boundary = true } }
+
+// File is a regular file of the merged view.
+type File struct {
+	// Path is the slash path without a leading "/".
+	Path string
+	// Size is the content length in bytes.
+	Size int64
+	// Mode is the permission bits from the tar header.
+	Mode fs.FileMode
+	// Layer is the index (from the bottom, 0-based) of the layer it comes from.
+	Layer int
+
+	data  []byte // content when small
+	spool string // spool file when large
+}
+
+// Open returns the file's content. Every call gives a fresh reader; the
+// caller closes it. Spooled content is gone after Resolved.Close.
+func (f *File) Open() (io.ReadCloser, error) {
+	if f.spool == "" {
+		return io.NopCloser(bytes.NewReader(f.data)), nil
+	}
+	rf, err := os.Open(f.spool)
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening spooled content: %w", f.Path, err)
+	}
+	return rf, nil
+}
+
+// LayerInfo describes a layer Resolve read.
+type LayerInfo struct {
+	// Index counts from the bottom, 0-based.
+	Index int
+	// Digest is the compressed layer's digest.
+	Digest v1.Hash
+	// DiffID is the digest of the uncompressed tar, verified while reading.
+	DiffID v1.Hash
+	// Outside lists the first 20 entry names outside the prefixes.
+	Outside []string
+	// TouchesOutside tells whether the layer changes any path outside the
+	// prefixes (their ancestor directory entries excepted).
+	TouchesOutside bool
+}
+
+// SeenFile is a regular file under the prefixes in some layer read, visible
+// in the merged view or not.
+type SeenFile struct {
+	// Layer is the index (from the bottom, 0-based).
+	Layer int
+	// Path is the slash path without a leading "/".
+	Path   string
+	Size   int64
+	SHA256 [32]byte
+}
+
+// Resolved is the outcome of Resolve. Close it to remove spool files.
+type Resolved struct {
+	prefixes []string
+	files    map[string]*File
+	sorted   []*File
+	dirs     map[string]bool // visible directory entries under the prefixes
+	layers   []LayerInfo
+	seen     []SeenFile
+	spoolDir string
+}
+
+// Files returns the regular files under the prefixes in the merged view,
+// sorted by path components.
+func (r *Resolved) Files() []*File { return slices.Clone(r.sorted) }
+
+// Lookup returns the merged view's regular file at path.
+func (r *Resolved) Lookup(p string) (*File, bool) {
+	c, err := cleanEntryName(p)
+	if err != nil {
+		return nil, false
+	}
+	f, ok := r.files[c]
+	return f, ok
+}
+
+// Layers returns every layer read, top-down.
+func (r *Resolved) Layers() []LayerInfo { return slices.Clone(r.layers) }
+
+// Seen returns every regular file under the prefixes in every layer read,
+// shadowed or deleted ones too, top-down and in tar order within a layer.
+func (r *Resolved) Seen() []SeenFile { return slices.Clone(r.seen) }
+
+// Close removes the spool files.
+func (r *Resolved) Close() error {
+	if r.spoolDir == "" {
+		return nil
+	}
+	d := r.spoolDir
+	r.spoolDir = ""
+	return os.RemoveAll(d)
+}
+
+// upperKind is what the layers above have at exactly one path.
+type upperKind uint8
+
+const (
+	upperNone  upperKind = iota
+	upperDir             // a directory, explicit or implied: lower directories merge, lower files are hidden
+	upperOther           // a file, whiteout or other non-directory: everything lower at and below is hidden
+)
+
+// hides is the union of what the layers read so far hide in lower layers.
+type hides struct {
+	exact map[string]upperKind
+	below map[string]bool // everything strictly below these paths is hidden
+}
+
+func newHides() hides { return hides{exact: map[string]upperKind{}, below: map[string]bool{}} }
+
+// hidden reports whether an entry at p of the given kind (dir or not) in a
+// lower layer is hidden by the layers above.
+func (h hides) hidden(p string, dir bool) bool {
+	switch h.exact[p] {
+	case upperOther:
+		return true
+	case upperDir:
+		if !dir {
+			return true
+		}
+	}
+	if h.below[""] {
+		return true
+	}
+	for a := p; ; {
+		i := strings.LastIndexByte(a, '/')
+		if i < 0 {
+			return false
+		}
+		a = a[:i]
+		if h.below[a] {
+			return true
+		}
+	}
+}
+
+func (h hides) merge(o hides) {
+	for k, v := range o.exact {
+		if v > h.exact[k] {
+			h.exact[k] = v
+		}
+	}
+	for k := range o.below {
+		h.below[k] = true
+	}
+}
+
+// settled reports whether lower layers cannot change the merged view at
+// or below q.
+func (h hides) settled(q string) bool {
+	return h.exact[q] == upperOther || h.below[q] || h.hidden(q, true)
+}
+
+// relation of a path to the prefixes.
+type relation uint8
+
+const (
+	outside  relation = iota
+	inside            // a prefix or below one
+	ancestor          // a proper ancestor of a prefix (or the root)
+)
+
+func relate(p string, prefixes []string) relation {
+	if p == "" {
+		return ancestor
+	}
+	rel := outside
+	for _, q := range prefixes {
+		if under(p, q) {
+			return inside
+		}
+		if strictAncestor(p, q) {
+			rel = ancestor
+		}
+	}
+	return rel
+}
+
+// Resolve walks img's layers from the top, streaming each layer's tar once
+// (Uncompressed), honouring ".wh.NAME" and ".wh..wh..opq", and stops as soon
+// as every prefix is settled: a layer read so far holds the exact file, a
+// whiteout of it or of an ancestor, or an opaque whiteout of that directory
+// or an ancestor. Lower layers are then never opened. Regular files under
+// the prefixes that win in the merged view are kept, in memory up to the
+// memory limit, else spooled to a temporary file, so memory does not grow
+// with file sizes.
+//
+// Each layer read is checked against its diff ID from the image config
+// (ErrDigestMismatch); tar and gzip errors give ErrCorruptLayer; entries
+// with ".." give ErrUnsafePath; symlinks, hard links and devices under the
+// prefixes (or at their ancestors) give ErrUnsupportedEntry.
+func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error) {
+	o := options{memLimit: DefaultMemLimit}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
+	for _, p := range prefixes {
+		c, err := cleanPath(p)
+		if err != nil {
+			return nil, fmt.Errorf("prefix: %w", err)
+		}
+		r.prefixes = append(r.prefixes, c)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("reading image layers: %w", err)
+	}
+	var diffIDs []v1.Hash
+	if cf, err := img.ConfigFile(); err == nil && len(cf.RootFS.DiffIDs) == len(layers) {
+		diffIDs = cf.RootFS.DiffIDs
+	}
+	st := newHides()
+	touched := false
+	for i := len(layers) - 1; i >= 0; i-- {
+		all := r.allSettled(st)
+		if all && (!o.boundary || touched) {
+			break
+		}
+		var want v1.Hash
+		if diffIDs != nil {
+			want = diffIDs[i]
+		} else if want, err = layers[i].DiffID(); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("layer %d: reading diff ID: %w", i, err)
+		}
+		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all, kept: map[string]*File{}}
+		if err := lr.read(layers[i], want); err != nil {
+			lr.discard()
+			r.Close()
+			return nil, err
+		}
+		st.merge(lr.pending)
+		for p, f := range lr.kept {
+			r.files[p] = f
+		}
+		touched = touched || lr.info.TouchesOutside
+		r.layers = append(r.layers, lr.info)
+	}
+	for _, f := range r.files {
+		r.sorted = append(r.sorted, f)
+	}
+	slices.SortFunc(r.sorted, func(a, b *File) int { return comparePaths(a.Path, b.Path) })
+	return r, nil
+}
+
+func (r *Resolved) allSettled(st hides) bool {
+	for _, q := range r.prefixes {
+		if !st.settled(q) {
+			return false
+		}
+	}
+	return true
+}
+
+// layerReader reads one layer.
+type layerReader struct {
+	r       *Resolved
+	o       *options
+	index   int
+	upper   hides // from the layers above
+	pending hides // what this layer hides below it
+	keep    bool  // keep visible content
+	kept    map[string]*File
+	info    LayerInfo
+	name    string // for errors: "layer N (sha256:…)"
+}
+
+func (lr *layerReader) errorf(p string, format string, args ...any) error {
+	return fmt.Errorf("%s: %s: %w", lr.name, p, fmt.Errorf(format, args...))
+}
+
+func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
+	lr.info.Index = lr.index
+	lr.info.DiffID = want
+	lr.name = fmt.Sprintf("layer %d", lr.index)
+	if d, err := l.Digest(); err == nil {
+		lr.info.Digest = d
+		lr.name = fmt.Sprintf("layer %d (%s)", lr.index, d)
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
+	}
+	defer func() {
+		if cerr := rc.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: closing: %w", lr.name, classify(cerr))
+		}
+	}()
+	var h hash.Hash
+	src := io.Reader(rc)
+	if want.Algorithm == "sha256" {
+		h = sha256.New()
+		src = io.TeeReader(rc, h)
+	}
+	tr := tar.NewReader(src)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: reading tar: %w", lr.name, classify(err))
+		}
+		if err := lr.entry(tr, hdr); err != nil {
+			return err
+		}
+	}
+	// Read to the end: trailing padding is part of the diff ID, and the
+	// source verifies the compressed digest only at EOF.
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return fmt.Errorf("%s: reading tar: %w", lr.name, classify(err))
+	}
+	if h != nil {
+		if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+			return fmt.Errorf("%s: %w: uncompressed content has diff ID sha256:%s, the image config says %s", lr.name, ErrDigestMismatch, got, want)
+		}
+	}
+	return nil
+}
+
+func (lr *layerReader) outside(name string) {
+	lr.info.TouchesOutside = true
+	if len(lr.info.Outside) < maxOutside {
+		lr.info.Outside = append(lr.info.Outside, name)
+	}
+}
+
+func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
+		return nil // metadata (archive/tar folds it into the next header)
+	}
+	name, err := cleanEntryName(hdr.Name)
+	if err != nil {
+		return fmt.Errorf("%s: entry %w", lr.name, err)
+	}
+	if name == "" {
+		return nil // the root directory
+	}
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	switch {
+	case base == opaqueName:
+		rel := relate(dir, lr.r.prefixes)
+		if rel == outside {
+			lr.outside(name)
+			return nil
+		}
+		if rel == ancestor {
+			lr.outside(name) // hides lower siblings of the prefixes
+		}
+		lr.pending.below[dir] = true
+		lr.impliedDirs(name)
+		return nil
+	case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
+		return nil // AUFS metadata (.wh..wh.plnk and the like)
+	case strings.HasPrefix(base, whiteoutPrefix):
+		target := path.Join(dir, base[len(whiteoutPrefix):])
+		rel := relate(target, lr.r.prefixes)
+		if rel != inside {
+			lr.outside(name)
+		}
+		if rel != outside {
+			lr.pending.exact[target] = upperOther
+			lr.pending.below[target] = true
+			lr.impliedDirs(target)
+		}
+		return nil
+	}
+	rel := relate(name, lr.r.prefixes)
+	isDir := hdr.Typeflag == tar.TypeDir
+	if rel == outside {
+		lr.outside(name)
+		return nil
+	}
+	hidden := lr.upper.hidden(name, isDir)
+	lr.impliedDirs(name)
+	if isDir {
+		if lr.pending.exact[name] == upperNone {
+			lr.pending.exact[name] = upperDir
+		}
+		if rel == inside && !hidden {
+			lr.r.dirs[name] = true
+		}
+		return nil
+	}
+	lr.pending.exact[name] = upperOther
+	lr.pending.below[name] = true
+	regular := hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
+	if rel == ancestor {
+		if !hidden {
+			return lr.errorf(name, "%w: %s where a directory holding %s is expected", ErrUnsupportedEntry, typeName(hdr), strings.Join(lr.r.prefixes, ", "))
+		}
+		lr.outside(name)
+		return nil
+	}
+	if !regular {
+		if hidden {
+			return nil
+		}
+		return lr.errorf(name, "%w: %s under a resolved path; only regular files and directories are allowed", ErrUnsupportedEntry, typeName(hdr))
+	}
+	return lr.file(tr, hdr, name, hidden)
+}
+
+// impliedDirs records that this layer has directories at p's ancestors.
+func (lr *layerReader) impliedDirs(p string) {
+	for {
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return
+		}
+		p = p[:i]
+		if lr.pending.exact[p] != upperNone {
+			return
+		}
+		lr.pending.exact[p] = upperDir
+	}
+}
+
+func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden bool) error {
+	if hdr.Size < 0 {
+		return lr.errorf(name, "%w: negative size %d", ErrCorruptLayer, hdr.Size)
+	}
+	h := sha256.New()
+	f := &File{Path: name, Size: hdr.Size, Mode: fs.FileMode(hdr.Mode).Perm(), Layer: lr.index}
+	keep := lr.keep && !hidden
+	var err error
+	switch {
+	case !keep:
+		_, err = io.Copy(h, tr)
+	case hdr.Size <= lr.o.memLimit:
+		f.data = make([]byte, hdr.Size)
+		_, err = io.ReadFull(tr, f.data)
+		h.Write(f.data)
+	default:
+		err = lr.spool(f, io.TeeReader(tr, h))
+	}
+	if err != nil {
+		if f.spool != "" {
+			os.Remove(f.spool)
+		}
+		return lr.errorf(name, "reading content: %w", classify(err))
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	lr.r.seen = append(lr.r.seen, SeenFile{Layer: lr.index, Path: name, Size: hdr.Size, SHA256: sum})
+	if keep {
+		if old := lr.kept[name]; old != nil && old.spool != "" {
+			os.Remove(old.spool) // a later entry of the same layer wins
+		}
+		lr.kept[name] = f
+	}
+	return nil
+}
+
+func (lr *layerReader) spool(f *File, src io.Reader) error {
+	if lr.r.spoolDir == "" {
+		d, err := os.MkdirTemp(lr.o.tempDir, "phtoci-resolve-")
+		if err != nil {
+			return err
+		}
+		lr.r.spoolDir = d
+	}
+	sf, err := os.CreateTemp(lr.r.spoolDir, "file-")
+	if err != nil {
+		return err
+	}
+	f.spool = sf.Name()
+	n, err := io.Copy(sf, src)
+	if cerr := sf.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n != f.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// discard removes spool files of a layer that failed.
+func (lr *layerReader) discard() {
+	for _, f := range lr.kept {
+		if f.spool != "" {
+			os.Remove(f.spool)
+		}
+	}
+}
+
+func typeName(hdr *tar.Header) string {
+	switch hdr.Typeflag {
+	case tar.TypeSymlink:
+		return fmt.Sprintf("symlink to %q", hdr.Linkname)
+	case tar.TypeLink:
+		return fmt.Sprintf("hard link to %q", hdr.Linkname)
+	case tar.TypeChar:
+		return "character device"
+	case tar.TypeBlock:
+		return "block device"
+	case tar.TypeFifo:
+		return "FIFO"
+	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck
+		return "regular file"
+	}
+	return fmt.Sprintf("entry of type %q", hdr.Typeflag)
+}
+
+// classify wraps format errors from tar and gzip (standard library and
+// klauspost) as ErrCorruptLayer, and go-containerregistry's digest
+// verification errors as ErrDigestMismatch. ggcr keeps its verification
+// error type internal, so it is recognised by its message.
+func classify(err error) error {
+	var sf stdflate.CorruptInputError
+	var kf kflate.CorruptInputError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, tar.ErrHeader),
+		errors.Is(err, stdgzip.ErrHeader), errors.Is(err, stdgzip.ErrChecksum),
+		errors.Is(err, kgzip.ErrHeader), errors.Is(err, kgzip.ErrChecksum),
+		errors.As(err, &sf), errors.As(err, &kf):
+		return fmt.Errorf("%w: %w", ErrCorruptLayer, err)
+	case strings.Contains(err.Error(), "error verifying"):
+		return fmt.Errorf("%w: %w", ErrDigestMismatch, err)
+	}
+	return err
+}

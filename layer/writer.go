@@ -1,0 +1,502 @@
+package layer
+
+import (
+	"archive/tar"
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	kgzip "github.com/klauspost/compress/gzip"
+)
+
+// WriterOptions configure a Writer.
+type WriterOptions struct {
+	// ModTime is the modification time of every entry, truncated to
+	// seconds; the zero value means the Unix epoch.
+	ModTime time.Time
+	// TempDir holds the layer file and spool files ("" = os.TempDir()).
+	TempDir string
+	// Level is a klauspost/compress/gzip level: gzip.NoCompression (0, the
+	// zero value; use it for ciphertext), gzip.HuffmanOnly, gzip.BestSpeed…
+	// gzip.BestCompression, or gzip.DefaultCompression.
+	Level int
+	// MediaType of the layer; default types.OCILayer.
+	MediaType types.MediaType
+}
+
+// Writer writes one reproducible layer: tar, then gzip, into a temporary
+// file in one pass, computing the diff ID and digest on the way. Entries
+// must be added sorted by path components (an opaque whiteout first in its
+// directory); missing parent directories are inserted. Every entry has owner
+// 0:0, empty user and group names, the fixed ModTime, mode 0755 for
+// directories, 0644 for files (0755 for Executable) and USTAR format (GNU
+// when a name or size does not fit USTAR), without PAX records. The same
+// input gives the same bytes. Gzip runs in a second goroutine.
+type Writer struct {
+	opts    WriterOptions
+	modTime time.Time
+	f       *os.File
+	pipe    *chunkPipe
+	tw      *tar.Writer
+	stack   []string // written directories that are ancestors of (or are) last
+	last    string
+	lastDir bool
+	started bool
+	err     error // sticky
+	done    bool
+}
+
+// NewWriter starts a layer in a new temporary file.
+func NewWriter(opts WriterOptions) (*Writer, error) {
+	if opts.MediaType == "" {
+		opts.MediaType = types.OCILayer
+	}
+	mt := opts.ModTime.Truncate(time.Second)
+	if opts.ModTime.IsZero() {
+		mt = time.Unix(0, 0)
+	}
+	f, err := os.CreateTemp(opts.TempDir, "phtoci-layer-*.tar.gz")
+	if err != nil {
+		return nil, fmt.Errorf("creating layer file: %w", err)
+	}
+	sink := &sinkState{diff: sha256.New(), digest: sha256.New(), f: f}
+	sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, f), 1<<20)
+	gz, err := kgzip.NewWriterLevel(sink.buf, opts.Level)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("gzip level %d: %w", opts.Level, err)
+	}
+	sink.gz = gz
+	w := &Writer{opts: opts, modTime: mt.UTC(), f: f}
+	w.pipe = newChunkPipe(sink)
+	w.tw = tar.NewWriter(w.pipe)
+	return w, nil
+}
+
+// Dir adds a directory.
+func (w *Writer) Dir(p string) error {
+	c, err := w.check(p)
+	if err != nil {
+		return err
+	}
+	return w.add(c, true, &tar.Header{Typeflag: tar.TypeDir, Name: c + "/", Mode: 0o755}, nil)
+}
+
+// Opaque adds dir/.wh..wh..opq, hiding everything lower layers hold in dir.
+func (w *Writer) Opaque(dir string) error {
+	c, err := w.check(dir)
+	if err != nil {
+		return err
+	}
+	name := c + "/" + opaqueName
+	return w.add(name, false, &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644}, nil)
+}
+
+// Whiteout adds dir/.wh.name, hiding path in lower layers.
+func (w *Writer) Whiteout(p string) error {
+	c, err := w.check(p)
+	if err != nil {
+		return err
+	}
+	name := path.Join(path.Dir(c), whiteoutPrefix+path.Base(c))
+	return w.add(name, false, &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644}, nil)
+}
+
+// File adds a regular file (mode 0644) of size bytes read from r. With size
+// -1 the content is first spooled to a temporary file to learn its size.
+// A reader with fewer or more bytes than size is an error.
+func (w *Writer) File(p string, size int64, r io.Reader) error {
+	return w.file(p, size, r, 0o644)
+}
+
+// Executable adds a regular file like File, with mode 0755.
+func (w *Writer) Executable(p string, size int64, r io.Reader) error {
+	return w.file(p, size, r, 0o755)
+}
+
+func (w *Writer) file(p string, size int64, r io.Reader, mode int64) error {
+	c, err := w.check(p)
+	if err != nil {
+		return err
+	}
+	if size < -1 {
+		return fmt.Errorf("%s: %w: size %d", c, ErrBadPath, size)
+	}
+	if size == -1 {
+		sp, n, err := w.spool(r)
+		if err != nil {
+			return fmt.Errorf("%s: spooling content: %w", c, err)
+		}
+		defer func() { sp.Close(); os.Remove(sp.Name()) }()
+		r, size = sp, n
+	}
+	return w.add(c, false, &tar.Header{Typeflag: tar.TypeReg, Name: c, Mode: mode, Size: size}, r)
+}
+
+func (w *Writer) spool(r io.Reader) (*os.File, int64, error) {
+	sp, err := os.CreateTemp(w.opts.TempDir, "phtoci-spool-")
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := io.Copy(sp, r)
+	if err == nil {
+		_, err = sp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		sp.Close()
+		os.Remove(sp.Name())
+		return nil, 0, err
+	}
+	return sp, n, nil
+}
+
+// check validates a caller's path and the writer's state.
+func (w *Writer) check(p string) (string, error) {
+	if w.done {
+		return "", ErrWriterClosed
+	}
+	if w.err != nil {
+		return "", fmt.Errorf("%w: earlier error: %w", ErrWriterClosed, w.err)
+	}
+	c, err := cleanPath(p)
+	if err != nil {
+		return "", err
+	}
+	for _, comp := range strings.Split(c, "/") {
+		if strings.HasPrefix(comp, whiteoutPrefix) {
+			return "", fmt.Errorf("%q: %w: component %q is a whiteout name", p, ErrBadPath, comp)
+		}
+	}
+	return c, nil
+}
+
+// add writes the entry at p after its missing parents, enforcing the order.
+func (w *Writer) add(p string, isDir bool, hdr *tar.Header, content io.Reader) error {
+	if w.started {
+		switch c := comparePaths(p, w.last); {
+		case c == 0 && isDir && w.lastDir:
+			return nil // the same directory again
+		case c <= 0:
+			return fmt.Errorf("%s: %w: comes after %s", p, ErrUnsorted, w.last)
+		}
+		if strictAncestor(w.last, p) && !w.lastDir {
+			return fmt.Errorf("%s: %w: %s was written as a file", p, ErrNotDir, w.last)
+		}
+	}
+	for len(w.stack) > 0 && !strictAncestor(w.stack[len(w.stack)-1], p) {
+		w.stack = w.stack[:len(w.stack)-1]
+	}
+	// Insert the parents between the deepest written ancestor and p.
+	from := 0
+	if len(w.stack) > 0 {
+		from = len(w.stack[len(w.stack)-1]) + 1
+	}
+	for i := from; i < len(p); i++ {
+		if p[i] == '/' {
+			d := p[:i]
+			if err := w.write(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755}, nil); err != nil {
+				return err
+			}
+			w.stack = append(w.stack, d)
+		}
+	}
+	if err := w.write(hdr, content); err != nil {
+		return err
+	}
+	if isDir {
+		w.stack = append(w.stack, p)
+	}
+	w.started, w.last, w.lastDir = true, p, isDir
+	return nil
+}
+
+// write writes one header and its content. Any failure here leaves the tar
+// stream unusable, so it is sticky.
+func (w *Writer) write(hdr *tar.Header, content io.Reader) error {
+	hdr.ModTime = w.modTime
+	hdr.Format = tar.FormatUSTAR
+	err := w.tw.WriteHeader(hdr)
+	if err != nil && w.pipe.failed() == nil {
+		// USTAR cannot hold this name or size; archive/tar wrote nothing,
+		// so fall back to GNU (long names, base-256 sizes), still PAX-free.
+		hdr.Format = tar.FormatGNU
+		err = w.tw.WriteHeader(hdr)
+	}
+	if err == nil && hdr.Size > 0 {
+		var n int64
+		n, err = io.CopyN(w.tw, content, hdr.Size)
+		if err == io.EOF {
+			err = fmt.Errorf("content has %d bytes, expected %d: %w", n, hdr.Size, io.ErrUnexpectedEOF)
+		}
+	}
+	if err == nil && content != nil {
+		var one [1]byte
+		if n, _ := io.ReadFull(content, one[:]); n > 0 {
+			err = fmt.Errorf("content is longer than the %d bytes announced", hdr.Size)
+		}
+	}
+	if err != nil {
+		if perr := w.pipe.failed(); perr != nil {
+			err = perr
+		}
+		w.err = fmt.Errorf("%s: %w", strings.TrimSuffix(hdr.Name, "/"), err)
+		return w.err
+	}
+	return nil
+}
+
+// Close finishes the layer and returns it. The Writer cannot be used after.
+func (w *Writer) Close() (*Layer, error) {
+	if w.done {
+		return nil, ErrWriterClosed
+	}
+	if w.err != nil {
+		err := w.err
+		w.Abort()
+		return nil, err
+	}
+	err := w.tw.Close()
+	if perr := w.pipe.Close(); err == nil {
+		err = perr
+	}
+	s := w.pipe.sink
+	if err == nil {
+		err = s.gz.Close()
+	}
+	if err == nil {
+		err = s.buf.Flush()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	w.done = true
+	if err != nil {
+		os.Remove(w.f.Name())
+		return nil, fmt.Errorf("finishing layer: %w", err)
+	}
+	fi, err := os.Stat(w.f.Name())
+	if err != nil {
+		os.Remove(w.f.Name())
+		return nil, fmt.Errorf("finishing layer: %w", err)
+	}
+	return &Layer{
+		path:      w.f.Name(),
+		digest:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s.digest.Sum(nil))},
+		diffID:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s.diff.Sum(nil))},
+		size:      fi.Size(),
+		mediaType: w.opts.MediaType,
+	}, nil
+}
+
+// Abort discards the layer and its temporary files. It does nothing after
+// a successful Close.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.pipe.Close()
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// SourceDateEpoch returns the time in the SOURCE_DATE_EPOCH environment
+// variable (seconds since the Unix epoch), when set and valid.
+func SourceDateEpoch() (time.Time, bool) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(n, 0).UTC(), true
+}
+
+// Layer is a layer written by a Writer, backed by its temporary file, with
+// digest, diff ID and size computed while writing. It implements v1.Layer.
+type Layer struct {
+	path      string
+	digest    v1.Hash
+	diffID    v1.Hash
+	size      int64
+	mediaType types.MediaType
+}
+
+var _ v1.Layer = (*Layer)(nil)
+
+// Digest implements v1.Layer.
+func (l *Layer) Digest() (v1.Hash, error) { return l.digest, nil }
+
+// DiffID implements v1.Layer.
+func (l *Layer) DiffID() (v1.Hash, error) { return l.diffID, nil }
+
+// Size implements v1.Layer.
+func (l *Layer) Size() (int64, error) { return l.size, nil }
+
+// MediaType implements v1.Layer.
+func (l *Layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
+
+// Path is the layer's temporary file (gzip-compressed tar).
+func (l *Layer) Path() string { return l.path }
+
+// Compressed implements v1.Layer.
+func (l *Layer) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
+	}
+	return f, nil
+}
+
+// Uncompressed implements v1.Layer.
+func (l *Layer) Uncompressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
+	}
+	zr, err := kgzip.NewReader(bufio.NewReaderSize(f, 1<<16))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
+	}
+	return &gzipReadCloser{zr: zr, f: f}, nil
+}
+
+// Cleanup removes the layer's temporary file.
+func (l *Layer) Cleanup() error {
+	if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+type gzipReadCloser struct {
+	zr *kgzip.Reader
+	f  *os.File
+}
+
+func (g *gzipReadCloser) Read(b []byte) (int, error) { return g.zr.Read(b) }
+func (g *gzipReadCloser) Close() error {
+	err := g.zr.Close()
+	if ferr := g.f.Close(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// sinkState is the compressing end: tar bytes → diff ID hash and gzip →
+// digest hash and file.
+type sinkState struct {
+	diff, digest hash.Hash
+	gz           *kgzip.Writer
+	buf          *bufio.Writer
+	f            *os.File
+}
+
+func (s *sinkState) Write(b []byte) (int, error) {
+	s.diff.Write(b)
+	return s.gz.Write(b)
+}
+
+// chunkPipe hands fixed-size chunks to a goroutine that writes them to the
+// sink, so that tar writing (and whatever produces the content) overlaps
+// with hashing and compression. Memory is bounded by chunkCount chunks.
+// Hand-written because io.Pipe is synchronous (no overlap) and no library
+// in the module offers a bounded, ordered, error-propagating equivalent.
+type chunkPipe struct {
+	sink   *sinkState
+	cur    []byte
+	full   chan []byte
+	free   chan []byte
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+	closed bool
+}
+
+const (
+	chunkSize  = 256 << 10
+	chunkCount = 4
+)
+
+func newChunkPipe(s *sinkState) *chunkPipe {
+	p := &chunkPipe{sink: s, full: make(chan []byte, chunkCount), free: make(chan []byte, chunkCount+1)}
+	for range chunkCount + 1 {
+		p.free <- make([]byte, 0, chunkSize)
+	}
+	p.wg.Add(1)
+	go p.run()
+	return p
+}
+
+func (p *chunkPipe) run() {
+	defer p.wg.Done()
+	for c := range p.full {
+		if p.failed() == nil {
+			if _, err := p.sink.Write(c); err != nil {
+				p.mu.Lock()
+				p.err = err
+				p.mu.Unlock()
+			}
+		}
+		p.free <- c[:0]
+	}
+}
+
+func (p *chunkPipe) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *chunkPipe) Write(b []byte) (int, error) {
+	if p.closed {
+		return 0, ErrWriterClosed
+	}
+	n := 0
+	for len(b) > 0 {
+		if err := p.failed(); err != nil {
+			return n, err
+		}
+		if p.cur == nil {
+			p.cur = <-p.free
+		}
+		k := copy(p.cur[len(p.cur):cap(p.cur)], b)
+		p.cur = p.cur[:len(p.cur)+k]
+		b, n = b[k:], n+k
+		if len(p.cur) == cap(p.cur) {
+			p.full <- p.cur
+			p.cur = nil
+		}
+	}
+	return n, nil
+}
+
+// Close sends the last chunk and waits for the goroutine.
+func (p *chunkPipe) Close() error {
+	if !p.closed {
+		p.closed = true
+		if len(p.cur) > 0 {
+			p.full <- p.cur
+			p.cur = nil
+		}
+		close(p.full)
+		p.wg.Wait()
+	}
+	return p.failed()
+}
