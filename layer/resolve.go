@@ -285,7 +285,7 @@ func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error)
 			want = diffIDs[i]
 		} else if want, err = layers[i].DiffID(); err != nil {
 			r.Close()
-			return nil, fmt.Errorf("layer %d: reading diff ID: %w", i, err)
+			return nil, fmt.Errorf("layer %d: reading diff ID: %w", i, classify(err))
 		}
 		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all, kept: map[string]*File{}}
 		if err := lr.read(layers[i], want); err != nil {
