@@ -285,3 +285,8 @@ func (b *blobLayer) Compressed() (io.ReadCloser, error) {
 func (b *blobLayer) Uncompressed() (io.ReadCloser, error) {
 	return gzip.NewReader(bytes.NewReader(b.gz))
 }
+
+func v1SHA256(rc io.ReadCloser) (v1.Hash, int64, error) {
+	defer rc.Close()
+	return v1.SHA256(rc)
+}
