@@ -121,7 +121,14 @@ func Rebase(img v1.Image, base int, newLayer v1.Layer, comment string, edit func
 }
 
 func keptAddendum(l v1.Layer, d v1.Descriptor, h v1.History) mutate.Addendum {
-	return mutate.Addendum{Layer: l, History: h, MediaType: d.MediaType, Annotations: d.Annotations, URLs: d.URLs}
+	a := mutate.Addendum{Layer: l, History: h, MediaType: d.MediaType}
+	if len(d.Annotations) > 0 {
+		a.Annotations = d.Annotations
+	}
+	if len(d.URLs) > 0 {
+		a.URLs = d.URLs
+	}
+	return a
 }
 
 // mediaTypeLayer is a layer with its media type replaced.
