@@ -1,0 +1,365 @@
+package oci
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Options control how images are read and written.
+type Options struct {
+	// Platform chooses from a multi-platform index (nil: the only
+	// platform, else linux/amd64), and is checked against single images.
+	Platform *v1.Platform
+	// Keychain finds registry credentials (default authn.DefaultKeychain:
+	// ~/.docker/config.json and credential helpers).
+	Keychain authn.Keychain
+	// Auth, when set, is used instead of the Keychain.
+	Auth authn.Authenticator
+	// Insecure allows plain HTTP and unverified TLS to any registry. Without
+	// it plain HTTP is used only for 127.0.0.1, localhost and ::1.
+	Insecure bool
+	// Transport is the HTTP transport for registries (tests); nil = default.
+	Transport http.RoundTripper
+	// Progress receives progress bars for pushes and file writes, only
+	// when it is a terminal; nil = silent.
+	Progress io.Writer
+	// Quiet turns progress bars off.
+	Quiet bool
+}
+
+// BasicAuth returns an authenticator for a user name and password (for
+// --username/--password-stdin).
+func BasicAuth(user, pass string) authn.Authenticator {
+	return &authn.Basic{Username: user, Password: pass}
+}
+
+// Open returns the image ref points at. Registry and archive images are
+// lazy: blobs are read when used, never all held in memory.
+func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
+	var (
+		img v1.Image
+		err error
+	)
+	switch ref.Transport {
+	case TransportRegistry:
+		return openRemote(ctx, ref, opts)
+	case TransportDockerArchive:
+		img, err = openDockerArchive(ref)
+	case TransportOCIArchive:
+		var t *tarIndex
+		if t, err = indexTar(ref.Path); err == nil {
+			img, err = openStore(t, ref.Tag, opts.Platform)
+		}
+	case TransportOCILayout:
+		img, err = openLayout(ref, opts.Platform)
+	default:
+		return nil, fmt.Errorf("%s: transport %q: %w; %s", ref, ref.Transport, ErrUnknownTransport, Forms)
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w (%w)", err, ErrNotFound)
+		}
+		return nil, fmt.Errorf("opening %s: %w", ref, err)
+	}
+	if err := checkMediaType(img, ref.String()); err != nil {
+		return nil, err
+	}
+	if err := checkPlatform(img, opts.Platform, ref.String()); err != nil {
+		return nil, err
+	}
+	trackInput(ref, img)
+	return img, nil
+}
+
+func checkMediaType(img v1.Image, where string) error {
+	mt, err := img.MediaType()
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if mt != types.OCIManifestSchema1 && mt != types.DockerManifestSchema2 {
+		return fmt.Errorf("%s: manifest media type %q, want %s or %s: %w", where, mt, types.OCIManifestSchema1, types.DockerManifestSchema2, ErrMediaType)
+	}
+	return nil
+}
+
+func openDockerArchive(ref Ref) (v1.Image, error) {
+	if _, err := os.Stat(ref.Path); err != nil {
+		return nil, err
+	}
+	var tag *name.Tag
+	if ref.Tag != "" {
+		t, err := name.NewTag(ref.Tag)
+		if err != nil {
+			return nil, fmt.Errorf("docker-archive tag %q: %w", ref.Tag, err)
+		}
+		tag = &t
+	}
+	img, err := tarball.ImageFromPath(ref.Path, tag)
+	if err != nil {
+		return nil, fmt.Errorf("docker-archive %s: %w", ref.Path, err)
+	}
+	// ImageFromPath is lazy; read the manifest now so that a truncated or
+	// inconsistent archive fails here, not halfway through a job.
+	if _, err := img.Manifest(); err != nil {
+		return nil, fmt.Errorf("docker-archive %s: %v: %w", ref.Path, err, ErrCorrupt)
+	}
+	return img, nil
+}
+
+func openLayout(ref Ref, plat *v1.Platform) (v1.Image, error) {
+	where := "oci layout " + ref.Path
+	if _, err := os.Stat(filepath.Join(ref.Path, "oci-layout")); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	idx, err := layout.ImageIndexFromPath(ref.Path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("%s: index.json: %v: %w", where, err, ErrCorrupt)
+	}
+	d, err := pickTagged(im, ref.Tag, where, plat)
+	if err != nil {
+		return nil, err
+	}
+	if d.MediaType.IsIndex() {
+		child, err := idx.ImageIndex(d.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("%s: index %s: %w", where, d.Digest, err)
+		}
+		cm, err := child.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("%s: index %s: %v: %w", where, d.Digest, err, ErrCorrupt)
+		}
+		if d, err = choosePlatform(cm.Manifests, plat, fmt.Sprintf("%s index %s", where, d.Digest)); err != nil {
+			return nil, err
+		}
+		idx = child
+	}
+	if !d.MediaType.IsImage() {
+		return nil, fmt.Errorf("%s: descriptor %s has media type %q, want an image manifest or index: %w", where, d.Digest, d.MediaType, ErrMediaType)
+	}
+	img, err := idx.Image(d.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", where, d.Digest, err)
+	}
+	if _, err := img.Manifest(); err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", where, d.Digest, err)
+	}
+	return img, nil
+}
+
+func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
+	n, err := remoteName(ref, opts)
+	if err != nil {
+		return nil, err
+	}
+	ropts := remoteOptions(ctx, opts)
+	desc, err := remote.Get(n, ropts...)
+	if err != nil {
+		return nil, remoteErr(n, err)
+	}
+	var img v1.Image
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		d, err := choosePlatform(im.Manifests, opts.Platform, n.String())
+		if err != nil {
+			return nil, err
+		}
+		if img, err = remote.Image(n.Context().Digest(d.Digest.String()), ropts...); err != nil {
+			return nil, remoteErr(n, err)
+		}
+	case desc.MediaType.IsImage():
+		if img, err = desc.Image(); err != nil {
+			return nil, remoteErr(n, err)
+		}
+	default:
+		return nil, fmt.Errorf("%s: manifest media type %q, want an image manifest or index: %w", n, desc.MediaType, ErrMediaType)
+	}
+	if err := checkMediaType(img, n.String()); err != nil {
+		return nil, err
+	}
+	if err := checkPlatform(img, opts.Platform, n.String()); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// remoteErr adds ErrNotFound to "manifest unknown"/404 answers.
+func remoteErr(n name.Reference, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: %v: %w", n, err, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", n, err)
+}
+
+func remoteName(ref Ref, opts Options) (name.Reference, error) {
+	if ref.Name == nil {
+		return nil, fmt.Errorf("registry reference without a name: %w; %s", ErrUnknownTransport, Forms)
+	}
+	if !opts.Insecure {
+		return ref.Name, nil
+	}
+	return name.ParseReference(ref.Name.String(), name.Insecure)
+}
+
+// Retries: 5xx and 429 answers and dropped connections are retried with
+// exponential backoff (1s, 3s, 9s).
+var retryBackoff = remote.Backoff{Duration: time.Second, Factor: 3, Jitter: 0.1, Steps: 4}
+
+func remoteOptions(ctx context.Context, opts Options) []remote.Option {
+	o := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithRetryBackoff(retryBackoff),
+		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
+			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
+		remote.WithTransport(httpGuard{next: baseTransport(opts), insecure: opts.Insecure}),
+		remote.WithUserAgent("phtoci"),
+	}
+	if opts.Platform != nil {
+		o = append(o, remote.WithPlatform(*opts.Platform))
+	}
+	if opts.Auth != nil {
+		o = append(o, remote.WithAuth(opts.Auth))
+	} else {
+		kc := opts.Keychain
+		if kc == nil {
+			kc = authn.DefaultKeychain
+		}
+		o = append(o, remote.WithAuthFromKeychain(kc))
+	}
+	return o
+}
+
+func baseTransport(opts Options) http.RoundTripper {
+	if opts.Transport != nil {
+		return opts.Transport
+	}
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	if opts.Insecure {
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+	}
+	return t
+}
+
+// httpGuard refuses plain HTTP to hosts other than loopback unless
+// Insecure: go-containerregistry otherwise falls back to HTTP for private
+// (RFC 1918) addresses too.
+type httpGuard struct {
+	next     http.RoundTripper
+	insecure bool
+}
+
+func (g httpGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" && !g.insecure && !isLoopback(r.URL.Hostname()) {
+		return nil, fmt.Errorf("refusing plain HTTP to %s (only 127.0.0.1, localhost and ::1 without --insecure)", r.URL.Host)
+	}
+	return g.next.RoundTrip(r)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Inputs that were opened, so that Write never replaces them.
+var inputs struct {
+	sync.Mutex
+	files []os.FileInfo
+	dirs  map[string]map[v1.Hash]bool // layout dir (abs) → manifest digests read
+}
+
+func trackInput(ref Ref, img v1.Image) {
+	inputs.Lock()
+	defer inputs.Unlock()
+	switch ref.Transport {
+	case TransportDockerArchive, TransportOCIArchive:
+		if fi, err := os.Stat(ref.Path); err == nil {
+			inputs.files = append(inputs.files, fi)
+		}
+	case TransportOCILayout:
+		abs, err := filepath.Abs(ref.Path)
+		if err != nil {
+			return
+		}
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return
+		}
+		if inputs.dirs == nil {
+			inputs.dirs = map[string]map[v1.Hash]bool{}
+		}
+		if inputs.dirs[abs] == nil {
+			inputs.dirs[abs] = map[v1.Hash]bool{}
+		}
+		inputs.dirs[abs][d] = true
+	}
+}
+
+// wouldOverwrite says whether writing to ref replaces an opened input: the
+// same file, or a layout tag that names an image read from that layout.
+func wouldOverwrite(ref Ref, existing []v1.Descriptor) bool {
+	inputs.Lock()
+	defer inputs.Unlock()
+	switch ref.Transport {
+	case TransportDockerArchive, TransportOCIArchive:
+		fi, err := os.Stat(ref.Path)
+		if err != nil {
+			return false
+		}
+		for _, in := range inputs.files {
+			if os.SameFile(fi, in) {
+				return true
+			}
+		}
+	case TransportOCILayout:
+		abs, err := filepath.Abs(ref.Path)
+		if err != nil {
+			return false
+		}
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+		for _, d := range existing {
+			if inputs.dirs[abs][d.Digest] {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,296 @@
+package oci
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// DefaultArchiveTag is the RepoTags entry of docker-archive outputs whose
+// reference names none.
+const DefaultArchiveTag = "phtoci/image:latest"
+
+// DefaultLayoutTag is the org.opencontainers.image.ref.name of oci and
+// oci-archive outputs whose reference names none.
+const DefaultLayoutTag = "latest"
+
+// Write writes img to ref and returns the digest of the manifest as ref now
+// holds it (for docker-archive the manifest a reader of the archive sees).
+//
+// Registry pushes upload only blobs the registry lacks and mount layers
+// that came from another repository of the same registry. Files are written
+// atomically (temp file in the same directory, fsync, rename). Writing over
+// an input that was opened with Open gives ErrWouldOverwrite.
+func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
+	switch ref.Transport {
+	case TransportRegistry:
+		return writeRemote(ctx, ref, img, opts)
+	case TransportDockerArchive, TransportOCIArchive:
+		if wouldOverwrite(ref, nil) {
+			return v1.Hash{}, fmt.Errorf("writing %s: %w (it was read as an input)", ref, ErrWouldOverwrite)
+		}
+		if err := checkMediaType(img, "image to write"); err != nil {
+			return v1.Hash{}, err
+		}
+		bar := newBar(opts, imageSize(img), "writing "+filepath.Base(ref.Path))
+		var write func(io.Writer) error
+		if ref.Transport == TransportDockerArchive {
+			tagStr := ref.Tag
+			if tagStr == "" {
+				tagStr = DefaultArchiveTag
+			}
+			tag, err := name.NewTag(tagStr)
+			if err != nil {
+				return v1.Hash{}, fmt.Errorf("writing %s: tag %q: %w", ref, tagStr, err)
+			}
+			write = func(w io.Writer) error { return tarball.Write(tag, img, barWriter{w, bar}) }
+		} else {
+			tag := ref.Tag
+			if tag == "" {
+				tag = DefaultLayoutTag
+			}
+			write = func(w io.Writer) error { return writeOCITar(ctx, barWriter{w, bar}, img, tag) }
+		}
+		if err := atomicWrite(ref.Path, write); err != nil {
+			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+		}
+		if bar != nil {
+			_ = bar.Finish()
+		}
+		if ref.Transport == TransportDockerArchive {
+			// A docker save tarball stores no manifest; readers synthesize one.
+			back, err := tarball.ImageFromPath(ref.Path, nil)
+			if err != nil {
+				return v1.Hash{}, fmt.Errorf("reading back %s: %w", ref, err)
+			}
+			return back.Digest()
+		}
+		return img.Digest()
+	case TransportOCILayout:
+		return writeLayout(ref, img)
+	}
+	return v1.Hash{}, fmt.Errorf("writing %s: transport %q: %w; %s", ref, ref.Transport, ErrUnknownTransport, Forms)
+}
+
+func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
+	n, err := remoteName(ref, opts)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	ro := remoteOptions(ctx, opts)
+	ch, wait := updatesBar(opts, "pushing "+n.String())
+	if ch != nil {
+		ro = append(ro, remote.WithProgress(ch))
+	}
+	err = remote.Write(n, img, ro...)
+	wait()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
+	}
+	return img.Digest()
+}
+
+func writeLayout(ref Ref, img v1.Image) (v1.Hash, error) {
+	tag := ref.Tag
+	if tag == "" {
+		tag = DefaultLayoutTag
+	}
+	p, err := layout.FromPath(ref.Path)
+	if err != nil {
+		if ents, rerr := os.ReadDir(ref.Path); rerr == nil && len(ents) > 0 {
+			return v1.Hash{}, fmt.Errorf("writing %s: directory %s is not empty and holds no OCI layout (%v): %w", ref, ref.Path, err, ErrUnknownTransport)
+		}
+		if p, err = layout.Write(ref.Path, empty.Index); err != nil {
+			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+		}
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("writing %s: index.json: %v: %w", ref, err, ErrCorrupt)
+	}
+	var same []v1.Descriptor
+	for _, d := range im.Manifests {
+		if d.Annotations[RefNameAnnotation] == tag {
+			same = append(same, d)
+		}
+	}
+	if wouldOverwrite(ref, same) {
+		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
+	}
+	if err := p.ReplaceImage(img, match.Annotation(RefNameAnnotation, tag),
+		layout.WithAnnotations(map[string]string{RefNameAnnotation: tag})); err != nil {
+		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+	}
+	return img.Digest()
+}
+
+// atomicWrite writes a file through a temp file in the same directory,
+// fsyncs it and renames it over path; on error nothing is left behind.
+func atomicWrite(path string, write func(io.Writer) error) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = write(f); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// writeOCITar streams an OCI image layout into a tar: oci-layout,
+// index.json (one image, tagged), then the manifest, config and layer blobs.
+// Hand-written because go-containerregistry writes layouts only to
+// directories; streaming avoids a second copy on disk.
+func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string) error {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return err
+	}
+	dgst, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	cfgRaw, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	index := v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		Manifests: []v1.Descriptor{{
+			MediaType:   mt,
+			Digest:      dgst,
+			Size:        int64(len(raw)),
+			Annotations: map[string]string{RefNameAnnotation: tag},
+		}},
+	}
+	indexJSON, err := json.Marshal(index)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(w)
+	// Fixed times and owners: the same image gives the same archive bytes.
+	hdr := func(name string, size int64, dir bool) *tar.Header {
+		h := &tar.Header{Name: name, Size: size, Mode: 0o644, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		if dir {
+			h.Mode, h.Typeflag, h.Size = 0o755, tar.TypeDir, 0
+		}
+		return h
+	}
+	file := func(name string, b []byte) error {
+		if err := tw.WriteHeader(hdr(name, int64(len(b)), false)); err != nil {
+			return err
+		}
+		_, err := tw.Write(b)
+		return err
+	}
+	if err := file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return err
+	}
+	if err := file("index.json", indexJSON); err != nil {
+		return err
+	}
+	for _, d := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(hdr(d, 0, true)); err != nil {
+			return err
+		}
+	}
+	written := map[v1.Hash]bool{}
+	blobName := func(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
+	if err := file(blobName(dgst), raw); err != nil {
+		return err
+	}
+	written[dgst] = true
+	if !written[cfgName] {
+		if err := file(blobName(cfgName), cfgRaw); err != nil {
+			return err
+		}
+		written[cfgName] = true
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for i, l := range layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := l.Digest()
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		if written[h] {
+			continue
+		}
+		size, err := l.Size()
+		if err != nil {
+			return fmt.Errorf("layer %d (%s): %w", i, h, err)
+		}
+		if err := tw.WriteHeader(hdr(blobName(h), size, false)); err != nil {
+			return err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("layer %d (%s): %w", i, h, err)
+		}
+		n, err := io.Copy(tw, rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("layer %d (%s): %w", i, h, err)
+		}
+		if n != size {
+			return fmt.Errorf("layer %d (%s): read %d bytes, its size is %d: %w", i, h, n, size, ErrCorrupt)
+		}
+		written[h] = true
+	}
+	return tw.Close()
+}
