@@ -102,10 +102,14 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
 	}
 	if fi, err := os.Stat(s); err == nil {
+		r, err := detectPath(s, fi)
 		if looksLikeRegistry(s) {
-			return Ref{}, fmt.Errorf("%q is both a local path and a registry reference: %w; write docker://%s or a transport prefix; %s", s, ErrAmbiguous, s, Forms)
+			if err != nil {
+				return parseRegistry(s, s) // a local path that holds no image
+			}
+			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s:%s; %s", s, ErrAmbiguous, s, r.Transport, s, Forms)
 		}
-		return detectPath(s, fi)
+		return r, err
 	}
 	if looksLikePath(s) {
 		return Ref{}, fmt.Errorf("%s: no such file or directory: %w; %s", s, ErrNotFound, Forms)
@@ -128,12 +132,18 @@ func ParseOutputRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("empty output reference: %w; %s", ErrUnknownTransport, Forms)
 	}
 	if fi, err := os.Stat(s); err == nil {
-		if looksLikeRegistry(s) {
-			return Ref{}, fmt.Errorf("%q is both a local path and a registry reference: %w; write docker://%s or a transport prefix; %s", s, ErrAmbiguous, s, Forms)
-		}
-		if r, err := detectPath(s, fi); err == nil {
+		r, err := detectPath(s, fi)
+		switch {
+		case looksLikeRegistry(s) && err == nil:
+			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s:%s; %s", s, ErrAmbiguous, s, r.Transport, s, Forms)
+		case looksLikeRegistry(s):
+			return parseRegistry(s, s)
+		case err == nil:
 			return r, nil
-		} else if fi.IsDir() {
+		case fi.IsDir():
+			if ents, _ := os.ReadDir(s); len(ents) == 0 {
+				return Ref{Transport: TransportOCILayout, Path: s}, nil // an empty dir to fill
+			}
 			return Ref{}, err
 		}
 		// An existing file that is no image (yet): decide by name below.
@@ -264,7 +274,7 @@ func looksLikeRegistry(s string) bool {
 		// with a plain host is too odd to prefer.
 		return false
 	}
-	_, err := name.ParseReference(s, name.StrictValidation)
+	_, err := name.ParseReference(s)
 	return err == nil
 }
 

@@ -1,0 +1,98 @@
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/testreg"
+)
+
+const vectors = "../testdata/vectors/images"
+
+// vectorsAbs is the vectors' absolute path, taken before any test chdirs.
+var vectorsAbs, _ = filepath.Abs(vectors)
+
+// vector is the absolute path of a vector image.
+func vector(name string) string { return filepath.Join(vectorsAbs, name) }
+
+var ctx = context.Background()
+
+// must(f())(t) returns f's value or fails t with f's error.
+func must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func noErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func parse(t testing.TB, s string) Ref { t.Helper(); return must(ParseRef(s))(t) }
+
+func parseOut(t testing.TB, s string) Ref { t.Helper(); return must(ParseOutputRef(s))(t) }
+
+func open(t testing.TB, r Ref, o Options) v1.Image { t.Helper(); return must(Open(ctx, r, o))(t) }
+
+// regOpts are Options for a test registry (credentials, CA).
+func regOpts(r *testreg.Registry) Options {
+	o := Options{Transport: r.Transport()}
+	if r.Username != "" {
+		o.Auth = BasicAuth(r.Username, r.Password)
+	}
+	return o
+}
+
+// regRef parses a reference into the test registry.
+func regRef(t testing.TB, r *testreg.Registry, repoTag string) Ref {
+	t.Helper()
+	return parse(t, "docker://"+r.Host+"/"+repoTag)
+}
+
+// tarLayer builds a gzip layer from tar entries given as name → content;
+// names ending in "/" are directories.
+func tarLayer(t testing.TB, entries ...string) v1.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := 0; i+1 < len(entries); i += 2 {
+		n, c := entries[i], entries[i+1]
+		h := &tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
+		if n[len(n)-1] == '/' {
+			h.Typeflag, h.Mode, h.Size = tar.TypeDir, 0o755, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	return must(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }))(t)
+}
+
+func digest(t testing.TB, img v1.Image) v1.Hash { t.Helper(); return must(img.Digest())(t) }
+
+func diffIDs(t testing.TB, img v1.Image) []v1.Hash {
+	t.Helper()
+	cf := must(img.ConfigFile())(t)
+	return cf.RootFS.DiffIDs
+}

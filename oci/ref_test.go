@@ -1,0 +1,202 @@
+package oci
+
+import (
+	"archive/tar"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestParseRefForms: every accepted input form parses to the transport,
+// path, tag and registry name it means, and String gives a form that parses
+// back to the same Ref.
+func TestParseRefForms(t *testing.T) {
+	dir := t.TempDir()
+	layoutDir := filepath.Join(dir, "layout")
+	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: layoutDir}, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	both := filepath.Join(dir, "both.tar")
+	dockerPlusLayout(t, vector("train_initial.docker.tar"), vector("train_initial.oci.tar"), both)
+
+	cases := []struct {
+		in        string
+		transport Transport
+		path, tag string
+		name      string
+	}{
+		{"registry.example/project/train:tag", TransportRegistry, "", "", "registry.example/project/train:tag"},
+		{"docker://registry.example/project/train:tag", TransportRegistry, "", "", "registry.example/project/train:tag"},
+		{"127.0.0.1:5000/pht/train@sha256:" + strings.Repeat("a", 64), TransportRegistry, "", "", "127.0.0.1:5000/pht/train@sha256:" + strings.Repeat("a", 64)},
+		{"alpine:3.20", TransportRegistry, "", "", "alpine:3.20"},
+		{"docker-archive:" + vector("train_initial.docker.tar"), TransportDockerArchive, vector("train_initial.docker.tar"), "", ""},
+		{"docker-archive:x.tar:localhost:5000/a/b:v1", TransportDockerArchive, "x.tar", "localhost:5000/a/b:v1", ""},
+		{vector("train_initial.docker.tar"), TransportDockerArchive, vector("train_initial.docker.tar"), "", ""},
+		{vector("train_initial.oci.tar"), TransportOCIArchive, vector("train_initial.oci.tar"), "", ""},
+		{both, TransportOCIArchive, both, "", ""},
+		{"oci-archive:" + vector("train_initial.oci.tar"), TransportOCIArchive, vector("train_initial.oci.tar"), "", ""},
+		{"oci-archive:bin/x.oci.tar:v2", TransportOCIArchive, "bin/x.oci.tar", "v2", ""},
+		{"oci:" + layoutDir, TransportOCILayout, layoutDir, "", ""},
+		{"oci:" + layoutDir + ":latest", TransportOCILayout, layoutDir, "latest", ""},
+		{layoutDir, TransportOCILayout, layoutDir, "", ""},
+	}
+	for _, c := range cases {
+		r, err := ParseRef(c.in)
+		if err != nil {
+			t.Errorf("ParseRef(%q): %v", c.in, err)
+			continue
+		}
+		if r.Transport != c.transport || r.Path != c.path || r.Tag != c.tag {
+			t.Errorf("ParseRef(%q) = %s %q %q, want %s %q %q", c.in, r.Transport, r.Path, r.Tag, c.transport, c.path, c.tag)
+		}
+		if c.name != "" && (r.Name == nil || r.Name.String() != c.name) {
+			t.Errorf("ParseRef(%q).Name = %v, want %s", c.in, r.Name, c.name)
+		}
+		back, err := ParseRef(r.String())
+		if err != nil || back.String() != r.String() || back.Transport != r.Transport {
+			t.Errorf("ParseRef(%q).String() = %q does not parse back: %v %v", c.in, r.String(), back, err)
+		}
+	}
+}
+
+// TestParseRefErrors: unknown transports, missing files, a tar that is no
+// image, a directory without oci-layout and a path that is also a registry
+// reference give the right sentinel and list the accepted forms.
+func TestParseRefErrors(t *testing.T) {
+	dir := t.TempDir()
+	plainTar := filepath.Join(dir, "plain.tar")
+	writeTar(t, plainTar, map[string]string{"hello.txt": "hi"})
+	notTar := filepath.Join(dir, "junk")
+	noErr(t, os.WriteFile(notTar, []byte("this is not a tar archive, not at all, just text\n"), 0o644))
+	emptyDir := filepath.Join(dir, "empty")
+	noErr(t, os.Mkdir(emptyDir, 0o755))
+	// A directory whose name is also a registry reference.
+	t.Chdir(dir)
+	noErr(t, os.MkdirAll("reg.example/pht/plain", 0o755))
+	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: "reg.example/pht/train"}, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	if r, err := ParseRef("reg.example/pht/plain"); err != nil || r.Transport != TransportRegistry {
+		t.Errorf("ParseRef of a registry reference that is also a directory holding no image = %v, %v; want the registry", r, err)
+	}
+
+	cases := []struct {
+		in   string
+		want error
+	}{
+		{"ftp://example.com/x.tar", ErrUnknownTransport},
+		{"containers-storage:foo", ErrUnknownTransport},
+		{"oci-arch:train.tar", ErrUnknownTransport},
+		{"", ErrUnknownTransport},
+		{"docker-archive:", ErrUnknownTransport},
+		{filepath.Join(dir, "missing.tar"), ErrNotFound},
+		{"./missing-dir", ErrNotFound},
+		{"missing.tar", ErrNotFound},
+		{plainTar, ErrUnknownTransport},
+		{notTar, ErrCorrupt},
+		{emptyDir, ErrUnknownTransport},
+		{"reg.example/pht/train", ErrAmbiguous},
+		{"UPPER/Case:tag", ErrUnknownTransport},
+	}
+	for _, c := range cases {
+		r, err := ParseRef(c.in)
+		if !errors.Is(err, c.want) {
+			t.Errorf("ParseRef(%q) = %v, %v; want %v", c.in, r, err, c.want)
+			continue
+		}
+		if c.want != ErrCorrupt && !strings.Contains(err.Error(), "accepted forms") {
+			t.Errorf("ParseRef(%q) error does not list the accepted forms: %v", c.in, err)
+		}
+	}
+}
+
+// TestParseOutputRef: outputs that do not exist yet are decided by prefix,
+// extension and shape; existing images by content.
+func TestParseOutputRef(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		in        string
+		transport Transport
+		path, tag string
+	}{
+		{filepath.Join(dir, "new.tar"), TransportDockerArchive, filepath.Join(dir, "new.tar"), ""},
+		{"oci-archive:" + filepath.Join(dir, "new.tar") + ":v1", TransportOCIArchive, filepath.Join(dir, "new.tar"), "v1"},
+		{filepath.Join(dir, "newdir"), TransportOCILayout, filepath.Join(dir, "newdir"), ""},
+		{filepath.Join(dir, "newdir") + "/", TransportOCILayout, filepath.Join(dir, "newdir"), ""},
+		{"oci:" + filepath.Join(dir, "newdir") + ":t", TransportOCILayout, filepath.Join(dir, "newdir"), "t"},
+		{vector("train_initial.oci.tar"), TransportOCIArchive, vector("train_initial.oci.tar"), ""},
+		{"127.0.0.1:5000/pht/train:out", TransportRegistry, "", ""},
+	}
+	for _, c := range cases {
+		r, err := ParseOutputRef(c.in)
+		if err != nil {
+			t.Errorf("ParseOutputRef(%q): %v", c.in, err)
+			continue
+		}
+		if r.Transport != c.transport || r.Path != c.path || r.Tag != c.tag {
+			t.Errorf("ParseOutputRef(%q) = %s %q %q, want %s %q %q", c.in, r.Transport, r.Path, r.Tag, c.transport, c.path, c.tag)
+		}
+	}
+	if _, err := ParseOutputRef("nfs:/x"); !errors.Is(err, ErrUnknownTransport) {
+		t.Errorf("ParseOutputRef(nfs:/x) = %v, want ErrUnknownTransport", err)
+	}
+}
+
+// TestDefaultOutput: registry → same repo with TAG-suffix (suffix without a
+// tag); file → F-suffix.tar beside it; layout → same dir with TAG-suffix.
+func TestDefaultOutput(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"reg.example/pht/train:v1", "docker://reg.example/pht/train:v1-decrypted"},
+		{"reg.example/pht/train@sha256:" + strings.Repeat("b", 64), "docker://reg.example/pht/train:decrypted"},
+		{"docker-archive:/data/train.tar", "docker-archive:/data/train-decrypted.tar"},
+		{"oci-archive:/data/train.oci.tar:v1", "oci-archive:/data/train.oci-decrypted.tar:v1"},
+		{"oci:/data/layout:v1", "oci:/data/layout:v1-decrypted"},
+		{"oci:/data/layout", "oci:/data/layout:decrypted"},
+	}
+	for _, c := range cases {
+		got := DefaultOutput(parse(t, c.in), "decrypted").String()
+		if got != c.want {
+			t.Errorf("DefaultOutput(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func writeTar(t testing.TB, p string, files map[string]string) {
+	t.Helper()
+	f := must(os.Create(p))(t)
+	tw := tar.NewWriter(f)
+	for n, c := range files {
+		noErr(t, tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg}))
+		must(io.WriteString(tw, c))(t)
+	}
+	noErr(t, tw.Close())
+	noErr(t, f.Close())
+}
+
+// dockerPlusLayout writes what Docker 25+ `docker save` writes: the docker
+// save manifest.json and an OCI layout in one tar (entries of both inputs).
+func dockerPlusLayout(t testing.TB, dockerTar, ociTar, out string) {
+	t.Helper()
+	f := must(os.Create(out))(t)
+	tw := tar.NewWriter(f)
+	seen := map[string]bool{}
+	for _, in := range []string{dockerTar, ociTar} {
+		r := must(os.Open(in))(t)
+		tr := tar.NewReader(r)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			noErr(t, err)
+			if seen[h.Name] {
+				continue
+			}
+			seen[h.Name] = true
+			noErr(t, tw.WriteHeader(h))
+			must(io.Copy(tw, tr))(t)
+		}
+		r.Close()
+	}
+	noErr(t, tw.Close())
+	noErr(t, f.Close())
+}
