@@ -124,4 +124,3 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 		})
 	}
 }
-
