@@ -1,0 +1,286 @@
+package protocol
+
+import (
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"strings"
+)
+
+// KeySize is the symmetric key length (AES-256).
+const KeySize = 32
+
+const chunk = 256 << 10 // stream buffer; a multiple of the AES block size
+
+// NewSymmetricKey draws a fresh 32-byte key.
+func NewSymmetricKey() ([]byte, error) {
+	k := make([]byte, KeySize)
+	_, err := io.ReadFull(rand.Reader, k)
+	return k, err
+}
+
+// EncryptedSize is the stored size of an n-byte plaintext: IV + PKCS#7
+// padded CBC ciphertext (vectors §2).
+func EncryptedSize(n int64) int64 { return aes.BlockSize + (n/aes.BlockSize+1)*aes.BlockSize }
+
+// EncryptStream writes IV || AES-256-CBC(PKCS#7(src)) to dst with a fresh
+// random IV. Memory does not depend on the input size.
+func EncryptStream(dst io.Writer, src io.Reader, key []byte) error {
+	iv := make([]byte, aes.BlockSize)
+	if _, err := io.ReadFull(rand.Reader, iv); err != nil {
+		return err
+	}
+	return encryptWithIV(dst, src, key, iv)
+}
+
+func encryptWithIV(dst io.Writer, src io.Reader, key, iv []byte) error {
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return fmt.Errorf("symmetric key: %w", err)
+	}
+	if _, err := dst.Write(iv); err != nil {
+		return err
+	}
+	mode := cipher.NewCBCEncrypter(blk, iv)
+	buf := make([]byte, chunk+aes.BlockSize)
+	for {
+		n, err := io.ReadFull(src, buf[:chunk])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			// Last chunk: pad to a whole block (a full extra block when aligned).
+			pad := aes.BlockSize - n%aes.BlockSize
+			for i := 0; i < pad; i++ {
+				buf[n+i] = byte(pad)
+			}
+			n += pad
+			mode.CryptBlocks(buf[:n], buf[:n])
+			_, werr := dst.Write(buf[:n])
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+		mode.CryptBlocks(buf[:n], buf[:n])
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return err
+		}
+	}
+}
+
+// NewEncryptReader returns a reader of IV || ciphertext of src, produced by
+// a goroutine as it is read (so encryption overlaps with the consumer).
+func NewEncryptReader(src io.Reader, key []byte) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(EncryptStream(pw, src, key)) }()
+	return pr
+}
+
+// DecryptStream reads IV || ciphertext from src and writes the plaintext to
+// dst in constant memory. A short input, a length that is not a whole number
+// of blocks or bad padding is ErrDecryption.
+func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return fmt.Errorf("%w: symmetric key: %v", ErrDecryption, err)
+	}
+	iv := make([]byte, aes.BlockSize)
+	if _, err := io.ReadFull(src, iv); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: shorter than an IV", ErrDecryption)
+		}
+		return err
+	}
+	mode := cipher.NewCBCDecrypter(blk, iv)
+	buf := make([]byte, chunk+aes.BlockSize)
+	// held: decrypted bytes not yet written (the last block may be padding).
+	held := 0
+	total := 0
+	for {
+		n, err := io.ReadFull(src, buf[held:held+chunk])
+		last := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !last {
+			return err
+		}
+		total += n
+		if n%aes.BlockSize != 0 {
+			return fmt.Errorf("%w: ciphertext length %d is not a multiple of %d", ErrDecryption, total, aes.BlockSize)
+		}
+		mode.CryptBlocks(buf[held:held+n], buf[held:held+n])
+		end := held + n
+		if last {
+			if end == 0 {
+				return fmt.Errorf("%w: no ciphertext after the IV", ErrDecryption)
+			}
+			pad := int(buf[end-1])
+			if pad == 0 || pad > aes.BlockSize || pad > end {
+				return fmt.Errorf("%w: bad padding", ErrDecryption)
+			}
+			for _, b := range buf[end-pad : end] {
+				if int(b) != pad {
+					return fmt.Errorf("%w: bad padding", ErrDecryption)
+				}
+			}
+			_, err := dst.Write(buf[:end-pad])
+			return err
+		}
+		// Keep the last block back until we know whether more follows.
+		if _, err := dst.Write(buf[:end-aes.BlockSize]); err != nil {
+			return err
+		}
+		copy(buf, buf[end-aes.BlockSize:end])
+		held = aes.BlockSize
+	}
+}
+
+// WrapKey encrypts the symmetric key for pub: RSAES-OAEP, SHA-512, MGF1-SHA-512,
+// empty label (vectors §3).
+func WrapKey(pub *rsa.PublicKey, key []byte) ([]byte, error) {
+	return rsa.EncryptOAEP(sha512.New(), rand.Reader, pub, key, nil)
+}
+
+// UnwrapKey decrypts a wrapped symmetric key.
+func UnwrapKey(k *rsa.PrivateKey, wrapped []byte) ([]byte, error) {
+	key, err := rsa.DecryptOAEP(sha512.New(), nil, k, wrapped, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: unwrapping the symmetric key: %v", ErrDecryption, err)
+	}
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("%w: unwrapped key is %d bytes, expected %d", ErrDecryption, len(key), KeySize)
+	}
+	return key, nil
+}
+
+// SignUser signs the immutable hash as the creator: PKCS#1 v1.5 over
+// SHA-512(hash) (vectors §5).
+func SignUser(k *rsa.PrivateKey, immutableHash []byte) ([]byte, error) {
+	d := sha512.Sum512(immutableHash)
+	return rsa.SignPKCS1v15(nil, k, crypto.SHA512, d[:])
+}
+
+// VerifyUser checks a user signature.
+func VerifyUser(pub *rsa.PublicKey, immutableHash, sig []byte) error {
+	d := sha512.Sum512(immutableHash)
+	return rsa.VerifyPKCS1v15(pub, crypto.SHA512, d[:], sig)
+}
+
+// SignBuilder signs hash || user signature as the builder (vectors §5).
+func SignBuilder(k *rsa.PrivateKey, immutableHash, userSig []byte) ([]byte, error) {
+	d := sha512.Sum512(append(append([]byte(nil), immutableHash...), userSig...))
+	return rsa.SignPKCS1v15(nil, k, crypto.SHA512, d[:])
+}
+
+// VerifyBuilder checks a builder signature.
+func VerifyBuilder(pub *rsa.PublicKey, immutableHash, userSig, sig []byte) error {
+	d := sha512.Sum512(append(append([]byte(nil), immutableHash...), userSig...))
+	return rsa.VerifyPKCS1v15(pub, crypto.SHA512, d[:], sig)
+}
+
+// SignPSS signs a 64-byte SHA-512 digest directly with RSASSA-PSS, MGF1-SHA-512
+// and the maximum salt (vectors §7).
+func SignPSS(k *rsa.PrivateKey, digest []byte) ([]byte, error) {
+	return rsa.SignPSS(rand.Reader, k, crypto.SHA512, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
+}
+
+// VerifyPSS checks a PSS signature with exactly the maximum salt length, as
+// the reference does.
+func VerifyPSS(pub *rsa.PublicKey, digest, sig []byte) error {
+	salt := pub.Size() - sha512.Size - 2
+	return rsa.VerifyPSS(pub, crypto.SHA512, digest, sig, &rsa.PSSOptions{SaltLength: salt})
+}
+
+// ChainDigest computes digest_i (vectors §8): SHA-512(session_id || rh) for the
+// first station, SHA-512(d_0 || … || d_{i-1} || rh) after it.
+func ChainDigest(sessionID []byte, earlier [][]byte, resultHash []byte) []byte {
+	h := sha512.New()
+	if len(earlier) == 0 {
+		h.Write(sessionID)
+	}
+	for _, d := range earlier {
+		h.Write(d)
+	}
+	h.Write(resultHash)
+	return h.Sum(nil)
+}
+
+// ImmutableHash computes the config's hash field (vectors §4) over the
+// plaintext train files in fsys (rooted at /opt/pht_train).
+func ImmutableHash(creatorID string, fileList []string, sessionID []byte, fsys fs.FS) ([]byte, error) {
+	h := sha512.New()
+	h.Write([]byte(creatorID))
+	done := map[string]bool{}
+	for _, n := range fileList {
+		n = strings.TrimPrefix(n, "./")
+		if done[n] {
+			continue // the reference reads the same stream twice: empty
+		}
+		done[n] = true
+		if err := hashFile(h, fsys, n); err != nil {
+			return nil, err
+		}
+	}
+	h.Write(sessionID)
+	if _, err := fs.Stat(fsys, "query.json"); err == nil {
+		if err := hashFile(h, fsys, "query.json"); err != nil {
+			return nil, err
+		}
+	}
+	return h.Sum(nil), nil
+}
+
+func hashFile(h hash.Hash, fsys fs.FS, name string) error {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return fmt.Errorf("pht_train/%s: %w: listed in file_list but %v", name, ErrImmutableChanged, err)
+	}
+	defer f.Close()
+	_, err = io.Copy(h, f)
+	return err
+}
+
+// WalkFiles calls fn for every regular file of fsys in archive walk order
+// (vectors §6): depth first, entries sorted by name byte-wise.
+func WalkFiles(fsys fs.FS, fn func(name string, size int64) error) error {
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == "." && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return fn(p, fi.Size())
+	})
+}
+
+// ResultsHash computes result_hash (vectors §6) over the plaintext results
+// in fsys (rooted at /opt/pht_results).
+func ResultsHash(fsys fs.FS, sessionID []byte) ([]byte, error) {
+	h := sha512.New()
+	err := WalkFiles(fsys, func(name string, _ int64) error {
+		f, err := fsys.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(h, f)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.Write(sessionID)
+	return h.Sum(nil), nil
+}
