@@ -19,6 +19,10 @@ func TestParseRefForms(t *testing.T) {
 	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: layoutDir}, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
 	both := filepath.Join(dir, "both.tar")
 	dockerPlusLayout(t, vector("train_initial.docker.tar"), vector("train_initial.oci.tar"), both)
+	// A Docker 25+ style save (both layouts) reads as its OCI manifest, verbatim.
+	if got, want := digest(t, open(t, parse(t, both), Options{})), digest(t, open(t, parse(t, vector("train_initial.oci.tar")), Options{})); got != want {
+		t.Errorf("docker save with an OCI layout read as %s, want its index.json manifest %s", got, want)
+	}
 
 	cases := []struct {
 		in        string

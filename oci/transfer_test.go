@@ -124,3 +124,43 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 		})
 	}
 }
+
+// TestPushLayerRebase: the train's own path: layer.Rebase of a registry
+// image (3 base layers kept, the old top layer replaced) pushed to the same
+// and to another repository uploads only the new layer and config, mounts
+// the 3 base layers into the other repository, and downloads no layer.
+func TestPushLayerRebase(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{Auth: true})
+	o := regOpts(reg)
+	img := must(random.Image(256<<10, 4))(t)
+	src := regRef(t, reg, "pht/train:v1")
+	must(Write(ctx, src, img, o))(t)
+	baseLayers := must(img.Layers())(t)[:3]
+	for _, c := range []struct {
+		target string
+		mounts int
+	}{{"pht/train:v2", 0}, {"station-b/train:v1", 3}} {
+		reg.ResetStats()
+		newLayer := tarLayer(t, "opt/", "", "opt/pht_results/", "", "opt/pht_results/r.txt", c.target)
+		rebased := must(layer.Rebase(open(t, src, o), 3, newLayer, "post-run", nil))(t)
+		out := regRef(t, reg, c.target)
+		d := must(Write(ctx, out, rebased, o))(t)
+		s := reg.Stats()
+		nl := must(newLayer.Digest())(t)
+		cfg := must(rebased.ConfigName())(t)
+		if len(s.BlobUploads) != 2 || s.BlobUploads[nl.String()] != 1 || s.BlobUploads[cfg.String()] != 1 {
+			t.Errorf("%s: uploads %v, want only new layer %s and config %s", c.target, s.BlobUploads, nl, cfg)
+		}
+		if s.Mounts != c.mounts || s.ManifestPuts != 1 {
+			t.Errorf("%s: %d mounts, %d manifest PUTs; want %d and 1", c.target, s.Mounts, s.ManifestPuts, c.mounts)
+		}
+		for _, l := range baseLayers {
+			if h := must(l.Digest())(t); s.BlobGets[h.String()] != 0 {
+				t.Errorf("%s: base layer %s downloaded", c.target, h)
+			}
+		}
+		if got := digest(t, open(t, out, o)); got != d {
+			t.Errorf("%s: pushed %s, registry has %s", c.target, d, got)
+		}
+	}
+}
