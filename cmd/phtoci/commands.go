@@ -137,6 +137,9 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 			fmt.Fprintf(w, " (station %s)", r.Station)
 		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		if r.Step == "pre-run" {
+			return
+		}
 		if r.Next >= 0 {
 			fmt.Fprintf(w, "  next station: route index %d\n", r.Next)
 		} else if r.Step == "post-run" {

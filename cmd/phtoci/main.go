@@ -51,7 +51,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, interspersed(app, args))
 	if err == nil {
 		return exitOK
 	}
@@ -77,16 +77,16 @@ func jsonWanted(args []string) bool {
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	cli.HelpFlag = &cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"}
 	app := &cli.App{
-		Name:                 "phtoci",
-		Usage:                "run the Personal Health Train protocol on container images, without a Docker daemon",
-		Description:          "IMAGE and DEST are registry references (reg/repo:tag, docker://...), docker-archive:FILE or FILE.tar,\noci-archive:FILE, or oci:DIR[:TAG] / a directory holding an OCI layout.",
+		Name:                  "phtoci",
+		Usage:                 "run the Personal Health Train protocol on container images, without a Docker daemon",
+		Description:           "IMAGE and DEST are registry references (reg/repo:tag, docker://...), docker-archive:FILE or FILE.tar,\noci-archive:FILE, or oci:DIR[:TAG] / a directory holding an OCI layout.",
 		CustomAppHelpTemplate: cli.AppHelpTemplate + exitHelp + "\n",
-		Reader:               stdin,
-		Writer:               stdout,
-		ErrWriter:            stderr,
-		HideVersion:          true,
-		Suggest:              true,
-		ExitErrHandler:       func(*cli.Context, error) {}, // run() reports errors and picks exit codes
+		Reader:                stdin,
+		Writer:                stdout,
+		ErrWriter:             stderr,
+		HideVersion:           true,
+		Suggest:               true,
+		ExitErrHandler:        func(*cli.Context, error) {}, // run() reports errors and picks exit codes
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err}
 		},
@@ -127,4 +127,63 @@ func printResult(c *cli.Context, v any, text func(io.Writer)) error {
 	}
 	text(c.App.Writer)
 	return nil
+}
+
+// interspersed moves a command's flags before its positional arguments, so
+// that "phtoci post-run IMAGE --results DIR" works: urfave/cli/v2 stops
+// parsing flags at the first positional argument.
+func interspersed(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	cmds := app.Commands
+	i := 1
+	var cmd *cli.Command
+	for i < len(args) {
+		var next *cli.Command
+		for _, c := range cmds {
+			if c.HasName(args[i]) {
+				next = c
+			}
+		}
+		if next == nil {
+			break
+		}
+		cmd = next
+		out = append(out, args[i])
+		cmds = cmd.Subcommands
+		i++
+	}
+	if cmd == nil {
+		return args
+	}
+	bools := map[string]bool{"help": true, "h": true}
+	for _, f := range cmd.Flags {
+		if _, ok := f.(*cli.BoolFlag); ok {
+			for _, n := range f.Names() {
+				bools[n] = true
+			}
+		}
+	}
+	var flags, pos []string
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && !bools[name] && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	out = append(out, flags...)
+	return append(out, pos...)
 }

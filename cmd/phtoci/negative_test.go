@@ -90,7 +90,11 @@ func TestTamperedTrains(t *testing.T) {
 		{"builder signature", withConfig(t, built, func(c *protocol.Config) { c.Build.Signature = flip(c.Build.Signature) }), "st-a", []string{"signature"}},
 		{"previous results changed", appendFiles(t, after1, map[string][]byte{"opt/pht_results/count.txt": encrypt(t, w.symKey(t, after1, "st-b", 1), []byte("count at st-a = 4200\n"))}), "st-b", []string{"result"}},
 		{"result signature", withConfig(t, after1, func(c *protocol.Config) { s := flip(*c.ResultSignature); c.ResultSignature = &s }), "st-b", []string{"signature"}},
-		{"chain signature", withConfig(t, after1, func(c *protocol.Config) { s := *c.Route[0].Signature; s.Signature = flip(s.Signature); c.Route[0].Signature = &s }), "st-b", []string{"st-a"}},
+		{"chain signature", withConfig(t, after1, func(c *protocol.Config) {
+			s := *c.Route[0].Signature
+			s.Signature = flip(s.Signature)
+			c.Route[0].Signature = &s
+		}), "st-b", []string{"st-a"}},
 		{"false first station", withConfig(t, after1, func(c *protocol.Config) { c.ResultHash, c.ResultSignature = nil, nil }), "st-b", []string{"result"}},
 	}
 	for _, c := range cases {
