@@ -21,7 +21,7 @@ for k in researcher builder station-aachen station-leipzig station-tuebingen; do
 done
 
 step "build the train on the master image (central builder)"
-run build "$SAMPLE/master.tar" --files "$SAMPLE/train" --query "$SAMPLE/query.json" \
+run build "oci-archive:$SAMPLE/master.oci.tar" --files "$SAMPLE/train" --query "$SAMPLE/query.json" \
   --creator-id researcher-1 --user-key researcher.pem --builder-key builder.pem \
   --route station-aachen=station-aachen.pub.pem \
   --route station-leipzig=station-leipzig.pub.pem \

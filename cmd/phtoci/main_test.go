@@ -123,7 +123,7 @@ func (w *world) key(name string) string  { return w.path(name) + ".pem" }
 // build makes a train on the sample master image.
 func (w *world) build(t *testing.T, out string) {
 	t.Helper()
-	args := []string{"build", "../../testdata/sample/master.tar", "--files", "../../testdata/sample/train",
+	args := []string{"build", "../../testdata/sample/master.oci.tar", "--files", "../../testdata/sample/train",
 		"--query", "../../testdata/sample/query.json", "--creator-id", "researcher-1",
 		"--user-key", w.key("researcher"), "--builder-key", w.key("builder"), "-o", out, "--quiet"}
 	for _, s := range w.stations {

@@ -83,7 +83,9 @@ func TestRouteAcrossTransports(t *testing.T) {
 		}
 		scanLayers(t, img, plaintexts(t, dirs...))
 		// Every station's output verifies keylessly.
-		ok(t, withAuth("verify", h.out, "--quiet")...)
+		if r := phtoci(t, reg.Password, nil, withAuth("verify", h.out, "--quiet")...); r.code != 0 {
+			t.Fatalf("hop %d verify: exit %d: %s", i, r.code, r.stderr)
+		}
 	}
 
 	final := "docker-archive:" + w.path("final.tar")
