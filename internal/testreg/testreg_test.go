@@ -3,9 +3,11 @@ package testreg
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -118,5 +120,33 @@ func TestSkopeoTrustsCertDir(t *testing.T) {
 	raw, _ := img.RawManifest()
 	if strings.TrimSpace(string(out)) != strings.TrimSpace(string(raw)) {
 		t.Errorf("skopeo saw manifest\n%s\nwant\n%s", out, raw)
+	}
+}
+
+// TestNotify: with Notify set, the registry posts its push events to that URL.
+func TestNotify(t *testing.T) {
+	got := make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Header.Get("Content-Type") + " " + string(b)
+	}))
+	defer srv.Close()
+	r := Start(t, Options{Notify: srv.URL})
+	ref, _ := name.ParseReference(r.Host+"/t/notify:v1", name.Insecure)
+	img, _ := random.Image(100, 1)
+	if err := remote.Write(ref, img, remote.WithTransport(r.Transport())); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ev := <-got:
+			compact := strings.Join(strings.Fields(ev), "")
+			if strings.Contains(compact, `"action":"push"`) && strings.Contains(compact, "t/notify") {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no push event for t/notify within 20 s\n%s", r.Log())
+		}
 	}
 }
