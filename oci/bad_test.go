@@ -7,15 +7,18 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 )
 
@@ -292,5 +295,23 @@ func TestNeverOverwriteInput(t *testing.T) {
 	}
 	if len(tags) != 2 || tags["out"] != digest(t, third) || tags["in"] != digest(t, img) {
 		t.Errorf("layout tags %v, want in=%s out=%s", tags, digest(t, img), digest(t, third))
+	}
+}
+
+// TestDockerArchiveSeveralImages: a docker save of two images needs a tag
+// (ErrAmbiguous without one) and yields the tagged image with one.
+func TestDockerArchiveSeveralImages(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "two.tar")
+	a, b := must(random.Image(100, 1))(t), must(random.Image(100, 1))(t)
+	ta, tb := must(name.NewTag("pht/a:v1"))(t), must(name.NewTag("pht/b:v1"))(t)
+	f := must(os.Create(p))(t)
+	noErr(t, tarball.MultiWrite(map[name.Tag]v1.Image{ta: a, tb: b}, f))
+	noErr(t, f.Close())
+	if _, err := Open(ctx, parse(t, p), Options{}); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("two images, no tag: %v, want ErrAmbiguous", err)
+	}
+	got := open(t, parse(t, "docker-archive:"+p+":pht/b:v1"), Options{})
+	if !slices.Equal(diffIDs(t, got), diffIDs(t, b)) {
+		t.Errorf("docker-archive:…:pht/b:v1 gave diff IDs %v, want b's %v", diffIDs(t, got), diffIDs(t, b))
 	}
 }

@@ -114,6 +114,9 @@ func openDockerArchive(ref Ref) (v1.Image, error) {
 		tag = &t
 	}
 	img, err := tarball.ImageFromPath(ref.Path, tag)
+	if err != nil && strings.Contains(err.Error(), "single image") {
+		return nil, fmt.Errorf("docker-archive %s holds several images; name one as docker-archive:%s:REPO:TAG: %w", ref.Path, ref.Path, ErrAmbiguous)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("docker-archive %s: %w", ref.Path, err)
 	}
