@@ -50,7 +50,7 @@ timed() {
 
 cd "$W"
 for k in researcher builder st1 st2; do "$P" keys generate "$k" >/dev/null; done
-"$P" build "$ROOT/testdata/sample/master.tar" --files "$ROOT/testdata/sample/train" --query "$ROOT/testdata/sample/query.json" \
+"$P" build "$ROOT/testdata/sample/master.oci.tar" --files "$ROOT/testdata/sample/train" --query "$ROOT/testdata/sample/query.json" \
   --creator-id r1 --user-key researcher.pem --builder-key builder.pem --route st1=st1.pub.pem --route st2=st2.pub.pem \
   -o oci-archive:train.tar --quiet >/dev/null
 
