@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,4 +117,51 @@ func TestRouteAcrossTransports(t *testing.T) {
 	skopeo(t, "inspect", "--tls-verify=false", "--creds", reg.Username+":"+reg.Password, "docker://"+regRef)
 	skopeo(t, "inspect", final)
 	skopeo(t, "inspect", "oci:"+w.path("layout")+":b")
+}
+
+// TestPostRunOfCommittedImage: post-run without --results on an image that
+// holds plaintext: phtoci's pre-run output with the run's results in a
+// layer on top, once with phtoci's labels and once without (as another tool
+// would commit it, touching only train paths). The output is base + one
+// encrypted layer with no plaintext, and the researcher gets the results.
+func TestPostRunOfCommittedImage(t *testing.T) {
+	w := newWorld(t, "st-a", "st-b")
+	built := w.path("built.tar")
+	w.build(t, built)
+	dec := w.path("dec.tar")
+	ok(t, append([]string{"pre-run", built, "-o", dec}, w.stationArgs("st-a")...)...)
+	for _, keepLabels := range []bool{true, false} {
+		img := openRef(t, dec, oci.Options{})
+		if !keepLabels {
+			cf, err := img.ConfigFile()
+			must(t, err)
+			cf = cf.DeepCopy()
+			cf.Config.Labels = nil
+			img, err = mutate.ConfigFile(img, cf)
+			must(t, err)
+		}
+		result := []byte("committed result of the run\n")
+		committed := appendFiles(t, img, map[string][]byte{"opt/pht_results/": nil, "opt/pht_results/out.txt": result})
+		in := w.path("committed.tar")
+		os.Remove(in)
+		writeRef(t, committed, in, oci.Options{})
+		out := w.path("posted.tar")
+		os.Remove(out)
+		ok(t, append([]string{"post-run", in, "-o", out}, w.stationArgs("st-a")...)...)
+		pimg := openRef(t, out, oci.Options{})
+		if n, _ := labels(t, pimg); n != 2 {
+			t.Fatalf("labels kept=%v: post-run output has %d layers, want master + 1", keepLabels, n)
+		}
+		plain := plaintexts(t)
+		plain[sha256.Sum256(result)] = "out.txt"
+		scanLayers(t, pimg, plain)
+		final := w.path("final")
+		os.RemoveAll(final)
+		ok(t, "decrypt", out, "--key", w.key("researcher"), "--out", final, "--quiet")
+		got, err := os.ReadFile(filepath.Join(final, "pht_results", "out.txt"))
+		must(t, err)
+		if string(got) != string(result) {
+			t.Errorf("researcher got %q", got)
+		}
+	}
 }
