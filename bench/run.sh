@@ -57,6 +57,7 @@ for k in researcher builder st1 st2; do "$P" keys generate "$k" >/dev/null; done
 # Results sets.
 mkresults() { # NAME MIB KIND
   local d="$W/res-$1" mib=$2 kind=$3
+  set +o pipefail # yes(1) ends with SIGPIPE
   mkdir -p "$d"
   case $kind in
     random) head -c "$((mib << 20))" /dev/urandom >"$d/data.bin" ;;
@@ -66,6 +67,7 @@ mkresults() { # NAME MIB KIND
       yes 'chr1 12345 A G 0.42 PASS' | head -c "$((mib << 18))" >"$d/variants.vcf"
       for i in $(seq 1 16); do yes "row $i" | head -c "$((mib << 14))" >"$d/part-$i.txt"; done ;;
   esac
+  set -o pipefail
 }
 mksmall() {
   local d="$W/res-small"
