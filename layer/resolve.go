@@ -26,6 +26,10 @@ import (
 // are spooled to a temporary file.
 const DefaultMemLimit int64 = 1 << 20
 
+// memBudget bounds the bytes of all files Resolve keeps in memory; past it,
+// small files are spooled too.
+const memBudget int64 = 16 << 20
+
 // maxOutside is how many outside paths LayerInfo.Outside lists.
 const maxOutside = 20
 
@@ -69,13 +73,18 @@ type File struct {
 	// Layer is the index (from the bottom, 0-based) of the layer it comes from.
 	Layer int
 
-	data  []byte // content when small
-	spool string // spool file when large
+	data  []byte   // content when small
+	spool string   // spool file when large
+	pack  *os.File // shared spool of small files past the memory budget
+	off   int64    // offset in pack
 }
 
 // Open returns the file's content. Every call gives a fresh reader; the
 // caller closes it. Spooled content is gone after Resolved.Close.
 func (f *File) Open() (io.ReadCloser, error) {
+	if f.pack != nil {
+		return io.NopCloser(io.NewSectionReader(f.pack, f.off, f.Size)), nil
+	}
 	if f.spool == "" {
 		return io.NopCloser(bytes.NewReader(f.data)), nil
 	}
@@ -121,6 +130,9 @@ type Resolved struct {
 	layers   []LayerInfo
 	seen     []SeenFile
 	spoolDir string
+	memUsed  int64
+	pack     *os.File // small files past memBudget, appended
+	packEnd  int64
 }
 
 // Files returns the regular files under the prefixes in the merged view,
@@ -146,6 +158,10 @@ func (r *Resolved) Seen() []SeenFile { return slices.Clone(r.seen) }
 
 // Close removes the spool files.
 func (r *Resolved) Close() error {
+	if r.pack != nil {
+		r.pack.Close()
+		r.pack = nil
+	}
 	if r.spoolDir == "" {
 		return nil
 	}
@@ -493,10 +509,15 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 	switch {
 	case !keep:
 		_, err = io.Copy(h, tr)
-	case hdr.Size <= lr.o.memLimit:
+	case hdr.Size <= lr.o.memLimit && lr.r.memUsed+hdr.Size <= memBudget:
+		// Small files stay in memory, up to memBudget in all: many small
+		// files must not make memory grow either.
+		lr.r.memUsed += hdr.Size
 		f.data = make([]byte, hdr.Size)
 		_, err = io.ReadFull(tr, f.data)
 		h.Write(f.data)
+	case hdr.Size <= lr.o.memLimit:
+		err = lr.packFile(f, io.TeeReader(tr, h))
 	default:
 		err = lr.spool(f, io.TeeReader(tr, h))
 	}
@@ -514,6 +535,42 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 			os.Remove(old.spool) // a later entry of the same layer wins
 		}
 		lr.kept[name] = f
+	}
+	return nil
+}
+
+// packFile appends a small file to the shared pack spool: one temporary
+// file for any number of small files.
+func (lr *layerReader) packFile(f *File, src io.Reader) error {
+	if lr.r.pack == nil {
+		if err := lr.spoolDirReady(); err != nil {
+			return err
+		}
+		pf, err := os.CreateTemp(lr.r.spoolDir, "pack-")
+		if err != nil {
+			return err
+		}
+		lr.r.pack = pf
+	}
+	n, err := io.Copy(io.NewOffsetWriter(lr.r.pack, lr.r.packEnd), src)
+	if err == nil && n != f.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return err
+	}
+	f.pack, f.off = lr.r.pack, lr.r.packEnd
+	lr.r.packEnd += n
+	return nil
+}
+
+func (lr *layerReader) spoolDirReady() error {
+	if lr.r.spoolDir == "" {
+		d, err := os.MkdirTemp(lr.o.tempDir, "phtoci-resolve-")
+		if err != nil {
+			return err
+		}
+		lr.r.spoolDir = d
 	}
 	return nil
 }

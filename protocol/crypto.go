@@ -13,12 +13,17 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"sync"
 )
 
 // KeySize is the symmetric key length (AES-256).
 const KeySize = 32
 
 const chunk = 256 << 10 // stream buffer; a multiple of the AES block size
+
+// bufs recycles stream buffers: a train can hold a hundred thousand small
+// result files, and a fresh buffer per file would churn the heap.
+var bufs = sync.Pool{New: func() any { b := make([]byte, chunk+aes.BlockSize); return &b }}
 
 // NewSymmetricKey draws a fresh 32-byte key.
 func NewSymmetricKey() ([]byte, error) {
@@ -50,7 +55,9 @@ func encryptWithIV(dst io.Writer, src io.Reader, key, iv []byte) error {
 		return err
 	}
 	mode := cipher.NewCBCEncrypter(blk, iv)
-	buf := make([]byte, chunk+aes.BlockSize)
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := io.ReadFull(src, buf[:chunk])
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
@@ -98,7 +105,9 @@ func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
 		return err
 	}
 	mode := cipher.NewCBCDecrypter(blk, iv)
-	buf := make([]byte, chunk+aes.BlockSize)
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	buf := *bp
 	// held: decrypted bytes not yet written (the last block may be padding).
 	held := 0
 	total := 0

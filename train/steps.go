@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -55,12 +56,12 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 	if t.Labels[StateLabel] == stateDecrypted {
 		return nil, fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted)
 	}
-	spool, err := os.MkdirTemp(o.TempDir, "phtoci-prerun-")
+	spool, err := newPackSink(o.TempDir)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(spool)
-	if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, protocol.DirSink(spool)); err != nil {
+	defer spool.Close()
+	if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, spool); err != nil {
 		return nil, err
 	}
 	ukf, err := t.UserKeyFile()
@@ -74,10 +75,10 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 	lw := &layerSink{w: w}
 	err = lw.start(ukf == nil)
 	if err == nil {
-		err = addTree(lw, os.DirFS(filepath.Join(spool, "pht_results")), "pht_results")
+		err = spool.drain(lw, "pht_results/")
 	}
 	if err == nil {
-		err = addTree(lw, os.DirFS(filepath.Join(spool, "pht_train")), "pht_train")
+		err = spool.drain(lw, "pht_train/")
 	}
 	if err == nil {
 		err = lw.finish(t.ConfigRaw, ukf)
@@ -282,31 +283,6 @@ func (s *layerSink) finish(config, userKey []byte) error {
 	return nil
 }
 
-// addTree adds every regular file of fsys, in walk order, as prefix/<rel>.
-func addTree(s protocol.Sink, fsys fs.FS, prefix string) error {
-	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p == "." && errors.Is(err, fs.ErrNotExist) {
-				return fs.SkipAll
-			}
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		f, err := fsys.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return s.WriteFile(prefix+"/"+p, fi.Size(), f)
-	})
-}
-
 // prefixSink keeps the files under prefix and drains the others.
 type prefixSink struct {
 	prefix string
@@ -380,4 +356,68 @@ func leakCheck(t *Train, trainPlain, resultsPlain fs.FS) error {
 		return err
 	}
 	return check(resultsPlain, ResultsDir)
+}
+
+// packSink spools decrypted files of unknown size (decryption learns the
+// size only at the last block) into one temporary file: one file for any
+// number of results, because creating a hundred thousand small files costs
+// far more than writing their bytes.
+type packSink struct {
+	f     *os.File
+	end   int64
+	files map[string][2]int64 // name → offset, size
+}
+
+func newPackSink(dir string) (*packSink, error) {
+	f, err := os.CreateTemp(dir, "phtoci-spool-")
+	if err != nil {
+		return nil, err
+	}
+	return &packSink{f: f, files: map[string][2]int64{}}, nil
+}
+
+func (p *packSink) WriteFile(name string, _ int64, r io.Reader) error {
+	n, err := io.Copy(io.NewOffsetWriter(p.f, p.end), r)
+	if err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	p.files[name] = [2]int64{p.end, n}
+	p.end += n
+	return nil
+}
+
+// drain writes the files under prefix to s in walk order (path components
+// compared byte-wise), as the layer writer requires.
+func (p *packSink) drain(s protocol.Sink, prefix string) error {
+	var names []string
+	for n := range p.files {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool { return walkLess(names[i], names[j]) })
+	for _, n := range names {
+		e := p.files[n]
+		if err := s.WriteFile(n, e[1], io.NewSectionReader(p.f, e[0], e[1])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *packSink) Close() error {
+	p.f.Close()
+	return os.Remove(p.f.Name())
+}
+
+// walkLess orders slash paths by their components, byte-wise: the archive
+// walk order of vectors §6 (a/b.txt before a-b.txt).
+func walkLess(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		if as[i] != bs[i] {
+			return as[i] < bs[i]
+		}
+	}
+	return len(as) < len(bs)
 }
