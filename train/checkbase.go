@@ -208,11 +208,38 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 	if err != nil {
 		return nil, fmt.Errorf("master image %s: %w", masterRef, err)
 	}
+	if env.Trust != nil {
+		d, err := master.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("master image %s: %w", masterRef, err)
+		}
+		if err := env.Trust.CheckMaster(repoOf(mref), d.String()); err != nil {
+			return nil, err
+		}
+	}
 	rep, err := CheckBase(img, master)
 	if err != nil && !errors.Is(err, ErrBaseMismatch) {
 		return nil, err
 	}
 	return rep, err
+}
+
+// repoOf names a master for the trust store: the repository of a registry
+// reference, the path of a file or layout.
+func repoOf(r oci.Ref) string {
+	if r.Transport == oci.TransportRegistry {
+		return r.Name.Context().Name()
+	}
+	return r.Path
+}
+
+// checkBaseIfAsked runs the master image check when env asks for it.
+func checkBaseIfAsked(ctx context.Context, input string, env Env) error {
+	if !env.CheckBase && (env.Trust == nil || !env.Trust.CheckBase) {
+		return nil
+	}
+	_, err := CheckBaseJob(ctx, input, "", env)
+	return err
 }
 
 // sourceOf reads only the config file (resolving as few layers as that

@@ -89,6 +89,9 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBaseIfAsked(ctx, input, env); err != nil {
+		return nil, err
+	}
 	out, err := PreRun(img, st, env.Options)
 	if err != nil {
 		return nil, err
@@ -128,6 +131,9 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBaseIfAsked(ctx, input, env); err != nil {
+		return nil, err
+	}
 	out, err := PostRun(img, results, st, env.Options)
 	if err != nil {
 		return nil, err
@@ -140,6 +146,9 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
 	_, img, err := openInput(ctx, input, env)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
 	return Verify(img, st, env.Options)
@@ -161,7 +170,9 @@ func InspectJob(ctx context.Context, input string, env Env) (*Inspection, error)
 	if err != nil {
 		return nil, err
 	}
-	return Inspect(img, env.Options)
+	o := env.Options
+	o.Trust = nil // inspect reports; it does not enforce
+	return Inspect(img, o)
 }
 
 // BuildJob makes a train on the base image at from with the train files in

@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/protocol"
+	"github.com/phtoci/phtoci/trust"
 )
 
 // ErrNotATrain reports an image without /opt/train_config.json.
@@ -27,6 +28,11 @@ type Options struct {
 	BaseLayers int
 	// MemLimit is the largest file kept in memory while resolving (0 = layer's default).
 	MemLimit int64
+	// Trust, when set, pins the config's parties and allowed master images.
+	Trust *trust.Store
+	// CheckBase runs the master image check (CheckBase) in the pre-run,
+	// post-run and verify jobs; a trust store can ask for it too.
+	CheckBase bool
 }
 
 func (o Options) resolveOpts(scan bool) []layer.Option {
@@ -95,6 +101,11 @@ func (t *Train) init(o Options) error {
 		return fmt.Errorf("/%s: %w", ConfigPath, err)
 	}
 	t.Config, t.ConfigRaw = cfg, raw
+	if o.Trust != nil {
+		if err := o.Trust.CheckConfig(cfg); err != nil {
+			return err
+		}
+	}
 	layers, err := t.Image.Layers()
 	if err != nil {
 		return fmt.Errorf("reading layers: %w", err)

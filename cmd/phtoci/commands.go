@@ -13,6 +13,7 @@ import (
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
+	"github.com/phtoci/phtoci/trust"
 	"github.com/urfave/cli/v2"
 )
 
@@ -41,6 +42,8 @@ func imageFlags() []cli.Flag {
 		&cli.StringFlag{Name: "username", Usage: "registry user (default: Docker config and credential helpers)", EnvVars: []string{"PHTOCI_USERNAME"}},
 		&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from standard input"},
 		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files and new layers", EnvVars: []string{"PHTOCI_TMPDIR"}},
+		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
+		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
 	}
 }
 
@@ -58,6 +61,14 @@ func env(c *cli.Context) (train.Env, error) {
 		e.BaseLayers = c.Int("base-layers")
 	}
 	e.OCI.Insecure = c.Bool("insecure")
+	e.CheckBase = c.Bool("check-base")
+	if p := c.String("trust"); p != "" {
+		st, err := trust.Load(p)
+		if err != nil {
+			return e, usagef("--trust: %v", err)
+		}
+		e.Trust = st
+	}
 	if !c.Bool("quiet") && !c.Bool("json") {
 		e.OCI.Progress = c.App.ErrWriter
 	}
