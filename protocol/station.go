@@ -152,8 +152,11 @@ func Verify(cfg *Config) (*Status, error) {
 	return st, nil
 }
 
-// checkNames compares the regular files of train with file_list +
-// query.json.
+// CheckFileNames compares the names of the regular files in train
+// (/opt/pht_train) with file_list + query.json: names are visible without
+// the key, so keyless verification uses it too.
+func CheckFileNames(cfg *Config, train fs.FS) error { return checkNames(cfg, train) }
+
 func checkNames(cfg *Config, train fs.FS) error {
 	want := map[string]bool{}
 	for _, n := range cfg.FileList {

@@ -108,7 +108,7 @@ func Inspect(img v1.Image, o Options) (*Inspection, error) {
 	}
 	if _, err := protocol.Verify(t.Config); err != nil {
 		in.VerifyError = err.Error()
-	} else if err := checkNames(t.Config, t.TrainFS()); err != nil {
+	} else if err := protocol.CheckFileNames(t.Config, t.TrainFS()); err != nil {
 		in.VerifyError = err.Error()
 	} else {
 		in.Verified = true

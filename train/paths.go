@@ -1,7 +1,5 @@
 package train
 
-import "github.com/phtoci/phtoci/layer"
-
 // Paths of a train inside an image, as layer paths (no leading slash).
 const (
 	ConfigPath  = "opt/train_config.json"
@@ -29,5 +27,3 @@ const (
 	stateEncrypted = "encrypted"
 	stateDecrypted = "decrypted"
 )
-
-var _ = layer.BaseLabel

@@ -2,13 +2,9 @@ package train
 
 import (
 	"crypto/rsa"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/protocol"
@@ -35,7 +31,7 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 	if err != nil {
 		return nil, err
 	}
-	if err := checkNames(t.Config, t.TrainFS()); err != nil {
+	if err := protocol.CheckFileNames(t.Config, t.TrainFS()); err != nil {
 		return nil, err
 	}
 	rep := &VerifyReport{Status: status}
@@ -51,47 +47,6 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 		rep.Station = st.ID
 	}
 	return rep, nil
-}
-
-// checkNames compares the names of the regular files under /opt/pht_train
-// with file_list + query.json: names are visible without the key.
-func checkNames(cfg *protocol.Config, train fs.FS) error {
-	want := map[string]bool{"query.json": true}
-	for _, n := range cfg.FileList {
-		want[strings.TrimPrefix(n, "./")] = true
-	}
-	var extra []string
-	err := fs.WalkDir(train, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p == "." && errors.Is(err, fs.ErrNotExist) {
-				return fs.SkipAll
-			}
-			return err
-		}
-		if d.Type().IsRegular() {
-			if !want[p] {
-				extra = append(extra, p)
-			}
-			delete(want, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if len(extra) > 0 {
-		return fmt.Errorf("/%s/%s: %w: not in file_list", TrainDir, extra[0], protocol.ErrUnsignedFile)
-	}
-	delete(want, "query.json") // a train without a query is allowed
-	if len(want) > 0 {
-		var missing []string
-		for n := range want {
-			missing = append(missing, n)
-		}
-		sort.Strings(missing)
-		return fmt.Errorf("/%s/%s: %w: listed in file_list but missing", TrainDir, missing[0], protocol.ErrImmutableChanged)
-	}
-	return nil
 }
 
 // Decrypt is the researcher's end of the route: verify everything with the
