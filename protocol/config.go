@@ -155,6 +155,11 @@ func ParseConfig(b []byte) (*Config, error) {
 		Build:      BuildInfo{Signature: r.Build.Signature, RSAPublicKey: r.Build.RSAPublicKey},
 		ResultHash: r.ResultHash, ResultSignature: r.ResultSignature,
 	}
+	for field, raw := range map[string]json.RawMessage{"@context": c.Context, "creator.paillier_public_key": c.Creator.PaillierPublicKey} {
+		if d := jsonDepth(raw); d > maxDepth {
+			return nil, invalid(field, "nested %d levels deep, at most %d allowed", d, maxDepth)
+		}
+	}
 	seen := map[int]bool{}
 	for i, e := range r.Route {
 		f := fmt.Sprintf("route[%d]", i)
@@ -178,6 +183,35 @@ func ParseConfig(b []byte) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// maxDepth bounds the nesting of free-form values: the reference's indented
+// layout grows with the square of the depth, so a deep value is a way to
+// make every station write gigabytes.
+const maxDepth = 32
+
+// jsonDepth returns the deepest nesting of arrays and objects in valid JSON.
+func jsonDepth(b []byte) int {
+	depth, max, inStr, esc := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inStr && esc:
+			esc = false
+		case inStr && c == '\\':
+			esc = true
+		case c == '"':
+			inStr = !inStr
+		case inStr:
+		case c == '[' || c == '{':
+			depth++
+			if depth > max {
+				max = depth
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return max
 }
 
 func nullable(m json.RawMessage) json.RawMessage {

@@ -327,3 +327,16 @@ func TestParseConfigErrors(t *testing.T) {
 		t.Errorf("non-ASCII encoding: %s", enc[:200])
 	}
 }
+
+func TestDeepContextRejected(t *testing.T) {
+	raw := string(read(t, "config/initial_train_config.json"))
+	deep := strings.Repeat("[", 40) + strings.Repeat("]", 40)
+	b := strings.Replace(raw, `"@context": {`, `"@context": {"x": `+deep+`, `, 1)
+	if _, err := ParseConfig([]byte(b)); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "@context") {
+		t.Fatalf("deep @context: %v", err)
+	}
+	ok := strings.Replace(raw, `"@context": {`, `"@context": {"x": [[["a]\"[{"]]], `, 1)
+	if _, err := ParseConfig([]byte(ok)); err != nil {
+		t.Fatalf("shallow @context with brackets in strings: %v", err)
+	}
+}
