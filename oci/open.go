@@ -213,6 +213,7 @@ func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 	if err := checkPlatform(img, opts.Platform, n.String()); err != nil {
 		return nil, err
 	}
+	img = withPullProgress(img, opts)
 	return img, nil
 }
 

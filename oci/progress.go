@@ -5,6 +5,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
@@ -79,4 +81,114 @@ func imageSize(img v1.Image) int64 {
 		n += l.Size
 	}
 	return n
+}
+
+// pullProgress wraps a registry image so that reading a layer draws a bar
+// ("pulling sha256:…"). Layers stay remote.MountableLayer values, so a push
+// of an image built on them still mounts them instead of uploading.
+type pullProgress struct {
+	v1.Image
+	opts Options
+}
+
+func withPullProgress(img v1.Image, opts Options) v1.Image {
+	if opts.Quiet || opts.Progress == nil || !isTerminal(opts.Progress) {
+		return img
+	}
+	return &pullProgress{Image: img, opts: opts}
+}
+
+func (p *pullProgress) wrap(l v1.Layer) v1.Layer {
+	if ml, ok := l.(*remote.MountableLayer); ok {
+		return &remote.MountableLayer{Layer: &progressLayer{Layer: ml.Layer, opts: p.opts}, Reference: ml.Reference}
+	}
+	return &progressLayer{Layer: l, opts: p.opts}
+}
+
+// Layers implements v1.Image.
+func (p *pullProgress) Layers() ([]v1.Layer, error) {
+	ls, err := p.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = p.wrap(l)
+	}
+	return out, nil
+}
+
+// LayerByDigest implements v1.Image.
+func (p *pullProgress) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	l, err := p.Image.LayerByDigest(h)
+	if err != nil {
+		return nil, err
+	}
+	return p.wrap(l), nil
+}
+
+// LayerByDiffID implements v1.Image.
+func (p *pullProgress) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
+	l, err := p.Image.LayerByDiffID(h)
+	if err != nil {
+		return nil, err
+	}
+	return p.wrap(l), nil
+}
+
+// Descriptor keeps the original descriptor (see partial.Descriptor).
+func (p *pullProgress) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(p.Image) }
+
+type progressLayer struct {
+	v1.Layer
+	opts Options
+}
+
+// Descriptor keeps the layer's original descriptor (annotations included).
+func (l *progressLayer) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(l.Layer) }
+
+func (l *progressLayer) bar(rc io.ReadCloser, total int64) io.ReadCloser {
+	d, _ := l.Layer.Digest()
+	name := d.String()
+	if len(name) > 19 {
+		name = name[:19]
+	}
+	b := newBar(l.opts, total, "pulling "+name)
+	if b == nil {
+		return rc
+	}
+	return &barReader{ReadCloser: rc, bar: b}
+}
+
+// Compressed implements v1.Layer.
+func (l *progressLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	n, _ := l.Layer.Size()
+	return l.bar(rc, n), nil
+}
+
+// Uncompressed implements v1.Layer; the bar counts uncompressed bytes.
+func (l *progressLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	return l.bar(rc, -1), nil
+}
+
+type barReader struct {
+	io.ReadCloser
+	bar *progressbar.ProgressBar
+}
+
+func (b *barReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	_ = b.bar.Add(n)
+	if err == io.EOF {
+		_ = b.bar.Finish()
+	}
+	return n, err
 }

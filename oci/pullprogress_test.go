@@ -1,0 +1,81 @@
+package oci
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/phtoci/phtoci/internal/testreg"
+	"golang.org/x/sys/unix"
+)
+
+// TestPullProgressKeepsMounts: on a terminal, reading a registry layer
+// draws a "pulling" bar, and an image built on those layers still mounts
+// them into another repository instead of uploading them.
+func TestPullProgressKeepsMounts(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	src := regRef(t, reg, "pull/src:latest")
+	must(Write(ctx, src, must(random.Image(1<<20, 2))(t), Options{Transport: reg.Transport()}))(t)
+
+	m, s := openPTY(t)
+	var mu sync.Mutex
+	var seen bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 4096)
+		for {
+			k, err := m.Read(b)
+			mu.Lock()
+			seen.Write(b[:k])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	opts := Options{Transport: reg.Transport(), Progress: s}
+	img := must(Open(ctx, src, opts))(t)
+	layers := must(img.Layers())(t)
+	rc := must(layers[1].Compressed())(t)
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	for i := 0; i < 100; i++ {
+		if q, err := unix.IoctlGetInt(int(s.Fd()), unix.TIOCOUTQ); err != nil || q == 0 {
+			break
+		}
+		syscall.Nanosleep(&syscall.Timespec{Nsec: 10e6}, nil)
+	}
+	syscall.Nanosleep(&syscall.Timespec{Nsec: 50e6}, nil)
+	mu.Lock()
+	out := seen.String()
+	mu.Unlock()
+	if !strings.Contains(out, "pulling sha256:") {
+		t.Errorf("no pull progress on the terminal: %q", out)
+	}
+
+	top := must(random.Layer(1<<10, "application/vnd.oci.image.layer.v1.tar+gzip"))(t)
+	next := must(mutate.AppendLayers(img, top))(t)
+	reg.ResetStats()
+	must(Write(ctx, regRef(t, reg, "pull/other:latest"), next, Options{Transport: reg.Transport(), Quiet: true}))(t)
+	st := reg.Stats()
+	if st.Mounts != 2 {
+		t.Errorf("%d mounts, want the 2 base layers mounted", st.Mounts)
+	}
+	for _, l := range layers {
+		d := must(l.Digest())(t)
+		if st.BlobUploads[d.String()] != 0 {
+			t.Errorf("base layer %s uploaded", d)
+		}
+	}
+	s.Close()
+	m.Close()
+	<-done
+}
