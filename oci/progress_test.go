@@ -69,6 +69,25 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 		t.Errorf("progress written to a regular file: %q", b)
 	}
 
+	s, read, stop := ptyCapture(t)
+	write(Options{Progress: s, Quiet: true})
+	if out := read(); out != "" {
+		t.Errorf("progress written with Quiet: %q", out)
+	}
+	write(Options{Progress: s})
+	out := read()
+	for _, want := range []string{"writing 4.oci.tar", "writing 4.docker.tar", "pushing " + reg.Host + "/progress/img:4", "%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("terminal progress lacks %q; got %q", want, out)
+		}
+	}
+	stop()
+}
+
+// ptyCapture opens a pty; read returns (and clears) what was written to its
+// slave side so far, once the output queue has drained; stop closes it.
+func ptyCapture(t *testing.T) (slave *os.File, read func() string, stop func()) {
+	t.Helper()
 	m, s := openPTY(t)
 	var mu sync.Mutex
 	var seen bytes.Buffer
@@ -86,7 +105,7 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 			}
 		}
 	}()
-	read := func() string {
+	read = func() string {
 		// The bar's output reaches the master side asynchronously; wait for
 		// the slave's output queue to drain.
 		for i := 0; i < 100; i++ {
@@ -102,18 +121,10 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 		seen.Reset()
 		return out
 	}
-	write(Options{Progress: s, Quiet: true})
-	if out := read(); out != "" {
-		t.Errorf("progress written with Quiet: %q", out)
+	stop = func() {
+		s.Close()
+		m.Close()
+		<-done
 	}
-	write(Options{Progress: s})
-	out := read()
-	for _, want := range []string{"writing 4.oci.tar", "writing 4.docker.tar", "pushing " + reg.Host + "/progress/img:4", "%"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("terminal progress lacks %q; got %q", want, out)
-		}
-	}
-	s.Close()
-	m.Close()
-	<-done
+	return s, read, stop
 }

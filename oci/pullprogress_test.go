@@ -1,17 +1,13 @@
 package oci
 
 import (
-	"bytes"
 	"io"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/phtoci/phtoci/internal/testreg"
-	"golang.org/x/sys/unix"
 )
 
 // TestPullProgressKeepsMounts: on a terminal, reading a registry layer
@@ -22,23 +18,7 @@ func TestPullProgressKeepsMounts(t *testing.T) {
 	src := regRef(t, reg, "pull/src:latest")
 	must(Write(ctx, src, must(random.Image(1<<20, 2))(t), Options{Transport: reg.Transport()}))(t)
 
-	m, s := openPTY(t)
-	var mu sync.Mutex
-	var seen bytes.Buffer
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b := make([]byte, 4096)
-		for {
-			k, err := m.Read(b)
-			mu.Lock()
-			seen.Write(b[:k])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	s, read, stop := ptyCapture(t)
 	opts := Options{Transport: reg.Transport(), Progress: s}
 	img := must(Open(ctx, src, opts))(t)
 	layers := must(img.Layers())(t)
@@ -47,16 +27,7 @@ func TestPullProgressKeepsMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.Close()
-	for i := 0; i < 100; i++ {
-		if q, err := unix.IoctlGetInt(int(s.Fd()), unix.TIOCOUTQ); err != nil || q == 0 {
-			break
-		}
-		syscall.Nanosleep(&syscall.Timespec{Nsec: 10e6}, nil)
-	}
-	syscall.Nanosleep(&syscall.Timespec{Nsec: 50e6}, nil)
-	mu.Lock()
-	out := seen.String()
-	mu.Unlock()
+	out := read()
 	if !strings.Contains(out, "pulling sha256:") {
 		t.Errorf("no pull progress on the terminal: %q", out)
 	}
@@ -75,7 +46,5 @@ func TestPullProgressKeepsMounts(t *testing.T) {
 			t.Errorf("base layer %s uploaded", d)
 		}
 	}
-	s.Close()
-	m.Close()
-	<-done
+	stop()
 }

@@ -313,21 +313,8 @@ func leakCheck(t *Train, trainPlain, resultsPlain fs.FS) error {
 		return nil
 	}
 	check := func(fsys fs.FS, dir string) error {
-		return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if p == "." && errors.Is(err, fs.ErrNotExist) {
-					return fs.SkipAll
-				}
-				return err
-			}
-			if !d.Type().IsRegular() {
-				return nil
-			}
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			cands := kept[fi.Size()]
+		return protocol.WalkFiles(fsys, func(p string, size int64) error {
+			cands := kept[size]
 			if len(cands) == 0 {
 				return nil
 			}
