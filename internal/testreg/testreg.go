@@ -52,6 +52,8 @@ type Options struct {
 	TLS bool
 	// Notify is an optional URL for notifications.endpoints.
 	Notify string
+	// NotifyAuth, when set, is sent as the notifications' Authorization header.
+	NotifyAuth string
 }
 
 // Registry is a running registry and its counting proxy.
@@ -165,7 +167,7 @@ func Start(t testing.TB, opts Options) *Registry {
 			t.Fatalf("testreg: finding a free port: %v", err)
 		}
 		r.Direct = fmt.Sprintf("127.0.0.1:%d", port)
-		cfg := config(r.Direct, r.StorageDir, certFile, keyFile, htpasswd, opts.Notify)
+		cfg := config(r.Direct, r.StorageDir, certFile, keyFile, htpasswd, opts.Notify, opts.NotifyAuth)
 		cfgFile := filepath.Join(dir, "config.yml")
 		if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 			t.Fatalf("testreg: %v", err)
@@ -433,7 +435,7 @@ func (r *Registry) waitReady(exited <-chan error) error {
 	return fmt.Errorf("timed out: %v", last)
 }
 
-func config(addr, storage, cert, key, htpasswd, notify string) string {
+func config(addr, storage, cert, key, htpasswd, notify, notifyAuth string) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n")
 	fmt.Fprintf(&b, "storage:\n  filesystem:\n    rootdirectory: %q\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n", storage)
@@ -446,6 +448,9 @@ func config(addr, storage, cert, key, htpasswd, notify string) string {
 	}
 	if notify != "" {
 		fmt.Fprintf(&b, "notifications:\n  endpoints:\n    - name: testreg\n      url: %q\n      timeout: 1s\n      threshold: 5\n      backoff: 1s\n", notify)
+		if notifyAuth != "" {
+			fmt.Fprintf(&b, "      headers:\n        Authorization: [%q]\n", notifyAuth)
+		}
 	}
 	return b.String()
 }

@@ -1,0 +1,308 @@
+package webhook
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
+	"github.com/phtoci/phtoci/train"
+)
+
+const secret = "Bearer s3cret-token"
+
+func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *httptest.Server, *Store) {
+	t.Helper()
+	st, err := OpenStore(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Secret, cfg.Verifier, cfg.Store = secret, v, st
+	if cfg.Backoff == 0 {
+		cfg.Backoff = 20 * time.Millisecond
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() { hs.Close(); s.Shutdown(context.Background()); st.Close() })
+	return s, hs, st
+}
+
+func post(t *testing.T, url, auth, ctype string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Authorization", auth)
+	req.Header.Set("Content-Type", ctype)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitVerdict polls GET /v1/verdicts/ref until it has a final status.
+func waitVerdict(t *testing.T, base, ref string) Verdict {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/v1/verdicts/" + ref)
+		if err == nil {
+			var v Verdict
+			ok := resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&v) == nil
+			resp.Body.Close()
+			if ok && v.Status != StatusPending {
+				return v
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no verdict for %s within 60 s", ref)
+	return Verdict{}
+}
+
+func mustT[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+// buildTrain pushes a fresh train to ref and returns its digest.
+func buildTrain(t *testing.T, ref string, opts oci.Options) string {
+	t.Helper()
+	gen := func() *keysPair { k := mustT[*keysPair](t)(newPair()); return k }
+	user, builder, st := gen(), gen(), gen()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('hi')\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "query.json"), []byte(`{"q": 1}`), 0o644)
+	base := mustT[*oci.Ref](t)(refPtr(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")))
+	img := mustT[v1.Image](t)(oci.Open(context.Background(), *base, oci.Options{}))
+	out, err := train.Build(img, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: user.k, BuilderKey: builder.k,
+		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &st.k.PublicKey}}}, train.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	r := mustT[oci.Ref](t)(oci.ParseRef(ref))
+	d := mustT[v1.Hash](t)(oci.Write(context.Background(), r, out.Image, opts))
+	return d.String()
+}
+
+type keysPair struct{ k *rsa.PrivateKey }
+
+func newPair() (*keysPair, error) {
+	k, err := keys.Generate(2048)
+	return &keysPair{k}, err
+}
+
+func refPtr(r oci.Ref, err error) (*oci.Ref, error) { return &r, err }
+
+// TestRegistryDrivesVerdicts: a real docker-registry sends its push
+// notifications to the server; a train is verified by digest, a tampered
+// one rejected with its failing check, and both are served by digest and
+// by tag. A Harbor payload for the same digest changes nothing.
+func TestRegistryDrivesVerdicts(t *testing.T) {
+	srvURL := make(chan string, 1)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u := <-srvURL
+		srvURL <- u
+		req, _ := http.NewRequest(r.Method, u+r.URL.Path, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			w.WriteHeader(502)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer proxy.Close()
+	reg := testreg.Start(t, testreg.Options{Notify: proxy.URL + "/events", NotifyAuth: secret})
+	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "v.db"), Config{Registry: reg.Host})
+	srvURL <- hs.URL
+
+	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
+	v := waitVerdict(t, hs.URL, "pht/train@"+good)
+	if v.Status != StatusVerified || v.Next == nil || *v.Next != 0 {
+		t.Fatalf("good train: %+v", v)
+	}
+	if byTag := waitVerdict(t, hs.URL, "pht/train:latest"); byTag.Artifact.Digest != good {
+		t.Errorf("verdict by tag names %s, want %s", byTag.Artifact.Digest, good)
+	}
+
+	// Tampered: an extra, unsigned file in /opt/pht_train.
+	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{}))
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "opt/pht_train/extra.py", Mode: 0o644, Size: 32, Typeflag: tar.TypeReg})
+	tw.Write(make([]byte, 32))
+	tw.Close()
+	data := buf.Bytes()
+	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
+	bad := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
+	bd := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/bad:latest")), bad, oci.Options{}))
+	v = waitVerdict(t, hs.URL, "pht/bad@"+bd.String())
+	if v.Status != StatusRejected || v.Check != "unsigned_file" || !strings.Contains(v.Message, "extra.py") {
+		t.Fatalf("tampered train: %+v", v)
+	}
+
+	// A recorded Harbor PUSH_ARTIFACT for the verified digest: accepted,
+	// nothing queued again (idempotent per digest).
+	raw := mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))
+	body := strings.NewReplacer("DIGEST", good, "REGISTRY", reg.Host, "REPOSITORY", "pht/train").Replace(string(raw))
+	code, resp := post(t, hs.URL+"/events", secret, "application/json", []byte(body))
+	if code != http.StatusAccepted || !strings.Contains(resp, `"queued":null`) {
+		t.Errorf("harbor push for a decided digest: %d %s", code, resp)
+	}
+}
+
+// countingVerifier records calls; fail makes the first n calls fail with a
+// retryable error.
+type countingVerifier struct {
+	mu    sync.Mutex
+	calls map[string]int
+	fail  int
+}
+
+func (c *countingVerifier) Verify(_ context.Context, a Artifact) (*protocol.Status, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls[a.Key()]++
+	if c.fail > 0 {
+		c.fail--
+		return nil, errors.New("registry down: connection refused")
+	}
+	return &protocol.Status{Next: 1}, nil
+}
+
+func distEvent(repo, digest string) []byte {
+	return []byte(fmt.Sprintf(`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"repository":%q,"tag":"latest"},"request":{"host":"reg.example"}}]}`, digest, repo))
+}
+
+// TestBadInput: secret, size, JSON, other events.
+func TestBadInput(t *testing.T) {
+	_, hs, _ := newServer(t, &countingVerifier{calls: map[string]int{}}, filepath.Join(t.TempDir(), "v.db"), Config{MaxBody: 4096})
+	ev := distEvent("pht/x", "sha256:"+strings.Repeat("a", 64))
+	cases := []struct {
+		name, auth string
+		body       []byte
+		want       int
+	}{
+		{"wrong secret", "Bearer nope", ev, 401},
+		{"no secret", "", ev, 401},
+		{"malformed JSON", secret, []byte(`{"events": [`), 400},
+		{"not an event", secret, []byte(`{"hello": 1}`), 400},
+		{"oversized", secret, bytes.Repeat([]byte(" "), 5000), 413},
+		{"harbor pull event", secret, mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_pull_artifact.json")), 202},
+		{"blob push only", secret, []byte(`{"events":[{"action":"push","target":{"mediaType":"application/octet-stream","digest":"sha256:1","repository":"pht/x"}}]}`), 202},
+		{"harbor without repository", secret, []byte(`{"type":"PUSH_ARTIFACT","event_data":{"resources":[{"digest":"sha256:1"}],"repository":{}}}`), 400},
+	}
+	for _, c := range cases {
+		if code, body := post(t, hs.URL+"/events", c.auth, MediaTypeDistribution, c.body); code != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, code, body, c.want)
+		}
+	}
+	if resp, _ := http.Get(hs.URL + "/v1/verdicts/pht/unknown@sha256:" + strings.Repeat("0", 64)); resp.StatusCode != 404 {
+		t.Errorf("unknown verdict: %d", resp.StatusCode)
+	}
+	resp, _ := http.Get(hs.URL + "/metrics")
+	m, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(m), "phtoci_webhook_events_bad_total 6") || !strings.Contains(string(m), "phtoci_webhook_events_ignored_total 2") {
+		t.Errorf("metrics:\n%s", m)
+	}
+}
+
+// TestRetriesAndRestart: a registry that stays down gives an "error"
+// verdict after the retries; work queued when the server stops is done by
+// the next one on the same store.
+func TestRetriesAndRestart(t *testing.T) {
+	cv := &countingVerifier{calls: map[string]int{}, fail: 100}
+	_, hs, _ := newServer(t, cv, filepath.Join(t.TempDir(), "a.db"), Config{Retries: 2})
+	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/down", "sha256:"+strings.Repeat("d", 64)))
+	v := waitVerdict(t, hs.URL, "pht/down@sha256:"+strings.Repeat("d", 64))
+	if v.Status != StatusError || v.Attempts != 3 || !strings.Contains(v.Message, "registry down") {
+		t.Fatalf("verdict %+v", v)
+	}
+
+	db := filepath.Join(t.TempDir(), "b.db")
+	slow := &countingVerifier{calls: map[string]int{}, fail: 100}
+	st := mustT[*Store](t)(OpenStore(db))
+	s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: slow, Store: st, Backoff: time.Hour}))
+	s.Start(context.Background())
+	hs2 := httptest.NewServer(s)
+	d := "sha256:" + strings.Repeat("e", 64)
+	post(t, hs2.URL, secret, MediaTypeDistribution, distEvent("pht/later", d))
+	time.Sleep(200 * time.Millisecond) // first attempt fails, worker waits an hour
+	hs2.Close()
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	// The registry is back: a new server on the same store finishes the work.
+	ok := &countingVerifier{calls: map[string]int{}}
+	_, hs3, _ := newServer(t, ok, db, Config{})
+	if v := waitVerdict(t, hs3.URL, "pht/later@"+d); v.Status != StatusVerified {
+		t.Fatalf("after restart: %+v", v)
+	}
+}
+
+// TestBurst: 200 distinct trains pushed in a burst, each notified twice,
+// are each verified exactly once.
+func TestBurst(t *testing.T) {
+	cv := &countingVerifier{calls: map[string]int{}}
+	_, hs, _ := newServer(t, cv, filepath.Join(t.TempDir(), "c.db"), Config{Workers: 4, QueueSize: 512})
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		for rep := 0; rep < 2; rep++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				post(t, hs.URL, secret, MediaTypeDistribution, distEvent(fmt.Sprintf("pht/t%d", i), fmt.Sprintf("sha256:%064d", i)))
+			}(i)
+		}
+	}
+	wg.Wait()
+	for i := 0; i < 200; i++ {
+		waitVerdict(t, hs.URL, fmt.Sprintf("pht/t%d@sha256:%064d", i, i))
+	}
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	if len(cv.calls) != 200 {
+		t.Fatalf("%d artifacts verified, want 200", len(cv.calls))
+	}
+	for k, n := range cv.calls {
+		if n != 1 {
+			t.Errorf("%s verified %d times", k, n)
+		}
+	}
+}
