@@ -92,7 +92,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 		Commands: []*cli.Command{
 			preRunCommand(), postRunCommand(), verifyCommand(), decryptCommand(),
-			inspectCommand(), buildCommand(), keysCommand(), checkBaseCommand(),
+			inspectCommand(), buildCommand(), keysCommand(), checkBaseCommand(), serveCommand(),
 		},
 	}
 	for _, c := range app.Commands {
