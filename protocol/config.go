@@ -296,7 +296,10 @@ func (c *Config) Clone() *Config {
 	return &d
 }
 
-// sortedRoute returns the route ordered by index.
+// SortedRoute returns a copy of the route ordered by index: positions in
+// it are the "route indices" of Status.
+func (c *Config) SortedRoute() []RouteEntry { return c.sortedRoute() }
+
 func (c *Config) sortedRoute() []RouteEntry {
 	r := append([]RouteEntry(nil), c.Route...)
 	sort.SliceStable(r, func(i, j int) bool { return r[i].Index < r[j].Index })

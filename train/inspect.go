@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"sort"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -91,10 +90,8 @@ func Inspect(img v1.Image, o Options) (*Inspection, error) {
 	}
 	in.CreatorKey = fingerprint(t.Config.Creator.RSAPublicKey)
 	in.BuilderKey = fingerprint(t.Config.Build.RSAPublicKey)
-	route := append([]protocol.RouteEntry(nil), t.Config.Route...)
-	sort.SliceStable(route, func(i, j int) bool { return route[i].Index < route[j].Index })
 	current := false
-	for _, r := range route {
+	for _, r := range t.Config.SortedRoute() {
 		s := StationState{Index: r.Index, Station: r.Station, EcoSystem: r.EcoSystem, KeyFingerprint: fingerprint(r.RSAPublicKey)}
 		switch {
 		case r.Signature != nil:

@@ -15,6 +15,8 @@ type VerifyReport struct {
 	Status *protocol.Status `json:"status"`
 	// Station is set when the station checks ran too.
 	Station string `json:"station,omitempty"`
+	// Route lists the station ids in route order.
+	Route []string `json:"route"`
 }
 
 // Verify checks img without any station key: the config's signatures and
@@ -35,6 +37,9 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 		return nil, err
 	}
 	rep := &VerifyReport{Status: status}
+	for _, r := range t.Config.SortedRoute() {
+		rep.Route = append(rep.Route, r.Station)
+	}
 	if st != nil {
 		if t.Decrypted() {
 			err = protocol.CheckTrain(t.Config, t.TrainFS())

@@ -49,6 +49,8 @@ type ServeConfig struct {
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password_file"`
 	Insecure     bool   `yaml:"insecure"`
+	// Route is the optional routing policy.
+	Route *RoutePolicy `yaml:"route"`
 }
 
 // LoadServeConfig reads and checks a serve config file.
@@ -107,7 +109,8 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		env.OCI.Auth = oci.BasicAuth(c.Username, strings.TrimRight(string(p), "\r\n"))
 	}
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
-		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry})
+		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry,
+		Route: c.Route, Copier: OCICopier{Options: env.OCI}})
 	if err != nil {
 		return err
 	}

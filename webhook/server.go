@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
@@ -21,7 +22,13 @@ import (
 // error matching protocol.ErrVerification is a rejection; any other error
 // is retried (registry down, network).
 type Verifier interface {
-	Verify(ctx context.Context, a Artifact) (*protocol.Status, error)
+	Verify(ctx context.Context, a Artifact) (*Outcome, error)
+}
+
+// Outcome is a verified train's place on its route.
+type Outcome struct {
+	Next        int    // route index of the next station, -1 when done
+	NextStation string // its id ("" when done)
 }
 
 // TrainVerifier verifies by digest with phtoci's keyless verify (and the
@@ -29,12 +36,73 @@ type Verifier interface {
 type TrainVerifier struct{ Env train.Env }
 
 // Verify implements Verifier.
-func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*protocol.Status, error) {
+func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error) {
 	r, err := train.VerifyJob(ctx, a.Ref(), nil, v.Env)
 	if err != nil {
 		return nil, err
 	}
-	return r.Status, nil
+	o := &Outcome{Next: r.Status.Next}
+	if o.Next >= 0 && o.Next < len(r.Route) {
+		o.NextStation = r.Route[o.Next]
+	}
+	return o, nil
+}
+
+// Copier copies a verified train by digest to another repository of the
+// same registry (blobs mounted, not downloaded).
+type Copier interface {
+	Copy(ctx context.Context, from Artifact, toRepository string) error
+}
+
+// OCICopier copies with package oci: the source's layers are remote layers
+// of the same registry, so the push mounts them.
+type OCICopier struct{ Options oci.Options }
+
+// Copy implements Copier.
+func (c OCICopier) Copy(ctx context.Context, a Artifact, to string) error {
+	src, err := oci.ParseRef(a.Ref())
+	if err != nil {
+		return err
+	}
+	img, err := oci.Open(ctx, src, c.Options)
+	if err != nil {
+		return err
+	}
+	tag := a.Tag
+	if tag == "" {
+		tag = "latest"
+	}
+	dst, err := oci.ParseRef(a.Registry + "/" + to + ":" + tag)
+	if err != nil {
+		return err
+	}
+	_, err = oci.Write(ctx, dst, img, c.Options)
+	return err
+}
+
+// RoutePolicy sends each verified train on to the repository of the next
+// station that has not signed yet, and a finished one to Outgoing.
+type RoutePolicy struct {
+	Stations map[string]string `yaml:"stations"` // station id → repository
+	Incoming string            `yaml:"incoming"` // where builders push (documentation; any repository is accepted)
+	Outgoing string            `yaml:"outgoing"` // where finished trains go
+	// RouterUser is the registry account the router pushes with; its own
+	// pushes are not routed again.
+	RouterUser string `yaml:"router_user"`
+}
+
+func (p *RoutePolicy) target(o *Outcome) (string, error) {
+	if o.Next < 0 {
+		if p.Outgoing == "" {
+			return "", errors.New("route complete but no outgoing repository is configured")
+		}
+		return p.Outgoing, nil
+	}
+	repo, ok := p.Stations[o.NextStation]
+	if !ok {
+		return "", fmt.Errorf("no repository configured for station %q", o.NextStation)
+	}
+	return repo, nil
 }
 
 // Config sets up a Server.
@@ -55,6 +123,9 @@ type Config struct {
 	// Registry, when set, replaces the host named in events (a registry
 	// often reports the host its clients used).
 	Registry string
+	// Route, when set, routes verified trains with Copier.
+	Route  *RoutePolicy
+	Copier Copier
 }
 
 // Server is the webhook handler with its queue and workers.
@@ -68,8 +139,8 @@ type Server struct {
 }
 
 type metrics struct {
-	received, ignored, bad, queued, verified, rejected, errors, full atomic.Int64
-	durNanos, durCount                                               atomic.Int64
+	received, ignored, bad, queued, verified, rejected, errors, full, routed atomic.Int64
+	durNanos, durCount                                                       atomic.Int64
 }
 
 // New makes a server; Start runs its workers.
@@ -79,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Verifier == nil || cfg.Store == nil {
 		return nil, errors.New("webhook: a verifier and a store are required")
+	}
+	if cfg.Route != nil && cfg.Copier == nil {
+		return nil, errors.New("webhook: a routing policy needs a copier")
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
@@ -157,12 +231,15 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 	backoff := s.cfg.Backoff
 	for {
 		v.Attempts++
-		st, err := s.cfg.Verifier.Verify(ctx, a)
+		out, err := s.cfg.Verifier.Verify(ctx, a)
+		if err == nil && out != nil && s.cfg.Route != nil {
+			err = s.route(ctx, a, out, &v)
+		}
 		switch {
 		case err == nil:
 			v.Status = StatusVerified
-			if st != nil {
-				n := st.Next
+			if out != nil {
+				n := out.Next
 				v.Next = &n
 			}
 			s.m.verified.Add(1)
@@ -189,6 +266,27 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 	if err := s.cfg.Store.Put(v); err == nil {
 		s.cfg.Store.dequeue(a)
 	}
+}
+
+// route copies a verified train on; it is never called for a failed one.
+func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict) error {
+	if s.cfg.Route.RouterUser != "" && a.Pusher == s.cfg.Route.RouterUser {
+		return nil // our own copy
+	}
+	to, err := s.cfg.Route.target(o)
+	if err != nil {
+		v.RoutedTo = "not routed: " + err.Error()
+		return nil
+	}
+	if to == a.Repository {
+		return nil
+	}
+	if err := s.cfg.Copier.Copy(ctx, a, to); err != nil {
+		return fmt.Errorf("routing to %s: %w", to, err)
+	}
+	v.RoutedTo = to
+	s.m.routed.Add(1)
+	return nil
 }
 
 var checks = []struct {
@@ -331,6 +429,7 @@ func (s *Server) metrics(w http.ResponseWriter) {
 	c("phtoci_webhook_verified_total", "Trains verified.", s.m.verified.Load())
 	c("phtoci_webhook_rejected_total", "Trains rejected.", s.m.rejected.Load())
 	c("phtoci_webhook_errors_total", "Artifacts recorded as errors after retries.", s.m.errors.Load())
+	c("phtoci_webhook_routed_total", "Verified trains copied to their next repository.", s.m.routed.Load())
 	fmt.Fprintf(w, "# HELP phtoci_webhook_queue_depth Artifacts waiting.\n# TYPE phtoci_webhook_queue_depth gauge\nphtoci_webhook_queue_depth %d\n", len(s.queue))
 	fmt.Fprintf(w, "# HELP phtoci_webhook_verify_seconds Time to a verdict.\n# TYPE phtoci_webhook_verify_seconds summary\nphtoci_webhook_verify_seconds_sum %g\nphtoci_webhook_verify_seconds_count %d\n",
 		float64(s.m.durNanos.Load())/1e9, s.m.durCount.Load())

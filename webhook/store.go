@@ -24,6 +24,7 @@ type Verdict struct {
 	Check    string    `json:"check,omitempty"`   // the failing check
 	Message  string    `json:"message,omitempty"` // its one-line message
 	Next     *int      `json:"next,omitempty"`    // route index of the next station
+	RoutedTo string    `json:"routedTo,omitempty"`
 	Attempts int       `json:"attempts"`
 	Time     time.Time `json:"time"`
 }

@@ -194,7 +194,7 @@ type countingVerifier struct {
 	fail  int
 }
 
-func (c *countingVerifier) Verify(_ context.Context, a Artifact) (*protocol.Status, error) {
+func (c *countingVerifier) Verify(_ context.Context, a Artifact) (*Outcome, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls[a.Key()]++
@@ -202,7 +202,7 @@ func (c *countingVerifier) Verify(_ context.Context, a Artifact) (*protocol.Stat
 		c.fail--
 		return nil, errors.New("registry down: connection refused")
 	}
-	return &protocol.Status{Next: 1}, nil
+	return &Outcome{Next: 1, NextStation: "st-2"}, nil
 }
 
 func distEvent(repo, digest string) []byte {
@@ -304,5 +304,98 @@ func TestBurst(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s verified %d times", k, n)
 		}
+	}
+}
+
+// TestWholeRouteRouted: the real registry notifies the server; a train
+// pushed to incoming is verified and routed to station a, whose post-run
+// push is verified and routed to station b, whose push goes to outgoing,
+// where the researcher decrypts it. A tampered push is rejected, recorded
+// and not routed.
+func TestWholeRouteRouted(t *testing.T) {
+	srvURL := make(chan string, 1)
+	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u := <-srvURL
+		srvURL <- u
+		req, _ := http.NewRequest(r.Method, u+r.URL.Path, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			w.WriteHeader(502)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer relay.Close()
+	reg := testreg.Start(t, testreg.Options{Notify: relay.URL + "/events", NotifyAuth: secret})
+	policy := &RoutePolicy{Stations: map[string]string{"st-a": "pht/station-a", "st-b": "pht/station-b"}, Incoming: "pht/incoming", Outgoing: "pht/outgoing"}
+	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "r.db"), Config{Registry: reg.Host, Route: policy, Copier: OCICopier{}, Workers: 2})
+	srvURL <- hs.URL
+
+	// Keys and a train on the sample master.
+	k := func() *rsa.PrivateKey { return mustT[*rsa.PrivateKey](t)(keys.Generate(2048)) }
+	user, builder, ka, kb := k(), k(), k(), k()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('route')\n"), 0o644)
+	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{}))
+	out := mustT[*train.Output](t)(train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: user, BuilderKey: builder,
+		Route: []protocol.RouteStation{{ID: "st-a", PublicKey: &ka.PublicKey}, {ID: "st-b", PublicKey: &kb.PublicKey}}}, train.Options{}))
+	d0 := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:t1")), out.Image, oci.Options{}))
+	out.Close()
+	if v := waitVerdict(t, hs.URL, "pht/incoming@"+d0.String()); v.Status != StatusVerified || v.RoutedTo != "pht/station-a" {
+		t.Fatalf("incoming: %+v", v)
+	}
+	hop := func(st string, key *rsa.PrivateKey, repo, nextRepo string) {
+		t.Helper()
+		res := t.TempDir()
+		os.WriteFile(filepath.Join(res, "r.txt"), []byte("result of "+st), 0o644)
+		r, err := train.PostRunJob(context.Background(), reg.Host+"/"+repo+":t1", res, "", protocol.Station{ID: st, Key: key}, train.Env{})
+		if err != nil {
+			t.Fatalf("%s post-run: %v", st, err)
+		}
+		if v := waitVerdict(t, hs.URL, repo+"@"+r.Digest); v.Status != StatusVerified || v.RoutedTo != nextRepo {
+			t.Fatalf("after %s: %+v", st, v)
+		}
+	}
+	hop("st-a", ka, "pht/station-a", "pht/station-b")
+	hop("st-b", kb, "pht/station-b", "pht/outgoing")
+	// Verifying and routing never downloaded the master's layer: copies mount it.
+	st := reg.Stats()
+	for _, bl := range mustT[[]v1.Layer](t)(base.Layers()) {
+		if d := mustT[v1.Hash](t)(bl.Digest()); st.BlobGets[d.String()] != 0 {
+			t.Errorf("base layer %s downloaded %d times", d, st.BlobGets[d.String()])
+		}
+	}
+	if st.Mounts == 0 {
+		t.Error("routing mounted no blob")
+	}
+	final := t.TempDir() + "/final"
+	if err := train.DecryptJob(context.Background(), reg.Host+"/pht/outgoing:t1", user, final, false, train.Env{}); err != nil {
+		t.Fatalf("researcher: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(final, "pht_results", "r.txt")); string(b) != "result of st-b" {
+		t.Errorf("researcher got %q", b)
+	}
+
+	// Tampered (an unsigned file added; keyless verification sees names,
+	// not plaintext): rejected, recorded, not routed.
+	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming@"+d0.String())), oci.Options{}))
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "opt/pht_train/evil.py", Mode: 0o644, Size: 48, Typeflag: tar.TypeReg})
+	tw.Write(make([]byte, 48))
+	tw.Close()
+	data := buf.Bytes()
+	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
+	bad := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
+	bd := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:evil")), bad, oci.Options{}))
+	v := waitVerdict(t, hs.URL, "pht/incoming@"+bd.String())
+	if v.Status != StatusRejected || v.RoutedTo != "" {
+		t.Fatalf("tampered: %+v", v)
+	}
+	if _, err := oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/station-a:evil")), oci.Options{}); err == nil {
+		t.Error("a rejected train was routed to station a")
 	}
 }
