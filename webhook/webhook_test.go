@@ -176,10 +176,20 @@ func TestRegistryDrivesVerdicts(t *testing.T) {
 		t.Fatalf("tampered train: %+v", v)
 	}
 
+	// A repository that does not exist, and a digest that does not exist in
+	// a real one: retried, then recorded as errors naming what is missing.
+	for _, ref := range []string{"pht/nosuch@sha256:" + strings.Repeat("1", 64), "pht/train@sha256:" + strings.Repeat("2", 64)} {
+		repo, dg, _ := strings.Cut(ref, "@")
+		post(t, hs.URL+"/events", secret, MediaTypeDistribution, distEvent(repo, dg))
+		if v := waitVerdict(t, hs.URL, ref); v.Status != StatusError || v.Attempts != 4 || !strings.Contains(v.Message, repo) {
+			t.Errorf("%s: %+v", ref, v)
+		}
+	}
+
 	// A recorded Harbor PUSH_ARTIFACT for the verified digest: accepted,
 	// nothing queued again (idempotent per digest).
 	raw := mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))
-	body := strings.NewReplacer("DIGEST", good, "REGISTRY", reg.Host, "REPOSITORY", "pht/train").Replace(string(raw))
+	body := strings.NewReplacer("DIGEST", good, "REGISTRY", reg.Host, "REPOSITORY", "pht/train", "TAG", "latest").Replace(string(raw))
 	code, resp := post(t, hs.URL+"/events", secret, "application/json", []byte(body))
 	if code != http.StatusAccepted || !strings.Contains(resp, `"queued":null`) {
 		t.Errorf("harbor push for a decided digest: %d %s", code, resp)
@@ -313,6 +323,11 @@ func TestBurst(t *testing.T) {
 // where the researcher decrypts it. A tampered push is rejected, recorded
 // and not routed.
 func TestWholeRouteRouted(t *testing.T) {
+	t.Run("distribution notifications", func(t *testing.T) { wholeRoute(t, false) })
+	t.Run("recorded Harbor payloads", func(t *testing.T) { wholeRoute(t, true) })
+}
+
+func wholeRoute(t *testing.T, harbor bool) {
 	srvURL := make(chan string, 1)
 	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u := <-srvURL
@@ -329,7 +344,23 @@ func TestWholeRouteRouted(t *testing.T) {
 		io.Copy(w, resp.Body)
 	}))
 	defer relay.Close()
-	reg := testreg.Start(t, testreg.Options{Notify: relay.URL + "/events", NotifyAuth: secret})
+	opts := testreg.Options{Notify: relay.URL + "/events", NotifyAuth: secret}
+	if harbor {
+		opts = testreg.Options{} // no registry notifications: we post Harbor's payloads
+	}
+	reg := testreg.Start(t, opts)
+	tmpl := string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json")))
+	notify := func(repo, digest, tag string) {
+		if !harbor {
+			return
+		}
+		body := strings.NewReplacer("DIGEST", digest, "REGISTRY", reg.Host, "REPOSITORY", repo, "TAG", tag).Replace(tmpl)
+		u := <-srvURL
+		srvURL <- u
+		if code, resp := post(t, u+"/events", secret, "application/json", []byte(body)); code != http.StatusAccepted {
+			t.Fatalf("harbor payload: %d %s", code, resp)
+		}
+	}
 	policy := &RoutePolicy{Stations: map[string]string{"st-a": "pht/station-a", "st-b": "pht/station-b"}, Incoming: "pht/incoming", Outgoing: "pht/outgoing"}
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "r.db"), Config{Registry: reg.Host, Route: policy, Copier: OCICopier{}, Workers: 2})
 	srvURL <- hs.URL
@@ -344,6 +375,7 @@ func TestWholeRouteRouted(t *testing.T) {
 		Route: []protocol.RouteStation{{ID: "st-a", PublicKey: &ka.PublicKey}, {ID: "st-b", PublicKey: &kb.PublicKey}}}, train.Options{}))
 	d0 := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:t1")), out.Image, oci.Options{}))
 	out.Close()
+	notify("pht/incoming", d0.String(), "t1")
 	if v := waitVerdict(t, hs.URL, "pht/incoming@"+d0.String()); v.Status != StatusVerified || v.RoutedTo != "pht/station-a" {
 		t.Fatalf("incoming: %+v", v)
 	}
@@ -355,6 +387,7 @@ func TestWholeRouteRouted(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s post-run: %v", st, err)
 		}
+		notify(repo, r.Digest, "t1")
 		if v := waitVerdict(t, hs.URL, repo+"@"+r.Digest); v.Status != StatusVerified || v.RoutedTo != nextRepo {
 			t.Fatalf("after %s: %+v", st, v)
 		}
@@ -391,6 +424,7 @@ func TestWholeRouteRouted(t *testing.T) {
 	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
 	bad := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
 	bd := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:evil")), bad, oci.Options{}))
+	notify("pht/incoming", bd.String(), "evil")
 	v := waitVerdict(t, hs.URL, "pht/incoming@"+bd.String())
 	if v.Status != StatusRejected || v.RoutedTo != "" {
 		t.Fatalf("tampered: %+v", v)
