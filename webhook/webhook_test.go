@@ -433,3 +433,70 @@ func wholeRoute(t *testing.T, harbor bool) {
 		t.Error("a rejected train was routed to station a")
 	}
 }
+
+type blockingVerifier struct{ release chan struct{} }
+
+func (b blockingVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error) {
+	<-b.release
+	return &Outcome{Next: -1}, nil
+}
+
+// TestBackpressure: with the workers busy and the queue full, the server
+// answers 503 (the registry retries), and nothing is lost once it drains.
+func TestBackpressure(t *testing.T) {
+	bv := blockingVerifier{release: make(chan struct{})}
+	_, hs, _ := newServer(t, bv, filepath.Join(t.TempDir(), "q.db"), Config{Workers: 1, QueueSize: 1})
+	codes := map[int]int{}
+	var accepted []string
+	for i := 0; i < 4; i++ {
+		ref := fmt.Sprintf("pht/q%d@sha256:%064d", i, i)
+		repo, dg, _ := strings.Cut(ref, "@")
+		code, _ := post(t, hs.URL, secret, MediaTypeDistribution, distEvent(repo, dg))
+		codes[code]++
+		if code == http.StatusAccepted {
+			accepted = append(accepted, ref)
+		}
+		time.Sleep(50 * time.Millisecond) // let the worker take the first one
+	}
+	close(bv.release)
+	if codes[http.StatusServiceUnavailable] == 0 || len(accepted) == 0 {
+		t.Fatalf("status codes %v: want some 202 and some 503", codes)
+	}
+	for _, ref := range accepted {
+		if v := waitVerdict(t, hs.URL, ref); v.Status != StatusVerified {
+			t.Errorf("%s: %+v", ref, v)
+		}
+	}
+}
+
+type countingCopier struct {
+	mu     sync.Mutex
+	copies []string
+}
+
+func (c *countingCopier) Copy(_ context.Context, a Artifact, to string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.copies = append(c.copies, a.Repository+"->"+to)
+	return nil
+}
+
+// TestRouterIgnoresOwnPushes: a push by the router's account is verified
+// but not routed again; another account's push is routed.
+func TestRouterIgnoresOwnPushes(t *testing.T) {
+	cc := &countingCopier{}
+	policy := &RoutePolicy{Stations: map[string]string{"st-2": "pht/st2"}, Outgoing: "pht/out", RouterUser: "router"}
+	_, hs, _ := newServer(t, &countingVerifier{calls: map[string]int{}}, filepath.Join(t.TempDir(), "o.db"), Config{Route: policy, Copier: cc})
+	ev := func(repo, digest, actor string) []byte {
+		return []byte(fmt.Sprintf(`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"repository":%q,"tag":"t"},"request":{"host":"reg.example"},"actor":{"name":%q}}]}`, digest, repo, actor))
+	}
+	post(t, hs.URL, secret, MediaTypeDistribution, ev("pht/in", "sha256:"+strings.Repeat("5", 64), "router"))
+	post(t, hs.URL, secret, MediaTypeDistribution, ev("pht/in2", "sha256:"+strings.Repeat("6", 64), "station"))
+	v1 := waitVerdict(t, hs.URL, "pht/in@sha256:"+strings.Repeat("5", 64))
+	v2 := waitVerdict(t, hs.URL, "pht/in2@sha256:"+strings.Repeat("6", 64))
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if v1.RoutedTo != "" || v2.RoutedTo != "pht/st2" || len(cc.copies) != 1 || cc.copies[0] != "pht/in2->pht/st2" {
+		t.Fatalf("router's own push routed or other not: %+v %+v %v", v1, v2, cc.copies)
+	}
+}
