@@ -96,60 +96,57 @@ func mustT[T any](t *testing.T) func(T, error) T {
 	}
 }
 
-// buildTrain pushes a fresh train to ref and returns its digest.
+// buildTrain pushes a fresh one-station train to ref and returns its digest.
 func buildTrain(t *testing.T, ref string, opts oci.Options) string {
 	t.Helper()
-	gen := func() *keysPair { k := mustT[*keysPair](t)(newPair()); return k }
-	user, builder, st := gen(), gen(), gen()
+	k := func() *rsa.PrivateKey { return mustT[*rsa.PrivateKey](t)(keys.Generate(2048)) }
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('hi')\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "query.json"), []byte(`{"q": 1}`), 0o644)
-	base := mustT[*oci.Ref](t)(refPtr(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")))
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), *base, oci.Options{}))
-	out, err := train.Build(img, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: user.k, BuilderKey: builder.k,
-		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &st.k.PublicKey}}}, train.Options{})
+	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{}))
+	out, err := train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k(), BuilderKey: k(),
+		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &k().PublicKey}}}, train.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	r := mustT[oci.Ref](t)(oci.ParseRef(ref))
-	d := mustT[v1.Hash](t)(oci.Write(context.Background(), r, out.Image, opts))
+	d := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), out.Image, opts))
 	return d.String()
 }
 
-type keysPair struct{ k *rsa.PrivateKey }
-
-func newPair() (*keysPair, error) {
-	k, err := keys.Generate(2048)
-	return &keysPair{k}, err
-}
-
-func refPtr(r oci.Ref, err error) (*oci.Ref, error) { return &r, err }
-
-// TestRegistryDrivesVerdicts: a real docker-registry sends its push
-// notifications to the server; a train is verified by digest, a tampered
-// one rejected with its failing check, and both are served by digest and
-// by tag. A Harbor payload for the same digest changes nothing.
-func TestRegistryDrivesVerdicts(t *testing.T) {
-	srvURL := make(chan string, 1)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u := <-srvURL
-		srvURL <- u
+// relay is a stable URL for the registry's notifications (the registry
+// starts before the server whose URL it must know); setTarget points it.
+func relay(t *testing.T) (*httptest.Server, func(string)) {
+	var mu sync.Mutex
+	target := ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		u := target
+		mu.Unlock()
 		req, _ := http.NewRequest(r.Method, u+r.URL.Path, r.Body)
 		req.Header = r.Header.Clone()
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			w.WriteHeader(502)
+			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 	}))
-	defer proxy.Close()
+	t.Cleanup(srv.Close)
+	return srv, func(u string) { mu.Lock(); target = u; mu.Unlock() }
+}
+
+// TestRegistryDrivesVerdicts: a real docker-registry sends its push
+// notifications to the server; a train is verified by digest, a tampered
+// one rejected with its failing check, and both are served by digest and
+// by tag. A Harbor payload for the same digest changes nothing.
+func TestRegistryDrivesVerdicts(t *testing.T) {
+	proxy, setTarget := relay(t)
 	reg := testreg.Start(t, testreg.Options{Notify: proxy.URL + "/events", NotifyAuth: secret})
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "v.db"), Config{Registry: reg.Host})
-	srvURL <- hs.URL
+	setTarget(hs.URL)
 
 	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
 	v := waitVerdict(t, hs.URL, "pht/train@"+good)
@@ -328,23 +325,8 @@ func TestWholeRouteRouted(t *testing.T) {
 }
 
 func wholeRoute(t *testing.T, harbor bool) {
-	srvURL := make(chan string, 1)
-	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u := <-srvURL
-		srvURL <- u
-		req, _ := http.NewRequest(r.Method, u+r.URL.Path, r.Body)
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			w.WriteHeader(502)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	}))
-	defer relay.Close()
-	opts := testreg.Options{Notify: relay.URL + "/events", NotifyAuth: secret}
+	relaySrv, setTarget := relay(t)
+	opts := testreg.Options{Notify: relaySrv.URL + "/events", NotifyAuth: secret}
 	if harbor {
 		opts = testreg.Options{} // no registry notifications: we post Harbor's payloads
 	}
@@ -355,15 +337,13 @@ func wholeRoute(t *testing.T, harbor bool) {
 			return
 		}
 		body := strings.NewReplacer("DIGEST", digest, "REGISTRY", reg.Host, "REPOSITORY", repo, "TAG", tag).Replace(tmpl)
-		u := <-srvURL
-		srvURL <- u
-		if code, resp := post(t, u+"/events", secret, "application/json", []byte(body)); code != http.StatusAccepted {
+		if code, resp := post(t, relaySrv.URL+"/events", secret, "application/json", []byte(body)); code != http.StatusAccepted {
 			t.Fatalf("harbor payload: %d %s", code, resp)
 		}
 	}
 	policy := &RoutePolicy{Stations: map[string]string{"st-a": "pht/station-a", "st-b": "pht/station-b"}, Incoming: "pht/incoming", Outgoing: "pht/outgoing"}
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "r.db"), Config{Registry: reg.Host, Route: policy, Copier: OCICopier{}, Workers: 2})
-	srvURL <- hs.URL
+	setTarget(hs.URL)
 
 	// Keys and a train on the sample master.
 	k := func() *rsa.PrivateKey { return mustT[*rsa.PrivateKey](t)(keys.Generate(2048)) }
