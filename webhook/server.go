@@ -227,6 +227,9 @@ func (s *Server) worker(ctx context.Context) {
 
 func (s *Server) process(ctx context.Context, a Artifact) {
 	start := time.Now()
+	if s.cfg.Registry != "" {
+		a.Registry = s.cfg.Registry // applied when processing, so a restart may change it
+	}
 	v := Verdict{Artifact: a, Status: StatusPending}
 	backoff := s.cfg.Backoff
 	for {
@@ -371,9 +374,6 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	}
 	var keys []string
 	for _, a := range arts {
-		if s.cfg.Registry != "" {
-			a.Registry = s.cfg.Registry
-		}
 		added, err := s.cfg.Store.enqueue(a)
 		if err != nil {
 			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})

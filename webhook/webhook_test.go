@@ -249,36 +249,38 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// TestRetriesAndRestart: a registry that stays down gives an "error"
-// verdict after the retries; work queued when the server stops is done by
-// the next one on the same store.
+// TestRetriesAndRestart: with the registry down (a closed port), an
+// artifact is retried and then recorded as an error; work queued when the
+// server stops is finished by the next server on the same store once the
+// registry answers.
 func TestRetriesAndRestart(t *testing.T) {
-	cv := &countingVerifier{calls: map[string]int{}, fail: 100}
-	_, hs, _ := newServer(t, cv, filepath.Join(t.TempDir(), "a.db"), Config{Retries: 2})
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/down", "sha256:"+strings.Repeat("d", 64)))
-	v := waitVerdict(t, hs.URL, "pht/down@sha256:"+strings.Repeat("d", 64))
-	if v.Status != StatusError || v.Attempts != 3 || !strings.Contains(v.Message, "registry down") {
-		t.Fatalf("verdict %+v", v)
+	reg := testreg.Start(t, testreg.Options{})
+	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
+	down := "127.0.0.1:1"
+
+	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "a.db"), Config{Registry: down, Retries: 2})
+	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/train", good))
+	v := waitVerdict(t, hs.URL, "pht/train@"+good)
+	if v.Status != StatusError || v.Attempts != 3 || !strings.Contains(v.Message, down) {
+		t.Fatalf("registry down: %+v", v)
 	}
 
 	db := filepath.Join(t.TempDir(), "b.db")
-	slow := &countingVerifier{calls: map[string]int{}, fail: 100}
 	st := mustT[*Store](t)(OpenStore(db))
-	s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: slow, Store: st, Backoff: time.Hour}))
+	s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour}))
 	s.Start(context.Background())
 	hs2 := httptest.NewServer(s)
-	d := "sha256:" + strings.Repeat("e", 64)
-	post(t, hs2.URL, secret, MediaTypeDistribution, distEvent("pht/later", d))
-	time.Sleep(200 * time.Millisecond) // first attempt fails, worker waits an hour
+	post(t, hs2.URL, secret, MediaTypeDistribution, distEvent("pht/train", good))
+	time.Sleep(300 * time.Millisecond) // the first attempt fails; the worker waits an hour
 	hs2.Close()
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	// The registry is back: a new server on the same store finishes the work.
-	ok := &countingVerifier{calls: map[string]int{}}
-	_, hs3, _ := newServer(t, ok, db, Config{})
-	if v := waitVerdict(t, hs3.URL, "pht/later@"+d); v.Status != StatusVerified {
+	// The registry is reachable again: a new server on the same store
+	// finishes the queued work.
+	_, hs3, _ := newServer(t, TrainVerifier{}, db, Config{Registry: reg.Host})
+	if v := waitVerdict(t, hs3.URL, "pht/train@"+good); v.Status != StatusVerified {
 		t.Fatalf("after restart: %+v", v)
 	}
 }
