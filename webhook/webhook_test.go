@@ -285,8 +285,9 @@ func TestRetriesAndRestart(t *testing.T) {
 	}
 }
 
-// TestBurst: 200 distinct trains pushed in a burst, each notified twice,
-// are each verified exactly once.
+// TestBurst: 200 distinct artifacts, each notified twice at once, are each
+// verified exactly once (idempotence under duplicate notifications; the
+// real-registry burst is TestRegistryBurst).
 func TestBurst(t *testing.T) {
 	cv := &countingVerifier{calls: map[string]int{}}
 	_, hs, _ := newServer(t, cv, filepath.Join(t.TempDir(), "c.db"), Config{Workers: 4, QueueSize: 512})
@@ -480,5 +481,61 @@ func TestRouterIgnoresOwnPushes(t *testing.T) {
 	defer cc.mu.Unlock()
 	if v1.RoutedTo != "" || v2.RoutedTo != "pht/st2" || len(cc.copies) != 1 || cc.copies[0] != "pht/in2->pht/st2" {
 		t.Fatalf("router's own push routed or other not: %+v %+v %v", v1, v2, cc.copies)
+	}
+}
+
+// countingTrainVerifier counts calls to the real verifier.
+type countingTrainVerifier struct {
+	TrainVerifier
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingTrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error) {
+	c.mu.Lock()
+	c.calls[a.Key()]++
+	c.mu.Unlock()
+	return c.TrainVerifier.Verify(ctx, a)
+}
+
+// TestRegistryBurst: 200 distinct trains pushed to the real registry in a
+// burst (one train, 200 config variants: same layers, distinct digests) are
+// each verified exactly once from the registry's own notifications.
+func TestRegistryBurst(t *testing.T) {
+	relaySrv, setTarget := relay(t)
+	reg := testreg.Start(t, testreg.Options{Notify: relaySrv.URL + "/events", NotifyAuth: secret})
+	cv := &countingTrainVerifier{calls: map[string]int{}}
+	_, hs, _ := newServer(t, cv, filepath.Join(t.TempDir(), "burst.db"), Config{Registry: reg.Host, Workers: 4, QueueSize: 512})
+	setTarget(hs.URL)
+	good := buildTrain(t, reg.Host+"/pht/base:latest", oci.Options{})
+	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/base@"+good)), oci.Options{}))
+	var wg sync.WaitGroup
+	digests := make([]string, 200)
+	sem := make(chan struct{}, 8)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cf := mustT[*v1.ConfigFile](t)(img.ConfigFile()).DeepCopy()
+			cf.Config.Labels["org.example.burst"] = fmt.Sprint(i)
+			variant := mustT[v1.Image](t)(mutate.ConfigFile(img, cf))
+			ref := mustT[oci.Ref](t)(oci.ParseRef(fmt.Sprintf("%s/pht/burst:t%d", reg.Host, i)))
+			digests[i] = mustT[v1.Hash](t)(oci.Write(context.Background(), ref, variant, oci.Options{})).String()
+		}(i)
+	}
+	wg.Wait()
+	for _, d := range digests {
+		if v := waitVerdict(t, hs.URL, "pht/burst@"+d); v.Status != StatusVerified {
+			t.Fatalf("%s: %+v", d, v)
+		}
+	}
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	for _, d := range digests {
+		if n := cv.calls["pht/burst@"+d]; n != 1 {
+			t.Errorf("pht/burst@%s verified %d times", d, n)
+		}
 	}
 }
