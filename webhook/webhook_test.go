@@ -509,8 +509,17 @@ func TestRegistryBurst(t *testing.T) {
 	setTarget(hs.URL)
 	good := buildTrain(t, reg.Host+"/pht/base:latest", oci.Options{})
 	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/base@"+good)), oci.Options{}))
+	// The 200 variants share every layer and differ only in their config.
+	// Debian's registry (distribution 2.8) races when several pushes upload
+	// the same blob into one repository at once (DIGEST_INVALID), so the
+	// shared layers go in first; the burst then uploads only configs and
+	// manifests, and what is under test is the burst of notifications.
+	seed := mustT[oci.Ref](t)(oci.ParseRef(reg.Host + "/pht/burst:seed"))
+	mustT[v1.Hash](t)(oci.Write(context.Background(), seed, img, oci.Options{}))
+	cf0 := mustT[*v1.ConfigFile](t)(img.ConfigFile())
 	var wg sync.WaitGroup
 	digests := make([]string, 200)
+	errs := make([]error, 200)
 	sem := make(chan struct{}, 8)
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
@@ -518,14 +527,26 @@ func TestRegistryBurst(t *testing.T) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			cf := mustT[*v1.ConfigFile](t)(img.ConfigFile()).DeepCopy()
+			cf := cf0.DeepCopy()
 			cf.Config.Labels["org.example.burst"] = fmt.Sprint(i)
-			variant := mustT[v1.Image](t)(mutate.ConfigFile(img, cf))
-			ref := mustT[oci.Ref](t)(oci.ParseRef(fmt.Sprintf("%s/pht/burst:t%d", reg.Host, i)))
-			digests[i] = mustT[v1.Hash](t)(oci.Write(context.Background(), ref, variant, oci.Options{})).String()
+			variant, err := mutate.ConfigFile(img, cf)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ref, err := oci.ParseRef(fmt.Sprintf("%s/pht/burst:t%d", reg.Host, i))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			d, err := oci.Write(context.Background(), ref, variant, oci.Options{})
+			errs[i], digests[i] = err, d.String()
 		}(i)
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range digests {
 		if v := waitVerdict(t, hs.URL, "pht/burst@"+d); v.Status != StatusVerified {
 			t.Fatalf("%s: %+v", d, v)
