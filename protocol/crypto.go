@@ -279,7 +279,8 @@ func WalkFiles(fsys fs.FS, fn func(name string, size int64) error) error {
 // ResultsHash computes result_hash (vectors §6) over the plaintext results
 // in fsys (rooted at /opt/pht_results).
 func ResultsHash(fsys fs.FS, sessionID []byte) ([]byte, error) {
-	h := sha512.New()
+	h := newAsyncHash() // reading overlaps with hashing
+	defer h.Close()
 	err := WalkFiles(fsys, func(name string, _ int64) error {
 		f, err := fsys.Open(name)
 		if err != nil {
@@ -293,5 +294,5 @@ func ResultsHash(fsys fs.FS, sessionID []byte) ([]byte, error) {
 		return nil, err
 	}
 	h.Write(sessionID)
-	return h.Sum(nil), nil
+	return h.Sum(), nil
 }

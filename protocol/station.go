@@ -303,7 +303,8 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 // result_hash.
 func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 	sid, _ := hex.DecodeString(cfg.SessionID)
-	h := sha512.New()
+	h := newAsyncHash()
+	defer h.Close()
 	err := WalkFiles(results, func(name string, _ int64) error {
 		return decryptTo(results, name, "pht_results", key, h, out)
 	})
@@ -311,7 +312,7 @@ func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 		return err
 	}
 	h.Write(sid)
-	if cfg.ResultHash == nil || hex.EncodeToString(h.Sum(nil)) != strings.ToLower(*cfg.ResultHash) {
+	if cfg.ResultHash == nil || hex.EncodeToString(h.Sum()) != strings.ToLower(*cfg.ResultHash) {
 		return fmt.Errorf("result_hash: %w: the decrypted results do not hash to the config's result_hash", ErrPreviousResultsChanged)
 	}
 	return nil
@@ -392,13 +393,14 @@ func PostRunUpdate(cfg *Config, trainPlain, resultsPlain fs.FS, st Station, out 
 		return nil, err
 	}
 	sid, _ := hex.DecodeString(cfg.SessionID)
-	h := sha512.New()
+	h := newAsyncHash()
+	defer h.Close()
 	err = encryptTree(resultsPlain, "pht_results", key, h, out)
 	if err != nil {
 		return nil, err
 	}
 	h.Write(sid)
-	rh := h.Sum(nil)
+	rh := h.Sum()
 	rsig, err := SignPSS(st.Key, rh)
 	if err != nil {
 		return nil, err
