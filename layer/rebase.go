@@ -21,7 +21,7 @@ const BaseLabel = "org.phtoci.base-layers"
 // the label BaseLabel=base. edit, when not nil, may change the config (Cmd,
 // labels) before rootfs, history and BaseLabel are set. The manifest keeps
 // img's media type; newLayer's media type is converted to match it (Docker
-// or OCI gzip layer). The kept layers keep their descriptors (media type,
+// or OCI, gzip or plain tar as newLayer is). The kept layers keep their descriptors (media type,
 // annotations, URLs).
 func Rebase(img v1.Image, base int, newLayer v1.Layer, comment string, edit func(*v1.ConfigFile)) (v1.Image, error) {
 	m, err := img.Manifest()
@@ -43,13 +43,20 @@ func Rebase(img v1.Image, base int, newLayer v1.Layer, comment string, edit func
 	if mt == "" {
 		mt = types.OCIManifestSchema1
 	}
-	newMT := types.OCILayer
-	if mt == types.DockerManifestSchema2 {
-		newMT = types.DockerLayer
-	}
-	if lmt, err := newLayer.MediaType(); err != nil {
+	lmt, err := newLayer.MediaType()
+	if err != nil {
 		return nil, fmt.Errorf("rebase: new layer media type: %w", err)
-	} else if lmt != newMT {
+	}
+	newMT := types.OCILayer
+	switch {
+	case mt == types.DockerManifestSchema2 && Uncompressed(lmt):
+		newMT = types.DockerUncompressedLayer
+	case mt == types.DockerManifestSchema2:
+		newMT = types.DockerLayer
+	case Uncompressed(lmt):
+		newMT = types.OCIUncompressedLayer
+	}
+	if lmt != newMT {
 		newLayer = &mediaTypeLayer{Layer: newLayer, mt: newMT}
 	}
 

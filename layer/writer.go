@@ -26,14 +26,30 @@ type WriterOptions struct {
 	// ModTime is the modification time of every entry, truncated to
 	// seconds; the zero value means the Unix epoch.
 	ModTime time.Time
-	// TempDir holds the layer file and spool files ("" = os.TempDir()).
+	// TempDir holds spool files, and the layer file when FileDir is ""
+	// ("" = os.TempDir()).
 	TempDir string
+	// FileDir holds the layer file. A destination that can take the file
+	// over (rename it into place instead of copying the blob) wants it on
+	// its own file system.
+	FileDir string
+	// Reserve is a number of zero bytes at the start of the layer file,
+	// before the blob, for a container format's headers (see BlobFile).
+	Reserve int64
 	// Level is a klauspost/compress/gzip level: gzip.NoCompression (0, the
 	// zero value; use it for ciphertext), gzip.HuffmanOnly, gzip.BestSpeed…
 	// gzip.BestCompression, or gzip.DefaultCompression.
 	Level int
-	// MediaType of the layer; default types.OCILayer.
+	// MediaType of the layer; default types.OCILayer. An uncompressed
+	// layer type (types.OCIUncompressedLayer, types.DockerUncompressedLayer)
+	// writes a plain tar and ignores Level: its digest is its diff ID, so
+	// the bytes are hashed once.
 	MediaType types.MediaType
+}
+
+// Uncompressed says whether mt is a layer media type for a plain tar.
+func Uncompressed(mt types.MediaType) bool {
+	return mt == types.OCIUncompressedLayer || mt == types.DockerUncompressedLayer
 }
 
 // Writer writes one reproducible layer: tar, then gzip, into a temporary
@@ -67,19 +83,40 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	if opts.ModTime.IsZero() {
 		mt = time.Unix(0, 0)
 	}
-	f, err := os.CreateTemp(opts.TempDir, "phtoci-layer-*.tar.gz")
+	plain := Uncompressed(opts.MediaType)
+	if !plain {
+		if _, err := kgzip.NewWriterLevel(io.Discard, opts.Level); err != nil {
+			return nil, fmt.Errorf("gzip level %d: %w", opts.Level, err)
+		}
+	}
+	if opts.Reserve < 0 {
+		return nil, fmt.Errorf("layer file: negative reserve %d", opts.Reserve)
+	}
+	dir := opts.FileDir
+	if dir == "" {
+		dir = opts.TempDir
+	}
+	f, err := os.CreateTemp(dir, ".phtoci-layer-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating layer file: %w", err)
 	}
-	sink := &sinkState{diff: sha256.New(), digest: sha256.New(), f: f}
-	sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, f), 1<<20)
-	gz, err := kgzip.NewWriterLevel(sink.buf, opts.Level)
-	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, fmt.Errorf("gzip level %d: %w", opts.Level, err)
+	if opts.Reserve > 0 {
+		if _, err := f.Seek(opts.Reserve, io.SeekStart); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("creating layer file: %w", err)
+		}
 	}
-	sink.gz = gz
+	sink := &sinkState{diff: sha256.New(), f: f}
+	if plain {
+		// One hash: a plain tar's digest is its diff ID.
+		sink.digest = sink.diff
+		sink.buf = bufio.NewWriterSize(f, 1<<20)
+	} else {
+		sink.digest = sha256.New()
+		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, f), 1<<20)
+		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
+	}
 	w := &Writer{opts: opts, modTime: mt.UTC(), f: f}
 	w.pipe = newChunkPipe(sink)
 	w.tw = tar.NewWriter(w.pipe)
@@ -273,7 +310,7 @@ func (w *Writer) Close() (*Layer, error) {
 		err = perr
 	}
 	s := w.pipe.sink
-	if err == nil {
+	if err == nil && s.gz != nil {
 		err = s.gz.Close()
 	}
 	if err == nil {
@@ -296,7 +333,8 @@ func (w *Writer) Close() (*Layer, error) {
 		path:      w.f.Name(),
 		digest:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s.digest.Sum(nil))},
 		diffID:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s.diff.Sum(nil))},
-		size:      fi.Size(),
+		size:      fi.Size() - w.opts.Reserve,
+		offset:    w.opts.Reserve,
 		mediaType: w.opts.MediaType,
 	}, nil
 }
@@ -334,6 +372,7 @@ type Layer struct {
 	digest    v1.Hash
 	diffID    v1.Hash
 	size      int64
+	offset    int64 // of the blob in the file
 	mediaType types.MediaType
 }
 
@@ -351,23 +390,47 @@ func (l *Layer) Size() (int64, error) { return l.size, nil }
 // MediaType implements v1.Layer.
 func (l *Layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
 
-// Path is the layer's temporary file (gzip-compressed tar).
+// Path is the layer's temporary file (the blob, a gzip-compressed tar or a
+// plain tar for an uncompressed media type, after WriterOptions.Reserve
+// bytes).
 func (l *Layer) Path() string { return l.path }
+
+// BlobFile says where the blob is: the file and the offset at which it
+// starts (WriterOptions.Reserve). A destination may take the file over:
+// move it into place, using the reserved bytes for its own headers and
+// appending after the blob, instead of copying the blob. The layer cannot
+// be read after that, and Cleanup does nothing.
+func (l *Layer) BlobFile() (path string, offset int64) { return l.path, l.offset }
 
 // Compressed implements v1.Layer.
 func (l *Layer) Compressed() (io.ReadCloser, error) {
+	return l.open()
+}
+
+func (l *Layer) open() (*sectionFile, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
 	}
-	return f, nil
+	return &sectionFile{SectionReader: io.NewSectionReader(f, l.offset, l.size), f: f}, nil
 }
+
+// sectionFile reads the blob's bytes of the layer file.
+type sectionFile struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (s *sectionFile) Close() error { return s.f.Close() }
 
 // Uncompressed implements v1.Layer.
 func (l *Layer) Uncompressed() (io.ReadCloser, error) {
-	f, err := os.Open(l.path)
+	f, err := l.open()
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
+		return nil, err
+	}
+	if Uncompressed(l.mediaType) {
+		return f, nil
 	}
 	zr, err := kgzip.NewReader(bufio.NewReaderSize(f, 1<<16))
 	if err != nil {
@@ -387,7 +450,7 @@ func (l *Layer) Cleanup() error {
 
 type gzipReadCloser struct {
 	zr *kgzip.Reader
-	f  *os.File
+	f  io.Closer
 }
 
 func (g *gzipReadCloser) Read(b []byte) (int, error) { return g.zr.Read(b) }
@@ -400,7 +463,7 @@ func (g *gzipReadCloser) Close() error {
 }
 
 // sinkState is the compressing end: tar bytes → diff ID hash and gzip →
-// digest hash and file.
+// digest hash and file (without gzip: tar bytes → one hash and file).
 type sinkState struct {
 	diff, digest hash.Hash
 	gz           *kgzip.Writer
@@ -410,6 +473,9 @@ type sinkState struct {
 
 func (s *sinkState) Write(b []byte) (int, error) {
 	s.diff.Write(b)
+	if s.gz == nil {
+		return s.buf.Write(b)
+	}
 	return s.gz.Write(b)
 }
 

@@ -47,6 +47,17 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 			return v1.Hash{}, err
 		}
 		bar := newBar(opts, imageSize(img), "writing "+filepath.Base(ref.Path))
+		if ref.Transport == TransportOCIArchive {
+			if done, err := writeOCIArchiveInPlace(ctx, ref, img, bar); done || err != nil {
+				if err != nil {
+					return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+				}
+				if bar != nil {
+					_ = bar.Finish()
+				}
+				return img.Digest()
+			}
+		}
 		var write func(io.Writer) error
 		if ref.Transport == TransportDockerArchive {
 			tagStr := ref.Tag
@@ -63,7 +74,7 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 			if tag == "" {
 				tag = DefaultLayoutTag
 			}
-			write = func(w io.Writer) error { return writeOCITar(ctx, barWriter{w, bar}, img, tag) }
+			write = func(w io.Writer) error { return writeOCITar(ctx, barWriter{w, bar}, img, tag, v1.Hash{}) }
 		}
 		if err := atomicWrite(ref.Path, write); err != nil {
 			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
@@ -135,6 +146,9 @@ func writeLayout(ref Ref, img v1.Image) (v1.Hash, error) {
 	if wouldOverwrite(ref, same) {
 		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
 	}
+	if err := moveBlobsInto(ref.Path, img); err != nil {
+		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+	}
 	if err := p.ReplaceImage(img, match.Annotation(RefNameAnnotation, tag),
 		layout.WithAnnotations(map[string]string{RefNameAnnotation: tag})); err != nil {
 		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
@@ -182,7 +196,10 @@ func atomicWrite(path string, write func(io.Writer) error) (err error) {
 // index.json (one image, tagged), then the manifest, config and layer blobs.
 // Hand-written because go-containerregistry writes layouts only to
 // directories; streaming avoids a second copy on disk.
-func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string) error {
+//
+// The blob skip (when not zero) and the blobs/ directories are left out: the
+// caller has written them (writeOCIArchiveInPlace).
+func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string, skip v1.Hash) error {
 	raw, err := img.RawManifest()
 	if err != nil {
 		return err
@@ -218,16 +235,8 @@ func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string) err
 		return err
 	}
 	tw := tar.NewWriter(w)
-	// Fixed times and owners: the same image gives the same archive bytes.
-	hdr := func(name string, size int64, dir bool) *tar.Header {
-		h := &tar.Header{Name: name, Size: size, Mode: 0o644, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
-		if dir {
-			h.Mode, h.Typeflag, h.Size = 0o755, tar.TypeDir, 0
-		}
-		return h
-	}
 	file := func(name string, b []byte) error {
-		if err := tw.WriteHeader(hdr(name, int64(len(b)), false)); err != nil {
+		if err := tw.WriteHeader(ociTarHeader(name, int64(len(b)), false)); err != nil {
 			return err
 		}
 		_, err := tw.Write(b)
@@ -239,12 +248,16 @@ func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string) err
 	if err := file("index.json", indexJSON); err != nil {
 		return err
 	}
-	for _, d := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(hdr(d, 0, true)); err != nil {
-			return err
+	written := map[v1.Hash]bool{}
+	if skip.Hex != "" {
+		written[skip] = true
+	} else {
+		for _, d := range []string{"blobs/", "blobs/sha256/"} {
+			if err := tw.WriteHeader(ociTarHeader(d, 0, true)); err != nil {
+				return err
+			}
 		}
 	}
-	written := map[v1.Hash]bool{}
 	blobName := func(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
 	if err := file(blobName(dgst), raw); err != nil {
 		return err
@@ -275,7 +288,7 @@ func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string) err
 		if err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i, h, err)
 		}
-		if err := tw.WriteHeader(hdr(blobName(h), size, false)); err != nil {
+		if err := tw.WriteHeader(ociTarHeader(blobName(h), size, false)); err != nil {
 			return err
 		}
 		rc, err := l.Compressed()
@@ -293,4 +306,14 @@ func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string) err
 		written[h] = true
 	}
 	return tw.Close()
+}
+
+// ociTarHeader is a tar header with fixed times and owners: the same image
+// gives the same archive bytes.
+func ociTarHeader(name string, size int64, dir bool) *tar.Header {
+	h := &tar.Header{Name: name, Size: size, Mode: 0o644, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+	if dir {
+		h.Mode, h.Typeflag, h.Size = 0o755, tar.TypeDir, 0
+	}
+	return h
 }

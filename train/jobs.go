@@ -61,6 +61,17 @@ func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
 	return oci.ParseOutputRef(output)
 }
 
+// forOutput is env's Options with the compression resolved for dst and
+// the new layer's file placed where dst can take it over.
+func (env Env) forOutput(dst oci.Ref) Options {
+	o := env.Options
+	o.Compression = o.Compression.forOutput(dst.Transport)
+	if o.LayerDir == "" {
+		o.LayerDir, o.LayerReserve = oci.Staging(dst)
+	}
+	return o
+}
+
 func write(ctx context.Context, out *Output, ref oci.Ref, env Env, res *JobResult) (*JobResult, error) {
 	defer out.Close()
 	d, err := oci.Write(ctx, ref, out.Image, env.OCI)
@@ -92,7 +103,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
-	out, err := PreRun(img, st, env.Options)
+	out, err := PreRun(img, st, env.forOutput(dst))
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +145,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
-	out, err := PostRun(img, results, st, env.Options)
+	out, err := PostRun(img, results, st, env.forOutput(dst))
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +208,7 @@ func BuildJob(ctx context.Context, from, filesDir, queryFile, output string, bo 
 	if bo.Source.Address == "" && in.Transport == oci.TransportRegistry {
 		bo.Source = protocol.Source{Type: "docker_repository", Address: in.Name.Context().Name(), Tag: in.Name.Identifier()}
 	}
-	out, err := Build(img, files, bo, env.Options)
+	out, err := Build(img, files, bo, env.forOutput(dst))
 	if err != nil {
 		return nil, err
 	}

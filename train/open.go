@@ -32,6 +32,13 @@ type Options struct {
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
 	CheckBase bool
+	// Compression of the new layer a step writes.
+	Compression Compression
+	// LayerDir and LayerReserve place the new layer's file so that the
+	// destination can take it over instead of copying it (oci.Staging;
+	// the jobs set them). LayerDir "" means TempDir.
+	LayerDir     string
+	LayerReserve int64
 }
 
 func (o Options) resolveOpts(scan bool) []layer.Option {

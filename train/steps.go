@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -68,7 +69,7 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := newWriter(img, o, gzip.BestSpeed)
+	w, err := newWriter(img, o)
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +123,7 @@ func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*Outp
 	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
 		return nil, err
 	}
-	// Ciphertext does not compress: store it, and spend the CPU on crypto.
-	w, err := newWriter(img, o, gzip.NoCompression)
+	w, err := newWriter(img, o)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func Build(base v1.Image, files fs.FS, bo protocol.BuildOptions, o Options) (*Ou
 	if err != nil {
 		return nil, fmt.Errorf("reading base layers: %w", err)
 	}
-	w, err := newWriter(base, o, gzip.NoCompression)
+	w, err := newWriter(base, o)
 	if err != nil {
 		return nil, err
 	}
@@ -203,16 +203,62 @@ func rebase(t *Train, w *layer.Writer, err error, step, station, state string, c
 	return &Output{Image: img, Config: cfg, layer: l}, nil
 }
 
-func newWriter(img v1.Image, o Options, level int) (*layer.Writer, error) {
+// Compression says how the new layer is stored.
+type Compression int
+
+const (
+	// CompressionAuto is CompressionNone, except for docker-archive outputs
+	// (the jobs choose by destination): CompressionStored there, because
+	// readers of docker-save tarballs (go-containerregistry's among them)
+	// gzip an uncompressed layer again on every read to make up a digest.
+	CompressionAuto Compression = iota
+	// CompressionNone writes a plain tar layer. Ciphertext does not
+	// compress, and a decrypted image is for a local run: the CPU goes to
+	// crypto, and the layer is hashed once (its digest is its diff ID).
+	CompressionNone
+	// CompressionStored writes a gzip layer of stored (uncompressed) blocks.
+	CompressionStored
+	// CompressionFast writes a gzip layer at level 1 (BestSpeed), for
+	// compressible plaintext pushed over slow links.
+	CompressionFast
+)
+
+// forOutput resolves CompressionAuto for a destination transport.
+func (c Compression) forOutput(t oci.Transport) Compression {
+	if c != CompressionAuto {
+		return c
+	}
+	if t == oci.TransportDockerArchive {
+		return CompressionStored
+	}
+	return CompressionNone
+}
+
+func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
 	mt, err := img.MediaType()
 	if err != nil {
 		return nil, fmt.Errorf("reading manifest media type: %w", err)
 	}
-	lmt := types.OCILayer
-	if mt == types.DockerManifestSchema2 {
-		lmt = types.DockerLayer
+	docker := mt == types.DockerManifestSchema2
+	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve}
+	switch o.Compression {
+	case CompressionAuto, CompressionNone:
+		wo.MediaType = types.OCIUncompressedLayer
+		if docker {
+			wo.MediaType = types.DockerUncompressedLayer
+		}
+	case CompressionStored, CompressionFast:
+		wo.MediaType, wo.Level = types.OCILayer, gzip.NoCompression
+		if docker {
+			wo.MediaType = types.DockerLayer
+		}
+		if o.Compression == CompressionFast {
+			wo.Level = gzip.BestSpeed
+		}
+	default:
+		return nil, fmt.Errorf("compression %d: %w", o.Compression, ErrUsage)
 	}
-	return layer.NewWriter(layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, Level: level, MediaType: lmt})
+	return layer.NewWriter(wo)
 }
 
 // modTime is SOURCE_DATE_EPOCH when set, else the image's creation time, so

@@ -47,6 +47,16 @@ func imageFlags() []cli.Flag {
 	}
 }
 
+// compressionFlag chooses how a command stores the layer it writes.
+func compressionFlag() cli.Flag {
+	return &cli.StringFlag{Name: "compression", Value: "auto", Usage: "new layer: `auto` (plain tar; gzip with stored blocks for docker-archive), none, stored, or fast (gzip level 1, for compressible results over slow links)"}
+}
+
+var compressions = map[string]train.Compression{
+	"auto": train.CompressionAuto, "none": train.CompressionNone,
+	"stored": train.CompressionStored, "fast": train.CompressionFast,
+}
+
 func stationFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "station", Usage: "this station's id on the route", EnvVars: []string{"STATION_ID"}},
@@ -62,6 +72,13 @@ func env(c *cli.Context) (train.Env, error) {
 	}
 	e.OCI.Insecure = c.Bool("insecure")
 	e.CheckBase = c.Bool("check-base")
+	if v := c.String("compression"); v != "" {
+		comp, ok := compressions[v]
+		if !ok {
+			return e, usagef("--compression %q: want auto, none, stored or fast", v)
+		}
+		e.Compression = comp
+	}
 	if p := c.String("trust"); p != "" {
 		st, err := trust.Load(p)
 		if err != nil {
@@ -166,7 +183,8 @@ func preRunCommand() *cli.Command {
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
-			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"}),
+			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
+			compressionFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -197,7 +215,8 @@ func postRunCommand() *cli.Command {
 		Flags: append(append(imageFlags(), stationFlags()...),
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
-			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"}),
+			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
+			compressionFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {

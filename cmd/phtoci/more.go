@@ -62,7 +62,7 @@ func buildCommand() *cli.Command {
 		Name:      "build",
 		Usage:     "make a train on a base image, as the central builder does",
 		ArgsUsage: "FROM",
-		Flags: append(imageFlags(),
+		Flags: append(imageFlags(), compressionFlag(),
 			&cli.StringFlag{Name: "files", Usage: "directory of train files (the algorithm)"},
 			&cli.StringFlag{Name: "query", Usage: "query file, added as query.json"},
 			&cli.StringSliceFlag{Name: "route", Usage: "a station, in route order: `ID=PUBKEY` (PEM or hex-of-PEM file); repeat"},

@@ -1,0 +1,220 @@
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/schollz/progressbar/v3"
+)
+
+// ArchiveReserve is the room an oci-archive output needs before a layer
+// blob to take the blob's file over: the tar headers of blobs/,
+// blobs/sha256/ and the blob itself, 512 bytes each.
+const ArchiveReserve = 3 * 512
+
+// BlobFile is implemented by layers whose blob lives in a file that Write
+// may take over (layer.Layer): the file and the blob's offset in it.
+// Taking over means moving the file into the destination, with the
+// destination's headers written into the bytes before offset, instead of
+// copying the blob: a multi-gigabyte results layer is then written to disk
+// once. The layer cannot be read after a successful Write.
+type BlobFile interface {
+	BlobFile() (path string, offset int64)
+}
+
+// Staging says where a new layer's file should be made, and how many bytes
+// it should reserve before the blob, so that Write to dst can take it over
+// (BlobFile): beside an oci-archive output with ArchiveReserve bytes, or
+// beside an OCI layout directory with none. Other destinations copy the
+// blob (a registry uploads it; docker-archive is written by
+// go-containerregistry's tarball package): ("", 0).
+func Staging(dst Ref) (dir string, reserve int64) {
+	switch dst.Transport {
+	case TransportOCIArchive:
+		return filepath.Dir(filepath.Clean(dst.Path)), ArchiveReserve
+	case TransportOCILayout:
+		return filepath.Dir(filepath.Clean(dst.Path)), 0
+	}
+	return "", 0
+}
+
+// sameDir says whether a and b are the same directory.
+func sameDir(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// takeable returns img's layer whose file an oci-archive at path can take
+// over, with its digest and size, or nil.
+func takeable(img v1.Image, path string) (BlobFile, v1.Hash, int64) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, v1.Hash{}, 0
+	}
+	for _, l := range layers {
+		bf, ok := l.(BlobFile)
+		if !ok {
+			continue
+		}
+		p, off := bf.BlobFile()
+		if off != ArchiveReserve || !sameDir(filepath.Dir(p), filepath.Dir(path)) {
+			continue
+		}
+		h, err := l.Digest()
+		if err != nil {
+			continue
+		}
+		size, err := l.Size()
+		if err != nil {
+			continue
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Size() != off+size {
+			continue
+		}
+		return bf, h, size
+	}
+	return nil, v1.Hash{}, 0
+}
+
+// writeOCIArchiveInPlace writes the oci-archive ref by taking over the file
+// of one of img's layers (see BlobFile): blob headers into the reserved
+// bytes, the rest of the archive appended after the blob, then fsync and
+// rename. done is false when no layer can be taken over; on error the
+// layer's file is restored (truncated back to the blob).
+//
+// Hand-written because no tar library writes an entry whose header is
+// filled in after its content; the three headers are plain 512-byte blocks
+// made by archive/tar.
+func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, bar *progressbar.ProgressBar) (done bool, err error) {
+	bf, h, size := takeable(img, ref.Path)
+	if bf == nil {
+		return false, nil
+	}
+	p, off := bf.BlobFile()
+	var prefix bytes.Buffer
+	tw := tar.NewWriter(&prefix)
+	for _, d := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(ociTarHeader(d, 0, true)); err != nil {
+			return true, err
+		}
+	}
+	hdr := ociTarHeader("blobs/"+h.Algorithm+"/"+h.Hex, size, false)
+	hdr.Format = tar.FormatUSTAR
+	if size >= 1<<33 {
+		hdr.Format = tar.FormatGNU // base-256 size, still one block
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return true, err
+	}
+	if int64(prefix.Len()) != off {
+		return true, fmt.Errorf("archive headers take %d bytes, %d are reserved", prefix.Len(), off)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return true, err
+	}
+	end := off + size
+	defer func() {
+		if err != nil {
+			_ = f.Truncate(end)
+			f.Close()
+		}
+	}()
+	if bar != nil {
+		_ = bar.Add64(size)
+	}
+	if _, err = f.Seek(end, 0); err != nil {
+		return true, err
+	}
+	if pad := (512 - size%512) % 512; pad > 0 {
+		if _, err = f.Write(make([]byte, pad)); err != nil {
+			return true, err
+		}
+	}
+	tag := ref.Tag
+	if tag == "" {
+		tag = DefaultLayoutTag
+	}
+	if err = writeOCITar(ctx, barWriter{f, bar}, img, tag, h); err != nil {
+		return true, err
+	}
+	if _, err = f.WriteAt(prefix.Bytes(), 0); err != nil {
+		return true, err
+	}
+	if err = f.Sync(); err != nil {
+		return true, err
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return true, err
+	}
+	if err = os.Rename(p, ref.Path); err != nil {
+		return true, err
+	}
+	f.Close()
+	syncDir(filepath.Dir(ref.Path))
+	return true, nil
+}
+
+// moveBlobsInto links the files of img's layers that hold nothing but the
+// blob (BlobFile offset 0) into the OCI layout at dir, where
+// go-containerregistry's layout writer then finds them present and skips
+// the copy. A layer on another file system (or one
+// that forbids hard links) is left to be copied.
+func moveBlobsInto(dir string, img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		bf, ok := l.(BlobFile)
+		if !ok {
+			continue
+		}
+		p, off := bf.BlobFile()
+		if off != 0 {
+			continue
+		}
+		h, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		blobs := filepath.Join(dir, "blobs", h.Algorithm)
+		dst := filepath.Join(blobs, h.Hex)
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(blobs, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, 0o644); err != nil {
+			return err
+		}
+		// A hard link, not a rename: the layer stays readable (the layout
+		// writer opens it before seeing the blob is there).
+		if err := os.Link(p, dst); err != nil {
+			if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
+				continue
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
