@@ -146,6 +146,15 @@ type mediaTypeLayer struct {
 
 func (l *mediaTypeLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 
+// BlobFile forwards the wrapped layer's (Layer.BlobFile: the blob bytes do
+// not change with the media type); offset -1 when it has none.
+func (l *mediaTypeLayer) BlobFile() (string, int64) {
+	if bf, ok := l.Layer.(interface{ BlobFile() (string, int64) }); ok {
+		return bf.BlobFile()
+	}
+	return "", -1
+}
+
 // BaseFromLabel returns the base layer count from img's BaseLabel. ok is
 // false when the label is absent; a label that is not a number between 0
 // and the layer count is an error wrapping ErrBadBase. 0 is valid: Rebase

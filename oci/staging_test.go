@@ -1,0 +1,194 @@
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/layer"
+)
+
+// stagedLayer writes a plain tar layer holding opt/x (content) where
+// Staging(dst) asks for it.
+func stagedLayer(t *testing.T, dst Ref, content []byte) *layer.Layer {
+	t.Helper()
+	dir, reserve := Staging(dst)
+	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: types.OCIUncompressedLayer}))(t)
+	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
+	return must(w.Close())(t)
+}
+
+// fileIn returns the content of path in img's top layer.
+func fileIn(t *testing.T, img v1.Image, path string) []byte {
+	t.Helper()
+	ls := must(img.Layers())(t)
+	rc := must(ls[len(ls)-1].Uncompressed())(t)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s not in the top layer: %v", path, err)
+		}
+		if h.Name == path {
+			return must(io.ReadAll(tr))(t)
+		}
+	}
+}
+
+// TestArchiveTakesLayerFileOver: an oci-archive output is made from the
+// new layer's own file (headers in the reserved bytes, the rest appended),
+// so the blob is not copied; the archive is what the streamed writer
+// would describe, readable by us and by skopeo, and nothing else is left
+// in the directory.
+func TestArchiveTakesLayerFileOver(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tar")
+	dst := parseOut(t, "oci-archive:"+out+":v1")
+	if d, r := Staging(dst); d != dir || r != ArchiveReserve {
+		t.Fatalf("Staging(%s) = %q, %d; want %q, %d", dst, d, r, dir, ArchiveReserve)
+	}
+	content := make([]byte, 3<<20+7)
+	rand.Read(content)
+	l := stagedLayer(t, dst, content)
+	img := must(mutate.AppendLayers(base, l))(t)
+	d := must(Write(ctx, dst, img, Options{}))(t)
+	if d != digest(t, img) {
+		t.Errorf("Write returned %s, the image is %s", d, digest(t, img))
+	}
+	if _, err := os.Stat(l.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the layer file %s is still there (err %v): it was copied, not taken over", l.Path(), err)
+	}
+	if ents := must(os.ReadDir(dir))(t); len(ents) != 1 {
+		t.Errorf("directory holds %d entries, want only out.tar", len(ents))
+	}
+	if fi := must(os.Stat(out))(t); fi.Mode().Perm() != 0o644 {
+		t.Errorf("archive mode %v, want 0644", fi.Mode().Perm())
+	}
+	back := open(t, parse(t, "oci-archive:"+out+":v1"), Options{})
+	if digest(t, back) != d {
+		t.Errorf("read back: digest %s, want %s", digest(t, back), d)
+	}
+	if got := fileIn(t, back, "opt/x"); !bytes.Equal(got, content) {
+		t.Errorf("opt/x read back: %d bytes, differs from the %d written", len(got), len(content))
+	}
+	raw := run(t, "skopeo", "inspect", "--raw", "oci-archive:"+out+":v1")
+	if want := string(must(img.RawManifest())(t)); strings.TrimSpace(raw) != strings.TrimSpace(want) {
+		t.Errorf("skopeo inspect --raw:\n%s\nwant\n%s", raw, want)
+	}
+	// skopeo copy checks every blob against its digest.
+	run(t, "skopeo", "copy", "oci-archive:"+out+":v1", "oci:"+filepath.Join(t.TempDir(), "copy")+":v1")
+}
+
+// TestArchiveTakeoverFailureRestores: a write that fails midway leaves no
+// output and the layer file as it was, so the write can be retried.
+func TestArchiveTakeoverFailureRestores(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tar")
+	dst := parseOut(t, "oci-archive:"+out)
+	l := stagedLayer(t, dst, []byte("results"))
+	before := must(os.Stat(l.Path()))(t).Size()
+	img := must(mutate.AppendLayers(base, l))(t)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := Write(cctx, dst, img, Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Write with a canceled context: %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed write left %s (err %v)", out, err)
+	}
+	if after := must(os.Stat(l.Path()))(t).Size(); after != before {
+		t.Errorf("layer file is %d bytes after the failed write, was %d", after, before)
+	}
+	must(Write(ctx, dst, img, Options{}))(t)
+	if got := fileIn(t, open(t, parse(t, "oci-archive:"+out), Options{}), "opt/x"); string(got) != "results" {
+		t.Errorf("after retry: opt/x = %q", got)
+	}
+}
+
+// sparseLayer is a layer whose blob is a sparse file of any size: enough
+// to check the archive headers of a blob over 8 GiB without writing one.
+type sparseLayer struct {
+	v1.Layer
+	path string
+	size int64
+}
+
+func (s *sparseLayer) Digest() (v1.Hash, error) {
+	return v1.NewHash("sha256:" + strings.Repeat("ab", 32))
+}
+func (s *sparseLayer) DiffID() (v1.Hash, error)            { return s.Digest() }
+func (s *sparseLayer) Size() (int64, error)                { return s.size, nil }
+func (s *sparseLayer) MediaType() (types.MediaType, error) { return types.OCIUncompressedLayer, nil }
+func (s *sparseLayer) BlobFile() (string, int64)           { return s.path, ArchiveReserve }
+
+// TestArchiveTakeoverHugeBlob: a blob of 8 GiB and more (beyond USTAR's
+// size field) gets a one-block GNU header that archive/tar reads back with
+// the right size, and the entries after it are found.
+func TestArchiveTakeoverHugeBlob(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "huge.tar")
+	size := int64(1<<33 + 5)
+	p := filepath.Join(dir, ".layer")
+	f := must(os.Create(p))(t)
+	noErr(t, f.Truncate(ArchiveReserve+size))
+	noErr(t, f.Close())
+	img := must(mutate.AppendLayers(base, &sparseLayer{path: p, size: size}))(t)
+	must(Write(ctx, parseOut(t, "oci-archive:"+out), img, Options{}))(t)
+	tf := must(os.Open(out))(t)
+	defer tf.Close()
+	tr := tar.NewReader(tf)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		noErr(t, err)
+		names = append(names, h.Name)
+		if h.Name == "blobs/sha256/"+strings.Repeat("ab", 32) && h.Size != size {
+			t.Errorf("blob entry size %d, want %d", h.Size, size)
+		}
+	}
+	want := []string{"blobs/", "blobs/sha256/", "blobs/sha256/" + strings.Repeat("ab", 32), "oci-layout", "index.json"}
+	if len(names) < len(want)+2 || strings.Join(names[:len(want)], " ") != strings.Join(want, " ") {
+		t.Errorf("entries %v, want %v then manifest, config and base layers", names, want)
+	}
+}
+
+// TestLayoutLinksLayerFile: an OCI layout output hard-links the new
+// layer's file as its blob instead of copying it, and the layer stays
+// readable.
+func TestLayoutLinksLayerFile(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	lay := filepath.Join(t.TempDir(), "layout")
+	dst := parseOut(t, "oci:"+lay+":v1")
+	if d, r := Staging(dst); d != filepath.Dir(lay) || r != 0 {
+		t.Fatalf("Staging(%s) = %q, %d", dst, d, r)
+	}
+	l := stagedLayer(t, dst, []byte("results"))
+	img := must(mutate.AppendLayers(base, l))(t)
+	must(Write(ctx, dst, img, Options{}))(t)
+	h := must(l.Digest())(t)
+	blob := must(os.Stat(filepath.Join(lay, "blobs", h.Algorithm, h.Hex)))(t)
+	if !os.SameFile(blob, must(os.Stat(l.Path()))(t)) {
+		t.Errorf("the layout's blob is a copy, not a link of %s", l.Path())
+	}
+	noErr(t, l.Cleanup())
+	if got := fileIn(t, open(t, parse(t, "oci:"+lay+":v1"), Options{}), "opt/x"); string(got) != "results" {
+		t.Errorf("after the layer's cleanup: opt/x = %q", got)
+	}
+}
