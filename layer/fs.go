@@ -2,6 +2,7 @@ package layer
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"path"
@@ -156,6 +157,16 @@ type openFile struct {
 func (f *openFile) Stat() (fs.FileInfo, error) { return f.fi, nil }
 func (f *openFile) Read(b []byte) (int, error) { return f.rc.Read(b) }
 func (f *openFile) Close() error               { return f.rc.Close() }
+
+// ReadAt reads the content at an offset (File.Open's readers support it),
+// so that a consumer can look at a file's end first: decryption learns a
+// plaintext's length from the last two cipher blocks.
+func (f *openFile) ReadAt(b []byte, off int64) (int, error) {
+	if ra, ok := f.rc.(io.ReaderAt); ok {
+		return ra.ReadAt(b, off)
+	}
+	return 0, fmt.Errorf("%s: %w: reading at an offset", f.fi.name, errors.ErrUnsupported)
+}
 
 type dirFile struct {
 	fi   *fileInfo

@@ -73,26 +73,42 @@ type File struct {
 	// Layer is the index (from the bottom, 0-based) of the layer it comes from.
 	Layer int
 
-	data  []byte   // content when small
-	spool string   // spool file when large
-	pack  *os.File // shared spool of small files past the memory budget
-	off   int64    // offset in pack
+	data  []byte      // content when small
+	spool string      // spool file when large
+	pack  *os.File    // shared spool of small files past the memory budget
+	blob  io.ReaderAt // the layer blob itself (a plain tar in a file)
+	off   int64       // offset in pack or blob
+	seen  int         // index in Resolved.seen
 }
 
-// Open returns the file's content. Every call gives a fresh reader; the
-// caller closes it. Spooled content is gone after Resolved.Close.
+// Open returns the file's content. Every call gives a fresh reader, which
+// also implements io.ReaderAt; the caller closes it. Spooled content is
+// gone after Resolved.Close.
 func (f *File) Open() (io.ReadCloser, error) {
-	if f.pack != nil {
-		return io.NopCloser(io.NewSectionReader(f.pack, f.off, f.Size)), nil
-	}
-	if f.spool == "" {
-		return io.NopCloser(bytes.NewReader(f.data)), nil
+	switch {
+	case f.blob != nil:
+		return sectionCloser{io.NewSectionReader(f.blob, f.off, f.Size)}, nil
+	case f.pack != nil:
+		return sectionCloser{io.NewSectionReader(f.pack, f.off, f.Size)}, nil
+	case f.spool == "":
+		return sectionCloser{io.NewSectionReader(bytes.NewReader(f.data), 0, f.Size)}, nil
 	}
 	rf, err := os.Open(f.spool)
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening spooled content: %w", f.Path, err)
 	}
 	return rf, nil
+}
+
+type sectionCloser struct{ *io.SectionReader }
+
+func (sectionCloser) Close() error { return nil }
+
+// DigestVerifier is implemented by blob readers (such as the oci package's)
+// that check the blob's digest when read to the end. Resolve then does not
+// hash a plain tar layer again for its diff ID, which is the same digest.
+type DigestVerifier interface {
+	VerifiesDigest() bool
 }
 
 // LayerInfo describes a layer Resolve read.
@@ -116,9 +132,34 @@ type SeenFile struct {
 	// Layer is the index (from the bottom, 0-based).
 	Layer int
 	// Path is the slash path without a leading "/".
-	Path   string
-	Size   int64
+	Path string
+	Size int64
+	// SHA256 of the content, for files that are not in the merged view
+	// (shadowed, deleted) and small ones; zero for the others, whose
+	// content Sum hashes on demand (a results file of many gigabytes is
+	// not hashed unless someone asks).
 	SHA256 [32]byte
+	file   *File
+}
+
+// Sum returns the SHA-256 of the file's content. Use it before
+// Resolved.Close.
+func (s SeenFile) Sum() ([32]byte, error) {
+	if s.file == nil {
+		return s.SHA256, nil
+	}
+	rc, err := s.file.Open()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return [32]byte{}, fmt.Errorf("%s: hashing: %w", s.Path, err)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum, nil
 }
 
 // Resolved is the outcome of Resolve. Close it to remove spool files.
@@ -133,6 +174,7 @@ type Resolved struct {
 	memUsed  int64
 	pack     *os.File // small files past memBudget, appended
 	packEnd  int64
+	blobs    []io.Closer // layer blobs that kept files point into
 }
 
 // Files returns the regular files under the prefixes in the merged view,
@@ -158,6 +200,10 @@ func (r *Resolved) Seen() []SeenFile { return slices.Clone(r.seen) }
 
 // Close removes the spool files.
 func (r *Resolved) Close() error {
+	for _, c := range r.blobs {
+		c.Close()
+	}
+	r.blobs = nil
 	if r.pack != nil {
 		r.pack.Close()
 		r.pack = nil
@@ -343,6 +389,54 @@ type layerReader struct {
 	kept    map[string]*File
 	info    LayerInfo
 	name    string // for errors: "layer N (sha256:…)"
+	blob    io.ReaderAt  // the blob, when it is a plain tar readable at offsets
+	pos     *countReader // bytes of the blob read so far
+	refs    int          // kept files pointing into blob
+}
+
+// countReader counts the bytes read through it: after tar.Reader.Next
+// (which reads headers exactly, without read-ahead) it is the offset of
+// the entry's content in the tar.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// openPlain opens l's blob for reading in place when it is a plain tar that
+// can be read at offsets (ok false otherwise: read l.Uncompressed()).
+// verified says the reader checks the digest itself.
+func openPlain(l v1.Layer, want v1.Hash) (rc io.ReadCloser, ra io.ReaderAt, verified, ok bool) {
+	mt, err := l.MediaType()
+	if err != nil || !Uncompressed(mt) {
+		return nil, nil, false, false
+	}
+	crc, err := l.Compressed()
+	if err != nil {
+		return nil, nil, false, false
+	}
+	ra, isRA := crc.(io.ReaderAt)
+	if !isRA {
+		crc.Close()
+		return nil, nil, false, false
+	}
+	// A plain tar by its media type, unless the bytes say gzip.
+	var magic [2]byte
+	if n, err := ra.ReadAt(magic[:], 0); (err != nil && err != io.EOF) || (n == 2 && magic == [2]byte{0x1f, 0x8b}) {
+		crc.Close()
+		return nil, nil, false, false
+	}
+	if d, err := l.Digest(); err == nil && d == want {
+		if dv, isDV := crc.(DigestVerifier); isDV && dv.VerifiesDigest() {
+			verified = true
+		}
+	}
+	return crc, ra, verified, true
 }
 
 func (lr *layerReader) errorf(p string, format string, args ...any) error {
@@ -357,21 +451,29 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		lr.info.Digest = d
 		lr.name = fmt.Sprintf("layer %d (%s)", lr.index, d)
 	}
-	rc, err := l.Uncompressed()
-	if err != nil {
+	rc, ra, verified, plain := openPlain(l, want)
+	if plain {
+		lr.blob = ra
+	} else if rc, err = l.Uncompressed(); err != nil {
 		return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
 	}
 	defer func() {
+		if err == nil && lr.refs > 0 {
+			lr.r.blobs = append(lr.r.blobs, rc) // kept files read it later
+			return
+		}
 		if cerr := rc.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("%s: closing: %w", lr.name, classify(cerr))
 		}
 	}()
 	var h hash.Hash
 	src := io.Reader(rc)
-	if want.Algorithm == "sha256" {
+	if want.Algorithm == "sha256" && !verified {
 		h = sha256.New()
 		src = io.TeeReader(rc, h)
 	}
+	lr.pos = &countReader{r: src}
+	src = lr.pos
 	tr := tar.NewReader(src)
 	for {
 		hdr, err := tr.Next()
@@ -505,10 +607,17 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 	h := sha256.New()
 	f := &File{Path: name, Size: hdr.Size, Mode: fs.FileMode(hdr.Mode).Perm(), Layer: lr.index}
 	keep := lr.keep && !hidden
+	lazy := false // hashed on demand (SeenFile.Sum)
 	var err error
 	switch {
 	case !keep:
 		_, err = io.Copy(h, tr)
+	case lr.blob != nil && (hdr.Size > lr.o.memLimit/16 || lr.r.memUsed+hdr.Size > memBudget):
+		// Read in place later; the bytes still go through the stream
+		// (the blob's digest is checked at its end).
+		f.blob, f.off, lazy = lr.blob, lr.pos.n, true
+		lr.refs++
+		_, err = io.Copy(io.Discard, tr)
 	case hdr.Size <= lr.o.memLimit && lr.r.memUsed+hdr.Size <= memBudget:
 		// Small files stay in memory, up to memBudget in all: many small
 		// files must not make memory grow either.
@@ -517,9 +626,9 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		_, err = io.ReadFull(tr, f.data)
 		h.Write(f.data)
 	case hdr.Size <= lr.o.memLimit:
-		err = lr.packFile(f, io.TeeReader(tr, h))
+		err, lazy = lr.packFile(f, tr), true
 	default:
-		err = lr.spool(f, io.TeeReader(tr, h))
+		err, lazy = lr.spool(f, tr), true
 	}
 	if err != nil {
 		if f.spool != "" {
@@ -527,12 +636,28 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		}
 		return lr.errorf(name, "reading content: %w", classify(err))
 	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	lr.r.seen = append(lr.r.seen, SeenFile{Layer: lr.index, Path: name, Size: hdr.Size, SHA256: sum})
+	sf := SeenFile{Layer: lr.index, Path: name, Size: hdr.Size}
+	if lazy {
+		sf.file = f
+	} else {
+		h.Sum(sf.SHA256[:0])
+	}
+	f.seen = len(lr.r.seen)
+	lr.r.seen = append(lr.r.seen, sf)
 	if keep {
-		if old := lr.kept[name]; old != nil && old.spool != "" {
-			os.Remove(old.spool) // a later entry of the same layer wins
+		if old := lr.kept[name]; old != nil {
+			// A later entry of the same layer wins; hash the earlier one
+			// while its content is still there.
+			if s := &lr.r.seen[old.seen]; s.file != nil {
+				sum, err := s.Sum()
+				if err != nil {
+					return lr.errorf(name, "reading content: %w", err)
+				}
+				s.SHA256, s.file = sum, nil
+			}
+			if old.spool != "" {
+				os.Remove(old.spool)
+			}
 		}
 		lr.kept[name] = f
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -79,11 +80,16 @@ func (t *tarIndex) open(name string) (io.ReadCloser, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.NewSectionReader(f, e.off, e.size), f}, e.size, nil
+	return sectionFile{io.NewSectionReader(f, e.off, e.size), f}, e.size, nil
 }
+
+// sectionFile is an entry of the archive: readable in order and at offsets.
+type sectionFile struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (s sectionFile) Close() error { return s.f.Close() }
 
 func (t *tarIndex) readAll(name string) ([]byte, error) {
 	rc, size, err := t.open(name)
@@ -235,6 +241,20 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 }
 
 func (v *verifyReader) Close() error { return v.rc.Close() }
+
+// VerifiesDigest tells layer.Resolve that reading to the end checks the
+// digest (layer.DigestVerifier).
+func (v *verifyReader) VerifiesDigest() bool { return v.want.Algorithm == "sha256" }
+
+// ReadAt reads the blob at an offset, without verification: for readers
+// that have streamed the blob to its end (verifying it) and come back for
+// parts of it (layer.Resolve's files in plain tar layers).
+func (v *verifyReader) ReadAt(p []byte, off int64) (int, error) {
+	if ra, ok := v.rc.(io.ReaderAt); ok {
+		return ra.ReadAt(p, off)
+	}
+	return 0, fmt.Errorf("%s: blob %s: %w: reading at an offset", v.where, v.want, errors.ErrUnsupported)
+}
 
 // readIndex reads and parses index.json of a store.
 func readIndex(s blobStore) (*v1.IndexManifest, error) {

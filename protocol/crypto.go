@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha512"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"hash"
@@ -146,6 +147,48 @@ func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
 		copy(buf, buf[end-aes.BlockSize:end])
 		held = aes.BlockSize
 	}
+}
+
+// PlaintextSize returns the length of the plaintext of an encrypted file
+// (IV || CBC ciphertext) from its size and its last two blocks, read at
+// their offset, so that the plaintext can be streamed into a format that
+// wants the length first (a tar header) without spooling it. It returns -1
+// when f cannot be read at offsets or is not a well-formed ciphertext;
+// DecryptStream then reports what is wrong.
+func PlaintextSize(f fs.File, key []byte) int64 {
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		return -1
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return -1
+	}
+	n := fi.Size()
+	if n < 2*aes.BlockSize || n%aes.BlockSize != 0 {
+		return -1
+	}
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return -1
+	}
+	var tail [2 * aes.BlockSize]byte // previous block (or the IV), last block
+	if _, err := ra.ReadAt(tail[:], n-int64(len(tail))); err != nil {
+		return -1
+	}
+	var last [aes.BlockSize]byte
+	blk.Decrypt(last[:], tail[aes.BlockSize:])
+	subtle.XORBytes(last[:], last[:], tail[:aes.BlockSize])
+	pad := int(last[aes.BlockSize-1])
+	if pad == 0 || pad > aes.BlockSize {
+		return -1
+	}
+	for _, b := range last[aes.BlockSize-pad:] {
+		if int(b) != pad {
+			return -1
+		}
+	}
+	return n - aes.BlockSize - int64(pad)
 }
 
 // WrapKey encrypts the symmetric key for pub: RSAES-OAEP, SHA-512, MGF1-SHA-512,

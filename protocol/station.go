@@ -252,6 +252,7 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		}
 		return nil
 	}
+	size := PlaintextSize(f, key)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -259,7 +260,7 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	werr := out.WriteFile(prefix+"/"+name, -1, pr)
+	werr := out.WriteFile(prefix+"/"+name, size, pr)
 	pr.CloseWithError(io.ErrClosedPipe)
 	if derr := <-done; derr != nil && derr != io.ErrClosedPipe {
 		return fmt.Errorf("%s/%s: %w", prefix, name, derr)

@@ -57,26 +57,27 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 	if t.Labels[StateLabel] == stateDecrypted {
 		return nil, fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted)
 	}
+	ukf, err := t.UserKeyFile()
+	if err != nil {
+		return nil, err
+	}
 	spool, err := newPackSink(o.TempDir)
 	if err != nil {
 		return nil, err
 	}
 	defer spool.Close()
-	if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, spool); err != nil {
-		return nil, err
-	}
-	ukf, err := t.UserKeyFile()
-	if err != nil {
-		return nil, err
-	}
 	w, err := newWriter(img, o)
 	if err != nil {
 		return nil, err
 	}
+	// The check decrypts the train files first, then the results. The
+	// layer wants the results first: the (small) train files wait in the
+	// spool, and the (large) results stream into the layer as they are
+	// decrypted and hashed. On a failed check the layer is discarded.
 	lw := &layerSink{w: w}
 	err = lw.start(ukf == nil)
 	if err == nil {
-		err = spool.drain(lw, "pht_results/")
+		_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: lw, other: spool})
 	}
 	if err == nil {
 		err = spool.drain(lw, "pht_train/")
@@ -329,6 +330,19 @@ func (s *layerSink) finish(config, userKey []byte) error {
 	return nil
 }
 
+// splitSink sends the files under prefix to match, the others to other.
+type splitSink struct {
+	prefix       string
+	match, other protocol.Sink
+}
+
+func (s splitSink) WriteFile(name string, size int64, r io.Reader) error {
+	if strings.HasPrefix(name, s.prefix) {
+		return s.match.WriteFile(name, size, r)
+	}
+	return s.other.WriteFile(name, size, r)
+}
+
 // prefixSink keeps the files under prefix and drains the others.
 type prefixSink struct {
 	prefix string
@@ -377,7 +391,11 @@ func leakCheck(t *Train, trainPlain, resultsPlain fs.FS) error {
 			var sum [32]byte
 			copy(sum[:], h.Sum(nil))
 			for _, c := range cands {
-				if c.SHA256 == sum {
+				csum, err := c.Sum()
+				if err != nil {
+					return err
+				}
+				if csum == sum {
 					return fmt.Errorf("layer %d (base, kept): /%s holds the plaintext of /%s/%s: %w; refusing to post-run (drop that layer with --base-layers, or post-run the image as received with --results)",
 						c.Layer, c.Path, dir, p, ErrLeak)
 				}
