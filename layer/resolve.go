@@ -388,7 +388,7 @@ type layerReader struct {
 	keep    bool  // keep visible content
 	kept    map[string]*File
 	info    LayerInfo
-	name    string // for errors: "layer N (sha256:…)"
+	name    string       // for errors: "layer N (sha256:…)"
 	blob    io.ReaderAt  // the blob, when it is a plain tar readable at offsets
 	pos     *countReader // bytes of the blob read so far
 	refs    int          // kept files pointing into blob
