@@ -16,6 +16,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	kflate "github.com/klauspost/compress/flate"
@@ -37,6 +38,7 @@ type options struct {
 	tempDir  string
 	memLimit int64
 	boundary bool
+	deferred bool
 }
 
 // Option tunes Resolve.
@@ -61,6 +63,14 @@ func WithMemLimit(n int64) Option {
 // prefixes. Ancestors of prefixes (the "opt/" directory entry) do not count,
 // but whiteouts of ancestors, opaque ancestors and non-directory ancestors do.
 func WithBoundaryScan() Option { return func(o *options) { o.boundary = true } }
+
+// WithDeferredCheck lets Resolve return before the digests of plain tar
+// layers readable at offsets are checked: it reads only their tar headers
+// and small files (seeking over the rest) and checks each digest in a
+// goroutine, so that the check runs on another core while the caller
+// decrypts and hashes. The caller must call Resolved.Check, and act on its
+// error, before it trusts or writes anything it read.
+func WithDeferredCheck() Option { return func(o *options) { o.deferred = true } }
 
 // File is a regular file of the merged view.
 type File struct {
@@ -175,6 +185,20 @@ type Resolved struct {
 	pack     *os.File // small files past memBudget, appended
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
+
+	checks   sync.WaitGroup // deferred digest checks (WithDeferredCheck)
+	checkMu  sync.Mutex
+	checkErr error
+}
+
+// Check waits for the deferred digest checks (WithDeferredCheck) and
+// returns the first failure. Without that option it returns nil: Resolve
+// has checked everything before returning.
+func (r *Resolved) Check() error {
+	r.checks.Wait()
+	r.checkMu.Lock()
+	defer r.checkMu.Unlock()
+	return r.checkErr
 }
 
 // Files returns the regular files under the prefixes in the merged view,
@@ -198,8 +222,9 @@ func (r *Resolved) Layers() []LayerInfo { return slices.Clone(r.layers) }
 // shadowed or deleted ones too, top-down and in tar order within a layer.
 func (r *Resolved) Seen() []SeenFile { return slices.Clone(r.seen) }
 
-// Close removes the spool files.
+// Close removes the spool files (after any deferred check has finished).
 func (r *Resolved) Close() error {
+	r.checks.Wait()
 	for _, c := range r.blobs {
 		c.Close()
 	}
@@ -408,6 +433,21 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// seekCounter is a countReader over a seekable blob: tar.Reader seeks over
+// contents it is not asked to read.
+type seekCounter struct {
+	countReader
+	s io.Seeker
+}
+
+func (c *seekCounter) Seek(off int64, whence int) (int64, error) {
+	n, err := c.s.Seek(off, whence)
+	if err == nil {
+		c.n = n
+	}
+	return n, err
+}
+
 // openPlain opens l's blob for reading in place when it is a plain tar that
 // can be read at offsets (ok false otherwise: read l.Uncompressed()).
 // verified says the reader checks the digest itself.
@@ -454,6 +494,9 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 	rc, ra, verified, plain := openPlain(l, want)
 	if plain {
 		lr.blob = ra
+		if lr.o.deferred {
+			return lr.readDeferred(l, rc, ra, verified, want)
+		}
 	} else if rc, err = l.Uncompressed(); err != nil {
 		return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
 	}
@@ -497,6 +540,65 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			return fmt.Errorf("%s: %w: uncompressed content has diff ID sha256:%s, the image config says %s", lr.name, ErrDigestMismatch, got, want)
 		}
 	}
+	return nil
+}
+
+// readDeferred reads a plain tar layer's headers and small files at
+// offsets, seeking over large contents, and checks the blob in a goroutine
+// that reads it to the end (see WithDeferredCheck).
+func (lr *layerReader) readDeferred(l v1.Layer, rc io.ReadCloser, ra io.ReaderAt, verified bool, want v1.Hash) error {
+	size, err := l.Size()
+	if err != nil {
+		rc.Close()
+		return fmt.Errorf("%s: size: %w", lr.name, classify(err))
+	}
+	sr := io.NewSectionReader(ra, 0, size)
+	sc := &seekCounter{countReader: countReader{r: sr}, s: sr}
+	lr.pos = &sc.countReader
+	tr := tar.NewReader(sc)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil {
+			err = lr.entry(tr, hdr)
+			if err != nil {
+				rc.Close()
+				return err
+			}
+			continue
+		}
+		rc.Close()
+		return fmt.Errorf("%s: reading tar: %w", lr.name, classify(err))
+	}
+	r, name := lr.r, lr.name
+	r.blobs = append(r.blobs, rc) // kept files read it; closed by Close
+	r.checks.Add(1)
+	go func() {
+		defer r.checks.Done()
+		var h hash.Hash
+		src := io.Reader(rc)
+		if want.Algorithm == "sha256" && !verified {
+			h = sha256.New()
+			src = io.TeeReader(rc, h)
+		}
+		var err error
+		if _, cerr := io.Copy(io.Discard, src); cerr != nil {
+			err = fmt.Errorf("%s: reading: %w", name, classify(cerr))
+		} else if h != nil {
+			if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+				err = fmt.Errorf("%s: %w: uncompressed content has diff ID sha256:%s, the image config says %s", name, ErrDigestMismatch, got, want)
+			}
+		}
+		if err != nil {
+			r.checkMu.Lock()
+			if r.checkErr == nil {
+				r.checkErr = err
+			}
+			r.checkMu.Unlock()
+		}
+	}()
 	return nil
 }
 
@@ -617,7 +719,10 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		// (the blob's digest is checked at its end).
 		f.blob, f.off, lazy = lr.blob, lr.pos.n, true
 		lr.refs++
-		_, err = io.Copy(io.Discard, tr)
+		if !lr.o.deferred {
+			_, err = io.Copy(io.Discard, tr)
+		} // else tar.Reader seeks over it
+
 	case hdr.Size <= lr.o.memLimit && lr.r.memUsed+hdr.Size <= memBudget:
 		// Small files stay in memory, up to memBudget in all: many small
 		// files must not make memory grow either.

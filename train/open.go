@@ -72,16 +72,28 @@ type Train struct {
 // Open resolves img's train paths and parses its config. Close releases the
 // spool files.
 func Open(img v1.Image, o Options) (*Train, error) {
+	return open(img, o, false)
+}
+
+// open is Open; deferred leaves the digest checks of layers read in place
+// running (layer.WithDeferredCheck): the caller calls t.Check before it
+// writes anything.
+func open(img v1.Image, o Options, deferred bool) (*Train, error) {
 	n, fromLabel, err := layer.BaseFromLabel(img)
 	if err != nil {
 		return nil, err
 	}
-	res, err := layer.Resolve(img, Prefixes, o.resolveOpts(!fromLabel && o.BaseLayers <= 0)...)
+	ropts := o.resolveOpts(!fromLabel && o.BaseLayers <= 0)
+	if deferred {
+		ropts = append(ropts, layer.WithDeferredCheck())
+	}
+	res, err := layer.Resolve(img, Prefixes, ropts...)
 	if err != nil {
 		return nil, err
 	}
 	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
 	if err := t.init(o); err != nil {
+		err = t.check(err)
 		res.Close()
 		return nil, err
 	}
@@ -138,6 +150,18 @@ func (t *Train) init(o Options) error {
 
 // Close removes spool files.
 func (t *Train) Close() error { return t.res.Close() }
+
+// check waits for deferred layer digest checks (see open); a failure there
+// explains any other failure better, so it replaces err.
+func (t *Train) check(err error) error {
+	if t == nil || t.res == nil {
+		return err
+	}
+	if cerr := t.res.Check(); cerr != nil {
+		return cerr
+	}
+	return err
+}
 
 // TrainFS is /opt/pht_train.
 func (t *Train) TrainFS() fs.FS { return t.res.FS(TrainDir) }

@@ -48,12 +48,13 @@ func (o *Output) Close() error {
 // PreRun verifies img for station st and returns base layers + one layer
 // holding the decrypted train files and results, ready to run. Nothing is
 // returned when any check fails.
-func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
-	t, err := Open(img, o)
+func PreRun(img v1.Image, st protocol.Station, o Options) (_ *Output, err error) {
+	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
 	defer t.Close()
+	defer func() { err = t.check(err) }()
 	if t.Labels[StateLabel] == stateDecrypted {
 		return nil, fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted)
 	}
@@ -92,12 +93,13 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 // run produced; it may be nil when img already holds plaintext train files
 // and results (a pre-run output, or one committed after the run). The
 // output is base layers + one encrypted protocol layer.
-func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*Output, error) {
-	t, err := Open(img, o)
+func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (_ *Output, err error) {
+	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
 	defer t.Close()
+	defer func() { err = t.check(err) }()
 	var trainPlain, resultsPlain fs.FS
 	if t.Decrypted() {
 		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
@@ -174,6 +176,7 @@ func Build(base v1.Image, files fs.FS, bo protocol.BuildOptions, o Options) (*Ou
 }
 
 func rebase(t *Train, w *layer.Writer, err error, step, station, state string, cfg *protocol.Config) (*Output, error) {
+	err = t.check(err)
 	if err != nil {
 		w.Abort()
 		return nil, err

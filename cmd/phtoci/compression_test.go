@@ -73,3 +73,35 @@ func TestCompressionByDestination(t *testing.T) {
 	}
 	fails(t, 2, nil, append([]string{"post-run", train, "--results", res, "-o", "oci-archive:" + w.path("x.tar"), "--compression", "zstd"}, w.stationArgs("st1")...), "--compression", "zstd")
 }
+
+// TestTamperedPlainLayerInArchive: a byte changed inside the results of a
+// post-run oci-archive (a plain layer, read in place, checked in the
+// background while pre-run decrypts) fails pre-run with exit 3 naming the
+// blob, and writes nothing; keyless verify fails the same way.
+func TestTamperedPlainLayerInArchive(t *testing.T) {
+	w := newWorld(t, "st1", "st2")
+	train := "oci-archive:" + w.path("train.tar")
+	w.build(t, train)
+	post := w.path("post.tar")
+	ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", "oci-archive:" + post}, w.stationArgs("st1")...)...)
+	f, err := os.OpenFile(post, os.O_RDWR, 0)
+	must(t, err)
+	// The new layer is the archive's first entry (taken over in place):
+	// 1 MiB in is inside the 3 MiB result's ciphertext.
+	b := make([]byte, 1)
+	_, err = f.ReadAt(b, oci.ArchiveReserve+1<<20)
+	must(t, err)
+	b[0] ^= 0x01
+	_, err = f.WriteAt(b, oci.ArchiveReserve+1<<20)
+	must(t, err)
+	must(t, f.Close())
+	out := w.path("pre.tar")
+	fails(t, 3, nil, append([]string{"pre-run", "oci-archive:" + post, "-o", "oci-archive:" + out}, w.stationArgs("st2")...), "blob sha256:", "has digest")
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("failed pre-run wrote %s (err %v)", out, err)
+	}
+	if ents, _ := filepath.Glob(w.path(".phtoci-*")); len(ents) != 0 {
+		t.Errorf("failed pre-run left %v", ents)
+	}
+	fails(t, 3, nil, []string{"verify", "oci-archive:" + post, "--quiet"}, "blob sha256:", "has digest")
+}
