@@ -88,7 +88,7 @@ type File struct {
 	pack  *os.File    // shared spool of small files past the memory budget
 	blob  io.ReaderAt // the layer blob itself (a plain tar in a file)
 	off   int64       // offset in pack or blob
-	seen  int         // index in Resolved.seen
+	ord   int         // reading order among the files seen
 }
 
 // Open returns the file's content. Every call gives a fresh reader, which
@@ -145,11 +145,12 @@ type SeenFile struct {
 	Path string
 	Size int64
 	// SHA256 of the content, for files that are not in the merged view
-	// (shadowed, deleted) and small ones; zero for the others, whose
-	// content Sum hashes on demand (a results file of many gigabytes is
-	// not hashed unless someone asks).
+	// (shadowed, deleted); zero for the others, whose content Sum hashes
+	// on demand (a results file of many gigabytes is not hashed unless
+	// someone asks).
 	SHA256 [32]byte
 	file   *File
+	ord    int
 }
 
 // Sum returns the SHA-256 of the file's content. Use it before
@@ -179,7 +180,8 @@ type Resolved struct {
 	sorted   []*File
 	dirs     map[string]bool // visible directory entries under the prefixes
 	layers   []LayerInfo
-	seen     []SeenFile
+	seen     []SeenFile // files not in the merged view (those are in files)
+	ord      int        // files seen so far
 	spoolDir string
 	memUsed  int64
 	pack     *os.File // small files past memBudget, appended
@@ -220,7 +222,15 @@ func (r *Resolved) Layers() []LayerInfo { return slices.Clone(r.layers) }
 
 // Seen returns every regular file under the prefixes in every layer read,
 // shadowed or deleted ones too, top-down and in tar order within a layer.
-func (r *Resolved) Seen() []SeenFile { return slices.Clone(r.seen) }
+func (r *Resolved) Seen() []SeenFile {
+	out := make([]SeenFile, 0, len(r.seen)+len(r.files))
+	out = append(out, r.seen...)
+	for _, f := range r.files {
+		out = append(out, SeenFile{Layer: f.Layer, Path: f.Path, Size: f.Size, file: f, ord: f.ord})
+	}
+	slices.SortFunc(out, func(a, b SeenFile) int { return a.ord - b.ord })
+	return out
+}
 
 // Close removes the spool files (after any deferred check has finished).
 func (r *Resolved) Close() error {
@@ -269,6 +279,24 @@ func (h hides) hidden(p string, dir bool) bool {
 			return true
 		}
 	}
+	if h.below[""] {
+		return true
+	}
+	for a := p; ; {
+		i := strings.LastIndexByte(a, '/')
+		if i < 0 {
+			return false
+		}
+		a = a[:i]
+		if h.below[a] {
+			return true
+		}
+	}
+}
+
+// coveredBelow reports whether a strict ancestor of p hides everything
+// below it.
+func (h hides) coveredBelow(p string) bool {
 	if h.below[""] {
 		return true
 	}
@@ -658,9 +686,15 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil
 	}
 	hidden := lr.upper.hidden(name, isDir)
-	lr.impliedDirs(name)
+	// Under a directory this layer makes opaque, lower layers are hidden
+	// already: recording every file again would only cost memory (a
+	// hundred thousand results).
+	covered := lr.pending.coveredBelow(name)
+	if !covered {
+		lr.impliedDirs(name)
+	}
 	if isDir {
-		if lr.pending.exact[name] == upperNone {
+		if !covered && lr.pending.exact[name] == upperNone {
 			lr.pending.exact[name] = upperDir
 		}
 		if rel == inside && !hidden {
@@ -668,8 +702,10 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 		}
 		return nil
 	}
-	lr.pending.exact[name] = upperOther
-	lr.pending.below[name] = true
+	if !covered {
+		lr.pending.exact[name] = upperOther
+		lr.pending.below[name] = true
+	}
 	regular := hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
 	if rel == ancestor {
 		if !hidden {
@@ -706,34 +742,42 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 	if hdr.Size < 0 {
 		return lr.errorf(name, "%w: negative size %d", ErrCorruptLayer, hdr.Size)
 	}
-	h := sha256.New()
-	f := &File{Path: name, Size: hdr.Size, Mode: fs.FileMode(hdr.Mode).Perm(), Layer: lr.index}
-	keep := lr.keep && !hidden
-	lazy := false // hashed on demand (SeenFile.Sum)
+	ord := lr.r.ord
+	lr.r.ord++
+	if !(lr.keep && !hidden) {
+		// Not in the merged view: hash it now (the leak check compares it
+		// with plaintexts), keep nothing.
+		h := sha256.New()
+		if _, err := io.Copy(h, tr); err != nil {
+			return lr.errorf(name, "reading content: %w", classify(err))
+		}
+		sf := SeenFile{Layer: lr.index, Path: name, Size: hdr.Size, ord: ord}
+		h.Sum(sf.SHA256[:0])
+		lr.r.seen = append(lr.r.seen, sf)
+		return nil
+	}
+	f := &File{Path: name, Size: hdr.Size, Mode: fs.FileMode(hdr.Mode).Perm(), Layer: lr.index, ord: ord}
 	var err error
 	switch {
-	case !keep:
-		_, err = io.Copy(h, tr)
-	case lr.blob != nil && (hdr.Size > lr.o.memLimit/16 || lr.r.memUsed+hdr.Size > memBudget):
+	case lr.blob != nil:
 		// Read in place later; the bytes still go through the stream
-		// (the blob's digest is checked at its end).
-		f.blob, f.off, lazy = lr.blob, lr.pos.n, true
+		// (the blob's digest is checked at its end), or the deferred
+		// check reads them.
+		f.blob, f.off = lr.blob, lr.pos.n
 		lr.refs++
 		if !lr.o.deferred {
 			_, err = io.Copy(io.Discard, tr)
 		} // else tar.Reader seeks over it
-
 	case hdr.Size <= lr.o.memLimit && lr.r.memUsed+hdr.Size <= memBudget:
 		// Small files stay in memory, up to memBudget in all: many small
 		// files must not make memory grow either.
 		lr.r.memUsed += hdr.Size
 		f.data = make([]byte, hdr.Size)
 		_, err = io.ReadFull(tr, f.data)
-		h.Write(f.data)
 	case hdr.Size <= lr.o.memLimit:
-		err, lazy = lr.packFile(f, tr), true
+		err = lr.packFile(f, tr)
 	default:
-		err, lazy = lr.spool(f, tr), true
+		err = lr.spool(f, tr)
 	}
 	if err != nil {
 		if f.spool != "" {
@@ -741,31 +785,21 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		}
 		return lr.errorf(name, "reading content: %w", classify(err))
 	}
-	sf := SeenFile{Layer: lr.index, Path: name, Size: hdr.Size}
-	if lazy {
-		sf.file = f
-	} else {
-		h.Sum(sf.SHA256[:0])
-	}
-	f.seen = len(lr.r.seen)
-	lr.r.seen = append(lr.r.seen, sf)
-	if keep {
-		if old := lr.kept[name]; old != nil {
-			// A later entry of the same layer wins; hash the earlier one
-			// while its content is still there.
-			if s := &lr.r.seen[old.seen]; s.file != nil {
-				sum, err := s.Sum()
-				if err != nil {
-					return lr.errorf(name, "reading content: %w", err)
-				}
-				s.SHA256, s.file = sum, nil
-			}
-			if old.spool != "" {
-				os.Remove(old.spool)
-			}
+	if old := lr.kept[name]; old != nil {
+		// A later entry of the same layer wins; the earlier one is seen
+		// but not in the merged view: hash it while its content is there.
+		sf := SeenFile{Layer: lr.index, Path: name, Size: old.Size, file: old, ord: old.ord}
+		sum, err := sf.Sum()
+		if err != nil {
+			return lr.errorf(name, "reading content: %w", err)
 		}
-		lr.kept[name] = f
+		sf.SHA256, sf.file = sum, nil
+		lr.r.seen = append(lr.r.seen, sf)
+		if old.spool != "" {
+			os.Remove(old.spool)
+		}
 	}
+	lr.kept[name] = f
 	return nil
 }
 
