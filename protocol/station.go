@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/phtoci/phtoci/keys"
 )
@@ -252,6 +253,16 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		}
 		return nil
 	}
+	if fi, err := f.Stat(); err == nil && fi.Size() <= smallFile {
+		// Decrypt in place (see encryptTree).
+		bp := smallBufs.Get().(*bytes.Buffer)
+		defer smallBufs.Put(bp)
+		bp.Reset()
+		if err := DecryptStream(io.MultiWriter(w, bp), f, key); err != nil {
+			return fmt.Errorf("%s/%s: %w", prefix, name, err)
+		}
+		return out.WriteFile(prefix+"/"+name, int64(bp.Len()), bp)
+	}
 	size := PlaintextSize(f, key)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -455,6 +466,12 @@ func wrapFor(dst **string, pubHex string, key []byte, field string) error {
 	return nil
 }
 
+// smallFile is the size up to which encryptTree encrypts a file in the
+// calling goroutine.
+const smallFile = 64 << 10
+
+var smallBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, smallFile+64)) }}
+
 // encryptTree writes every regular file of fsys, in walk order, encrypted
 // with key to out as prefix/name; when h is set the plaintext is hashed on
 // the way (in the encrypting goroutine, so hashing and encryption overlap
@@ -470,7 +487,19 @@ func encryptTree(fsys fs.FS, prefix string, key []byte, h io.Writer, out Sink) e
 		if h != nil {
 			src = io.TeeReader(src, h)
 		}
-		r := NewEncryptReader(&exactReader{r: src, want: size, name: prefix + "/" + name}, key)
+		src = &exactReader{r: src, want: size, name: prefix + "/" + name}
+		if size <= smallFile {
+			// Encrypt in place: for a hundred thousand small results a
+			// goroutine and a pipe each would cost more than the crypto.
+			bp := smallBufs.Get().(*bytes.Buffer)
+			defer smallBufs.Put(bp)
+			bp.Reset()
+			if err := EncryptStream(bp, src, key); err != nil {
+				return fmt.Errorf("%s/%s: %w", prefix, name, err)
+			}
+			return out.WriteFile(prefix+"/"+name, EncryptedSize(size), bp)
+		}
+		r := NewEncryptReader(src, key)
 		defer r.Close()
 		return out.WriteFile(prefix+"/"+name, EncryptedSize(size), r)
 	})
