@@ -11,6 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SIZES=${BENCH_SIZES:-"100 1024"}          # MiB
+REPEAT=${BENCH_REPEAT:-3}                 # runs per case; the table shows the median wall time, the peak RSS
 SMALL=${BENCH_SMALL_FILES:-100000}
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/phtoci-bench.XXXXXX)}
 OUT="$ROOT/bench/results.md"
@@ -34,11 +35,18 @@ freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 ROWS=()
 timed() {
   local label=$1 bytes=$2 files=$3; shift 3
-  local tf="$W/time.txt"
-  /usr/bin/time -v "$@" >"$W/cmd.out" 2>"$tf" || { cat "$tf" >&2; echo "bench: $label failed" >&2; exit 1; }
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$tf")
-  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$tf")
+  local tf="$W/time.txt" walls=() rss=0 r w m
+  for _ in $(seq 1 "$REPEAT"); do
+    sync # start from written-back pages: earlier steps' writeback is not this run's cost
+    ${BEFORE:-true} # e.g. reset the proxy's counters: they then show the last run
+    /usr/bin/time -v "$@" >"$W/cmd.out" 2>"$tf" || { cat "$tf" >&2; echo "bench: $label failed" >&2; exit 1; }
+    w=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$tf")
+    r=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$tf")
+    walls+=("$w")
+    rss=$(python3 -c "print(max($rss, $r))")
+  done
+  local wall
+  wall=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') # median
   local mbs ratio fps
   mbs=$(python3 -c "print(f'{$bytes/1e6/max($wall,0.001):.1f}')")
   ratio=$(python3 -c "print(f'{$bytes/1e6/max($wall,0.001)/$SHA:.2f}')")
@@ -93,7 +101,7 @@ for mib in $SIZES; do
     bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
     timed "post-run oci-archive $name" "$bytes" "$files" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:post-$name.tar" --quiet
     timed "pre-run oci-archive $name" "$bytes" "$files" "$P" pre-run "oci-archive:post-$name.tar" --station st2 --key st2.pem -o "oci-archive:pre-$name.tar" --quiet
-    if [ "${BENCH_PROFILE:-}" = 1 ] && [ "$kind" = random ] && [ "$mib" -ge 1024 ]; then
+    if [ "${BENCH_PROFILE:-1}" = 1 ] && [ "$kind" = random ] && [ "$mib" -ge 1024 ]; then
       PHTOCI_CPUPROFILE="$W/post.prof" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:prof.tar" --quiet
       go tool pprof -top -nodecount=25 "$P" "$W/post.prof" >"$ROOT/bench/profile-post-run-1G.txt" 2>/dev/null || true
     fi
@@ -126,7 +134,7 @@ reset() { curl -s -X POST "http://$REG/_reset" >/dev/null; }
 mib=$(echo "$SIZES" | awk '{print $NF}'); name="mixed-${mib}M"
 bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
 skopeo copy -q --dest-tls-verify=false "oci-archive:post-$name.tar" "docker://$REG/pht/train:st1" 
-reset
+BEFORE=reset
 timed "pre-run registry $name" "$bytes" "$files" "$P" pre-run "$REG/pht/train:st1" --station st2 --key st2.pem -o "$REG/pht/train:st1-decrypted" --quiet
 echo "  transfer: $(stats)"
 reset
@@ -151,6 +159,7 @@ VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO els
   echo
   echo "Written by \`make bench\` ($(date -u +%Y-%m-%d), $(nproc) cores, $(go version | awk '{print $3}'))."
   echo "Single-core SHA-512 on this machine: **$SHA MB/s**; ratios below are throughput / that."
+  echo "Each case ran $REPEAT times after \`sync\`: median wall time, highest peak RSS."
   echo
   echo "| case | wall s | MB/s | × SHA-512 | peak RSS MiB | files/s |"
   echo "|---|---|---|---|---|---|"
@@ -158,6 +167,16 @@ VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO els
   echo
   echo "Registry → registry post-run transfer (counting proxy): \`$POST_STATS\`."
   echo "post-run wall $POST_WALL s vs crane append $CRANE_WALL s + crypto time $CRYPTO s (SHA-512 of the results): within 1.5× + crypto: **$VERDICT**."
+  if [ -f "$ROOT/bench/profile-post-run-1G.txt" ]; then
+    echo
+    echo "CPU profile of post-run, 1 GiB random results, oci-archive (\`bench/profile-post-run-1G.txt\`, top entries):"
+    echo
+    echo '```'
+    sed -n '/flat  flat%/,+12p' "$ROOT/bench/profile-post-run-1G.txt"
+    echo '```'
+  fi
+  echo
+  cat "$ROOT/bench/notes.md"
 } >"$OUT"
 echo
 echo "bench: wrote $OUT"
