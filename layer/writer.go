@@ -74,6 +74,23 @@ type Writer struct {
 	done    bool
 }
 
+// NewStreamWriter starts a layer written as a plain tar to out, for a
+// consumer that hashes and compresses the stream itself (such as
+// go-containerregistry's stream.Layer, pushed to a registry while it is
+// produced: no temporary file). Only ModTime of opts is used. Close
+// returns a nil Layer; after an error the caller discards out.
+func NewStreamWriter(out io.Writer, opts WriterOptions) *Writer {
+	mt := opts.ModTime.Truncate(time.Second)
+	if opts.ModTime.IsZero() {
+		mt = time.Unix(0, 0)
+	}
+	sink := &sinkState{buf: bufio.NewWriterSize(out, 1<<20)}
+	w := &Writer{opts: opts, modTime: mt.UTC()}
+	w.pipe = newChunkPipe(sink)
+	w.tw = tar.NewWriter(w.pipe)
+	return w
+}
+
 // NewWriter starts a layer in a new temporary file.
 func NewWriter(opts WriterOptions) (*Writer, error) {
 	if opts.MediaType == "" {
@@ -316,6 +333,13 @@ func (w *Writer) Close() (*Layer, error) {
 	if err == nil {
 		err = s.buf.Flush()
 	}
+	if w.f == nil { // NewStreamWriter
+		w.done = true
+		if err != nil {
+			return nil, fmt.Errorf("finishing layer: %w", err)
+		}
+		return nil, nil
+	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
@@ -347,8 +371,10 @@ func (w *Writer) Abort() {
 	}
 	w.done = true
 	w.pipe.Close()
-	w.f.Close()
-	os.Remove(w.f.Name())
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+	}
 }
 
 // SourceDateEpoch returns the time in the SOURCE_DATE_EPOCH environment
@@ -472,7 +498,9 @@ type sinkState struct {
 }
 
 func (s *sinkState) Write(b []byte) (int, error) {
-	s.diff.Write(b)
+	if s.diff != nil {
+		s.diff.Write(b)
+	}
 	if s.gz == nil {
 		return s.buf.Write(b)
 	}

@@ -72,16 +72,33 @@ func (env Env) forOutput(dst oci.Ref) Options {
 	return o
 }
 
-func write(ctx context.Context, out *Output, ref oci.Ref, env Env, res *JobResult) (*JobResult, error) {
-	defer out.Close()
-	d, err := oci.Write(ctx, ref, out.Image, env.OCI)
-	if err != nil {
-		return nil, err
+// write produces p's layer and writes the image to dst: streamed to a
+// registry while it is produced (see push), else through a file the
+// destination may take over.
+func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) (*JobResult, error) {
+	o := env.forOutput(dst)
+	var d v1.Hash
+	var cfg *protocol.Config
+	if dst.Transport == oci.TransportRegistry && o.Compression != CompressionNone {
+		var err error
+		if d, cfg, err = p.push(ctx, dst, env.OCI, o); err != nil {
+			return nil, err
+		}
+	} else {
+		out, err := p.toFile(o)
+		if err != nil {
+			return nil, err
+		}
+		defer out.Close()
+		if d, err = oci.Write(ctx, dst, out.Image, env.OCI); err != nil {
+			return nil, err
+		}
+		cfg = out.Config
 	}
-	res.Output, res.Digest, res.Config = ref.String(), d.String(), out.Config
+	res.Output, res.Digest, res.Config = dst.String(), d.String(), cfg
 	res.Next = -1
-	if out.Config != nil {
-		if st, err := protocol.Verify(out.Config); err == nil {
+	if cfg != nil {
+		if st, err := protocol.Verify(cfg); err == nil {
 			res.Next = st.Next
 		}
 	}
@@ -103,11 +120,12 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
-	out, err := PreRun(img, st, env.forOutput(dst))
+	p, err := planPreRun(img, st, env.forOutput(dst))
 	if err != nil {
 		return nil, err
 	}
-	return write(ctx, out, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	defer p.close()
+	return p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
 }
 
 // PostRunJob runs post-run on the image at input with the results in
@@ -145,11 +163,12 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
-	out, err := PostRun(img, results, st, env.forOutput(dst))
+	p, err := planPostRun(img, results, st, env.forOutput(dst))
 	if err != nil {
 		return nil, err
 	}
-	return write(ctx, out, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	defer p.close()
+	return p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
 }
 
 // VerifyJob verifies the image at input (keyless; with st also the
@@ -208,11 +227,12 @@ func BuildJob(ctx context.Context, from, filesDir, queryFile, output string, bo 
 	if bo.Source.Address == "" && in.Transport == oci.TransportRegistry {
 		bo.Source = protocol.Source{Type: "docker_repository", Address: in.Name.Context().Name(), Tag: in.Name.Identifier()}
 	}
-	out, err := Build(img, files, bo, env.forOutput(dst))
+	p, err := planBuild(img, files, bo)
 	if err != nil {
 		return nil, err
 	}
-	return write(ctx, out, dst, env, &JobResult{Step: "build", Input: in.String()})
+	defer p.close()
+	return p.write(ctx, dst, env, &JobResult{Step: "build", Input: in.String()})
 }
 
 // trainFiles returns filesDir with queryFile added as query.json. When a

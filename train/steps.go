@@ -48,58 +48,109 @@ func (o *Output) Close() error {
 // PreRun verifies img for station st and returns base layers + one layer
 // holding the decrypted train files and results, ready to run. Nothing is
 // returned when any check fails.
-func PreRun(img v1.Image, st protocol.Station, o Options) (_ *Output, err error) {
-	t, err := open(img, o, true)
+func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
+	p, err := planPreRun(img, st, o)
 	if err != nil {
 		return nil, err
 	}
-	defer t.Close()
-	defer func() { err = t.check(err) }()
-	if t.Labels[StateLabel] == stateDecrypted {
-		return nil, fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted)
-	}
-	ukf, err := t.UserKeyFile()
-	if err != nil {
-		return nil, err
-	}
-	spool, err := newPackSink(o.TempDir)
-	if err != nil {
-		return nil, err
-	}
-	defer spool.Close()
-	w, err := newWriter(img, o)
-	if err != nil {
-		return nil, err
-	}
-	// The check decrypts the train files first, then the results. The
-	// layer wants the results first: the (small) train files wait in the
-	// spool, and the (large) results stream into the layer as they are
-	// decrypted and hashed. On a failed check the layer is discarded.
-	lw := &layerSink{w: w}
-	err = lw.start(ukf == nil)
-	if err == nil {
-		_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: lw, other: spool})
-	}
-	if err == nil {
-		err = spool.drain(lw, "pht_train/")
-	}
-	if err == nil {
-		err = lw.finish(t.ConfigRaw, ukf)
-	}
-	return rebase(t, w, err, "pre-run", st.ID, stateDecrypted, t.Config)
+	defer p.close()
+	return p.toFile(o)
 }
 
 // PostRun runs the station's post-run on img. results is the directory the
 // run produced; it may be nil when img already holds plaintext train files
 // and results (a pre-run output, or one committed after the run). The
 // output is base layers + one encrypted protocol layer.
-func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (_ *Output, err error) {
+func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*Output, error) {
+	p, err := planPostRun(img, results, st, o)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	return p.toFile(o)
+}
+
+// Build makes a train from base and the plaintext train files (query.json
+// among them), the way the central builder does: the output is base's
+// layers + one encrypted protocol layer.
+func Build(base v1.Image, files fs.FS, bo protocol.BuildOptions, o Options) (*Output, error) {
+	p, err := planBuild(base, files, bo)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	return p.toFile(o)
+}
+
+// plan is a step with its checks done up to the point where it writes the
+// new layer: produce writes the layer's entries and returns the config
+// the layer holds. toFile writes the layer to a file; push (jobs) streams
+// it to a registry while it is produced.
+type plan struct {
+	t                    *Train
+	step, station, state string
+	produce              func(lw *layerSink) (*protocol.Config, error)
+	cleanups             []func()
+}
+
+func (p *plan) close() {
+	for i := len(p.cleanups) - 1; i >= 0; i-- {
+		p.cleanups[i]()
+	}
+}
+
+// fail closes the plan and returns err, or the deferred layer check's
+// failure, which explains it better.
+func (p *plan) fail(err error) (*plan, error) {
+	err = p.t.check(err)
+	p.close()
+	return nil, err
+}
+
+func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
-	defer t.Close()
-	defer func() { err = t.check(err) }()
+	p := &plan{t: t, step: "pre-run", station: st.ID, state: stateDecrypted, cleanups: []func(){func() { t.Close() }}}
+	if t.Labels[StateLabel] == stateDecrypted {
+		return p.fail(fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted))
+	}
+	ukf, err := t.UserKeyFile()
+	if err != nil {
+		return p.fail(err)
+	}
+	spool, err := newPackSink(o.TempDir)
+	if err != nil {
+		return p.fail(err)
+	}
+	p.cleanups = append(p.cleanups, func() { spool.Close() })
+	// The check decrypts the train files first, then the results. The
+	// layer wants the results first: the (small) train files wait in the
+	// spool, and the (large) results stream into the layer as they are
+	// decrypted and hashed. On a failed check the layer is discarded.
+	p.produce = func(lw *layerSink) (*protocol.Config, error) {
+		err := lw.start(ukf == nil)
+		if err == nil {
+			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: lw, other: spool})
+		}
+		if err == nil {
+			err = spool.drain(lw, "pht_train/")
+		}
+		if err == nil {
+			err = lw.finish(t.ConfigRaw, ukf)
+		}
+		return t.Config, err
+	}
+	return p, nil
+}
+
+func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*plan, error) {
+	t, err := open(img, o, true)
+	if err != nil {
+		return nil, err
+	}
+	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }}}
 	var trainPlain, resultsPlain fs.FS
 	if t.Decrypted() {
 		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
@@ -108,75 +159,70 @@ func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (_ *Ou
 		}
 	} else {
 		if results == nil {
-			return nil, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
+			return p.fail(fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired))
 		}
 		spool, err := os.MkdirTemp(o.TempDir, "phtoci-postrun-")
 		if err != nil {
-			return nil, err
+			return p.fail(err)
 		}
-		defer os.RemoveAll(spool)
+		p.cleanups = append(p.cleanups, func() { os.RemoveAll(spool) })
 		// Everything pre-run checks is checked again; only the train files'
 		// plaintext is kept (the previous results are replaced by the new ones).
 		sink := prefixSink{prefix: "pht_train/", Sink: protocol.DirSink(spool)}
 		if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, sink); err != nil {
-			return nil, err
+			return p.fail(err)
 		}
 		trainPlain, resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
 	}
 	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
-		return nil, err
+		return p.fail(err)
 	}
-	w, err := newWriter(img, o)
-	if err != nil {
-		return nil, err
+	p.produce = func(lw *layerSink) (*protocol.Config, error) {
+		if err := lw.start(false); err != nil {
+			return nil, err
+		}
+		res, err := protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
+		if err != nil {
+			return nil, err
+		}
+		return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
 	}
-	lw := &layerSink{w: w}
-	var res *protocol.PostRunResult
-	err = lw.start(false)
-	if err == nil {
-		res, err = protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
-	}
-	if err == nil {
-		err = lw.finish(res.ConfigJSON, res.UserKeyFile)
-	}
-	var cfg *protocol.Config
-	if res != nil {
-		cfg = res.Config
-	}
-	return rebase(t, w, err, "post-run", st.ID, stateEncrypted, cfg)
+	return p, nil
 }
 
-// Build makes a train from base and the plaintext train files (query.json
-// among them), the way the central builder does: the output is base's
-// layers + one encrypted protocol layer.
-func Build(base v1.Image, files fs.FS, bo protocol.BuildOptions, o Options) (*Output, error) {
+func planBuild(base v1.Image, files fs.FS, bo protocol.BuildOptions) (*plan, error) {
 	layers, err := base.Layers()
 	if err != nil {
 		return nil, fmt.Errorf("reading base layers: %w", err)
 	}
-	w, err := newWriter(base, o)
+	t := &Train{Image: base, Base: len(layers)}
+	p := &plan{t: t, step: "build", state: stateEncrypted}
+	p.produce = func(lw *layerSink) (*protocol.Config, error) {
+		if err := lw.start(true); err != nil {
+			return nil, err
+		}
+		cfg, err := protocol.Build(bo, files, lw)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := cfg.Encode()
+		if err != nil {
+			return nil, err
+		}
+		return cfg, lw.finish(raw, nil)
+	}
+	return p, nil
+}
+
+// toFile produces the layer into a file (see Options.LayerDir) and
+// returns the rebased image.
+func (p *plan) toFile(o Options) (*Output, error) {
+	w, err := newWriter(p.t.Image, o)
 	if err != nil {
 		return nil, err
 	}
-	lw := &layerSink{w: w}
-	var cfg *protocol.Config
-	var raw []byte
-	err = lw.start(true)
-	if err == nil {
-		cfg, err = protocol.Build(bo, files, lw)
-	}
-	if err == nil {
-		raw, err = cfg.Encode()
-	}
-	if err == nil {
-		err = lw.finish(raw, nil)
-	}
-	t := &Train{Image: base, Base: len(layers)}
-	return rebase(t, w, err, "build", "", stateEncrypted, cfg)
-}
-
-func rebase(t *Train, w *layer.Writer, err error, step, station, state string, cfg *protocol.Config) (*Output, error) {
-	err = t.check(err)
+	cfg, err := p.produce(&layerSink{w: w})
+	err = p.t.check(err)
 	if err != nil {
 		w.Abort()
 		return nil, err
@@ -185,21 +231,7 @@ func rebase(t *Train, w *layer.Writer, err error, step, station, state string, c
 	if err != nil {
 		return nil, err
 	}
-	comment := "phtoci " + step
-	if station != "" {
-		comment += " " + station
-	}
-	img, err := layer.Rebase(t.Image, t.Base, l, comment, func(cf *v1.ConfigFile) {
-		if cf.Config.Labels == nil {
-			cf.Config.Labels = map[string]string{}
-		}
-		cf.Config.Labels[StateLabel] = state
-		if station != "" {
-			cf.Config.Labels[StationLabel] = station
-		} else {
-			delete(cf.Config.Labels, StationLabel)
-		}
-	})
+	img, err := p.rebase(l)
 	if err != nil {
 		l.Cleanup()
 		return nil, err
@@ -207,18 +239,42 @@ func rebase(t *Train, w *layer.Writer, err error, step, station, state string, c
 	return &Output{Image: img, Config: cfg, layer: l}, nil
 }
 
+// rebase puts newLayer on the kept base layers, with the step's history
+// entry and labels.
+func (p *plan) rebase(newLayer v1.Layer) (v1.Image, error) {
+	comment := "phtoci " + p.step
+	if p.station != "" {
+		comment += " " + p.station
+	}
+	return layer.Rebase(p.t.Image, p.t.Base, newLayer, comment, func(cf *v1.ConfigFile) {
+		if cf.Config.Labels == nil {
+			cf.Config.Labels = map[string]string{}
+		}
+		cf.Config.Labels[StateLabel] = p.state
+		if p.station != "" {
+			cf.Config.Labels[StationLabel] = p.station
+		} else {
+			delete(cf.Config.Labels, StationLabel)
+		}
+	})
+}
+
 // Compression says how the new layer is stored.
 type Compression int
 
 const (
-	// CompressionAuto is CompressionNone, except for docker-archive outputs
-	// (the jobs choose by destination): CompressionStored there, because
-	// readers of docker-save tarballs (go-containerregistry's among them)
-	// gzip an uncompressed layer again on every read to make up a digest.
+	// CompressionAuto chooses by destination (the jobs resolve it): a
+	// plain tar layer for oci-archive and OCI layout outputs
+	// (CompressionNone); gzip of stored blocks for docker-archive, whose
+	// readers (go-containerregistry's among them) gzip a plain layer again
+	// on every read to make up a digest; and for registries gzip of stored
+	// blocks too, streamed to the registry while it is produced (no
+	// temporary file).
 	CompressionAuto Compression = iota
 	// CompressionNone writes a plain tar layer. Ciphertext does not
 	// compress, and a decrypted image is for a local run: the CPU goes to
-	// crypto, and the layer is hashed once (its digest is its diff ID).
+	// crypto, and the layer is hashed once (its digest is its diff ID). To
+	// a registry it is written to a temporary file first, then pushed.
 	CompressionNone
 	// CompressionStored writes a gzip layer of stored (uncompressed) blocks.
 	CompressionStored
@@ -232,7 +288,7 @@ func (c Compression) forOutput(t oci.Transport) Compression {
 	if c != CompressionAuto {
 		return c
 	}
-	if t == oci.TransportDockerArchive {
+	if t == oci.TransportDockerArchive || t == oci.TransportRegistry {
 		return CompressionStored
 	}
 	return CompressionNone

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/oci"
+)
+
+// TestRegistryStreamedLayer: to a registry the new layer is streamed while
+// it is produced (gzip of stored blocks): skopeo sees a standard image,
+// the next station reads it, and a check that fails while the layer is
+// being pushed (pre-run decrypts during the push) pushes no manifest and
+// names the check, not the aborted upload.
+func TestRegistryStreamedLayer(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	w := newTamperWorld(t)
+	after1 := openRef(t, w.after1, oci.Options{})
+	good := reg.Host + "/pht/stream:st-a"
+	writeRef(t, after1, good, oci.Options{})
+
+	ok(t, append([]string{"pre-run", good}, w.stationArgs("st-b")...)...)
+	dec := good + "-decrypted"
+	var insp struct {
+		Digest string
+		Layers []string
+	}
+	must(t, json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "docker://"+dec)), &insp))
+	img := openRef(t, dec, oci.Options{})
+	if d, _ := img.Digest(); d.String() != insp.Digest {
+		t.Errorf("skopeo sees %s, we read %s", insp.Digest, d)
+	}
+	ls, err := img.Layers()
+	must(t, err)
+	if mt, _ := ls[len(ls)-1].MediaType(); mt != types.OCILayer && mt != types.DockerLayer {
+		t.Errorf("streamed layer media type %s, want a gzip layer", mt)
+	}
+	ok(t, append([]string{"post-run", dec, "-o", reg.Host + "/pht/stream:st-b"}, w.stationArgs("st-b")...)...)
+	ok(t, "verify", reg.Host+"/pht/stream:st-b", "--quiet")
+
+	// Tampered previous results: pre-run finds out while decrypting, that
+	// is, while the new layer is being uploaded.
+	bad := appendFiles(t, after1, map[string][]byte{"opt/pht_results/count.txt": encrypt(t, w.symKey(t, after1, "st-b", 1), []byte("count at st-a = 4200\n"))})
+	badRef := reg.Host + "/pht/stream:bad"
+	writeRef(t, bad, badRef, oci.Options{})
+	for _, args := range [][]string{
+		{"pre-run", badRef, "-o", reg.Host + "/pht/stream:bad-pre"},
+		{"post-run", badRef, "--results", w.results(t, "st-b"), "-o", reg.Host + "/pht/stream:bad-post"},
+	} {
+		fails(t, exitVerification, nil, append(args, w.stationArgs("st-b")...), "result")
+		ref, err := oci.ParseRef(args[len(args)-1])
+		must(t, err)
+		if _, err := oci.Open(context.Background(), ref, oci.Options{}); err == nil {
+			t.Errorf("%s of a tampered train pushed %s", args[0], ref)
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package train
+
+import (
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/stream"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
+)
+
+// errPushEnded tells the producer that the push stopped reading.
+var errPushEnded = errors.New("push ended")
+
+// push produces p's layer into a go-containerregistry stream.Layer while
+// oci.Write uploads it: no temporary file, and the upload overlaps with
+// hashing and encryption. The stream layer is gzip (stored blocks unless
+// o.Compression is CompressionFast). When producing fails (a check, the
+// deferred layer check), the upload fails with it and no manifest is
+// pushed: nothing is written.
+func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options) (v1.Hash, *protocol.Config, error) {
+	mt, err := p.t.Image.MediaType()
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	lmt := types.OCILayer
+	if mt == types.DockerManifestSchema2 {
+		lmt = types.DockerLayer
+	}
+	level := gzip.NoCompression
+	if o.Compression == CompressionFast {
+		level = gzip.BestSpeed
+	}
+	pr, pw := io.Pipe()
+	img, err := p.rebase(stream.NewLayer(pr, stream.WithCompressionLevel(level), stream.WithMediaType(lmt)))
+	if err != nil {
+		pr.Close()
+		return v1.Hash{}, nil, err
+	}
+	type produced struct {
+		cfg *protocol.Config
+		err error
+	}
+	done := make(chan produced, 1)
+	go func() {
+		w := layer.NewStreamWriter(pw, layer.WriterOptions{ModTime: modTime(p.t.Image), TempDir: o.TempDir})
+		cfg, err := p.produce(&layerSink{w: w})
+		err = p.t.check(err)
+		if err == nil {
+			_, err = w.Close()
+		} else {
+			w.Abort()
+		}
+		pw.CloseWithError(err) // nil: EOF, the layer is complete
+		done <- produced{cfg, err}
+	}()
+	d, werr := oci.Write(ctx, dst, img, oo)
+	pr.CloseWithError(errPushEnded) // unblocks the producer if the push stopped early
+	pd := <-done
+	if pd.err != nil && !errors.Is(pd.err, errPushEnded) {
+		return v1.Hash{}, nil, pd.err // the cause; the push failed because of it
+	}
+	if werr != nil {
+		return v1.Hash{}, nil, werr
+	}
+	if pd.err != nil {
+		return v1.Hash{}, nil, pd.err
+	}
+	return d, pd.cfg, nil
+}
