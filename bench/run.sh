@@ -134,23 +134,27 @@ reset() { curl -s -X POST "http://$REG/_reset" >/dev/null; }
 mib=$(echo "$SIZES" | awk '{print $NF}'); name="mixed-${mib}M"
 bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
 skopeo copy -q --dest-tls-verify=false "oci-archive:post-$name.tar" "docker://$REG/pht/train:st1" 
-BEFORE=reset
-timed "pre-run registry $name" "$bytes" "$files" "$P" pre-run "$REG/pht/train:st1" --station st2 --key st2.pem -o "$REG/pht/train:st1-decrypted" --quiet
+# Every run of a registry case writes to a repository of its own (RUNNO):
+# a repeated push would find its blobs there already and upload nothing.
+RUNNO=0
+nextrun() { reset; RUNNO=$((RUNNO + 1)); export RUNNO REG; }
+BEFORE=nextrun
+export P
+timed "pre-run registry $name" "$bytes" "$files" sh -c 'exec "$P" pre-run "$REG/pht/train:st1" --station st2 --key st2.pem -o "$REG/pre$RUNNO/train:st1-decrypted" --quiet'
 echo "  transfer: $(stats)"
-reset
-timed "post-run registry→registry $name" "$bytes" "$files" "$P" post-run "$REG/pht/train:st1" --results "res-$name" --station st2 --key st2.pem -o "$REG/pht/train:st2" --quiet
+timed "post-run registry→registry $name" "$bytes" "$files" sh -c 'exec "$P" post-run "$REG/pht/train:st1" --results "res-'"$name"'" --station st2 --key st2.pem -o "$REG/post$RUNNO/train:st2" --quiet'
 POST_WALL=$LAST_WALL
 POST_STATS=$(stats)
 echo "  transfer: $POST_STATS"
 # The floor: crane append of an equally sized layer onto the same image.
 tar -C "res-$name" -cf "$W/layer.tar" .
-reset
-timed "crane append (same size layer)" "$bytes" "$files" crane append --insecure -b "$REG/pht/train:st1" -f "$W/layer.tar" -t "$REG/pht/crane:st1"
+export W
+timed "crane append (same size layer)" "$bytes" "$files" sh -c 'exec crane append --insecure -b "$REG/pht/train:st1" -f "$W/layer.tar" -t "$REG/crane$RUNNO/train:st1"'
 CRANE_WALL=$LAST_WALL
 echo "  transfer: $(stats)"
-reset
-timed "skopeo copy train between repositories" "$bytes" "$files" skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG/pht/train:st1" "docker://$REG/other/train:st1"
+timed "skopeo copy train between repositories" "$bytes" "$files" sh -c 'exec skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG/pht/train:st1" "docker://$REG/skopeo$RUNNO/train:st1"'
 echo "  transfer: $(stats)"
+BEFORE=
 CRYPTO=$(python3 -c "print(f'{$bytes/1e6/$SHA:.2f}')")
 VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO else 'no')")
 

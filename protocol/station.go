@@ -335,6 +335,24 @@ func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 // (after the first station) the previous results, result signature and
 // chain. Plaintext goes to out (nil: verify only); on error, discard out.
 func PreRunCheck(cfg *Config, train, results fs.FS, st Station, out Sink) (*PreRunResult, error) {
+	r, err := PreRunCheckTrain(cfg, train, st, out)
+	if err != nil {
+		return nil, err
+	}
+	if !r.First {
+		if err := CheckPreviousResults(cfg, results, r.SymKey, out); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// PreRunCheckTrain is PreRunCheck up to the previous results: the key
+// check, key unwrap, decryption and immutable hash of the train files and
+// the config's signatures. Unless the result says First, the caller must
+// also run CheckPreviousResults and act on its error before it writes
+// anything (post-run runs it next to encrypting the new results).
+func PreRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*PreRunResult, error) {
 	pos, e, err := stationEntry(cfg, st)
 	if err != nil {
 		return nil, err
@@ -363,13 +381,14 @@ func PreRunCheck(cfg *Config, train, results fs.FS, st Station, out Sink) (*PreR
 	if err := decryptTrain(cfg, train, key, out); err != nil {
 		return nil, err
 	}
-	first := len(status.Done) == 0
-	if !first {
-		if err := decryptResults(cfg, results, key, out); err != nil {
-			return nil, err
-		}
-	}
-	return &PreRunResult{Index: pos, First: first, SymKey: key}, nil
+	return &PreRunResult{Index: pos, First: len(status.Done) == 0, SymKey: key}, nil
+}
+
+// CheckPreviousResults decrypts the previous station's results with the
+// train's symmetric key (PreRunResult.SymKey), writes them to out (nil:
+// verify only) and checks them against the config's result_hash.
+func CheckPreviousResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
+	return decryptResults(cfg, results, key, out)
 }
 
 // PostRunResult is a post-run's new config and key file.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -152,6 +153,8 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 	}
 	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }}}
 	var trainPlain, resultsPlain fs.FS
+	var prev func() error // the previous results' check, when it runs alongside
+	var prevErr error
 	if t.Decrypted() {
 		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
 		if results != nil {
@@ -167,21 +170,45 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		}
 		p.cleanups = append(p.cleanups, func() { os.RemoveAll(spool) })
 		// Everything pre-run checks is checked again; only the train files'
-		// plaintext is kept (the previous results are replaced by the new ones).
-		sink := prefixSink{prefix: "pht_train/", Sink: protocol.DirSink(spool)}
-		if _, err := protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, sink); err != nil {
+		// plaintext is kept (the previous results are replaced by the new
+		// ones). The previous results are checked next to encrypting the new
+		// ones, on the other core; the new config, signatures and all, is
+		// written into the layer only after that check passed.
+		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, protocol.DirSink(spool))
+		if err != nil {
 			return p.fail(err)
+		}
+		if !pr.First {
+			ch := make(chan error, 1)
+			go func() { ch <- protocol.CheckPreviousResults(t.Config, t.ResultsFS(), pr.SymKey, nil) }()
+			var once sync.Once
+			prev = func() error {
+				once.Do(func() { prevErr = <-ch })
+				return prevErr
+			}
+			p.cleanups = append(p.cleanups, func() { prev() }) // before t.Close
 		}
 		trainPlain, resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
 	}
 	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
+		if prev != nil {
+			if perr := prev(); perr != nil {
+				err = perr
+			}
+		}
 		return p.fail(err)
 	}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
-		if err := lw.start(false); err != nil {
-			return nil, err
+		err := lw.start(false)
+		var res *protocol.PostRunResult
+		if err == nil {
+			res, err = protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
 		}
-		res, err := protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
+		if prev != nil {
+			if perr := prev(); perr != nil {
+				return nil, perr // the train does not verify: no signed config
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -400,20 +427,6 @@ func (s splitSink) WriteFile(name string, size int64, r io.Reader) error {
 		return s.match.WriteFile(name, size, r)
 	}
 	return s.other.WriteFile(name, size, r)
-}
-
-// prefixSink keeps the files under prefix and drains the others.
-type prefixSink struct {
-	prefix string
-	protocol.Sink
-}
-
-func (s prefixSink) WriteFile(name string, size int64, r io.Reader) error {
-	if strings.HasPrefix(name, s.prefix) {
-		return s.Sink.WriteFile(name, size, r)
-	}
-	_, err := io.Copy(io.Discard, r)
-	return err
 }
 
 // leakCheck refuses a post-run whose kept (base) layers hold a file under a
