@@ -41,7 +41,7 @@ func imageFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP and unverified TLS for registries (always on for 127.0.0.1 and localhost)"},
 		&cli.StringFlag{Name: "username", Usage: "registry user (default: Docker config and credential helpers)", EnvVars: []string{"PHTOCI_USERNAME"}},
 		&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from standard input"},
-		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files and new layers", EnvVars: []string{"PHTOCI_TMPDIR"}},
+		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files (a new layer for an oci-archive or oci: output is made beside the output, which takes it over)", EnvVars: []string{"PHTOCI_TMPDIR"}},
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
 	}
