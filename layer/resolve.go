@@ -279,19 +279,7 @@ func (h hides) hidden(p string, dir bool) bool {
 			return true
 		}
 	}
-	if h.below[""] {
-		return true
-	}
-	for a := p; ; {
-		i := strings.LastIndexByte(a, '/')
-		if i < 0 {
-			return false
-		}
-		a = a[:i]
-		if h.below[a] {
-			return true
-		}
-	}
+	return h.coveredBelow(p)
 }
 
 // coveredBelow reports whether a strict ancestor of p hides everything
