@@ -37,8 +37,8 @@ timed() {
   local label=$1 bytes=$2 files=$3; shift 3
   local tf="$W/time.txt" walls=() rss=0 r w m
   for _ in $(seq 1 "$REPEAT"); do
-    sync # start from written-back pages: earlier steps' writeback is not this run's cost
-    ${BEFORE:-true} # e.g. reset the proxy's counters: they then show the last run
+    ${BEFORE:-true} # remove the last run's output; reset the proxy's counters (they show the last run)
+    sync            # start from written-back pages: earlier steps' writeback is not this run's cost
     /usr/bin/time -v "$@" >"$W/cmd.out" 2>"$tf" || { cat "$tf" >&2; echo "bench: $label failed" >&2; exit 1; }
     w=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$tf")
     r=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$tf")
@@ -99,7 +99,9 @@ for mib in $SIZES; do
     name="$kind-${mib}M"
     mkresults "$name" "$mib" "$kind"
     bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
+    BEFORE="rm -f post-$name.tar" # a new output each run, as at a station (no old file to unlink)
     timed "post-run oci-archive $name" "$bytes" "$files" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:post-$name.tar" --quiet
+    BEFORE="rm -f pre-$name.tar"
     timed "pre-run oci-archive $name" "$bytes" "$files" "$P" pre-run "oci-archive:post-$name.tar" --station st2 --key st2.pem -o "oci-archive:pre-$name.tar" --quiet
     if [ "${BENCH_PROFILE:-1}" = 1 ] && [ "$kind" = random ] && [ "$mib" -ge 1024 ]; then
       sync
@@ -112,7 +114,9 @@ for mib in $SIZES; do
 done
 mksmall
 bytes=$(dirbytes res-small)
+BEFORE="rm -f post-small.tar"
 timed "post-run oci-archive $SMALL x 1 KiB" "$bytes" "$SMALL" "$P" post-run oci-archive:train.tar --results res-small --station st1 --key st1.pem -o oci-archive:post-small.tar --quiet
+BEFORE="rm -f pre-small.tar"
 timed "pre-run oci-archive $SMALL x 1 KiB" "$bytes" "$SMALL" "$P" pre-run oci-archive:post-small.tar --station st2 --key st2.pem -o oci-archive:pre-small.tar --quiet
 rm -rf res-small pre-small.tar post-small.tar
 
@@ -164,7 +168,7 @@ VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO els
   echo
   echo "Written by \`make bench\` ($(date -u +%Y-%m-%d), $(nproc) cores, $(go version | awk '{print $3}'))."
   echo "Single-core SHA-512 on this machine: **$SHA MB/s**; ratios below are throughput / that."
-  echo "Each case ran $REPEAT times after \`sync\`: median wall time, highest peak RSS."
+  echo "Each case ran $REPEAT times, each after \`sync\` and with its output removed: median wall time, highest peak RSS."
   echo
   echo "| case | wall s | MB/s | × SHA-512 | peak RSS MiB | files/s |"
   echo "|---|---|---|---|---|---|"

@@ -128,10 +128,10 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	if plain {
 		// One hash: a plain tar's digest is its diff ID.
 		sink.digest = sink.diff
-		sink.buf = bufio.NewWriterSize(f, 1<<20)
+		sink.buf = bufio.NewWriterSize(&writebackFile{f: f, off: opts.Reserve, done: opts.Reserve}, 1<<20)
 	} else {
 		sink.digest = sha256.New()
-		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, f), 1<<20)
+		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, &writebackFile{f: f, off: opts.Reserve, done: opts.Reserve}), 1<<20)
 		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
 	}
 	w := &Writer{opts: opts, modTime: mt.UTC(), f: f}
@@ -505,6 +505,26 @@ func (s *sinkState) Write(b []byte) (int, error) {
 		return s.buf.Write(b)
 	}
 	return s.gz.Write(b)
+}
+
+// writebackFile writes to the layer file and starts the kernel's
+// writeback of every completed writebackWindow (startWriteback), so that
+// the fsync of the output at the end does not wait for a whole layer.
+type writebackFile struct {
+	f         *os.File
+	off, done int64 // bytes written up to; writeback started up to
+}
+
+const writebackWindow = 32 << 20
+
+func (w *writebackFile) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.off += int64(n)
+	if w.off-w.done >= writebackWindow {
+		startWriteback(w.f, w.done, w.off-w.done)
+		w.done = w.off
+	}
+	return n, err
 }
 
 // chunkPipe hands fixed-size chunks to a goroutine that writes them to the
