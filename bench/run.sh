@@ -18,7 +18,7 @@ OUT="$ROOT/bench/results.md"
 mkdir -p "$W/bin"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 
-./scripts/test-deps.sh
+./scripts/test-deps.sh /usr/bin/time:time curl:curl python3:python3
 export PATH="$PATH:$(go env GOPATH)/bin"
 command -v crane >/dev/null || go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
 CGO_ENABLED=0 go build -trimpath -o "$W/bin/phtoci" ./cmd/phtoci

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the programs the tests drive are present: the CNCF distribution
-# registry (Debian's docker-registry), skopeo and umoci. Installs them when
+# registry (Debian's docker-registry), skopeo and umoci, plus any given as
+# COMMAND:PACKAGE arguments. Installs them when
 # missing and this machine allows it (root with apt-get); otherwise stops with
 # the exact command to run. Tests never skip because one of them is missing.
 set -euo pipefail
@@ -8,6 +9,10 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
+# More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
+for arg in "$@"; do
+  command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 cmd="apt-get update && apt-get install -y --no-install-recommends ${need[*]}"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
