@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/oci"
@@ -57,4 +59,27 @@ func TestRegistryStreamedLayer(t *testing.T) {
 			t.Errorf("%s of a tampered train pushed %s", args[0], ref)
 		}
 	}
+}
+
+// TestRegistryStreamedLayerAnnotatedManifest: a base whose manifest carries
+// annotations keeps them when the new layer is streamed to a registry.
+func TestRegistryStreamedLayerAnnotatedManifest(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	w := newWorld(t, "st1")
+	master := openRef(t, "../../testdata/sample/master.oci.tar", oci.Options{})
+	annotated := mutate.Annotations(master, map[string]string{"org.opencontainers.image.source": "https://example.org/master"}).(v1.Image)
+	base := w.path("annotated.tar")
+	writeRef(t, annotated, "oci-archive:"+base, oci.Options{})
+	out := reg.Host + "/pht/annotated:v1"
+	args := []string{"build", "oci-archive:" + base, "--files", "../../testdata/sample/train",
+		"--query", "../../testdata/sample/query.json", "--creator-id", "researcher-1",
+		"--user-key", w.key("researcher"), "--builder-key", w.key("builder"), "-o", out, "--quiet",
+		"--route", "st1=" + w.path("st1") + ".pub.pem"}
+	ok(t, args...)
+	m, err := openRef(t, out, oci.Options{}).Manifest()
+	must(t, err)
+	if m.Annotations["org.opencontainers.image.source"] != "https://example.org/master" {
+		t.Errorf("manifest annotations %v, want the base's", m.Annotations)
+	}
+	ok(t, append([]string{"pre-run", out}, w.stationArgs("st1")...)...)
 }
