@@ -128,10 +128,10 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	if plain {
 		// One hash: a plain tar's digest is its diff ID.
 		sink.digest = sink.diff
-		sink.buf = bufio.NewWriterSize(&writebackFile{f: f, off: opts.Reserve, done: opts.Reserve}, 1<<20)
+		sink.buf = bufio.NewWriterSize(WritebackWriter(f, opts.Reserve), 1<<20)
 	} else {
 		sink.digest = sha256.New()
-		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, &writebackFile{f: f, off: opts.Reserve, done: opts.Reserve}), 1<<20)
+		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, WritebackWriter(f, opts.Reserve)), 1<<20)
 		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
 	}
 	w := &Writer{opts: opts, modTime: mt.UTC(), f: f}
@@ -507,9 +507,15 @@ func (s *sinkState) Write(b []byte) (int, error) {
 	return s.gz.Write(b)
 }
 
-// writebackFile writes to the layer file and starts the kernel's
-// writeback of every completed writebackWindow (startWriteback), so that
-// the fsync of the output at the end does not wait for a whole layer.
+// WritebackWriter writes to f, whose offset is off, and starts the
+// kernel's writeback of every completed 32 MiB as it goes (on Linux,
+// sync_file_range), so that the fsync that makes an output durable at the
+// end does not wait for gigabytes, and dirty pages do not pile up. The
+// layer writer uses it for layer files, oci.Write for archive outputs.
+func WritebackWriter(f *os.File, off int64) io.Writer {
+	return &writebackFile{f: f, off: off, done: off}
+}
+
 type writebackFile struct {
 	f         *os.File
 	off, done int64 // bytes written up to; writeback started up to

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/layer"
 )
 
 // DefaultArchiveTag is the RepoTags entry of docker-archive outputs whose
@@ -170,7 +171,7 @@ func atomicWrite(path string, write func(io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if err = write(f); err != nil {
+	if err = write(layer.WritebackWriter(f, 0)); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {
