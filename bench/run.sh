@@ -51,8 +51,9 @@ timed() {
   mbs=$(python3 -c "print(f'{$bytes/1e6/max($wall,0.001):.1f}')")
   ratio=$(python3 -c "print(f'{$bytes/1e6/max($wall,0.001)/$SHA:.2f}')")
   fps=$(python3 -c "print(f'{$files/max($wall,0.001):.0f}')")
-  printf '%-44s %8.2fs %9s MB/s  %5s x SHA-512  %7s MiB RSS  %8s files/s\n' "$label" "$wall" "$mbs" "$ratio" "$rss" "$fps"
-  ROWS+=("| $label | $wall | $mbs | $ratio | $rss | $fps |")
+  local runs="${walls[*]}"
+  printf '%-44s %8.2fs %9s MB/s  %5s x SHA-512  %7s MiB RSS  %8s files/s  (runs: %s)\n' "$label" "$wall" "$mbs" "$ratio" "$rss" "$fps" "$runs"
+  ROWS+=("| $label | $wall | $runs | $mbs | $ratio | $rss | $fps |")
   LAST_WALL=$wall
 }
 
@@ -170,8 +171,8 @@ VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO els
   echo "Single-core SHA-512 on this machine: **$SHA MB/s**; ratios below are throughput / that."
   echo "Each case ran $REPEAT times, each after \`sync\` and with its output removed: median wall time, highest peak RSS."
   echo
-  echo "| case | wall s | MB/s | × SHA-512 | peak RSS MiB | files/s |"
-  echo "|---|---|---|---|---|---|"
+  echo "| case | wall s (median) | runs s | MB/s | × SHA-512 | peak RSS MiB | files/s |"
+  echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "Registry → registry post-run transfer (counting proxy): \`$POST_STATS\`."
