@@ -104,12 +104,13 @@ for mib in $SIZES; do
     timed "post-run oci-archive $name" "$bytes" "$files" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:post-$name.tar" --quiet
     BEFORE="rm -f pre-$name.tar"
     timed "pre-run oci-archive $name" "$bytes" "$files" "$P" pre-run "oci-archive:post-$name.tar" --station st2 --key st2.pem -o "oci-archive:pre-$name.tar" --quiet
+    rm -f "pre-$name.tar"
     if [ "${BENCH_PROFILE:-1}" = 1 ] && [ "$kind" = random ] && [ "$mib" -ge 1024 ]; then
-      sync
+      sync # as for the timed runs: the last output (pre-run's) removed, then sync
       PHTOCI_CPUPROFILE="$W/post.prof" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "oci-archive:prof.tar" --quiet
       go tool pprof -top -nodecount=25 "$P" "$W/post.prof" >"$ROOT/bench/profile-post-run-1G.txt" 2>/dev/null || true
     fi
-    rm -f "pre-$name.tar" "prof.tar"
+    rm -f "prof.tar"
     [ "$kind" = mixed ] || { rm -rf "res-$name"; rm -f "post-$name.tar"; }
   done
 done
