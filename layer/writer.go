@@ -80,12 +80,17 @@ type Writer struct {
 // produced: no temporary file). Only ModTime of opts is used. Close
 // returns a nil Layer; after an error the caller discards out.
 func NewStreamWriter(out io.Writer, opts WriterOptions) *Writer {
+	return newWriter(opts, nil, &sinkState{buf: bufio.NewWriterSize(out, 1<<20)})
+}
+
+// newWriter starts the tar stream into sink; f is the layer file (nil
+// for a stream writer).
+func newWriter(opts WriterOptions, f *os.File, sink *sinkState) *Writer {
 	mt := opts.ModTime.Truncate(time.Second)
 	if opts.ModTime.IsZero() {
 		mt = time.Unix(0, 0)
 	}
-	sink := &sinkState{buf: bufio.NewWriterSize(out, 1<<20)}
-	w := &Writer{opts: opts, modTime: mt.UTC()}
+	w := &Writer{opts: opts, modTime: mt.UTC(), f: f}
 	w.pipe = newChunkPipe(sink)
 	w.tw = tar.NewWriter(w.pipe)
 	return w
@@ -95,10 +100,6 @@ func NewStreamWriter(out io.Writer, opts WriterOptions) *Writer {
 func NewWriter(opts WriterOptions) (*Writer, error) {
 	if opts.MediaType == "" {
 		opts.MediaType = types.OCILayer
-	}
-	mt := opts.ModTime.Truncate(time.Second)
-	if opts.ModTime.IsZero() {
-		mt = time.Unix(0, 0)
 	}
 	plain := Uncompressed(opts.MediaType)
 	if !plain {
@@ -124,7 +125,7 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 			return nil, fmt.Errorf("creating layer file: %w", err)
 		}
 	}
-	sink := &sinkState{diff: sha256.New(), f: f}
+	sink := &sinkState{diff: sha256.New()}
 	if plain {
 		// One hash: a plain tar's digest is its diff ID.
 		sink.digest = sink.diff
@@ -134,10 +135,7 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, WritebackWriter(f, opts.Reserve)), 1<<20)
 		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
 	}
-	w := &Writer{opts: opts, modTime: mt.UTC(), f: f}
-	w.pipe = newChunkPipe(sink)
-	w.tw = tar.NewWriter(w.pipe)
-	return w, nil
+	return newWriter(opts, f, sink), nil
 }
 
 // Dir adds a directory.
@@ -494,7 +492,6 @@ type sinkState struct {
 	diff, digest hash.Hash
 	gz           *kgzip.Writer
 	buf          *bufio.Writer
-	f            *os.File
 }
 
 func (s *sinkState) Write(b []byte) (int, error) {

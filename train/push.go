@@ -1,14 +1,12 @@
 package train
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -24,20 +22,12 @@ var errPushEnded = errors.New("push ended")
 // deferred layer check), the upload fails with it and no manifest is
 // pushed: nothing is written.
 func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options) (v1.Hash, *protocol.Config, error) {
-	mt, err := p.t.Image.MediaType()
+	lmt, err := layerType(p.t.Image, false)
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	lmt := types.OCILayer
-	if mt == types.DockerManifestSchema2 {
-		lmt = types.DockerLayer
-	}
-	level := gzip.NoCompression
-	if o.Compression == CompressionFast {
-		level = gzip.BestSpeed
-	}
 	pr, pw := io.Pipe()
-	img, err := p.rebase(stream.NewLayer(pr, stream.WithCompressionLevel(level), stream.WithMediaType(lmt)))
+	img, err := p.rebase(stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt)))
 	if err != nil {
 		pr.Close()
 		return v1.Hash{}, nil, err

@@ -321,30 +321,44 @@ func (c Compression) forOutput(t oci.Transport) Compression {
 	return CompressionNone
 }
 
-func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
+// layerType is the media type of a new layer on img: Docker or OCI as
+// img's manifest, plain tar or gzip.
+func layerType(img v1.Image, plain bool) (types.MediaType, error) {
 	mt, err := img.MediaType()
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest media type: %w", err)
+		return "", fmt.Errorf("reading manifest media type: %w", err)
 	}
-	docker := mt == types.DockerManifestSchema2
-	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve}
+	switch docker := mt == types.DockerManifestSchema2; {
+	case docker && plain:
+		return types.DockerUncompressedLayer, nil
+	case docker:
+		return types.DockerLayer, nil
+	case plain:
+		return types.OCIUncompressedLayer, nil
+	}
+	return types.OCILayer, nil
+}
+
+// gzipLevel is the gzip level of a gzip layer written with c.
+func (c Compression) gzipLevel() int {
+	if c == CompressionFast {
+		return gzip.BestSpeed
+	}
+	return gzip.NoCompression
+}
+
+func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
+	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve, Level: o.Compression.gzipLevel()}
 	switch o.Compression {
-	case CompressionAuto, CompressionNone:
-		wo.MediaType = types.OCIUncompressedLayer
-		if docker {
-			wo.MediaType = types.DockerUncompressedLayer
-		}
-	case CompressionStored, CompressionFast:
-		wo.MediaType, wo.Level = types.OCILayer, gzip.NoCompression
-		if docker {
-			wo.MediaType = types.DockerLayer
-		}
-		if o.Compression == CompressionFast {
-			wo.Level = gzip.BestSpeed
-		}
+	case CompressionAuto, CompressionNone, CompressionStored, CompressionFast:
 	default:
 		return nil, fmt.Errorf("compression %d: %w", o.Compression, ErrUsage)
 	}
+	mt, err := layerType(img, o.Compression == CompressionAuto || o.Compression == CompressionNone)
+	if err != nil {
+		return nil, err
+	}
+	wo.MediaType = mt
 	return layer.NewWriter(wo)
 }
 
