@@ -287,7 +287,21 @@ func (w *Writer) write(hdr *tar.Header, content io.Reader) error {
 		hdr.Format = tar.FormatGNU
 		err = w.tw.WriteHeader(hdr)
 	}
-	if err == nil && hdr.Size > 0 {
+	if wt, ok := content.(io.WriterTo); ok && err == nil && hdr.Size > 0 {
+		// A producer that writes (such as phtoci's encryption) runs in
+		// this goroutine straight into the tar stream, without a pipe;
+		// archive/tar refuses bytes beyond the announced size.
+		var n int64
+		n, err = wt.WriteTo(w.tw)
+		switch {
+		case errors.Is(err, tar.ErrWriteTooLong):
+			err = fmt.Errorf("content is longer than the %d bytes announced", hdr.Size)
+		case err == nil && n < hdr.Size:
+			err = fmt.Errorf("content has %d bytes, expected %d: %w", n, hdr.Size, io.ErrUnexpectedEOF)
+		}
+		content = nil // wholly consumed
+	}
+	if err == nil && hdr.Size > 0 && content != nil {
 		var n int64
 		n, err = io.CopyN(w.tw, content, hdr.Size)
 		if err == io.EOF {

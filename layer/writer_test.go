@@ -322,3 +322,44 @@ func sameStream(a, b io.Reader) bool {
 		}
 	}
 }
+
+// writerToOnly is content that only offers WriteTo (as phtoci's encryption
+// does when copied): the writer runs it into the tar stream directly.
+type writerToOnly struct{ b []byte }
+
+func (w writerToOnly) Read([]byte) (int, error) { panic("Read called: WriteTo expected") }
+func (w writerToOnly) WriteTo(dst io.Writer) (int64, error) {
+	n, err := dst.Write(w.b)
+	return int64(n), err
+}
+
+func TestWriterUsesWriteTo(t *testing.T) {
+	newW := func() *Writer {
+		w, err := NewWriter(WriterOptions{TempDir: t.TempDir()})
+		must(t, err)
+		t.Cleanup(w.Abort)
+		return w
+	}
+	w := newW()
+	must(t, w.File("a", 3, writerToOnly{[]byte("abc")}))
+	l, err := w.Close()
+	must(t, err)
+	defer l.Cleanup()
+	rc, err := l.Uncompressed()
+	must(t, err)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	h, err := tr.Next()
+	must(t, err)
+	got, _ := io.ReadAll(tr)
+	if h.Name != "a" || string(got) != "abc" {
+		t.Fatalf("entry %q = %q", h.Name, got)
+	}
+
+	if err := newW().File("short", 10, writerToOnly{[]byte("abc")}); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("short WriteTo content: %v", err)
+	}
+	if err := newW().File("long", 2, writerToOnly{[]byte("abc")}); err == nil || !strings.Contains(err.Error(), "longer than the 2 bytes") {
+		t.Fatalf("long WriteTo content: %v", err)
+	}
+}

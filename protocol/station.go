@@ -264,16 +264,10 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		return out.WriteFile(prefix+"/"+name, int64(bp.Len()), bp)
 	}
 	size := PlaintextSize(f, key)
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := DecryptStream(io.MultiWriter(w, pw), f, key)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	werr := out.WriteFile(prefix+"/"+name, size, pr)
-	pr.CloseWithError(io.ErrClosedPipe)
-	if derr := <-done; derr != nil && derr != io.ErrClosedPipe {
+	r := newCryptReader(func(dst io.Writer) error { return DecryptStream(io.MultiWriter(w, dst), f, key) })
+	werr := out.WriteFile(prefix+"/"+name, size, r)
+	r.Close()
+	if derr := r.Err(); derr != nil {
 		return fmt.Errorf("%s/%s: %w", prefix, name, derr)
 	}
 	return werr
