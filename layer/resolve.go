@@ -3,6 +3,7 @@ package layer
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	stdflate "compress/flate"
 	stdgzip "compress/gzip"
 	"crypto/sha256"
@@ -80,30 +81,47 @@ type File struct {
 	Size int64
 	// Mode is the permission bits from the tar header.
 	Mode fs.FileMode
+	ord  int32 // reading order among the files seen (packs with Mode)
 	// Layer is the index (from the bottom, 0-based) of the layer it comes from.
 	Layer int
 
-	data  []byte      // content when small
-	spool string      // spool file when large
-	pack  *os.File    // shared spool of small files past the memory budget
-	blob  io.ReaderAt // the layer blob itself (a plain tar in a file)
-	off   int64       // offset in pack or blob
-	ord   int         // reading order among the files seen
+	// Where the content is: an io.ReaderAt with the content at off (the
+	// layer blob itself when it is a plain tar in a file, the shared pack
+	// spool of small files, or memContent), or a spoolName. One field,
+	// so that a File is 64 bytes: a hundred thousand results are a
+	// hundred thousand Files.
+	src any
+	off int64
+}
+
+// memContent is a small file's content held in memory.
+type memContent []byte
+
+func (m memContent) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m).ReadAt(p, off)
+}
+
+// spoolName is the temporary file holding a large file's content.
+type spoolName string
+
+// removeSpool deletes f's spool file, if it has one.
+func (f *File) removeSpool() {
+	if sp, ok := f.src.(spoolName); ok {
+		os.Remove(string(sp))
+	}
 }
 
 // Open returns the file's content. Every call gives a fresh reader, which
 // also implements io.ReaderAt; the caller closes it. Spooled content is
 // gone after Resolved.Close.
 func (f *File) Open() (io.ReadCloser, error) {
-	switch {
-	case f.blob != nil:
-		return sectionCloser{io.NewSectionReader(f.blob, f.off, f.Size)}, nil
-	case f.pack != nil:
-		return sectionCloser{io.NewSectionReader(f.pack, f.off, f.Size)}, nil
-	case f.spool == "":
-		return sectionCloser{io.NewSectionReader(bytes.NewReader(f.data), 0, f.Size)}, nil
+	switch src := f.src.(type) {
+	case io.ReaderAt:
+		return sectionCloser{io.NewSectionReader(src, f.off, f.Size)}, nil
+	case nil: // empty
+		return sectionCloser{io.NewSectionReader(memContent(nil), 0, 0)}, nil
 	}
-	rf, err := os.Open(f.spool)
+	rf, err := os.Open(string(f.src.(spoolName)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening spooled content: %w", f.Path, err)
 	}
@@ -150,7 +168,7 @@ type SeenFile struct {
 	// someone asks).
 	SHA256 [32]byte
 	file   *File
-	ord    int
+	ord    int32
 }
 
 // Sum returns the SHA-256 of the file's content. Use it before
@@ -181,7 +199,7 @@ type Resolved struct {
 	dirs     map[string]bool // visible directory entries under the prefixes
 	layers   []LayerInfo
 	seen     []SeenFile // files not in the merged view (those are in files)
-	ord      int        // files seen so far
+	ord      int32      // files seen so far
 	spoolDir string
 	memUsed  int64
 	pack     *os.File // small files past memBudget, appended
@@ -228,7 +246,7 @@ func (r *Resolved) Seen() []SeenFile {
 	for _, f := range r.files {
 		out = append(out, SeenFile{Layer: f.Layer, Path: f.Path, Size: f.Size, file: f, ord: f.ord})
 	}
-	slices.SortFunc(out, func(a, b SeenFile) int { return a.ord - b.ord })
+	slices.SortFunc(out, func(a, b SeenFile) int { return cmp.Compare(a.ord, b.ord) })
 	return out
 }
 
@@ -761,7 +779,7 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		// Read in place later; the bytes still go through the stream
 		// (the blob's digest is checked at its end), or the deferred
 		// check reads them.
-		f.blob, f.off = lr.blob, lr.pos.n
+		f.src, f.off = lr.blob, lr.pos.n
 		lr.refs++
 		if !lr.o.deferred {
 			_, err = drain(tr)
@@ -770,17 +788,16 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		// Small files stay in memory, up to memBudget in all: many small
 		// files must not make memory grow either.
 		lr.r.memUsed += hdr.Size
-		f.data = make([]byte, hdr.Size)
-		_, err = io.ReadFull(tr, f.data)
+		data := make(memContent, hdr.Size)
+		_, err = io.ReadFull(tr, data)
+		f.src = data
 	case hdr.Size <= lr.o.memLimit:
 		err = lr.packFile(f, tr)
 	default:
 		err = lr.spool(f, tr)
 	}
 	if err != nil {
-		if f.spool != "" {
-			os.Remove(f.spool)
-		}
+		f.removeSpool()
 		return lr.errorf(name, "reading content: %w", classify(err))
 	}
 	if old := lr.kept[name]; old != nil {
@@ -793,9 +810,7 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		}
 		sf.SHA256, sf.file = sum, nil
 		lr.r.seen = append(lr.r.seen, sf)
-		if old.spool != "" {
-			os.Remove(old.spool)
-		}
+		old.removeSpool()
 	}
 	lr.kept[name] = f
 	return nil
@@ -821,7 +836,7 @@ func (lr *layerReader) packFile(f *File, src io.Reader) error {
 	if err != nil {
 		return err
 	}
-	f.pack, f.off = lr.r.pack, lr.r.packEnd
+	f.src, f.off = lr.r.pack, lr.r.packEnd
 	lr.r.packEnd += n
 	return nil
 }
@@ -849,7 +864,7 @@ func (lr *layerReader) spool(f *File, src io.Reader) error {
 	if err != nil {
 		return err
 	}
-	f.spool = sf.Name()
+	f.src = spoolName(sf.Name())
 	n, err := io.Copy(sf, src)
 	if cerr := sf.Close(); err == nil {
 		err = cerr
@@ -863,9 +878,7 @@ func (lr *layerReader) spool(f *File, src io.Reader) error {
 // discard removes spool files of a layer that failed.
 func (lr *layerReader) discard() {
 	for _, f := range lr.kept {
-		if f.spool != "" {
-			os.Remove(f.spool)
-		}
+		f.removeSpool()
 	}
 }
 
