@@ -62,10 +62,11 @@ func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
 }
 
 // forOutput is env's Options with the compression resolved for dst and
-// the new layer's file placed where dst can take it over.
-func (env Env) forOutput(dst oci.Ref) Options {
+// img (the image the new layer goes on) and the new layer's file placed
+// where dst can take it over.
+func (env Env) forOutput(dst oci.Ref, img v1.Image) Options {
 	o := env.Options
-	o.Compression = o.Compression.forOutput(dst.Transport)
+	o.Compression = o.Compression.forOutput(dst.Transport, img)
 	if o.LayerDir == "" {
 		o.LayerDir, o.LayerReserve = oci.Staging(dst)
 	}
@@ -76,7 +77,7 @@ func (env Env) forOutput(dst oci.Ref) Options {
 // registry while it is produced (see push), else through a file the
 // destination may take over.
 func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) (*JobResult, error) {
-	o := env.forOutput(dst)
+	o := env.forOutput(dst, p.t.Image)
 	var d v1.Hash
 	var cfg *protocol.Config
 	if dst.Transport == oci.TransportRegistry && o.Compression != CompressionNone {
@@ -120,7 +121,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
-	p, err := planPreRun(img, st, env.forOutput(dst))
+	p, err := planPreRun(img, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +164,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {
 		return nil, err
 	}
-	p, err := planPostRun(img, results, st, env.forOutput(dst))
+	p, err := planPostRun(img, results, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
 	}

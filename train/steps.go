@@ -294,7 +294,9 @@ const (
 	// plain tar layer for oci-archive and OCI layout outputs
 	// (CompressionNone); gzip of stored blocks for docker-archive, whose
 	// readers (go-containerregistry's among them) gzip a plain layer again
-	// on every read to make up a digest; and for registries gzip of stored
+	// on every read to make up a digest (plain when the image's first layer
+	// is plain: those readers then take every layer as plain); and for
+	// registries gzip of stored
 	// blocks too, streamed to the registry while it is produced (no
 	// temporary file).
 	CompressionAuto Compression = iota
@@ -310,15 +312,36 @@ const (
 	CompressionFast
 )
 
-// forOutput resolves CompressionAuto for a destination transport.
-func (c Compression) forOutput(t oci.Transport) Compression {
+// forOutput resolves CompressionAuto for a destination transport and the
+// image the new layer goes on.
+func (c Compression) forOutput(t oci.Transport, img v1.Image) Compression {
 	if c != CompressionAuto {
 		return c
+	}
+	if t == oci.TransportDockerArchive && plainFirstLayer(img) {
+		// Readers of a docker-archive (go-containerregistry's, so
+		// phtoci's too) take every layer as plain when the first one is:
+		// a gzip layer on top would not read back.
+		return CompressionNone
 	}
 	if t == oci.TransportDockerArchive || t == oci.TransportRegistry {
 		return CompressionStored
 	}
 	return CompressionNone
+}
+
+// plainFirstLayer says whether img's first layer is a plain tar by its
+// media type.
+func plainFirstLayer(img v1.Image) bool {
+	if img == nil {
+		return false
+	}
+	ls, err := img.Layers()
+	if err != nil || len(ls) == 0 {
+		return false
+	}
+	mt, err := ls[0].MediaType()
+	return err == nil && layer.Uncompressed(mt)
 }
 
 // layerType is the media type of a new layer on img: Docker or OCI as

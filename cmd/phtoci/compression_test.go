@@ -1,11 +1,18 @@
 package main
 
 import (
+	"archive/tar"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/oci"
 )
@@ -104,4 +111,68 @@ func TestTamperedPlainLayerInArchive(t *testing.T) {
 		t.Errorf("failed pre-run left %v", ents)
 	}
 	fails(t, 3, nil, []string{"verify", "oci-archive:" + post, "--quiet"}, "blob sha256:", "has digest")
+}
+
+// TestDockerArchiveOnPlainMaster: go-containerregistry's docker-archive
+// reader takes every layer as plain when the first one is, so on a master
+// with plain layers a docker-archive output gets a plain new layer (a gzip
+// one would not read back); the next station's pre-run reads it.
+func TestDockerArchiveOnPlainMaster(t *testing.T) {
+	w := newWorld(t, "st1", "st2")
+	m := openRef(t, sampleMaster, oci.Options{})
+	ls, err := m.Layers()
+	must(t, err)
+	var plain []v1.Layer
+	for _, l := range ls {
+		rc, err := l.Uncompressed()
+		must(t, err)
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		must(t, err)
+		plain = append(plain, static.NewLayer(b, types.OCIUncompressedLayer))
+	}
+	cf, err := m.ConfigFile()
+	must(t, err)
+	pm, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), plain...)
+	must(t, err)
+	pm, err = mutate.ConfigFile(pm, cf)
+	must(t, err)
+	pm = mutate.ConfigMediaType(pm, types.OCIConfigJSON)
+	master := w.path("plain-master.tar")
+	writeRef(t, pm, "oci-archive:"+master, oci.Options{})
+
+	train := "oci-archive:" + w.path("train.tar")
+	ok(t, "build", master, "--files", "../../testdata/sample/train", "--query", "../../testdata/sample/query.json",
+		"--creator-id", "researcher-1", "--user-key", w.key("researcher"), "--builder-key", w.key("builder"),
+		"--route", "st1="+w.path("st1")+".pub.pem", "--route", "st2="+w.path("st2")+".pub.pem", "-o", train, "--quiet")
+	out := w.path("post.docker.tar")
+	ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", "docker-archive:" + out}, w.stationArgs("st1")...)...)
+	f, err := os.Open(out)
+	must(t, err)
+	defer f.Close()
+	tr := tar.NewReader(f)
+	layers := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(t, err)
+		if !strings.HasSuffix(h.Name, ".tar") && !strings.HasSuffix(h.Name, ".tar.gz") {
+			continue
+		}
+		layers++
+		var magic [2]byte
+		if _, err := io.ReadFull(tr, magic[:]); err != nil {
+			t.Fatalf("%s: %v", h.Name, err)
+		}
+		if magic == [2]byte{0x1f, 0x8b} || !strings.HasSuffix(h.Name, ".tar") {
+			t.Errorf("layer file %s is gzip (or named so) in an archive whose first layer is plain", h.Name)
+		}
+	}
+	if layers != len(ls)+1 {
+		t.Errorf("%d layer files, want the master's %d + the new one", layers, len(ls))
+	}
+	pre := w.path("pre.tar")
+	ok(t, append([]string{"pre-run", "docker-archive:" + out, "-o", "oci-archive:" + pre}, w.stationArgs("st2")...)...)
 }
