@@ -31,14 +31,15 @@ type BlobFile interface {
 
 // Staging says where a new layer's file should be made, and how many bytes
 // it should reserve before the blob, so that Write to dst can take it over
-// (BlobFile): beside an oci-archive output with ArchiveReserve bytes, or
-// beside an OCI layout directory with none. Other destinations copy the
-// blob (a registry uploads it; docker-archive is written by
-// go-containerregistry's tarball package): ("", 0).
+// (BlobFile): beside an oci-archive output with ArchiveReserve bytes,
+// beside a docker-archive output with DockerArchiveReserve, or beside an
+// OCI layout directory with none. A registry uploads the blob: ("", 0).
 func Staging(dst Ref) (dir string, reserve int64) {
 	switch dst.Transport {
 	case TransportOCIArchive:
 		return filepath.Dir(filepath.Clean(dst.Path)), ArchiveReserve
+	case TransportDockerArchive:
+		return filepath.Dir(filepath.Clean(dst.Path)), DockerArchiveReserve
 	case TransportOCILayout:
 		return filepath.Dir(filepath.Clean(dst.Path)), 0
 	}
@@ -55,12 +56,13 @@ func sameDir(a, b string) bool {
 	return err == nil && os.SameFile(fa, fb)
 }
 
-// takeable returns img's layer whose file an oci-archive at path can take
-// over, with its digest and size, or nil.
-func takeable(img v1.Image, path string) (BlobFile, v1.Hash, int64) {
+// takeable returns img's layer whose file an archive at path can take
+// over (its blob at offset reserve, in path's directory), with its digest
+// and size, or nil.
+func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.Hash, int64) {
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, v1.Hash{}, 0
+		return nil, nil, v1.Hash{}, 0
 	}
 	for _, l := range layers {
 		bf, ok := l.(BlobFile)
@@ -68,7 +70,7 @@ func takeable(img v1.Image, path string) (BlobFile, v1.Hash, int64) {
 			continue
 		}
 		p, off := bf.BlobFile()
-		if off != ArchiveReserve || !sameDir(filepath.Dir(p), filepath.Dir(path)) {
+		if off != reserve || !sameDir(filepath.Dir(p), filepath.Dir(path)) {
 			continue
 		}
 		h, err := l.Digest()
@@ -82,9 +84,9 @@ func takeable(img v1.Image, path string) (BlobFile, v1.Hash, int64) {
 		if fi, err := os.Stat(p); err != nil || fi.Size() != off+size {
 			continue
 		}
-		return bf, h, size
+		return l, bf, h, size
 	}
-	return nil, v1.Hash{}, 0
+	return nil, nil, v1.Hash{}, 0
 }
 
 // writeOCIArchiveInPlace writes the oci-archive ref by taking over the file
@@ -97,7 +99,7 @@ func takeable(img v1.Image, path string) (BlobFile, v1.Hash, int64) {
 // filled in after its content; the three headers are plain 512-byte blocks
 // made by archive/tar.
 func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, bar *progressbar.ProgressBar) (done bool, err error) {
-	bf, h, size := takeable(img, ref.Path)
+	_, bf, h, size := takeable(img, ref.Path, ArchiveReserve)
 	if bf == nil {
 		return false, nil
 	}

@@ -69,6 +69,15 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 			if err != nil {
 				return v1.Hash{}, fmt.Errorf("writing %s: tag %q: %w", ref, tagStr, err)
 			}
+			if done, d, err := writeDockerArchiveInPlace(ctx, ref, img, tag, bar); done || err != nil {
+				if err != nil {
+					return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+				}
+				if bar != nil {
+					_ = bar.Finish()
+				}
+				return d, nil
+			}
 			write = func(w io.Writer) error { return tarball.Write(tag, img, barWriter{w, bar}) }
 		} else {
 			tag := ref.Tag

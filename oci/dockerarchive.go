@@ -1,0 +1,296 @@
+package oci
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/layer"
+	"github.com/schollz/progressbar/v3"
+)
+
+// DockerArchiveReserve is the room a docker-archive output needs before a
+// layer blob to take the blob's file over: the blob's own tar header.
+const DockerArchiveReserve = 512
+
+// writeDockerArchiveInPlace writes the docker-archive ref by taking over
+// the file of one of img's layers (see BlobFile), as writeOCIArchiveInPlace
+// does for oci-archive: the layer's tar header goes into the reserved
+// bytes, the config, the other layers and manifest.json are appended after
+// the blob, then fsync and rename. It returns the digest of the manifest a
+// reader of the archive synthesizes, computed from what was written instead
+// of reading the archive back. done is false when no layer can be taken
+// over; on error the layer's file is restored (truncated back to the blob).
+//
+// The archive holds what go-containerregistry's tarball.Write writes (same
+// entry names, headers and manifest.json), with the taken-over layer's
+// entry first: docker load, skopeo and go-containerregistry find entries by
+// name. Hand-written because tarball.Write cannot put a blob that is
+// already on disk into its output without copying it.
+func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag name.Tag, bar *progressbar.ProgressBar) (done bool, d v1.Hash, err error) {
+	tl, bf, h, size := takeable(img, ref.Path, DockerArchiveReserve)
+	if bf == nil {
+		return false, v1.Hash{}, nil
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return true, v1.Hash{}, err
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return true, v1.Hash{}, err
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return true, v1.Hash{}, err
+	}
+	m, err := dockerArchiveManifest(img, layers, tag)
+	if err != nil {
+		return true, v1.Hash{}, err
+	}
+	mBytes, err := json.Marshal(m)
+	if err != nil {
+		return true, v1.Hash{}, err
+	}
+	taken := h.Hex + layerExtension(tl)
+
+	var prefix bytes.Buffer
+	hdr := &tar.Header{Mode: 0o644, Typeflag: tar.TypeReg, Size: size, Name: taken, Format: tar.FormatUSTAR}
+	if size >= 1<<33 {
+		hdr.Format = tar.FormatGNU // base-256 size, still one block
+	}
+	if err := tar.NewWriter(&prefix).WriteHeader(hdr); err != nil {
+		return true, v1.Hash{}, err
+	}
+	p, off := bf.BlobFile()
+	if int64(prefix.Len()) != off {
+		return true, v1.Hash{}, fmt.Errorf("archive header takes %d bytes, %d are reserved", prefix.Len(), off)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return true, v1.Hash{}, err
+	}
+	end := off + size
+	defer func() {
+		if err != nil {
+			_ = f.Truncate(end)
+			f.Close()
+		}
+	}()
+	if bar != nil {
+		_ = bar.Add64(size)
+	}
+	if _, err = f.Seek(end, io.SeekStart); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if pad := (512 - size%512) % 512; pad > 0 {
+		if _, err = f.Write(make([]byte, pad)); err != nil {
+			return true, v1.Hash{}, err
+		}
+	}
+	// The first layer's first bytes decide how readers see the archive
+	// (gzip: the layer files are the blobs; plain: they recompress).
+	var first [2]byte
+	bw := bufio.NewWriterSize(layer.WritebackWriter(f, end), 1<<20)
+	tw := tar.NewWriter(barWriter{bw, bar})
+	if err = dockerArchiveEntry(tw, cfgName.String(), bytes.NewReader(rawCfg), int64(len(rawCfg)), nil); err != nil {
+		return true, v1.Hash{}, err
+	}
+	seen := map[string]bool{h.Hex: true}
+	for i, l := range layers {
+		if err = ctx.Err(); err != nil {
+			return true, v1.Hash{}, err
+		}
+		ld, err := l.Digest()
+		if err != nil {
+			return true, v1.Hash{}, err
+		}
+		if i == 0 && ld == h {
+			if _, err = f.ReadAt(first[:], off); err != nil {
+				return true, v1.Hash{}, err
+			}
+		}
+		if seen[ld.Hex] {
+			continue
+		}
+		seen[ld.Hex] = true
+		n, err := l.Size()
+		if err != nil {
+			return true, v1.Hash{}, err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return true, v1.Hash{}, err
+		}
+		var sniff []byte
+		if i == 0 {
+			sniff = first[:]
+		}
+		err = dockerArchiveEntry(tw, ld.Hex+layerExtension(l), rc, n, sniff)
+		rc.Close()
+		if err != nil {
+			return true, v1.Hash{}, fmt.Errorf("layer %s: %w", ld, err)
+		}
+	}
+	if err = dockerArchiveEntry(tw, "manifest.json", bytes.NewReader(mBytes), int64(len(mBytes)), nil); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if err = tw.Close(); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if err = bw.Flush(); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if _, err = f.WriteAt(prefix.Bytes(), 0); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if err = f.Sync(); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return true, v1.Hash{}, err
+	}
+	if err = os.Rename(p, ref.Path); err != nil {
+		return true, v1.Hash{}, err
+	}
+	f.Close()
+	syncDir(filepath.Dir(ref.Path))
+	if first != [2]byte{0x1f, 0x8b} {
+		// Readers treat the archive as uncompressed and derive the
+		// manifest by recompressing: ask one.
+		back, err := tarball.ImageFromPath(ref.Path, nil)
+		if err != nil {
+			return true, v1.Hash{}, fmt.Errorf("reading back %s: %w", ref, err)
+		}
+		d, err = back.Digest()
+		return true, d, err
+	}
+	d, err = synthesizedDigest(img, layers, rawCfg, m[0].LayerSources)
+	return true, d, err
+}
+
+// dockerArchiveEntry writes one entry as tarball.Write does, keeping the
+// content's first bytes in sniff, and fails when the content is not size
+// bytes.
+func dockerArchiveEntry(tw *tar.Writer, path string, r io.Reader, size int64, sniff []byte) error {
+	if err := tw.WriteHeader(&tar.Header{Mode: 0o644, Typeflag: tar.TypeReg, Size: size, Name: path}); err != nil {
+		return err
+	}
+	if len(sniff) > 0 {
+		if _, err := io.ReadFull(r, sniff); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if _, err := tw.Write(sniff); err != nil {
+			return err
+		}
+		size -= int64(len(sniff))
+	}
+	n, err := io.Copy(tw, r)
+	if err == nil && n != size {
+		err = fmt.Errorf("%s: %d bytes, expected %d: %w", path, n, size, io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+// dockerArchiveManifest is the manifest.json tarball.Write writes for img
+// under tag: the config's name, the tag (":latest" spelled out), the layer
+// files, and the descriptors of foreign layers by diff ID.
+func dockerArchiveManifest(img v1.Image, layers []v1.Layer, tag name.Tag) (tarball.Manifest, error) {
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	ts := tag.String()
+	if tag.Identifier() == name.DefaultTag && !bytes.HasSuffix([]byte(ts), []byte(":"+name.DefaultTag)) {
+		ts += ":" + name.DefaultTag
+	}
+	desc := tarball.Descriptor{Config: cfgName.String(), RepoTags: []string{ts}, LayerSources: map[v1.Hash]v1.Descriptor{}}
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			return nil, err
+		}
+		desc.Layers = append(desc.Layers, d.Hex+layerExtension(l))
+		bd, err := partial.BlobDescriptor(img, d)
+		if err != nil {
+			return nil, err
+		}
+		if !bd.MediaType.IsDistributable() {
+			diffID, err := partial.BlobToDiffID(img, d)
+			if err != nil {
+				return nil, err
+			}
+			desc.LayerSources[diffID] = *bd
+		}
+	}
+	return tarball.Manifest{desc}, nil
+}
+
+// synthesizedDigest is the digest of the manifest go-containerregistry's
+// tarball reader (and so phtoci reading the archive) makes for a
+// docker-archive whose layers are gzip: Docker schema 2, the config's
+// digest and size, each layer's blob digest and size (foreign layers: their
+// descriptor from manifest.json).
+func synthesizedDigest(img v1.Image, layers []v1.Layer, rawCfg []byte, sources map[v1.Hash]v1.Descriptor) (v1.Hash, error) {
+	cfgSum := sha256.Sum256(rawCfg)
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.DockerManifestSchema2,
+		Config: v1.Descriptor{
+			MediaType: types.DockerConfigJSON,
+			Size:      int64(len(rawCfg)),
+			Digest:    v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", cfgSum)},
+		},
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	for i, l := range layers {
+		if i < len(cf.RootFS.DiffIDs) {
+			if d, ok := sources[cf.RootFS.DiffIDs[i]]; ok {
+				m.Layers = append(m.Layers, d)
+				continue
+			}
+		}
+		d, err := l.Digest()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		n, err := l.Size()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: n, Digest: d})
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(raw))
+	return h, err
+}
+
+// layerExtension is tarball.Write's file name extension for l.
+func layerExtension(l v1.Layer) string {
+	mt, _ := l.MediaType()
+	switch mt {
+	case types.OCILayerZStd:
+		return ".tar.zst"
+	case types.OCIUncompressedLayer, types.OCIUncompressedRestrictedLayer, types.DockerUncompressedLayer:
+		return ".tar"
+	}
+	return ".tar.gz"
+}

@@ -1,0 +1,182 @@
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/layer"
+)
+
+// stagedGzipLayer writes a gzip (stored blocks) layer holding opt/x where
+// Staging(dst) asks for it, as post-run does for a docker-archive output.
+func stagedGzipLayer(t *testing.T, dst Ref, content []byte) *layer.Layer {
+	return stagedDockerLayer(t, dst, content, types.DockerLayer)
+}
+
+func stagedDockerLayer(t *testing.T, dst Ref, content []byte, mt types.MediaType) *layer.Layer {
+	t.Helper()
+	dir, reserve := Staging(dst)
+	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: mt, Level: gzip.NoCompression}))(t)
+	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
+	return must(w.Close())(t)
+}
+
+// tarEntries reads every entry of a tar file: name → header and content.
+func tarEntries(t *testing.T, path string) (map[string]*tar.Header, map[string][]byte) {
+	t.Helper()
+	f := must(os.Open(path))(t)
+	defer f.Close()
+	hdrs, data := map[string]*tar.Header{}, map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hdrs, data
+		}
+		noErr(t, err)
+		hdrs[h.Name], data[h.Name] = h, must(io.ReadAll(tr))(t)
+	}
+}
+
+// TestDockerArchiveTakesLayerFileOver: a docker-archive output is made from
+// the new layer's own file, holds exactly the entries go-containerregistry's
+// tarball.Write makes (same names, modes, contents, manifest.json), and
+// Write returns the digest a reader of the archive computes, without
+// reading it back; skopeo reads it.
+func TestDockerArchiveTakesLayerFileOver(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tar")
+	dst := parseOut(t, "docker-archive:"+out+":pht/train:st1")
+	if d, r := Staging(dst); d != dir || r != DockerArchiveReserve {
+		t.Fatalf("Staging(%s) = %q, %d; want %q, %d", dst, d, r, dir, DockerArchiveReserve)
+	}
+	content := make([]byte, 3<<20+7)
+	rand.Read(content)
+	l := stagedGzipLayer(t, dst, content)
+	img := must(mutate.AppendLayers(base, l))(t)
+
+	// What go-containerregistry writes for the same image, for comparison.
+	ref := filepath.Join(t.TempDir(), "ggcr.tar")
+	noErr(t, tarball.WriteToFile(ref, must(name.NewTag("pht/train:st1"))(t), img))
+
+	d := must(Write(ctx, dst, img, Options{}))(t)
+	if _, err := os.Stat(l.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the layer file %s is still there (err %v): it was copied, not taken over", l.Path(), err)
+	}
+	if ents := must(os.ReadDir(dir))(t); len(ents) != 1 {
+		t.Errorf("directory holds %d entries, want only out.tar", len(ents))
+	}
+	if fi := must(os.Stat(out))(t); fi.Mode().Perm() != 0o644 {
+		t.Errorf("archive mode %v, want 0644", fi.Mode().Perm())
+	}
+	back := must(tarball.ImageFromPath(out, nil))(t)
+	if want := digest(t, back); d != want {
+		t.Errorf("Write returned %s, a reader of the archive computes %s", d, want)
+	}
+	if got := digest(t, must(tarball.ImageFromPath(ref, nil))(t)); got != d {
+		t.Errorf("tarball.Write's archive reads as %s, ours as %s", got, d)
+	}
+	gh, gd := tarEntries(t, ref)
+	oh, od := tarEntries(t, out)
+	if len(gh) != len(oh) {
+		t.Errorf("%d entries, tarball.Write makes %d", len(oh), len(gh))
+	}
+	for n, h := range gh {
+		o := oh[n]
+		switch {
+		case o == nil:
+			t.Errorf("entry %s missing", n)
+		case o.Mode != h.Mode || o.Size != h.Size || o.Typeflag != h.Typeflag || !o.ModTime.Equal(h.ModTime):
+			t.Errorf("entry %s: mode %o size %d type %c mtime %v; tarball.Write: %o %d %c %v", n, o.Mode, o.Size, o.Typeflag, o.ModTime, h.Mode, h.Size, h.Typeflag, h.ModTime)
+		case !bytes.Equal(od[n], gd[n]):
+			t.Errorf("entry %s: content differs from tarball.Write's", n)
+		}
+	}
+	if got := fileIn(t, back, "opt/x"); !bytes.Equal(got, content) {
+		t.Errorf("opt/x read back: %d bytes, differs from the %d written", len(got), len(content))
+	}
+	// phtoci reads it back with the same digest.
+	if got := digest(t, open(t, parse(t, "docker-archive:"+out), Options{})); got != d {
+		t.Errorf("phtoci reads the archive as %s, Write said %s", got, d)
+	}
+	// skopeo copy checks every layer against the diff IDs of the config.
+	run(t, "skopeo", "copy", "docker-archive:"+out, "oci:"+filepath.Join(t.TempDir(), "copy")+":v1")
+}
+
+// TestDockerArchiveUncompressedFirstLayer: when the first layer is a plain
+// tar, readers take every layer as plain (so post-run makes the new layer
+// plain too) and derive the manifest by recompressing them; Write then asks
+// one (reads the archive back) and returns what it says.
+func TestDockerArchiveUncompressedFirstLayer(t *testing.T) {
+	var plain bytes.Buffer
+	tw := tar.NewWriter(&plain)
+	noErr(t, tw.WriteHeader(&tar.Header{Name: "etc/hostname", Mode: 0o644, Size: 5, Typeflag: tar.TypeReg}))
+	must(tw.Write([]byte("base\n")))(t)
+	noErr(t, tw.Close())
+	base := must(mutate.AppendLayers(mutate.MediaType(empty.Image, types.DockerManifestSchema2),
+		static.NewLayer(plain.Bytes(), types.DockerUncompressedLayer)))(t)
+	base = must(mutate.ConfigFile(base, must(base.ConfigFile())(t)))(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tar")
+	dst := parseOut(t, "docker-archive:"+out)
+	l := stagedDockerLayer(t, dst, []byte("results"), types.DockerUncompressedLayer)
+	img := must(mutate.AppendLayers(base, l))(t)
+	d := must(Write(ctx, dst, img, Options{}))(t)
+	if _, err := os.Stat(l.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the layer file is still there: not taken over")
+	}
+	if hs, _ := tarEntries(t, out); hs[must(l.Digest())(t).Hex+".tar"] == nil {
+		t.Errorf("no %s.tar entry for the plain layer", must(l.Digest())(t).Hex)
+	}
+	if want := digest(t, must(tarball.ImageFromPath(out, nil))(t)); d != want {
+		t.Errorf("Write returned %s, a reader of the archive computes %s", d, want)
+	}
+	if got := fileIn(t, open(t, parse(t, "docker-archive:"+out), Options{}), "opt/x"); string(got) != "results" {
+		t.Errorf("opt/x = %q", got)
+	}
+}
+
+// TestDockerArchiveTakeoverFailureRestores: a write that fails midway
+// leaves no output and the layer file as it was.
+func TestDockerArchiveTakeoverFailureRestores(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tar")
+	dst := parseOut(t, "docker-archive:"+out)
+	l := stagedGzipLayer(t, dst, []byte("results"))
+	before := must(os.Stat(l.Path()))(t).Size()
+	img := must(mutate.AppendLayers(base, l))(t)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := Write(cctx, dst, img, Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Write with a canceled context: %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed write left %s (err %v)", out, err)
+	}
+	if after := must(os.Stat(l.Path()))(t).Size(); after != before {
+		t.Errorf("layer file is %d bytes after the failed write, was %d", after, before)
+	}
+	d := must(Write(ctx, dst, img, Options{}))(t)
+	if want := digest(t, must(tarball.ImageFromPath(out, nil))(t)); d != want {
+		t.Errorf("after retry: Write returned %s, the archive reads as %s", d, want)
+	}
+}
+
+var _ v1.Layer = (*layer.Layer)(nil)
