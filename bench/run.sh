@@ -122,6 +122,16 @@ BEFORE="rm -f pre-small.tar"
 timed "pre-run oci-archive $SMALL x 1 KiB" "$bytes" "$SMALL" "$P" pre-run oci-archive:post-small.tar --station st2 --key st2.pem -o oci-archive:pre-small.tar --quiet
 rm -rf res-small pre-small.tar post-small.tar
 
+# docker-archive (docker save tarballs) out and in, for the largest mixed results.
+mib=$(echo "$SIZES" | awk '{print $NF}'); name="mixed-${mib}M"
+bytes=$(dirbytes "res-$name"); files=$(find "res-$name" -type f | wc -l)
+BEFORE="rm -f post-$name.docker.tar"
+timed "post-run docker-archive $name" "$bytes" "$files" "$P" post-run oci-archive:train.tar --results "res-$name" --station st1 --key st1.pem -o "docker-archive:post-$name.docker.tar" --quiet
+BEFORE="rm -f pre-$name.docker.tar"
+timed "pre-run docker-archive $name" "$bytes" "$files" "$P" pre-run "docker-archive:post-$name.docker.tar" --station st2 --key st2.pem -o "docker-archive:pre-$name.docker.tar" --quiet
+rm -f "post-$name.docker.tar" "pre-$name.docker.tar"
+BEFORE=
+
 # Registry → registry, with a counting proxy in front of a local registry.
 REGPORT=$(freeport); PXPORT=$(freeport)
 mkdir -p "$W/registry"
