@@ -2,6 +2,7 @@ package layer
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -118,3 +119,65 @@ func TestResolveDeferredCheckCatchesTampering(t *testing.T) {
 }
 
 var _ v1.Layer = (*Layer)(nil)
+
+// streamLayer is a plain layer whose blob comes as a stream (no ReaderAt),
+// like a registry's, whose reader may say it checks the digest.
+type streamLayer struct {
+	b        []byte
+	digest   v1.Hash
+	verifies bool
+}
+
+type streamBlob struct {
+	io.Reader
+	verifies bool
+}
+
+func (s streamBlob) Close() error         { return nil }
+func (s streamBlob) VerifiesDigest() bool { return s.verifies }
+
+func (s *streamLayer) Digest() (v1.Hash, error) { return s.digest, nil }
+func (s *streamLayer) DiffID() (v1.Hash, error) { return s.digest, nil }
+func (s *streamLayer) Size() (int64, error)     { return int64(len(s.b)), nil }
+func (s *streamLayer) MediaType() (types.MediaType, error) {
+	return types.OCIUncompressedLayer, nil
+}
+func (s *streamLayer) Compressed() (io.ReadCloser, error) {
+	return streamBlob{bytes.NewReader(s.b), s.verifies}, nil
+}
+func (s *streamLayer) Uncompressed() (io.ReadCloser, error) { return s.Compressed() }
+
+// TestResolveTrustsVerifyingStream: a plain layer streamed by a reader that
+// checks the digest itself (a registry blob) is not hashed again for its
+// diff ID, which is the same digest; a reader that does not say so is.
+// The claimed digest here is wrong, so only the hash Resolve makes itself
+// can catch it: caught without the claim, trusted with it.
+func TestResolveTrustsVerifyingStream(t *testing.T) {
+	b := tarBytes(t, dir("opt/"), dir("opt/pht_results/"), reg("opt/pht_results/r.txt", "result"))
+	wrong := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	for _, verifies := range []bool{false, true} {
+		res, err := Resolve(imageOf(t, &streamLayer{b: b, digest: wrong, verifies: verifies}), trainPrefixes, WithTempDir(t.TempDir()))
+		if !verifies {
+			if !errors.Is(err, ErrDigestMismatch) {
+				t.Errorf("a stream that does not verify: %v, want ErrDigestMismatch from Resolve's own hash", err)
+			}
+			continue
+		}
+		must(t, err)
+		f, ok := res.Lookup("opt/pht_results/r.txt")
+		if !ok || string(readFile(t, f)) != "result" {
+			t.Errorf("r.txt not read back from the verified stream")
+		}
+		must(t, res.Close())
+	}
+	// A stream whose bytes are gzip despite the plain media type goes
+	// through Uncompressed.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(b)
+	zw.Close()
+	l := &streamLayer{b: gz.Bytes(), digest: wrong, verifies: true}
+	if _, err := Resolve(imageOf(t, l), trainPrefixes, WithTempDir(t.TempDir())); err == nil {
+		t.Errorf("gzip bytes under a plain media type were read as a plain tar")
+	}
+}

@@ -2,6 +2,7 @@ package layer
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"cmp"
 	stdflate "compress/flate"
@@ -482,9 +483,12 @@ func (c *seekCounter) Seek(off int64, whence int) (int64, error) {
 	return n, err
 }
 
-// openPlain opens l's blob for reading in place when it is a plain tar that
-// can be read at offsets (ok false otherwise: read l.Uncompressed()).
-// verified says the reader checks the digest itself.
+// openPlain opens l's blob when it is a plain tar: for reading in place
+// when it can be read at offsets (ra non-nil), else as a stream, which is
+// returned only when it checks the digest itself and the digest is the
+// diff ID (a registry's plain layer: one SHA-256 pass instead of two). ok
+// false: read l.Uncompressed(). verified says the reader checks the
+// digest, which is want.
 func openPlain(l v1.Layer, want v1.Hash) (rc io.ReadCloser, ra io.ReaderAt, verified, ok bool) {
 	mt, err := l.MediaType()
 	if err != nil || !Uncompressed(mt) {
@@ -494,23 +498,36 @@ func openPlain(l v1.Layer, want v1.Hash) (rc io.ReadCloser, ra io.ReaderAt, veri
 	if err != nil {
 		return nil, nil, false, false
 	}
-	ra, isRA := crc.(io.ReaderAt)
-	if !isRA {
-		crc.Close()
-		return nil, nil, false, false
-	}
-	// A plain tar by its media type, unless the bytes say gzip.
-	var magic [2]byte
-	if n, err := ra.ReadAt(magic[:], 0); (err != nil && err != io.EOF) || (n == 2 && magic == [2]byte{0x1f, 0x8b}) {
-		crc.Close()
-		return nil, nil, false, false
-	}
 	if d, err := l.Digest(); err == nil && d == want {
 		if dv, isDV := crc.(DigestVerifier); isDV && dv.VerifiesDigest() {
 			verified = true
 		}
 	}
+	ra, isRA := crc.(io.ReaderAt)
+	if !isRA {
+		if !verified {
+			crc.Close()
+			return nil, nil, false, false
+		}
+		// A plain tar by its media type, unless the bytes say gzip.
+		br := bufio.NewReaderSize(crc, 64<<10)
+		if magic, err := br.Peek(2); (err != nil && err != io.EOF) || bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+			crc.Close()
+			return nil, nil, false, false
+		}
+		return readCloser{br, crc}, nil, true, true
+	}
+	var magic [2]byte
+	if n, err := ra.ReadAt(magic[:], 0); (err != nil && err != io.EOF) || (n == 2 && magic == [2]byte{0x1f, 0x8b}) {
+		crc.Close()
+		return nil, nil, false, false
+	}
 	return crc, ra, verified, true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 func (lr *layerReader) errorf(p string, format string, args ...any) error {
@@ -526,13 +543,15 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		lr.name = fmt.Sprintf("layer %d (%s)", lr.index, d)
 	}
 	rc, ra, verified, plain := openPlain(l, want)
-	if plain {
+	if plain && ra != nil {
 		lr.blob = ra
 		if lr.o.deferred {
 			return lr.readDeferred(l, rc, ra, verified, want)
 		}
-	} else if rc, err = l.Uncompressed(); err != nil {
-		return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
+	} else if !plain {
+		if rc, err = l.Uncompressed(); err != nil {
+			return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
+		}
 	}
 	defer func() {
 		if err == nil && lr.refs > 0 {

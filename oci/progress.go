@@ -84,8 +84,12 @@ func imageSize(img v1.Image) int64 {
 }
 
 // pullProgress wraps a registry image so that reading a layer draws a bar
-// ("pulling sha256:…"). Layers stay remote.MountableLayer values, so a push
-// of an image built on them still mounts them instead of uploading.
+// ("pulling sha256:…") when the options ask for one, and so that a layer's
+// blob reader says it checks the digest (layer.DigestVerifier):
+// go-containerregistry's remote layers verify every blob they fetch at its
+// end, so layer.Resolve does not hash a plain layer a second time for its
+// diff ID. Layers stay remote.MountableLayer values, so a push of an image
+// built on them still mounts them instead of uploading.
 type pullProgress struct {
 	v1.Image
 	opts Options
@@ -93,7 +97,7 @@ type pullProgress struct {
 
 func withPullProgress(img v1.Image, opts Options) v1.Image {
 	if opts.Quiet || opts.Progress == nil || !isTerminal(opts.Progress) {
-		return img
+		opts.Progress = nil // no bars
 	}
 	return &pullProgress{Image: img, opts: opts}
 }
@@ -153,6 +157,9 @@ func (l *progressLayer) bar(rc io.ReadCloser, total int64) io.ReadCloser {
 	if len(name) > 19 {
 		name = name[:19]
 	}
+	if l.opts.Progress == nil {
+		return rc
+	}
 	b := newBar(l.opts, total, "pulling "+name)
 	if b == nil {
 		return rc
@@ -160,15 +167,24 @@ func (l *progressLayer) bar(rc io.ReadCloser, total int64) io.ReadCloser {
 	return &barReader{ReadCloser: rc, bar: b}
 }
 
-// Compressed implements v1.Layer.
+// Compressed implements v1.Layer: the blob as fetched, its digest checked
+// at the end by go-containerregistry.
 func (l *progressLayer) Compressed() (io.ReadCloser, error) {
 	rc, err := l.Layer.Compressed()
 	if err != nil {
 		return nil, err
 	}
 	n, _ := l.Layer.Size()
-	return l.bar(rc, n), nil
+	return verifiedBlob{l.bar(rc, n)}, nil
 }
+
+// verifiedBlob is a registry blob reader, which fails at its end when the
+// bytes do not have the blob's digest (go-containerregistry's fetcher wraps
+// every blob in verify.ReadCloser).
+type verifiedBlob struct{ io.ReadCloser }
+
+// VerifiesDigest implements layer.DigestVerifier.
+func (verifiedBlob) VerifiesDigest() bool { return true }
 
 // Uncompressed implements v1.Layer; the bar counts uncompressed bytes.
 func (l *progressLayer) Uncompressed() (io.ReadCloser, error) {

@@ -21,6 +21,9 @@ type Sink interface {
 	// WriteFile stores one regular file. name is relative to /opt, e.g.
 	// "pht_train/entrypoint.py" or "pht_results/sub/data.bin". size is the
 	// exact number of bytes r yields, or -1 when not known in advance.
+	// For large files r also implements io.WriterTo, which encrypts or
+	// decrypts in the calling goroutine straight into the destination:
+	// a sink that copies r with io.Copy gets that, without a pipe.
 	WriteFile(name string, size int64, r io.Reader) error
 }
 
