@@ -12,6 +12,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SIZES=${BENCH_SIZES:-"100 1024"}          # MiB
 REPEAT=${BENCH_REPEAT:-3}                 # runs per case; the table shows the median wall time, the peak RSS
+WARMUP=${BENCH_WARMUP:-1}                 # untimed runs before them (first touches of memory are slow on VMs)
 SMALL=${BENCH_SMALL_FILES:-100000}
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/phtoci-bench.XXXXXX)}
 OUT="$ROOT/bench/results.md"
@@ -36,6 +37,11 @@ ROWS=()
 timed() {
   local label=$1 bytes=$2 files=$3; shift 3
   local tf="$W/time.txt" walls=() rss=0 r w m
+  for _ in $(seq 1 "$WARMUP"); do
+    ${BEFORE:-true}
+    sync
+    "$@" >/dev/null 2>"$tf" || { cat "$tf" >&2; echo "bench: $label (warm-up) failed" >&2; exit 1; }
+  done
   for _ in $(seq 1 "$REPEAT"); do
     ${BEFORE:-true} # remove the last run's output; reset the proxy's counters (they show the last run)
     sync            # start from written-back pages: earlier steps' writeback is not this run's cost
@@ -180,7 +186,7 @@ VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO els
   echo
   echo "Written by \`make bench\` ($(date -u +%Y-%m-%d), $(nproc) cores, $(go version | awk '{print $3}'))."
   echo "Single-core SHA-512 on this machine: **$SHA MB/s**; ratios below are throughput / that."
-  echo "Each case ran $REPEAT times, each after \`sync\` and with its output removed: median wall time, highest peak RSS."
+  echo "Each case ran $WARMUP untimed warm-up time(s), then $REPEAT timed times, each after \`sync\` and with its output removed: median wall time, highest peak RSS."
   echo
   echo "| case | wall s (median) | runs s | MB/s | × SHA-512 | peak RSS MiB | files/s |"
   echo "|---|---|---|---|---|---|---|"
