@@ -401,34 +401,94 @@ type PostRunResult struct {
 // entry, and encrypts everything with a fresh key. out receives every result
 // file in walk order as "pht_results/…", then the train files as
 // "pht_train/…", with exact sizes and a fresh IV per file.
+//
+// It is EncryptNewResults then FinishPostRun, with the checks first.
 func PostRunUpdate(cfg *Config, trainPlain, resultsPlain fs.FS, st Station, out Sink) (*PostRunResult, error) {
-	pos, e, err := stationEntry(cfg, st)
+	pos, status, err := postRunChecks(cfg, trainPlain, st)
 	if err != nil {
 		return nil, err
 	}
+	nr, err := EncryptNewResults(resultsPlain, out)
+	if err != nil {
+		return nil, err
+	}
+	defer nr.Close()
+	return finishPostRun(cfg, trainPlain, st, nr, out, pos, status)
+}
+
+// postRunChecks are the checks of post-run before anything is signed: the
+// station is on the route and has not signed yet, the train files are
+// unchanged, the previous station has signed.
+func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, error) {
+	pos, e, err := stationEntry(cfg, st)
+	if err != nil {
+		return 0, nil, err
+	}
 	if e.Signature != nil {
-		return nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
+		return 0, nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
 	}
 	if err := CheckTrain(cfg, trainPlain); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	status, _ := Verify(cfg)
 	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+		return 0, nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
 	}
+	return pos, status, nil
+}
+
+// NewResults is the first half of a post-run: the station's new results,
+// encrypted with a fresh symmetric key and hashed on the way. It needs no
+// config, so a post-run can encrypt (and upload) the results while the
+// train is still being downloaded; FinishPostRun then checks the train and
+// signs. Close releases it when FinishPostRun is not called.
+type NewResults struct {
+	key []byte
+	h   *asyncHash // the files; FinishPostRun appends the session ID
+}
+
+// EncryptNewResults encrypts every file of resultsPlain, in walk order, with
+// a fresh key into out as "pht_results/…" (exact sizes, a fresh IV per
+// file), hashing the plaintext for the result hash.
+func EncryptNewResults(resultsPlain fs.FS, out Sink) (*NewResults, error) {
 	key, err := NewSymmetricKey()
 	if err != nil {
 		return nil, err
 	}
-	sid, _ := hex.DecodeString(cfg.SessionID)
-	h := newAsyncHash()
-	defer h.Close()
-	err = encryptTree(resultsPlain, "pht_results", key, h, out)
+	nr := &NewResults{key: key, h: newAsyncHash()}
+	if err := encryptTree(resultsPlain, "pht_results", key, nr.h, out); err != nil {
+		nr.Close()
+		return nil, err
+	}
+	return nr, nil
+}
+
+// Close releases the hashing goroutine (idempotent).
+func (n *NewResults) Close() {
+	if n != nil && n.h != nil {
+		n.h.Close()
+	}
+}
+
+// FinishPostRun is the second half of a post-run (SPEC post-run steps 2–5
+// after the results): it runs the checks of PostRunUpdate, completes and
+// signs the result hash, appends the chain entry, encrypts the train files
+// with the results' key into out as "pht_train/…" and returns the new
+// config with every key wrapped. n cannot be used after.
+func FinishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out Sink) (*PostRunResult, error) {
+	defer n.Close()
+	pos, status, err := postRunChecks(cfg, trainPlain, st)
 	if err != nil {
 		return nil, err
 	}
-	h.Write(sid)
-	rh := h.Sum()
+	return finishPostRun(cfg, trainPlain, st, n, out, pos, status)
+}
+
+func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out Sink, pos int, status *Status) (*PostRunResult, error) {
+	key := n.key
+	sid, _ := hex.DecodeString(cfg.SessionID)
+	n.h.Write(sid)
+	rh := n.h.Sum()
 	rsig, err := SignPSS(st.Key, rh)
 	if err != nil {
 		return nil, err
