@@ -125,6 +125,32 @@ func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.H
 	return img.Digest()
 }
 
+// WriteLayer uploads one layer blob to the repository of the registry
+// reference ref, and nothing else. A streaming layer (go-containerregistry's
+// stream.Layer) is uploaded while it is read, so that its producer can run
+// before the image it goes into is known; a later Write of that image then
+// finds the blob present and does not upload it again.
+func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
+	if ref.Transport != TransportRegistry {
+		return fmt.Errorf("writing a layer to %s: %w: only a registry takes a lone blob", ref, ErrUnknownTransport)
+	}
+	n, err := remoteName(ref, opts)
+	if err != nil {
+		return err
+	}
+	ro := remoteOptions(ctx, opts)
+	ch, wait := updatesBar(opts, "pushing layer to "+n.Context().String())
+	if ch != nil {
+		ro = append(ro, remote.WithProgress(ch))
+	}
+	err = remote.WriteLayer(n.Context(), l, ro...)
+	wait()
+	if err != nil {
+		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
+	}
+	return nil
+}
+
 func writeLayout(ref Ref, img v1.Image) (v1.Hash, error) {
 	tag := ref.Tag
 	if tag == "" {

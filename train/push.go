@@ -7,6 +7,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -25,6 +26,9 @@ func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options)
 	lmt, err := layerType(p.t.Image, false)
 	if err != nil {
 		return v1.Hash{}, nil, err
+	}
+	if p.lazy {
+		return p.pushLayerFirst(ctx, dst, oo, o, lmt)
 	}
 	pr, pw := io.Pipe()
 	img, err := p.rebase(stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt)))
@@ -62,4 +66,49 @@ func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options)
 		return v1.Hash{}, nil, pd.err
 	}
 	return d, pd.cfg, nil
+}
+
+// pushLayerFirst is push for a plan whose image is read while it produces
+// (plan.lazy): the layer is uploaded on its own while it is produced
+// (oci.WriteLayer), and the image (base layers, config, manifest) is
+// written after, when the kept base layers are known; the layer is then
+// in the registry already and is not uploaded again. When producing
+// fails, the upload is aborted, and no manifest is pushed.
+func (p *plan) pushLayerFirst(ctx context.Context, dst oci.Ref, oo oci.Options, o Options, lmt types.MediaType) (v1.Hash, *protocol.Config, error) {
+	pr, pw := io.Pipe()
+	sl := stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt))
+	uploaded := make(chan error, 1)
+	go func() {
+		err := oci.WriteLayer(ctx, dst, sl, oo)
+		pr.CloseWithError(errPushEnded) // unblocks the producer if the upload stopped early
+		uploaded <- err
+	}()
+	w := layer.NewStreamWriter(pw, layer.WriterOptions{ModTime: modTime(p.t.Image), TempDir: o.TempDir})
+	cfg, err := p.produce(&layerSink{w: w})
+	err = p.t.check(err)
+	if err == nil {
+		_, err = w.Close()
+	} else {
+		w.Abort()
+	}
+	pw.CloseWithError(err) // nil: EOF, the layer is complete
+	uerr := <-uploaded
+	if err != nil && !errors.Is(err, errPushEnded) {
+		return v1.Hash{}, nil, err // the cause; the upload failed because of it
+	}
+	if uerr != nil {
+		return v1.Hash{}, nil, uerr
+	}
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	img, err := p.rebase(sl)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	d, err := oci.Write(ctx, dst, img, oo)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	return d, cfg, nil
 }

@@ -61,7 +61,10 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 // PostRun runs the station's post-run on img. results is the directory the
 // run produced; it may be nil when img already holds plaintext train files
 // and results (a pre-run output, or one committed after the run). The
-// output is base layers + one encrypted protocol layer.
+// output is base layers + one encrypted protocol layer. With results, they
+// are encrypted into the new layer while img is read (for a registry image,
+// while it downloads); the checks and signatures follow, and nothing is
+// returned when they fail.
 func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*Output, error) {
 	p, err := planPostRun(img, results, st, o)
 	if err != nil {
@@ -92,6 +95,10 @@ type plan struct {
 	step, station, state string
 	produce              func(lw *layerSink) (*protocol.Config, error)
 	cleanups             []func()
+	// lazy: t is read while produce runs (planPostRunOverlapped); until
+	// produce returns, only t.Image is known, so the new image (rebase)
+	// can be made only after.
+	lazy bool
 }
 
 func (p *plan) close() {
@@ -147,55 +154,16 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 }
 
 func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*plan, error) {
+	if results != nil {
+		return planPostRunOverlapped(img, results, st, o), nil
+	}
 	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
 	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }}}
-	var trainPlain, resultsPlain fs.FS
-	var prev func() error // the previous results' check, when it runs alongside
-	var prevErr error
-	if t.Decrypted() {
-		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
-		if results != nil {
-			resultsPlain = results
-		}
-	} else {
-		if results == nil {
-			return p.fail(fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired))
-		}
-		spool, err := os.MkdirTemp(o.TempDir, "phtoci-postrun-")
-		if err != nil {
-			return p.fail(err)
-		}
-		p.cleanups = append(p.cleanups, func() { os.RemoveAll(spool) })
-		// Everything pre-run checks is checked again; only the train files'
-		// plaintext is kept (the previous results are replaced by the new
-		// ones). The previous results are checked next to encrypting the new
-		// ones, on the other core; the new config, signatures and all, is
-		// written into the layer only after that check passed.
-		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, protocol.DirSink(spool))
-		if err != nil {
-			return p.fail(err)
-		}
-		if !pr.First {
-			ch := make(chan error, 1)
-			go func() { ch <- protocol.CheckPreviousResults(t.Config, t.ResultsFS(), pr.SymKey, nil) }()
-			var once sync.Once
-			prev = func() error {
-				once.Do(func() { prevErr = <-ch })
-				return prevErr
-			}
-			p.cleanups = append(p.cleanups, func() { prev() }) // before t.Close
-		}
-		trainPlain, resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
-	}
-	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
-		if prev != nil {
-			if perr := prev(); perr != nil {
-				err = perr
-			}
-		}
+	trainPlain, resultsPlain, prev, err := p.postRunInputs(t, nil, st, o)
+	if err != nil {
 		return p.fail(err)
 	}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
@@ -215,6 +183,120 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
 	}
 	return p, nil
+}
+
+// planPostRunOverlapped is a post-run with a results directory: the new
+// results come first in the new layer and need neither the train nor its
+// config (protocol.EncryptNewResults), so they are encrypted (and, to a
+// registry, uploaded) while the image is still being read, which for a
+// registry input means downloaded. The checks, the signatures and the
+// config follow once the image is read; nothing is written when they fail
+// (a file output is discarded, a registry gets no manifest). The plan's
+// Train is known only once produce has waited for it: its Base is not
+// known before (see plan.lazy).
+func planPostRunOverlapped(img v1.Image, results fs.FS, st protocol.Station, o Options) *plan {
+	type opened struct {
+		t   *Train
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		t, err := open(img, o, true)
+		ch <- opened{t, err}
+	}()
+	var once sync.Once
+	var got opened
+	wait := func() (*Train, error) {
+		once.Do(func() { got = <-ch })
+		return got.t, got.err
+	}
+	p := &plan{t: &Train{Image: img}, step: "post-run", station: st.ID, state: stateEncrypted, lazy: true}
+	p.cleanups = []func(){func() {
+		if t, err := wait(); err == nil {
+			t.Close()
+		}
+	}}
+	p.produce = func(lw *layerSink) (*protocol.Config, error) {
+		err := lw.start(false)
+		var nr *protocol.NewResults
+		if err == nil {
+			nr, err = protocol.EncryptNewResults(results, lw)
+		}
+		defer nr.Close()
+		t, oerr := wait()
+		if oerr != nil {
+			return nil, oerr // reading the train failed: that explains any other failure
+		}
+		p.t = t
+		if err != nil {
+			return nil, err
+		}
+		trainPlain, _, prev, err := p.postRunInputs(t, results, st, o)
+		if err != nil {
+			return nil, err
+		}
+		res, err := protocol.FinishPostRun(t.Config, trainPlain, st, nr, lw)
+		if prev != nil {
+			if perr := prev(); perr != nil {
+				return nil, perr // the train does not verify: no signed config
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
+	}
+	return p
+}
+
+// postRunInputs checks what post-run checks before it encrypts (everything
+// pre-run checks, and the leak check) and returns the plaintext train
+// files and results to encrypt; prev, when not nil, waits for the check of
+// the previous results, which runs alongside (on another core) and must
+// pass before a signed config is written. The previous results themselves
+// are replaced by the new ones; only the train files' plaintext is kept,
+// in a spool the plan's cleanups remove.
+func (p *plan) postRunInputs(t *Train, results fs.FS, st protocol.Station, o Options) (trainPlain, resultsPlain fs.FS, prev func() error, err error) {
+	if t.Decrypted() {
+		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
+		if results != nil {
+			resultsPlain = results
+		}
+	} else {
+		if results == nil {
+			return nil, nil, nil, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
+		}
+		spool, err := os.MkdirTemp(o.TempDir, "phtoci-postrun-")
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		p.cleanups = append(p.cleanups, func() { os.RemoveAll(spool) })
+		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, protocol.DirSink(spool))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if !pr.First {
+			ch := make(chan error, 1)
+			go func() { ch <- protocol.CheckPreviousResults(t.Config, t.ResultsFS(), pr.SymKey, nil) }()
+			var once sync.Once
+			var prevErr error
+			prev = func() error {
+				once.Do(func() { prevErr = <-ch })
+				return prevErr
+			}
+			p.cleanups = append(p.cleanups, func() { prev() }) // before t.Close
+		}
+		trainPlain, resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
+	}
+	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
+		if prev != nil {
+			if perr := prev(); perr != nil {
+				err = perr
+			}
+		}
+		return nil, nil, nil, err
+	}
+	return trainPlain, resultsPlain, prev, nil
 }
 
 func planBuild(base v1.Image, files fs.FS, bo protocol.BuildOptions) (*plan, error) {

@@ -123,3 +123,47 @@ func TestRegistryPlainLayerTampered(t *testing.T) {
 		t.Errorf("pre-run of a tampered blob pushed %s", out)
 	}
 }
+
+// TestRegistryPostRunUploadsLayerOnce: a registry → registry post-run
+// uploads the new layer while it reads the train (the layer first, on its
+// own, then the image): the layer is uploaded once, no base layer is
+// downloaded or uploaded, and one manifest is pushed.
+func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	w := newWorld(t, "st1", "st2")
+	train := "oci-archive:" + w.path("train.tar")
+	w.build(t, train)
+	in := reg.Host + "/pht/once:built"
+	writeRef(t, openRef(t, train, oci.Options{}), in, oci.Options{})
+	base, err := openRef(t, sampleMaster, oci.Options{}).Layers()
+	must(t, err)
+
+	reg.ResetStats()
+	out := reg.Host + "/pht/once:st1"
+	ok(t, append([]string{"post-run", in, "--results", w.results(t, "st1"), "-o", out}, w.stationArgs("st1")...)...)
+	s := reg.Stats()
+	img := openRef(t, out, oci.Options{})
+	ls, err := img.Layers()
+	must(t, err)
+	top, err := ls[len(ls)-1].Digest()
+	must(t, err)
+	size, err := ls[len(ls)-1].Size()
+	must(t, err)
+	if n := s.BlobUploads[top.String()]; n != 1 {
+		t.Errorf("new layer %s uploaded %d times, want once", top, n)
+	}
+	for _, l := range base {
+		d, err := l.Digest()
+		must(t, err)
+		if s.BlobGets[d.String()] != 0 || s.BlobUploads[d.String()] != 0 {
+			t.Errorf("base layer %s moved: %d GETs, %d uploads", d, s.BlobGets[d.String()], s.BlobUploads[d.String()])
+		}
+	}
+	if s.BlobBytesUp > size+64<<10 {
+		t.Errorf("uploaded %d blob bytes for a %d-byte layer and a config", s.BlobBytesUp, size)
+	}
+	if s.ManifestPuts != 1 {
+		t.Errorf("%d manifests pushed, want 1", s.ManifestPuts)
+	}
+	ok(t, append([]string{"pre-run", out, "-o", "oci-archive:" + w.path("pre.tar")}, w.stationArgs("st2")...)...)
+}
