@@ -129,7 +129,9 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	if plain {
 		// One hash: a plain tar's digest is its diff ID.
 		sink.digest = sink.diff
-		sink.buf = bufio.NewWriterSize(WritebackWriter(f, opts.Reserve), 1<<20)
+		// The chunk pipe hands over 256 KiB at a time: written as they
+		// are, without another copy into a buffer.
+		sink.buf = unbuffered{WritebackWriter(f, opts.Reserve)}
 	} else {
 		sink.digest = sha256.New()
 		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, WritebackWriter(f, opts.Reserve)), 1<<20)
@@ -505,8 +507,18 @@ func (g *gzipReadCloser) Close() error {
 type sinkState struct {
 	diff, digest hash.Hash
 	gz           *kgzip.Writer
-	buf          *bufio.Writer
+	buf          flushWriter
 }
+
+type flushWriter interface {
+	io.Writer
+	Flush() error
+}
+
+// unbuffered is a flushWriter that writes through.
+type unbuffered struct{ io.Writer }
+
+func (unbuffered) Flush() error { return nil }
 
 func (s *sinkState) Write(b []byte) (int, error) {
 	if s.diff != nil {
