@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SIZES=${BENCH_SIZES:-"100 1024"}          # MiB
-REPEAT=${BENCH_REPEAT:-3}                 # runs per case; the table shows the median wall time, the peak RSS
+REPEAT=${BENCH_REPEAT:-5}                 # runs per case; the table shows the median wall time, the peak RSS
 WARMUP=${BENCH_WARMUP:-1}                 # untimed runs before them (first touches of memory are slow on VMs)
 SMALL=${BENCH_SMALL_FILES:-100000}
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/phtoci-bench.XXXXXX)}

@@ -1,5 +1,8 @@
 // Command sha512speed prints the single-core SHA-512 throughput of this
 // machine in MB/s: the yardstick bench/run.sh divides phtoci's throughput by.
+// It hashes for one second four times and prints the best round, so that a
+// moment of contention on a shared machine does not lower the yardstick
+// (and so raise every ratio).
 package main
 
 import (
@@ -14,17 +17,22 @@ func main() {
 		buf[i] = byte(i * 7)
 	}
 	h := sha512.New()
-	// Warm up, then hash for about two seconds.
-	for i := 0; i < 64; i++ {
+	for i := 0; i < 64; i++ { // warm up
 		h.Write(buf)
 	}
-	start, n := time.Now(), 0
-	for time.Since(start) < 2*time.Second {
-		for i := 0; i < 64; i++ {
-			h.Write(buf)
+	best := 0.0
+	for round := 0; round < 4; round++ {
+		start, n := time.Now(), 0
+		for time.Since(start) < time.Second {
+			for i := 0; i < 16; i++ {
+				h.Write(buf)
+			}
+			n += 16
 		}
-		n += 64
+		if mbs := float64(n) * float64(len(buf)) / 1e6 / time.Since(start).Seconds(); mbs > best {
+			best = mbs
+		}
 	}
 	h.Sum(nil)
-	fmt.Printf("%.1f\n", float64(n)*float64(len(buf))/1e6/time.Since(start).Seconds())
+	fmt.Printf("%.1f\n", best)
 }
