@@ -49,7 +49,7 @@ func imageFlags() []cli.Flag {
 
 // compressionFlag chooses how a command stores the layer it writes.
 func compressionFlag() cli.Flag {
-	return &cli.StringFlag{Name: "compression", Value: "auto", Usage: "new layer: `auto` (plain tar for oci-archive and oci:; gzip of stored blocks for docker-archive, and streamed to registries), none, stored, or fast (gzip level 1, for compressible results over slow links)"}
+	return &cli.StringFlag{Name: "compression", Value: "auto", Usage: "new layer: `auto` (plain tar for oci-archive and oci:; gzip of stored blocks for docker-archive unless its first layer is plain, and streamed to registries), none, stored, or fast (gzip level 1, for compressible results over slow links)"}
 }
 
 var compressions = map[string]train.Compression{
