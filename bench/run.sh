@@ -201,7 +201,7 @@ VERDICT=$(python3 -c "print('yes' if $POST_WALL <= 1.5*$CRANE_WALL + $CRYPTO els
   echo "Single-core SHA-256 $sha256 MB/s, AES-256-CBC encryption $aes_cbc_enc MB/s, decryption $aes_cbc_dec MB/s. The crypto bound of a step is what two cores"
   echo "could do if they did nothing but its crypto (post-run: SHA-512, AES encryption, SHA-256 of the layer; pre-run: AES decryption, SHA-512, SHA-256 of the input"
   echo "and of the new layer), split evenly and no faster than the slowest single stream: post-run **$POST_BOUND MB/s**, pre-run **$PRE_BOUND MB/s**."
-  echo "Each case ran $WARMUP untimed warm-up time(s), then $REPEAT timed times, each after \`sync\` and with its output removed: median wall time, highest peak RSS."
+  echo "Each case ran $WARMUP time(s) untimed (warm-up), then $REPEAT times timed, each after \`sync\` and with its output removed: median wall time, highest peak RSS."
   echo
   echo "| case | wall s (median) | runs s | MB/s | × SHA-512 | of the crypto bound | peak RSS MiB | files/s |"
   echo "|---|---|---|---|---|---|---|---|"
