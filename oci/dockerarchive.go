@@ -9,8 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -78,32 +76,20 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 	if int64(prefix.Len()) != off {
 		return true, v1.Hash{}, fmt.Errorf("archive header takes %d bytes, %d are reserved", prefix.Len(), off)
 	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	to, err := startTakeover(p, off, size, bar)
 	if err != nil {
 		return true, v1.Hash{}, err
 	}
-	end := off + size
 	defer func() {
-		if err != nil {
-			_ = f.Truncate(end)
-			f.Close()
+		if err != nil && to != nil {
+			to.abort()
 		}
 	}()
-	if bar != nil {
-		_ = bar.Add64(size)
-	}
-	if _, err = f.Seek(end, io.SeekStart); err != nil {
-		return true, v1.Hash{}, err
-	}
-	if pad := (512 - size%512) % 512; pad > 0 {
-		if _, err = f.Write(make([]byte, pad)); err != nil {
-			return true, v1.Hash{}, err
-		}
-	}
+	f := to.f
 	// The first layer's first bytes decide how readers see the archive
 	// (gzip: the layer files are the blobs; plain: they recompress).
 	var first [2]byte
-	bw := bufio.NewWriterSize(layer.WritebackWriter(f, end), 1<<20)
+	bw := bufio.NewWriterSize(layer.WritebackWriter(f, to.pos), 1<<20)
 	tw := tar.NewWriter(barWriter{bw, bar})
 	if err = dockerArchiveEntry(tw, cfgName.String(), bytes.NewReader(rawCfg), int64(len(rawCfg)), nil); err != nil {
 		return true, v1.Hash{}, err
@@ -153,20 +139,11 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 	if err = bw.Flush(); err != nil {
 		return true, v1.Hash{}, err
 	}
-	if _, err = f.WriteAt(prefix.Bytes(), 0); err != nil {
+	commit := to
+	to = nil // commit restores the file itself when it fails
+	if err = commit.commit(prefix.Bytes(), ref.Path); err != nil {
 		return true, v1.Hash{}, err
 	}
-	if err = f.Sync(); err != nil {
-		return true, v1.Hash{}, err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return true, v1.Hash{}, err
-	}
-	if err = os.Rename(p, ref.Path); err != nil {
-		return true, v1.Hash{}, err
-	}
-	f.Close()
-	syncDir(filepath.Dir(ref.Path))
 	if first != [2]byte{0x1f, 0x8b} {
 		// Readers treat the archive as uncompressed and derive the
 		// manifest by recompressing: ask one.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -122,50 +123,84 @@ func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, bar *pro
 	if int64(prefix.Len()) != off {
 		return true, fmt.Errorf("archive headers take %d bytes, %d are reserved", prefix.Len(), off)
 	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	to, err := startTakeover(p, off, size, bar)
 	if err != nil {
 		return true, err
-	}
-	end := off + size
-	defer func() {
-		if err != nil {
-			_ = f.Truncate(end)
-			f.Close()
-		}
-	}()
-	if bar != nil {
-		_ = bar.Add64(size)
-	}
-	if _, err = f.Seek(end, 0); err != nil {
-		return true, err
-	}
-	if pad := (512 - size%512) % 512; pad > 0 {
-		if _, err = f.Write(make([]byte, pad)); err != nil {
-			return true, err
-		}
 	}
 	tag := ref.Tag
 	if tag == "" {
 		tag = DefaultLayoutTag
 	}
-	if err = writeOCITar(ctx, barWriter{f, bar}, img, tag, h); err != nil {
+	if err := writeOCITar(ctx, barWriter{to.f, bar}, img, tag, h); err != nil {
+		to.abort()
 		return true, err
 	}
-	if _, err = f.WriteAt(prefix.Bytes(), 0); err != nil {
+	if err := to.commit(prefix.Bytes(), ref.Path); err != nil {
 		return true, err
 	}
-	if err = f.Sync(); err != nil {
-		return true, err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return true, err
-	}
-	if err = os.Rename(p, ref.Path); err != nil {
-		return true, err
-	}
-	f.Close()
-	syncDir(filepath.Dir(ref.Path))
 	return true, nil
+}
+
+// takeover is a layer's file being made into an archive: positioned after
+// the blob (padded to a whole tar block) for the rest of the archive, then
+// commit writes the headers into the reserved bytes before the blob and
+// renames it to the output; abort restores it (truncated back to the blob).
+type takeover struct {
+	f        *os.File
+	end, pos int64 // reserve + blob; where the rest of the archive starts
+}
+
+func startTakeover(p string, off, size int64, bar *progressbar.ProgressBar) (*takeover, error) {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	t := &takeover{f: f, end: off + size}
+	if _, err := f.Seek(t.end, io.SeekStart); err != nil {
+		t.abort()
+		return nil, err
+	}
+	pad := (512 - size%512) % 512
+	if pad > 0 {
+		if _, err := f.Write(make([]byte, pad)); err != nil {
+			t.abort()
+			return nil, err
+		}
+	}
+	t.pos = t.end + pad
+	if bar != nil {
+		_ = bar.Add64(size)
+	}
+	return t, nil
+}
+
+func (t *takeover) abort() {
+	_ = t.f.Truncate(t.end)
+	t.f.Close()
+}
+
+// commit writes prefix at the start of the file, syncs it and renames it
+// to path (atomically: the output appears whole or not at all).
+func (t *takeover) commit(prefix []byte, path string) error {
+	err := func() error {
+		if _, err := t.f.WriteAt(prefix, 0); err != nil {
+			return err
+		}
+		if err := t.f.Sync(); err != nil {
+			return err
+		}
+		if err := t.f.Chmod(0o644); err != nil {
+			return err
+		}
+		return os.Rename(t.f.Name(), path)
+	}()
+	if err != nil {
+		t.abort()
+		return err
+	}
+	t.f.Close()
+	syncDir(filepath.Dir(path))
+	return nil
 }
 
 // moveBlobsInto links the files of img's layers that hold nothing but the

@@ -42,30 +42,44 @@ func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options)
 	}
 	done := make(chan produced, 1)
 	go func() {
-		w := layer.NewStreamWriter(pw, layer.WriterOptions{ModTime: modTime(p.t.Image), TempDir: o.TempDir})
-		cfg, err := p.produce(&layerSink{w: w})
-		err = p.t.check(err)
-		if err == nil {
-			_, err = w.Close()
-		} else {
-			w.Abort()
-		}
-		pw.CloseWithError(err) // nil: EOF, the layer is complete
+		cfg, err := p.produceInto(pw, o)
 		done <- produced{cfg, err}
 	}()
 	d, werr := oci.Write(ctx, dst, img, oo)
 	pr.CloseWithError(errPushEnded) // unblocks the producer if the push stopped early
 	pd := <-done
-	if pd.err != nil && !errors.Is(pd.err, errPushEnded) {
-		return v1.Hash{}, nil, pd.err // the cause; the push failed because of it
-	}
-	if werr != nil {
-		return v1.Hash{}, nil, werr
-	}
-	if pd.err != nil {
-		return v1.Hash{}, nil, pd.err
+	if err := pushError(pd.err, werr); err != nil {
+		return v1.Hash{}, nil, err
 	}
 	return d, pd.cfg, nil
+}
+
+// produceInto produces p's layer as a tar stream into pw and closes pw:
+// with nil when the layer is complete, else with the error (after the
+// deferred layer check, which explains a failure better).
+func (p *plan) produceInto(pw *io.PipeWriter, o Options) (*protocol.Config, error) {
+	w := layer.NewStreamWriter(pw, layer.WriterOptions{ModTime: modTime(p.t.Image), TempDir: o.TempDir})
+	cfg, err := p.produce(&layerSink{w: w})
+	err = p.t.check(err)
+	if err == nil {
+		_, err = w.Close()
+	} else {
+		w.Abort()
+	}
+	pw.CloseWithError(err) // nil: EOF, the layer is complete
+	return cfg, err
+}
+
+// pushError is the error of a push from the producer's and the upload's:
+// the producer's unless it only saw the upload stop.
+func pushError(produced, upload error) error {
+	if produced != nil && !errors.Is(produced, errPushEnded) {
+		return produced // the cause; the upload failed because of it
+	}
+	if upload != nil {
+		return upload
+	}
+	return produced
 }
 
 // pushLayerFirst is push for a plan whose image is read while it produces
@@ -83,23 +97,8 @@ func (p *plan) pushLayerFirst(ctx context.Context, dst oci.Ref, oo oci.Options, 
 		pr.CloseWithError(errPushEnded) // unblocks the producer if the upload stopped early
 		uploaded <- err
 	}()
-	w := layer.NewStreamWriter(pw, layer.WriterOptions{ModTime: modTime(p.t.Image), TempDir: o.TempDir})
-	cfg, err := p.produce(&layerSink{w: w})
-	err = p.t.check(err)
-	if err == nil {
-		_, err = w.Close()
-	} else {
-		w.Abort()
-	}
-	pw.CloseWithError(err) // nil: EOF, the layer is complete
-	uerr := <-uploaded
-	if err != nil && !errors.Is(err, errPushEnded) {
-		return v1.Hash{}, nil, err // the cause; the upload failed because of it
-	}
-	if uerr != nil {
-		return v1.Hash{}, nil, uerr
-	}
-	if err != nil {
+	cfg, err := p.produceInto(pw, o)
+	if err := pushError(err, <-uploaded); err != nil {
 		return v1.Hash{}, nil, err
 	}
 	img, err := p.rebase(sl)

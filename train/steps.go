@@ -172,17 +172,23 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		if err == nil {
 			res, err = protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
 		}
-		if prev != nil {
-			if perr := prev(); perr != nil {
-				return nil, perr // the train does not verify: no signed config
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
+		return finishPostRun(lw, res, err, prev)
 	}
 	return p, nil
+}
+
+// finishPostRun writes the signed config into the layer once the check of
+// the previous results (prev, when it ran alongside) has passed.
+func finishPostRun(lw *layerSink, res *protocol.PostRunResult, err error, prev func() error) (*protocol.Config, error) {
+	if prev != nil {
+		if perr := prev(); perr != nil {
+			return nil, perr // the train does not verify: no signed config
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
 }
 
 // planPostRunOverlapped is a post-run with a results directory: the new
@@ -236,15 +242,7 @@ func planPostRunOverlapped(img v1.Image, results fs.FS, st protocol.Station, o O
 			return nil, err
 		}
 		res, err := protocol.FinishPostRun(t.Config, trainPlain, st, nr, lw)
-		if prev != nil {
-			if perr := prev(); perr != nil {
-				return nil, perr // the train does not verify: no signed config
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
+		return finishPostRun(lw, res, err, prev)
 	}
 	return p
 }
