@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -149,33 +148,6 @@ func TestDockerArchiveUncompressedFirstLayer(t *testing.T) {
 	}
 	if got := fileIn(t, open(t, parse(t, "docker-archive:"+out), Options{}), "opt/x"); string(got) != "results" {
 		t.Errorf("opt/x = %q", got)
-	}
-}
-
-// TestDockerArchiveTakeoverFailureRestores: a write that fails midway
-// leaves no output and the layer file as it was.
-func TestDockerArchiveTakeoverFailureRestores(t *testing.T) {
-	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out.tar")
-	dst := parseOut(t, "docker-archive:"+out)
-	l := stagedGzipLayer(t, dst, []byte("results"))
-	before := must(os.Stat(l.Path()))(t).Size()
-	img := must(mutate.AppendLayers(base, l))(t)
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, err := Write(cctx, dst, img, Options{}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Write with a canceled context: %v, want context.Canceled", err)
-	}
-	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("failed write left %s (err %v)", out, err)
-	}
-	if after := must(os.Stat(l.Path()))(t).Size(); after != before {
-		t.Errorf("layer file is %d bytes after the failed write, was %d", after, before)
-	}
-	d := must(Write(ctx, dst, img, Options{}))(t)
-	if want := digest(t, must(tarball.ImageFromPath(out, nil))(t)); d != want {
-		t.Errorf("after retry: Write returned %s, the archive reads as %s", d, want)
 	}
 }
 

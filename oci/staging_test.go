@@ -92,29 +92,43 @@ func TestArchiveTakesLayerFileOver(t *testing.T) {
 }
 
 // TestArchiveTakeoverFailureRestores: a write that fails midway leaves no
-// output and the layer file as it was, so the write can be retried.
+// output and the layer file as it was, so the write can be retried; for
+// oci-archive and docker-archive outputs alike.
 func TestArchiveTakeoverFailureRestores(t *testing.T) {
 	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out.tar")
-	dst := parseOut(t, "oci-archive:"+out)
-	l := stagedLayer(t, dst, []byte("results"))
-	before := must(os.Stat(l.Path()))(t).Size()
-	img := must(mutate.AppendLayers(base, l))(t)
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, err := Write(cctx, dst, img, Options{}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Write with a canceled context: %v, want context.Canceled", err)
-	}
-	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("failed write left %s (err %v)", out, err)
-	}
-	if after := must(os.Stat(l.Path()))(t).Size(); after != before {
-		t.Errorf("layer file is %d bytes after the failed write, was %d", after, before)
-	}
-	must(Write(ctx, dst, img, Options{}))(t)
-	if got := fileIn(t, open(t, parse(t, "oci-archive:"+out), Options{}), "opt/x"); string(got) != "results" {
-		t.Errorf("after retry: opt/x = %q", got)
+	for _, c := range []struct {
+		transport string
+		staged    func(*testing.T, Ref, []byte) *layer.Layer
+	}{
+		{"oci-archive", stagedLayer},
+		{"docker-archive", stagedGzipLayer},
+	} {
+		t.Run(c.transport, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.tar")
+			dst := parseOut(t, c.transport+":"+out)
+			l := c.staged(t, dst, []byte("results"))
+			before := must(os.Stat(l.Path()))(t).Size()
+			img := must(mutate.AppendLayers(base, l))(t)
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := Write(cctx, dst, img, Options{}); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Write with a canceled context: %v, want context.Canceled", err)
+			}
+			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("failed write left %s (err %v)", out, err)
+			}
+			if after := must(os.Stat(l.Path()))(t).Size(); after != before {
+				t.Errorf("layer file is %d bytes after the failed write, was %d", after, before)
+			}
+			d := must(Write(ctx, dst, img, Options{}))(t)
+			back := open(t, parse(t, c.transport+":"+out), Options{})
+			if got := fileIn(t, back, "opt/x"); string(got) != "results" {
+				t.Errorf("after retry: opt/x = %q", got)
+			}
+			if digest(t, back) != d {
+				t.Errorf("after retry: Write returned %s, the archive reads as %s", d, digest(t, back))
+			}
+		})
 	}
 }
 
@@ -122,8 +136,9 @@ func TestArchiveTakeoverFailureRestores(t *testing.T) {
 // to check the archive headers of a blob over 8 GiB without writing one.
 type sparseLayer struct {
 	v1.Layer
-	path string
-	size int64
+	path    string
+	size    int64
+	reserve int64 // 0: ArchiveReserve
 }
 
 func (s *sparseLayer) Digest() (v1.Hash, error) {
@@ -132,7 +147,12 @@ func (s *sparseLayer) Digest() (v1.Hash, error) {
 func (s *sparseLayer) DiffID() (v1.Hash, error)            { return s.Digest() }
 func (s *sparseLayer) Size() (int64, error)                { return s.size, nil }
 func (s *sparseLayer) MediaType() (types.MediaType, error) { return types.OCIUncompressedLayer, nil }
-func (s *sparseLayer) BlobFile() (string, int64)           { return s.path, ArchiveReserve }
+func (s *sparseLayer) BlobFile() (string, int64) {
+	if s.reserve == 0 {
+		return s.path, ArchiveReserve
+	}
+	return s.path, s.reserve
+}
 
 // TestArchiveTakeoverHugeBlob: a blob of 8 GiB and more (beyond USTAR's
 // size field) gets a one-block GNU header that archive/tar reads back with
@@ -166,6 +186,40 @@ func TestArchiveTakeoverHugeBlob(t *testing.T) {
 	want := []string{"blobs/", "blobs/sha256/", "blobs/sha256/" + strings.Repeat("ab", 32), "oci-layout", "index.json"}
 	if len(names) < len(want)+2 || strings.Join(names[:len(want)], " ") != strings.Join(want, " ") {
 		t.Errorf("entries %v, want %v then manifest, config and base layers", names, want)
+	}
+}
+
+// TestDockerArchiveTakeoverHugeBlob: the same for a docker-archive output:
+// the blob's own header (one GNU block) in its 512 reserved bytes, then
+// the config, the base layers and manifest.json.
+func TestDockerArchiveTakeoverHugeBlob(t *testing.T) {
+	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "huge.tar")
+	size := int64(1<<33 + 5)
+	p := filepath.Join(dir, ".layer")
+	f := must(os.Create(p))(t)
+	noErr(t, f.Truncate(DockerArchiveReserve+size))
+	noErr(t, f.Close())
+	img := must(mutate.AppendLayers(base, &sparseLayer{path: p, size: size, reserve: DockerArchiveReserve}))(t)
+	must(Write(ctx, parseOut(t, "docker-archive:"+out), img, Options{}))(t)
+	tf := must(os.Open(out))(t)
+	defer tf.Close()
+	tr := tar.NewReader(tf)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		noErr(t, err)
+		names = append(names, h.Name)
+		if len(names) == 1 && (h.Name != strings.Repeat("ab", 32)+".tar" || h.Size != size) {
+			t.Errorf("first entry %s of %d bytes, want the blob of %d", h.Name, h.Size, size)
+		}
+	}
+	if n := len(names); n < 4 || !strings.HasPrefix(names[1], "sha256:") || names[n-1] != "manifest.json" {
+		t.Errorf("entries %v, want the blob, the config, the base layers, manifest.json", names)
 	}
 }
 
