@@ -80,7 +80,7 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 	o := env.forOutput(dst, p.t.Image)
 	var d v1.Hash
 	var cfg *protocol.Config
-	if dst.Transport == oci.TransportRegistry && o.Compression != CompressionNone {
+	if dst.Transport == oci.TransportRegistry {
 		var err error
 		if d, cfg, err = p.push(ctx, dst, env.OCI, o); err != nil {
 			return nil, err

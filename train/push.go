@@ -7,7 +7,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -16,22 +15,30 @@ import (
 // errPushEnded tells the producer that the push stopped reading.
 var errPushEnded = errors.New("push ended")
 
-// push produces p's layer into a go-containerregistry stream.Layer while
-// oci.Write uploads it: no temporary file, and the upload overlaps with
-// hashing and encryption. The stream layer is gzip (stored blocks unless
-// o.Compression is CompressionFast). When producing fails (a check, the
-// deferred layer check), the upload fails with it and no manifest is
+// push produces p's layer into a streaming layer while oci.Write uploads
+// it: no temporary file, and the upload overlaps with hashing and
+// encryption. The layer is gzip (go-containerregistry's stream.Layer;
+// stored blocks unless o.Compression is CompressionFast), or a plain tar
+// with CompressionNone (layer.PlainStream). When producing fails (a check,
+// the deferred layer check), the upload fails with it and no manifest is
 // pushed: nothing is written.
 func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options) (v1.Hash, *protocol.Config, error) {
-	lmt, err := layerType(p.t.Image, false)
+	plain := o.Compression == CompressionNone
+	lmt, err := layerType(p.t.Image, plain)
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	if p.lazy {
-		return p.pushLayerFirst(ctx, dst, oo, o, lmt)
-	}
 	pr, pw := io.Pipe()
-	img, err := p.rebase(stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt)))
+	var sl v1.Layer
+	if plain {
+		sl = layer.NewPlainStream(pr, lmt)
+	} else {
+		sl = stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt))
+	}
+	if p.lazy {
+		return p.pushLayerFirst(ctx, dst, oo, o, pr, pw, sl)
+	}
+	img, err := p.rebase(sl)
 	if err != nil {
 		pr.Close()
 		return v1.Hash{}, nil, err
@@ -71,9 +78,10 @@ func (p *plan) produceInto(pw *io.PipeWriter, o Options) (*protocol.Config, erro
 }
 
 // pushError is the error of a push from the producer's and the upload's:
-// the producer's unless it only saw the upload stop.
+// the producer's unless it only saw the upload stop (errPushEnded, or the
+// pipe closed by the uploader).
 func pushError(produced, upload error) error {
-	if produced != nil && !errors.Is(produced, errPushEnded) {
+	if produced != nil && !errors.Is(produced, errPushEnded) && !(upload != nil && errors.Is(produced, io.ErrClosedPipe)) {
 		return produced // the cause; the upload failed because of it
 	}
 	if upload != nil {
@@ -88,9 +96,7 @@ func pushError(produced, upload error) error {
 // written after, when the kept base layers are known; the layer is then
 // in the registry already and is not uploaded again. When producing
 // fails, the upload is aborted, and no manifest is pushed.
-func (p *plan) pushLayerFirst(ctx context.Context, dst oci.Ref, oo oci.Options, o Options, lmt types.MediaType) (v1.Hash, *protocol.Config, error) {
-	pr, pw := io.Pipe()
-	sl := stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt))
+func (p *plan) pushLayerFirst(ctx context.Context, dst oci.Ref, oo oci.Options, o Options, pr *io.PipeReader, pw *io.PipeWriter, sl v1.Layer) (v1.Hash, *protocol.Config, error) {
 	uploaded := make(chan error, 1)
 	go func() {
 		err := oci.WriteLayer(ctx, dst, sl, oo)

@@ -383,7 +383,8 @@ const (
 	// CompressionNone writes a plain tar layer. Ciphertext does not
 	// compress, and a decrypted image is for a local run: the CPU goes to
 	// crypto, and the layer is hashed once (its digest is its diff ID). To
-	// a registry it is written to a temporary file first, then pushed.
+	// a registry it is streamed while it is produced, like the gzip forms
+	// (layer.PlainStream), and the next step reading it hashes it once.
 	CompressionNone
 	// CompressionStored writes a gzip layer of stored (uncompressed) blocks.
 	CompressionStored

@@ -167,3 +167,40 @@ func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
 	}
 	ok(t, append([]string{"pre-run", out, "-o", "oci-archive:" + w.path("pre.tar")}, w.stationArgs("st2")...)...)
 }
+
+// TestRegistryPlainStreamedLayer: with --compression none the new layer is
+// streamed to the registry as a plain tar (digest = diff ID), uploaded
+// once; skopeo copies it (checking every blob), and the next station's
+// pre-run reads it.
+func TestRegistryPlainStreamedLayer(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	w := newWorld(t, "st1", "st2")
+	train := "oci-archive:" + w.path("train.tar")
+	w.build(t, train)
+	in := reg.Host + "/pht/plainstream:built"
+	writeRef(t, openRef(t, train, oci.Options{}), in, oci.Options{})
+	out := reg.Host + "/pht/plainstream:st1"
+	reg.ResetStats()
+	ok(t, append([]string{"post-run", in, "--results", w.results(t, "st1"), "-o", out, "--compression", "none"}, w.stationArgs("st1")...)...)
+	s := reg.Stats()
+	img := openRef(t, out, oci.Options{})
+	ls, err := img.Layers()
+	must(t, err)
+	top := ls[len(ls)-1]
+	mt, _ := top.MediaType()
+	d, err := top.Digest()
+	must(t, err)
+	diff, err := top.DiffID()
+	must(t, err)
+	if mt != types.OCIUncompressedLayer && mt != types.DockerUncompressedLayer {
+		t.Errorf("top layer media type %s, want a plain layer", mt)
+	}
+	if d != diff {
+		t.Errorf("plain layer digest %s differs from its diff ID %s", d, diff)
+	}
+	if n := s.BlobUploads[d.String()]; n != 1 {
+		t.Errorf("layer uploaded %d times, want once", n)
+	}
+	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+out, "oci:"+w.path("copy")+":v1")
+	ok(t, append([]string{"pre-run", out, "-o", reg.Host + "/pht/plainstream:st2-decrypted", "--compression", "none"}, w.stationArgs("st2")...)...)
+}
