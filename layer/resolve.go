@@ -884,7 +884,13 @@ func (lr *layerReader) spool(f *File, src io.Reader) error {
 		return err
 	}
 	f.src = spoolName(sf.Name())
-	n, err := io.Copy(sf, src)
+	// Decompressors hand out 32 KiB at a time: gather a megabyte per
+	// write (a gigabyte of results is then 1,024 system calls, not 32,768).
+	bw := bufio.NewWriterSize(struct{ io.Writer }{sf}, 1<<20) // no ReadFrom: bufio would hand the copy to it
+	n, err := bw.ReadFrom(src)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if cerr := sf.Close(); err == nil {
 		err = cerr
 	}

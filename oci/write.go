@@ -350,3 +350,48 @@ func ociTarHeader(name string, size int64, dir bool) *tar.Header {
 	}
 	return h
 }
+
+// ChunkedUpload wraps a streaming layer (go-containerregistry's
+// stream.Layer, layer.PlainStream) so that its blob goes to the registry
+// in pieces of 1 MiB. A streamed blob is sent with chunked transfer
+// encoding, and net/http writes (and flushes) one chunk per read of the
+// body: 32 KiB each through io.Copy, so 32,768 write system calls and
+// chunk headers per GiB. The wrapped reader implements io.WriterTo, which
+// net/http's copy uses.
+func ChunkedUpload(l v1.Layer) v1.Layer { return chunkedLayer{l} }
+
+type chunkedLayer struct{ v1.Layer }
+
+func (l chunkedLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	return chunkedReader{rc}, nil
+}
+
+type chunkedReader struct{ io.ReadCloser }
+
+const uploadChunk = 1 << 20
+
+// WriteTo writes the blob to w in pieces of uploadChunk bytes.
+func (r chunkedReader) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, uploadChunk)
+	var total int64
+	for {
+		n, err := io.ReadFull(r.ReadCloser, buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}

@@ -35,6 +35,7 @@ func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options)
 	} else {
 		sl = stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt))
 	}
+	sl = oci.ChunkedUpload(sl)
 	if p.lazy {
 		return p.pushLayerFirst(ctx, dst, oo, o, pr, pw, sl)
 	}
