@@ -377,6 +377,20 @@ func (w *Writer) Close() (*Layer, error) {
 	}, nil
 }
 
+// Fail makes the writer fail with err from now on: the next write of the
+// goroutine producing the layer returns err (within one 256 KiB chunk),
+// and nothing more reaches the layer file. It is the one method that may
+// be called from another goroutine, to stop a producer whose output is
+// no longer wanted (a check that failed meanwhile); the producer then
+// calls Abort. A first failure stays.
+func (w *Writer) Fail(err error) {
+	w.pipe.mu.Lock()
+	if w.pipe.err == nil {
+		w.pipe.err = err
+	}
+	w.pipe.mu.Unlock()
+}
+
 // Abort discards the layer and its temporary files. It does nothing after
 // a successful Close.
 func (w *Writer) Abort() {

@@ -363,3 +363,24 @@ func TestWriterUsesWriteTo(t *testing.T) {
 		t.Fatalf("long WriteTo content: %v", err)
 	}
 }
+
+// TestWriterFail: Fail, called from another goroutine, makes the
+// producer's next write return that error; Abort then removes the file.
+func TestWriterFail(t *testing.T) {
+	dir := t.TempDir()
+	w, err := NewWriter(WriterOptions{TempDir: dir})
+	must(t, err)
+	must(t, w.File("a", 3, strings.NewReader("abc")))
+	boom := errors.New("check failed")
+	done := make(chan struct{})
+	go func() { w.Fail(boom); close(done) }()
+	<-done
+	big := strings.NewReader(strings.Repeat("x", 1<<20))
+	if err := w.File("b", 1<<20, big); !errors.Is(err, boom) {
+		t.Fatalf("write after Fail: %v, want the failure", err)
+	}
+	w.Abort()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("Abort left %d files", len(ents))
+	}
+}

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,4 +142,90 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// gatedResults is a results directory whose file "b.bin" cannot be read
+// until gate is closed (its first read closes reached), and which counts
+// the opens of "c.bin".
+type gatedResults struct {
+	fs.FS
+	reached, gate chan struct{}
+	cOpened       atomic.Int32
+}
+
+func (g *gatedResults) Open(name string) (fs.File, error) {
+	f, err := g.FS.Open(name)
+	switch {
+	case err != nil:
+	case name == "b.bin":
+		return &gatedFile{File: f, g: g}, nil
+	case name == "c.bin":
+		g.cOpened.Add(1)
+	}
+	return f, err
+}
+
+type gatedFile struct {
+	fs.File
+	g    *gatedResults
+	once sync.Once
+}
+
+func (f *gatedFile) Read(p []byte) (int, error) {
+	f.once.Do(func() {
+		close(f.g.reached)
+		<-f.g.gate
+	})
+	return f.File.Read(p)
+}
+
+// TestPostRunStopsEncryptingWhenTheCheckFails: a post-run that encrypts
+// the results while the train is read stops encrypting as soon as a check
+// of the train fails (here: the station is not on the route), and returns
+// that check's error. The results' second file is held until the failed
+// check has stopped the layer writer; the third is never opened.
+func TestPostRunStopsEncryptingWhenTheCheckFails(t *testing.T) {
+	ctx := context.Background()
+	master, err := oci.Open(ctx, must(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, builder, st1 := mustKey(t), mustKey(t), mustKey(t)
+	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
+		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
+		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}},
+	}, Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer built.Close()
+	dir := t.TempDir()
+	for name, size := range map[string]int{"a.bin": 1 << 20, "b.bin": 4 << 20, "c.bin": 1 << 20} {
+		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte{1}, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	results := &gatedResults{FS: os.DirFS(dir), reached: make(chan struct{}), gate: make(chan struct{})}
+	imageGate := make(chan struct{})
+	go func() {
+		<-results.reached // encryption has started: let the train be read
+		close(imageGate)
+	}()
+	afterPostRunCheck = func(err error) {
+		if err != nil {
+			close(results.gate) // the writer has been failed: let the encryption go on
+		}
+	}
+	defer func() { afterPostRunCheck = nil }()
+	layerDir := t.TempDir()
+	_, err = PostRun(&gatedImage{Image: built.Image, gate: imageGate}, results, protocol.Station{ID: "st9", Key: mustKey(t)}, Options{TempDir: t.TempDir(), LayerDir: layerDir})
+	if !errors.Is(err, protocol.ErrStationNotOnRoute) {
+		t.Fatalf("post-run by a station not on the route: %v, want ErrStationNotOnRoute", err)
+	}
+	if n := results.cOpened.Load(); n != 0 {
+		t.Errorf("c.bin was opened %d times: the encryption went on after the check failed", n)
+	}
+	if ents, _ := os.ReadDir(layerDir); len(ents) != 0 {
+		t.Errorf("the failed post-run left %d files beside the output", len(ents))
+	}
 }

@@ -62,9 +62,9 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 // run produced; it may be nil when img already holds plaintext train files
 // and results (a pre-run output, or one committed after the run). The
 // output is base layers + one encrypted protocol layer. With results, they
-// are encrypted into the new layer while img is read (for a registry image,
-// while it downloads); the checks and signatures follow, and nothing is
-// returned when they fail.
+// are encrypted into the new layer while img is read and checked (for a
+// registry image, while it downloads); a failed check stops that at once
+// and nothing is returned, and the signatures follow the checks.
 func PostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*Output, error) {
 	p, err := planPostRun(img, results, st, o)
 	if err != nil {
@@ -162,7 +162,8 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		return nil, err
 	}
 	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }}}
-	trainPlain, resultsPlain, prev, err := p.postRunInputs(t, nil, st, o)
+	in, err := checkPostRun(t, nil, st, o)
+	p.cleanups = append(p.cleanups, in.close)
 	if err != nil {
 		return p.fail(err)
 	}
@@ -170,9 +171,9 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		err := lw.start(false)
 		var res *protocol.PostRunResult
 		if err == nil {
-			res, err = protocol.PostRunUpdate(t.Config, trainPlain, resultsPlain, st, lw)
+			res, err = protocol.PostRunUpdate(t.Config, in.trainPlain, in.resultsPlain, st, lw)
 		}
-		return finishPostRun(lw, res, err, prev)
+		return finishPostRun(lw, res, err, in.prev)
 	}
 	return p, nil
 }
@@ -191,110 +192,164 @@ func finishPostRun(lw *layerSink, res *protocol.PostRunResult, err error, prev f
 	return res.Config, lw.finish(res.ConfigJSON, res.UserKeyFile)
 }
 
+// afterPostRunCheck, when set (by tests), runs after the overlapped
+// post-run's checks (and after a failure has failed the layer writer).
+var afterPostRunCheck func(error)
+
 // planPostRunOverlapped is a post-run with a results directory: the new
 // results come first in the new layer and need neither the train nor its
 // config (protocol.EncryptNewResults), so they are encrypted (and, to a
 // registry, uploaded) while the image is still being read, which for a
-// registry input means downloaded. The checks, the signatures and the
-// config follow once the image is read; nothing is written when they fail
-// (a file output is discarded, a registry gets no manifest). The plan's
-// Train is known only once produce has waited for it: its Base is not
-// known before (see plan.lazy).
+// registry input means downloaded. The image is read and checked in a
+// goroutine; when a check fails, the layer writer is failed at once
+// (layer.Writer.Fail), so the encryption stops within a chunk and the
+// check's error is returned. The signatures and the config follow once
+// the checks passed; nothing is written when they fail (a file output is
+// discarded, a registry gets no manifest). The plan's Train is known only
+// once produce has waited for it: its Base is not known before (see
+// plan.lazy).
 func planPostRunOverlapped(img v1.Image, results fs.FS, st protocol.Station, o Options) *plan {
-	type opened struct {
+	type checked struct {
 		t   *Train
+		in  *postRunInputs
 		err error
 	}
-	ch := make(chan opened, 1)
+	var (
+		mu     sync.Mutex
+		writer *layer.Writer // the layer's, once produce has started
+		failed error         // the check's failure, once known
+	)
+	ch := make(chan checked, 1)
 	go func() {
-		t, err := open(img, o, true)
-		ch <- opened{t, err}
+		var c checked
+		c.t, c.err = open(img, o, true)
+		if c.err == nil {
+			c.in, c.err = checkPostRun(c.t, results, st, o)
+		}
+		if c.err != nil {
+			mu.Lock()
+			failed = c.t.check(c.err)
+			if writer != nil {
+				writer.Fail(failed)
+			}
+			mu.Unlock()
+		}
+		if afterPostRunCheck != nil {
+			afterPostRunCheck(c.err)
+		}
+		ch <- c
 	}()
 	var once sync.Once
-	var got opened
-	wait := func() (*Train, error) {
+	var got checked
+	wait := func() checked {
 		once.Do(func() { got = <-ch })
-		return got.t, got.err
+		return got
 	}
 	p := &plan{t: &Train{Image: img}, step: "post-run", station: st.ID, state: stateEncrypted, lazy: true}
 	p.cleanups = []func(){func() {
-		if t, err := wait(); err == nil {
-			t.Close()
+		c := wait()
+		if c.in != nil {
+			c.in.close()
+		}
+		if c.t != nil {
+			c.t.Close()
 		}
 	}}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
-		err := lw.start(false)
+		mu.Lock()
+		writer = lw.w
+		err := failed
+		mu.Unlock()
+		if err == nil {
+			err = lw.start(false)
+		}
 		var nr *protocol.NewResults
 		if err == nil {
 			nr, err = protocol.EncryptNewResults(results, lw)
 		}
 		defer nr.Close()
-		t, oerr := wait()
-		if oerr != nil {
-			return nil, oerr // reading the train failed: that explains any other failure
+		c := wait()
+		if c.t != nil {
+			p.t = c.t
 		}
-		p.t = t
+		if c.err != nil {
+			return nil, c.err // reading or checking the train failed: that explains any other failure
+		}
 		if err != nil {
 			return nil, err
 		}
-		trainPlain, _, prev, err := p.postRunInputs(t, results, st, o)
-		if err != nil {
-			return nil, err
-		}
-		res, err := protocol.FinishPostRun(t.Config, trainPlain, st, nr, lw)
-		return finishPostRun(lw, res, err, prev)
+		res, err := protocol.FinishPostRun(c.t.Config, c.in.trainPlain, st, nr, lw)
+		return finishPostRun(lw, res, err, c.in.prev)
 	}
 	return p
 }
 
-// postRunInputs checks what post-run checks before it encrypts (everything
-// pre-run checks, and the leak check) and returns the plaintext train
-// files and results to encrypt; prev, when not nil, waits for the check of
-// the previous results, which runs alongside (on another core) and must
-// pass before a signed config is written. The previous results themselves
-// are replaced by the new ones; only the train files' plaintext is kept,
-// in a spool the plan's cleanups remove.
-func (p *plan) postRunInputs(t *Train, results fs.FS, st protocol.Station, o Options) (trainPlain, resultsPlain fs.FS, prev func() error, err error) {
+// postRunInputs are what post-run encrypts besides the new results: the
+// plaintext train files (from the image, or decrypted into a spool), the
+// results when the image holds them, and prev, when not nil, which waits
+// for the check of the previous results: that runs alongside (on another
+// core) and must pass before a signed config is written. close removes
+// the spool (after prev); it runs before the Train is closed.
+type postRunInputs struct {
+	trainPlain, resultsPlain fs.FS
+	prev                     func() error
+	cleanups                 []func()
+}
+
+func (in *postRunInputs) close() {
+	for i := len(in.cleanups) - 1; i >= 0; i-- {
+		in.cleanups[i]()
+	}
+	in.cleanups = nil
+}
+
+// checkPostRun checks what post-run checks before it encrypts: everything
+// pre-run checks (the previous results alongside, see postRunInputs.prev)
+// and the leak check. The previous results themselves are replaced by the
+// new ones; only the train files' plaintext is kept. The returned inputs
+// are never nil: close them, also after an error.
+func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*postRunInputs, error) {
+	in := &postRunInputs{}
 	if t.Decrypted() {
-		trainPlain, resultsPlain = t.TrainFS(), t.ResultsFS()
+		in.trainPlain, in.resultsPlain = t.TrainFS(), t.ResultsFS()
 		if results != nil {
-			resultsPlain = results
+			in.resultsPlain = results
 		}
 	} else {
 		if results == nil {
-			return nil, nil, nil, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
+			return in, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
 		}
 		spool, err := os.MkdirTemp(o.TempDir, "phtoci-postrun-")
 		if err != nil {
-			return nil, nil, nil, err
+			return in, err
 		}
-		p.cleanups = append(p.cleanups, func() { os.RemoveAll(spool) })
+		in.cleanups = append(in.cleanups, func() { os.RemoveAll(spool) })
 		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, protocol.DirSink(spool))
 		if err != nil {
-			return nil, nil, nil, err
+			return in, err
 		}
 		if !pr.First {
 			ch := make(chan error, 1)
 			go func() { ch <- protocol.CheckPreviousResults(t.Config, t.ResultsFS(), pr.SymKey, nil) }()
 			var once sync.Once
 			var prevErr error
-			prev = func() error {
+			in.prev = func() error {
 				once.Do(func() { prevErr = <-ch })
 				return prevErr
 			}
-			p.cleanups = append(p.cleanups, func() { prev() }) // before t.Close
+			in.cleanups = append(in.cleanups, func() { in.prev() }) // before the spool goes and t.Close
 		}
-		trainPlain, resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
+		in.trainPlain, in.resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
 	}
-	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
-		if prev != nil {
-			if perr := prev(); perr != nil {
+	if err := leakCheck(t, in.trainPlain, in.resultsPlain); err != nil {
+		if in.prev != nil {
+			if perr := in.prev(); perr != nil {
 				err = perr
 			}
 		}
-		return nil, nil, nil, err
+		return in, err
 	}
-	return trainPlain, resultsPlain, prev, nil
+	return in, nil
 }
 
 func planBuild(base v1.Image, files fs.FS, bo protocol.BuildOptions) (*plan, error) {
