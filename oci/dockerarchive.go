@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -54,7 +53,7 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 	if err != nil {
 		return true, v1.Hash{}, err
 	}
-	m, err := dockerArchiveManifest(img, layers, tag)
+	m, err := dockerArchiveManifest(img, cfgName, layers, tag)
 	if err != nil {
 		return true, v1.Hash{}, err
 	}
@@ -154,7 +153,7 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 		d, err = back.Digest()
 		return true, d, err
 	}
-	d, err = synthesizedDigest(img, layers, rawCfg, m[0].LayerSources)
+	d, err = synthesizedDigest(img, layers, cfgName, int64(len(rawCfg)), m[0].LayerSources)
 	return true, d, err
 }
 
@@ -184,11 +183,7 @@ func dockerArchiveEntry(tw *tar.Writer, path string, r io.Reader, size int64, sn
 // dockerArchiveManifest is the manifest.json tarball.Write writes for img
 // under tag: the config's name, the tag (":latest" spelled out), the layer
 // files, and the descriptors of foreign layers by diff ID.
-func dockerArchiveManifest(img v1.Image, layers []v1.Layer, tag name.Tag) (tarball.Manifest, error) {
-	cfgName, err := img.ConfigName()
-	if err != nil {
-		return nil, err
-	}
+func dockerArchiveManifest(img v1.Image, cfgName v1.Hash, layers []v1.Layer, tag name.Tag) (tarball.Manifest, error) {
 	ts := tag.String()
 	if tag.Identifier() == name.DefaultTag && !bytes.HasSuffix([]byte(ts), []byte(":"+name.DefaultTag)) {
 		ts += ":" + name.DefaultTag
@@ -218,18 +213,13 @@ func dockerArchiveManifest(img v1.Image, layers []v1.Layer, tag name.Tag) (tarba
 // synthesizedDigest is the digest of the manifest go-containerregistry's
 // tarball reader (and so phtoci reading the archive) makes for a
 // docker-archive whose layers are gzip: Docker schema 2, the config's
-// digest and size, each layer's blob digest and size (foreign layers: their
-// descriptor from manifest.json).
-func synthesizedDigest(img v1.Image, layers []v1.Layer, rawCfg []byte, sources map[v1.Hash]v1.Descriptor) (v1.Hash, error) {
-	cfgSum := sha256.Sum256(rawCfg)
+// digest (cfgName) and size, each layer's blob digest and size (foreign
+// layers: their descriptor from manifest.json).
+func synthesizedDigest(img v1.Image, layers []v1.Layer, cfgName v1.Hash, cfgSize int64, sources map[v1.Hash]v1.Descriptor) (v1.Hash, error) {
 	m := v1.Manifest{
 		SchemaVersion: 2,
 		MediaType:     types.DockerManifestSchema2,
-		Config: v1.Descriptor{
-			MediaType: types.DockerConfigJSON,
-			Size:      int64(len(rawCfg)),
-			Digest:    v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", cfgSum)},
-		},
+		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: cfgSize, Digest: cfgName},
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {

@@ -154,72 +154,69 @@ func (s *sparseLayer) BlobFile() (string, int64) {
 	return s.path, s.reserve
 }
 
-// TestArchiveTakeoverHugeBlob: a blob of 8 GiB and more (beyond USTAR's
-// size field) gets a one-block GNU header that archive/tar reads back with
-// the right size, and the entries after it are found.
-func TestArchiveTakeoverHugeBlob(t *testing.T) {
+// hugeArchive writes img plus a sparse layer of size bytes (a blob of 8 GiB
+// and more without writing one) to transport:out, and returns the entry
+// headers of the archive (tar.Reader seeks over the contents).
+func hugeArchive(t *testing.T, transport string, reserve, size int64) []*tar.Header {
+	t.Helper()
 	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
 	dir := t.TempDir()
 	out := filepath.Join(dir, "huge.tar")
-	size := int64(1<<33 + 5)
 	p := filepath.Join(dir, ".layer")
 	f := must(os.Create(p))(t)
-	noErr(t, f.Truncate(ArchiveReserve+size))
+	noErr(t, f.Truncate(reserve+size))
 	noErr(t, f.Close())
-	img := must(mutate.AppendLayers(base, &sparseLayer{path: p, size: size}))(t)
-	must(Write(ctx, parseOut(t, "oci-archive:"+out), img, Options{}))(t)
+	img := must(mutate.AppendLayers(base, &sparseLayer{path: p, size: size, reserve: reserve}))(t)
+	must(Write(ctx, parseOut(t, transport+":"+out), img, Options{}))(t)
 	tf := must(os.Open(out))(t)
 	defer tf.Close()
 	tr := tar.NewReader(tf)
-	var names []string
+	var hdrs []*tar.Header
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return hdrs
 		}
 		noErr(t, err)
-		names = append(names, h.Name)
-		if h.Name == "blobs/sha256/"+strings.Repeat("ab", 32) && h.Size != size {
-			t.Errorf("blob entry size %d, want %d", h.Size, size)
-		}
-	}
-	want := []string{"blobs/", "blobs/sha256/", "blobs/sha256/" + strings.Repeat("ab", 32), "oci-layout", "index.json"}
-	if len(names) < len(want)+2 || strings.Join(names[:len(want)], " ") != strings.Join(want, " ") {
-		t.Errorf("entries %v, want %v then manifest, config and base layers", names, want)
+		hdrs = append(hdrs, h)
 	}
 }
 
-// TestDockerArchiveTakeoverHugeBlob: the same for a docker-archive output:
-// the blob's own header (one GNU block) in its 512 reserved bytes, then
-// the config, the base layers and manifest.json.
-func TestDockerArchiveTakeoverHugeBlob(t *testing.T) {
-	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
-	dir := t.TempDir()
-	out := filepath.Join(dir, "huge.tar")
+// TestArchiveTakeoverHugeBlob: a blob of 8 GiB and more (beyond USTAR's
+// size field) gets a one-block GNU header that archive/tar reads back with
+// the right size, and the entries after it are found; for oci-archive the
+// blob comes after blobs/ and blobs/sha256/, for docker-archive it is the
+// first entry, followed by the config, the base layers and manifest.json.
+func TestArchiveTakeoverHugeBlob(t *testing.T) {
 	size := int64(1<<33 + 5)
-	p := filepath.Join(dir, ".layer")
-	f := must(os.Create(p))(t)
-	noErr(t, f.Truncate(DockerArchiveReserve+size))
-	noErr(t, f.Close())
-	img := must(mutate.AppendLayers(base, &sparseLayer{path: p, size: size, reserve: DockerArchiveReserve}))(t)
-	must(Write(ctx, parseOut(t, "docker-archive:"+out), img, Options{}))(t)
-	tf := must(os.Open(out))(t)
-	defer tf.Close()
-	tr := tar.NewReader(tf)
+	blob := strings.Repeat("ab", 32)
+
+	hdrs := hugeArchive(t, "oci-archive", ArchiveReserve, size)
 	var names []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		noErr(t, err)
+	for _, h := range hdrs {
 		names = append(names, h.Name)
-		if len(names) == 1 && (h.Name != strings.Repeat("ab", 32)+".tar" || h.Size != size) {
-			t.Errorf("first entry %s of %d bytes, want the blob of %d", h.Name, h.Size, size)
+		if h.Name == "blobs/sha256/"+blob && h.Size != size {
+			t.Errorf("oci-archive: blob entry size %d, want %d", h.Size, size)
 		}
 	}
+	want := []string{"blobs/", "blobs/sha256/", "blobs/sha256/" + blob, "oci-layout", "index.json"}
+	if len(names) < len(want)+2 || strings.Join(names[:len(want)], " ") != strings.Join(want, " ") {
+		t.Errorf("oci-archive entries %v, want %v then manifest, config and base layers", names, want)
+	}
+
+	hdrs = hugeArchive(t, "docker-archive", DockerArchiveReserve, size)
+	if len(hdrs) == 0 {
+		t.Fatal("docker-archive: no entries")
+	}
+	names = names[:0]
+	for _, h := range hdrs {
+		names = append(names, h.Name)
+	}
+	if hdrs[0].Name != blob+".tar" || hdrs[0].Size != size {
+		t.Errorf("docker-archive: first entry %s of %d bytes, want the blob of %d", hdrs[0].Name, hdrs[0].Size, size)
+	}
 	if n := len(names); n < 4 || !strings.HasPrefix(names[1], "sha256:") || names[n-1] != "manifest.json" {
-		t.Errorf("entries %v, want the blob, the config, the base layers, manifest.json", names)
+		t.Errorf("docker-archive entries %v, want the blob, the config, the base layers, manifest.json", names)
 	}
 }
 

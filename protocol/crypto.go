@@ -87,7 +87,7 @@ func encryptWithIV(dst io.Writer, src io.Reader, key, iv []byte) error {
 // into the destination; read with Read, a goroutine produces it through a
 // pipe as it is read.
 func NewEncryptReader(src io.Reader, key []byte) io.ReadCloser {
-	return newCryptReader(func(dst io.Writer) error { return EncryptStream(dst, src, key) })
+	return &cryptReader{run: func(dst io.Writer) error { return EncryptStream(dst, src, key) }}
 }
 
 // cryptReader is the output of one file's encryption or decryption (run)
@@ -107,10 +107,6 @@ type cryptReader struct {
 	pr      *io.PipeReader
 	done    chan error
 	err     error // run's own failure, not the destination's
-}
-
-func newCryptReader(run func(dst io.Writer) error) *cryptReader {
-	return &cryptReader{run: run}
 }
 
 // WriteTo runs the stream into dst in the caller's goroutine (or, after a

@@ -267,7 +267,7 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		return out.WriteFile(prefix+"/"+name, int64(bp.Len()), bp)
 	}
 	size := PlaintextSize(f, key)
-	r := newCryptReader(func(dst io.Writer) error { return DecryptStream(io.MultiWriter(w, dst), f, key) })
+	r := &cryptReader{run: func(dst io.Writer) error { return DecryptStream(io.MultiWriter(w, dst), f, key) }}
 	werr := out.WriteFile(prefix+"/"+name, size, r)
 	r.Close()
 	if derr := r.Err(); derr != nil {

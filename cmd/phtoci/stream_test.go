@@ -126,8 +126,11 @@ func TestRegistryPlainLayerTampered(t *testing.T) {
 
 // TestRegistryPostRunUploadsLayerOnce: a registry → registry post-run
 // uploads the new layer while it reads the train (the layer first, on its
-// own, then the image): the layer is uploaded once, no base layer is
-// downloaded or uploaded, and one manifest is pushed.
+// own, then the image), as gzip of stored blocks by default and as a plain
+// tar (digest = diff ID) with --compression none: the layer is uploaded
+// once, no base layer is downloaded or uploaded, one manifest is pushed;
+// skopeo copies the output (checking every blob) and the next station's
+// pre-run reads it, to a registry as well.
 func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{})
 	w := newWorld(t, "st1", "st2")
@@ -137,70 +140,51 @@ func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
 	writeRef(t, openRef(t, train, oci.Options{}), in, oci.Options{})
 	base, err := openRef(t, sampleMaster, oci.Options{}).Layers()
 	must(t, err)
+	results := w.results(t, "st1")
 
-	reg.ResetStats()
-	out := reg.Host + "/pht/once:st1"
-	ok(t, append([]string{"post-run", in, "--results", w.results(t, "st1"), "-o", out}, w.stationArgs("st1")...)...)
-	s := reg.Stats()
-	img := openRef(t, out, oci.Options{})
-	ls, err := img.Layers()
-	must(t, err)
-	top, err := ls[len(ls)-1].Digest()
-	must(t, err)
-	size, err := ls[len(ls)-1].Size()
-	must(t, err)
-	if n := s.BlobUploads[top.String()]; n != 1 {
-		t.Errorf("new layer %s uploaded %d times, want once", top, n)
+	for _, c := range []struct {
+		compression string
+		plain       bool
+	}{{"auto", false}, {"none", true}} {
+		t.Run(c.compression, func(t *testing.T) {
+			reg.ResetStats()
+			out := reg.Host + "/pht/once:st1-" + c.compression
+			ok(t, append([]string{"post-run", in, "--results", results, "-o", out, "--compression", c.compression}, w.stationArgs("st1")...)...)
+			s := reg.Stats()
+			ls, err := openRef(t, out, oci.Options{}).Layers()
+			must(t, err)
+			top := ls[len(ls)-1]
+			d, err := top.Digest()
+			must(t, err)
+			diff, err := top.DiffID()
+			must(t, err)
+			size, err := top.Size()
+			must(t, err)
+			mt, _ := top.MediaType()
+			if plain := mt == types.OCIUncompressedLayer || mt == types.DockerUncompressedLayer; plain != c.plain {
+				t.Errorf("top layer media type %s, want plain=%v", mt, c.plain)
+			}
+			if c.plain && d != diff {
+				t.Errorf("plain layer digest %s differs from its diff ID %s", d, diff)
+			}
+			if n := s.BlobUploads[d.String()]; n != 1 {
+				t.Errorf("new layer %s uploaded %d times, want once", d, n)
+			}
+			for _, l := range base {
+				bd, err := l.Digest()
+				must(t, err)
+				if s.BlobGets[bd.String()] != 0 || s.BlobUploads[bd.String()] != 0 {
+					t.Errorf("base layer %s moved: %d GETs, %d uploads", bd, s.BlobGets[bd.String()], s.BlobUploads[bd.String()])
+				}
+			}
+			if s.BlobBytesUp > size+64<<10 {
+				t.Errorf("uploaded %d blob bytes for a %d-byte layer and a config", s.BlobBytesUp, size)
+			}
+			if s.ManifestPuts != 1 {
+				t.Errorf("%d manifests pushed, want 1", s.ManifestPuts)
+			}
+			skopeo(t, "copy", "--src-tls-verify=false", "docker://"+out, "oci:"+w.path("copy-"+c.compression)+":v1")
+			ok(t, append([]string{"pre-run", out, "-o", out + "-decrypted", "--compression", c.compression}, w.stationArgs("st2")...)...)
+		})
 	}
-	for _, l := range base {
-		d, err := l.Digest()
-		must(t, err)
-		if s.BlobGets[d.String()] != 0 || s.BlobUploads[d.String()] != 0 {
-			t.Errorf("base layer %s moved: %d GETs, %d uploads", d, s.BlobGets[d.String()], s.BlobUploads[d.String()])
-		}
-	}
-	if s.BlobBytesUp > size+64<<10 {
-		t.Errorf("uploaded %d blob bytes for a %d-byte layer and a config", s.BlobBytesUp, size)
-	}
-	if s.ManifestPuts != 1 {
-		t.Errorf("%d manifests pushed, want 1", s.ManifestPuts)
-	}
-	ok(t, append([]string{"pre-run", out, "-o", "oci-archive:" + w.path("pre.tar")}, w.stationArgs("st2")...)...)
-}
-
-// TestRegistryPlainStreamedLayer: with --compression none the new layer is
-// streamed to the registry as a plain tar (digest = diff ID), uploaded
-// once; skopeo copies it (checking every blob), and the next station's
-// pre-run reads it.
-func TestRegistryPlainStreamedLayer(t *testing.T) {
-	reg := testreg.Start(t, testreg.Options{})
-	w := newWorld(t, "st1", "st2")
-	train := "oci-archive:" + w.path("train.tar")
-	w.build(t, train)
-	in := reg.Host + "/pht/plainstream:built"
-	writeRef(t, openRef(t, train, oci.Options{}), in, oci.Options{})
-	out := reg.Host + "/pht/plainstream:st1"
-	reg.ResetStats()
-	ok(t, append([]string{"post-run", in, "--results", w.results(t, "st1"), "-o", out, "--compression", "none"}, w.stationArgs("st1")...)...)
-	s := reg.Stats()
-	img := openRef(t, out, oci.Options{})
-	ls, err := img.Layers()
-	must(t, err)
-	top := ls[len(ls)-1]
-	mt, _ := top.MediaType()
-	d, err := top.Digest()
-	must(t, err)
-	diff, err := top.DiffID()
-	must(t, err)
-	if mt != types.OCIUncompressedLayer && mt != types.DockerUncompressedLayer {
-		t.Errorf("top layer media type %s, want a plain layer", mt)
-	}
-	if d != diff {
-		t.Errorf("plain layer digest %s differs from its diff ID %s", d, diff)
-	}
-	if n := s.BlobUploads[d.String()]; n != 1 {
-		t.Errorf("layer uploaded %d times, want once", n)
-	}
-	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+out, "oci:"+w.path("copy")+":v1")
-	ok(t, append([]string{"pre-run", out, "-o", reg.Host + "/pht/plainstream:st2-decrypted", "--compression", "none"}, w.stationArgs("st2")...)...)
 }
