@@ -153,47 +153,50 @@ func TestWriterRoundTripThroughResolve(t *testing.T) {
 	}
 }
 
+// testWriter is a layer writer in a test directory, aborted at the end.
+func testWriter(t *testing.T) *Writer {
+	t.Helper()
+	w, err := NewWriter(WriterOptions{TempDir: t.TempDir()})
+	must(t, err)
+	t.Cleanup(w.Abort)
+	return w
+}
+
 func TestWriterRejects(t *testing.T) {
-	newW := func() *Writer {
-		w, err := NewWriter(WriterOptions{TempDir: t.TempDir()})
-		must(t, err)
-		t.Cleanup(w.Abort)
-		return w
-	}
-	w := newW()
+	w := testWriter(t)
 	must(t, w.File("b", 0, strings.NewReader("")))
 	if err := w.File("a", 0, strings.NewReader("")); !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("a after b: %v", err)
 	}
-	w = newW()
+	w = testWriter(t)
 	must(t, w.File("a.txt", 0, strings.NewReader("")))
 	if err := w.File("a/b", 0, strings.NewReader("")); !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("a/b after a.txt (component order): %v", err)
 	}
-	w = newW()
+	w = testWriter(t)
 	must(t, w.File("a", 0, strings.NewReader("")))
 	if err := w.File("a", 0, strings.NewReader("")); !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	w = newW()
+	w = testWriter(t)
 	must(t, w.File("a", 0, strings.NewReader("")))
 	if err := w.File("a/b", 0, strings.NewReader("")); !errors.Is(err, ErrNotDir) {
 		t.Fatalf("under a file: %v", err)
 	}
-	w = newW()
+	w = testWriter(t)
 	for _, p := range []string{"../x", "a/../../x", "", "/", "a/.wh.b"} {
 		if err := w.File(p, 0, strings.NewReader("")); !errors.Is(err, ErrBadPath) && !errors.Is(err, ErrUnsafePath) {
 			t.Errorf("path %q: %v", p, err)
 		}
 	}
-	w = newW()
+	w = testWriter(t)
 	if err := w.File("short", 10, strings.NewReader("abc")); err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("short content: %v", err)
 	}
 	if _, err := w.Close(); err == nil {
 		t.Fatal("Close after a failed entry succeeded")
 	}
-	w = newW()
+	w = testWriter(t)
 	if err := w.File("long", 2, strings.NewReader("abc")); err == nil {
 		t.Fatal("longer content accepted")
 	}
@@ -334,13 +337,7 @@ func (w writerToOnly) WriteTo(dst io.Writer) (int64, error) {
 }
 
 func TestWriterUsesWriteTo(t *testing.T) {
-	newW := func() *Writer {
-		w, err := NewWriter(WriterOptions{TempDir: t.TempDir()})
-		must(t, err)
-		t.Cleanup(w.Abort)
-		return w
-	}
-	w := newW()
+	w := testWriter(t)
 	must(t, w.File("a", 3, writerToOnly{[]byte("abc")}))
 	l, err := w.Close()
 	must(t, err)
@@ -356,10 +353,10 @@ func TestWriterUsesWriteTo(t *testing.T) {
 		t.Fatalf("entry %q = %q", h.Name, got)
 	}
 
-	if err := newW().File("short", 10, writerToOnly{[]byte("abc")}); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if err := testWriter(t).File("short", 10, writerToOnly{[]byte("abc")}); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("short WriteTo content: %v", err)
 	}
-	if err := newW().File("long", 2, writerToOnly{[]byte("abc")}); err == nil || !strings.Contains(err.Error(), "longer than the 2 bytes") {
+	if err := testWriter(t).File("long", 2, writerToOnly{[]byte("abc")}); err == nil || !strings.Contains(err.Error(), "longer than the 2 bytes") {
 		t.Fatalf("long WriteTo content: %v", err)
 	}
 }
