@@ -23,6 +23,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	kflate "github.com/klauspost/compress/flate"
 	kgzip "github.com/klauspost/compress/gzip"
+
+	"github.com/phtoci/phtoci/internal/asynchash"
 )
 
 // DefaultMemLimit is the largest file Resolve keeps in memory; larger files
@@ -562,10 +564,13 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			err = fmt.Errorf("%s: closing: %w", lr.name, classify(cerr))
 		}
 	}()
-	var h hash.Hash
+	var h *asynchash.Hash
 	src := io.Reader(rc)
 	if want.Algorithm == "sha256" && !verified {
-		h = sha256.New()
+		// The diff ID is hashed on another core: this goroutine already
+		// receives, checks the digest of and decompresses the blob.
+		h = asynchash.New(sha256.New())
+		defer h.Close()
 		src = io.TeeReader(rc, h)
 	}
 	lr.pos = &countReader{r: src}
@@ -589,7 +594,7 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		return fmt.Errorf("%s: reading tar: %w", lr.name, classify(err))
 	}
 	if h != nil {
-		if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+		if got := hex.EncodeToString(h.Sum()); got != want.Hex {
 			return fmt.Errorf("%s: %w: uncompressed content has diff ID sha256:%s, the image config says %s", lr.name, ErrDigestMismatch, got, want)
 		}
 	}

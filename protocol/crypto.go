@@ -15,6 +15,8 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+
+	"github.com/phtoci/phtoci/internal/asynchash"
 )
 
 // KeySize is the symmetric key length (AES-256).
@@ -409,7 +411,7 @@ func WalkFiles(fsys fs.FS, fn func(name string, size int64) error) error {
 // ResultsHash computes result_hash (vectors §6) over the plaintext results
 // in fsys (rooted at /opt/pht_results).
 func ResultsHash(fsys fs.FS, sessionID []byte) ([]byte, error) {
-	h := newAsyncHash() // reading overlaps with hashing
+	h := asynchash.New(sha512.New()) // reading overlaps with hashing
 	defer h.Close()
 	err := WalkFiles(fsys, func(name string, _ int64) error {
 		f, err := fsys.Open(name)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/phtoci/phtoci/internal/asynchash"
 	"github.com/phtoci/phtoci/keys"
 )
 
@@ -312,7 +313,7 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 // result_hash.
 func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 	sid, _ := hex.DecodeString(cfg.SessionID)
-	h := newAsyncHash()
+	h := asynchash.New(sha512.New())
 	defer h.Close()
 	err := WalkFiles(results, func(name string, _ int64) error {
 		return decryptTo(results, name, "pht_results", key, h, out)
@@ -444,7 +445,7 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 // signs. Close releases it when FinishPostRun is not called.
 type NewResults struct {
 	key []byte
-	h   *asyncHash // the files; FinishPostRun appends the session ID
+	h   *asynchash.Hash // the files; FinishPostRun appends the session ID
 }
 
 // EncryptNewResults encrypts every file of resultsPlain, in walk order, with
@@ -455,7 +456,7 @@ func EncryptNewResults(resultsPlain fs.FS, out Sink) (*NewResults, error) {
 	if err != nil {
 		return nil, err
 	}
-	nr := &NewResults{key: key, h: newAsyncHash()}
+	nr := &NewResults{key: key, h: asynchash.New(sha512.New())}
 	if err := encryptTree(resultsPlain, "pht_results", key, nr.h, out); err != nil {
 		nr.Close()
 		return nil, err
