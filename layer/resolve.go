@@ -21,8 +21,10 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	kflate "github.com/klauspost/compress/flate"
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/readahead"
 
 	"github.com/phtoci/phtoci/internal/asynchash"
 )
@@ -532,6 +534,46 @@ type readCloser struct {
 	io.Closer
 }
 
+// uncompressed opens l's tar. A gzip blob is read ahead by a goroutine of
+// its own (klauspost/readahead, four 1 MiB buffers): receiving or reading
+// the blob and checking its digest (go-containerregistry's readers verify
+// as they read) then run on one core while the caller decompresses it,
+// and hashes the diff ID, on others. Other forms (zstd, a plain tar
+// labelled gzip) are left to go-containerregistry.
+func uncompressed(l v1.Layer) (io.ReadCloser, error) {
+	if mt, err := l.MediaType(); err != nil || !gzipLayer(mt) {
+		return l.Uncompressed()
+	}
+	crc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	ra, err := readahead.NewReadCloserSize(crc, 4, 1<<20)
+	if err != nil {
+		crc.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(ra, 64<<10)
+	if magic, err := br.Peek(2); err != nil || !bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		ra.Close()
+		return l.Uncompressed()
+	}
+	zr, err := kgzip.NewReader(br)
+	if err != nil {
+		ra.Close()
+		return nil, err
+	}
+	return readCloser{zr, ra}, nil
+}
+
+func gzipLayer(mt types.MediaType) bool {
+	switch mt {
+	case types.OCILayer, types.DockerLayer, types.DockerForeignLayer, types.OCIRestrictedLayer:
+		return true
+	}
+	return false
+}
+
 func (lr *layerReader) errorf(p string, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", lr.name, p, fmt.Errorf(format, args...))
 }
@@ -551,7 +593,7 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			return lr.readDeferred(l, rc, ra, verified, want)
 		}
 	} else if !plain {
-		if rc, err = l.Uncompressed(); err != nil {
+		if rc, err = uncompressed(l); err != nil {
 			return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
 		}
 	}

@@ -1,0 +1,111 @@
+package layer
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// labelledBlob is a layer whose blob is given bytes, labelled with a media
+// type, ending with an error instead of EOF when tail is set (as
+// go-containerregistry's verifying readers do when the digest is wrong).
+type labelledBlob struct {
+	v1.Layer // for DiffID, Digest, Size
+	blob     []byte
+	mt       types.MediaType
+	tail     error
+
+	compressed, uncompressed atomic.Int32
+}
+
+func (b *labelledBlob) MediaType() (types.MediaType, error) { return b.mt, nil }
+
+func (b *labelledBlob) Compressed() (io.ReadCloser, error) {
+	b.compressed.Add(1)
+	var r io.Reader = bytes.NewReader(b.blob)
+	if b.tail != nil {
+		r = io.MultiReader(r, errReader{b.tail})
+	}
+	return io.NopCloser(r), nil
+}
+
+func (b *labelledBlob) Uncompressed() (io.ReadCloser, error) {
+	b.uncompressed.Add(1)
+	return b.Layer.Uncompressed()
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func gzipBytes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	must(t, zw.Close())
+	return buf.Bytes()
+}
+
+// A gzip layer is read once, through its blob (read ahead by a goroutine
+// and decompressed here), and resolves to its files.
+func TestUncompressedGzipReadAhead(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 1<<18) // 4 MiB: more than the read-ahead buffers
+	plain := tarBytes(t, reg("opt/train_config.json", "{}"), reg("opt/pht_results/big.bin", big))
+	inner := bytesLayer(t, plain)
+	l := &labelledBlob{Layer: inner, blob: gzipBytes(t, plain), mt: types.OCILayer}
+	res, err := Resolve(imageOf(t, l), trainPrefixes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if l.compressed.Load() != 1 || l.uncompressed.Load() != 0 {
+		t.Errorf("Compressed %d, Uncompressed %d times; expected the blob read once", l.compressed.Load(), l.uncompressed.Load())
+	}
+	var got []byte
+	for _, f := range res.Files() {
+		if f.Path == "opt/pht_results/big.bin" {
+			got = readFile(t, f)
+		}
+	}
+	if string(got) != big {
+		t.Fatalf("big.bin: %d bytes, expected %d", len(got), len(big))
+	}
+}
+
+// A plain tar labelled gzip is left to go-containerregistry, which looks
+// at the bytes.
+func TestUncompressedMislabelledPlain(t *testing.T) {
+	plain := tarBytes(t, reg("opt/train_config.json", "{}"))
+	l := &labelledBlob{Layer: bytesLayer(t, plain), blob: plain, mt: types.DockerLayer}
+	res, err := Resolve(imageOf(t, l), trainPrefixes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if l.uncompressed.Load() != 1 {
+		t.Errorf("Uncompressed called %d times, expected the fallback once", l.uncompressed.Load())
+	}
+	if got := paths(res.Files()); len(got) != 1 || got[0] != "opt/train_config.json" {
+		t.Errorf("files %v", got)
+	}
+}
+
+// The blob reader's own failure at the end (a digest that does not match)
+// reaches the caller through the read-ahead, as a digest mismatch.
+func TestUncompressedSourceErrorAtEnd(t *testing.T) {
+	plain := tarBytes(t, reg("opt/train_config.json", "{}"), reg("opt/pht_results/r.txt", "result"))
+	verr := errors.New("error verifying sha256 checksum after reading 123 bytes; got sha256:aa, want sha256:bb")
+	l := &labelledBlob{Layer: bytesLayer(t, plain), blob: gzipBytes(t, plain), mt: types.OCILayer, tail: verr}
+	_, err := Resolve(imageOf(t, l), trainPrefixes)
+	if !errors.Is(err, ErrDigestMismatch) || !errors.Is(err, verr) {
+		t.Fatalf("Resolve: %v, want ErrDigestMismatch wrapping the reader's error", err)
+	}
+}
