@@ -535,7 +535,7 @@ type readCloser struct {
 }
 
 // uncompressed opens l's tar. A gzip blob is read ahead by a goroutine of
-// its own (klauspost/readahead, four 1 MiB buffers): receiving or reading
+// its own (klauspost/readahead, four 256 KiB buffers): receiving or reading
 // the blob and checking its digest (go-containerregistry's readers verify
 // as they read) then run on one core while the caller decompresses it,
 // and hashes the diff ID, on others. Other forms (zstd, a plain tar
@@ -548,7 +548,7 @@ func uncompressed(l v1.Layer) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	ra, err := readahead.NewReadCloserSize(crc, 4, 1<<20)
+	ra, err := readahead.NewReadCloserSize(crc, 4, 256<<10)
 	if err != nil {
 		crc.Close()
 		return nil, err
@@ -609,8 +609,9 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 	var h *asynchash.Hash
 	src := io.Reader(rc)
 	if want.Algorithm == "sha256" && !verified {
-		// The diff ID is hashed on another core: this goroutine already
-		// receives, checks the digest of and decompresses the blob.
+		// The diff ID is hashed on another core: this goroutine
+		// decompresses (a gzip blob is received and its digest checked
+		// by the read-ahead's goroutine) and reads the tar.
 		h = asynchash.New(sha256.New())
 		defer h.Close()
 		src = io.TeeReader(rc, h)

@@ -9,15 +9,18 @@
 // is a dozen lines around a channel.
 package asynchash
 
-import "hash"
+import (
+	"errors"
+	"hash"
+)
 
 const (
 	BufferSize = 256 << 10
 	Buffers    = 4
 )
 
-// Hash hashes what is written to it in its own goroutine. Write never
-// fails; Sum waits for every written byte. Use it from one goroutine.
+// Hash hashes what is written to it in its own goroutine; Sum waits for
+// every written byte. Use it from one goroutine.
 type Hash struct {
 	h    hash.Hash
 	cur  []byte
@@ -47,10 +50,13 @@ func New(h hash.Hash) *Hash {
 	return a
 }
 
-// Write copies p to be hashed; it never fails.
+// ErrClosed is returned by Write after Sum or Close.
+var ErrClosed = errors.New("asynchash: write after Sum or Close")
+
+// Write copies p to be hashed; it fails only after Sum or Close.
 func (a *Hash) Write(p []byte) (int, error) {
 	if a.full == nil {
-		panic("asynchash: Write after Sum or Close")
+		return 0, ErrClosed
 	}
 	n := len(p)
 	for len(p) > 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/sha512"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -42,4 +43,7 @@ func TestEmptyAndClose(t *testing.T) {
 	a.Write([]byte("abc"))
 	a.Close()
 	a.Close()
+	if _, err := a.Write([]byte("d")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Write after Close: %v, want ErrClosed", err)
+	}
 }
