@@ -86,41 +86,52 @@ func TestRegistryStreamedLayerAnnotatedManifest(t *testing.T) {
 	ok(t, append([]string{"pre-run", out}, w.stationArgs("st1")...)...)
 }
 
-// TestRegistryPlainLayerTampered: a plain layer in a registry is hashed
-// once, by go-containerregistry's check of the blob's digest (which is its
-// diff ID); a byte changed in the registry's storage still fails pre-run
-// with exit 3 naming the blob, and pushes nothing.
-func TestRegistryPlainLayerTampered(t *testing.T) {
+// TestRegistryLayerTampered: a byte changed in the registry's storage of
+// the train's layer fails pre-run with exit 3 naming the blob, and pushes
+// nothing, for a plain layer (hashed once, by go-containerregistry's check
+// of the blob's digest, which is its diff ID) and for a gzip one (read
+// ahead in a goroutine of its own, decompressed and hashed in others).
+func TestRegistryLayerTampered(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{})
-	w := newWorld(t, "st1", "st2")
-	train := "oci-archive:" + w.path("train.tar")
-	w.build(t, train)
-	post := "oci-archive:" + w.path("post.tar")
-	ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", post}, w.stationArgs("st1")...)...)
-	img := openRef(t, post, oci.Options{})
-	ls, err := img.Layers()
-	must(t, err)
-	top := ls[len(ls)-1]
-	if mt, _ := top.MediaType(); mt != types.OCIUncompressedLayer {
-		t.Fatalf("post-run layer media type %s, want a plain layer", mt)
-	}
-	ref := reg.Host + "/pht/plain:st1"
-	writeRef(t, img, ref, oci.Options{})
-	ok(t, append([]string{"pre-run", ref, "-o", "oci-archive:" + w.path("pre.tar")}, w.stationArgs("st2")...)...)
+	for _, tc := range []struct {
+		name, compression string
+		mt                types.MediaType
+	}{
+		{"plain", "none", types.OCIUncompressedLayer},
+		{"gzip", "stored", types.OCILayer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, "st1", "st2")
+			train := "oci-archive:" + w.path("train.tar")
+			w.build(t, train)
+			post := "oci-archive:" + w.path("post.tar")
+			ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", post, "--compression", tc.compression}, w.stationArgs("st1")...)...)
+			img := openRef(t, post, oci.Options{})
+			ls, err := img.Layers()
+			must(t, err)
+			top := ls[len(ls)-1]
+			if mt, _ := top.MediaType(); mt != tc.mt {
+				t.Fatalf("post-run layer media type %s, want %s", mt, tc.mt)
+			}
+			ref := reg.Host + "/pht/" + tc.name + ":st1"
+			writeRef(t, img, ref, oci.Options{})
+			ok(t, append([]string{"pre-run", ref, "-o", "oci-archive:" + w.path("pre.tar")}, w.stationArgs("st2")...)...)
 
-	d, err := top.Digest()
-	must(t, err)
-	blob := filepath.Join(reg.StorageDir, "docker", "registry", "v2", "blobs", "sha256", d.Hex[:2], d.Hex, "data")
-	b, err := os.ReadFile(blob)
-	must(t, err)
-	b[len(b)/2] ^= 0x01 // inside big.bin's ciphertext
-	must(t, os.WriteFile(blob, b, 0o644))
-	out := reg.Host + "/pht/plain:st1-decrypted"
-	fails(t, exitIO, nil, append([]string{"pre-run", ref, "-o", out}, w.stationArgs("st2")...), d.Hex[:12])
-	o, err := oci.ParseRef(out)
-	must(t, err)
-	if _, err := oci.Open(context.Background(), o, oci.Options{}); err == nil {
-		t.Errorf("pre-run of a tampered blob pushed %s", out)
+			d, err := top.Digest()
+			must(t, err)
+			blob := filepath.Join(reg.StorageDir, "docker", "registry", "v2", "blobs", "sha256", d.Hex[:2], d.Hex, "data")
+			b, err := os.ReadFile(blob)
+			must(t, err)
+			b[len(b)/2] ^= 0x01 // inside big.bin's ciphertext (gzip of stored blocks keeps it verbatim)
+			must(t, os.WriteFile(blob, b, 0o644))
+			out := reg.Host + "/pht/" + tc.name + ":st1-decrypted"
+			fails(t, exitIO, nil, append([]string{"pre-run", ref, "-o", out}, w.stationArgs("st2")...), d.Hex[:12])
+			o, err := oci.ParseRef(out)
+			must(t, err)
+			if _, err := oci.Open(context.Background(), o, oci.Options{}); err == nil {
+				t.Errorf("pre-run of a tampered blob pushed %s", out)
+			}
+		})
 	}
 }
 
