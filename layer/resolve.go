@@ -548,22 +548,36 @@ func uncompressed(l v1.Layer) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	ra, err := readahead.NewReadCloserSize(crc, 4, 256<<10)
+	ra, err := readahead.NewReaderSize(crc, 4, 256<<10)
 	if err != nil {
 		crc.Close()
 		return nil, err
 	}
+	c := aheadCloser{crc, ra}
 	br := bufio.NewReaderSize(ra, 64<<10)
 	if magic, err := br.Peek(2); err != nil || !bytes.Equal(magic, []byte{0x1f, 0x8b}) {
-		ra.Close()
+		c.Close()
 		return l.Uncompressed()
 	}
 	zr, err := kgzip.NewReader(br)
 	if err != nil {
-		ra.Close()
+		c.Close()
 		return nil, err
 	}
-	return readCloser{zr, ra}, nil
+	return readCloser{zr, c}, nil
+}
+
+// aheadCloser closes a blob that is read ahead: the blob first, which ends
+// a read the read-ahead's goroutine may be waiting in (a registry that
+// stalls), then the read-ahead, which waits for that goroutine.
+type aheadCloser struct {
+	blob, ahead io.Closer
+}
+
+func (c aheadCloser) Close() error {
+	err := c.blob.Close()
+	c.ahead.Close()
+	return err
 }
 
 func gzipLayer(mt types.MediaType) bool {

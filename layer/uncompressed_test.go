@@ -3,11 +3,14 @@ package layer
 import (
 	"bytes"
 	"compress/gzip"
+	crand "crypto/rand"
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -107,5 +110,58 @@ func TestUncompressedSourceErrorAtEnd(t *testing.T) {
 	_, err := Resolve(imageOf(t, l), trainPrefixes)
 	if !errors.Is(err, ErrDigestMismatch) || !errors.Is(err, verr) {
 		t.Fatalf("Resolve: %v, want ErrDigestMismatch wrapping the reader's error", err)
+	}
+}
+
+// stallingReader yields its bytes, then blocks (a registry that stops
+// sending) until it is closed.
+type stallingReader struct {
+	r      io.Reader
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (s *stallingReader) Read(p []byte) (int, error) {
+	if n, err := s.r.Read(p); err != io.EOF {
+		return n, err
+	}
+	<-s.closed
+	return 0, errors.New("closed")
+}
+
+func (s *stallingReader) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+type stallingLayer struct {
+	*labelledBlob
+	s *stallingReader
+}
+
+func (l stallingLayer) Compressed() (io.ReadCloser, error) { return l.s, nil }
+
+// A layer that fails early (an unsafe path) while the read-ahead waits
+// for more of a stalled blob: Resolve returns the error instead of waiting
+// for the blob forever (the blob is closed before the read-ahead).
+func TestUncompressedStalledBlobClosed(t *testing.T) {
+	pad := make([]byte, 600<<10)
+	crand.Read(pad) // incompressible: the blob is larger than one read-ahead buffer
+	plain := tarBytes(t, reg("../evil", "x"), reg("opt/pad.bin", string(pad)))
+	gz := gzipBytes(t, plain)
+	s := &stallingReader{r: bytes.NewReader(gz[:len(gz)-100]), closed: make(chan struct{})}
+	l := stallingLayer{&labelledBlob{Layer: bytesLayer(t, plain), mt: types.OCILayer}, s}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Resolve(imageOf(t, l), trainPrefixes)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnsafePath) {
+			t.Fatalf("Resolve: %v, want ErrUnsafePath", err)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a timing measurement
+		t.Fatal("Resolve did not return: closing the layer waited for the stalled blob")
 	}
 }
