@@ -162,6 +162,15 @@ func imageOf(t testing.TB, layers ...v1.Layer) v1.Image {
 	return img
 }
 
+func gzipBytes(t testing.TB, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	must(t, zw.Close())
+	return buf.Bytes()
+}
+
 // countingLayer counts reads of its content.
 type countingLayer struct {
 	v1.Layer

@@ -2,7 +2,6 @@ package layer
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -172,11 +171,7 @@ func TestResolveTrustsVerifyingStream(t *testing.T) {
 	}
 	// A stream whose bytes are gzip despite the plain media type goes
 	// through Uncompressed.
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(b)
-	zw.Close()
-	l := &streamLayer{b: gz.Bytes(), digest: wrong, verifies: true}
+	l := &streamLayer{b: gzipBytes(t, b), digest: wrong, verifies: true}
 	if _, err := Resolve(imageOf(t, l), trainPrefixes, WithTempDir(t.TempDir())); err == nil {
 		t.Errorf("gzip bytes under a plain media type were read as a plain tar")
 	}

@@ -2,13 +2,11 @@ package layer
 
 import (
 	"bytes"
-	"compress/gzip"
 	crand "crypto/rand"
 	"errors"
 	"io"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,14 +22,11 @@ type labelledBlob struct {
 	blob     []byte
 	mt       types.MediaType
 	tail     error
-
-	compressed, uncompressed atomic.Int32
 }
 
 func (b *labelledBlob) MediaType() (types.MediaType, error) { return b.mt, nil }
 
 func (b *labelledBlob) Compressed() (io.ReadCloser, error) {
-	b.compressed.Add(1)
 	var r io.Reader = bytes.NewReader(b.blob)
 	if b.tail != nil {
 		r = io.MultiReader(r, errReader{b.tail})
@@ -39,23 +34,9 @@ func (b *labelledBlob) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(r), nil
 }
 
-func (b *labelledBlob) Uncompressed() (io.ReadCloser, error) {
-	b.uncompressed.Add(1)
-	return b.Layer.Uncompressed()
-}
-
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
-
-func gzipBytes(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(b)
-	must(t, zw.Close())
-	return buf.Bytes()
-}
 
 // A gzip layer is read once, through its blob (read ahead by a goroutine
 // and decompressed here), and resolves to its files.
@@ -63,7 +44,7 @@ func TestUncompressedGzipReadAhead(t *testing.T) {
 	big := strings.Repeat("0123456789abcdef", 1<<18) // 4 MiB: more than the read-ahead buffers
 	plain := tarBytes(t, reg("opt/train_config.json", "{}"), reg("opt/pht_results/big.bin", big))
 	inner := bytesLayer(t, plain)
-	l := &labelledBlob{Layer: inner, blob: gzipBytes(t, plain), mt: types.OCILayer}
+	l := &countingLayer{Layer: &labelledBlob{Layer: inner, blob: gzipBytes(t, plain), mt: types.OCILayer}}
 	res, err := Resolve(imageOf(t, l), trainPrefixes)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +68,7 @@ func TestUncompressedGzipReadAhead(t *testing.T) {
 // at the bytes.
 func TestUncompressedMislabelledPlain(t *testing.T) {
 	plain := tarBytes(t, reg("opt/train_config.json", "{}"))
-	l := &labelledBlob{Layer: bytesLayer(t, plain), blob: plain, mt: types.DockerLayer}
+	l := &countingLayer{Layer: &labelledBlob{Layer: bytesLayer(t, plain), blob: plain, mt: types.DockerLayer}}
 	res, err := Resolve(imageOf(t, l), trainPrefixes)
 	if err != nil {
 		t.Fatal(err)
