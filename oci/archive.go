@@ -22,7 +22,8 @@ import (
 // Hand-written: go-containerregistry reads OCI layouts only from directories
 // (layout.Path), and unpacking an archive to a temp dir would cost a full
 // copy. tarIndex reads the tar's headers once (seeking over contents) and
-// then serves each blob as an io.SectionReader of the archive file.
+// then serves each blob as an io.SectionReader of the archive file. The
+// docker-archive reader (dockerread.go) uses it too.
 
 // maxJSON bounds the manifests and indexes read into memory.
 const maxJSON = 8 << 20
@@ -30,11 +31,15 @@ const maxJSON = 8 << 20
 type tarEntry struct{ off, size int64 }
 
 type tarIndex struct {
-	path    string
-	entries map[string]tarEntry
+	path, kind string // kind: "oci-archive" or "docker-archive", for messages
+	entries    map[string]tarEntry
+	links      map[string]string // link entry → the entry it names
 }
 
-func indexTar(p string) (*tarIndex, error) {
+// maxLinks bounds how many links one name may go through.
+const maxLinks = 16
+
+func indexTar(p, kind string) (*tarIndex, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -44,7 +49,7 @@ func indexTar(p string) (*tarIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tarIndex{path: p, entries: map[string]tarEntry{}}
+	t := &tarIndex{path: p, kind: kind, entries: map[string]tarEntry{}, links: map[string]string{}}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -52,9 +57,19 @@ func indexTar(p string) (*tarIndex, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("oci-archive %s: reading tar headers: %v: %w", p, err, ErrCorrupt)
+			return nil, fmt.Errorf("%s %s: reading tar headers: %v: %w", kind, p, err, ErrCorrupt)
 		}
-		if h.Typeflag != tar.TypeReg && h.Typeflag != '\x00' {
+		name := path.Clean(strings.TrimPrefix(h.Name, "/"))
+		switch h.Typeflag {
+		case tar.TypeSymlink:
+			// skopeo's docker-archive: <id>/layer.tar -> ../<digest>.tar
+			t.links[name] = path.Join(path.Dir(name), h.Linkname)
+			continue
+		case tar.TypeLink:
+			t.links[name] = path.Clean(strings.TrimPrefix(h.Linkname, "/"))
+			continue
+		case tar.TypeReg, '\x00':
+		default:
 			continue
 		}
 		off, err := f.Seek(0, io.SeekCurrent)
@@ -62,19 +77,35 @@ func indexTar(p string) (*tarIndex, error) {
 			return nil, err
 		}
 		if off+h.Size > fi.Size() {
-			return nil, fmt.Errorf("oci-archive %s: entry %s (%d bytes at offset %d) runs past the end of the file (%d bytes): %w", p, h.Name, h.Size, off, fi.Size(), ErrCorrupt)
+			return nil, fmt.Errorf("%s %s: entry %s (%d bytes at offset %d) runs past the end of the file (%d bytes): %w", kind, p, h.Name, h.Size, off, fi.Size(), ErrCorrupt)
 		}
-		t.entries[path.Clean(strings.TrimPrefix(h.Name, "/"))] = tarEntry{off, h.Size}
+		t.entries[name] = tarEntry{off, h.Size}
 	}
 	return t, nil
+}
+
+// entry finds the named entry, following links.
+func (t *tarIndex) entry(name string) (tarEntry, error) {
+	n := name
+	for range maxLinks {
+		if e, ok := t.entries[n]; ok {
+			return e, nil
+		}
+		target, ok := t.links[n]
+		if !ok {
+			return tarEntry{}, fmt.Errorf("%s %s has no %s: %w", t.kind, t.path, name, ErrNotFound)
+		}
+		n = target
+	}
+	return tarEntry{}, fmt.Errorf("%s %s: %s goes through more than %d links: %w", t.kind, t.path, name, maxLinks, ErrCorrupt)
 }
 
 // open returns a reader of the named entry; it opens the archive anew so
 // that nothing stays open between reads.
 func (t *tarIndex) open(name string) (io.ReadCloser, int64, error) {
-	e, ok := t.entries[name]
-	if !ok {
-		return nil, 0, fmt.Errorf("oci-archive %s has no %s: %w", t.path, name, ErrNotFound)
+	e, err := t.entry(name)
+	if err != nil {
+		return nil, 0, err
 	}
 	f, err := os.Open(t.path)
 	if err != nil {
@@ -98,7 +129,7 @@ func (t *tarIndex) readAll(name string) ([]byte, error) {
 	}
 	defer rc.Close()
 	if size > maxJSON {
-		return nil, fmt.Errorf("oci-archive %s: %s is %d bytes, more than the %d allowed for JSON: %w", t.path, name, size, maxJSON, ErrCorrupt)
+		return nil, fmt.Errorf("%s %s: %s is %d bytes, more than the %d allowed for JSON: %w", t.kind, t.path, name, size, maxJSON, ErrCorrupt)
 	}
 	return io.ReadAll(rc)
 }
@@ -116,7 +147,7 @@ func (t *tarIndex) readFile(name string) ([]byte, error) { return t.readAll(name
 func (t *tarIndex) openBlob(h v1.Hash) (io.ReadCloser, int64, error) {
 	return t.open("blobs/" + h.Algorithm + "/" + h.Hex)
 }
-func (t *tarIndex) where() string { return "oci-archive " + t.path }
+func (t *tarIndex) where() string { return t.kind + " " + t.path }
 
 // readBlob reads a whole (small) blob and checks its digest and size.
 func readBlob(s blobStore, d v1.Descriptor) ([]byte, error) {

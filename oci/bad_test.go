@@ -65,7 +65,7 @@ func TestBadArchives(t *testing.T) {
 
 	full := must(os.ReadFile(ociTar))(t)
 	// Cut in the middle of the last layer's blob.
-	ix := must(indexTar(ociTar))(t)
+	ix := must(indexTar(ociTar, "oci-archive"))(t)
 	e := ix.entries["blobs/sha256/"+layer1.Hex]
 	midLayer := e.off + e.size/2
 	dfull := must(os.ReadFile(dockerTar))(t)

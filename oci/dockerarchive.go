@@ -26,9 +26,8 @@ const DockerArchiveReserve = 512
 // the file of one of img's layers (see BlobFile), as writeOCIArchiveInPlace
 // does for oci-archive: the layer's tar header goes into the reserved
 // bytes, the config, the other layers and manifest.json are appended after
-// the blob, then fsync and rename. It returns the digest of the manifest a
-// reader of the archive synthesizes, computed from what was written instead
-// of reading the archive back. done is false when no layer can be taken
+// the blob, then fsync and rename. It returns the digest of the manifest
+// phtoci synthesizes reading the archive (dockerArchiveDigest). done is false when no layer can be taken
 // over; on error the layer's file is restored (truncated back to the blob).
 //
 // The archive holds what go-containerregistry's tarball.Write writes (same
@@ -85,27 +84,19 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 		}
 	}()
 	f := to.f
-	// The first layer's first bytes decide how readers see the archive
-	// (gzip: the layer files are the blobs; plain: they recompress).
-	var first [2]byte
 	bw := bufio.NewWriterSize(layer.WritebackWriter(f, to.pos), 1<<20)
 	tw := tar.NewWriter(barWriter{bw, bar})
-	if err = dockerArchiveEntry(tw, cfgName.String(), bytes.NewReader(rawCfg), int64(len(rawCfg)), nil); err != nil {
+	if err = dockerArchiveEntry(tw, cfgName.String(), bytes.NewReader(rawCfg), int64(len(rawCfg))); err != nil {
 		return true, v1.Hash{}, err
 	}
 	seen := map[string]bool{h.Hex: true}
-	for i, l := range layers {
+	for _, l := range layers {
 		if err = ctx.Err(); err != nil {
 			return true, v1.Hash{}, err
 		}
 		ld, err := l.Digest()
 		if err != nil {
 			return true, v1.Hash{}, err
-		}
-		if i == 0 && ld == h {
-			if _, err = f.ReadAt(first[:], off); err != nil {
-				return true, v1.Hash{}, err
-			}
 		}
 		if seen[ld.Hex] {
 			continue
@@ -119,17 +110,13 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 		if err != nil {
 			return true, v1.Hash{}, err
 		}
-		var sniff []byte
-		if i == 0 {
-			sniff = first[:]
-		}
-		err = dockerArchiveEntry(tw, ld.Hex+layerExtension(l), rc, n, sniff)
+		err = dockerArchiveEntry(tw, ld.Hex+layerExtension(l), rc, n)
 		rc.Close()
 		if err != nil {
 			return true, v1.Hash{}, fmt.Errorf("layer %s: %w", ld, err)
 		}
 	}
-	if err = dockerArchiveEntry(tw, "manifest.json", bytes.NewReader(mBytes), int64(len(mBytes)), nil); err != nil {
+	if err = dockerArchiveEntry(tw, "manifest.json", bytes.NewReader(mBytes), int64(len(mBytes))); err != nil {
 		return true, v1.Hash{}, err
 	}
 	if err = tw.Close(); err != nil {
@@ -143,35 +130,26 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 	if err = commit.commit(prefix.Bytes(), ref.Path); err != nil {
 		return true, v1.Hash{}, err
 	}
-	if first != [2]byte{0x1f, 0x8b} {
-		// Readers treat the archive as uncompressed and derive the
-		// manifest by recompressing: ask one.
-		back, err := tarball.ImageFromPath(ref.Path, nil)
-		if err != nil {
-			return true, v1.Hash{}, fmt.Errorf("reading back %s: %w", ref, err)
-		}
-		d, err = back.Digest()
-		return true, d, err
-	}
-	d, err = synthesizedDigest(img, layers, cfgName, int64(len(rawCfg)), m[0].LayerSources)
+	d, err = dockerArchiveDigest(ref.Path)
 	return true, d, err
 }
 
-// dockerArchiveEntry writes one entry as tarball.Write does, keeping the
-// content's first bytes in sniff, and fails when the content is not size
-// bytes.
-func dockerArchiveEntry(tw *tar.Writer, path string, r io.Reader, size int64, sniff []byte) error {
+// dockerArchiveDigest is the digest of the manifest phtoci synthesizes for
+// the docker-archive it wrote at p (see readDockerArchive): reading it back
+// reads only headers and names, no layer.
+func dockerArchiveDigest(p string) (v1.Hash, error) {
+	back, err := readDockerArchive(p, nil)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("reading back %s: %w", p, err)
+	}
+	return back.Digest()
+}
+
+// dockerArchiveEntry writes one entry as tarball.Write does, and fails
+// when the content is not size bytes.
+func dockerArchiveEntry(tw *tar.Writer, path string, r io.Reader, size int64) error {
 	if err := tw.WriteHeader(&tar.Header{Mode: 0o644, Typeflag: tar.TypeReg, Size: size, Name: path}); err != nil {
 		return err
-	}
-	if len(sniff) > 0 {
-		if _, err := io.ReadFull(r, sniff); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if _, err := tw.Write(sniff); err != nil {
-			return err
-		}
-		size -= int64(len(sniff))
 	}
 	n, err := io.Copy(tw, r)
 	if err == nil && n != size {
@@ -208,46 +186,6 @@ func dockerArchiveManifest(img v1.Image, cfgName v1.Hash, layers []v1.Layer, tag
 		}
 	}
 	return tarball.Manifest{desc}, nil
-}
-
-// synthesizedDigest is the digest of the manifest go-containerregistry's
-// tarball reader (and so phtoci reading the archive) makes for a
-// docker-archive whose layers are gzip: Docker schema 2, the config's
-// digest (cfgName) and size, each layer's blob digest and size (foreign
-// layers: their descriptor from manifest.json).
-func synthesizedDigest(img v1.Image, layers []v1.Layer, cfgName v1.Hash, cfgSize int64, sources map[v1.Hash]v1.Descriptor) (v1.Hash, error) {
-	m := v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.DockerManifestSchema2,
-		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: cfgSize, Digest: cfgName},
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	for i, l := range layers {
-		if i < len(cf.RootFS.DiffIDs) {
-			if d, ok := sources[cf.RootFS.DiffIDs[i]]; ok {
-				m.Layers = append(m.Layers, d)
-				continue
-			}
-		}
-		d, err := l.Digest()
-		if err != nil {
-			return v1.Hash{}, err
-		}
-		n, err := l.Size()
-		if err != nil {
-			return v1.Hash{}, err
-		}
-		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: n, Digest: d})
-	}
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	h, _, err := v1.SHA256(bytes.NewReader(raw))
-	return h, err
 }
 
 // layerExtension is tarball.Write's file name extension for l.

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
 	"testing"
@@ -11,7 +12,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/layer"
 )
 
 const vectors = "../testdata/vectors/images"
@@ -95,4 +98,51 @@ func diffIDs(t testing.TB, img v1.Image) []v1.Hash {
 	t.Helper()
 	cf := must(img.ConfigFile())(t)
 	return cf.RootFS.DiffIDs
+}
+
+// validImage is ggcr's validate.Image, whose layer check gunzips every
+// layer, with plain tar layers checked here instead: the blob's digest and
+// size, and its digest is the diff ID.
+func validImage(img v1.Image) error {
+	ls, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	plain := false
+	for _, l := range ls {
+		if mt, err := l.MediaType(); err == nil && layer.Uncompressed(mt) {
+			plain = true
+		}
+	}
+	if !plain {
+		return validate.Image(img)
+	}
+	if err := validate.Image(img, validate.Fast); err != nil {
+		return err
+	}
+	for i, l := range ls {
+		mt, _ := l.MediaType()
+		if !layer.Uncompressed(mt) {
+			if err := validate.Layer(l); err != nil {
+				return fmt.Errorf("layer %d: %w", i, err)
+			}
+			continue
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		h, n, err := v1.SHA256(rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		d, _ := l.Digest()
+		diffID, _ := l.DiffID()
+		size, _ := l.Size()
+		if h != d || h != diffID || n != size {
+			return fmt.Errorf("plain layer %d: sha256 %s, %d bytes; Digest %s, DiffID %s, Size %d", i, h, n, d, diffID, size)
+		}
+	}
+	return nil
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -66,7 +65,7 @@ func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 		img, err = openDockerArchive(ref)
 	case TransportOCIArchive:
 		var t *tarIndex
-		if t, err = indexTar(ref.Path); err == nil {
+		if t, err = indexTar(ref.Path, "oci-archive"); err == nil {
 			img, err = openStore(t, ref.Tag, opts.Platform)
 		}
 	case TransportOCILayout:
@@ -113,19 +112,7 @@ func openDockerArchive(ref Ref) (v1.Image, error) {
 		}
 		tag = &t
 	}
-	img, err := tarball.ImageFromPath(ref.Path, tag)
-	if err != nil && strings.Contains(err.Error(), "single image") {
-		return nil, fmt.Errorf("docker-archive %s holds several images; name one as docker-archive:%s:REPO:TAG: %w", ref.Path, ref.Path, ErrAmbiguous)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("docker-archive %s: %w", ref.Path, err)
-	}
-	// ImageFromPath is lazy; read the manifest now so that a truncated or
-	// inconsistent archive fails here, not halfway through a job.
-	if _, err := img.Manifest(); err != nil {
-		return nil, fmt.Errorf("docker-archive %s: %v: %w", ref.Path, err, ErrCorrupt)
-	}
-	return img, nil
+	return readDockerArchive(ref.Path, tag)
 }
 
 func openLayout(ref Ref, plat *v1.Platform) (v1.Image, error) {

@@ -9,7 +9,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/phtoci/phtoci/internal/testreg"
 )
 
@@ -25,8 +24,8 @@ func fileOutputs(t *testing.T, dir, name string) []Ref {
 // checkRoundTrip writes img to out, reads it back, writes that again to a
 // second place of the same transport and reads it back: the digests Write
 // returns are the digests Open sees, they are stable on the second trip, the
-// diff IDs are unchanged, and the image passes ggcr's validate.Image (every
-// blob's digest and size checked). It returns the image read back.
+// diff IDs are unchanged, and the image is valid (validImage: every blob's
+// digest and size checked). It returns the image read back.
 func checkRoundTrip(t *testing.T, img v1.Image, out, out2 Ref, o Options) v1.Image {
 	t.Helper()
 	d1 := must(Write(ctx, out, img, o))(t)
@@ -37,7 +36,7 @@ func checkRoundTrip(t *testing.T, img v1.Image, out, out2 Ref, o Options) v1.Ima
 	if !slices.Equal(diffIDs(t, back), diffIDs(t, img)) {
 		t.Errorf("%s: diff IDs changed: %v → %v", out, diffIDs(t, img), diffIDs(t, back))
 	}
-	if err := validate.Image(back); err != nil {
+	if err := validImage(back); err != nil {
 		t.Errorf("%s: read back image is invalid: %v", out, err)
 	}
 	d2 := must(Write(ctx, out2, back, o))(t)

@@ -94,11 +94,7 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 		}
 		if ref.Transport == TransportDockerArchive {
 			// A docker save tarball stores no manifest; readers synthesize one.
-			back, err := tarball.ImageFromPath(ref.Path, nil)
-			if err != nil {
-				return v1.Hash{}, fmt.Errorf("reading back %s: %w", ref, err)
-			}
-			return back.Digest()
+			return dockerArchiveDigest(ref.Path)
 		}
 		return img.Digest()
 	case TransportOCILayout:

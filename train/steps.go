@@ -428,11 +428,11 @@ const (
 	// CompressionAuto chooses by destination (the jobs resolve it): a
 	// plain tar layer for oci-archive and OCI layout outputs
 	// (CompressionNone); gzip of stored blocks for docker-archive, whose
-	// readers (go-containerregistry's among them) gzip a plain layer again
-	// on every read to make up a digest (plain when the image's first layer
-	// is plain: those readers then take every layer as plain); and for
-	// registries gzip of stored
-	// blocks too, streamed to the registry while it is produced (no
+	// go-containerregistry reader gzips a plain layer again on every read
+	// to make up a digest (phtoci reads each layer as stored), unless the
+	// image's first layer is plain: that reader then takes every layer as
+	// plain, so the new one is plain too; and for registries gzip of
+	// stored blocks too, streamed to the registry while it is produced (no
 	// temporary file).
 	CompressionAuto Compression = iota
 	// CompressionNone writes a plain tar layer. Ciphertext does not
@@ -455,9 +455,9 @@ func (c Compression) forOutput(t oci.Transport, img v1.Image) Compression {
 		return c
 	}
 	if t == oci.TransportDockerArchive && plainFirstLayer(img) {
-		// Readers of a docker-archive (go-containerregistry's, so
-		// phtoci's too) take every layer as plain when the first one is:
-		// a gzip layer on top would not read back.
+		// go-containerregistry's docker-archive reader takes every
+		// layer as plain when the first one is: a gzip layer on top
+		// would not read back there.
 		return CompressionNone
 	}
 	if t == oci.TransportDockerArchive || t == oci.TransportRegistry {

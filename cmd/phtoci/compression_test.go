@@ -116,7 +116,9 @@ func TestTamperedPlainLayerInArchive(t *testing.T) {
 // TestDockerArchiveOnPlainMaster: go-containerregistry's docker-archive
 // reader takes every layer as plain when the first one is, so on a master
 // with plain layers a docker-archive output gets a plain new layer (a gzip
-// one would not read back); the next station's pre-run reads it.
+// one would not read back there); the next station's pre-run reads it (in
+// place), and fails with exit 3, writing nothing, when a byte of the
+// results in it changed.
 func TestDockerArchiveOnPlainMaster(t *testing.T) {
 	w := newWorld(t, "st1", "st2")
 	m := openRef(t, sampleMaster, oci.Options{})
@@ -175,4 +177,17 @@ func TestDockerArchiveOnPlainMaster(t *testing.T) {
 	}
 	pre := w.path("pre.tar")
 	ok(t, append([]string{"pre-run", "docker-archive:" + out, "-o", "oci-archive:" + pre}, w.stationArgs("st2")...)...)
+
+	// The new layer is the archive's first entry (taken over in place):
+	// 1 MiB in is inside the 3 MiB result's ciphertext.
+	b, err := os.ReadFile(out)
+	must(t, err)
+	b[oci.DockerArchiveReserve+1<<20] ^= 0x01
+	tampered := w.path("tampered.docker.tar")
+	must(t, os.WriteFile(tampered, b, 0o644))
+	pre2 := w.path("pre2.tar")
+	fails(t, 3, nil, append([]string{"pre-run", "docker-archive:" + tampered, "-o", "oci-archive:" + pre2}, w.stationArgs("st2")...), "blob sha256:", "has digest")
+	if _, err := os.Stat(pre2); !os.IsNotExist(err) {
+		t.Errorf("failed pre-run wrote %s (err %v)", pre2, err)
+	}
 }
