@@ -534,19 +534,62 @@ type readCloser struct {
 	io.Closer
 }
 
+// openStored opens l's blob, when l is gzip, to read it in place if it is
+// a gzip of stored blocks that can be read at offsets (an archive's or a
+// layout's, not a registry's): sg is then its content, read from the
+// stored blocks, digest the blob's digest, and verified says the blob's
+// reader checks that digest itself. When sg is nil, a blob that was opened
+// is the caller's to read or close.
+func openStored(l v1.Layer) (blob io.ReadCloser, sg *storedGzip, digest v1.Hash, verified bool) {
+	mt, err := l.MediaType()
+	if err != nil || !gzipLayer(mt) {
+		return nil, nil, v1.Hash{}, false
+	}
+	if digest, err = l.Digest(); err != nil {
+		return nil, nil, v1.Hash{}, false
+	}
+	size, err := l.Size()
+	if err != nil {
+		return nil, nil, v1.Hash{}, false
+	}
+	if blob, err = l.Compressed(); err != nil {
+		return nil, nil, v1.Hash{}, false
+	}
+	ra, isRA := blob.(io.ReaderAt)
+	if !isRA {
+		return blob, nil, v1.Hash{}, false
+	}
+	if sg, err = newStoredGzip(ra, size); err != nil {
+		return blob, nil, v1.Hash{}, false
+	}
+	dv, isDV := blob.(DigestVerifier)
+	return blob, sg, digest, isDV && dv.VerifiesDigest()
+}
+
+// nopCloser keeps Close from closing a blob that stays open.
+type nopCloser struct{ io.Reader }
+
+func (nopCloser) Close() error { return nil }
+
 // uncompressed opens l's tar. A gzip blob is read ahead by a goroutine of
 // its own (klauspost/readahead, four 256 KiB buffers): receiving or reading
 // the blob and checking its digest (go-containerregistry's readers verify
 // as they read) then run on one core while the caller decompresses it,
 // and hashes the diff ID, on others. Other forms (zstd, a plain tar
-// labelled gzip) are left to go-containerregistry.
-func uncompressed(l v1.Layer) (io.ReadCloser, error) {
+// labelled gzip) are left to go-containerregistry. crc is l's blob when
+// the caller opened it already, else nil.
+func uncompressed(l v1.Layer, crc io.ReadCloser) (io.ReadCloser, error) {
 	if mt, err := l.MediaType(); err != nil || !gzipLayer(mt) {
+		if crc != nil {
+			crc.Close()
+		}
 		return l.Uncompressed()
 	}
-	crc, err := l.Compressed()
-	if err != nil {
-		return nil, err
+	if crc == nil {
+		var err error
+		if crc, err = l.Compressed(); err != nil {
+			return nil, err
+		}
 	}
 	ra, err := readahead.NewReaderSize(crc, 4, 256<<10)
 	if err != nil {
@@ -601,17 +644,45 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		lr.name = fmt.Sprintf("layer %d (%s)", lr.index, d)
 	}
 	rc, ra, verified, plain := openPlain(l, want)
+	var storedBlob io.ReadCloser // a stored gzip's blob, which kept files read
 	if plain && ra != nil {
 		lr.blob = ra
 		if lr.o.deferred {
-			return lr.readDeferred(l, rc, ra, verified, want)
+			size, err := l.Size()
+			if err != nil {
+				rc.Close()
+				return fmt.Errorf("%s: size: %w", lr.name, classify(err))
+			}
+			return lr.readDeferred(rc, ra, size, verified, want, "uncompressed content has diff ID", "the image config says")
 		}
 	} else if !plain {
-		if rc, err = uncompressed(l); err != nil {
+		blob, sg, digest, bverified := openStored(l)
+		if sg != nil {
+			// Files are read in place from the gzip's stored blocks.
+			lr.blob, storedBlob = sg, blob
+			if lr.o.deferred {
+				// The blob's digest pins its content; the diff ID is
+				// not hashed again.
+				return lr.readDeferred(blob, sg, sg.Size(), bverified, digest, "blob has digest", "the manifest says")
+			}
+			// The tar is read from the same blob, which stays open.
+			blob = nopCloser{blob}
+		}
+		if rc, err = uncompressed(l, blob); err != nil {
+			if storedBlob != nil {
+				storedBlob.Close()
+			}
 			return fmt.Errorf("%s: opening: %w", lr.name, classify(err))
 		}
 	}
 	defer func() {
+		if storedBlob != nil {
+			// The stream is done with; kept files read the blob.
+			if cerr := rc.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("%s: closing: %w", lr.name, classify(cerr))
+			}
+			rc = storedBlob
+		}
 		if err == nil && lr.refs > 0 {
 			lr.r.blobs = append(lr.r.blobs, rc) // kept files read it later
 			return
@@ -658,15 +729,12 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 	return nil
 }
 
-// readDeferred reads a plain tar layer's headers and small files at
-// offsets, seeking over large contents, and checks the blob in a goroutine
-// that reads it to the end (see WithDeferredCheck).
-func (lr *layerReader) readDeferred(l v1.Layer, rc io.ReadCloser, ra io.ReaderAt, verified bool, want v1.Hash) error {
-	size, err := l.Size()
-	if err != nil {
-		rc.Close()
-		return fmt.Errorf("%s: size: %w", lr.name, classify(err))
-	}
+// readDeferred reads the headers of a tar of size bytes at offsets of ra,
+// seeking over large contents, and checks the blob rc in a goroutine that
+// reads it to the end (see WithDeferredCheck): rc checks its digest itself
+// (verified), or its SHA-256 must be want; got and says word the error.
+// ra is the blob itself for a plain tar, its stored blocks for a gzip.
+func (lr *layerReader) readDeferred(rc io.ReadCloser, ra io.ReaderAt, size int64, verified bool, want v1.Hash, got, says string) error {
 	sr := io.NewSectionReader(ra, 0, size)
 	sc := &seekCounter{countReader: countReader{r: sr}, s: sr}
 	lr.pos = &sc.countReader
@@ -702,8 +770,8 @@ func (lr *layerReader) readDeferred(l v1.Layer, rc io.ReadCloser, ra io.ReaderAt
 		if _, cerr := drain(src); cerr != nil {
 			err = fmt.Errorf("%s: reading: %w", name, classify(cerr))
 		} else if h != nil {
-			if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
-				err = fmt.Errorf("%s: %w: uncompressed content has diff ID sha256:%s, the image config says %s", name, ErrDigestMismatch, got, want)
+			if sum := hex.EncodeToString(h.Sum(nil)); sum != want.Hex {
+				err = fmt.Errorf("%s: %w: %s sha256:%s, %s %s", name, ErrDigestMismatch, got, sum, says, want)
 			}
 		}
 		if err != nil {

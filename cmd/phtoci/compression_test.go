@@ -82,35 +82,69 @@ func TestCompressionByDestination(t *testing.T) {
 }
 
 // TestTamperedPlainLayerInArchive: a byte changed inside the results of a
-// post-run oci-archive (a plain layer, read in place, checked in the
-// background while pre-run decrypts) fails pre-run with exit 3 naming the
-// blob, and writes nothing; keyless verify fails the same way.
+// post-run archive fails pre-run with exit 3 naming the blob, and writes
+// nothing; keyless verify fails too (exit 3). The layer is read in place
+// and checked in the background while pre-run decrypts: a plain layer in
+// an oci-archive, a gzip of stored blocks in a docker-archive.
 func TestTamperedPlainLayerInArchive(t *testing.T) {
 	w := newWorld(t, "st1", "st2")
 	train := "oci-archive:" + w.path("train.tar")
 	w.build(t, train)
-	post := w.path("post.tar")
-	ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", "oci-archive:" + post}, w.stationArgs("st1")...)...)
-	f, err := os.OpenFile(post, os.O_RDWR, 0)
-	must(t, err)
-	// The new layer is the archive's first entry (taken over in place):
-	// 1 MiB in is inside the 3 MiB result's ciphertext.
-	b := make([]byte, 1)
-	_, err = f.ReadAt(b, oci.ArchiveReserve+1<<20)
-	must(t, err)
-	b[0] ^= 0x01
-	_, err = f.WriteAt(b, oci.ArchiveReserve+1<<20)
-	must(t, err)
-	must(t, f.Close())
-	out := w.path("pre.tar")
-	fails(t, 3, nil, append([]string{"pre-run", "oci-archive:" + post, "-o", "oci-archive:" + out}, w.stationArgs("st2")...), "blob sha256:", "has digest")
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Errorf("failed pre-run wrote %s (err %v)", out, err)
+	for _, c := range []struct {
+		transport string
+		reserve   int64
+		gzip      bool
+	}{{"oci-archive", oci.ArchiveReserve, false}, {"docker-archive", oci.DockerArchiveReserve, true}} {
+		post := w.path("post-" + c.transport + ".tar")
+		ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", c.transport + ":" + post}, w.stationArgs("st1")...)...)
+		b, err := os.ReadFile(post)
+		must(t, err)
+		// The new layer is the archive's first entry (taken over in
+		// place): 1 MiB in is inside the 3 MiB result's ciphertext (in a
+		// gzip, inside a stored block's data, not its header).
+		at := c.reserve + 1<<20
+		if c.gzip {
+			at = storedData(t, b[c.reserve:], 1<<20) + c.reserve
+		}
+		b[at] ^= 0x01
+		must(t, os.WriteFile(post, b, 0o644))
+		out := w.path("pre-" + c.transport + ".tar")
+		fails(t, 3, nil, append([]string{"pre-run", c.transport + ":" + post, "-o", "oci-archive:" + out}, w.stationArgs("st2")...), "blob sha256:", "has digest")
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%s: failed pre-run wrote %s (err %v)", c.transport, out, err)
+		}
+		if ents, _ := filepath.Glob(w.path(".phtoci-*")); len(ents) != 0 {
+			t.Errorf("%s: failed pre-run left %v", c.transport, ents)
+		}
+		// verify reads the whole layer before it checks anything: the
+		// gzip's own checksum fails first there.
+		says := []string{"blob sha256:", "has digest"}
+		if c.gzip {
+			says = []string{"layer 1 (sha256:", "gzip: invalid checksum"}
+		}
+		fails(t, 3, nil, []string{"verify", c.transport + ":" + post, "--quiet"}, says...)
 	}
-	if ents, _ := filepath.Glob(w.path(".phtoci-*")); len(ents) != 0 {
-		t.Errorf("failed pre-run left %v", ents)
+}
+
+// storedData is the offset, at or after off, of a byte inside the data of
+// a stored block of the gzip gz (10-byte header, 5-byte block headers).
+func storedData(t *testing.T, gz []byte, off int64) int64 {
+	t.Helper()
+	if gz[0] != 0x1f || gz[1] != 0x8b || gz[3] != 0 {
+		t.Fatalf("not a gzip with a bare header: % x", gz[:4])
 	}
-	fails(t, 3, nil, []string{"verify", "oci-archive:" + post, "--quiet"}, "blob sha256:", "has digest")
+	for pos := int64(10); pos+5 <= int64(len(gz)); {
+		if gz[pos]&0x06 != 0 {
+			t.Fatalf("block at %d is not stored", pos)
+		}
+		n := int64(gz[pos+1]) | int64(gz[pos+2])<<8
+		if data := pos + 5; off < data+n {
+			return max(off, data)
+		}
+		pos += 5 + n
+	}
+	t.Fatalf("offset %d is past the gzip's blocks", off)
+	return 0
 }
 
 // TestDockerArchiveOnPlainMaster: go-containerregistry's docker-archive
