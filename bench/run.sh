@@ -148,6 +148,11 @@ timed "post-run docker-archive $name" "$bytes" "$files" "$P" post-run oci-archiv
 BEFORE="rm -f pre-$name.docker.tar"
 timed "pre-run docker-archive $name" "$bytes" "$files" "$P" pre-run "docker-archive:post-$name.docker.tar" --station st2 --key st2.pem -o "docker-archive:pre-$name.docker.tar" --quiet
 rm -f "post-$name.docker.tar" "pre-$name.docker.tar"
+# A docker-archive as `docker save` and skopeo write it: plain layers.
+skopeo copy -q "oci-archive:post-$name.tar" "docker-archive:save-$name.docker.tar:pht/train:st1"
+BEFORE="rm -f pre-$name.docker.tar"
+timed "pre-run docker-archive (docker save form) $name" "$bytes" "$files" "$P" pre-run "docker-archive:save-$name.docker.tar" --station st2 --key st2.pem -o "docker-archive:pre-$name.docker.tar" --quiet
+rm -f "save-$name.docker.tar" "pre-$name.docker.tar"
 BEFORE=
 
 # Registry → registry, with a counting proxy in front of a local registry.
