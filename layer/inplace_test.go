@@ -40,6 +40,25 @@ func must1[T any](v T, err error) T {
 	return v
 }
 
+// checkInPlace checks that the resolved file p opens as a reader at
+// offsets (read in place) and holds want.
+func checkInPlace(t *testing.T, res *Resolved, p string, want []byte) {
+	t.Helper()
+	f, ok := res.Lookup(p)
+	if !ok {
+		t.Fatalf("%s not resolved", p)
+	}
+	rc, err := f.Open()
+	must(t, err)
+	defer rc.Close()
+	if _, ok := rc.(io.ReaderAt); !ok {
+		t.Errorf("%s: File.Open reader %T does not implement io.ReaderAt", p, rc)
+	}
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("%s read back: %d bytes (err %v), want the %d written", p, len(got), err, len(want))
+	}
+}
+
 // TestResolveReadsPlainLayerInPlace: files of a plain tar layer readable at
 // offsets are not spooled (no temporary file at all), read back right, and
 // hashed for SeenFile only on demand.
@@ -57,21 +76,7 @@ func TestResolveReadsPlainLayerInPlace(t *testing.T) {
 		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
 			t.Errorf("deferred=%v: Resolve made temporary files: %v", deferred, ents)
 		}
-		f, ok := res.Lookup("opt/pht_results/big.bin")
-		if !ok {
-			t.Fatal("big.bin not resolved")
-		}
-		rc, err := f.Open()
-		must(t, err)
-		if _, ok := rc.(io.ReaderAt); !ok {
-			t.Errorf("File.Open reader does not implement io.ReaderAt")
-		}
-		got, err := io.ReadAll(rc)
-		must(t, err)
-		rc.Close()
-		if !bytes.Equal(got, big) {
-			t.Errorf("deferred=%v: big.bin read back differs", deferred)
-		}
+		checkInPlace(t, res, "opt/pht_results/big.bin", big)
 		for _, s := range res.Seen() {
 			if s.Path != "opt/pht_results/big.bin" {
 				continue

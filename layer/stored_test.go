@@ -181,21 +181,7 @@ func TestResolveReadsStoredGzipInPlace(t *testing.T) {
 		if c, u := cl.compressed.Load(), cl.uncompressed.Load(); c != 1 || u != 0 {
 			t.Errorf("deferred=%v: blob opened %d times, content %d times; want once, never", deferred, c, u)
 		}
-		f, ok := res.Lookup("opt/pht_results/big.bin")
-		if !ok {
-			t.Fatal("big.bin not resolved")
-		}
-		rc, err := f.Open()
-		must(t, err)
-		if _, ok := rc.(io.ReaderAt); !ok {
-			t.Errorf("File.Open reader does not implement io.ReaderAt")
-		}
-		got, err := io.ReadAll(rc)
-		must(t, err)
-		rc.Close()
-		if !bytes.Equal(got, big) {
-			t.Errorf("deferred=%v: big.bin read back differs", deferred)
-		}
+		checkInPlace(t, res, "opt/pht_results/big.bin", big)
 		if got := readFile(t, mustLookup(t, res, "opt/pht_train/entry.py")); string(got) != "print" {
 			t.Errorf("deferred=%v: entry.py = %q", deferred, got)
 		}

@@ -292,15 +292,23 @@ func readIndex(s blobStore) (*v1.IndexManifest, error) {
 	if _, err := s.readFile("oci-layout"); err != nil {
 		return nil, fmt.Errorf("%s: no oci-layout file: %w", s.where(), err)
 	}
-	b, err := s.readFile("index.json")
-	if err != nil {
+	var im v1.IndexManifest
+	if err := readJSON(s, "index.json", &im); err != nil {
 		return nil, err
 	}
-	var im v1.IndexManifest
-	if err := json.Unmarshal(b, &im); err != nil {
-		return nil, fmt.Errorf("%s: index.json: %v: %w", s.where(), err, ErrCorrupt)
-	}
 	return &im, nil
+}
+
+// readJSON reads a small top-level file of a store into v.
+func readJSON(s blobStore, name string, v any) error {
+	b, err := s.readFile(name)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %s: %v: %w", s.where(), name, err, ErrCorrupt)
+	}
+	return nil
 }
 
 // openStore reads the image chosen by tag and platform from a layout store.

@@ -26,28 +26,14 @@ import (
 // (nil content).
 func rewriteTar(t *testing.T, in, out string, edit func(name string, b []byte) []byte) {
 	t.Helper()
-	r := must(os.Open(in))(t)
-	defer r.Close()
-	var buf bytes.Buffer
-	tr, tw := tar.NewReader(r), tar.NewWriter(&buf)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		noErr(t, err)
-		b := must(io.ReadAll(tr))(t)
+	retar(t, in, out, func(h *tar.Header, b []byte) (*tar.Header, []byte) {
 		if h.Typeflag == tar.TypeReg {
 			if b = edit(h.Name, b); b == nil {
-				continue
+				return nil, nil
 			}
-			h.Size = int64(len(b))
 		}
-		noErr(t, tw.WriteHeader(h))
-		must(tw.Write(b))(t)
-	}
-	noErr(t, tw.Close())
-	noErr(t, os.WriteFile(out, buf.Bytes(), 0o644))
+		return h, b
+	})
 }
 
 func manifestOf(t *testing.T, p string) *v1.Manifest {

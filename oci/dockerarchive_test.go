@@ -150,20 +150,7 @@ func TestDockerArchiveUncompressedFirstLayer(t *testing.T) {
 	if got := digest(t, back); d != got {
 		t.Errorf("Write returned %s, phtoci reads the archive as %s", d, got)
 	}
-	for i, bl := range must(back.Layers())(t) {
-		mt, dg, di := must(bl.MediaType())(t), must(bl.Digest())(t), must(bl.DiffID())(t)
-		if mt != types.DockerUncompressedLayer || dg != di {
-			t.Errorf("layer %d: media type %s, digest %s, diff ID %s; want %s and digest = diff ID", i, mt, dg, di, types.DockerUncompressedLayer)
-		}
-		rc := must(bl.Compressed())(t)
-		if _, ok := rc.(io.ReaderAt); !ok {
-			t.Errorf("layer %d: blob reader %T cannot be read at offsets", i, rc)
-		}
-		rc.Close()
-	}
-	if err := validImage(back); err != nil {
-		t.Errorf("read back: %v", err)
-	}
+	readAsStoredPlain(t, back)
 	if got := fileIn(t, back, "opt/x"); string(got) != "results" {
 		t.Errorf("opt/x = %q", got)
 	}

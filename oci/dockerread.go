@@ -62,13 +62,9 @@ func readDockerArchive(p string, tag *name.Tag) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := t.readAll("manifest.json")
-	if err != nil {
-		return nil, err
-	}
 	var m tarball.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s: manifest.json: %v: %w", t.where(), err, ErrCorrupt)
+	if err := readJSON(t, "manifest.json", &m); err != nil {
+		return nil, err
 	}
 	desc, err := findDockerImage(m, tag, t.where())
 	if err != nil {

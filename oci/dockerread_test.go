@@ -86,20 +86,11 @@ func skopeoDockerArchive(t *testing.T) (src v1.Image, p string) {
 	return open(t, parse(t, "oci-archive:"+vector("train_initial.oci.tar")), Options{}), p
 }
 
-// TestDockerArchiveAsStored: a docker-archive with plain layers (what
-// `docker save` and skopeo write) is read as stored, without recompressing
-// anything: each layer is a plain tar whose digest is its diff ID and whose
-// blob can be read at offsets (pre-run reads it in place). Layers named
-// through symlinks (legacy <id>/layer.tar) or hard links read the same.
-func TestDockerArchiveAsStored(t *testing.T) {
-	src, p := skopeoDockerArchive(t)
-	img := open(t, parse(t, "docker-archive:"+p), Options{})
-	if mt := must(img.MediaType())(t); mt != types.DockerManifestSchema2 {
-		t.Errorf("manifest media type %s, want %s", mt, types.DockerManifestSchema2)
-	}
-	if !slices.Equal(diffIDs(t, img), diffIDs(t, src)) {
-		t.Errorf("diff IDs %v, want the source's %v", diffIDs(t, img), diffIDs(t, src))
-	}
+// readAsStoredPlain checks that every layer of img, read from a
+// docker-archive of plain layers, is described as stored (plain, its diff
+// ID as digest) and readable at offsets, and that img is valid.
+func readAsStoredPlain(t *testing.T, img v1.Image) {
+	t.Helper()
 	for i, l := range must(img.Layers())(t) {
 		mt, d, di := must(l.MediaType())(t), must(l.Digest())(t), must(l.DiffID())(t)
 		if mt != types.DockerUncompressedLayer || d != di {
@@ -114,6 +105,23 @@ func TestDockerArchiveAsStored(t *testing.T) {
 	if err := validImage(img); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestDockerArchiveAsStored: a docker-archive with plain layers (what
+// `docker save` and skopeo write) is read as stored, without recompressing
+// anything: each layer is a plain tar whose digest is its diff ID and whose
+// blob can be read at offsets (pre-run reads it in place). Layers named
+// through symlinks (legacy <id>/layer.tar) or hard links read the same.
+func TestDockerArchiveAsStored(t *testing.T) {
+	src, p := skopeoDockerArchive(t)
+	img := open(t, parse(t, "docker-archive:"+p), Options{})
+	if mt := must(img.MediaType())(t); mt != types.DockerManifestSchema2 {
+		t.Errorf("manifest media type %s, want %s", mt, types.DockerManifestSchema2)
+	}
+	if !slices.Equal(diffIDs(t, img), diffIDs(t, src)) {
+		t.Errorf("diff IDs %v, want the source's %v", diffIDs(t, img), diffIDs(t, src))
+	}
+	readAsStoredPlain(t, img)
 	for _, f := range []string{"opt/train_config.json", "opt/pht_train/entrypoint.py"} {
 		if got, want := fileIn(t, img, f), fileIn(t, src, f); !bytes.Equal(got, want) {
 			t.Errorf("%s: %d bytes, the source has %d", f, len(got), len(want))
