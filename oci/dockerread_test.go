@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path"
@@ -166,22 +167,14 @@ func TestDockerArchiveAsStored(t *testing.T) {
 	}
 }
 
-// TestDockerArchiveGzipDigests: for gzip layers phtoci makes the manifest
-// go-containerregistry makes (the digests it reports are unchanged), taking
-// each layer's digest from its name (tarball.Write's <digest>.tar.gz) or,
-// under any other name, hashing the layer.
-func TestDockerArchiveGzipDigests(t *testing.T) {
-	img := open(t, parse(t, "oci-archive:"+vector("after_station_1.oci.tar")), Options{})
-	p := filepath.Join(t.TempDir(), "ggcr.tar")
-	noErr(t, tarball.WriteToFile(p, must(name.NewTag("pht/train:v1"))(t), img))
-	want := digest(t, must(tarball.ImageFromPath(p, nil))(t))
-	if got := digest(t, open(t, parse(t, "docker-archive:"+p), Options{})); got != want {
-		t.Errorf("phtoci reads %s, go-containerregistry %s", got, want)
-	}
+// renameLayers copies the docker-archive p with its layer files renamed
+// (in the archive and in manifest.json) by rename.
+func renameLayers(t *testing.T, p string, rename func(i int, old string) string) string {
+	t.Helper()
 	m := dockerManifestJSON(t, p)
 	renamed := map[string]string{}
 	for i, l := range m[0].Layers {
-		renamed[l] = "layer" + string(rune('a'+i)) + "/layer.tar"
+		renamed[l] = rename(i, l)
 		m[0].Layers[i] = renamed[l]
 	}
 	mb := must(json.Marshal(m))(t)
@@ -195,12 +188,54 @@ func TestDockerArchiveGzipDigests(t *testing.T) {
 		}
 		return h, b
 	})
-	back := open(t, parse(t, "docker-archive:"+q), Options{})
-	if got := digest(t, back); got != want {
-		t.Errorf("layers under other names: phtoci reads %s, want %s", got, want)
+	return q
+}
+
+// TestDockerArchiveGzipDigests: for gzip layers phtoci makes the manifest
+// go-containerregistry makes (the digests it reports are unchanged), taking
+// each layer's digest from its name where the name is one (tarball.Write's
+// <digest>.tar.gz, Docker 25's blobs/sha256/<digest>) and hashing the layer
+// under any other name. A name that is not the layer's digest is taken at
+// its word when the archive is opened, and reading the layer fails.
+func TestDockerArchiveGzipDigests(t *testing.T) {
+	img := open(t, parse(t, "oci-archive:"+vector("after_station_1.oci.tar")), Options{})
+	p := filepath.Join(t.TempDir(), "ggcr.tar")
+	noErr(t, tarball.WriteToFile(p, must(name.NewTag("pht/train:v1"))(t), img))
+	want := digest(t, must(tarball.ImageFromPath(p, nil))(t))
+	if got := digest(t, open(t, parse(t, "docker-archive:"+p), Options{})); got != want {
+		t.Errorf("phtoci reads %s, go-containerregistry %s", got, want)
 	}
-	if err := validImage(back); err != nil {
-		t.Error(err)
+	for _, c := range []struct {
+		name   string
+		rename func(i int, old string) string
+	}{
+		{"other names", func(i int, _ string) string { return fmt.Sprintf("layer%d/layer.tar", i) }},
+		{"blobs/sha256", func(_ int, old string) string { return "blobs/sha256/" + strings.TrimSuffix(old, ".tar.gz") }},
+	} {
+		back := open(t, parse(t, "docker-archive:"+renameLayers(t, p, c.rename)), Options{})
+		if got := digest(t, back); got != want {
+			t.Errorf("%s: phtoci reads %s, want %s", c.name, got, want)
+		}
+		if err := validImage(back); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+	wrong := strings.Repeat("ab", 32)
+	q := renameLayers(t, p, func(i int, old string) string {
+		if i == 0 {
+			return "blobs/sha256/" + wrong
+		}
+		return old
+	})
+	back := open(t, parse(t, "docker-archive:"+q), Options{})
+	l := must(back.Layers())(t)[0]
+	if d := must(l.Digest())(t); d.Hex != wrong {
+		t.Errorf("layer 0 under blobs/sha256/%s…: digest %s, want the name's", wrong[:8], d)
+	}
+	rc := must(l.Compressed())(t)
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), wrong) {
+		t.Errorf("reading a layer named by a wrong digest: %v, want ErrCorrupt naming it", err)
 	}
 }
 
