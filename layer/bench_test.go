@@ -46,3 +46,44 @@ func BenchmarkResolveRewrite1GiB(b *testing.B) {
 	}
 	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 }
+
+// BenchmarkStoredGzipInPlace1GiB maps a 1 GiB gzip layer of stored blocks
+// (what phtoci writes for docker-archive and registries) by its block
+// headers and reads its file in place, at offsets, as pre-run does. Only
+// runs with -bench. Reports throughput (SetBytes) and the peak heap growth,
+// which must not grow with the layer.
+func BenchmarkStoredGzipInPlace1GiB(b *testing.B) {
+	const size = 1 << 30
+	dir := b.TempDir()
+	w, err := NewWriter(WriterOptions{TempDir: dir, Level: gzip.NoCompression})
+	must(b, err)
+	must(b, w.Opaque("opt/app"))
+	must(b, w.File("opt/app/big", size, io.LimitReader(newRand(3), size)))
+	src, err := w.Close()
+	must(b, err)
+	defer src.Cleanup()
+	img := imageOf(b, src)
+	buf := make([]byte, 256<<10)
+	b.SetBytes(size)
+	b.ResetTimer()
+	var peak uint64
+	for range b.N {
+		grow := peakHeap(func() {
+			res, err := Resolve(img, []string{"opt/app"}, WithTempDir(dir), WithDeferredCheck())
+			must(b, err)
+			defer res.Close()
+			f, _ := res.Lookup("opt/app/big")
+			rc, err := f.Open()
+			must(b, err)
+			defer rc.Close()
+			n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{rc}, buf)
+			must(b, err)
+			if n != size {
+				b.Fatalf("read %d bytes, want %d", n, size)
+			}
+			must(b, res.Check())
+		})
+		peak = max(peak, grow)
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+}
