@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sort"
 	"sync"
@@ -104,6 +105,9 @@ func gzipHeaderLen(ra io.ReaderAt, blobSize int64) (int64, error) {
 		return 0, fmt.Errorf("%w: no gzip header", errNotStored)
 	}
 	flg, p := buf[3], 10
+	if flg&0xe0 != 0 {
+		return 0, fmt.Errorf("%w: reserved header flags %#x", errNotStored, flg)
+	}
 	if flg&0x04 != 0 { // FEXTRA
 		if p+2 > len(buf) {
 			return 0, fmt.Errorf("%w: header longer than %d bytes", errNotStored, gzipHeaderRead)
@@ -119,7 +123,13 @@ func gzipHeaderLen(ra io.ReaderAt, blobSize int64) (int64, error) {
 		}
 		p++
 	}
-	if flg&0x02 != 0 { // FHCRC
+	if flg&0x02 != 0 { // FHCRC: the low 16 bits of the header's CRC-32
+		if p+2 > len(buf) {
+			return 0, fmt.Errorf("%w: header longer than %d bytes", errNotStored, gzipHeaderRead)
+		}
+		if binary.LittleEndian.Uint16(buf[p:]) != uint16(crc32.ChecksumIEEE(buf[:p])) {
+			return 0, fmt.Errorf("%w: header checksum", errNotStored)
+		}
 		p += 2
 	}
 	if p > len(buf) {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	mrand "math/rand/v2"
 	"os"
@@ -29,7 +31,7 @@ func storedContent(t *testing.T) []byte {
 // storedForms are gzips of stored blocks as writers make them: klauspost
 // (ends with an empty block of fixed codes), the standard library (ends
 // with an empty stored block) with flushes (empty stored blocks) in
-// between, and a header with every optional field.
+// between, a header with the optional fields, and one with a checksum.
 func storedForms(t *testing.T, content []byte) map[string][]byte {
 	t.Helper()
 	forms := map[string][]byte{}
@@ -61,7 +63,17 @@ func storedForms(t *testing.T, content []byte) map[string][]byte {
 		t.Fatalf("header flags %#x: extra, name and comment not all set", h[3])
 	}
 	forms["named header"] = h
+	forms["header checksum"] = withHeaderCRC(forms["klauspost"])
 	return forms
+}
+
+// withHeaderCRC is the gzip gz (with a bare 10-byte header) with a header
+// checksum (FHCRC), which writers rarely set.
+func withHeaderCRC(gz []byte) []byte {
+	hc := append(bytes.Clone(gz[:10]), 0, 0)
+	hc[3] |= 0x02
+	binary.LittleEndian.PutUint16(hc[10:], uint16(crc32.ChecksumIEEE(hc[:10])))
+	return append(hc, gz[10:]...)
 }
 
 // TestStoredGzipReadAt: a gzip of stored blocks reads at any offset as its
@@ -127,11 +139,17 @@ func TestStoredGzipRejects(t *testing.T) {
 	must(t, fw.Close())
 	wrongSize := bytes.Clone(good)
 	wrongSize[len(wrongSize)-1] ^= 0x01
+	reserved := bytes.Clone(good)
+	reserved[3] |= 0x20
+	badHCRC := withHeaderCRC(good)
+	badHCRC[10] ^= 0x01
 	for name, b := range map[string][]byte{
-		"compressed":         fast.Bytes(),
-		"two members":        append(bytes.Clone(good), good...),
-		"a byte after":       append(bytes.Clone(good), 0),
-		"trailer size":       wrongSize,
+		"compressed":   fast.Bytes(),
+		"two members":  append(bytes.Clone(good), good...),
+		"a byte after": append(bytes.Clone(good), 0),
+		"trailer size": wrongSize, "reserved flag": reserved,
+		"header checksum": badHCRC,
+
 		"cut in the trailer": good[:len(good)-4],
 		"cut in a block":     good[:len(good)/2],
 		"plain tar":          content[:4096],
@@ -224,4 +242,61 @@ func TestResolveStoredGzipTampered(t *testing.T) {
 		t.Errorf("Check: %v, want ErrDigestMismatch naming layer 0 and its blob digest", err)
 	}
 	must(t, res.Close())
+}
+
+// FuzzStoredGzip: whatever the bytes, mapping them never panics, and when
+// they are accepted as a gzip of stored blocks, reading them at offsets
+// gives what a gzip reader decompresses.
+func FuzzStoredGzip(f *testing.F) {
+	// Small seeds of several blocks: the fuzzer minimizes what it finds,
+	// which takes long for large inputs.
+	content := []byte(strings.Repeat("stored blocks ", 15))
+	var kb, sb bytes.Buffer
+	kw, _ := kgzip.NewWriterLevel(&kb, kgzip.NoCompression)
+	sw, _ := gzip.NewWriterLevel(&sb, gzip.NoCompression)
+	sw.Name = "r.tar"
+	for i := 0; i < len(content); i += 50 {
+		part := content[i:min(i+50, len(content))]
+		kw.Write(part)
+		kw.Flush()
+		sw.Write(part)
+		sw.Flush()
+	}
+	kw.Close()
+	sw.Close()
+	f.Add(kb.Bytes(), uint32(60), uint16(100))
+	f.Add(sb.Bytes(), uint32(10), uint16(300))
+	f.Add(withHeaderCRC(kb.Bytes()), uint32(0), uint16(700))
+	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0}, uint32(0), uint16(1))
+	f.Fuzz(func(t *testing.T, b []byte, off uint32, n uint16) {
+		sg, err := newStoredGzip(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("accepted, but a gzip reader refuses it: %v", err)
+		}
+		zr.Multistream(false)
+		want, err := io.ReadAll(zr)
+		if err != nil && !errors.Is(err, gzip.ErrChecksum) {
+			t.Fatalf("accepted, but a gzip reader fails: %v", err)
+		}
+		if int64(len(want)) != sg.Size() {
+			t.Fatalf("size %d, a gzip reader gives %d bytes", sg.Size(), len(want))
+		}
+		all := make([]byte, len(want))
+		if k, err := sg.ReadAt(all, 0); k != len(want) || (err != nil && err != io.EOF) || !bytes.Equal(all, want) {
+			t.Fatalf("ReadAt of everything: %d bytes, %v", k, err)
+		}
+		if len(want) == 0 {
+			return
+		}
+		o := int(off) % len(want)
+		p := make([]byte, int(n))
+		k, _ := sg.ReadAt(p, int64(o))
+		if !bytes.Equal(p[:k], want[o:min(o+len(p), len(want))]) {
+			t.Fatalf("ReadAt(%d bytes at %d) differs", len(p), o)
+		}
+	})
 }
