@@ -314,3 +314,43 @@ func TestDockerArchiveBadManifests(t *testing.T) {
 		t.Errorf("changed plain layer: %v, want ErrCorrupt naming %s", err, must(l.Digest())(t))
 	}
 }
+
+// FuzzDockerArchiveManifest: whatever manifest.json says, opening the
+// archive never panics; it fails with one of the package's errors, or
+// gives an image whose manifest, config and layers can be asked for.
+func FuzzDockerArchiveManifest(f *testing.F) {
+	dir := f.TempDir()
+	base := filepath.Join(dir, "base.tar")
+	img, err := Open(ctx, parse(f, "oci-archive:"+vector("train_initial.oci.tar")), Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	tag, _ := name.NewTag("pht/train:v1")
+	if err := tarball.WriteToFile(base, tag, img); err != nil {
+		f.Fatal(err)
+	}
+	_, data := tarEntries(&testing.T{}, base)
+	f.Add(data["manifest.json"])
+	f.Add([]byte(`[{"Config":"x","Layers":["../../etc/passwd"]},{"Config":"y"}]`))
+	f.Add([]byte(`[{"Config":"sha256:0","RepoTags":["a:b"],"Layers":[],"LayerSources":{"sha256:0":{"mediaType":"x"}}}]`))
+	f.Fuzz(func(t *testing.T, mj []byte) {
+		out := filepath.Join(t.TempDir(), "a.tar")
+		withManifest(t, base, out, mj)
+		img, err := Open(ctx, Ref{Transport: TransportDockerArchive, Path: out}, Options{})
+		if err != nil {
+			if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrAmbiguous) && !errors.Is(err, ErrMediaType) && !errors.Is(err, ErrPlatform) {
+				t.Fatalf("untyped error: %v", err)
+			}
+			return
+		}
+		if _, err := img.Manifest(); err != nil {
+			t.Fatalf("opened, but no manifest: %v", err)
+		}
+		if _, err := img.ConfigFile(); err != nil {
+			t.Fatalf("opened, but no config: %v", err)
+		}
+		if _, err := img.Layers(); err != nil {
+			t.Fatalf("opened, but no layers: %v", err)
+		}
+	})
+}
