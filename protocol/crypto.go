@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/phtoci/phtoci/internal/asynchash"
+	"github.com/phtoci/phtoci/internal/cbc"
 )
 
 // KeySize is the symmetric key length (AES-256).
@@ -183,8 +184,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // dst in constant memory. A short input, a length that is not a whole number
 // of blocks or bad padding is ErrDecryption.
 func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
-	blk, err := aes.NewCipher(key)
-	if err != nil {
+	if _, err := aes.NewCipher(key); err != nil {
 		return fmt.Errorf("%w: symmetric key: %v", ErrDecryption, err)
 	}
 	iv := make([]byte, aes.BlockSize)
@@ -194,7 +194,12 @@ func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
 		}
 		return err
 	}
-	mode := cipher.NewCBCDecrypter(blk, iv)
+	// AES-NI eight blocks at a time where it runs (internal/cbc), else
+	// crypto/cipher's decrypter.
+	mode, err := cbc.NewDecrypter(key, iv)
+	if err != nil {
+		return fmt.Errorf("%w: symmetric key: %v", ErrDecryption, err)
+	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	buf := *bp

@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package cbc
+
+import "crypto/cipher"
+
+func newFast(key, iv []byte) cipher.BlockMode { return nil }
+
+func fastAvailable() bool { return false }
