@@ -3,7 +3,6 @@ package protocol
 import (
 	"crypto"
 	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha512"
@@ -51,14 +50,15 @@ func EncryptStream(dst io.Writer, src io.Reader, key []byte) error {
 }
 
 func encryptWithIV(dst io.Writer, src io.Reader, key, iv []byte) error {
-	blk, err := aes.NewCipher(key)
+	// AES-NI with the round keys in registers where it runs
+	// (internal/cbc), else crypto/cipher's encrypter.
+	mode, err := cbc.NewEncrypter(key, iv)
 	if err != nil {
 		return fmt.Errorf("symmetric key: %w", err)
 	}
 	if _, err := dst.Write(iv); err != nil {
 		return err
 	}
-	mode := cipher.NewCBCEncrypter(blk, iv)
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	buf := *bp

@@ -16,6 +16,12 @@ import (
 //go:noescape
 func decryptBlocks(dk *[15][16]byte, iv *[16]byte, dst, src *byte, n int)
 
+// encryptBlocks encrypts n blocks of src into dst with the round keys ek,
+// chaining from *iv, and leaves the last ciphertext block in *iv.
+//
+//go:noescape
+func encryptBlocks(ek *[15][16]byte, iv *[16]byte, dst, src *byte, n int)
+
 // invMixColumns is AESIMC.
 //
 //go:noescape
@@ -51,6 +57,44 @@ func (d *decrypter) fast() {}
 // CryptBlocks decrypts src into dst, as crypto/cipher's CBC decrypter does,
 // with the same panics on misuse.
 func (d *decrypter) CryptBlocks(dst, src []byte) {
+	checkBlocks(dst, src)
+	if len(src) == 0 {
+		return
+	}
+	decryptBlocks(&d.dk, &d.iv, &dst[0], &src[0], len(src)/16)
+}
+
+type encrypter struct {
+	ek [15][16]byte
+	iv [16]byte
+}
+
+func newFastEncrypter(key, iv []byte) cipher.BlockMode {
+	if len(key) != 32 || !cpu.X86.HasAES {
+		return nil
+	}
+	e := &encrypter{ek: expand256(key)}
+	copy(e.iv[:], iv)
+	return e
+}
+
+func (e *encrypter) BlockSize() int { return 16 }
+
+// fast marks the AES-NI encrypter (tests).
+func (e *encrypter) fast() {}
+
+// CryptBlocks encrypts src into dst, as crypto/cipher's CBC encrypter does,
+// with the same panics on misuse.
+func (e *encrypter) CryptBlocks(dst, src []byte) {
+	checkBlocks(dst, src)
+	if len(src) == 0 {
+		return
+	}
+	encryptBlocks(&e.ek, &e.iv, &dst[0], &src[0], len(src)/16)
+}
+
+// checkBlocks panics as crypto/cipher's CBC modes do on misuse.
+func checkBlocks(dst, src []byte) {
 	if len(src)%16 != 0 {
 		panic("cbc: input not full blocks")
 	}
@@ -64,5 +108,4 @@ func (d *decrypter) CryptBlocks(dst, src []byte) {
 	if s != t && s < t+uintptr(len(src)) && t < s+uintptr(len(src)) {
 		panic("cbc: invalid buffer overlap")
 	}
-	decryptBlocks(&d.dk, &d.iv, &dst[0], &src[0], len(src)/16)
 }

@@ -146,3 +146,62 @@ TEXT ·invMixColumns(SB), NOSPLIT, $0-16
 	AESIMC X0, X1
 	MOVOU  X1, (DI)
 	RET
+
+// func encryptBlocks(ek *[15][16]byte, iv *[16]byte, dst, src *byte, n int)
+//
+// AES-256 encryption in CBC mode, one block after the other (each needs
+// the one before): round keys 0-13 stay in X2-X15 for the whole loop, the
+// chaining in X0, so a block costs its 14 rounds and nothing else. The
+// last ciphertext block is left in *iv. dst may be src.
+TEXT ·encryptBlocks(SB), NOSPLIT, $0-40
+	MOVQ  ek+0(FP), AX
+	MOVQ  iv+8(FP), BX
+	MOVQ  dst+16(FP), DI
+	MOVQ  src+24(FP), SI
+	MOVQ  n+32(FP), CX
+	MOVOU (BX), X0
+	MOVOU 0(AX), X2
+	MOVOU 16(AX), X3
+	MOVOU 32(AX), X4
+	MOVOU 48(AX), X5
+	MOVOU 64(AX), X6
+	MOVOU 80(AX), X7
+	MOVOU 96(AX), X8
+	MOVOU 112(AX), X9
+	MOVOU 128(AX), X10
+	MOVOU 144(AX), X11
+	MOVOU 160(AX), X12
+	MOVOU 176(AX), X13
+	MOVOU 192(AX), X14
+	MOVOU 208(AX), X15
+
+enc:
+	TESTQ      CX, CX
+	JZ         encdone
+	MOVOU      (SI), X1
+	PXOR       X1, X0
+	PXOR       X2, X0
+	AESENC     X3, X0
+	AESENC     X4, X0
+	AESENC     X5, X0
+	AESENC     X6, X0
+	AESENC     X7, X0
+	AESENC     X8, X0
+	AESENC     X9, X0
+	AESENC     X10, X0
+	AESENC     X11, X0
+	AESENC     X12, X0
+	AESENC     X13, X0
+	AESENC     X14, X0
+	AESENC     X15, X0
+	MOVOU      224(AX), X1
+	AESENCLAST X1, X0
+	MOVOU      X0, (DI)
+	ADDQ       $16, SI
+	ADDQ       $16, DI
+	DECQ       CX
+	JMP        enc
+
+encdone:
+	MOVOU X0, (BX)
+	RET

@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"testing"
 )
 
@@ -21,88 +22,112 @@ func TestExpand256(t *testing.T) {
 	}
 }
 
-// reference decrypts with crypto/cipher.
-func reference(t testing.TB, key, iv, ct []byte) []byte {
+// reference runs crypto/cipher's CBC mode.
+func reference(t testing.TB, encrypt bool, key, iv, in []byte) []byte {
 	blk, err := aes.NewCipher(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]byte, len(ct))
-	cipher.NewCBCDecrypter(blk, iv).CryptBlocks(out, ct)
+	out := make([]byte, len(in))
+	if encrypt {
+		cipher.NewCBCEncrypter(blk, iv).CryptBlocks(out, in)
+	} else {
+		cipher.NewCBCDecrypter(blk, iv).CryptBlocks(out, in)
+	}
 	return out
 }
 
-// TestDecrypterMatchesCryptoCipher: for every block count up to 40 (the
-// eight-block loop, the one-block loop and both), in place and not, in one
-// call and in calls of varying sizes (the chaining carries over), the
-// plaintext is crypto/cipher's; also for 16- and 24-byte keys.
-func TestDecrypterMatchesCryptoCipher(t *testing.T) {
-	for _, ks := range []int{32, 16, 24} {
-		for blocks := 0; blocks <= 40; blocks++ {
-			key, iv := make([]byte, ks), make([]byte, 16)
-			ct := make([]byte, 16*blocks)
-			rand.Read(key)
-			rand.Read(iv)
-			rand.Read(ct)
-			want := reference(t, key, iv, ct)
+// mode is NewEncrypter or NewDecrypter.
+func mode(encrypt bool, key, iv []byte) (cipher.BlockMode, error) {
+	if encrypt {
+		return NewEncrypter(key, iv)
+	}
+	return NewDecrypter(key, iv)
+}
 
-			m, err := NewDecrypter(key, iv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, len(ct))
-			m.CryptBlocks(got, ct)
-			if !bytes.Equal(got, want) {
-				t.Fatalf("key %d bytes, %d blocks: differs from crypto/cipher", ks, blocks)
-			}
+// TestMatchesCryptoCipher: encrypting and decrypting, for every block
+// count up to 40 (the eight-block loop, the one-block loop and both), in
+// place and not, in one call and in calls of varying sizes (the chaining
+// carries over), the output is crypto/cipher's; also for 16- and 24-byte
+// keys.
+func TestMatchesCryptoCipher(t *testing.T) {
+	for _, encrypt := range []bool{false, true} {
+		for _, ks := range []int{32, 16, 24} {
+			for blocks := 0; blocks <= 40; blocks++ {
+				key, iv := make([]byte, ks), make([]byte, 16)
+				in := make([]byte, 16*blocks)
+				rand.Read(key)
+				rand.Read(iv)
+				rand.Read(in)
+				want := reference(t, encrypt, key, iv, in)
+				where := fmt.Sprintf("encrypt %v, key %d bytes, %d blocks", encrypt, ks, blocks)
 
-			m, _ = NewDecrypter(key, iv)
-			inPlace := bytes.Clone(ct)
-			m.CryptBlocks(inPlace, inPlace)
-			if !bytes.Equal(inPlace, want) {
-				t.Fatalf("key %d bytes, %d blocks in place: differs from crypto/cipher", ks, blocks)
-			}
+				m, err := mode(encrypt, key, iv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(in))
+				m.CryptBlocks(got, in)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s: differs from crypto/cipher", where)
+				}
 
-			m, _ = NewDecrypter(key, iv)
-			parts := bytes.Clone(ct)
-			for off, step := 0, 1; off < len(parts); step = step%11 + 1 {
-				end := min(off+16*step, len(parts))
-				m.CryptBlocks(parts[off:end], parts[off:end])
-				off = end
-			}
-			if !bytes.Equal(parts, want) {
-				t.Fatalf("key %d bytes, %d blocks in parts: differs from crypto/cipher", ks, blocks)
+				m, _ = mode(encrypt, key, iv)
+				inPlace := bytes.Clone(in)
+				m.CryptBlocks(inPlace, inPlace)
+				if !bytes.Equal(inPlace, want) {
+					t.Fatalf("%s, in place: differs from crypto/cipher", where)
+				}
+
+				m, _ = mode(encrypt, key, iv)
+				parts := bytes.Clone(in)
+				for off, step := 0, 1; off < len(parts); step = step%11 + 1 {
+					end := min(off+16*step, len(parts))
+					m.CryptBlocks(parts[off:end], parts[off:end])
+					off = end
+				}
+				if !bytes.Equal(parts, want) {
+					t.Fatalf("%s, in parts: differs from crypto/cipher", where)
+				}
 			}
 		}
 	}
 }
 
-// TestDecrypterFast: with a 32-byte key the AES-NI decrypter is taken
-// where it can run, and crypto/cipher's for other key sizes.
-func TestDecrypterFast(t *testing.T) {
-	m, err := NewDecrypter(make([]byte, 32), make([]byte, 16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, fast := m.(interface{ fast() }); fast != fastAvailable() {
-		t.Errorf("AES-256: %T; the AES-NI decrypter can run here: %v", m, fastAvailable())
-	}
-	m, _ = NewDecrypter(make([]byte, 16), make([]byte, 16))
-	if _, fast := m.(interface{ fast() }); fast {
-		t.Error("AES-128 took the AES-256 decrypter")
+// TestFast: with a 32-byte key the AES-NI modes are taken where they can
+// run, and crypto/cipher's for other key sizes.
+func TestFast(t *testing.T) {
+	for _, encrypt := range []bool{false, true} {
+		m, err := mode(encrypt, make([]byte, 32), make([]byte, 16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, fast := m.(interface{ fast() }); fast != fastAvailable() {
+			t.Errorf("AES-256 (encrypt %v): %T; the AES-NI modes can run here: %v", encrypt, m, fastAvailable())
+		}
+		m, _ = mode(encrypt, make([]byte, 16), make([]byte, 16))
+		if _, fast := m.(interface{ fast() }); fast {
+			t.Errorf("AES-128 (encrypt %v) took an AES-256 mode", encrypt)
+		}
 	}
 }
 
-// TestDecrypterMisuse: the panics of crypto/cipher's decrypter, and errors
-// for a bad key or IV.
-func TestDecrypterMisuse(t *testing.T) {
-	if _, err := NewDecrypter(make([]byte, 31), make([]byte, 16)); err == nil {
+// TestMisuse: the panics of crypto/cipher's CBC modes, and errors for a
+// bad key or IV.
+func TestMisuse(t *testing.T) {
+	for _, encrypt := range []bool{false, true} {
+		testMisuse(t, encrypt)
+	}
+}
+
+func testMisuse(t *testing.T, encrypt bool) {
+	if _, err := mode(encrypt, make([]byte, 31), make([]byte, 16)); err == nil {
 		t.Error("a 31-byte key was taken")
 	}
-	if _, err := NewDecrypter(make([]byte, 32), make([]byte, 15)); err == nil {
+	if _, err := mode(encrypt, make([]byte, 32), make([]byte, 15)); err == nil {
 		t.Error("a 15-byte IV was taken")
 	}
-	m, _ := NewDecrypter(make([]byte, 32), make([]byte, 16))
+	m, _ := mode(encrypt, make([]byte, 32), make([]byte, 16))
 	for name, f := range map[string]func(){
 		"partial block": func() { m.CryptBlocks(make([]byte, 32), make([]byte, 17)) },
 		"short dst":     func() { m.CryptBlocks(make([]byte, 16), make([]byte, 32)) },
@@ -114,7 +139,7 @@ func TestDecrypterMisuse(t *testing.T) {
 		func() {
 			defer func() {
 				if recover() == nil {
-					t.Errorf("%s: no panic", name)
+					t.Errorf("%s (encrypt %v): no panic", name, encrypt)
 				}
 			}()
 			f()
@@ -122,15 +147,17 @@ func TestDecrypterMisuse(t *testing.T) {
 	}
 }
 
-func FuzzDecrypter(f *testing.F) {
-	f.Add(make([]byte, 32), make([]byte, 16), make([]byte, 160), uint8(3))
-	f.Fuzz(func(t *testing.T, key, iv, ct []byte, split uint8) {
+// FuzzModes: both directions against crypto/cipher, in two calls.
+func FuzzModes(f *testing.F) {
+	f.Add(make([]byte, 32), make([]byte, 16), make([]byte, 160), uint8(3), false)
+	f.Add(make([]byte, 32), make([]byte, 16), make([]byte, 160), uint8(9), true)
+	f.Fuzz(func(t *testing.T, key, iv, ct []byte, split uint8, encrypt bool) {
 		if len(key) != 32 || len(iv) != 16 {
 			return
 		}
 		ct = ct[:len(ct)/16*16]
-		want := reference(t, key, iv, ct)
-		m, err := NewDecrypter(key, iv)
+		want := reference(t, encrypt, key, iv, ct)
+		m, err := mode(encrypt, key, iv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,6 +167,26 @@ func FuzzDecrypter(f *testing.F) {
 		m.CryptBlocks(got[k:], got[k:])
 		if !bytes.Equal(got, want) {
 			t.Fatal("differs from crypto/cipher")
+		}
+	})
+}
+
+func BenchmarkEncrypt(b *testing.B) {
+	key, iv := make([]byte, 32), make([]byte, 16)
+	buf := make([]byte, 256<<10)
+	b.Run("phtoci", func(b *testing.B) {
+		m, _ := NewEncrypter(key, iv)
+		b.SetBytes(int64(len(buf)))
+		for range b.N {
+			m.CryptBlocks(buf, buf)
+		}
+	})
+	b.Run("crypto-cipher", func(b *testing.B) {
+		blk, _ := aes.NewCipher(key)
+		m := cipher.NewCBCEncrypter(blk, iv)
+		b.SetBytes(int64(len(buf)))
+		for range b.N {
+			m.CryptBlocks(buf, buf)
 		}
 	})
 }
