@@ -7,20 +7,29 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
+// size is the benchmarks' file: 1 GiB.
+const size = 1 << 30
+
+// bigLayer writes a gzip layer (level) in dir holding opt/app/big, size
+// random bytes from seed, removed when b ends.
+func bigLayer(b *testing.B, dir string, level int, seed byte) *Layer {
+	w, err := NewWriter(WriterOptions{TempDir: dir, Level: level})
+	must(b, err)
+	must(b, w.Opaque("opt/app"))
+	must(b, w.File("opt/app/big", size, io.LimitReader(newRand(seed), size)))
+	l, err := w.Close()
+	must(b, err)
+	b.Cleanup(func() { l.Cleanup() })
+	return l
+}
+
 // BenchmarkResolveRewrite1GiB resolves a 1 GiB file from a generated layer
 // (spooled, hashed, diff ID verified) and rewrites it into a new layer, as a
 // pre-run/post-run does around its crypto. Only runs with -bench. Reports
 // throughput (SetBytes) and the peak heap growth.
 func BenchmarkResolveRewrite1GiB(b *testing.B) {
-	const size = 1 << 30
 	dir := b.TempDir()
-	w, err := NewWriter(WriterOptions{TempDir: dir, Level: gzip.BestSpeed})
-	must(b, err)
-	must(b, w.Opaque("opt/app"))
-	must(b, w.File("opt/app/big", size, io.LimitReader(newRand(2), size)))
-	src, err := w.Close()
-	must(b, err)
-	defer src.Cleanup()
+	src := bigLayer(b, dir, gzip.BestSpeed, 2)
 	img := imageOf(b, src)
 	b.SetBytes(size)
 	b.ResetTimer()
@@ -53,15 +62,8 @@ func BenchmarkResolveRewrite1GiB(b *testing.B) {
 // runs with -bench. Reports throughput (SetBytes) and the peak heap growth,
 // which must not grow with the layer.
 func BenchmarkStoredGzipInPlace1GiB(b *testing.B) {
-	const size = 1 << 30
 	dir := b.TempDir()
-	w, err := NewWriter(WriterOptions{TempDir: dir, Level: gzip.NoCompression})
-	must(b, err)
-	must(b, w.Opaque("opt/app"))
-	must(b, w.File("opt/app/big", size, io.LimitReader(newRand(3), size)))
-	src, err := w.Close()
-	must(b, err)
-	defer src.Cleanup()
+	src := bigLayer(b, dir, gzip.NoCompression, 3)
 	img := imageOf(b, src)
 	buf := make([]byte, 256<<10)
 	b.SetBytes(size)

@@ -40,6 +40,24 @@ func must1[T any](v T, err error) T {
 	return v
 }
 
+// resolveNoSpool resolves the train paths of img (WithDeferredCheck when
+// deferred), checks, and fails t when Resolve made any temporary file.
+func resolveNoSpool(t *testing.T, img v1.Image, deferred bool) *Resolved {
+	t.Helper()
+	tmp := t.TempDir()
+	opts := []Option{WithTempDir(tmp)}
+	if deferred {
+		opts = append(opts, WithDeferredCheck())
+	}
+	res, err := Resolve(img, trainPrefixes, opts...)
+	must(t, err)
+	must(t, res.Check())
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("deferred=%v: Resolve made temporary files: %v", deferred, ents)
+	}
+	return res
+}
+
 // checkInPlace checks that the resolved file p opens as a reader at
 // offsets (read in place) and holds want.
 func checkInPlace(t *testing.T, res *Resolved, p string, want []byte) {
@@ -65,17 +83,7 @@ func checkInPlace(t *testing.T, res *Resolved, p string, want []byte) {
 func TestResolveReadsPlainLayerInPlace(t *testing.T) {
 	for _, deferred := range []bool{false, true} {
 		l, big := plainLayer(t, t.TempDir())
-		tmp := t.TempDir()
-		opts := []Option{WithTempDir(tmp)}
-		if deferred {
-			opts = append(opts, WithDeferredCheck())
-		}
-		res, err := Resolve(imageOf(t, l), trainPrefixes, opts...)
-		must(t, err)
-		must(t, res.Check())
-		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-			t.Errorf("deferred=%v: Resolve made temporary files: %v", deferred, ents)
-		}
+		res := resolveNoSpool(t, imageOf(t, l), deferred)
 		checkInPlace(t, res, "opt/pht_results/big.bin", big)
 		for _, s := range res.Seen() {
 			if s.Path != "opt/pht_results/big.bin" {

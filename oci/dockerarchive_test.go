@@ -37,7 +37,7 @@ func stagedDockerLayer(t *testing.T, dst Ref, content []byte, mt types.MediaType
 }
 
 // tarEntries reads every entry of a tar file: name → header and content.
-func tarEntries(t *testing.T, path string) (map[string]*tar.Header, map[string][]byte) {
+func tarEntries(t testing.TB, path string) (map[string]*tar.Header, map[string][]byte) {
 	t.Helper()
 	f := must(os.Open(path))(t)
 	defer f.Close()

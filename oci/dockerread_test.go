@@ -329,7 +329,7 @@ func FuzzDockerArchiveManifest(f *testing.F) {
 	if err := tarball.WriteToFile(base, tag, img); err != nil {
 		f.Fatal(err)
 	}
-	_, data := tarEntries(&testing.T{}, base)
+	_, data := tarEntries(f, base)
 	f.Add(data["manifest.json"])
 	f.Add([]byte(`[{"Config":"x","Layers":["../../etc/passwd"]},{"Config":"y"}]`))
 	f.Add([]byte(`[{"Config":"sha256:0","RepoTags":["a:b"],"Layers":[],"LayerSources":{"sha256:0":{"mediaType":"x"}}}]`))

@@ -184,9 +184,6 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // dst in constant memory. A short input, a length that is not a whole number
 // of blocks or bad padding is ErrDecryption.
 func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
-	if _, err := aes.NewCipher(key); err != nil {
-		return fmt.Errorf("%w: symmetric key: %v", ErrDecryption, err)
-	}
 	iv := make([]byte, aes.BlockSize)
 	if _, err := io.ReadFull(src, iv); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

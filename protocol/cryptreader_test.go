@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"testing/fstest"
 )
@@ -154,5 +155,15 @@ func TestDecryptToWithoutPipe(t *testing.T) {
 	err = decryptTo(fsys, "data.csv", "pht_results", key, io.Discard, &copySink{fail: boom})
 	if !errors.Is(err, boom) || errors.Is(err, ErrDecryption) {
 		t.Fatalf("sink failure: got %v", err)
+	}
+}
+
+// TestDecryptStreamBadKey: a key that is not an AES key is ErrDecryption
+// naming the symmetric key, and nothing is written.
+func TestDecryptStreamBadKey(t *testing.T) {
+	var out bytes.Buffer
+	err := DecryptStream(&out, bytes.NewReader(make([]byte, 64)), make([]byte, 31))
+	if !errors.Is(err, ErrDecryption) || !strings.Contains(err.Error(), "symmetric key") || out.Len() != 0 {
+		t.Errorf("31-byte key: %v (%d bytes written), want ErrDecryption naming the symmetric key", err, out.Len())
 	}
 }

@@ -26,17 +26,7 @@ import (
 // CryptBlocks may be the same slice, as with crypto/cipher, but must not
 // overlap otherwise.
 func NewDecrypter(key, iv []byte) (cipher.BlockMode, error) {
-	if len(iv) != aes.BlockSize {
-		return nil, fmt.Errorf("cbc: IV of %d bytes, want %d", len(iv), aes.BlockSize)
-	}
-	if m := newFast(key, iv); m != nil {
-		return m, nil
-	}
-	blk, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewCBCDecrypter(blk, iv), nil
+	return newMode(key, iv, newFast, cipher.NewCBCDecrypter)
 }
 
 // NewEncrypter returns a CBC encrypter for the AES key and iv, as
@@ -45,15 +35,20 @@ func NewDecrypter(key, iv []byte) (cipher.BlockMode, error) {
 // loop keeps the round keys and the chaining in registers, so that a block
 // costs its rounds and no call. dst and src may be the same slice.
 func NewEncrypter(key, iv []byte) (cipher.BlockMode, error) {
+	return newMode(key, iv, newFastEncrypter, cipher.NewCBCEncrypter)
+}
+
+// newMode is fast's mode where it runs, else crypto/cipher's (std).
+func newMode(key, iv []byte, fast func(key, iv []byte) cipher.BlockMode, std func(cipher.Block, []byte) cipher.BlockMode) (cipher.BlockMode, error) {
 	if len(iv) != aes.BlockSize {
 		return nil, fmt.Errorf("cbc: IV of %d bytes, want %d", len(iv), aes.BlockSize)
 	}
-	if m := newFastEncrypter(key, iv); m != nil {
+	if m := fast(key, iv); m != nil {
 		return m, nil
 	}
 	blk, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	return cipher.NewCBCEncrypter(blk, iv), nil
+	return std(blk, iv), nil
 }

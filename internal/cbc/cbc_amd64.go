@@ -36,7 +36,7 @@ type decrypter struct {
 }
 
 func newFast(key, iv []byte) cipher.BlockMode {
-	if len(key) != 32 || !cpu.X86.HasAES {
+	if len(key) != 32 || !fastAvailable() {
 		return nil
 	}
 	ek := expand256(key)
@@ -70,7 +70,7 @@ type encrypter struct {
 }
 
 func newFastEncrypter(key, iv []byte) cipher.BlockMode {
-	if len(key) != 32 || !cpu.X86.HasAES {
+	if len(key) != 32 || !fastAvailable() {
 		return nil
 	}
 	e := &encrypter{ek: expand256(key)}
