@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/phtoci/phtoci/trust"
@@ -27,9 +29,11 @@ import (
 //	queue: 1024
 //	retries: 3
 //	trust: trust.json                          # optional trust store (see package trust)
-//	registry: harbor.example                   # optional: host to verify against instead of the event's
-//	username: robot$phtoci                     # optional registry credentials
+//	registry: harbor.example                   # the registry every event is verified against, or
+//	registries: {harbor.example: harbor.internal:443}  # event host → registry (other hosts refused)
+//	username: robot$phtoci                     # optional credentials, sent to the configured registries only
 //	password_file: robot.txt
+//	read_secret_file: read.txt                 # optional: Authorization for GET /v1/verdicts and /metrics
 //	insecure: false
 type ServeConfig struct {
 	Listen string `yaml:"listen"`
@@ -37,18 +41,23 @@ type ServeConfig struct {
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
 	} `yaml:"tls"`
-	Secret       string `yaml:"secret"`
-	SecretFile   string `yaml:"secret_file"`
-	Store        string `yaml:"store"`
-	MaxBody      int64  `yaml:"max_body"`
-	Workers      int    `yaml:"workers"`
-	Queue        int    `yaml:"queue"`
-	Retries      int    `yaml:"retries"`
-	Trust        string `yaml:"trust"`
-	Registry     string `yaml:"registry"`
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file"`
-	Insecure     bool   `yaml:"insecure"`
+	Secret       string            `yaml:"secret"`
+	SecretFile   string            `yaml:"secret_file"`
+	Store        string            `yaml:"store"`
+	MaxBody      int64             `yaml:"max_body"`
+	Workers      int               `yaml:"workers"`
+	Queue        int               `yaml:"queue"`
+	Retries      int               `yaml:"retries"`
+	Trust        string            `yaml:"trust"`
+	Registry     string            `yaml:"registry"`
+	Registries   map[string]string `yaml:"registries"`
+	Username     string            `yaml:"username"`
+	PasswordFile string            `yaml:"password_file"`
+	Insecure     bool              `yaml:"insecure"`
+	// ReadSecret (or ReadSecretFile) must equal the Authorization header of
+	// GET /v1/verdicts/... and /metrics when set.
+	ReadSecret     string `yaml:"read_secret"`
+	ReadSecretFile string `yaml:"read_secret_file"`
 	// Route is the optional routing policy.
 	Route *RoutePolicy `yaml:"route"`
 }
@@ -72,6 +81,13 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		}
 		c.Secret = strings.TrimRight(string(s), "\r\n")
 	}
+	if c.ReadSecretFile != "" {
+		s, err := os.ReadFile(c.ReadSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve config read_secret_file: %w", err)
+		}
+		c.ReadSecret = strings.TrimRight(string(s), "\r\n")
+	}
 	switch {
 	case c.Listen == "":
 		return nil, fmt.Errorf("serve config %s: listen: missing", path)
@@ -81,6 +97,19 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		return nil, fmt.Errorf("serve config %s: store: missing", path)
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
 		return nil, fmt.Errorf("serve config %s: tls: give both cert and key", path)
+	case c.Registry == "" && len(c.Registries) == 0:
+		return nil, fmt.Errorf("serve config %s: no registry configured: add `registry: HOST[:PORT]` (every event is verified against it) or `registries: {EVENT_HOST: HOST[:PORT]}` (events naming other hosts are refused)", path)
+	case c.Registry != "" && len(c.Registries) > 0:
+		return nil, fmt.Errorf("serve config %s: registry and registries: give one of them", path)
+	}
+	c.Registries = lowerKeys(c.Registries)
+	for _, r := range append(c.registryHosts(), c.Registry) {
+		if r == "" {
+			continue
+		}
+		if _, err := name.NewRegistry(r, name.StrictValidation); err != nil || strings.ContainsAny(r, "/@") {
+			return nil, fmt.Errorf("serve config %s: registry %q: want HOST[:PORT]", path, r)
+		}
 	}
 	return &c, nil
 }
@@ -101,16 +130,27 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 			return err
 		}
 	}
+	// Credentials go to the configured registries only: a keychain that
+	// answers for their hosts and is anonymous everywhere else
+	// (go-containerregistry sends them to that host only, never after a
+	// redirect to another one).
+	kc := hostKeychain{hosts: map[string]bool{}, inner: authn.DefaultKeychain}
+	for _, h := range append(c.registryHosts(), c.Registry) {
+		if h != "" {
+			kc.hosts[h] = true
+		}
+	}
 	if c.Username != "" {
 		p, err := os.ReadFile(c.PasswordFile)
 		if err != nil {
 			return fmt.Errorf("serve config password_file: %w", err)
 		}
-		env.OCI.Auth = oci.BasicAuth(c.Username, strings.TrimRight(string(p), "\r\n"))
+		kc.inner = staticKeychain{oci.BasicAuth(c.Username, strings.TrimRight(string(p), "\r\n"))}
 	}
+	env.OCI.Keychain = kc
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
-		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry,
-		Route: c.Route, Copier: OCICopier{Options: env.OCI}})
+		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
+		ReadSecret: c.ReadSecret, Route: c.Route, Copier: OCICopier{Options: env.OCI}})
 	if err != nil {
 		return err
 	}
@@ -151,3 +191,42 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	}
 	return nil
 }
+
+func (c *ServeConfig) registryHosts() []string {
+	var hs []string
+	for _, r := range c.Registries {
+		hs = append(hs, r)
+	}
+	return hs
+}
+
+func lowerKeys(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+// hostKeychain hands out inner's credentials for the configured registry
+// hosts only; every other host gets anonymous access.
+type hostKeychain struct {
+	hosts map[string]bool
+	inner authn.Keychain
+}
+
+func (k hostKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if !k.hosts[r.RegistryStr()] {
+		return authn.Anonymous, nil
+	}
+	return k.inner.Resolve(r)
+}
+
+// staticKeychain answers every host with one authenticator (hostKeychain
+// limits the hosts).
+type staticKeychain struct{ auth authn.Authenticator }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.auth, nil }

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
@@ -120,9 +123,18 @@ type Config struct {
 	// (default 3 retries, 1 s doubling).
 	Retries int
 	Backoff time.Duration
-	// Registry, when set, replaces the host named in events (a registry
-	// often reports the host its clients used).
-	Registry string
+	// Registry, when set, is the registry every event is verified against,
+	// whatever host the event names (a registry often reports the host its
+	// clients used). Registries instead maps the hosts events may name to
+	// the registry (host[:port]) to verify against; an event naming any
+	// other host is answered 202 "host not allowed" and causes no request.
+	// One of the two is required: the host in an event is the pusher's
+	// word, never a place to connect to.
+	Registry   string
+	Registries map[string]string
+	// ReadSecret, when set, must equal the Authorization header of
+	// GET /v1/verdicts/... and GET /metrics (/healthz stays open).
+	ReadSecret string
 	// Route, when set, routes verified trains with Copier.
 	Route  *RoutePolicy
 	Copier Copier
@@ -150,6 +162,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Verifier == nil || cfg.Store == nil {
 		return nil, errors.New("webhook: a verifier and a store are required")
+	}
+	if cfg.Registry != "" && len(cfg.Registries) > 0 {
+		return nil, errors.New("webhook: give either one registry for all events or a map of event hosts to registries, not both")
+	}
+	if cfg.Registry == "" && len(cfg.Registries) == 0 {
+		return nil, errors.New("webhook: no registry configured: set the registry events are verified against, or a map of the event hosts allowed to the registries to use")
 	}
 	if cfg.Route != nil && cfg.Copier == nil {
 		return nil, errors.New("webhook: a routing policy needs a copier")
@@ -227,10 +245,19 @@ func (s *Server) worker(ctx context.Context) {
 
 func (s *Server) process(ctx context.Context, a Artifact) {
 	start := time.Now()
-	if s.cfg.Registry != "" {
-		a.Registry = s.cfg.Registry // applied when processing, so a restart may change it
-	}
 	v := Verdict{Artifact: a, Status: StatusPending}
+	// Resolved when processing, so work queued under an earlier config
+	// follows the current one.
+	reg, ok := s.registryFor(a.Registry)
+	if !ok {
+		v.Status, v.Message, v.Time = StatusError, "host not allowed: "+a.Registry, time.Now().UTC()
+		if err := s.cfg.Store.Put(v); err == nil {
+			s.cfg.Store.dequeue(a)
+		}
+		return
+	}
+	a.Registry = reg
+	v.Artifact = a
 	backoff := s.cfg.Backoff
 	for {
 		v.Attempts++
@@ -247,7 +274,7 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 			}
 			s.m.verified.Add(1)
 		case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain):
-			v.Status, v.Check, v.Message = StatusRejected, checkName(err), oneLine(err)
+			v.Status, v.Check, v.Message = StatusRejected, checkName(err), reason(err)
 			s.m.rejected.Add(1)
 		case v.Attempts <= s.cfg.Retries:
 			select {
@@ -258,7 +285,7 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 				return // still persisted in the queue: the next run retries
 			}
 		default:
-			v.Status, v.Message = StatusError, oneLine(err)
+			v.Status, v.Message = StatusError, reason(err)
 			s.m.errors.Add(1)
 		}
 		break
@@ -312,7 +339,67 @@ func checkName(err error) string {
 	return "verification"
 }
 
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
+// maxReason bounds a verdict's message.
+const maxReason = 300
+
+// reason is the one-line message a verdict stores: the error with any
+// registry answer cut down to its status code and error codes (a registry,
+// or whatever answers in its place, never gets its response body into a
+// verdict), at most maxReason bytes.
+func reason(err error) string {
+	msg := err.Error()
+	var te *transport.Error
+	if errors.As(err, &te) {
+		short := fmt.Sprintf("registry answered HTTP %d", te.StatusCode)
+		var codes []string
+		for _, d := range te.Errors {
+			if c := string(d.Code); c != "" && len(c) <= 40 {
+				codes = append(codes, c)
+			}
+		}
+		if len(codes) > 0 {
+			short += " " + strings.Join(codes, ",")
+		}
+		if i := strings.Index(msg, te.Error()); i >= 0 {
+			msg = msg[:i] + short + msg[i+len(te.Error()):]
+		} else {
+			msg = short
+		}
+	} else if m := statusText.FindStringIndex(msg); m != nil {
+		// Not unwrappable: keep the status line, drop what followed it.
+		msg = msg[:m[1]]
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > maxReason {
+		cut := maxReason
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return msg
+}
+
+var statusText = regexp.MustCompile(`unexpected status code \d{3}[A-Za-z ]*`)
+
+// registryFor maps the host an event names to the registry to verify
+// against; false: the host is not allowed.
+func (s *Server) registryFor(host string) (string, bool) {
+	if s.cfg.Registry != "" {
+		return s.cfg.Registry, true
+	}
+	r, ok := s.cfg.Registries[strings.ToLower(host)]
+	return r, ok && r != ""
+}
+
+// readAllowed checks the read token of GET endpoints other than /healthz.
+func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.ReadSecret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.ReadSecret)) == 1 {
+		return true
+	}
+	reply(w, http.StatusUnauthorized, map[string]string{"error": "wrong or missing Authorization"})
+	return false
+}
 
 // ServeHTTP routes: POST / or /events (registry notifications),
 // GET /v1/verdicts/{repository}@{digest} and /v1/verdicts/{repository}:{tag},
@@ -322,8 +409,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && r.URL.Path == "/healthz":
 		io.WriteString(w, "ok\n")
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics":
-		s.metrics(w)
+		if s.readAllowed(w, r) {
+			s.metrics(w)
+		}
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/verdicts/"):
+		if !s.readAllowed(w, r) {
+			return
+		}
 		s.verdict(w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
 	case r.Method == http.MethodPost && (r.URL.Path == "/" || r.URL.Path == "/events"):
 		s.event(w, r)
@@ -372,8 +464,12 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return
 	}
-	var keys []string
+	var keys, refused []string
 	for _, a := range arts {
+		if _, ok := s.registryFor(a.Registry); !ok {
+			refused = append(refused, a.Key())
+			continue
+		}
 		added, err := s.cfg.Store.enqueue(a)
 		if err != nil {
 			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
@@ -392,6 +488,11 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
 			return
 		}
+	}
+	if len(refused) > 0 {
+		s.m.ignored.Add(1)
+		reply(w, http.StatusAccepted, map[string]any{"queued": keys, "ignored": "host not allowed", "refused": refused})
+		return
 	}
 	reply(w, http.StatusAccepted, map[string]any{"queued": keys})
 }

@@ -37,6 +37,9 @@ func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *h
 		t.Fatal(err)
 	}
 	cfg.Secret, cfg.Verifier, cfg.Store = secret, v, st
+	if cfg.Registry == "" && cfg.Registries == nil {
+		cfg.Registry = "reg.example" // the host the fake events name
+	}
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 20 * time.Millisecond
 	}

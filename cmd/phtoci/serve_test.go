@@ -20,9 +20,12 @@ func TestServeCommand(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	must(t, os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nstore: "+filepath.Join(dir, "v.db")+"\n"), 0o644))
 	fails(t, exitUsage, nil, []string{"serve", "--config", bad}, "secret")
+	noReg := filepath.Join(dir, "noreg.yaml")
+	must(t, os.WriteFile(noReg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\n"), 0o644))
+	fails(t, exitUsage, nil, []string{"serve", "--config", noReg}, "no registry configured: add `registry: HOST[:PORT]`")
 
 	cfg := filepath.Join(dir, "serve.yaml")
-	must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\nworkers: 2\n"), 0o644))
+	must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\nregistry: reg.example\nworkers: 2\n"), 0o644))
 	cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 	stderr, err := cmd.StderrPipe()
 	must(t, err)
