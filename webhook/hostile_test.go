@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -253,4 +254,138 @@ func TestReasonHasNoBody(t *testing.T) {
 		t.Errorf("verdict JSON holds the registry's message: %s", b)
 	}
 	_ = time.Second
+}
+
+// stallListener accepts connections on 127.0.0.1 and never answers; it
+// returns host:port and how many connections it accepted.
+func stallListener(t *testing.T) (string, func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return len(conns) }
+}
+
+// TestStalledRegistryDeadline: with one worker, an artifact on a registry
+// that accepts connections and never answers is given up at the
+// verification deadline (an error naming it), and the artifact queued
+// behind it is verified.
+func TestStalledRegistryDeadline(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
+	stall, accepted := stallListener(t)
+	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "s.db"), Config{Workers: 1, Retries: -1,
+		VerifyTimeout: 500 * time.Millisecond, Registries: map[string]string{"stall.example": stall, "reg.example": reg.Host}})
+	stuck := "sha256:" + strings.Repeat("e", 64)
+	post(t, hs.URL, secret, MediaTypeDistribution, distEventHost("pht/stuck", stuck, "stall.example"))
+	post(t, hs.URL, secret, MediaTypeDistribution, distEventHost("pht/train", good, "reg.example"))
+	if v := waitVerdict(t, hs.URL, "pht/train@"+good); v.Status != StatusVerified {
+		t.Fatalf("train behind a stalled one: %+v", v)
+	}
+	v := waitVerdict(t, hs.URL, "pht/stuck@"+stuck)
+	if v.Status != StatusError || !strings.Contains(v.Message, "verification timed out after 500ms") || !strings.Contains(v.Message, stall) {
+		t.Fatalf("stalled: %+v", v)
+	}
+	if accepted() == 0 {
+		t.Fatal("the stalled registry was never contacted; the test tests nothing")
+	}
+}
+
+// TestSlowClientsCutOff: a slowloris client trickling header lines is
+// disconnected after read_timeout; oversized headers get 431; with
+// max_connections reached, a further client waits until one is freed.
+func TestSlowClientsCutOff(t *testing.T) {
+	base := runServe(t, "registry: reg.example", "read_timeout: 500ms", "max_header_bytes: 4096")
+	addr := strings.TrimPrefix(base, "http://")
+
+	// Headers trickled a line at a time, and a body trickled a byte at a
+	// time after complete headers: both are cut off.
+	for name, start := range map[string]string{
+		"headers": "POST /events HTTP/1.1\r\nHost: x\r\n",
+		"body":    "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: " + secret + "\r\nContent-Length: 100000\r\n\r\n{",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan struct{})
+		go func() { io.Copy(io.Discard, c); close(closed) }()
+		io.WriteString(c, start)
+		cut := false
+		for i := 0; i < 80 && !cut; i++ { // up to 8 s of trickle, 16 times the timeout
+			select {
+			case <-closed:
+				cut = true
+			case <-time.After(100 * time.Millisecond):
+				if name == "headers" {
+					fmt.Fprintf(c, "X-Slow-%d: 1\r\n", i)
+				} else {
+					io.WriteString(c, " ")
+				}
+			}
+		}
+		c.Close()
+		if !cut {
+			t.Errorf("a client trickling its %s was not cut off", name)
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, base+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 8192))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("8 KiB header: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	// Two connections with unfinished requests hold both slots of a server
+	// whose read_timeout outlives the test.
+	base = runServe(t, "registry: reg.example", "read_timeout: 10m", "max_connections: 2")
+	addr = strings.TrimPrefix(base, "http://")
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		h, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, h)
+		fmt.Fprintf(h, "GET /healthz HTTP/1.1\r\nHost: x\r\n") // incomplete: the server waits
+	}
+	time.Sleep(100 * time.Millisecond)
+	cl := &http.Client{Timeout: 200 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := cl.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Error("a third connection was served while max_connections: 2 were taken")
+	}
+	for _, h := range held {
+		h.Close()
+	}
+	cl.Timeout = 10 * time.Second
+	resp, err := cl.Get(base + "/healthz")
+	if err != nil {
+		t.Fatalf("after the slots were freed: %v", err)
+	}
+	resp.Body.Close()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/phtoci/phtoci/trust"
+	"golang.org/x/net/netutil"
 	"gopkg.in/yaml.v3"
 )
 
@@ -34,6 +35,12 @@ import (
 //	username: robot$phtoci                     # optional credentials, sent to the configured registries only
 //	password_file: robot.txt
 //	read_secret_file: read.txt                 # optional: Authorization for GET /v1/verdicts and /metrics
+//	verify_timeout: 5m                         # per verification attempt
+//	read_timeout: 30s                          # HTTP limits (see ServeConfig)
+//	write_timeout: 30s
+//	idle_timeout: 120s
+//	max_header_bytes: 65536
+//	max_connections: 256
 //	insecure: false
 type ServeConfig struct {
 	Listen string `yaml:"listen"`
@@ -58,6 +65,19 @@ type ServeConfig struct {
 	// GET /v1/verdicts/... and /metrics when set.
 	ReadSecret     string `yaml:"read_secret"`
 	ReadSecretFile string `yaml:"read_secret_file"`
+	// VerifyTimeout bounds one verification attempt (default 5m).
+	VerifyTimeout time.Duration `yaml:"verify_timeout"`
+	// HTTP server limits: ReadTimeout bounds reading a request, headers
+	// and body (default 30s); WriteTimeout writing the answer (default
+	// 30s); IdleTimeout a kept-alive connection between requests (default
+	// 120s); MaxHeaderBytes the request headers (default 64 KiB);
+	// MaxConnections the connections served at once (default 256; more
+	// wait to be accepted).
+	ReadTimeout    time.Duration `yaml:"read_timeout"`
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes int           `yaml:"max_header_bytes"`
+	MaxConnections int           `yaml:"max_connections"`
 	// Route is the optional routing policy.
 	Route *RoutePolicy `yaml:"route"`
 }
@@ -101,6 +121,27 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		return nil, fmt.Errorf("serve config %s: no registry configured: add `registry: HOST[:PORT]` (every event is verified against it) or `registries: {EVENT_HOST: HOST[:PORT]}` (events naming other hosts are refused)", path)
 	case c.Registry != "" && len(c.Registries) > 0:
 		return nil, fmt.Errorf("serve config %s: registry and registries: give one of them", path)
+	}
+	for _, d := range []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{
+		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
+		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 256
 	}
 	c.Registries = lowerKeys(c.Registries)
 	for _, r := range append(c.registryHosts(), c.Registry) {
@@ -150,7 +191,7 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	env.OCI.Keychain = kc
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
-		ReadSecret: c.ReadSecret, Route: c.Route, Copier: OCICopier{Options: env.OCI}})
+		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI}})
 	if err != nil {
 		return err
 	}
@@ -162,7 +203,9 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	ln = netutil.LimitListener(ln, c.MaxConnections)
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: c.ReadTimeout, ReadTimeout: c.ReadTimeout,
+		WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout, MaxHeaderBytes: c.MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() {
 		if c.TLS.Cert != "" {

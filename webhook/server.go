@@ -135,6 +135,10 @@ type Config struct {
 	// ReadSecret, when set, must equal the Authorization header of
 	// GET /v1/verdicts/... and GET /metrics (/healthz stays open).
 	ReadSecret string
+	// VerifyTimeout bounds one attempt to verify (and route) an artifact
+	// (default 5 min): a registry that never answers cannot pin a worker.
+	// An attempt that runs out of time is an error, retried like others.
+	VerifyTimeout time.Duration
 	// Route, when set, routes verified trains with Copier.
 	Route  *RoutePolicy
 	Copier Copier
@@ -188,6 +192,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = time.Second
+	}
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = 5 * time.Minute
 	}
 	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{})}, nil
 }
@@ -261,10 +268,7 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 	backoff := s.cfg.Backoff
 	for {
 		v.Attempts++
-		out, err := s.cfg.Verifier.Verify(ctx, a)
-		if err == nil && out != nil && s.cfg.Route != nil {
-			err = s.route(ctx, a, out, &v)
-		}
+		out, err := s.attempt(ctx, a, &v)
 		switch {
 		case err == nil:
 			v.Status = StatusVerified
@@ -295,6 +299,44 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 	s.m.durCount.Add(1)
 	if err := s.cfg.Store.Put(v); err == nil {
 		s.cfg.Store.dequeue(a)
+	}
+}
+
+// ErrVerifyTimeout: one verification attempt ran out of time.
+var ErrVerifyTimeout = errors.New("verification timed out")
+
+// attempt verifies (and routes) a once within the verification deadline.
+// The work runs on its own goroutine so that even a step that ignored the
+// context could not hold the worker past the deadline.
+func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.VerifyTimeout)
+	defer cancel()
+	type result struct {
+		out *Outcome
+		rv  Verdict
+		err error
+	}
+	done := make(chan result, 1)
+	rv := *v
+	go func() {
+		out, err := s.cfg.Verifier.Verify(ctx, a)
+		if err == nil && out != nil && s.cfg.Route != nil {
+			err = s.route(ctx, a, out, &rv)
+		}
+		done <- result{out, rv, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && ctx.Err() == context.DeadlineExceeded {
+			r.err = fmt.Errorf("%s: %w after %s", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout)
+		}
+		*v = r.rv
+		return r.out, r.err
+	case <-ctx.Done():
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("%s: %w after %s", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout)
+		}
+		return nil, ctx.Err()
 	}
 }
 
