@@ -32,6 +32,9 @@ type Verifier interface {
 type Outcome struct {
 	Next        int    // route index of the next station, -1 when done
 	NextStation string // its id ("" when done)
+	// Config is the verified train's config (nil: no central ledger
+	// check for this artifact).
+	Config *protocol.Config
 }
 
 // TrainVerifier verifies by digest with phtoci's keyless verify (and the
@@ -44,7 +47,7 @@ func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error)
 	if err != nil {
 		return nil, err
 	}
-	o := &Outcome{Next: r.Status.Next}
+	o := &Outcome{Next: r.Status.Next, Config: r.Config}
 	if o.Next >= 0 && o.Next < len(r.Route) {
 		o.NextStation = r.Route[o.Next]
 	}
@@ -320,6 +323,9 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome,
 	rv := *v
 	go func() {
 		out, err := s.cfg.Verifier.Verify(ctx, a)
+		if err == nil && out != nil {
+			err = s.checkLedger(a, out.Config)
+		}
 		if err == nil && out != nil && s.cfg.Route != nil {
 			err = s.route(ctx, a, out, &rv)
 		}
@@ -365,7 +371,7 @@ var checks = []struct {
 	err  error
 	name string
 }{
-	{protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
+	{ErrChangedInTransit, "changed_in_transit"}, {protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
 	{protocol.ErrBuilderSignature, "builder_signature"}, {protocol.ErrPreviousResultsChanged, "previous_results"},
 	{protocol.ErrResultSignature, "result_signature"}, {protocol.ErrChainSignature, "chain_signature"},
 	{protocol.ErrUnsignedFile, "unsigned_file"}, {protocol.ErrDecryption, "decryption"},

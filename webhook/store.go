@@ -33,6 +33,7 @@ var (
 	bucketVerdicts = []byte("verdicts")
 	bucketTags     = []byte("tags")
 	bucketQueue    = []byte("queue")
+	bucketTrains   = []byte("trains") // the central ledger: train id → TrainRecord
 )
 
 // ErrNoVerdict reports an artifact the store knows nothing about.
@@ -49,7 +50,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue} {
+		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -153,4 +154,42 @@ func (s *Store) queued() ([]Artifact, error) {
 		})
 	})
 	return out, err
+}
+
+// RecordTrain is the central ledger: it records r when its train id is
+// new and returns nil, else returns the record first made for that id
+// (unchanged). One transaction, so two pushes of one train racing each
+// other see one first record.
+func (s *Store) RecordTrain(r TrainRecord) (*TrainRecord, error) {
+	var first *TrainRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTrains)
+		if old := b.Get([]byte(r.ID)); old != nil {
+			first = new(TrainRecord)
+			return json.Unmarshal(old, first)
+		}
+		enc, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(r.ID), enc)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verdict store: ledger: %w", err)
+	}
+	return first, nil
+}
+
+// Train returns the ledger's record of a train id.
+func (s *Store) Train(id string) (*TrainRecord, error) {
+	var r *TrainRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTrains).Get([]byte(id))
+		if b == nil {
+			return fmt.Errorf("train %q: %w", id, ErrNoVerdict)
+		}
+		r = new(TrainRecord)
+		return json.Unmarshal(b, r)
+	})
+	return r, err
 }
