@@ -78,8 +78,11 @@ type ServeConfig struct {
 	IdleTimeout    time.Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes int           `yaml:"max_header_bytes"`
 	MaxConnections int           `yaml:"max_connections"`
-	// Route is the optional routing policy.
+	// Route is the optional routing policy; it needs a trust store that
+	// pins the creators.
 	Route *RoutePolicy `yaml:"route"`
+
+	trust *trust.Store
 }
 
 // LoadServeConfig reads and checks a serve config file.
@@ -143,6 +146,16 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 256
 	}
+	if c.Trust != "" {
+		if c.trust, err = trust.Load(c.Trust); err != nil {
+			return nil, fmt.Errorf("serve config %s: %w", path, err)
+		}
+	}
+	if c.Route != nil {
+		if err := c.Route.Check(c.trust); err != nil {
+			return nil, fmt.Errorf("serve config %s: %w", path, err)
+		}
+	}
 	c.Registries = lowerKeys(c.Registries)
 	for _, r := range append(c.registryHosts(), c.Registry) {
 		if r == "" {
@@ -166,11 +179,17 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	}
 	defer st.Close()
 	env := train.Env{OCI: oci.Options{Insecure: c.Insecure, Quiet: true}}
-	if c.Trust != "" {
-		if env.Trust, err = trust.Load(c.Trust); err != nil {
+	if c.trust == nil && c.Trust != "" { // a config not made by LoadServeConfig
+		if c.trust, err = trust.Load(c.Trust); err != nil {
 			return err
 		}
 	}
+	if c.Route != nil {
+		if err := c.Route.Check(c.trust); err != nil {
+			return err
+		}
+	}
+	env.Trust = c.trust
 	// Credentials go to the configured registries only: a keychain that
 	// answers for their hosts and is anonymous everywhere else
 	// (go-containerregistry sends them to that host only, never after a

@@ -16,7 +16,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
@@ -52,63 +51,6 @@ func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error)
 		o.NextStation = r.Route[o.Next]
 	}
 	return o, nil
-}
-
-// Copier copies a verified train by digest to another repository of the
-// same registry (blobs mounted, not downloaded).
-type Copier interface {
-	Copy(ctx context.Context, from Artifact, toRepository string) error
-}
-
-// OCICopier copies with package oci: the source's layers are remote layers
-// of the same registry, so the push mounts them.
-type OCICopier struct{ Options oci.Options }
-
-// Copy implements Copier.
-func (c OCICopier) Copy(ctx context.Context, a Artifact, to string) error {
-	src, err := oci.ParseRef(a.Ref())
-	if err != nil {
-		return err
-	}
-	img, err := oci.Open(ctx, src, c.Options)
-	if err != nil {
-		return err
-	}
-	tag := a.Tag
-	if tag == "" {
-		tag = "latest"
-	}
-	dst, err := oci.ParseRef(a.Registry + "/" + to + ":" + tag)
-	if err != nil {
-		return err
-	}
-	_, err = oci.Write(ctx, dst, img, c.Options)
-	return err
-}
-
-// RoutePolicy sends each verified train on to the repository of the next
-// station that has not signed yet, and a finished one to Outgoing.
-type RoutePolicy struct {
-	Stations map[string]string `yaml:"stations"` // station id → repository
-	Incoming string            `yaml:"incoming"` // where builders push (documentation; any repository is accepted)
-	Outgoing string            `yaml:"outgoing"` // where finished trains go
-	// RouterUser is the registry account the router pushes with; its own
-	// pushes are not routed again.
-	RouterUser string `yaml:"router_user"`
-}
-
-func (p *RoutePolicy) target(o *Outcome) (string, error) {
-	if o.Next < 0 {
-		if p.Outgoing == "" {
-			return "", errors.New("route complete but no outgoing repository is configured")
-		}
-		return p.Outgoing, nil
-	}
-	repo, ok := p.Stations[o.NextStation]
-	if !ok {
-		return "", fmt.Errorf("no repository configured for station %q", o.NextStation)
-	}
-	return repo, nil
 }
 
 // Config sets up a Server.
@@ -178,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Route != nil && cfg.Copier == nil {
 		return nil, errors.New("webhook: a routing policy needs a copier")
+	}
+	if cfg.Route != nil && cfg.Route.Incoming == "" {
+		return nil, errors.New("webhook: a routing policy needs the incoming repository (routes start only there and at the stations' repositories)")
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
@@ -344,27 +289,6 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome,
 		}
 		return nil, ctx.Err()
 	}
-}
-
-// route copies a verified train on; it is never called for a failed one.
-func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict) error {
-	if s.cfg.Route.RouterUser != "" && a.Pusher == s.cfg.Route.RouterUser {
-		return nil // our own copy
-	}
-	to, err := s.cfg.Route.target(o)
-	if err != nil {
-		v.RoutedTo = "not routed: " + err.Error()
-		return nil
-	}
-	if to == a.Repository {
-		return nil
-	}
-	if err := s.cfg.Copier.Copy(ctx, a, to); err != nil {
-		return fmt.Errorf("routing to %s: %w", to, err)
-	}
-	v.RoutedTo = to
-	s.m.routed.Add(1)
-	return nil
 }
 
 var checks = []struct {
