@@ -154,6 +154,5 @@ func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict) 
 		return fmt.Errorf("routing to %s:%s: %w", to, tag, err)
 	}
 	v.RoutedTo = to + ":" + tag
-	s.m.routed.Add(1)
 	return nil
 }

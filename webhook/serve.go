@@ -36,6 +36,8 @@ import (
 //	password_file: robot.txt
 //	read_secret_file: read.txt                 # optional: Authorization for GET /v1/verdicts and /metrics
 //	verify_timeout: 5m                         # per verification attempt
+//	retry_window: 1h                           # errors are retried with backoff this long
+//	shutdown_grace: 30s                        # a stop waits this long for verifications in progress
 //	read_timeout: 30s                          # HTTP limits (see ServeConfig)
 //	write_timeout: 30s
 //	idle_timeout: 120s
@@ -67,6 +69,11 @@ type ServeConfig struct {
 	ReadSecretFile string `yaml:"read_secret_file"`
 	// VerifyTimeout bounds one verification attempt (default 5m).
 	VerifyTimeout time.Duration `yaml:"verify_timeout"`
+	// RetryWindow is how long errors are retried (default 1h).
+	RetryWindow time.Duration `yaml:"retry_window"`
+	// ShutdownGrace is how long a stop waits for verifications in
+	// progress (default 30s); the rest stays queued.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// HTTP server limits: ReadTimeout bounds reading a request, headers
 	// and body (default 30s); WriteTimeout writing the answer (default
 	// 30s); IdleTimeout a kept-alive connection between requests (default
@@ -132,6 +139,7 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 	}{
 		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
 		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
+		{"retry_window", &c.RetryWindow, time.Hour}, {"shutdown_grace", &c.ShutdownGrace, 30 * time.Second},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
@@ -210,7 +218,8 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	env.OCI.Keychain = kc
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
-		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI}})
+		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
+		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}})
 	if err != nil {
 		return err
 	}
@@ -236,19 +245,28 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
+	grace := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), c.ShutdownGrace)
+	}
 	select {
 	case err := <-errc:
-		s.Shutdown(context.Background())
+		gctx, cancel := grace()
+		defer cancel()
+		s.Shutdown(gctx)
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Stop taking events (new connections and events on open ones), let
+	// the verifications in progress finish within the grace, keep the rest
+	// queued.
+	gctx, cancel := grace()
 	defer cancel()
-	herr := hs.Shutdown(sctx)
-	if err := s.Shutdown(sctx); err != nil {
+	herrc := make(chan error, 1)
+	go func() { herrc <- hs.Shutdown(gctx) }()
+	if err := s.Shutdown(gctx); err != nil {
 		return err
 	}
-	if herr != nil && !errors.Is(herr, http.ErrServerClosed) {
+	if herr := <-herrc; herr != nil && !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, context.DeadlineExceeded) {
 		return herr
 	}
 	return nil

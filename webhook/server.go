@@ -64,10 +64,17 @@ type Config struct {
 	// Workers verify in parallel (default 2); QueueSize bounds the queue
 	// (default 1024): a full queue answers 503.
 	Workers, QueueSize int
-	// Retries and Backoff for errors that are not verification failures
-	// (default 3 retries, 1 s doubling).
-	Retries int
-	Backoff time.Duration
+	// Errors that are not verification failures (registry down, a digest
+	// not there yet, a deadline) are retried with backoff, Backoff (default
+	// 1 s) doubling up to MaxBackoff (default 5 min), for RetryWindow
+	// (default 1 h) from the first attempt; the verdict says "pending" for
+	// the first Retries attempts (default 3), then "error" with the time of
+	// the next attempt. A new event for the digest retries it at once; an
+	// error is never final, only a rejection (and a verification) is.
+	Retries     int
+	Backoff     time.Duration
+	MaxBackoff  time.Duration
+	RetryWindow time.Duration
 	// Registry, when set, is the registry every event is verified against,
 	// whatever host the event names (a registry often reports the host its
 	// clients used). Registries instead maps the hosts events may name to
@@ -87,6 +94,12 @@ type Config struct {
 	// Route, when set, routes verified trains with Copier.
 	Route  *RoutePolicy
 	Copier Copier
+	// Resolver, when set, resolves GET /v1/verdicts/{repository}:{tag}
+	// against the registry (cached for TagCacheTTL, default 5 s), so the
+	// answer is the verdict of what the tag points to now. Without it the
+	// tag is taken from the newest event (by the registry's timestamp).
+	Resolver    Resolver
+	TagCacheTTL time.Duration
 }
 
 // Server is the webhook handler with its queue and workers.
@@ -97,6 +110,17 @@ type Server struct {
 	stop    chan struct{}
 	closing atomic.Bool
 	m       metrics
+
+	// work is the context of verifications: it ends only when a shutdown's
+	// grace runs out, not when the server is asked to stop.
+	work       context.Context
+	cancelWork context.CancelFunc
+
+	mu    sync.Mutex       // guards slots, and orders queue writes in the store with them
+	slots map[string]*slot // artifacts queued, running or waiting for a retry
+
+	tagMu    sync.Mutex
+	tagCache map[string]cachedTag
 }
 
 type metrics struct {
@@ -141,154 +165,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = time.Second
 	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.RetryWindow <= 0 {
+		cfg.RetryWindow = time.Hour
+	}
+	if cfg.TagCacheTTL <= 0 {
+		cfg.TagCacheTTL = 5 * time.Second
+	}
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 5 * time.Minute
 	}
-	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{})}, nil
-}
-
-// Start re-queues work persisted by an earlier run and starts the workers.
-func (s *Server) Start(ctx context.Context) error {
-	left, err := s.cfg.Store.queued()
-	if err != nil {
-		return err
-	}
-	for w := 0; w < s.cfg.Workers; w++ {
-		s.wg.Add(1)
-		go s.worker(ctx)
-	}
-	go func() {
-		for _, a := range left {
-			select {
-			case s.queue <- a:
-			case <-s.stop:
-				return
-			}
-		}
-	}()
-	return nil
-}
-
-// Shutdown stops taking events and waits for the workers to finish the
-// artifact each is on; queued work stays persisted for the next Start.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if s.closing.Swap(true) {
-		return nil
-	}
-	close(s.stop)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Server) worker(ctx context.Context) {
-	defer s.wg.Done()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case a := <-s.queue:
-			s.process(ctx, a)
-		}
-	}
-}
-
-func (s *Server) process(ctx context.Context, a Artifact) {
-	start := time.Now()
-	v := Verdict{Artifact: a, Status: StatusPending}
-	// Resolved when processing, so work queued under an earlier config
-	// follows the current one.
-	reg, ok := s.registryFor(a.Registry)
-	if !ok {
-		v.Status, v.Message, v.Time = StatusError, "host not allowed: "+a.Registry, time.Now().UTC()
-		if err := s.cfg.Store.Put(v); err == nil {
-			s.cfg.Store.dequeue(a)
-		}
-		return
-	}
-	a.Registry = reg
-	v.Artifact = a
-	backoff := s.cfg.Backoff
-	for {
-		v.Attempts++
-		out, err := s.attempt(ctx, a, &v)
-		switch {
-		case err == nil:
-			v.Status = StatusVerified
-			if out != nil {
-				n := out.Next
-				v.Next = &n
-			}
-			s.m.verified.Add(1)
-		case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain):
-			v.Status, v.Check, v.Message = StatusRejected, checkName(err), reason(err)
-			s.m.rejected.Add(1)
-		case v.Attempts <= s.cfg.Retries:
-			select {
-			case <-time.After(backoff):
-				backoff *= 2
-				continue
-			case <-s.stop:
-				return // still persisted in the queue: the next run retries
-			}
-		default:
-			v.Status, v.Message = StatusError, reason(err)
-			s.m.errors.Add(1)
-		}
-		break
-	}
-	v.Time = time.Now().UTC()
-	s.m.durNanos.Add(int64(time.Since(start)))
-	s.m.durCount.Add(1)
-	if err := s.cfg.Store.Put(v); err == nil {
-		s.cfg.Store.dequeue(a)
-	}
-}
-
-// ErrVerifyTimeout: one verification attempt ran out of time.
-var ErrVerifyTimeout = errors.New("verification timed out")
-
-// attempt verifies (and routes) a once within the verification deadline.
-// The work runs on its own goroutine so that even a step that ignored the
-// context could not hold the worker past the deadline.
-func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.VerifyTimeout)
-	defer cancel()
-	type result struct {
-		out *Outcome
-		rv  Verdict
-		err error
-	}
-	done := make(chan result, 1)
-	rv := *v
-	go func() {
-		out, err := s.cfg.Verifier.Verify(ctx, a)
-		if err == nil && out != nil {
-			err = s.checkLedger(a, out.Config)
-		}
-		if err == nil && out != nil && s.cfg.Route != nil {
-			err = s.route(ctx, a, out, &rv)
-		}
-		done <- result{out, rv, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil && ctx.Err() == context.DeadlineExceeded {
-			r.err = fmt.Errorf("%s: %w after %s", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout)
-		}
-		*v = r.rv
-		return r.out, r.err
-	case <-ctx.Done():
-		if ctx.Err() == context.DeadlineExceeded {
-			return nil, fmt.Errorf("%s: %w after %s", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout)
-		}
-		return nil, ctx.Err()
-	}
+	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
+		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}, nil
 }
 
 var checks = []struct {
@@ -388,7 +278,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !s.readAllowed(w, r) {
 			return
 		}
-		s.verdict(w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
+		s.verdict(r.Context(), w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
 	case r.Method == http.MethodPost && (r.URL.Path == "/" || r.URL.Path == "/events"):
 		s.event(w, r)
 	default:
@@ -442,23 +332,29 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 			refused = append(refused, a.Key())
 			continue
 		}
-		added, err := s.cfg.Store.enqueue(a)
+		if a.Time.IsZero() {
+			a.Time = time.Now().UTC() // no timestamp in the event
+		}
+		if a.Tag != "" {
+			reg, _ := s.registryFor(a.Registry)
+			if err := s.cfg.Store.SetTag(a, reg); err != nil {
+				reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				return
+			}
+		}
+		queued, err := s.submit(a)
+		if errors.Is(err, errQueueFull) {
+			s.m.full.Add(1)
+			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
+			return
+		}
 		if err != nil {
 			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}
-		if !added {
-			continue // already queued or decided: idempotent per digest
-		}
-		select {
-		case s.queue <- a:
+		if queued { // else already queued or running, or decided: idempotent per digest
 			s.m.queued.Add(1)
 			keys = append(keys, a.Key())
-		default:
-			s.cfg.Store.dequeue(a)
-			s.m.full.Add(1)
-			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
-			return
 		}
 	}
 	if len(refused) > 0 {
@@ -469,14 +365,14 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusAccepted, map[string]any{"queued": keys})
 }
 
-func (s *Server) verdict(w http.ResponseWriter, ref string) {
+func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string) {
 	var v *Verdict
 	var err error
 	slash := strings.LastIndexByte(ref, '/')
 	if i := strings.LastIndexByte(ref, '@'); i > slash {
 		v, err = s.cfg.Store.Get(ref[:i], ref[i+1:])
 	} else if i := strings.LastIndexByte(ref, ':'); i > slash {
-		v, err = s.cfg.Store.ByTag(ref[:i], ref[i+1:])
+		v, err = s.tagVerdict(ctx, ref[:i], ref[i+1:])
 	} else {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "expected {repository}@{digest} or {repository}:{tag}"})
 		return
