@@ -119,7 +119,9 @@ func (s *Server) submit(a Artifact) (bool, error) {
 		}
 		select {
 		case s.queue <- sl.entry.Artifact:
-			sl.timer.Stop()
+			if sl.timer != nil {
+				sl.timer.Stop()
+			}
 			sl.state, sl.timer = slotQueued, nil
 			sl.gen++
 			return true, nil
