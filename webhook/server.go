@@ -397,9 +397,10 @@ func (s *Server) metrics(w http.ResponseWriter) {
 	c("phtoci_webhook_queue_full_total", "Artifacts refused with 503 because the queue was full.", s.m.full.Load())
 	c("phtoci_webhook_verified_total", "Trains verified.", s.m.verified.Load())
 	c("phtoci_webhook_rejected_total", "Trains rejected.", s.m.rejected.Load())
-	c("phtoci_webhook_errors_total", "Artifacts recorded as errors after retries.", s.m.errors.Load())
+	c("phtoci_webhook_errors_total", "Artifacts recorded as errors at the end of their retry window.", s.m.errors.Load())
 	c("phtoci_webhook_routed_total", "Verified trains copied to their next repository.", s.m.routed.Load())
 	fmt.Fprintf(w, "# HELP phtoci_webhook_queue_depth Artifacts waiting.\n# TYPE phtoci_webhook_queue_depth gauge\nphtoci_webhook_queue_depth %d\n", len(s.queue))
+	fmt.Fprintf(w, "# HELP phtoci_webhook_retry_waiting Artifacts waiting for a retry after an error.\n# TYPE phtoci_webhook_retry_waiting gauge\nphtoci_webhook_retry_waiting %d\n", s.waiting())
 	fmt.Fprintf(w, "# HELP phtoci_webhook_verify_seconds Time to a verdict.\n# TYPE phtoci_webhook_verify_seconds summary\nphtoci_webhook_verify_seconds_sum %g\nphtoci_webhook_verify_seconds_count %d\n",
 		float64(s.m.durNanos.Load())/1e9, s.m.durCount.Load())
 }

@@ -315,7 +315,9 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome,
 		}
 		done <- result{out, rv, err}
 	}()
-	timedOut := func() error { return fmt.Errorf("%s: %w after %s", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout) }
+	timedOut := func() error {
+		return fmt.Errorf("%s: %w after %s (verify_timeout)", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout)
+	}
 	select {
 	case r := <-done:
 		if r.err != nil && ctx.Err() == context.DeadlineExceeded {
@@ -329,4 +331,17 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome,
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// waiting counts the artifacts waiting for a retry.
+func (s *Server) waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sl := range s.slots {
+		if sl.state == slotWaiting {
+			n++
+		}
+	}
+	return n
 }
