@@ -360,3 +360,19 @@ func TestStalledRegistryCannotStopQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestEventTimes: the push time comes from the distribution envelope's
+// timestamp and Harbor's occur_at.
+func TestEventTimes(t *testing.T) {
+	at := time.Date(2026, 11, 26, 14, 0, 0, 123000000, time.UTC)
+	arts, _, err := parse(distEventAt("pht/t", "sha256:"+strings.Repeat("a", 64), "latest", at), MediaTypeDistribution)
+	if err != nil || len(arts) != 1 || !arts[0].Time.Equal(at) {
+		t.Errorf("distribution: %+v %v", arts, err)
+	}
+	raw := strings.NewReplacer("DIGEST", "sha256:"+strings.Repeat("b", 64), "REGISTRY", "reg.example", "REPOSITORY", "pht/t", "TAG", "latest").
+		Replace(string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))))
+	arts, _, err = parse([]byte(raw), "application/json")
+	if err != nil || len(arts) != 1 || !arts[0].Time.Equal(time.Unix(1764031200, 0)) {
+		t.Errorf("harbor: %+v %v", arts, err)
+	}
+}
