@@ -177,7 +177,8 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: it stops
-// taking events, lets the workers finish the artifact each is on and keeps
+// taking events, lets the verifications in progress finish within
+// ShutdownGrace (abandoning them after it, without a verdict) and keeps
 // the rest of the queue in the store for the next start. ready, when not
 // nil, receives the listening address.
 func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
