@@ -208,7 +208,7 @@ func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 func remoteErr(n name.Reference, err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%s: %v: %w", n, err, ErrNotFound)
+		return fmt.Errorf("%s: %w: %w", n, err, ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", n, err)
 }

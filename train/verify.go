@@ -17,6 +17,8 @@ type VerifyReport struct {
 	Station string `json:"station,omitempty"`
 	// Route lists the station ids in route order.
 	Route []string `json:"route"`
+	// Config is the verified train's config.
+	Config *protocol.Config `json:"-"`
 }
 
 // Verify checks img without any station key: the config's signatures and
@@ -36,7 +38,7 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 	if err := protocol.CheckFileNames(t.Config, t.TrainFS()); err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{Status: status}
+	rep := &VerifyReport{Status: status, Config: t.Config}
 	for _, r := range t.Config.SortedRoute() {
 		rep.Route = append(rep.Route, r.Station)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Artifact is one pushed image, identified by digest.
@@ -19,6 +20,9 @@ type Artifact struct {
 	Digest     string `json:"digest"`
 	Tag        string `json:"tag,omitempty"`
 	Pusher     string `json:"pusher,omitempty"`
+	// Time is the registry's time of the push (the event's timestamp);
+	// the newest push of a tag decides what the tag names.
+	Time time.Time `json:"time,omitempty"`
 }
 
 // Key is the artifact's identity in the queue and the store.
@@ -32,8 +36,9 @@ const MediaTypeDistribution = "application/vnd.docker.distribution.events.v1+jso
 
 type distributionEnvelope struct {
 	Events []struct {
-		Action string `json:"action"`
-		Target struct {
+		Action    string    `json:"action"`
+		Timestamp time.Time `json:"timestamp"`
+		Target    struct {
 			MediaType  string `json:"mediaType"`
 			Digest     string `json:"digest"`
 			Repository string `json:"repository"`
@@ -51,6 +56,7 @@ type distributionEnvelope struct {
 
 type harborEvent struct {
 	Type     string `json:"type"`
+	OccurAt  int64  `json:"occur_at"`
 	Operator string `json:"operator"`
 	Data     *struct {
 		Resources []struct {
@@ -92,7 +98,7 @@ func parse(body []byte, contentType string) (arts []Artifact, ignored string, er
 			if e.Target.Repository == "" {
 				return nil, "", fmt.Errorf("events[%d].target.repository: missing", i)
 			}
-			arts = append(arts, Artifact{Registry: e.Request.Host, Repository: e.Target.Repository, Digest: e.Target.Digest, Tag: e.Target.Tag, Pusher: e.Actor.Name})
+			arts = append(arts, Artifact{Registry: e.Request.Host, Repository: e.Target.Repository, Digest: e.Target.Digest, Tag: e.Target.Tag, Pusher: e.Actor.Name, Time: e.Timestamp.UTC()})
 		}
 		if len(arts) == 0 {
 			return nil, "no manifest push events", nil
@@ -123,7 +129,7 @@ func parse(body []byte, contentType string) (arts []Artifact, ignored string, er
 			if repo == "" {
 				return nil, "", fmt.Errorf("event_data.repository.repo_full_name: missing")
 			}
-			arts = append(arts, Artifact{Registry: host, Repository: repo, Digest: r.Digest, Tag: r.Tag, Pusher: h.Operator})
+			arts = append(arts, Artifact{Registry: host, Repository: repo, Digest: r.Digest, Tag: r.Tag, Pusher: h.Operator, Time: harborTime(h.OccurAt)})
 		}
 		if len(arts) == 0 {
 			return nil, "no resources", nil
@@ -131,4 +137,11 @@ func parse(body []byte, contentType string) (arts []Artifact, ignored string, er
 		return arts, "", nil
 	}
 	return nil, "", fmt.Errorf("neither a distribution envelope (events) nor a Harbor event (type)")
+}
+
+func harborTime(sec int64) time.Time {
+	if sec <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0).UTC()
 }

@@ -10,9 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/phtoci/phtoci/trust"
+	"golang.org/x/net/netutil"
 	"gopkg.in/yaml.v3"
 )
 
@@ -27,9 +30,19 @@ import (
 //	queue: 1024
 //	retries: 3
 //	trust: trust.json                          # optional trust store (see package trust)
-//	registry: harbor.example                   # optional: host to verify against instead of the event's
-//	username: robot$phtoci                     # optional registry credentials
+//	registry: harbor.example                   # the registry every event is verified against, or
+//	registries: {harbor.example: harbor.internal:443}  # event host → registry (other hosts refused)
+//	username: robot$phtoci                     # optional credentials, sent to the configured registries only
 //	password_file: robot.txt
+//	read_secret_file: read.txt                 # optional: Authorization for GET /v1/verdicts and /metrics
+//	verify_timeout: 5m                         # per verification attempt
+//	retry_window: 1h                           # errors are retried with backoff this long
+//	shutdown_grace: 30s                        # a stop waits this long for verifications in progress
+//	read_timeout: 30s                          # HTTP limits (see ServeConfig)
+//	write_timeout: 30s
+//	idle_timeout: 120s
+//	max_header_bytes: 65536
+//	max_connections: 256
 //	insecure: false
 type ServeConfig struct {
 	Listen string `yaml:"listen"`
@@ -37,20 +50,46 @@ type ServeConfig struct {
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
 	} `yaml:"tls"`
-	Secret       string `yaml:"secret"`
-	SecretFile   string `yaml:"secret_file"`
-	Store        string `yaml:"store"`
-	MaxBody      int64  `yaml:"max_body"`
-	Workers      int    `yaml:"workers"`
-	Queue        int    `yaml:"queue"`
-	Retries      int    `yaml:"retries"`
-	Trust        string `yaml:"trust"`
-	Registry     string `yaml:"registry"`
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file"`
-	Insecure     bool   `yaml:"insecure"`
-	// Route is the optional routing policy.
+	Secret       string            `yaml:"secret"`
+	SecretFile   string            `yaml:"secret_file"`
+	Store        string            `yaml:"store"`
+	MaxBody      int64             `yaml:"max_body"`
+	Workers      int               `yaml:"workers"`
+	Queue        int               `yaml:"queue"`
+	Retries      int               `yaml:"retries"`
+	Trust        string            `yaml:"trust"`
+	Registry     string            `yaml:"registry"`
+	Registries   map[string]string `yaml:"registries"`
+	Username     string            `yaml:"username"`
+	PasswordFile string            `yaml:"password_file"`
+	Insecure     bool              `yaml:"insecure"`
+	// ReadSecret (or ReadSecretFile) must equal the Authorization header of
+	// GET /v1/verdicts/... and /metrics when set.
+	ReadSecret     string `yaml:"read_secret"`
+	ReadSecretFile string `yaml:"read_secret_file"`
+	// VerifyTimeout bounds one verification attempt (default 5m).
+	VerifyTimeout time.Duration `yaml:"verify_timeout"`
+	// RetryWindow is how long errors are retried (default 1h).
+	RetryWindow time.Duration `yaml:"retry_window"`
+	// ShutdownGrace is how long a stop waits for verifications in
+	// progress (default 30s); the rest stays queued.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// HTTP server limits: ReadTimeout bounds reading a request, headers
+	// and body (default 30s); WriteTimeout writing the answer (default
+	// 30s); IdleTimeout a kept-alive connection between requests (default
+	// 120s); MaxHeaderBytes the request headers (default 64 KiB);
+	// MaxConnections the connections served at once (default 256; more
+	// wait to be accepted).
+	ReadTimeout    time.Duration `yaml:"read_timeout"`
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes int           `yaml:"max_header_bytes"`
+	MaxConnections int           `yaml:"max_connections"`
+	// Route is the optional routing policy; it needs a trust store that
+	// pins the creators.
 	Route *RoutePolicy `yaml:"route"`
+
+	trust *trust.Store
 }
 
 // LoadServeConfig reads and checks a serve config file.
@@ -72,6 +111,13 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		}
 		c.Secret = strings.TrimRight(string(s), "\r\n")
 	}
+	if c.ReadSecretFile != "" {
+		s, err := os.ReadFile(c.ReadSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve config read_secret_file: %w", err)
+		}
+		c.ReadSecret = strings.TrimRight(string(s), "\r\n")
+	}
 	switch {
 	case c.Listen == "":
 		return nil, fmt.Errorf("serve config %s: listen: missing", path)
@@ -81,12 +127,58 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		return nil, fmt.Errorf("serve config %s: store: missing", path)
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
 		return nil, fmt.Errorf("serve config %s: tls: give both cert and key", path)
+	case c.Registry == "" && len(c.Registries) == 0:
+		return nil, fmt.Errorf("serve config %s: no registry configured: add `registry: HOST[:PORT]` (every event is verified against it) or `registries: {EVENT_HOST: HOST[:PORT]}` (events naming other hosts are refused)", path)
+	case c.Registry != "" && len(c.Registries) > 0:
+		return nil, fmt.Errorf("serve config %s: registry and registries: give one of them", path)
+	}
+	for _, d := range []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{
+		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
+		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
+		{"retry_window", &c.RetryWindow, time.Hour}, {"shutdown_grace", &c.ShutdownGrace, 30 * time.Second},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 256
+	}
+	if c.Trust != "" {
+		if c.trust, err = trust.Load(c.Trust); err != nil {
+			return nil, fmt.Errorf("serve config %s: %w", path, err)
+		}
+	}
+	if c.Route != nil {
+		if err := c.Route.Check(c.trust); err != nil {
+			return nil, fmt.Errorf("serve config %s: %w", path, err)
+		}
+	}
+	c.Registries = lowerKeys(c.Registries)
+	for _, r := range append(c.registryHosts(), c.Registry) {
+		if r == "" {
+			continue
+		}
+		if _, err := name.NewRegistry(r, name.StrictValidation); err != nil || strings.ContainsAny(r, "/@") {
+			return nil, fmt.Errorf("serve config %s: registry %q: want HOST[:PORT]", path, r)
+		}
 	}
 	return &c, nil
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: it stops
-// taking events, lets the workers finish the artifact each is on and keeps
+// taking events, lets the verifications in progress finish within
+// ShutdownGrace (abandoning them after it, without a verdict) and keeps
 // the rest of the queue in the store for the next start. ready, when not
 // nil, receives the listening address.
 func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
@@ -96,9 +188,25 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	}
 	defer st.Close()
 	env := train.Env{OCI: oci.Options{Insecure: c.Insecure, Quiet: true}}
-	if c.Trust != "" {
-		if env.Trust, err = trust.Load(c.Trust); err != nil {
+	if c.trust == nil && c.Trust != "" { // a config not made by LoadServeConfig
+		if c.trust, err = trust.Load(c.Trust); err != nil {
 			return err
+		}
+	}
+	if c.Route != nil {
+		if err := c.Route.Check(c.trust); err != nil {
+			return err
+		}
+	}
+	env.Trust = c.trust
+	// Credentials go to the configured registries only: a keychain that
+	// answers for their hosts and is anonymous everywhere else
+	// (go-containerregistry sends them to that host only, never after a
+	// redirect to another one).
+	kc := hostKeychain{hosts: map[string]bool{}, inner: authn.DefaultKeychain}
+	for _, h := range append(c.registryHosts(), c.Registry) {
+		if h != "" {
+			kc.hosts[h] = true
 		}
 	}
 	if c.Username != "" {
@@ -106,11 +214,13 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		if err != nil {
 			return fmt.Errorf("serve config password_file: %w", err)
 		}
-		env.OCI.Auth = oci.BasicAuth(c.Username, strings.TrimRight(string(p), "\r\n"))
+		kc.inner = staticKeychain{oci.BasicAuth(c.Username, strings.TrimRight(string(p), "\r\n"))}
 	}
+	env.OCI.Keychain = kc
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
-		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry,
-		Route: c.Route, Copier: OCICopier{Options: env.OCI}})
+		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
+		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
+		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}})
 	if err != nil {
 		return err
 	}
@@ -122,7 +232,9 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	ln = netutil.LimitListener(ln, c.MaxConnections)
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: c.ReadTimeout, ReadTimeout: c.ReadTimeout,
+		WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout, MaxHeaderBytes: c.MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() {
 		if c.TLS.Cert != "" {
@@ -134,20 +246,68 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
+	grace := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), c.ShutdownGrace)
+	}
 	select {
 	case err := <-errc:
-		s.Shutdown(context.Background())
+		gctx, cancel := grace()
+		defer cancel()
+		s.Shutdown(gctx)
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Stop taking events (new connections and events on open ones), let
+	// the verifications in progress finish within the grace, keep the rest
+	// queued.
+	gctx, cancel := grace()
 	defer cancel()
-	herr := hs.Shutdown(sctx)
-	if err := s.Shutdown(sctx); err != nil {
+	herrc := make(chan error, 1)
+	go func() { herrc <- hs.Shutdown(gctx) }()
+	if err := s.Shutdown(gctx); err != nil {
 		return err
 	}
-	if herr != nil && !errors.Is(herr, http.ErrServerClosed) {
+	if herr := <-herrc; herr != nil && !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, context.DeadlineExceeded) {
 		return herr
 	}
 	return nil
 }
+
+func (c *ServeConfig) registryHosts() []string {
+	var hs []string
+	for _, r := range c.Registries {
+		hs = append(hs, r)
+	}
+	return hs
+}
+
+func lowerKeys(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+// hostKeychain hands out inner's credentials for the configured registry
+// hosts only; every other host gets anonymous access.
+type hostKeychain struct {
+	hosts map[string]bool
+	inner authn.Keychain
+}
+
+func (k hostKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if !k.hosts[r.RegistryStr()] {
+		return authn.Anonymous, nil
+	}
+	return k.inner.Resolve(r)
+}
+
+// staticKeychain answers every host with one authenticator (hostKeychain
+// limits the hosts).
+type staticKeychain struct{ auth authn.Authenticator }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.auth, nil }

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
-	"github.com/phtoci/phtoci/oci"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
@@ -29,6 +31,9 @@ type Verifier interface {
 type Outcome struct {
 	Next        int    // route index of the next station, -1 when done
 	NextStation string // its id ("" when done)
+	// Config is the verified train's config (nil: no central ledger
+	// check for this artifact).
+	Config *protocol.Config
 }
 
 // TrainVerifier verifies by digest with phtoci's keyless verify (and the
@@ -41,68 +46,11 @@ func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error)
 	if err != nil {
 		return nil, err
 	}
-	o := &Outcome{Next: r.Status.Next}
+	o := &Outcome{Next: r.Status.Next, Config: r.Config}
 	if o.Next >= 0 && o.Next < len(r.Route) {
 		o.NextStation = r.Route[o.Next]
 	}
 	return o, nil
-}
-
-// Copier copies a verified train by digest to another repository of the
-// same registry (blobs mounted, not downloaded).
-type Copier interface {
-	Copy(ctx context.Context, from Artifact, toRepository string) error
-}
-
-// OCICopier copies with package oci: the source's layers are remote layers
-// of the same registry, so the push mounts them.
-type OCICopier struct{ Options oci.Options }
-
-// Copy implements Copier.
-func (c OCICopier) Copy(ctx context.Context, a Artifact, to string) error {
-	src, err := oci.ParseRef(a.Ref())
-	if err != nil {
-		return err
-	}
-	img, err := oci.Open(ctx, src, c.Options)
-	if err != nil {
-		return err
-	}
-	tag := a.Tag
-	if tag == "" {
-		tag = "latest"
-	}
-	dst, err := oci.ParseRef(a.Registry + "/" + to + ":" + tag)
-	if err != nil {
-		return err
-	}
-	_, err = oci.Write(ctx, dst, img, c.Options)
-	return err
-}
-
-// RoutePolicy sends each verified train on to the repository of the next
-// station that has not signed yet, and a finished one to Outgoing.
-type RoutePolicy struct {
-	Stations map[string]string `yaml:"stations"` // station id → repository
-	Incoming string            `yaml:"incoming"` // where builders push (documentation; any repository is accepted)
-	Outgoing string            `yaml:"outgoing"` // where finished trains go
-	// RouterUser is the registry account the router pushes with; its own
-	// pushes are not routed again.
-	RouterUser string `yaml:"router_user"`
-}
-
-func (p *RoutePolicy) target(o *Outcome) (string, error) {
-	if o.Next < 0 {
-		if p.Outgoing == "" {
-			return "", errors.New("route complete but no outgoing repository is configured")
-		}
-		return p.Outgoing, nil
-	}
-	repo, ok := p.Stations[o.NextStation]
-	if !ok {
-		return "", fmt.Errorf("no repository configured for station %q", o.NextStation)
-	}
-	return repo, nil
 }
 
 // Config sets up a Server.
@@ -116,16 +64,42 @@ type Config struct {
 	// Workers verify in parallel (default 2); QueueSize bounds the queue
 	// (default 1024): a full queue answers 503.
 	Workers, QueueSize int
-	// Retries and Backoff for errors that are not verification failures
-	// (default 3 retries, 1 s doubling).
-	Retries int
-	Backoff time.Duration
-	// Registry, when set, replaces the host named in events (a registry
-	// often reports the host its clients used).
-	Registry string
+	// Errors that are not verification failures (registry down, a digest
+	// not there yet, a deadline) are retried with backoff, Backoff (default
+	// 1 s) doubling up to MaxBackoff (default 5 min), for RetryWindow
+	// (default 1 h) from the first attempt; the verdict says "pending" for
+	// the first Retries attempts (default 3), then "error" with the time of
+	// the next attempt. A new event for the digest retries it at once; an
+	// error is never final, only a rejection (and a verification) is.
+	Retries     int
+	Backoff     time.Duration
+	MaxBackoff  time.Duration
+	RetryWindow time.Duration
+	// Registry, when set, is the registry every event is verified against,
+	// whatever host the event names (a registry often reports the host its
+	// clients used). Registries instead maps the hosts events may name to
+	// the registry (host[:port]) to verify against; an event naming any
+	// other host is answered 202 "host not allowed" and causes no request.
+	// One of the two is required: the host in an event is the pusher's
+	// word, never a place to connect to.
+	Registry   string
+	Registries map[string]string
+	// ReadSecret, when set, must equal the Authorization header of
+	// GET /v1/verdicts/... and GET /metrics (/healthz stays open).
+	ReadSecret string
+	// VerifyTimeout bounds one attempt to verify (and route) an artifact
+	// (default 5 min): a registry that never answers cannot pin a worker.
+	// An attempt that runs out of time is an error, retried like others.
+	VerifyTimeout time.Duration
 	// Route, when set, routes verified trains with Copier.
 	Route  *RoutePolicy
 	Copier Copier
+	// Resolver, when set, resolves GET /v1/verdicts/{repository}:{tag}
+	// against the registry (cached for TagCacheTTL, default 5 s), so the
+	// answer is the verdict of what the tag points to now. Without it the
+	// tag is taken from the newest event (by the registry's timestamp).
+	Resolver    Resolver
+	TagCacheTTL time.Duration
 }
 
 // Server is the webhook handler with its queue and workers.
@@ -136,6 +110,17 @@ type Server struct {
 	stop    chan struct{}
 	closing atomic.Bool
 	m       metrics
+
+	// work is the context of verifications: it ends only when a shutdown's
+	// grace runs out, not when the server is asked to stop.
+	work       context.Context
+	cancelWork context.CancelFunc
+
+	mu    sync.Mutex       // guards slots, and orders queue writes in the store with them
+	slots map[string]*slot // artifacts queued, running or waiting for a retry
+
+	tagMu    sync.Mutex
+	tagCache map[string]cachedTag
 }
 
 type metrics struct {
@@ -151,8 +136,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Verifier == nil || cfg.Store == nil {
 		return nil, errors.New("webhook: a verifier and a store are required")
 	}
+	if cfg.Registry != "" && len(cfg.Registries) > 0 {
+		return nil, errors.New("webhook: give either one registry for all events or a map of event hosts to registries, not both")
+	}
+	if cfg.Registry == "" && len(cfg.Registries) == 0 {
+		return nil, errors.New("webhook: no registry configured: set the registry events are verified against, or a map of the event hosts allowed to the registries to use")
+	}
 	if cfg.Route != nil && cfg.Copier == nil {
 		return nil, errors.New("webhook: a routing policy needs a copier")
+	}
+	if cfg.Route != nil && cfg.Route.Incoming == "" {
+		return nil, errors.New("webhook: a routing policy needs the incoming repository (routes start only there and at the stations' repositories)")
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
@@ -171,132 +165,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = time.Second
 	}
-	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{})}, nil
-}
-
-// Start re-queues work persisted by an earlier run and starts the workers.
-func (s *Server) Start(ctx context.Context) error {
-	left, err := s.cfg.Store.queued()
-	if err != nil {
-		return err
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Minute
 	}
-	for w := 0; w < s.cfg.Workers; w++ {
-		s.wg.Add(1)
-		go s.worker(ctx)
+	if cfg.RetryWindow <= 0 {
+		cfg.RetryWindow = time.Hour
 	}
-	go func() {
-		for _, a := range left {
-			select {
-			case s.queue <- a:
-			case <-s.stop:
-				return
-			}
-		}
-	}()
-	return nil
-}
-
-// Shutdown stops taking events and waits for the workers to finish the
-// artifact each is on; queued work stays persisted for the next Start.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if s.closing.Swap(true) {
-		return nil
+	if cfg.TagCacheTTL <= 0 {
+		cfg.TagCacheTTL = 5 * time.Second
 	}
-	close(s.stop)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = 5 * time.Minute
 	}
-}
-
-func (s *Server) worker(ctx context.Context) {
-	defer s.wg.Done()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case a := <-s.queue:
-			s.process(ctx, a)
-		}
-	}
-}
-
-func (s *Server) process(ctx context.Context, a Artifact) {
-	start := time.Now()
-	if s.cfg.Registry != "" {
-		a.Registry = s.cfg.Registry // applied when processing, so a restart may change it
-	}
-	v := Verdict{Artifact: a, Status: StatusPending}
-	backoff := s.cfg.Backoff
-	for {
-		v.Attempts++
-		out, err := s.cfg.Verifier.Verify(ctx, a)
-		if err == nil && out != nil && s.cfg.Route != nil {
-			err = s.route(ctx, a, out, &v)
-		}
-		switch {
-		case err == nil:
-			v.Status = StatusVerified
-			if out != nil {
-				n := out.Next
-				v.Next = &n
-			}
-			s.m.verified.Add(1)
-		case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain):
-			v.Status, v.Check, v.Message = StatusRejected, checkName(err), oneLine(err)
-			s.m.rejected.Add(1)
-		case v.Attempts <= s.cfg.Retries:
-			select {
-			case <-time.After(backoff):
-				backoff *= 2
-				continue
-			case <-s.stop:
-				return // still persisted in the queue: the next run retries
-			}
-		default:
-			v.Status, v.Message = StatusError, oneLine(err)
-			s.m.errors.Add(1)
-		}
-		break
-	}
-	v.Time = time.Now().UTC()
-	s.m.durNanos.Add(int64(time.Since(start)))
-	s.m.durCount.Add(1)
-	if err := s.cfg.Store.Put(v); err == nil {
-		s.cfg.Store.dequeue(a)
-	}
-}
-
-// route copies a verified train on; it is never called for a failed one.
-func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict) error {
-	if s.cfg.Route.RouterUser != "" && a.Pusher == s.cfg.Route.RouterUser {
-		return nil // our own copy
-	}
-	to, err := s.cfg.Route.target(o)
-	if err != nil {
-		v.RoutedTo = "not routed: " + err.Error()
-		return nil
-	}
-	if to == a.Repository {
-		return nil
-	}
-	if err := s.cfg.Copier.Copy(ctx, a, to); err != nil {
-		return fmt.Errorf("routing to %s: %w", to, err)
-	}
-	v.RoutedTo = to
-	s.m.routed.Add(1)
-	return nil
+	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
+		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}, nil
 }
 
 var checks = []struct {
 	err  error
 	name string
 }{
-	{protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
+	{ErrChangedInTransit, "changed_in_transit"}, {protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
 	{protocol.ErrBuilderSignature, "builder_signature"}, {protocol.ErrPreviousResultsChanged, "previous_results"},
 	{protocol.ErrResultSignature, "result_signature"}, {protocol.ErrChainSignature, "chain_signature"},
 	{protocol.ErrUnsignedFile, "unsigned_file"}, {protocol.ErrDecryption, "decryption"},
@@ -312,7 +201,67 @@ func checkName(err error) string {
 	return "verification"
 }
 
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
+// maxReason bounds a verdict's message.
+const maxReason = 300
+
+// reason is the one-line message a verdict stores: the error with any
+// registry answer cut down to its status code and error codes (a registry,
+// or whatever answers in its place, never gets its response body into a
+// verdict), at most maxReason bytes.
+func reason(err error) string {
+	msg := err.Error()
+	var te *transport.Error
+	if errors.As(err, &te) {
+		short := fmt.Sprintf("registry answered HTTP %d", te.StatusCode)
+		var codes []string
+		for _, d := range te.Errors {
+			if c := string(d.Code); c != "" && len(c) <= 40 {
+				codes = append(codes, c)
+			}
+		}
+		if len(codes) > 0 {
+			short += " " + strings.Join(codes, ",")
+		}
+		if i := strings.Index(msg, te.Error()); i >= 0 {
+			msg = msg[:i] + short + msg[i+len(te.Error()):]
+		} else {
+			msg = short
+		}
+	} else if m := statusText.FindStringIndex(msg); m != nil {
+		// Not unwrappable: keep the status line, drop what followed it.
+		msg = msg[:m[1]]
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > maxReason {
+		cut := maxReason
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return msg
+}
+
+var statusText = regexp.MustCompile(`unexpected status code \d{3}[A-Za-z ]*`)
+
+// registryFor maps the host an event names to the registry to verify
+// against; false: the host is not allowed.
+func (s *Server) registryFor(host string) (string, bool) {
+	if s.cfg.Registry != "" {
+		return s.cfg.Registry, true
+	}
+	r, ok := s.cfg.Registries[strings.ToLower(host)]
+	return r, ok && r != ""
+}
+
+// readAllowed checks the read token of GET endpoints other than /healthz.
+func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.ReadSecret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.ReadSecret)) == 1 {
+		return true
+	}
+	reply(w, http.StatusUnauthorized, map[string]string{"error": "wrong or missing Authorization"})
+	return false
+}
 
 // ServeHTTP routes: POST / or /events (registry notifications),
 // GET /v1/verdicts/{repository}@{digest} and /v1/verdicts/{repository}:{tag},
@@ -322,9 +271,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && r.URL.Path == "/healthz":
 		io.WriteString(w, "ok\n")
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics":
-		s.metrics(w)
+		if s.readAllowed(w, r) {
+			s.metrics(w)
+		}
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/verdicts/"):
-		s.verdict(w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
+		if !s.readAllowed(w, r) {
+			return
+		}
+		s.verdict(r.Context(), w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
 	case r.Method == http.MethodPost && (r.URL.Path == "/" || r.URL.Path == "/events"):
 		s.event(w, r)
 	default:
@@ -372,38 +326,53 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return
 	}
-	var keys []string
+	var keys, refused []string
 	for _, a := range arts {
-		added, err := s.cfg.Store.enqueue(a)
-		if err != nil {
-			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
+		if _, ok := s.registryFor(a.Registry); !ok {
+			refused = append(refused, a.Key())
+			continue
 		}
-		if !added {
-			continue // already queued or decided: idempotent per digest
+		if a.Time.IsZero() {
+			a.Time = time.Now().UTC() // no timestamp in the event
 		}
-		select {
-		case s.queue <- a:
-			s.m.queued.Add(1)
-			keys = append(keys, a.Key())
-		default:
-			s.cfg.Store.dequeue(a)
+		if a.Tag != "" {
+			reg, _ := s.registryFor(a.Registry)
+			if err := s.cfg.Store.SetTag(a, reg); err != nil {
+				reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				return
+			}
+		}
+		queued, err := s.submit(a)
+		if errors.Is(err, errQueueFull) {
 			s.m.full.Add(1)
 			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
 			return
 		}
+		if err != nil {
+			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		if queued { // else already queued or running, or decided: idempotent per digest
+			s.m.queued.Add(1)
+			keys = append(keys, a.Key())
+		}
+	}
+	if len(refused) > 0 {
+		s.m.ignored.Add(1)
+		reply(w, http.StatusAccepted, map[string]any{"queued": keys, "ignored": "host not allowed", "refused": refused})
+		return
 	}
 	reply(w, http.StatusAccepted, map[string]any{"queued": keys})
 }
 
-func (s *Server) verdict(w http.ResponseWriter, ref string) {
+func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string) {
 	var v *Verdict
 	var err error
 	slash := strings.LastIndexByte(ref, '/')
 	if i := strings.LastIndexByte(ref, '@'); i > slash {
 		v, err = s.cfg.Store.Get(ref[:i], ref[i+1:])
 	} else if i := strings.LastIndexByte(ref, ':'); i > slash {
-		v, err = s.cfg.Store.ByTag(ref[:i], ref[i+1:])
+		v, err = s.tagVerdict(ctx, ref[:i], ref[i+1:])
 	} else {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "expected {repository}@{digest} or {repository}:{tag}"})
 		return
@@ -428,9 +397,10 @@ func (s *Server) metrics(w http.ResponseWriter) {
 	c("phtoci_webhook_queue_full_total", "Artifacts refused with 503 because the queue was full.", s.m.full.Load())
 	c("phtoci_webhook_verified_total", "Trains verified.", s.m.verified.Load())
 	c("phtoci_webhook_rejected_total", "Trains rejected.", s.m.rejected.Load())
-	c("phtoci_webhook_errors_total", "Artifacts recorded as errors after retries.", s.m.errors.Load())
+	c("phtoci_webhook_errors_total", "Artifacts recorded as errors at the end of their retry window.", s.m.errors.Load())
 	c("phtoci_webhook_routed_total", "Verified trains copied to their next repository.", s.m.routed.Load())
 	fmt.Fprintf(w, "# HELP phtoci_webhook_queue_depth Artifacts waiting.\n# TYPE phtoci_webhook_queue_depth gauge\nphtoci_webhook_queue_depth %d\n", len(s.queue))
+	fmt.Fprintf(w, "# HELP phtoci_webhook_retry_waiting Artifacts waiting for a retry after an error.\n# TYPE phtoci_webhook_retry_waiting gauge\nphtoci_webhook_retry_waiting %d\n", s.waiting())
 	fmt.Fprintf(w, "# HELP phtoci_webhook_verify_seconds Time to a verdict.\n# TYPE phtoci_webhook_verify_seconds summary\nphtoci_webhook_verify_seconds_sum %g\nphtoci_webhook_verify_seconds_count %d\n",
 		float64(s.m.durNanos.Load())/1e9, s.m.durCount.Load())
 }

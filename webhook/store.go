@@ -27,12 +27,15 @@ type Verdict struct {
 	RoutedTo string    `json:"routedTo,omitempty"`
 	Attempts int       `json:"attempts"`
 	Time     time.Time `json:"time"`
+	// RetryAt is when a pending or error verdict is tried again.
+	RetryAt *time.Time `json:"retryAt,omitempty"`
 }
 
 var (
 	bucketVerdicts = []byte("verdicts")
 	bucketTags     = []byte("tags")
 	bucketQueue    = []byte("queue")
+	bucketTrains   = []byte("trains") // the central ledger: train id → TrainRecord
 )
 
 // ErrNoVerdict reports an artifact the store knows nothing about.
@@ -49,7 +52,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue} {
+		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -66,21 +69,13 @@ func OpenStore(path string) (*Store, error) {
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Put records a verdict (and the tag it was pushed as).
+// Put records a verdict.
 func (s *Store) Put(v Verdict) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketVerdicts).Put([]byte(v.Artifact.Key()), b); err != nil {
-			return err
-		}
-		if v.Artifact.Tag != "" {
-			return tx.Bucket(bucketTags).Put([]byte(v.Artifact.Repository+":"+v.Artifact.Tag), []byte(v.Artifact.Digest))
-		}
-		return nil
-	})
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketVerdicts).Put([]byte(v.Artifact.Key()), b) })
 }
 
 // Get returns the verdict for repository@digest.
@@ -97,60 +92,202 @@ func (s *Store) Get(repository, digest string) (*Verdict, error) {
 	return v, err
 }
 
-// ByTag returns the verdict of the digest last pushed as repository:tag.
-func (s *Store) ByTag(repository, tag string) (*Verdict, error) {
-	var d []byte
-	s.db.View(func(tx *bolt.Tx) error {
-		d = append(d, tx.Bucket(bucketTags).Get([]byte(repository+":"+tag))...)
-		return nil
-	})
-	if d == nil {
-		return nil, fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
-	}
-	return s.Get(repository, string(d))
+// TagRecord is what the store knows of a tag: the digest of the newest
+// push event (by the registry's timestamp) and the registry it is on.
+type TagRecord struct {
+	Digest   string    `json:"digest"`
+	Registry string    `json:"registry"`
+	Time     time.Time `json:"time"`
 }
 
-// enqueue persists queued work; it reports false when the artifact is
-// already queued or has a final verdict (idempotence per digest).
-func (s *Store) enqueue(a Artifact) (bool, error) {
-	added := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		k := []byte(a.Key())
-		if tx.Bucket(bucketQueue).Get(k) != nil {
-			return nil
-		}
-		if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
-			var v Verdict
-			if json.Unmarshal(b, &v) == nil && v.Status != StatusPending {
+// SetTag records that a was pushed as its tag, on registry, unless the
+// store knows of a newer push of that tag: events arrive, and
+// verifications finish, in any order; the registry's timestamps do not.
+func (s *Store) SetTag(a Artifact, registry string) error {
+	rec := TagRecord{Digest: a.Digest, Registry: registry, Time: a.Time}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTags)
+		k := []byte(a.Repository + ":" + a.Tag)
+		if old := b.Get(k); old != nil {
+			var o TagRecord
+			if json.Unmarshal(old, &o) == nil && o.Time.After(rec.Time) {
 				return nil
 			}
 		}
-		b, err := json.Marshal(a)
+		enc, err := json.Marshal(rec)
 		if err != nil {
 			return err
 		}
-		added = true
+		return b.Put(k, enc)
+	})
+}
+
+// Tag returns what the store knows of repository:tag.
+func (s *Store) Tag(repository, tag string) (*TagRecord, error) {
+	var rec *TagRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTags).Get([]byte(repository + ":" + tag))
+		if b == nil {
+			return fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
+		}
+		rec = new(TagRecord)
+		if json.Unmarshal(b, rec) != nil { // a store from before: the digest alone
+			rec = &TagRecord{Digest: string(b)}
+		}
+		return nil
+	})
+	return rec, err
+}
+
+// queueEntry is one queued artifact as persisted.
+type queueEntry struct {
+	Artifact Artifact  `json:"artifact"`
+	Attempts int       `json:"attempts,omitempty"`
+	First    time.Time `json:"first,omitempty"` // the first attempt
+	Next     time.Time `json:"next,omitempty"`  // the next one, when waiting
+}
+
+// enqueue persists queued work and returns its entry; nil when the
+// artifact has a final verdict (idempotence per digest). An artifact
+// already queued keeps its entry (attempts and first attempt).
+func (s *Store) enqueue(a Artifact) (*queueEntry, error) {
+	var e *queueEntry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(a.Key())
+		if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
+			var v Verdict
+			if json.Unmarshal(b, &v) == nil && final(v.Status) {
+				return nil
+			}
+		}
+		if b := tx.Bucket(bucketQueue).Get(k); b != nil {
+			if old, err := decodeEntry(b); err == nil {
+				e = &old
+				return nil
+			}
+		}
+		e = &queueEntry{Artifact: a}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
 		return tx.Bucket(bucketQueue).Put(k, b)
 	})
-	return added, err
+	return e, err
+}
+
+func decodeEntry(b []byte) (queueEntry, error) {
+	var e queueEntry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, err
+	}
+	if e.Artifact.Digest == "" { // a store from before: the artifact alone
+		err := json.Unmarshal(b, &e.Artifact)
+		return queueEntry{Artifact: e.Artifact}, err
+	}
+	return e, nil
 }
 
 func (s *Store) dequeue(a Artifact) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
 }
 
+// finish records a verdict and takes its artifact off the queue, in one
+// transaction, unless a final verdict is recorded already: then it only
+// dequeues and reports false.
+func (s *Store) finish(v Verdict) (bool, error) {
+	recorded := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(v.Artifact.Key())
+		if err := tx.Bucket(bucketQueue).Delete(k); err != nil {
+			return err
+		}
+		if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
+			var old Verdict
+			if json.Unmarshal(b, &old) == nil && final(old.Status) {
+				return nil
+			}
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		recorded = true
+		return tx.Bucket(bucketVerdicts).Put(k, b)
+	})
+	return recorded, err
+}
+
+// retry records a failed attempt's verdict and the queue entry's retry
+// state in one transaction.
+func (s *Store) retry(v Verdict, e queueEntry) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(v.Artifact.Key())
+		vb, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		eb, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketVerdicts).Put(k, vb); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketQueue).Put(k, eb)
+	})
+}
+
 // queued returns the persisted queue (work left by a previous run).
-func (s *Store) queued() ([]Artifact, error) {
-	var out []Artifact
+func (s *Store) queued() ([]queueEntry, error) {
+	var out []queueEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {
-			var a Artifact
-			if err := json.Unmarshal(v, &a); err != nil {
+			e, err := decodeEntry(v)
+			if err != nil {
 				return err
 			}
-			out = append(out, a)
+			out = append(out, e)
 			return nil
 		})
 	})
 	return out, err
+}
+
+// RecordTrain is the central ledger: it records r when its train id is
+// new and returns nil, else returns the record first made for that id
+// (unchanged). One transaction, so two pushes of one train racing each
+// other see one first record.
+func (s *Store) RecordTrain(r TrainRecord) (*TrainRecord, error) {
+	var first *TrainRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTrains)
+		if old := b.Get([]byte(r.ID)); old != nil {
+			first = new(TrainRecord)
+			return json.Unmarshal(old, first)
+		}
+		enc, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(r.ID), enc)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verdict store: ledger: %w", err)
+	}
+	return first, nil
+}
+
+// Train returns the ledger's record of a train id.
+func (s *Store) Train(id string) (*TrainRecord, error) {
+	var r *TrainRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTrains).Get([]byte(id))
+		if b == nil {
+			return fmt.Errorf("train %q: %w", id, ErrNoVerdict)
+		}
+		r = new(TrainRecord)
+		return json.Unmarshal(b, r)
+	})
+	return r, err
 }

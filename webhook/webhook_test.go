@@ -37,6 +37,9 @@ func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *h
 		t.Fatal(err)
 	}
 	cfg.Secret, cfg.Verifier, cfg.Store = secret, v, st
+	if cfg.Registry == "" && cfg.Registries == nil {
+		cfg.Registry = "reg.example" // the host the fake events name
+	}
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 20 * time.Millisecond
 	}
@@ -211,7 +214,7 @@ func (c *countingVerifier) Verify(_ context.Context, a Artifact) (*Outcome, erro
 		c.fail--
 		return nil, errors.New("registry down: connection refused")
 	}
-	return &Outcome{Next: 1, NextStation: "st-2"}, nil
+	return &Outcome{Next: 1, NextStation: "st-2", Config: &protocol.Config{ID: "train-" + a.Digest}}, nil
 }
 
 func distEvent(repo, digest string) []byte {
@@ -363,19 +366,20 @@ func wholeRoute(t *testing.T, harbor bool) {
 	d0 := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:t1")), out.Image, oci.Options{}))
 	out.Close()
 	notify("pht/incoming", d0.String(), "t1")
-	if v := waitVerdict(t, hs.URL, "pht/incoming@"+d0.String()); v.Status != StatusVerified || v.RoutedTo != "pht/station-a" {
+	tag := TrainTag(out.Config.ID)
+	if v := waitVerdict(t, hs.URL, "pht/incoming@"+d0.String()); v.Status != StatusVerified || v.RoutedTo != "pht/station-a:"+tag {
 		t.Fatalf("incoming: %+v", v)
 	}
 	hop := func(st string, key *rsa.PrivateKey, repo, nextRepo string) {
 		t.Helper()
 		res := t.TempDir()
 		os.WriteFile(filepath.Join(res, "r.txt"), []byte("result of "+st), 0o644)
-		r, err := train.PostRunJob(context.Background(), reg.Host+"/"+repo+":t1", res, "", protocol.Station{ID: st, Key: key}, train.Env{})
+		r, err := train.PostRunJob(context.Background(), reg.Host+"/"+repo+":"+tag, res, "", protocol.Station{ID: st, Key: key}, train.Env{})
 		if err != nil {
 			t.Fatalf("%s post-run: %v", st, err)
 		}
 		notify(repo, r.Digest, "t1")
-		if v := waitVerdict(t, hs.URL, repo+"@"+r.Digest); v.Status != StatusVerified || v.RoutedTo != nextRepo {
+		if v := waitVerdict(t, hs.URL, repo+"@"+r.Digest); v.Status != StatusVerified || v.RoutedTo != nextRepo+":"+tag {
 			t.Fatalf("after %s: %+v", st, v)
 		}
 	}
@@ -392,7 +396,7 @@ func wholeRoute(t *testing.T, harbor bool) {
 		t.Error("routing mounted no blob")
 	}
 	final := t.TempDir() + "/final"
-	if err := train.DecryptJob(context.Background(), reg.Host+"/pht/outgoing:t1", user, final, false, train.Env{}); err != nil {
+	if err := train.DecryptJob(context.Background(), reg.Host+"/pht/outgoing:"+tag, user, final, false, train.Env{}); err != nil {
 		t.Fatalf("researcher: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(final, "pht_results", "r.txt")); string(b) != "result of st-b" {
@@ -461,10 +465,10 @@ type countingCopier struct {
 	copies []string
 }
 
-func (c *countingCopier) Copy(_ context.Context, a Artifact, to string) error {
+func (c *countingCopier) Copy(_ context.Context, a Artifact, to, tag string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.copies = append(c.copies, a.Repository+"->"+to)
+	c.copies = append(c.copies, a.Repository+"->"+to+":"+tag)
 	return nil
 }
 
@@ -472,7 +476,7 @@ func (c *countingCopier) Copy(_ context.Context, a Artifact, to string) error {
 // but not routed again; another account's push is routed.
 func TestRouterIgnoresOwnPushes(t *testing.T) {
 	cc := &countingCopier{}
-	policy := &RoutePolicy{Stations: map[string]string{"st-2": "pht/st2"}, Outgoing: "pht/out", RouterUser: "router"}
+	policy := &RoutePolicy{Stations: map[string]string{"st-2": "pht/st2"}, Incoming: "pht/in2", Outgoing: "pht/out", RouterUser: "router"}
 	_, hs, _ := newServer(t, &countingVerifier{calls: map[string]int{}}, filepath.Join(t.TempDir(), "o.db"), Config{Route: policy, Copier: cc})
 	ev := func(repo, digest, actor string) []byte {
 		return []byte(fmt.Sprintf(`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"repository":%q,"tag":"t"},"request":{"host":"reg.example"},"actor":{"name":%q}}]}`, digest, repo, actor))
@@ -483,7 +487,8 @@ func TestRouterIgnoresOwnPushes(t *testing.T) {
 	v2 := waitVerdict(t, hs.URL, "pht/in2@sha256:"+strings.Repeat("6", 64))
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if v1.RoutedTo != "" || v2.RoutedTo != "pht/st2" || len(cc.copies) != 1 || cc.copies[0] != "pht/in2->pht/st2" {
+	tag := TrainTag("train-sha256:" + strings.Repeat("6", 64))
+	if v1.RoutedTo != "" || v2.RoutedTo != "pht/st2:"+tag || len(cc.copies) != 1 || cc.copies[0] != "pht/in2->pht/st2:"+tag {
 		t.Fatalf("router's own push routed or other not: %+v %+v %v", v1, v2, cc.copies)
 	}
 }

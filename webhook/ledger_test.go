@@ -1,0 +1,94 @@
+package webhook
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
+	"github.com/phtoci/phtoci/train"
+)
+
+// withConfig is what an attacker in transit does: the train at ref with
+// its config changed by edit, as one more layer holding only
+// /opt/train_config.json, pushed to to. It returns the new digest.
+func withConfig(t *testing.T, ref, to string, edit func(c *protocol.Config)) string {
+	t.Helper()
+	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), oci.Options{}))
+	tr := mustT[*train.Train](t)(train.Open(img, train.Options{}))
+	cfg := tr.Config.Clone()
+	tr.Close()
+	edit(cfg)
+	b := mustT[[]byte](t)(cfg.Encode())
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "opt/train_config.json", Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
+	tw.Write(b)
+	tw.Close()
+	data := buf.Bytes()
+	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
+	out := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
+	return mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(to)), out, oci.Options{})).String()
+}
+
+// TestLedgerChangedInTransit: a train is verified and recorded; copies of
+// it with a station added to the route, or a station re-keyed, pass
+// keyless verification (the route is unsigned) but are rejected by the
+// central ledger naming the field and the digest first seen; the same
+// train pushed again elsewhere stays verified.
+func TestLedgerChangedInTransit(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	_, hs, st := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "l.db"), Config{Registry: reg.Host, Retries: -1})
+	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
+	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/train", good))
+	if v := waitVerdict(t, hs.URL, "pht/train@"+good); v.Status != StatusVerified {
+		t.Fatalf("first push: %+v", v)
+	}
+	evilKey := mustT[string](t)(keys.EncodePublicKeyHex(&mustT[*rsa.PrivateKey](t)(keys.Generate(2048)).PublicKey))
+	cases := []struct {
+		name, field string
+		edit        func(c *protocol.Config)
+	}{
+		{"station added", `route[1] (station "evil" added)`, func(c *protocol.Config) {
+			c.Route = append(c.Route, protocol.RouteEntry{Station: "evil", EcoSystem: "tue", RSAPublicKey: evilKey, Index: 1})
+		}},
+		{"station re-keyed", `route[0].rsa_public_key (station "st-1")`, func(c *protocol.Config) { c.Route[0].RSAPublicKey = evilKey }},
+	}
+	for _, c := range cases {
+		repo := "pht/" + strings.ReplaceAll(c.name, " ", "-")
+		d := withConfig(t, reg.Host+"/pht/train@"+good, reg.Host+"/"+repo+":latest", c.edit)
+		// Keyless verification alone takes it: the ledger is what notices.
+		if _, err := train.VerifyJob(context.Background(), reg.Host+"/"+repo+"@"+d, nil, train.Env{}); err != nil {
+			t.Fatalf("%s: keyless verify already fails (%v): the test tests nothing", c.name, err)
+		}
+		post(t, hs.URL, secret, MediaTypeDistribution, distEvent(repo, d))
+		v := waitVerdict(t, hs.URL, repo+"@"+d)
+		if v.Status != StatusRejected || v.Check != "changed_in_transit" || !strings.Contains(v.Message, c.field) ||
+			!strings.Contains(v.Message, "changed in transit") || !strings.Contains(v.Message, "pht/train@"+good) {
+			t.Errorf("%s: %+v", c.name, v)
+		}
+	}
+	mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/copy:latest")),
+		mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{})), oci.Options{}))
+	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/copy", good))
+	if v := waitVerdict(t, hs.URL, "pht/copy@"+good); v.Status != StatusVerified {
+		t.Errorf("unchanged train in another repository: %+v", v)
+	}
+	tr := mustT[*train.Train](t)(train.Open(mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{})), train.Options{}))
+	defer tr.Close()
+	rec := mustT[*TrainRecord](t)(st.Train(tr.Config.ID))
+	if rec.Digest != good || len(rec.Route) != 1 || rec.Route[0].Station != "st-1" || rec.SessionID == "" {
+		t.Errorf("ledger record: %+v", rec)
+	}
+}
