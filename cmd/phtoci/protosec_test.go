@@ -1,0 +1,58 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
+	"github.com/phtoci/phtoci/trust"
+)
+
+// injectStation returns the train at in with a route entry for station id
+// (key pubPEM) appended, as an attacker in transit would add it.
+func injectStation(t *testing.T, w *world, in, out, id string) {
+	t.Helper()
+	pub, err := keys.LoadPublicKey(w.path(id) + ".pub.pem")
+	must(t, err)
+	hexKey, err := keys.EncodePublicKeyHex(pub)
+	must(t, err)
+	img := withConfig(t, openRef(t, in, oci.Options{}), func(c *protocol.Config) {
+		c.Route = append(c.Route, protocol.RouteEntry{Station: id, EcoSystem: "tue", RSAPublicKey: hexKey, Index: len(c.Route)})
+	})
+	writeRef(t, img, out, oci.Options{})
+}
+
+// TestRouteInjection: a station added to the route in transit is refused by
+// verify, pre-run and post-run with a trust store that pins stations, naming
+// the route entry; allowUnknownStations restores the old acceptance.
+func TestRouteInjection(t *testing.T) {
+	w := newTamperWorld(t)
+	ok(t, "keys", "generate", w.path("evil"))
+	injected := w.path("injected.tar")
+	injectStation(t, w.world, w.after1, injected, "evil")
+	pinned := trust.File{
+		Creators: map[string]string{"researcher-1": "researcher.pub.pem"}, RequireKnownCreator: true,
+		Builders: []string{"builder.pub.pem"},
+		Stations: map[string]string{"st-a": "st-a.pub.pem", "st-b": "st-b.pub.pem"},
+	}
+	store := writeTrust(t, w.world, "trust", pinned)
+	ok(t, "verify", w.after1, "--trust", store, "--quiet")
+
+	out := w.path("out.tar")
+	fails(t, exitVerification, nil, []string{"verify", injected, "--trust", store}, "route[2]", "evil", "not pinned")
+	fails(t, exitVerification, nil, append([]string{"pre-run", injected, "--trust", store, "-o", out}, w.stationArgs("st-b")...), "route[2]", "evil")
+	fails(t, exitVerification, nil, append([]string{"post-run", injected, "--trust", store, "--results", w.results(t, "st-b"), "-o", out}, w.stationArgs("st-b")...), "route[2]", "evil")
+	if exists(out) {
+		t.Errorf("a train with an injected station was written to %s", out)
+	}
+
+	// allowUnknownStations: the old behaviour, and the attack it allows:
+	// the next post-run wraps the key for the outsider.
+	open := pinned
+	open.AllowUnknownStations = true
+	lax := writeTrust(t, w.world, "lax", open)
+	ok(t, "verify", injected, "--trust", lax, "--quiet")
+	ok(t, append([]string{"post-run", injected, "--trust", lax, "--results", w.results(t, "st-b"), "-o", out}, w.stationArgs("st-b")...)...)
+	w.symKey(t, openRef(t, out, oci.Options{}), "evil", 2) // the outsider unwraps the key
+}
