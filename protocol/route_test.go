@@ -113,6 +113,13 @@ func TestFullRouteInMemory(t *testing.T) {
 		if s.Next != want || len(s.Done) != i+1 {
 			t.Fatalf("after %s: status %+v", id, s)
 		}
+		// The new key goes to later stations only: an earlier station
+		// (or this one) must not read later results.
+		for j, r := range cfg.SortedRoute() {
+			if (r.EncryptedKey != nil) != (j > i) {
+				t.Errorf("after %s: route[%d].encrypted_key set = %v, want %v", id, j, r.EncryptedKey != nil, j > i)
+			}
+		}
 	}
 	out := memSink{}
 	ukf, _ := hex.DecodeString(*cfg.Creator.EncryptedKey)

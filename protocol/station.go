@@ -510,7 +510,15 @@ func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out
 	}
 	next := cfg.Clone()
 	next.Route = route
+	// Only the stations still to come and the creator get the new key:
+	// an earlier station (or this one) must not read later results. The
+	// reference's pre-run reads only its own entry, and null is how its
+	// own builder leaves the entries of stations that have no key yet.
 	for i := range next.Route {
+		if i <= pos {
+			next.Route[i].EncryptedKey = nil
+			continue
+		}
 		if err := wrapFor(&next.Route[i].EncryptedKey, next.Route[i].RSAPublicKey, key, fmt.Sprintf("route[%d]", i)); err != nil {
 			return nil, err
 		}

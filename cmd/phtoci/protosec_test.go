@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/hex"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
@@ -55,4 +58,57 @@ func TestRouteInjection(t *testing.T) {
 	ok(t, "verify", injected, "--trust", lax, "--quiet")
 	ok(t, append([]string{"post-run", injected, "--trust", lax, "--results", w.results(t, "st-b"), "-o", out}, w.stationArgs("st-b")...)...)
 	w.symKey(t, openRef(t, out, oci.Options{}), "evil", 2) // the outsider unwraps the key
+}
+
+// unwrapsAny says whether the station's private key unwraps any key the
+// train's config carries (route entries and creator).
+func unwrapsAny(t *testing.T, w *world, img v1.Image, st string) bool {
+	t.Helper()
+	k, err := keys.LoadPrivateKey(w.key(st), nil)
+	must(t, err)
+	cfg := configOf(t, img)
+	wrapped := []*string{cfg.Creator.EncryptedKey}
+	for _, r := range cfg.Route {
+		wrapped = append(wrapped, r.EncryptedKey)
+	}
+	for _, ek := range wrapped {
+		if ek == nil {
+			continue
+		}
+		b, err := hex.DecodeString(*ek)
+		must(t, err)
+		if _, err := protocol.UnwrapKey(k, b); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEarlierStationCannotReadLaterResults: after a station's post-run the
+// new key is wrapped only for the stations after it and the creator, so
+// neither it nor an earlier station can decrypt what follows.
+func TestEarlierStationCannotReadLaterResults(t *testing.T) {
+	w := newTamperWorld(t)
+	after1 := openRef(t, w.after1, oci.Options{})
+	if unwrapsAny(t, w.world, after1, "st-a") {
+		t.Error("after st-a's post-run, st-a can still unwrap the train's key")
+	}
+	if !unwrapsAny(t, w.world, after1, "st-b") {
+		t.Fatal("after st-a's post-run, st-b cannot unwrap the key")
+	}
+	after2 := w.path("after2.tar")
+	ok(t, append([]string{"post-run", w.after1, "--results", w.results(t, "st-b"), "-o", after2}, w.stationArgs("st-b")...)...)
+	img := openRef(t, after2, oci.Options{})
+	for _, st := range []string{"st-a", "st-b"} {
+		if unwrapsAny(t, w.world, img, st) {
+			t.Errorf("after st-b's post-run, %s can unwrap the key of st-b's results", st)
+		}
+	}
+	cfg := configOf(t, img)
+	for i, r := range cfg.Route {
+		if r.EncryptedKey != nil {
+			t.Errorf("route[%d].encrypted_key is set after the last station", i)
+		}
+	}
+	ok(t, "decrypt", after2, "--key", w.key("researcher"), "--out", w.path("final"), "--quiet")
 }
