@@ -294,17 +294,17 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 		}
 		done[n] = true
 		if err := decryptTo(train, n, "pht_train", key, h, out); err != nil {
-			return err
+			return integrity(err, errTrainIntegrity)
 		}
 	}
 	h.Write(sid)
 	if _, err := fs.Stat(train, "query.json"); err == nil {
 		if err := decryptTo(train, "query.json", "pht_train", key, h, out); err != nil {
-			return err
+			return integrity(err, errTrainIntegrity)
 		}
 	}
 	if hex.EncodeToString(h.Sum(nil)) != strings.ToLower(cfg.Hash) {
-		return fmt.Errorf("hash: %w: the decrypted train files' immutable hash does not match the config", ErrImmutableChanged)
+		return errTrainIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
 }
@@ -319,11 +319,11 @@ func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 		return decryptTo(results, name, "pht_results", key, h, out)
 	})
 	if err != nil {
-		return err
+		return integrity(err, errResultsIntegrity)
 	}
 	h.Write(sid)
 	if cfg.ResultHash == nil || hex.EncodeToString(h.Sum()) != strings.ToLower(*cfg.ResultHash) {
-		return fmt.Errorf("result_hash: %w: the decrypted results do not hash to the config's result_hash", ErrPreviousResultsChanged)
+		return errResultsIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -111,4 +114,34 @@ func TestEarlierStationCannotReadLaterResults(t *testing.T) {
 		}
 	}
 	ok(t, "decrypt", after2, "--key", w.key("researcher"), "--out", w.path("final"), "--quiet")
+}
+
+// TestNoPaddingOracleCLI: pre-run and verify --station give the same exit
+// code and the same message for a train file with bad padding and for one
+// that decrypts to other bytes.
+func TestNoPaddingOracleCLI(t *testing.T) {
+	w := newTamperWorld(t)
+	built := openRef(t, w.built, oci.Options{})
+	key := w.symKey(t, built, "st-a", 0)
+	ct := encrypt(t, key, []byte("print('a train file of some length')\n"))
+	var bad []byte
+	for v := byte(1); bad == nil; v++ {
+		c := append([]byte(nil), ct...)
+		c[len(c)-17] ^= v
+		if protocol.DecryptStream(io.Discard, bytes.NewReader(c), key) != nil {
+			bad = c
+		}
+	}
+	good := encrypt(t, key, []byte("import os; os.system('exfiltrate')\n"))
+	var msgs []string
+	for i, c := range [][]byte{bad, good} {
+		in := w.path(fmt.Sprintf("probe-%d.tar", i))
+		writeRef(t, appendFiles(t, built, map[string][]byte{"opt/pht_train/entrypoint.py": c}), in, oci.Options{})
+		r := fails(t, exitVerification, nil, append([]string{"pre-run", in, "-o", w.path("out.tar")}, w.stationArgs("st-a")...), "/opt/pht_train: decryption or integrity check failed")
+		v := fails(t, exitVerification, nil, append([]string{"verify", in}, w.stationArgs("st-a")...), "decryption or integrity check failed")
+		msgs = append(msgs, r.stderr+v.stderr)
+	}
+	if msgs[0] != msgs[1] {
+		t.Errorf("bad padding and a hash mismatch are told apart:\n%s\n%s", msgs[0], msgs[1])
+	}
 }
