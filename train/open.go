@@ -89,7 +89,7 @@ func open(img v1.Image, o Options, deferred bool) (*Train, error) {
 	}
 	res, err := layer.Resolve(img, Prefixes, ropts...)
 	if err != nil {
-		return nil, err
+		return nil, unsafeEntry(err)
 	}
 	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
 	if err := t.init(o); err != nil {
@@ -146,6 +146,22 @@ func (t *Train) init(o Options) error {
 		}
 	}
 	return nil
+}
+
+// unsafeEntryError is a layer.ErrUnsafeEntry (a "..", link or device
+// under the train paths) classified as what it is for a train: content
+// that does not verify, so it also matches protocol.ErrVerification.
+type unsafeEntryError struct{ err error }
+
+func (e *unsafeEntryError) Error() string        { return e.err.Error() }
+func (e *unsafeEntryError) Unwrap() error        { return e.err }
+func (e *unsafeEntryError) Is(target error) bool { return target == protocol.ErrVerification }
+
+func unsafeEntry(err error) error {
+	if errors.Is(err, layer.ErrUnsafeEntry) {
+		return &unsafeEntryError{err}
+	}
+	return err
 }
 
 // Close removes spool files.

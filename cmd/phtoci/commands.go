@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
@@ -25,7 +26,8 @@ func exitCode(err error) int {
 		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired):
 		return exitUsage
 	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig),
-		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted):
+		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted),
+		errors.Is(err, layer.ErrUnsafeEntry):
 		return exitVerification
 	default:
 		return exitIO

@@ -1,13 +1,22 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/train"
 
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
@@ -143,5 +152,70 @@ func TestNoPaddingOracleCLI(t *testing.T) {
 	}
 	if msgs[0] != msgs[1] {
 		t.Errorf("bad padding and a hash mismatch are told apart:\n%s\n%s", msgs[0], msgs[1])
+	}
+}
+
+// appendEntries returns img plus one layer holding the given tar headers
+// (regular files get content "x").
+func appendEntries(t *testing.T, img v1.Image, hdrs ...*tar.Header) v1.Image {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range hdrs {
+		h.ModTime = time.Unix(0, 0)
+		if h.Typeflag == tar.TypeReg {
+			h.Size = 1
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+		}
+		must(t, tw.WriteHeader(h))
+		if h.Typeflag == tar.TypeReg {
+			_, err := tw.Write([]byte("x"))
+			must(t, err)
+		}
+	}
+	must(t, tw.Close())
+	data := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	must(t, err)
+	out, err := mutate.AppendLayers(img, l)
+	must(t, err)
+	return out
+}
+
+// TestUnsafeEntriesAreVerificationFailures: "..", links and devices under
+// the train paths are a train that does not verify (exit 1, and
+// protocol.ErrVerification for the webhook), not an I/O error (exit 3).
+func TestUnsafeEntriesAreVerificationFailures(t *testing.T) {
+	w := newTamperWorld(t)
+	built := openRef(t, w.built, oci.Options{})
+	cases := []struct {
+		name    string
+		hdr     *tar.Header
+		mention string
+	}{
+		{"dot-dot", &tar.Header{Name: "opt/pht_train/../../etc/cron.d/x", Typeflag: tar.TypeReg}, "unsafe path"},
+		{"absolute symlink", &tar.Header{Name: "opt/pht_train/entrypoint.py", Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}, "symlink"},
+		{"hard link", &tar.Header{Name: "opt/pht_results/r.txt", Typeflag: tar.TypeLink, Linkname: "etc/passwd"}, "hard link"},
+		{"device", &tar.Header{Name: "opt/pht_results/dev", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}, "device"},
+		{"symlinked train directory", &tar.Header{Name: "opt/pht_train", Typeflag: tar.TypeSymlink, Linkname: "/root"}, "symlink"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img := appendEntries(t, built, c.hdr)
+			in := w.path(strings.ReplaceAll(c.name, " ", "-") + ".tar")
+			writeRef(t, img, in, oci.Options{})
+			fails(t, exitVerification, nil, []string{"verify", in}, c.mention)
+			out := w.path("out-" + filepath.Base(in))
+			fails(t, exitVerification, nil, append([]string{"pre-run", in, "-o", out}, w.stationArgs("st-a")...), c.mention)
+			if exists(out) {
+				t.Errorf("pre-run wrote %s", out)
+			}
+			_, err := train.Verify(img, nil, train.Options{})
+			if !errors.Is(err, protocol.ErrVerification) || !errors.Is(err, layer.ErrUnsafeEntry) {
+				t.Errorf("train.Verify: %v, want ErrVerification and layer.ErrUnsafeEntry", err)
+			}
+		})
 	}
 }
