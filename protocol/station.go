@@ -83,8 +83,12 @@ func pubKey(field, s string) (*rsa.PublicKey, error) {
 // Verify runs every check that needs no private key: user signature over
 // hash, builder signature, the result signature with the last signing
 // station's key, every chain signature, the recomputation of the last chain
-// digest, and the structural rules (no false "first station").
+// digest, and the structural rules (no false "first station", keys of at
+// least MinKeyBits, no station twice on the route).
 func Verify(cfg *Config) (*Status, error) {
+	if err := checkParties(cfg); err != nil {
+		return nil, err
+	}
 	hash, err := mustHex("hash", cfg.Hash)
 	if err != nil {
 		return nil, err

@@ -3,10 +3,13 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -216,6 +219,50 @@ func TestUnsafeEntriesAreVerificationFailures(t *testing.T) {
 			if !errors.Is(err, protocol.ErrVerification) || !errors.Is(err, layer.ErrUnsafeEntry) {
 				t.Errorf("train.Verify: %v, want ErrVerification and layer.ErrUnsafeEntry", err)
 			}
+		})
+	}
+}
+
+// TestSmallKeysAndDuplicateStations: build refuses them (exit 2); a config
+// carrying them in transit is refused by verify and pre-run (exit 1),
+// naming the field.
+func TestSmallKeysAndDuplicateStations(t *testing.T) {
+	w := newTamperWorld(t)
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	must(t, err)
+	pemPub, err := keys.EncodePublicKeyPEM(&small.PublicKey)
+	must(t, err)
+	smallPub := w.path("small.pub.pem")
+	must(t, os.WriteFile(smallPub, pemPub, 0o644))
+	buildArgs := func(routes ...string) []string {
+		args := []string{"build", "../../testdata/sample/master.oci.tar", "--files", "../../testdata/sample/train",
+			"--creator-id", "researcher-1", "--user-key", w.key("researcher"), "--builder-key", w.key("builder"), "-o", w.path("b.tar"), "--quiet"}
+		for _, r := range routes {
+			args = append(args, "--route", r)
+		}
+		return args
+	}
+	fails(t, exitUsage, nil, buildArgs("st-a="+w.path("st-a")+".pub.pem", "st-b="+w.path("st-b")+".pub.pem", "st-a="+w.path("st-a")+".pub.pem"), `"st-a" is also route[0]`)
+	fails(t, exitUsage, nil, buildArgs("st-a="+w.path("st-a")+".pub.pem", "st-b="+smallPub), "route[1] (station st-b): 1024-bit RSA key")
+	if exists(w.path("b.tar")) {
+		t.Error("a refused build wrote its output")
+	}
+
+	smallHex := hex.EncodeToString(pemPub)
+	built := openRef(t, w.built, oci.Options{})
+	cases := []struct {
+		name, mention string
+		edit          func(*protocol.Config)
+	}{
+		{"small key", "route[1].rsa_public_key (station st-b): 1024-bit", func(c *protocol.Config) { c.Route[1].RSAPublicKey = smallHex }},
+		{"duplicate station", `route[1].station: "st-a" is also route[0]`, func(c *protocol.Config) { c.Route[1].Station = "st-a" }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := w.path(strings.ReplaceAll(c.name, " ", "-") + ".tar")
+			writeRef(t, withConfig(t, built, c.edit), in, oci.Options{})
+			fails(t, exitVerification, nil, []string{"verify", in}, c.mention)
+			fails(t, exitVerification, nil, append([]string{"pre-run", in, "-o", w.path("o.tar")}, w.stationArgs("st-a")...), c.mention)
 		})
 	}
 }
