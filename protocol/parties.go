@@ -2,7 +2,9 @@ package protocol
 
 import (
 	"crypto/rsa"
+	"crypto/sha512"
 	"fmt"
+	"strings"
 )
 
 // MinKeyBits is the smallest RSA modulus the protocol accepts for any
@@ -79,4 +81,60 @@ func checkBuildParties(opts BuildOptions) error {
 		}
 	}
 	return nil
+}
+
+// checkWriteBack refuses a post-run at position pos whose new config would
+// be larger than MaxConfigSize: Encode re-indents free-form values
+// (@context, the Paillier key) the way the reference does, so a compact
+// input under the limit can come out over it, and the next station could
+// not read the train. The new config is encoded with placeholders of the
+// exact sizes the post-run writes (hashes, signatures, wrapped keys).
+func checkWriteBack(cfg *Config, pos int) error {
+	n, err := writeBackSize(cfg, pos)
+	if err != nil {
+		return err
+	}
+	if n > MaxConfigSize {
+		return fmt.Errorf("%w: train_config.json: %d bytes once this post-run writes it back, more than the %d-byte limit a station reads (@context %d bytes, creator.paillier_public_key %d bytes as received)",
+			ErrInvalidConfig, n, MaxConfigSize, len(cfg.Context), len(cfg.Creator.PaillierPublicKey))
+	}
+	return nil
+}
+
+// writeBackSize is the size of the config a post-run at pos writes.
+func writeBackSize(cfg *Config, pos int) (int, error) {
+	next := cfg.Clone()
+	next.Route = next.sortedRoute()
+	placeholder := func(field, pubHex string) (*string, error) {
+		k, err := pubKey(field, pubHex)
+		if err != nil {
+			return nil, err
+		}
+		s := strings.Repeat("0", 2*k.Size())
+		return &s, nil
+	}
+	var err error
+	for i := range next.Route {
+		next.Route[i].EncryptedKey = nil
+		if i > pos {
+			if next.Route[i].EncryptedKey, err = placeholder(fmt.Sprintf("route[%d].rsa_public_key", i), next.Route[i].RSAPublicKey); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if next.Creator.EncryptedKey, err = placeholder("creator.rsa_public_key", next.Creator.RSAPublicKey); err != nil {
+		return 0, err
+	}
+	sig, err := placeholder(fmt.Sprintf("route[%d].rsa_public_key", pos), next.Route[pos].RSAPublicKey)
+	if err != nil {
+		return 0, err
+	}
+	digest := strings.Repeat("0", 2*sha512.Size)
+	next.Route[pos].Signature = &ChainSignature{Digest: digest, Signature: *sig}
+	next.ResultHash, next.ResultSignature = &digest, sig
+	raw, err := next.Encode()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	return len(raw), nil
 }

@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -72,5 +73,43 @@ func TestPartiesChecked(t *testing.T) {
 				t.Fatalf("PreRunCheck: %v, want ErrInvalidConfig", err)
 			}
 		})
+	}
+}
+
+// deepContext is compact JSON nested depth levels deep around n numbers:
+// small as received, large once re-indented (2 spaces per level per line).
+func deepContext(depth, n int) json.RawMessage {
+	return json.RawMessage(strings.Repeat("[", depth) + strings.TrimSuffix(strings.Repeat("1,", n), ",") + strings.Repeat("]", depth))
+}
+
+// TestPostRunConfigWriteBack: the size post-run predicts for its new config
+// is exact, and an input whose @context would re-indent past MaxConfigSize
+// is refused before anything is signed.
+func TestPostRunConfigWriteBack(t *testing.T) {
+	cfg, files := buildTrain(t, "st-1", "st-2", "st-3")
+	plain := memSink{}
+	if _, err := PreRunCheck(cfg, files.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), plain); err != nil {
+		t.Fatal(err)
+	}
+	want, err := writeBackSize(cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := PostRunUpdate(cfg, plain.asFS("pht_train"), fstest.MapFS{"r": {Data: []byte("r")}}, st(t, "st-1"), memSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ConfigJSON) != want {
+		t.Errorf("predicted %d bytes, post-run wrote %d", want, len(res.ConfigJSON))
+	}
+
+	big := cfg.Clone()
+	big.Context = deepContext(30, 40000) // 80 KB compact, about 2.5 MB indented
+	if len(big.Context) > MaxConfigSize/8 {
+		t.Fatalf("the input context is %d bytes; the attack is a small input", len(big.Context))
+	}
+	_, err = PostRunUpdate(big, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "train_config.json") || !strings.Contains(err.Error(), "1048576-byte limit") {
+		t.Fatalf("oversized write-back: %v", err)
 	}
 }

@@ -432,6 +432,9 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 	if e.Signature != nil {
 		return 0, nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
 	}
+	if err := checkWriteBack(cfg, pos); err != nil {
+		return 0, nil, err
+	}
 	if err := CheckTrain(cfg, trainPlain); err != nil {
 		return 0, nil, err
 	}
@@ -536,6 +539,9 @@ func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out
 	raw, err := next.Encode()
 	if err != nil {
 		return nil, err
+	}
+	if len(raw) > MaxConfigSize { // checkWriteBack ran before: not expected
+		return nil, fmt.Errorf("%w: train_config.json: %d bytes, more than the %d-byte limit", ErrInvalidConfig, len(raw), MaxConfigSize)
 	}
 	ukf, _ := hex.DecodeString(*next.Creator.EncryptedKey)
 	return &PostRunResult{Config: next, ConfigJSON: raw, UserKeyFile: ukf}, nil

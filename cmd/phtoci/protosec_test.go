@@ -266,3 +266,26 @@ func TestSmallKeysAndDuplicateStations(t *testing.T) {
 		})
 	}
 }
+
+// TestPostRunRefusesConfigItCannotWriteBack: a compact @context added in
+// transit, small as received but over the config size limit once written
+// back in the reference's layout, is refused by post-run (exit 1) before
+// it writes a train the next station could not read.
+func TestPostRunRefusesConfigItCannotWriteBack(t *testing.T) {
+	w := newTamperWorld(t)
+	built := openRef(t, w.built, oci.Options{})
+	raw := rawConfigOf(t, built)
+	ctx := strings.Repeat("[", 30) + strings.TrimSuffix(strings.Repeat("1,", 40000), ",") + strings.Repeat("]", 30)
+	edited := bytes.Replace(raw, []byte(`"@context": null`), []byte(`"@context": `+ctx), 1)
+	if bytes.Equal(edited, raw) || len(edited) > protocol.MaxConfigSize/8 {
+		t.Fatalf("could not add a small @context (%d bytes)", len(edited))
+	}
+	in := w.path("deep-context.tar")
+	writeRef(t, appendFiles(t, built, map[string][]byte{train.ConfigPath: edited}), in, oci.Options{})
+	ok(t, "verify", in, "--quiet") // @context is signed by no one
+	out := w.path("out.tar")
+	fails(t, exitVerification, nil, append([]string{"post-run", in, "--results", w.results(t, "st-a"), "-o", out}, w.stationArgs("st-a")...), "train_config.json", "limit")
+	if exists(out) {
+		t.Errorf("post-run wrote %s", out)
+	}
+}
