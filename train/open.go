@@ -29,6 +29,10 @@ type Options struct {
 	MemLimit int64
 	// Trust, when set, pins the config's parties and allowed master images.
 	Trust *trust.Store
+	// Ledger, when set, is the station ledger: pre-run and post-run refuse
+	// a train this station has already signed, and PostRunJob records each
+	// post-run (embedders calling PostRun record with Ledger.Record).
+	Ledger *Ledger
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
 	CheckBase bool

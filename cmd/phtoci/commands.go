@@ -27,7 +27,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig),
 		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted),
-		errors.Is(err, layer.ErrUnsafeEntry):
+		errors.Is(err, layer.ErrUnsafeEntry), errors.Is(err, train.ErrAlreadyProcessed):
 		return exitVerification
 	default:
 		return exitIO
@@ -153,6 +153,28 @@ func station(c *cli.Context) (protocol.Station, error) {
 	return protocol.Station{ID: id, Key: k}, nil
 }
 
+// ledgerFlag is the station ledger of pre-run and post-run.
+func ledgerFlag() cli.Flag {
+	return &cli.StringFlag{Name: "ledger", EnvVars: []string{"PHTOCI_LEDGER"},
+		Usage: "station ledger `FILE` of the trains this station signed, refusing replays (default $XDG_STATE_HOME/phtoci/ledger.jsonl or ~/.local/state/phtoci/ledger.jsonl; none: off)"}
+}
+
+// stationLedger sets e.Ledger from --ledger.
+func stationLedger(c *cli.Context, e *train.Env) error {
+	p := c.String("ledger")
+	switch p {
+	case "none":
+		return nil
+	case "":
+		var err error
+		if p, err = train.DefaultLedgerPath(); err != nil {
+			return usagef("%v; give --ledger FILE or --ledger none", err)
+		}
+	}
+	e.Ledger = &train.Ledger{Path: p}
+	return nil
+}
+
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
 		return "", usagef("%s expects exactly one %s, got %d arguments", c.Command.Name, what, c.NArg())
@@ -186,7 +208,7 @@ func preRunCommand() *cli.Command {
 		Flags: append(append(imageFlags(), stationFlags()...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag()),
+			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -198,6 +220,9 @@ func preRunCommand() *cli.Command {
 			}
 			e, err := env(c)
 			if err != nil {
+				return err
+			}
+			if err := stationLedger(c, &e); err != nil {
 				return err
 			}
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
@@ -218,7 +243,7 @@ func postRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag()),
+			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -230,6 +255,9 @@ func postRunCommand() *cli.Command {
 			}
 			e, err := env(c)
 			if err != nil {
+				return err
+			}
+			if err := stationLedger(c, &e); err != nil {
 				return err
 			}
 			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)

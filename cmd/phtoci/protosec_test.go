@@ -289,3 +289,71 @@ func TestPostRunRefusesConfigItCannotWriteBack(t *testing.T) {
 		t.Errorf("post-run wrote %s", out)
 	}
 }
+
+// TestStationLedger: a station refuses a replay of an older image of a
+// train it has signed at the same route position, and the same train
+// again; --ledger none turns that off; the default ledger lives under
+// XDG_STATE_HOME; a damaged ledger is an error naming it.
+func TestStationLedger(t *testing.T) {
+	w := newTamperWorld(t)
+	// A colluding st-a post-runs the train twice: two valid images of the
+	// same train at st-b's position, with different "previous results".
+	after1b := w.path("after1b.tar")
+	resB := w.path("results-st-a-b")
+	must(t, os.MkdirAll(resB, 0o755))
+	must(t, os.WriteFile(filepath.Join(resB, "count.txt"), []byte("count at st-a = 7\n"), 0o644))
+	ok(t, append([]string{"post-run", w.built, "--results", resB, "-o", after1b, "--ledger", "none"}, w.stationArgs("st-a")...)...)
+
+	ledger := w.path("st-b-ledger.jsonl")
+	env := []string{"PHTOCI_LEDGER=" + ledger}
+	run := func(want int, args []string, mention ...string) result {
+		t.Helper()
+		if want == 0 {
+			r := phtoci(t, "", env, args...)
+			if r.code != 0 {
+				t.Fatalf("phtoci %v: exit %d: %s", args, r.code, r.stderr)
+			}
+			return r
+		}
+		return fails(t, want, env, args, mention...)
+	}
+	out := w.path("after2.tar")
+	run(0, append([]string{"post-run", w.after1, "--results", w.results(t, "st-b"), "-o", out}, w.stationArgs("st-b")...))
+	digest := func(p string) string {
+		d, err := openRef(t, p, oci.Options{}).Digest()
+		must(t, err)
+		return d.String()
+	}
+	// The replay: another image of the same train at route[1].
+	run(exitVerification, append([]string{"pre-run", after1b, "-o", w.path("x.tar")}, w.stationArgs("st-b")...),
+		"already processed", "route[1]", digest(w.after1), digest(after1b), "replay")
+	run(exitVerification, append([]string{"post-run", after1b, "--results", w.results(t, "st-b"), "-o", w.path("y.tar")}, w.stationArgs("st-b")...),
+		"already processed", "route[1]")
+	// The same image again: this station signed it already.
+	run(exitVerification, append([]string{"pre-run", w.after1, "-o", w.path("x.tar")}, w.stationArgs("st-b")...),
+		"signed this same image", digest(w.after1))
+	if exists(w.path("x.tar")) || exists(w.path("y.tar")) {
+		t.Error("a refused replay wrote an output")
+	}
+	// --ledger none: the old behaviour.
+	ok(t, append([]string{"pre-run", after1b, "-o", w.path("z.tar"), "--ledger", "none"}, w.stationArgs("st-b")...)...)
+
+	// The default ledger: $XDG_STATE_HOME/phtoci/ledger.jsonl.
+	state := w.path("state")
+	xdg := []string{"XDG_STATE_HOME=" + state}
+	r := phtoci(t, "", xdg, append([]string{"post-run", w.after1, "--results", w.results(t, "st-b"), "-o", w.path("d.tar")}, w.stationArgs("st-b")...)...)
+	if r.code != 0 {
+		t.Fatalf("post-run with the default ledger: %s", r.stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "phtoci", "ledger.jsonl"))
+	must(t, err)
+	if !strings.Contains(string(b), `"route_index":1`) || !strings.Contains(string(b), digest(w.after1)) {
+		t.Errorf("default ledger: %s", b)
+	}
+	fails(t, exitVerification, xdg, append([]string{"pre-run", after1b, "-o", w.path("x.tar")}, w.stationArgs("st-b")...), "already processed")
+
+	// A damaged ledger: an I/O error naming the file, no panic.
+	damaged := w.path("damaged.jsonl")
+	must(t, os.WriteFile(damaged, []byte("not a ledger\n"), 0o600))
+	fails(t, exitIO, nil, append([]string{"pre-run", w.built, "-o", w.path("x.tar"), "--ledger", damaged}, w.stationArgs("st-a")...), damaged, "line 1")
+}
