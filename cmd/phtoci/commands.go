@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -159,20 +160,40 @@ func ledgerFlag() cli.Flag {
 		Usage: "station ledger `FILE` of the trains this station signed, refusing replays (default $XDG_STATE_HOME/phtoci/ledger.jsonl or ~/.local/state/phtoci/ledger.jsonl; none: off)"}
 }
 
-// stationLedger sets e.Ledger from --ledger.
-func stationLedger(c *cli.Context, e *train.Env) error {
+// stationLedger sets e.Ledger from --ledger. An explicit FILE must work;
+// the default one is skipped with a warning where it cannot be (no home
+// directory, or for post-run, which writes it, a directory it cannot
+// write: a read-only container), so that a run is never lost to it.
+func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
 	p := c.String("ledger")
 	switch p {
 	case "none":
 		return nil
 	case "":
 		var err error
-		if p, err = train.DefaultLedgerPath(); err != nil {
-			return usagef("%v; give --ledger FILE or --ledger none", err)
+		if p, err = train.DefaultLedgerPath(); err == nil && writes {
+			err = writableDir(filepath.Dir(p))
+		}
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
+			return nil
 		}
 	}
 	e.Ledger = &train.Ledger{Path: p}
 	return nil
+}
+
+// writableDir creates dir (0700) and checks that a file can be made in it.
+func writableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 func oneArg(c *cli.Context, what string) (string, error) {
@@ -222,7 +243,7 @@ func preRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := stationLedger(c, &e); err != nil {
+			if err := stationLedger(c, &e, false); err != nil {
 				return err
 			}
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
@@ -257,7 +278,7 @@ func postRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := stationLedger(c, &e); err != nil {
+			if err := stationLedger(c, &e, true); err != nil {
 				return err
 			}
 			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)
