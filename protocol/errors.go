@@ -35,6 +35,13 @@ var (
 	// set of sentinels, so that a padding check cannot be told apart from
 	// a hash check (AES-CBC has no MAC; a padding oracle would decrypt).
 	ErrIntegrity = sentinel("decryption or integrity check failed")
+	// ErrAlreadySigned: this station has signed the train already (its
+	// route entry has a chain signature); there is nothing to do. Route
+	// state, not tampering.
+	ErrAlreadySigned = sentinel("already signed by this station")
+	// ErrNotYourTurn: an earlier station on the route has not signed yet.
+	// Route state, not tampering.
+	ErrNotYourTurn = sentinel("not this station's turn")
 )
 
 // integrityError is ErrIntegrity for one tree (pht_train or pht_results).

@@ -293,7 +293,7 @@ func TestSentinels(t *testing.T) {
 		t.Errorf("post-run on tampered plaintext: %v", err)
 	}
 	// A station cannot sign twice.
-	if _, err := PostRunUpdate(cfg1, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrChainSignature) {
+	if _, err := PostRunUpdate(cfg1, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrAlreadySigned) {
 		t.Errorf("second post-run by st-1: %v", err)
 	}
 }

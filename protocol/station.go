@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -215,6 +216,56 @@ func CheckTrain(cfg *Config, trainPlain fs.FS) error {
 	return err
 }
 
+// StationState is where a station stands on a train's route.
+type StationState struct {
+	Index int    `json:"index"` // the station's position in the route ordered by index
+	State string `json:"state"` // "signed", "next" or "waiting"
+	// Message says it in words, e.g. "route[1] station-leipzig has not
+	// signed yet; this station is route[2]".
+	Message string `json:"message"`
+}
+
+// StateOf reports where st stands on cfg's route (status from Verify): its
+// key must match its route entry (ErrStationNotOnRoute, ErrWrongPrivateKey
+// otherwise).
+func StateOf(cfg *Config, st Station, status *Status) (*StationState, error) {
+	pos, e, err := stationEntry(cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	s := &StationState{Index: pos, State: "next", Message: fmt.Sprintf("%s is route[%d], the next station", st.ID, pos)}
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		s.Message = err.Error()
+		s.State = "waiting"
+		if errors.Is(err, ErrAlreadySigned) {
+			s.State = "signed"
+		}
+	}
+	return s, nil
+}
+
+// alreadySigned is ErrAlreadySigned for st at pos.
+func alreadySigned(st Station, pos int) error {
+	return fmt.Errorf("%s signed this train at route[%d]; nothing to do%.0w", st.ID, pos, ErrAlreadySigned)
+}
+
+// turn says whether it is st's turn (position pos, entry e): it has not
+// signed, and every station before it has (Verify made sure that signed
+// entries are a prefix of the route).
+func turn(cfg *Config, st Station, pos int, e RouteEntry, status *Status) error {
+	if e.Signature != nil {
+		return alreadySigned(st, pos)
+	}
+	if status.Next < 0 { // every entry signed; not reached, as e has not
+		return alreadySigned(st, pos)
+	}
+	if status.Next != pos {
+		r := cfg.sortedRoute()[status.Next]
+		return fmt.Errorf("route[%d] %s has not signed yet; this station is route[%d]%.0w", status.Next, r.Station, pos, ErrNotYourTurn)
+	}
+	return nil
+}
+
 // PreRunResult is what pre-run learned.
 type PreRunResult struct {
 	Index  int  // position of the station in the route
@@ -363,11 +414,8 @@ func PreRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*PreRunRe
 	if err != nil {
 		return nil, err
 	}
-	if e.Signature != nil {
-		return nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
-	}
-	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		return nil, err
 	}
 	if e.EncryptedKey == nil {
 		return nil, fmt.Errorf("route[%d].encrypted_key (station %s): %w: null, no key for this station", pos, st.ID, ErrDecryption)
@@ -430,7 +478,7 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 		return 0, nil, err
 	}
 	if e.Signature != nil {
-		return 0, nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
+		return 0, nil, alreadySigned(st, pos)
 	}
 	if err := checkWriteBack(cfg, pos); err != nil {
 		return 0, nil, err
@@ -439,8 +487,8 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 		return 0, nil, err
 	}
 	status, _ := Verify(cfg)
-	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return 0, nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		return 0, nil, err
 	}
 	return pos, status, nil
 }

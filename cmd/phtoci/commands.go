@@ -317,14 +317,17 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station}, func(w io.Writer) {
+			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station, "station_state": r.StationState}, func(w io.Writer) {
 				fmt.Fprintf(w, "verified: %d station(s) signed", len(r.Status.Done))
 				if r.Status.Next >= 0 {
 					fmt.Fprintf(w, ", next route index %d", r.Status.Next)
 				} else {
 					fmt.Fprintf(w, ", route complete")
 				}
-				if r.Station != "" {
+				switch {
+				case r.StationState != nil && r.StationState.State != "next":
+					fmt.Fprintf(w, "; %s", r.StationState.Message)
+				case r.Station != "":
 					fmt.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)

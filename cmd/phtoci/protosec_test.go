@@ -363,3 +363,44 @@ func TestStationLedger(t *testing.T) {
 	must(t, os.WriteFile(damaged, []byte("not a ledger\n"), 0o600))
 	fails(t, exitIO, nil, append([]string{"pre-run", w.built, "-o", w.path("x.tar"), "--ledger", damaged}, w.stationArgs("st-a")...), damaged, "line 1")
 }
+
+// TestRouteStateIsNotTampering: with the station identity in the
+// environment, verify reports a station that signed already, or whose turn
+// has not come, and exits 0; pre-run refuses them with their own message,
+// not a tampering one.
+func TestRouteStateIsNotTampering(t *testing.T) {
+	w := newWorld(t, "st-a", "st-b", "st-c")
+	built, after1 := w.path("built.tar"), w.path("after1.tar")
+	w.build(t, built)
+	ok(t, append([]string{"post-run", built, "--results", w.results(t, "st-a"), "-o", after1}, w.stationArgs("st-a")...)...)
+	id := func(st string) []string { return []string{"STATION_ID=" + st, "PRIVATE_KEY_PATH=" + w.key(st)} }
+	cases := []struct{ station, state, msg string }{
+		{"st-a", "signed", "st-a signed this train at route[0]; nothing to do"},
+		{"st-c", "waiting", "route[1] st-b has not signed yet; this station is route[2]"},
+		{"st-b", "next", "checks passed"},
+	}
+	for _, c := range cases {
+		r := phtoci(t, "", id(c.station), "verify", after1, "--quiet")
+		if r.code != 0 || !strings.Contains(r.stdout, c.msg) {
+			t.Errorf("verify as %s: exit %d, stdout %q, stderr %q; want exit 0 and %q", c.station, r.code, r.stdout, r.stderr, c.msg)
+		}
+		var j struct {
+			StationState struct{ State string } `json:"station_state"`
+		}
+		r = phtoci(t, "", id(c.station), "verify", after1, "--json")
+		readJSON(t, r.stdout, &j)
+		if r.code != 0 || j.StationState.State != c.state {
+			t.Errorf("verify --json as %s: exit %d, state %q, want %q", c.station, r.code, j.StationState.State, c.state)
+		}
+		if c.state == "next" {
+			continue
+		}
+		f := fails(t, exitVerification, id(c.station), []string{"pre-run", after1, "-o", w.path("x.tar"), "--ledger", "none"}, c.msg)
+		for _, bad := range []string{"chain signature invalid", "previous results changed", "decryption failed"} {
+			if strings.Contains(f.stderr, bad) {
+				t.Errorf("pre-run as %s reports route state as tampering: %s", c.station, f.stderr)
+			}
+		}
+	}
+	fails(t, exitVerification, id("st-a"), []string{"verify", after1, "--station", "st-z"}, "st-z", "not on route")
+}
