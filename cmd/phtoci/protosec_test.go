@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
@@ -203,6 +204,7 @@ func TestUnsafeEntriesAreVerificationFailures(t *testing.T) {
 		{"hard link", &tar.Header{Name: "opt/pht_results/r.txt", Typeflag: tar.TypeLink, Linkname: "etc/passwd"}, "hard link"},
 		{"device", &tar.Header{Name: "opt/pht_results/dev", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}, "device"},
 		{"symlinked train directory", &tar.Header{Name: "opt/pht_train", Typeflag: tar.TypeSymlink, Linkname: "/root"}, "symlink"},
+		{"symlinked config", &tar.Header{Name: "opt/train_config.json", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"}, "symlink"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -210,6 +212,12 @@ func TestUnsafeEntriesAreVerificationFailures(t *testing.T) {
 			in := w.path(strings.ReplaceAll(c.name, " ", "-") + ".tar")
 			writeRef(t, img, in, oci.Options{})
 			fails(t, exitVerification, nil, []string{"verify", in}, c.mention)
+			if c.name == "symlinked config" { // check-base reads the config first, on its own
+				fails(t, exitVerification, nil, []string{"verify", in, "--check-base"}, c.mention)
+				if _, err := train.CheckBaseJob(context.Background(), in, "", train.Env{}); !errors.Is(err, protocol.ErrVerification) {
+					t.Errorf("train.CheckBaseJob: %v, want ErrVerification", err)
+				}
+			}
 			out := w.path("out-" + filepath.Base(in))
 			fails(t, exitVerification, nil, append([]string{"pre-run", in, "-o", out}, w.stationArgs("st-a")...), c.mention)
 			if exists(out) {
@@ -262,6 +270,12 @@ func TestSmallKeysAndDuplicateStations(t *testing.T) {
 			in := w.path(strings.ReplaceAll(c.name, " ", "-") + ".tar")
 			writeRef(t, withConfig(t, built, c.edit), in, oci.Options{})
 			fails(t, exitVerification, nil, []string{"verify", in}, c.mention)
+			if c.name == "symlinked config" { // check-base reads the config first, on its own
+				fails(t, exitVerification, nil, []string{"verify", in, "--check-base"}, c.mention)
+				if _, err := train.CheckBaseJob(context.Background(), in, "", train.Env{}); !errors.Is(err, protocol.ErrVerification) {
+					t.Errorf("train.CheckBaseJob: %v, want ErrVerification", err)
+				}
+			}
 			fails(t, exitVerification, nil, append([]string{"pre-run", in, "-o", w.path("o.tar")}, w.stationArgs("st-a")...), c.mention)
 		})
 	}
