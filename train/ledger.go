@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -63,6 +64,13 @@ const DefaultLedgerEntries = 20000
 // maxLedgerFile bounds what is read of a ledger file.
 const maxLedgerFile = 64 << 20
 
+// maxLedgerLine bounds one entry's line; maxLedgerTrainID the train id
+// kept in an entry.
+const (
+	maxLedgerLine    = 64 << 10
+	maxLedgerTrainID = 256
+)
+
 // DefaultLedgerPath is $XDG_STATE_HOME/phtoci/ledger.jsonl, or
 // ~/.local/state/phtoci/ledger.jsonl when XDG_STATE_HOME is not set.
 func DefaultLedgerPath() (string, error) {
@@ -92,7 +100,7 @@ func (l *Ledger) read() ([]LedgerEntry, error) {
 	}
 	var out []LedgerEntry
 	sc := bufio.NewScanner(io.LimitReader(f, maxLedgerFile))
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	sc.Buffer(make([]byte, 0, 4096), maxLedgerLine)
 	for n := 1; sc.Scan(); n++ {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
@@ -111,6 +119,15 @@ func (l *Ledger) read() ([]LedgerEntry, error) {
 		return nil, fmt.Errorf("station ledger %s: %w: %v (move the file aside to start a new ledger)", l.Path, ErrLedgerDamaged, err)
 	}
 	return out, nil
+}
+
+// clipID shortens a train id (any length, from the train) for the ledger
+// and its messages.
+func clipID(id string) string {
+	if len(id) <= maxLedgerTrainID {
+		return id
+	}
+	return strings.ToValidUTF8(id[:maxLedgerTrainID], "") + "…"
 }
 
 // Check refuses a train (its config, this station at route position pos,
@@ -132,14 +149,14 @@ func (l *Ledger) Check(cfg *protocol.Config, station string, pos int, digest str
 		when := e.Time.UTC().Format(time.RFC3339)
 		switch {
 		case e.Digest == digest:
-			return fmt.Errorf("train %s: %w: station %s signed this same image (%s) at route[%d] on %s; a station signs a train once",
-				cfg.ID, ErrAlreadyProcessed, station, digest, e.Index, when)
+			return fmt.Errorf("train %q: %w: station %s signed this same image (%s) at route[%d] on %s; a station signs a train once",
+				clipID(cfg.ID), ErrAlreadyProcessed, station, digest, e.Index, when)
 		case e.Index == pos:
-			return fmt.Errorf("train %s: %w: station %s signed it at route[%d] on %s from image %s; this is another image (%s) of the same train at the same route position: a replay or rollback",
-				cfg.ID, ErrAlreadyProcessed, station, e.Index, when, e.Digest, digest)
+			return fmt.Errorf("train %q: %w: station %s signed it at route[%d] on %s from image %s; this is another image (%s) of the same train at the same route position: a replay or rollback",
+				clipID(cfg.ID), ErrAlreadyProcessed, station, e.Index, when, e.Digest, digest)
 		default:
-			return fmt.Errorf("train %s: %w: station %s signed it at route[%d] on %s from image %s; this image (%s) puts the station at route[%d]",
-				cfg.ID, ErrAlreadyProcessed, station, e.Index, when, e.Digest, digest, pos)
+			return fmt.Errorf("train %q: %w: station %s signed it at route[%d] on %s from image %s; this image (%s) puts the station at route[%d]",
+				clipID(cfg.ID), ErrAlreadyProcessed, station, e.Index, when, e.Digest, digest, pos)
 		}
 	}
 	return nil
@@ -153,6 +170,10 @@ func (l *Ledger) Record(e LedgerEntry) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
+	// The train id is the train's own (unsigned) field: kept for the
+	// messages only, and short, so that no train can make a line the
+	// reader refuses.
+	e.TrainID = clipID(e.TrainID)
 	dir := filepath.Dir(l.Path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("station ledger %s: %w", l.Path, err)

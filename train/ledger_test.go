@@ -108,6 +108,16 @@ func TestLedgerBoundedAndDamaged(t *testing.T) {
 		t.Fatalf("another station's id: %v", err)
 	}
 
+	// A train with a huge id (its own, unsigned field) cannot make the
+	// ledger unreadable, nor a message of that size.
+	huge := &protocol.Config{ID: strings.Repeat("i", 200<<10), SessionID: sid(100)}
+	if err := l.Record(LedgerEntry{TrainID: huge.ID, SessionID: huge.SessionID, Station: "st", Digest: "sha256:y"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(huge, "st", 0, "sha256:y"); !errors.Is(err, ErrAlreadyProcessed) || len(err.Error()) > 1000 {
+		t.Fatalf("huge train id: %d-byte error %.200v", len(err.Error()), err)
+	}
+
 	for name, content := range map[string]string{
 		"not json":      "{\"session_id\": \"" + sid(1) + "\"}\n\x00\x01garbage\n",
 		"truncated":     "{\"session_id\": \"" + sid(1) + "\", \"stat",
