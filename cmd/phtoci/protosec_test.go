@@ -418,3 +418,37 @@ func TestRouteStateIsNotTampering(t *testing.T) {
 	}
 	fails(t, exitVerification, id("st-a"), []string{"verify", after1, "--station", "st-z"}, "st-z", "not on route")
 }
+
+// TestConcurrentPostRunsShareTheLedger: post-runs of different trains at
+// once, through the binary, each leave their entry in the one ledger.
+func TestConcurrentPostRunsShareTheLedger(t *testing.T) {
+	w := newWorld(t, "st-a")
+	const n = 4
+	ledger := w.path("ledger.jsonl")
+	var trains []string
+	for i := 0; i < n; i++ {
+		p := w.path(fmt.Sprintf("train-%d.tar", i))
+		w.build(t, p)
+		trains = append(trains, p)
+	}
+	res := w.results(t, "st-a")
+	out := make(chan result, n)
+	for i, in := range trains {
+		go func(i int, in string) {
+			out <- phtoci(t, "", []string{"PHTOCI_LEDGER=" + ledger}, append([]string{"post-run", in, "--results", res, "-o", w.path(fmt.Sprintf("out-%d.tar", i))}, w.stationArgs("st-a")...)...)
+		}(i, in)
+	}
+	for i := 0; i < n; i++ {
+		if r := <-out; r.code != 0 {
+			t.Errorf("concurrent post-run: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	b, err := os.ReadFile(ledger)
+	must(t, err)
+	if lines := strings.Count(string(b), "\n"); lines != n {
+		t.Errorf("ledger holds %d entries after %d concurrent post-runs:\n%s", lines, n, b)
+	}
+	for _, in := range trains {
+		fails(t, exitVerification, []string{"PHTOCI_LEDGER=" + ledger}, append([]string{"pre-run", in, "-o", w.path("again.tar")}, w.stationArgs("st-a")...), "already processed")
+	}
+}
