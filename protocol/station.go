@@ -83,8 +83,12 @@ func pubKey(field, s string) (*rsa.PublicKey, error) {
 // Verify runs every check that needs no private key: user signature over
 // hash, builder signature, the result signature with the last signing
 // station's key, every chain signature, the recomputation of the last chain
-// digest, and the structural rules (no false "first station").
+// digest, and the structural rules (no false "first station", keys of at
+// least MinKeyBits, no station twice on the route).
 func Verify(cfg *Config) (*Status, error) {
+	if err := checkParties(cfg); err != nil {
+		return nil, err
+	}
 	hash, err := mustHex("hash", cfg.Hash)
 	if err != nil {
 		return nil, err
@@ -294,17 +298,17 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 		}
 		done[n] = true
 		if err := decryptTo(train, n, "pht_train", key, h, out); err != nil {
-			return err
+			return integrity(err, errTrainIntegrity)
 		}
 	}
 	h.Write(sid)
 	if _, err := fs.Stat(train, "query.json"); err == nil {
 		if err := decryptTo(train, "query.json", "pht_train", key, h, out); err != nil {
-			return err
+			return integrity(err, errTrainIntegrity)
 		}
 	}
 	if hex.EncodeToString(h.Sum(nil)) != strings.ToLower(cfg.Hash) {
-		return fmt.Errorf("hash: %w: the decrypted train files' immutable hash does not match the config", ErrImmutableChanged)
+		return errTrainIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
 }
@@ -319,11 +323,11 @@ func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 		return decryptTo(results, name, "pht_results", key, h, out)
 	})
 	if err != nil {
-		return err
+		return integrity(err, errResultsIntegrity)
 	}
 	h.Write(sid)
 	if cfg.ResultHash == nil || hex.EncodeToString(h.Sum()) != strings.ToLower(*cfg.ResultHash) {
-		return fmt.Errorf("result_hash: %w: the decrypted results do not hash to the config's result_hash", ErrPreviousResultsChanged)
+		return errResultsIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
 }
@@ -359,11 +363,8 @@ func PreRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*PreRunRe
 	if err != nil {
 		return nil, err
 	}
-	if e.Signature != nil {
-		return nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
-	}
-	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		return nil, err
 	}
 	if e.EncryptedKey == nil {
 		return nil, fmt.Errorf("route[%d].encrypted_key (station %s): %w: null, no key for this station", pos, st.ID, ErrDecryption)
@@ -426,14 +427,17 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 		return 0, nil, err
 	}
 	if e.Signature != nil {
-		return 0, nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
+		return 0, nil, alreadySigned(st, pos)
+	}
+	if err := checkWriteBack(cfg, pos); err != nil {
+		return 0, nil, err
 	}
 	if err := CheckTrain(cfg, trainPlain); err != nil {
 		return 0, nil, err
 	}
 	status, _ := Verify(cfg)
-	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return 0, nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		return 0, nil, err
 	}
 	return pos, status, nil
 }
@@ -510,7 +514,15 @@ func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out
 	}
 	next := cfg.Clone()
 	next.Route = route
+	// Only the stations still to come and the creator get the new key:
+	// an earlier station (or this one) must not read later results. The
+	// reference's pre-run reads only its own entry, and null is how its
+	// own builder leaves the entries of stations that have no key yet.
 	for i := range next.Route {
+		if i <= pos {
+			next.Route[i].EncryptedKey = nil
+			continue
+		}
 		if err := wrapFor(&next.Route[i].EncryptedKey, next.Route[i].RSAPublicKey, key, fmt.Sprintf("route[%d]", i)); err != nil {
 			return nil, err
 		}
@@ -524,6 +536,9 @@ func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out
 	raw, err := next.Encode()
 	if err != nil {
 		return nil, err
+	}
+	if len(raw) > MaxConfigSize { // checkWriteBack ran before: not expected
+		return nil, fmt.Errorf("%w: train_config.json: %d bytes, more than the %d-byte limit", ErrInvalidConfig, len(raw), MaxConfigSize)
 	}
 	ukf, _ := hex.DecodeString(*next.Creator.EncryptedKey)
 	return &PostRunResult{Config: next, ConfigJSON: raw, UserKeyFile: ukf}, nil

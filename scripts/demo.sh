@@ -11,6 +11,7 @@ SAMPLE="$ROOT/testdata/sample"
 W=$(mktemp -d "${TMPDIR:-/tmp}/phtoci-demo.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 export SOURCE_DATE_EPOCH=1767225600 # reproducible layer timestamps
+export PHTOCI_LEDGER="$W/station-ledger.jsonl" # the stations' ledger, not the user's own
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ phtoci %s\n' "$*" | sed "s#$W/##g"; "$BIN" "$@"; }
 cd "$W"

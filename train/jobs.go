@@ -169,7 +169,14 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		return nil, err
 	}
 	defer p.close()
-	return p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	if err != nil {
+		return nil, err
+	}
+	if err := env.recordLedger(img, res.Config, st); err != nil {
+		return res, fmt.Errorf("post-run wrote %s (%s) but %w", res.Output, res.Digest, err)
+	}
+	return res, nil
 }
 
 // VerifyJob verifies the image at input (keyless; with st also the

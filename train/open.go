@@ -29,6 +29,10 @@ type Options struct {
 	MemLimit int64
 	// Trust, when set, pins the config's parties and allowed master images.
 	Trust *trust.Store
+	// Ledger, when set, is the station ledger: pre-run and post-run refuse
+	// a train this station has already signed, and PostRunJob records each
+	// post-run (embedders calling PostRun record with Ledger.Record).
+	Ledger *Ledger
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
 	CheckBase bool
@@ -89,7 +93,7 @@ func open(img v1.Image, o Options, deferred bool) (*Train, error) {
 	}
 	res, err := layer.Resolve(img, Prefixes, ropts...)
 	if err != nil {
-		return nil, err
+		return nil, unsafeEntry(err)
 	}
 	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
 	if err := t.init(o); err != nil {
@@ -146,6 +150,22 @@ func (t *Train) init(o Options) error {
 		}
 	}
 	return nil
+}
+
+// unsafeEntryError is a layer.ErrUnsafeEntry (a "..", link or device
+// under the train paths) classified as what it is for a train: content
+// that does not verify, so it also matches protocol.ErrVerification.
+type unsafeEntryError struct{ err error }
+
+func (e *unsafeEntryError) Error() string        { return e.err.Error() }
+func (e *unsafeEntryError) Unwrap() error        { return e.err }
+func (e *unsafeEntryError) Is(target error) bool { return target == protocol.ErrVerification }
+
+func unsafeEntry(err error) error {
+	if errors.Is(err, layer.ErrUnsafeEntry) {
+		return &unsafeEntryError{err}
+	}
+	return err
 }
 
 // Close removes spool files.

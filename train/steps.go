@@ -124,6 +124,9 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 	if t.Labels[StateLabel] == stateDecrypted {
 		return p.fail(fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted))
 	}
+	if err := o.checkLedger(t, st); err != nil {
+		return p.fail(err)
+	}
 	ukf, err := t.UserKeyFile()
 	if err != nil {
 		return p.fail(err)
@@ -310,6 +313,9 @@ func (in *postRunInputs) close() {
 // are never nil: close them, also after an error.
 func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*postRunInputs, error) {
 	in := &postRunInputs{}
+	if err := o.checkLedger(t, st); err != nil {
+		return in, err
+	}
 	if t.Decrypted() {
 		in.trainPlain, in.resultsPlain = t.TrainFS(), t.ResultsFS()
 		if results != nil {

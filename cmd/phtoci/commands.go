@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
@@ -22,10 +24,11 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue), errors.Is(err, train.ErrUsage), errors.Is(err, train.ErrResultsRequired),
 		errors.Is(err, oci.ErrUnknownTransport), errors.Is(err, oci.ErrAmbiguous), errors.Is(err, oci.ErrWouldOverwrite),
-		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired):
+		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired), errors.Is(err, protocol.ErrBuild):
 		return exitUsage
 	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig),
-		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted):
+		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted),
+		errors.Is(err, layer.ErrUnsafeEntry), errors.Is(err, train.ErrAlreadyProcessed):
 		return exitVerification
 	default:
 		return exitIO
@@ -151,6 +154,48 @@ func station(c *cli.Context) (protocol.Station, error) {
 	return protocol.Station{ID: id, Key: k}, nil
 }
 
+// ledgerFlag is the station ledger of pre-run and post-run.
+func ledgerFlag() cli.Flag {
+	return &cli.StringFlag{Name: "ledger", EnvVars: []string{"PHTOCI_LEDGER"},
+		Usage: "station ledger `FILE` of the trains this station signed, refusing replays (default $XDG_STATE_HOME/phtoci/ledger.jsonl or ~/.local/state/phtoci/ledger.jsonl; none: off)"}
+}
+
+// stationLedger sets e.Ledger from --ledger. An explicit FILE must work;
+// the default one is skipped with a warning where it cannot be (no home
+// directory, or for post-run, which writes it, a directory it cannot
+// write: a read-only container), so that a run is never lost to it.
+func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
+	p := c.String("ledger")
+	switch p {
+	case "none":
+		return nil
+	case "":
+		var err error
+		if p, err = train.DefaultLedgerPath(); err == nil && writes {
+			err = writableDir(filepath.Dir(p))
+		}
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
+			return nil
+		}
+	}
+	e.Ledger = &train.Ledger{Path: p}
+	return nil
+}
+
+// writableDir creates dir (0700) and checks that a file can be made in it.
+func writableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
 		return "", usagef("%s expects exactly one %s, got %d arguments", c.Command.Name, what, c.NArg())
@@ -184,7 +229,7 @@ func preRunCommand() *cli.Command {
 		Flags: append(append(imageFlags(), stationFlags()...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag()),
+			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -196,6 +241,9 @@ func preRunCommand() *cli.Command {
 			}
 			e, err := env(c)
 			if err != nil {
+				return err
+			}
+			if err := stationLedger(c, &e, false); err != nil {
 				return err
 			}
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
@@ -216,7 +264,7 @@ func postRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag()),
+			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -228,6 +276,9 @@ func postRunCommand() *cli.Command {
 			}
 			e, err := env(c)
 			if err != nil {
+				return err
+			}
+			if err := stationLedger(c, &e, true); err != nil {
 				return err
 			}
 			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)
@@ -266,14 +317,17 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station}, func(w io.Writer) {
+			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station, "station_state": r.StationState}, func(w io.Writer) {
 				fmt.Fprintf(w, "verified: %d station(s) signed", len(r.Status.Done))
 				if r.Status.Next >= 0 {
 					fmt.Fprintf(w, ", next route index %d", r.Status.Next)
 				} else {
 					fmt.Fprintf(w, ", route complete")
 				}
-				if r.Station != "" {
+				switch {
+				case r.StationState != nil && r.StationState.State != "next":
+					fmt.Fprintf(w, "; %s", r.StationState.Message)
+				case r.Station != "":
 					fmt.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
