@@ -32,6 +32,9 @@ type JobResult struct {
 	// Next is the route index of the station that runs next (-1: the route is done).
 	Next   int              `json:"next"`
 	Config *protocol.Config `json:"-"`
+	// ResultsDir is where pre-run wrote the previous results
+	// (Options.PreviousResultsDir).
+	ResultsDir string `json:"resultsDir,omitempty"`
 }
 
 // ErrUsage marks errors in what the caller asked for (bad reference,
@@ -107,9 +110,15 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 }
 
 // PreRunJob runs pre-run on the image at input and writes the decrypted
-// image to output ("" = oci.DefaultOutput(input, "decrypted")). Nothing is
-// written when a check fails.
+// image to output ("" = oci.DefaultOutput(input, "decrypted")), and with
+// env.PreviousResultsDir the decrypted previous results into that
+// directory. Nothing is written when a check fails.
 func PreRunJob(ctx context.Context, input, output string, st protocol.Station, env Env) (*JobResult, error) {
+	if env.PreviousResultsDir != "" {
+		if err := checkResultsDir(env.PreviousResultsDir); err != nil {
+			return nil, err // before any download
+		}
+	}
 	in, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
@@ -126,7 +135,15 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 		return nil, err
 	}
 	defer p.close()
-	return p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.committed(); err != nil {
+		return nil, err
+	}
+	res.ResultsDir = env.PreviousResultsDir
+	return res, nil
 }
 
 // PostRunJob runs post-run on the image at input with the results in

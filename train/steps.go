@@ -55,7 +55,15 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 		return nil, err
 	}
 	defer p.close()
-	return p.toFile(o)
+	out, err := p.toFile(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.committed(); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return out, nil
 }
 
 // PostRun runs the station's post-run on img. results is the directory the
@@ -99,6 +107,17 @@ type plan struct {
 	// produce returns, only t.Image is known, so the new image (rebase)
 	// can be made only after.
 	lazy bool
+	// commit, when set, runs once the new image is complete and every
+	// check passed (pre-run's previous results directory appears).
+	commit func() error
+}
+
+// committed runs p.commit, if any.
+func (p *plan) committed() error {
+	if p.commit == nil {
+		return nil
+	}
+	return p.commit()
 }
 
 func (p *plan) close() {
@@ -116,11 +135,24 @@ func (p *plan) fail(err error) (*plan, error) {
 }
 
 func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
+	if o.PreviousResultsDir != "" {
+		if err := checkResultsDir(o.PreviousResultsDir); err != nil {
+			return nil, err // before reading anything
+		}
+	}
 	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
 	p := &plan{t: t, step: "pre-run", station: st.ID, state: stateDecrypted, cleanups: []func(){func() { t.Close() }}}
+	var prev *prevResults // a copy of the decrypted results for the run
+	if o.PreviousResultsDir != "" {
+		if prev, err = newPrevResults(o.PreviousResultsDir); err != nil {
+			return p.fail(err)
+		}
+		p.cleanups = append(p.cleanups, prev.close)
+		p.commit = prev.commit
+	}
 	if t.Labels[StateLabel] == stateDecrypted {
 		return p.fail(fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted))
 	}
@@ -139,8 +171,12 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 	// decrypted and hashed. On a failed check the layer is discarded.
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
 		err := lw.start(ukf == nil)
+		var match protocol.Sink = lw
+		if prev != nil {
+			match = prev.sink(lw)
+		}
 		if err == nil {
-			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: lw, other: spool})
+			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: match, other: spool})
 		}
 		if err == nil {
 			err = spool.drain(lw, "pht_train/")

@@ -165,6 +165,9 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 			fmt.Fprintf(w, " (station %s)", r.Station)
 		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		if r.ResultsDir != "" {
+			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
+		}
 		if r.Step == "pre-run" {
 			return
 		}
@@ -183,6 +186,7 @@ func preRunCommand() *cli.Command {
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
+			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag()),
 		Action: func(c *cli.Context) error {
@@ -198,6 +202,7 @@ func preRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			e.PreviousResultsDir = c.String("results-dir")
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
 			if err != nil {
 				return err
