@@ -554,12 +554,22 @@ var smallBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 
 // the way (in the encrypting goroutine, so hashing and encryption overlap
 // with the consumer's compression and I/O).
 func encryptTree(fsys fs.FS, prefix string, key []byte, h io.Writer, out Sink) error {
-	return WalkFiles(fsys, func(name string, size int64) error {
+	return WalkFiles(fsys, func(name string, _ int64) error {
 		f, err := fsys.Open(name)
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", prefix, name, err)
 		}
 		defer f.Close()
+		// Type and size from the open file, not from the listing: the
+		// file may have been replaced in between.
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", prefix, name, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s/%s: not a regular file (%v)", prefix, name, fi.Mode().Type())
+		}
+		size := fi.Size()
 		var src io.Reader = io.LimitReader(f, size)
 		if h != nil {
 			src = io.TeeReader(src, h)

@@ -147,20 +147,20 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 }
 
 // PostRunJob runs post-run on the image at input with the results in
-// resultsDir ("" = take the plaintext results from the image) and writes the
+// resultsDir ("" = take the plaintext results from the image; read through
+// OpenResults: regular files and directories only, no symbolic link
+// followed) and writes the
 // encrypted image to output ("" = the same reference for a registry, a new
 // file beside an archive).
 func PostRunJob(ctx context.Context, input, resultsDir, output string, st protocol.Station, env Env) (*JobResult, error) {
 	var results fs.FS
 	if resultsDir != "" {
-		fi, err := os.Stat(resultsDir)
+		rd, err := OpenResults(resultsDir)
 		if err != nil {
-			return nil, fmt.Errorf("results directory: %w", err)
+			return nil, err
 		}
-		if !fi.IsDir() {
-			return nil, fmt.Errorf("results directory %s: %w", resultsDir, fs.ErrInvalid)
-		}
-		results = os.DirFS(resultsDir)
+		defer rd.Close()
+		results = rd
 	}
 	in, img, err := openInput(ctx, input, env)
 	if err != nil {

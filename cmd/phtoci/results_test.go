@@ -1,13 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/phtoci/phtoci/oci"
@@ -218,4 +221,47 @@ func TestPreRunResultsDirRefused(t *testing.T) {
 	must(t, os.Mkdir(empty, 0o755))
 	ok(t, append([]string{"pre-run", in, "-o", w.path("dec-a.tar"), "--results-dir", empty}, w.stationArgs("st-a")...)...)
 	checkPrivate(t, empty)
+}
+
+// TestPostRunRefusesSpecialResults: results are regular files and
+// directories. A symbolic link (to a host file, to a result, to a
+// directory), a FIFO, a socket or a device in the results directory makes
+// post-run exit 2 naming the path, and nothing is written. (os.DirFS
+// skipped them silently, or followed the link.)
+func TestPostRunRefusesSpecialResults(t *testing.T) {
+	w := newWorld(t, "st-a")
+	in := w.path("train.tar")
+	w.build(t, in)
+	secret := w.path("secret")
+	must(t, os.WriteFile(secret, []byte("host secret\n"), 0o600))
+	cases := []struct {
+		name, entry string
+		make        func(p string) error
+	}{
+		{"symlink to a host file", "link.txt", func(p string) error { return os.Symlink(secret, p) }},
+		{"symlink to a result", "sub/link.txt", func(p string) error { return os.Symlink("../ok.txt", p) }},
+		{"symlink to a directory", "dirlink", func(p string) error { return os.Symlink(w.dir, p) }},
+		{"FIFO", "sub/fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) }},
+		{"socket", "sock", func(p string) error {
+			l, err := net.Listen("unix", p)
+			if err == nil {
+				t.Cleanup(func() { l.Close() })
+			}
+			return err
+		}},
+		{"device", "sub/null", func(p string) error { return syscall.Mknod(p, syscall.S_IFCHR|0o600, 1<<8|3) }},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := w.path(fmt.Sprintf("results-%d", i))
+			must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
+			must(t, os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("result\n"), 0o644))
+			must(t, c.make(filepath.Join(dir, filepath.FromSlash(c.entry))))
+			out := w.path(fmt.Sprintf("out-%d.tar", i))
+			fails(t, exitUsage, nil, append([]string{"post-run", in, "--results", dir, "-o", out}, w.stationArgs("st-a")...), c.entry, "regular files and directories")
+			if exists(out) {
+				t.Errorf("refused post-run wrote %s", out)
+			}
+		})
+	}
 }
