@@ -28,7 +28,9 @@ type Sink interface {
 	WriteFile(name string, size int64, r io.Reader) error
 }
 
-// DirSink writes files under dir, creating parent directories.
+// DirSink writes files under dir, creating parent directories. What it
+// writes is plaintext (decrypted results and train files): files are
+// created 0600 and directories 0700, whatever the umask.
 func DirSink(dir string) Sink { return dirSink(dir) }
 
 type dirSink string
@@ -38,10 +40,10 @@ func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
 	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
 		return fmt.Errorf("%s: path escapes the output directory", name)
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -135,6 +135,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 		return nil, err
 	}
 	defer p.close()
+	env.OCI.Private = true // plaintext: 0600 files, whatever the umask
 	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
 	if err != nil {
 		return nil, err
@@ -288,7 +289,7 @@ func copyFile(dst, src string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,8 @@ func (o *Output) Close() error {
 
 // PreRun verifies img for station st and returns base layers + one layer
 // holding the decrypted train files and results, ready to run. Nothing is
-// returned when any check fails.
+// returned when any check fails. The image holds plaintext: write it with
+// oci.Options.Private set (files 0600).
 func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 	p, err := planPreRun(img, st, o)
 	if err != nil {

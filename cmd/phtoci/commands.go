@@ -120,7 +120,14 @@ func loadKey(c *cli.Context, flag, passEnv string) (*rsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return keys.LoadPrivateKey(path, pass)
+	k, err := keys.LoadPrivateKey(path, pass)
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.CheckPrivateKeyFile(path); errors.Is(err, keys.ErrKeyFileMode) {
+		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
+	}
+	return k, nil
 }
 
 func password(c *cli.Context, fileFlag, passEnv string) ([]byte, error) {
