@@ -8,8 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -55,6 +58,34 @@ func openInput(ctx context.Context, input string, env Env) (oci.Ref, v1.Image, e
 		return oci.Ref{}, nil, err
 	}
 	return ref, img, nil
+}
+
+// DecryptedArchive is where pre-run writes the decrypted image of the
+// registry image in when no output is named: the oci-archive
+// REPOSITORY_TAG.decrypted.oci.tar in the current directory, REPOSITORY
+// being the last component of the repository's path (train-42 for
+// harbor.example/station-aachen/train-42:latest), and TAG the tag, or
+// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference.
+func DecryptedArchive(in oci.Ref) oci.Ref {
+	id := "latest"
+	switch n := in.Name.(type) {
+	case name.Tag:
+		id = n.TagStr()
+	case name.Digest:
+		alg, hex, _ := strings.Cut(n.DigestStr(), ":")
+		id = alg + "-" + hex[:min(len(hex), 12)]
+	}
+	repo := path.Base(in.Name.Context().RepositoryStr())
+	return oci.Ref{Transport: oci.TransportOCIArchive, Path: repo + "_" + id + ".decrypted.oci.tar"}
+}
+
+// preRunOutput is pre-run's destination: output when named, else
+// DecryptedArchive for a registry input, else oci.DefaultOutput.
+func preRunOutput(in oci.Ref, output string) (oci.Ref, error) {
+	if output == "" && in.Transport == oci.TransportRegistry {
+		return DecryptedArchive(in), nil
+	}
+	return outputRef(in, output, "decrypted")
 }
 
 func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
@@ -110,7 +141,9 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 }
 
 // PreRunJob runs pre-run on the image at input and writes the decrypted
-// image to output ("" = oci.DefaultOutput(input, "decrypted")), and with
+// image to output ("" = DecryptedArchive(input) for a registry input, never
+// the registry: the image holds plaintext; oci.DefaultOutput(input,
+// "decrypted") for a file or layout), and with
 // env.PreviousResultsDir the decrypted previous results into that
 // directory. Nothing is written when a check fails.
 func PreRunJob(ctx context.Context, input, output string, st protocol.Station, env Env) (*JobResult, error) {
@@ -123,7 +156,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err != nil {
 		return nil, err
 	}
-	dst, err := outputRef(in, output, "decrypted")
+	dst, err := preRunOutput(in, output)
 	if err != nil {
 		return nil, err
 	}

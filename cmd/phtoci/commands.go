@@ -192,7 +192,7 @@ func preRunCommand() *cli.Command {
 		Usage:     "verify a train for this station and write the decrypted, runnable image",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag()),
@@ -210,6 +210,7 @@ func preRunCommand() *cli.Command {
 				return err
 			}
 			e.PreviousResultsDir = c.String("results-dir")
+			warnPlaintextPush(c, c.String("output"))
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
 			if err != nil {
 				return err
@@ -217,6 +218,19 @@ func preRunCommand() *cli.Command {
 			return printJob(c, r)
 		},
 	}
+}
+
+// warnPlaintextPush warns on stderr when pre-run's output is a registry
+// on another host: the decrypted image is plaintext.
+func warnPlaintextPush(c *cli.Context, output string) {
+	if output == "" {
+		return
+	}
+	ref, err := oci.ParseOutputRef(output)
+	if err != nil || ref.Transport != oci.TransportRegistry || ref.Loopback() {
+		return
+	}
+	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name)
 }
 
 func postRunCommand() *cli.Command {

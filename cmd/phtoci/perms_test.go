@@ -144,7 +144,14 @@ func TestPrivateKeyModeWarning(t *testing.T) {
 // runCmd runs name with the environment phtoci() gives the binary.
 func runCmd(t *testing.T, name string, args ...string) result {
 	t.Helper()
+	return runCmdIn(t, "", name, args...)
+}
+
+// runCmdIn is runCmd in the working directory dir ("" = the test's).
+func runCmdIn(t *testing.T, dir, name string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + os.TempDir()}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se

@@ -26,8 +26,8 @@ func TestRegistryStreamedLayer(t *testing.T) {
 	good := reg.Host + "/pht/stream:st-a"
 	writeRef(t, after1, good, oci.Options{})
 
-	ok(t, append([]string{"pre-run", good}, w.stationArgs("st-b")...)...)
 	dec := good + "-decrypted"
+	ok(t, append([]string{"pre-run", good, "-o", dec}, w.stationArgs("st-b")...)...)
 	var insp struct {
 		Digest string
 		Layers []string
@@ -83,7 +83,7 @@ func TestRegistryStreamedLayerAnnotatedManifest(t *testing.T) {
 	if m.Annotations["org.opencontainers.image.source"] != "https://example.org/master" {
 		t.Errorf("manifest annotations %v, want the base's", m.Annotations)
 	}
-	ok(t, append([]string{"pre-run", out}, w.stationArgs("st1")...)...)
+	ok(t, append([]string{"pre-run", out, "-o", out + "-decrypted"}, w.stationArgs("st1")...)...)
 }
 
 // TestRegistryLayerTampered: a byte changed in the registry's storage of
