@@ -183,9 +183,8 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 // PostRunJob runs post-run on the image at input with the results in
 // resultsDir ("" = take the plaintext results from the image; read through
 // OpenResults: regular files and directories only, no symbolic link
-// followed) and writes the
-// encrypted image to output ("" = the same reference for a registry, a new
-// file beside an archive).
+// followed) and writes the encrypted image to output ("" = the same
+// reference for a registry, a new file beside an archive).
 func PostRunJob(ctx context.Context, input, resultsDir, output string, st protocol.Station, env Env) (*JobResult, error) {
 	var results fs.FS
 	if resultsDir != "" {

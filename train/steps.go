@@ -69,8 +69,9 @@ func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 
 // PostRun runs the station's post-run on img. results is the directory the
 // run produced (open it with OpenResults: os.DirFS follows symbolic links,
-// so a file of the host could be encrypted into the train); it may be nil when img already holds plaintext train files
-// and results (a pre-run output, or one committed after the run). The
+// so a file of the host could be encrypted into the train); it may be nil
+// when img already holds plaintext train files and results (a pre-run
+// output, or one committed after the run). The
 // output is base layers + one encrypted protocol layer. With results, they
 // are encrypted into the new layer while img is read and checked (for a
 // registry image, while it downloads); a failed check stops that at once
