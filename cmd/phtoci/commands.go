@@ -239,7 +239,7 @@ func postRunCommand() *cli.Command {
 		Usage:     "hash, sign and re-encrypt the results for the next station and the researcher",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
+			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag()),
