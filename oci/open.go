@@ -43,6 +43,11 @@ type Options struct {
 	Progress io.Writer
 	// Quiet turns progress bars off.
 	Quiet bool
+	// Private says that the image holds plaintext (a pre-run output):
+	// Write makes its files 0600 and the directories it creates 0700,
+	// whatever the umask (in an existing OCI layout, the blobs it adds).
+	// Otherwise files get 0666 and directories 0777, less the umask.
+	Private bool
 }
 
 // BasicAuth returns an authenticator for a user name and password (for

@@ -28,7 +28,9 @@ type Sink interface {
 	WriteFile(name string, size int64, r io.Reader) error
 }
 
-// DirSink writes files under dir, creating parent directories.
+// DirSink writes files under dir, creating parent directories. What it
+// writes is plaintext (decrypted results and train files): files are
+// created 0600 and directories 0700, whatever the umask.
 func DirSink(dir string) Sink { return dirSink(dir) }
 
 type dirSink string
@@ -38,10 +40,10 @@ func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
 	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
 		return fmt.Errorf("%s: path escapes the output directory", name)
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -569,12 +571,22 @@ var smallBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 
 // the way (in the encrypting goroutine, so hashing and encryption overlap
 // with the consumer's compression and I/O).
 func encryptTree(fsys fs.FS, prefix string, key []byte, h io.Writer, out Sink) error {
-	return WalkFiles(fsys, func(name string, size int64) error {
+	return WalkFiles(fsys, func(name string, _ int64) error {
 		f, err := fsys.Open(name)
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", prefix, name, err)
 		}
 		defer f.Close()
+		// Type and size from the open file, not from the listing: the
+		// file may have been replaced in between.
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", prefix, name, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s/%s: not a regular file (%v)", prefix, name, fi.Mode().Type())
+		}
+		size := fi.Size()
 		var src io.Reader = io.LimitReader(f, size)
 		if h != nil {
 			src = io.TeeReader(src, h)

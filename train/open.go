@@ -43,6 +43,12 @@ type Options struct {
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
+	// PreviousResultsDir, for pre-run: also write the decrypted previous
+	// results (the tree /opt/pht_results holds in the decrypted image;
+	// nothing at the first station) into this directory, for the run to
+	// mount as /opt/pht_results. It must not exist or be empty; it is
+	// made 0700 with files 0600, and appears only when pre-run succeeds.
+	PreviousResultsDir string
 }
 
 func (o Options) resolveOpts(scan bool) []layer.Option {

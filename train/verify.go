@@ -71,7 +71,8 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 // Decrypt is the researcher's end of the route: verify everything with the
 // creator's key, then write the results (and the train files when
 // withTrain) under outDir/pht_results (and outDir/pht_train). outDir must not
-// exist yet; it appears only when everything verified.
+// exist yet; it appears only when everything verified, 0700 with files 0600
+// (plaintext), whatever the umask.
 func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) error {
 	if _, err := os.Lstat(outDir); err == nil {
 		return fmt.Errorf("%s: output directory exists; choose a new one", outDir)
@@ -94,11 +95,8 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), protocol.DirSink(tmp), withTrain); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o700); err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	return os.Rename(tmp, outDir)
+	return os.Rename(tmp, outDir) // 0700 (os.MkdirTemp), files 0600 (protocol.DirSink)
 }

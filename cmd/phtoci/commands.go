@@ -123,7 +123,14 @@ func loadKey(c *cli.Context, flag, passEnv string) (*rsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return keys.LoadPrivateKey(path, pass)
+	k, err := keys.LoadPrivateKey(path, pass)
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.CheckPrivateKeyFile(path); errors.Is(err, keys.ErrKeyFileMode) {
+		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
+	}
+	return k, nil
 }
 
 func password(c *cli.Context, fileFlag, passEnv string) ([]byte, error) {
@@ -210,6 +217,9 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 			fmt.Fprintf(w, " (station %s)", r.Station)
 		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		if r.ResultsDir != "" {
+			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
+		}
 		if r.Step == "pre-run" {
 			return
 		}
@@ -227,7 +237,8 @@ func preRunCommand() *cli.Command {
 		Usage:     "verify a train for this station and write the decrypted, runnable image",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
+			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
@@ -246,6 +257,8 @@ func preRunCommand() *cli.Command {
 			if err := stationLedger(c, &e, false); err != nil {
 				return err
 			}
+			e.PreviousResultsDir = c.String("results-dir")
+			warnPlaintextPush(c, c.String("output"))
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
 			if err != nil {
 				return err
@@ -255,13 +268,26 @@ func preRunCommand() *cli.Command {
 	}
 }
 
+// warnPlaintextPush warns on stderr when pre-run's output is a registry
+// on another host: the decrypted image is plaintext.
+func warnPlaintextPush(c *cli.Context, output string) {
+	if output == "" {
+		return
+	}
+	ref, err := oci.ParseOutputRef(output)
+	if err != nil || ref.Transport != oci.TransportRegistry || ref.Loopback() {
+		return
+	}
+	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name)
+}
+
 func postRunCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "post-run",
 		Usage:     "hash, sign and re-encrypt the results for the next station and the researcher",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
+			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag(), ledgerFlag()),
