@@ -79,15 +79,32 @@ func Open(img v1.Image, o Options) (*Train, error) {
 // running (layer.WithDeferredCheck): the caller calls t.Check before it
 // writes anything.
 func open(img v1.Image, o Options, deferred bool) (*Train, error) {
+	return openPaths(img, o, deferred, Prefixes, true)
+}
+
+// keylessPrefixes are the train paths keyless verify reads: without a key
+// nothing under /opt/pht_results can be checked, so its entries are not
+// resolved, kept or spooled (they count as outside the train paths).
+var keylessPrefixes = []string{ConfigPath, TrainDir, UserKeyPath}
+
+// openKeyless is Open for keyless verify: /opt/pht_results is not read
+// (ResultsFS is empty) and the base boundary is not scanned for.
+func openKeyless(img v1.Image, o Options) (*Train, error) {
+	return openPaths(img, o, false, keylessPrefixes, false)
+}
+
+// openPaths resolves prefixes; scan allows the base boundary scan (which
+// only steps that write a new layer need).
+func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan bool) (*Train, error) {
 	n, fromLabel, err := layer.BaseFromLabel(img)
 	if err != nil {
 		return nil, err
 	}
-	ropts := o.resolveOpts(!fromLabel && o.BaseLayers <= 0)
+	ropts := o.resolveOpts(scan && !fromLabel && o.BaseLayers <= 0)
 	if deferred {
 		ropts = append(ropts, layer.WithDeferredCheck())
 	}
-	res, err := layer.Resolve(img, Prefixes, ropts...)
+	res, err := layer.Resolve(img, prefixes, ropts...)
 	if err != nil {
 		return nil, err
 	}
