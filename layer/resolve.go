@@ -45,6 +45,7 @@ type options struct {
 	memLimit int64
 	boundary bool
 	deferred bool
+	limits   Limits
 }
 
 // Option tunes Resolve.
@@ -383,6 +384,7 @@ func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error)
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.limits = o.limits.withDefaults()
 	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
 	for _, p := range prefixes {
 		c, err := cleanPath(p)
@@ -456,6 +458,16 @@ type layerReader struct {
 	blob    io.ReaderAt  // the blob, when it is a plain tar readable at offsets
 	pos     *countReader // bytes of the blob read so far
 	refs    int          // kept files pointing into blob
+	entries int64        // tar entries read
+}
+
+// countEntry counts a tar entry against the entries limit.
+func (lr *layerReader) countEntry() error {
+	lr.entries++
+	if max := lr.o.limits.MaxEntries; lr.entries > max {
+		return fmt.Errorf("%s: %w: tar entries per layer: more than %d", lr.name, ErrLimit, max)
+	}
+	return nil
 }
 
 // countReader counts the bytes read through it: after tar.Reader.Next
@@ -578,19 +590,23 @@ func (nopCloser) Close() error { return nil }
 // and hashes the diff ID, on others. Other forms (zstd, a plain tar
 // labelled gzip) are left to go-containerregistry. crc is l's blob when
 // the caller opened it already, else nil.
-func uncompressed(l v1.Layer, crc io.ReadCloser) (io.ReadCloser, error) {
-	if mt, err := l.MediaType(); err != nil || !gzipLayer(mt) {
+func uncompressed(l v1.Layer, crc io.ReadCloser, m *blobMeter) (io.ReadCloser, error) {
+	mt, err := l.MediaType()
+	if err == nil && mt == types.OCILayerZStd {
+		return unzstd(l, crc, m)
+	}
+	if err != nil || !gzipLayer(mt) {
 		if crc != nil {
 			crc.Close()
 		}
 		return l.Uncompressed()
 	}
 	if crc == nil {
-		var err error
 		if crc, err = l.Compressed(); err != nil {
 			return nil, err
 		}
 	}
+	crc = m.capped(crc)
 	ra, err := readahead.NewReaderSize(crc, 4, 256<<10)
 	if err != nil {
 		crc.Close()
@@ -602,7 +618,7 @@ func uncompressed(l v1.Layer, crc io.ReadCloser) (io.ReadCloser, error) {
 		c.Close()
 		return l.Uncompressed()
 	}
-	zr, err := kgzip.NewReader(br)
+	zr, err := kgzip.NewReader(m.consumed(br))
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -668,7 +684,17 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			// The tar is read from the same blob, which stays open.
 			blob = nopCloser{blob}
 		}
-		if rc, err = uncompressed(l, blob); err != nil {
+		m := &blobMeter{size: -1}
+		if size, err := l.Size(); err == nil {
+			m.size = size
+		}
+		rc, err = uncompressed(l, blob, m)
+		if err == nil && m.metered && !lr.keep {
+			// Nothing of this layer is kept: bound the work a
+			// decompression bomb can cause.
+			rc = readCloser{&ratioReader{r: rc, m: m, max: lr.o.limits.MaxRatio}, rc}
+		}
+		if err != nil {
 			if storedBlob != nil {
 				storedBlob.Close()
 			}
@@ -712,6 +738,9 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s: reading tar: %w", lr.name, classify(err))
 		}
+		if err := lr.countEntry(); err != nil {
+			return err
+		}
 		if err := lr.entry(tr, hdr); err != nil {
 			return err
 		}
@@ -745,7 +774,10 @@ func (lr *layerReader) readDeferred(rc io.ReadCloser, ra io.ReaderAt, size int64
 			break
 		}
 		if err == nil {
-			err = lr.entry(tr, hdr)
+			err = lr.countEntry()
+			if err == nil {
+				err = lr.entry(tr, hdr)
+			}
 			if err != nil {
 				rc.Close()
 				return err
@@ -906,6 +938,12 @@ func (lr *layerReader) impliedDirs(p string) {
 func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden bool) error {
 	if hdr.Size < 0 {
 		return lr.errorf(name, "%w: negative size %d", ErrCorruptLayer, hdr.Size)
+	}
+	if max := lr.o.limits.MaxFileSize; hdr.Size > max {
+		return lr.errorf(name, "%w: file size: %d bytes, more than %d", ErrLimit, hdr.Size, max)
+	}
+	if max, ok := lr.o.limits.Paths[name]; ok && hdr.Size > max {
+		return lr.errorf(name, "%w: file size: %d bytes, more than %d", ErrLimit, hdr.Size, max)
 	}
 	ord := lr.r.ord
 	lr.r.ord++
