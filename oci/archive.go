@@ -155,7 +155,7 @@ func (t *tarIndex) readFile(name string) ([]byte, error) { return t.readAll(name
 func (t *tarIndex) openBlob(h v1.Hash) (io.ReadCloser, int64, error) {
 	return t.open("blobs/" + h.Algorithm + "/" + h.Hex)
 }
-func (t *tarIndex) where() string { return t.kind + " " + t.path }
+func (t *tarIndex) where() string  { return t.kind + " " + t.path }
 func (t *tarIndex) limits() Limits { return t.lim }
 
 // readBlob reads a whole (small) blob within the limit named limit (a

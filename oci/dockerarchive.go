@@ -1,7 +1,6 @@
 package oci
 
 import (
-	"math"
 	"archive/tar"
 	"bufio"
 	"bytes"
@@ -9,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"

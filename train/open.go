@@ -39,10 +39,24 @@ type Options struct {
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
+	// Limits bound what reading a train's layers may cost (zero fields:
+	// the layer package's defaults).
+	Limits layer.Limits
+	// MaxConfigSize bounds /opt/train_config.json (0 = layer.MaxTrainConfigSize).
+	MaxConfigSize int64
+}
+
+func (o Options) maxConfigSize() int64 {
+	if o.MaxConfigSize > 0 {
+		return o.MaxConfigSize
+	}
+	return layer.MaxTrainConfigSize
 }
 
 func (o Options) resolveOpts(scan bool) []layer.Option {
-	var opts []layer.Option
+	lim := o.Limits
+	lim.Paths = map[string]int64{ConfigPath: o.maxConfigSize()}
+	opts := []layer.Option{layer.WithLimits(lim)}
 	if o.TempDir != "" {
 		opts = append(opts, layer.WithTempDir(o.TempDir))
 	}
@@ -127,7 +141,7 @@ func (t *Train) init(o Options) error {
 	if !ok {
 		return fmt.Errorf("/%s: %w: file not found in any layer", ConfigPath, ErrNotATrain)
 	}
-	raw, err := readAll(f, 1<<20)
+	raw, err := readAll(f, o.maxConfigSize())
 	if err != nil {
 		return fmt.Errorf("/%s: %w", ConfigPath, err)
 	}
