@@ -51,6 +51,9 @@ type ServeConfig struct {
 	Insecure     bool   `yaml:"insecure"`
 	// Route is the optional routing policy.
 	Route *RoutePolicy `yaml:"route"`
+	// Limits raise limits on what a pushed image may cost, by name
+	// (train.LimitNames: layers, manifest-size, ...).
+	Limits map[string]string `yaml:"limits"`
 }
 
 // LoadServeConfig reads and checks a serve config file.
@@ -82,6 +85,11 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
 		return nil, fmt.Errorf("serve config %s: tls: give both cert and key", path)
 	}
+	for name, v := range c.Limits {
+		if err := new(train.Env).SetLimit(name, v); err != nil {
+			return nil, fmt.Errorf("serve config %s: limits: %w", path, err)
+		}
+	}
 	return &c, nil
 }
 
@@ -96,6 +104,11 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	}
 	defer st.Close()
 	env := train.Env{OCI: oci.Options{Insecure: c.Insecure, Quiet: true}}
+	for name, v := range c.Limits {
+		if err := env.SetLimit(name, v); err != nil {
+			return err
+		}
+	}
 	if c.Trust != "" {
 		if env.Trust, err = trust.Load(c.Trust); err != nil {
 			return err

@@ -246,7 +246,7 @@ func (s *Server) process(ctx context.Context, a Artifact) {
 				v.Next = &n
 			}
 			s.m.verified.Add(1)
-		case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain):
+		case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain) || errors.Is(err, oci.ErrLimit):
 			v.Status, v.Check, v.Message = StatusRejected, checkName(err), oneLine(err)
 			s.m.rejected.Add(1)
 		case v.Attempts <= s.cfg.Retries:
@@ -301,6 +301,7 @@ var checks = []struct {
 	{protocol.ErrResultSignature, "result_signature"}, {protocol.ErrChainSignature, "chain_signature"},
 	{protocol.ErrUnsignedFile, "unsigned_file"}, {protocol.ErrDecryption, "decryption"},
 	{protocol.ErrInvalidConfig, "config"}, {train.ErrNotATrain, "not_a_train"}, {train.ErrBaseMismatch, "master_image"},
+	{oci.ErrLimit, "limit"},
 }
 
 func checkName(err error) string {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -94,4 +95,37 @@ func TestKeylessVerifyReadsNoResults(t *testing.T) {
 			t.Errorf("keyless verify %s: exit %d: %s", ref, r.code, r.stderr)
 		}
 	}
+}
+
+// TestLimitsCLI: each limit breaks with exit 1, naming the limit, the
+// value and the layer, and the hint to raise it; --limit and
+// PHTOCI_LIMITS raise it; a bad --limit is a usage error.
+func TestLimitsCLI(t *testing.T) {
+	w := newWorld(t, "s1")
+	built := "oci-archive:" + w.path("train.tar")
+	w.build(t, built)
+	// 1,001 entries in a results layer on top.
+	files := map[string][]byte{"opt/pht_results/": nil}
+	for i := range 1000 {
+		files[fmt.Sprintf("opt/pht_results/r%04d", i)] = nil
+	}
+	many := "oci-archive:" + w.path("many.tar")
+	writeRef(t, appendFiles(t, openRef(t, built, oci.Options{}), files), many, oci.Options{})
+	st := w.stationArgs("s1")
+	pre := func(in string, extra ...string) []string {
+		return append(append([]string{"pre-run", in, "-o", "oci-archive:" + w.path("out.tar")}, st...), extra...)
+	}
+	fails(t, 1, nil, pre(many, "--limit", "entries=1000"), "tar entries per layer: more than 1000", "layer 2 (sha256:", "--limit NAME=VALUE")
+	if exists(w.path("out.tar")) {
+		t.Errorf("a failed pre-run wrote its output")
+	}
+	fails(t, 1, []string{"PHTOCI_LIMITS=layers=2"}, []string{"verify", many, "--quiet"}, "3 layers", "layers per image, at most 2")
+	if r := phtoci(t, "", []string{"PHTOCI_LIMITS=layers=3,entries=1001"}, "verify", many, "--quiet"); r.code != 0 {
+		t.Errorf("verify with raised limits: exit %d: %s", r.code, r.stderr)
+	}
+	fails(t, 1, nil, []string{"verify", built, "--quiet", "--limit", "train-config-size=100"}, "opt/train_config.json", "more than 100")
+	fails(t, 1, nil, []string{"verify", built, "--quiet", "--limit", "config-size=100"}, "config blob sha256:", "config size, at most 100")
+	fails(t, 1, nil, []string{"verify", built, "--quiet", "--limit", "manifest-size=100"}, "manifest size, at most 100")
+	fails(t, 2, nil, []string{"verify", built, "--limit", "layers=lots"}, "--limit", "layers")
+	fails(t, 2, nil, []string{"verify", built, "--limit", "nosuch=1"}, "nosuch", "want one of")
 }
