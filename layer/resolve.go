@@ -318,10 +318,23 @@ func (h hides) coveredBelow(p string) bool {
 			return false
 		}
 		a = a[:i]
-		if h.below[a] {
+		// A non-directory hides everything below it too (files are
+		// recorded in exact only: a million results are one map entry
+		// each, not two).
+		if h.below[a] || h.exact[a] == upperOther {
 			return true
 		}
 	}
+}
+
+// union is h merged with o, merging the smaller into the larger (the
+// first layer read holds most entries: it is not copied).
+func (h hides) union(o hides) hides {
+	if len(o.exact)+len(o.below) > len(h.exact)+len(h.below) {
+		h, o = o, h
+	}
+	h.merge(o)
+	return h
 }
 
 func (h hides) merge(o hides) {
@@ -415,21 +428,22 @@ func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error)
 			r.Close()
 			return nil, fmt.Errorf("layer %d: reading diff ID: %w", i, classify(err))
 		}
-		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all, kept: map[string]*File{}}
+		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all}
 		if err := lr.read(layers[i], want); err != nil {
 			lr.discard()
 			r.Close()
 			return nil, err
 		}
-		st.merge(lr.pending)
-		for p, f := range lr.kept {
-			r.files[p] = f
-		}
+		st = st.union(lr.pending)
 		touched = touched || lr.info.TouchesOutside
 		r.layers = append(r.layers, lr.info)
-	}
-	for _, f := range r.files {
-		r.sorted = append(r.sorted, f)
+		// In tar order, which is usually sorted already: the sort
+		// below then costs a pass.
+		for _, f := range lr.kept {
+			if r.files[f.Path] == f {
+				r.sorted = append(r.sorted, f)
+			}
+		}
 	}
 	slices.SortFunc(r.sorted, func(a, b *File) int { return comparePaths(a.Path, b.Path) })
 	return r, nil
@@ -452,7 +466,7 @@ type layerReader struct {
 	upper   hides // from the layers above
 	pending hides // what this layer hides below it
 	keep    bool  // keep visible content
-	kept    map[string]*File
+	kept    []*File // files of this layer put in r.files, in tar order
 	info    LayerInfo
 	name    string       // for errors: "layer N (sha256:…)"
 	blob    io.ReaderAt  // the blob, when it is a plain tar readable at offsets
@@ -900,8 +914,7 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil
 	}
 	if !covered {
-		lr.pending.exact[name] = upperOther
-		lr.pending.below[name] = true
+		lr.pending.exact[name] = upperOther // hides lower entries below it too (coveredBelow)
 	}
 	regular := hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
 	if rel == ancestor {
@@ -987,7 +1000,7 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		f.removeSpool()
 		return lr.errorf(name, "reading content: %w", classify(err))
 	}
-	if old := lr.kept[name]; old != nil {
+	if old := lr.r.files[name]; old != nil && old.Layer == lr.index {
 		// A later entry of the same layer wins; the earlier one is seen
 		// but not in the merged view: hash it while its content is there.
 		sf := SeenFile{Layer: lr.index, Path: name, Size: old.Size, file: old, ord: old.ord}
@@ -999,7 +1012,8 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		lr.r.seen = append(lr.r.seen, sf)
 		old.removeSpool()
 	}
-	lr.kept[name] = f
+	lr.r.files[name] = f
+	lr.kept = append(lr.kept, f)
 	return nil
 }
 
