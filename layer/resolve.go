@@ -463,9 +463,9 @@ type layerReader struct {
 	r       *Resolved
 	o       *options
 	index   int
-	upper   hides // from the layers above
-	pending hides // what this layer hides below it
-	keep    bool  // keep visible content
+	upper   hides   // from the layers above
+	pending hides   // what this layer hides below it
+	keep    bool    // keep visible content
 	kept    []*File // files of this layer put in r.files, in tar order
 	info    LayerInfo
 	name    string       // for errors: "layer N (sha256:…)"
