@@ -8,16 +8,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -187,5 +194,84 @@ func TestLayoutEndlessBlob(t *testing.T) {
 	}
 	if !errors.Is(err, ErrCorrupt) {
 		t.Errorf("got %v, want ErrCorrupt", err)
+	}
+}
+
+// endless is an endless body: zeros after an optional prefix.
+type endless struct{ prefix []byte }
+
+func (e *endless) Read(p []byte) (int, error) {
+	if len(e.prefix) > 0 {
+		n := copy(p, e.prefix)
+		e.prefix = e.prefix[n:]
+		return n, nil
+	}
+	clear(p)
+	return len(p), nil
+}
+
+// TestRegistryEndlessLayerBody: a registry (or proxy) that sends a layer
+// blob without end, without Content-Length, garbage from the start or
+// after the real bytes, stops being read at the size the manifest gives:
+// the garbage fails with a digest error, the real bytes followed by
+// garbage resolve.
+func TestRegistryEndlessLayerBody(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	ref := regRef(t, reg, "endless/train:1")
+	src := empty.Image
+	src = must(mutate.AppendLayers(src, tarLayer(t, "opt/train_config.json", "{}")))(t)
+	must(Write(ctx, ref, src, regOpts(reg)))(t)
+	l := must(src.Layers())(t)[0]
+	d := must(l.Digest())(t)
+	blob := must(io.ReadAll(must(l.Compressed())(t)))(t)
+	for _, realFirst := range []bool{false, true} {
+		var served atomic.Int64
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+				e := &endless{}
+				if realFirst {
+					e.prefix = slices.Clone(blob)
+				}
+				buf := make([]byte, 32<<10)
+				for {
+					n, _ := e.Read(buf)
+					if _, err := w.Write(buf[:n]); err != nil {
+						return
+					}
+					if served.Add(int64(n)) > 1<<30 {
+						return // a test guard; the client should have stopped long before
+					}
+				}
+			}
+			u := *r.URL
+			u.Scheme, u.Host = "http", reg.Host
+			req, _ := http.NewRequestWithContext(r.Context(), r.Method, u.String(), r.Body)
+			req.Header = r.Header.Clone()
+			resp, err := reg.Transport().RoundTrip(req)
+			if err != nil {
+				w.WriteHeader(http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			maps.Copy(w.Header(), resp.Header)
+			w.WriteHeader(resp.StatusCode)
+			io.Copy(w, resp.Body)
+		}))
+		host := strings.TrimPrefix(front.URL, "http://")
+		img := open(t, parse(t, host+"/endless/train:1"), Options{})
+		res, err := layer.Resolve(img, []string{"opt/train_config.json"})
+		front.Close()
+		if realFirst {
+			if err != nil {
+				t.Errorf("real bytes then garbage: %v", err)
+			} else {
+				res.Close()
+			}
+		} else if err == nil || !strings.Contains(err.Error(), "verifying") {
+			t.Errorf("endless garbage: got %v, want a digest error", err)
+		}
+		if served.Load() > 1<<30 {
+			t.Errorf("realFirst %v: the client read more than 1 GiB of an endless body", realFirst)
+		}
 	}
 }
