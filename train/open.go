@@ -40,7 +40,7 @@ type Options struct {
 	LayerDir     string
 	LayerReserve int64
 	// Limits bound what reading a train's layers may cost (zero fields:
-	// the layer package's defaults).
+	// the layer package's defaults; Paths is set from MaxConfigSize).
 	Limits layer.Limits
 	// MaxConfigSize bounds /opt/train_config.json (0 = layer.MaxTrainConfigSize).
 	MaxConfigSize int64
