@@ -137,6 +137,15 @@ func TestOpenManifestAndConfigLimits(t *testing.T) {
 	wantLimit(t, err, "manifest.json is", "manifest size, at most 100")
 	_, err = Open(ctx, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxConfigSize: 6 << 20, MaxLayers: 0}})
 	noErr(t, err)
+
+	// docker-archive: layers, counted from manifest.json before any
+	// layer is opened.
+	_, archive = handLayout(t, 3, 0, 0)
+	da = filepath.Join(t.TempDir(), "d3.tar")
+	must(Write(ctx, parseOut(t, "docker-archive:"+da), open(t, parse(t, "oci-archive:"+archive+":t"), Options{}), Options{Quiet: true}))(t)
+	_, err = Open(ctx, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxLayers: 2}})
+	wantLimit(t, err, "manifest.json lists 3 layers", "layers per image, at most 2")
+	open(t, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxLayers: 3}})
 }
 
 // TestRegistryManifestLimit: a registry (here one that answers with a
