@@ -601,9 +601,10 @@ func (nopCloser) Close() error { return nil }
 // its own (klauspost/readahead, four 256 KiB buffers): receiving or reading
 // the blob and checking its digest (go-containerregistry's readers verify
 // as they read) then run on one core while the caller decompresses it,
-// and hashes the diff ID, on others. Other forms (zstd, a plain tar
-// labelled gzip) are left to go-containerregistry. crc is l's blob when
-// the caller opened it already, else nil.
+// and hashes the diff ID, on others. zstd is decoded here too; other
+// forms (a plain tar labelled gzip) are left to go-containerregistry. m
+// meters the blob (its size cap, the bytes the decompressor took). crc is
+// l's blob when the caller opened it already, else nil.
 func uncompressed(l v1.Layer, crc io.ReadCloser, m *blobMeter) (io.ReadCloser, error) {
 	mt, err := l.MediaType()
 	if err == nil && mt == types.OCILayerZStd {
