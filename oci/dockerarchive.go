@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -139,7 +140,8 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 // the docker-archive it wrote at p (see readDockerArchive): reading it back
 // reads only headers and names, no layer.
 func dockerArchiveDigest(p string) (v1.Hash, error) {
-	back, err := readDockerArchive(p, nil)
+	// Phtoci's own output, read back: not bounded like an input.
+	back, err := readDockerArchive(p, nil, Limits{MaxManifestSize: math.MaxInt64, MaxConfigSize: math.MaxInt64, MaxLayers: math.MaxInt})
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("reading back %s: %w", p, err)
 	}

@@ -30,7 +30,14 @@ type VerifyReport struct {
 // the route and, when it is the next station, runs its pre-run checks
 // (decrypting in memory, writing nothing).
 func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error) {
-	t, err := Open(img, o)
+	var t *Train
+	var err error
+	if st == nil {
+		// No key: result contents cannot be checked, so they are not read.
+		t, err = openKeyless(img, o)
+	} else {
+		t, err = Open(img, o)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -26,13 +26,21 @@ func exitCode(err error) int {
 		errors.Is(err, oci.ErrUnknownTransport), errors.Is(err, oci.ErrAmbiguous), errors.Is(err, oci.ErrWouldOverwrite),
 		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired), errors.Is(err, protocol.ErrBuild):
 		return exitUsage
-	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig),
+	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig), errors.Is(err, oci.ErrLimit),
 		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted),
 		errors.Is(err, layer.ErrUnsafeEntry), errors.Is(err, train.ErrAlreadyProcessed):
 		return exitVerification
 	default:
 		return exitIO
 	}
+}
+
+// limitHint tells how to raise a limit an image broke.
+func limitHint(err error) string {
+	if errors.Is(err, oci.ErrLimit) {
+		return " (raise it with --limit NAME=VALUE)"
+	}
+	return ""
 }
 
 // Flags shared by every command that reads or writes images.
@@ -47,6 +55,7 @@ func imageFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files (a new layer for an oci-archive or oci: output is made beside the output, which takes it over)", EnvVars: []string{"PHTOCI_TMPDIR"}},
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
+		&cli.StringSliceFlag{Name: "limit", Usage: "raise a limit on what an image may cost, `NAME=VALUE` (repeatable; names and defaults in the README, \"Limits\")", EnvVars: []string{"PHTOCI_LIMITS"}},
 	}
 }
 
@@ -81,6 +90,12 @@ func env(c *cli.Context) (train.Env, error) {
 			return e, usagef("--compression %q: want auto, none, stored or fast", v)
 		}
 		e.Compression = comp
+	}
+	for _, l := range c.StringSlice("limit") {
+		name, value, _ := strings.Cut(l, "=")
+		if err := e.SetLimit(name, value); err != nil {
+			return e, usagef("--limit: %v", err)
+		}
 	}
 	if p := c.String("trust"); p != "" {
 		st, err := trust.Load(p)

@@ -68,7 +68,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitCode(err)
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	msg := strings.ReplaceAll(err.Error(), "\n", " ") + limitHint(err)
 	if jsonWanted(args) {
 		enc := json.NewEncoder(stdout)
 		enc.Encode(map[string]any{"ok": false, "error": msg, "exitCode": code})
