@@ -63,7 +63,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
+	var unknown error
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		unknown = unknownCommand(c, name)
+	}
+	if n := len(args); n > 1 && args[n-1] == completionFlag {
+		// Shell completion asks with the words typed so far; urfave/cli
+		// looks for its flag last, so the words are not reordered.
+		app.RunContext(ctx, args)
+		return exitOK
+	}
 	err := app.RunContext(ctx, interspersed(app, args))
+	if err == nil {
+		err = unknown
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -88,6 +101,8 @@ func jsonWanted(args []string) bool {
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	cli.HelpFlag = &cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"}
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version (as phtoci version does)"}
+	cli.VersionPrinter = printVersion
 	app := &cli.App{
 		Name:                  "phtoci",
 		Usage:                 "run the Personal Health Train protocol on container images, without a Docker daemon",
@@ -96,7 +111,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Reader:                stdin,
 		Writer:                stdout,
 		ErrWriter:             stderr,
-		HideVersion:           true,
+		Version:               buildVersion().Version,
+		EnableBashCompletion:  true,
 		Suggest:               true,
 		ExitErrHandler:        func(*cli.Context, error) {}, // run() reports errors and picks exit codes
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
@@ -105,13 +121,28 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			preRunCommand(), postRunCommand(), verifyCommand(), decryptCommand(),
 			inspectCommand(), buildCommand(), keysCommand(), checkBaseCommand(), serveCommand(),
+			versionCommand(), completionCommand(), manCommand(),
 		},
 	}
 	for _, c := range app.Commands {
-		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitHelp + "\n"
+		addExamples(c)
+		setHelp(c)
 		setUsageHandler(c)
 	}
 	return app
+}
+
+// setHelp gives c and its subcommands a help text that
+// ends with the exit codes; a command with subcommands lists them.
+func setHelp(c *cli.Command) {
+	if len(c.Subcommands) > 0 {
+		c.CustomHelpTemplate = cli.SubcommandHelpTemplate + exitHelp + "\n"
+	} else {
+		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitHelp + "\n"
+	}
+	for _, s := range c.Subcommands {
+		setHelp(s)
+	}
 }
 
 func setUsageHandler(c *cli.Command) {
