@@ -16,6 +16,9 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	// Trusted roots compiled in, used when the system has none (the
+	// container image, a minimal chroot): registries over TLS still verify.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 // Exit codes, documented in --help.
