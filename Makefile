@@ -8,7 +8,8 @@ FUZZTIME ?= 30s
 
 # Release builds: the tag (without v) of the checked-out commit, else
 # 0.0.0-<commit>; every time stamp is the last commit's time.
-VERSION  ?= $(shell t=$$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null) && echo $${t\#v} || echo 0.0.0-$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
+TAG      := $(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null | sed 's/^v//')
+VERSION  ?= $(or $(TAG),0.0.0-$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 EPOCH    ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 DIST     ?= dist
@@ -55,7 +56,7 @@ image:
 
 # The man page, made from the command tree.
 man: build
-	./$(BIN) man > bin/phtoci.1
+	$(BIN) man > bin/phtoci.1
 
 # Everything a station installs, in $(DIST)/: static linux/amd64 and arm64
 # binaries and tar.gz archives, a CycloneDX SBOM per binary, a .deb per
