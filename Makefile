@@ -18,7 +18,7 @@ RELEASE_BUILD = CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -buildvcs=false -
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/phtoci
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-X main.version=$(VERSION) -X main.revision=$(REVISION)' -o $(BIN) ./cmd/phtoci
 
 # The main job on the bundled sample train: build a train, run pre-run and
 # post-run at three stations, then decrypt and verify as the researcher.
