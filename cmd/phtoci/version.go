@@ -211,11 +211,43 @@ func manCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("man page: %w", err)
 			}
-			_, err = io.WriteString(c.App.Writer, s)
+			_, err = io.WriteString(c.App.Writer, s+manTail)
 			return err
 		},
 	}
 }
+
+// manTail ends the man page with what urfave/cli does not generate: the
+// environment and the exit codes.
+const manTail = `
+.SH ENVIRONMENT
+.TP
+\fBSTATION_ID\fP, \fBPRIVATE_KEY_PATH\fP, \fBPRIVATE_KEY_PASSWORD\fP
+the station's identity, as the old protocol container reads it (--station, --key, --key-password-file)
+.TP
+\fBPHTOCI_TRUST\fP, \fBPHTOCI_TMPDIR\fP, \fBPHTOCI_USERNAME\fP
+defaults of --trust, --tmpdir and --username
+.TP
+\fBSOURCE_DATE_EPOCH\fP
+the modification time of the layers phtoci writes
+.TP
+\fBDOCKER_CONFIG\fP
+the directory of the Docker config.json with registry credentials (default ~/.docker)
+
+.SH EXIT STATUS
+.TP
+0
+success
+.TP
+1
+verification failed (tampered or unsigned train, wrong key, station not on route, leak refused)
+.TP
+2
+usage error (bad flag, reference or option, unknown command, wrong key password)
+.TP
+3
+I/O or registry error (file missing, registry unreachable, corrupt image)
+`
 
 // unknownCommand is the usage error for a command name phtoci does not
 // have, with urfave/cli's suggestion of the nearest one.

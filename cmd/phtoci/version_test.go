@@ -166,6 +166,9 @@ func TestManPage(t *testing.T) {
 			t.Errorf("man page lacks %q", head)
 		}
 	}
+	if !strings.Contains(man, "\n.SH EXIT STATUS\n") || !strings.Contains(man, "\n.SH ENVIRONMENT\n") {
+		t.Errorf("man page lacks EXIT STATUS or ENVIRONMENT")
+	}
 	if strings.Count(man, "Examples:") < 12 || strings.Contains(man, ".SH man") {
 		t.Errorf("man page: %d example blocks, or lists the hidden man command", strings.Count(man, "Examples:"))
 	}

@@ -91,8 +91,11 @@ func TestRelease(t *testing.T) {
 		platforms: strings.Split(plats, ","), image: full}
 	tmp := t.TempDir()
 	var outs [2]string
-	for i, src := range []string{filepath.Join(tmp, "a", "phtoci"), filepath.Join(tmp, "b", "elsewhere", "src")} {
+	srcs := []string{filepath.Join(tmp, "a", "phtoci"), filepath.Join(tmp, "b", "elsewhere", "src")}
+	for _, src := range srcs {
 		copyTree(t, root, src)
+	}
+	for i, src := range srcs {
 		if i == 1 {
 			t.Setenv("GOCACHE", filepath.Join(tmp, "gocache"))
 		}
