@@ -139,7 +139,10 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 // ends with the exit codes; a command with subcommands lists them.
 func setHelp(c *cli.Command) {
 	if len(c.Subcommands) > 0 {
-		c.CustomHelpTemplate = cli.SubcommandHelpTemplate + exitHelp + "\n"
+		// Commands without categories: "phtoci help keys" prints the help
+		// of a command urfave/cli has not set up, whose categories are nil.
+		t := strings.Replace(cli.SubcommandHelpTemplate, `{{template "visibleCommandCategoryTemplate" .}}`, `{{template "visibleCommandTemplate" .}}`, 1)
+		c.CustomHelpTemplate = t + exitHelp + "\n"
 	} else {
 		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitHelp + "\n"
 	}

@@ -72,10 +72,12 @@ func TestUnknownCommandIsUsageError(t *testing.T) {
 }
 
 func TestKeysHelpListsSubcommands(t *testing.T) {
-	r := ok(t, "keys", "--help")
-	for _, want := range []string{"COMMANDS:", "generate", "public", "fingerprint", "Examples:"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("keys --help lacks %q:\n%s", want, r.stdout)
+	for _, args := range [][]string{{"keys", "--help"}, {"help", "keys"}, {"keys"}} {
+		r := ok(t, args...)
+		for _, want := range []string{"COMMANDS:", "generate", "public", "fingerprint", "Examples:", "EXIT CODES:"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("phtoci %s lacks %q:\n%s", strings.Join(args, " "), want, r.stdout)
+			}
 		}
 	}
 }
@@ -102,7 +104,7 @@ func TestEveryCommandHelpHasExample(t *testing.T) {
 	for _, n := range names {
 		r := ok(t, append(strings.Fields(n), "--help")...)
 		i := strings.Index(r.stdout, "Examples:\n")
-		if i < 0 || !strings.Contains(r.stdout[i:], "\n     phtoci "+n) {
+		if i < 0 || !strings.Contains(r.stdout[i:], "\n     phtoci "+n) || !strings.Contains(r.stdout, "EXIT CODES:") {
 			t.Errorf("phtoci %s --help has no example of phtoci %s:\n%s", n, n, r.stdout)
 		}
 	}
