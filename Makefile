@@ -13,6 +13,9 @@ VERSION  ?= $(or $(TAG),0.0.0-$(shell git rev-parse --short=12 HEAD 2>/dev/null 
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 EPOCH    ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 DIST     ?= dist
+# darwin/arm64 and darwin/amd64 build too (binary, archive, SBOM; no .deb, not
+# in the image); not by default: each is another full compile.
+PLATFORMS ?= linux/amd64,linux/arm64
 RELEASE_BUILD = CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -buildvcs=false -ldflags '-s -w -buildid= -X main.version=$(VERSION) -X main.revision=$(REVISION)'
 
 all: build
@@ -63,7 +66,7 @@ man: build
 # architecture, the container image and SHA256SUMS. Offline (Go module proxy
 # cache) and reproducible; tools/release is its own module.
 release:
-	cd tools/release && $(GO) run . -root ../.. -o $(abspath $(DIST)) -version $(VERSION) -revision $(REVISION) -epoch $(EPOCH)
+	cd tools/release && $(GO) run . -root ../.. -o $(abspath $(DIST)) -version $(VERSION) -revision $(REVISION) -epoch $(EPOCH) -platforms $(PLATFORMS)
 
 # Two whole releases of this commit from two copies of the tree, each with its
 # own build cache, must be byte-identical (both architectures; make test
