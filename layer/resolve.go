@@ -46,6 +46,7 @@ type options struct {
 	boundary bool
 	deferred bool
 	limits   Limits
+	checked  []string // not resolved, but no link or device may be under them
 }
 
 // Option tunes Resolve.
@@ -78,6 +79,20 @@ func WithBoundaryScan() Option { return func(o *options) { o.boundary = true } }
 // decrypts and hashes. The caller must call Resolved.Check, and act on its
 // error, before it trusts or writes anything it read.
 func WithDeferredCheck() Option { return func(o *options) { o.deferred = true } }
+
+// WithCheckedPrefixes names paths that are not resolved (their entries
+// count as outside the prefixes: no content is read or kept) but under
+// which only regular files and directories may stand: a link, device,
+// FIFO or socket under them gives ErrUnsupportedEntry, as under a resolved
+// path, whichever layer holds it. Keyless verify uses it for the results,
+// which it cannot decrypt but which a station would refuse.
+func WithCheckedPrefixes(prefixes ...string) Option {
+	return func(o *options) {
+		for _, p := range prefixes {
+			o.checked = append(o.checked, strings.Trim(p, "/"))
+		}
+	}
+}
 
 // File is a regular file of the merged view.
 type File struct {
@@ -894,6 +909,9 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 	rel := relate(name, lr.r.prefixes)
 	isDir := hdr.Typeflag == tar.TypeDir
 	if rel == outside {
+		if !isDir && hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA && relate(name, lr.o.checked) == inside { //nolint:staticcheck // old tars use TypeRegA
+			return lr.errorf(name, "%w: %s under a checked path; only regular files and directories are allowed", ErrUnsupportedEntry, typeName(hdr))
+		}
 		lr.outside(name)
 		return nil
 	}
