@@ -43,6 +43,12 @@ type Options struct {
 	Progress io.Writer
 	// Quiet turns progress bars off.
 	Quiet bool
+	// StallTimeout is how long a registry connection may make no progress
+	// before the transfer is retried (0 = DefaultStallTimeout).
+	StallTimeout time.Duration
+	// TempDir is where a streamed upload is spooled so that it can be sent
+	// again after a fault ("" = os.TempDir()); the spool is unlinked at once.
+	TempDir string
 }
 
 // BasicAuth returns an authenticator for a user name and password (for
@@ -233,7 +239,7 @@ func remoteOptions(ctx context.Context, opts Options) []remote.Option {
 		remote.WithRetryBackoff(retryBackoff),
 		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
 			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
-		remote.WithTransport(httpGuard{next: baseTransport(opts), insecure: opts.Insecure}),
+		remote.WithTransport(httpGuard{next: newReliable(baseTransport(opts), opts), insecure: opts.Insecure}),
 		remote.WithUserAgent("phtoci"),
 	}
 	if opts.Platform != nil {
