@@ -12,9 +12,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -145,47 +142,6 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
 	}
 	return nil
-}
-
-func writeLayout(ref Ref, img v1.Image) (v1.Hash, error) {
-	tag := ref.Tag
-	if tag == "" {
-		tag = DefaultLayoutTag
-	}
-	p, err := layout.FromPath(ref.Path)
-	if err != nil {
-		if ents, rerr := os.ReadDir(ref.Path); rerr == nil && len(ents) > 0 {
-			return v1.Hash{}, fmt.Errorf("writing %s: directory %s is not empty and holds no OCI layout (%v): %w", ref, ref.Path, err, ErrUnknownTransport)
-		}
-		if p, err = layout.Write(ref.Path, empty.Index); err != nil {
-			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-		}
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: index.json: %v: %w", ref, err, ErrCorrupt)
-	}
-	var same []v1.Descriptor
-	for _, d := range im.Manifests {
-		if d.Annotations[RefNameAnnotation] == tag {
-			same = append(same, d)
-		}
-	}
-	if wouldOverwrite(ref, same) {
-		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
-	}
-	if err := moveBlobsInto(ref.Path, img); err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-	}
-	if err := p.ReplaceImage(img, match.Annotation(RefNameAnnotation, tag),
-		layout.WithAnnotations(map[string]string{RefNameAnnotation: tag})); err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-	}
-	return img.Digest()
 }
 
 // atomicWrite writes a file through a temp file in the same directory,
