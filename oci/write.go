@@ -3,6 +3,7 @@ package oci
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -115,7 +116,48 @@ func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.H
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
 	}
-	return img.Digest()
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := readBack(n, d, ro); err != nil {
+		return v1.Hash{}, err
+	}
+	return d, nil
+}
+
+// ErrLostUpdate: a tag pointed elsewhere right after it was pushed (another
+// writer pushed to it at the same time); see LostUpdateError.
+var ErrLostUpdate = errors.New("tag moved by another push")
+
+// LostUpdateError says which tag was pushed, what was pushed and what the
+// tag pointed at when it was read back.
+type LostUpdateError struct {
+	Tag    string
+	Pushed v1.Hash
+	Now    v1.Hash
+}
+
+func (e *LostUpdateError) Error() string {
+	return fmt.Sprintf("pushed %s to %s, but the tag points at %s when read back: %v; another writer pushed to it at the same time, and the result pushed here is not under the tag",
+		e.Pushed, e.Tag, e.Now, ErrLostUpdate)
+}
+
+func (e *LostUpdateError) Unwrap() error { return ErrLostUpdate }
+
+// readBack reads the tag n back after a push and reports a lost update.
+func readBack(n name.Reference, pushed v1.Hash, ro []remote.Option) error {
+	if _, ok := n.(name.Tag); !ok {
+		return nil
+	}
+	desc, err := remote.Head(n, ro...)
+	if err != nil {
+		return fmt.Errorf("reading %s back after pushing it: %w", n, err)
+	}
+	if desc.Digest != pushed {
+		return &LostUpdateError{Tag: n.String(), Pushed: pushed, Now: desc.Digest}
+	}
+	return nil
 }
 
 // WriteLayer uploads one layer blob to the repository of the registry

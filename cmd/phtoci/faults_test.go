@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +151,50 @@ func TestTransientFaultsRetried(t *testing.T) {
 			}
 			ok(t, "verify", f.reg.Host+"/pht/faults:"+tag, "--quiet")
 		})
+	}
+}
+
+// TestLostUpdateReported: another push to the output tag between
+// post-run's push and its read-back (made by a proxy hook, so the race is
+// certain) is reported: exit 3, on stderr and in the --json output.
+func TestLostUpdateReported(t *testing.T) {
+	f := newFaultWorld(t)
+	other := openRef(t, f.train, oci.Options{})
+	otherDigest, err := other.Digest()
+	must(t, err)
+	var pushed atomic.Bool
+	var once sync.Once
+	var raceErr error
+	f.proxy.Hook(func(r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/manifests/race") {
+			return
+		}
+		if r.Method == http.MethodPut {
+			pushed.Store(true)
+			return
+		}
+		if pushed.Load() {
+			once.Do(func() {
+				ref, err := oci.ParseRef(f.reg.Host + "/pht/faults:race")
+				if err == nil {
+					_, err = oci.Write(context.Background(), ref, other, oci.Options{})
+				}
+				raceErr = err
+			})
+		}
+	})
+	r := fails(t, exitIO, nil, append([]string{"post-run", f.via("st1"), "--results", f.world.results(t, "st2"), "-o", f.via("race"), "--json"}, f.stationArgs("st2")...),
+		"pht/faults:race", "points at "+otherDigest.String(), "another writer")
+	must(t, raceErr)
+	var out struct {
+		OK         bool
+		LostUpdate struct{ Tag, Pushed, Now string }
+	}
+	readJSON(t, r.stdout, &out)
+	if out.OK || out.LostUpdate.Now != otherDigest.String() || out.LostUpdate.Pushed == "" || out.LostUpdate.Pushed == out.LostUpdate.Now {
+		t.Errorf("--json output %s: want lostUpdate with pushed and now (%s)", r.stdout, otherDigest)
+	}
+	if d := f.digest(t, "race"); d != otherDigest.String() {
+		t.Errorf("tag race is %s, want the other push's %s", d, otherDigest)
 	}
 }

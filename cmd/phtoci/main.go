@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/phtoci/phtoci/oci"
 	"github.com/urfave/cli/v2"
 )
 
@@ -70,8 +72,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	if jsonWanted(args) {
+		out := map[string]any{"ok": false, "error": msg, "exitCode": code}
+		var lost *oci.LostUpdateError
+		if errors.As(err, &lost) {
+			out["lostUpdate"] = map[string]string{"tag": lost.Tag, "pushed": lost.Pushed.String(), "now": lost.Now.String()}
+		}
 		enc := json.NewEncoder(stdout)
-		enc.Encode(map[string]any{"ok": false, "error": msg, "exitCode": code})
+		enc.Encode(out)
 	}
 	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
 	return code
