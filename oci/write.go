@@ -3,8 +3,8 @@ package oci
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
