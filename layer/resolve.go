@@ -211,6 +211,8 @@ type Resolved struct {
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
 
+	spoolDirLock *os.File // flock on spoolDir while it is used (see SweepStale)
+
 	checks   sync.WaitGroup // deferred digest checks (WithDeferredCheck)
 	checkMu  sync.Mutex
 	checkErr error
@@ -271,7 +273,12 @@ func (r *Resolved) Close() error {
 	}
 	d := r.spoolDir
 	r.spoolDir = ""
-	return os.RemoveAll(d)
+	err := os.RemoveAll(d)
+	if r.spoolDirLock != nil {
+		r.spoolDirLock.Close()
+		r.spoolDirLock = nil
+	}
+	return err
 }
 
 // upperKind is what the layers above have at exactly one path.
@@ -976,6 +983,7 @@ func (lr *layerReader) packFile(f *File, src io.Reader) error {
 		if err != nil {
 			return err
 		}
+		os.Remove(pf.Name()) // unlinked while open: gone with the process, however it ends
 		lr.r.pack = pf
 	}
 	n, err := io.Copy(io.NewOffsetWriter(lr.r.pack, lr.r.packEnd), src)
@@ -992,22 +1000,24 @@ func (lr *layerReader) packFile(f *File, src io.Reader) error {
 
 func (lr *layerReader) spoolDirReady() error {
 	if lr.r.spoolDir == "" {
-		d, err := os.MkdirTemp(lr.o.tempDir, "phtoci-resolve-")
+		// Spool directories a killed run left behind go; this one is
+		// locked while this process lives.
+		SweepStale(lr.o.tempDir, spoolDirPrefix)
+		d, lock, err := mkdirLocked(lr.o.tempDir, spoolDirPrefix)
 		if err != nil {
 			return err
 		}
-		lr.r.spoolDir = d
+		lr.r.spoolDir, lr.r.spoolDirLock = d, lock
 	}
 	return nil
 }
 
+// spoolDirPrefix names the directories of spooled file contents.
+const spoolDirPrefix = "phtoci-resolve-"
+
 func (lr *layerReader) spool(f *File, src io.Reader) error {
-	if lr.r.spoolDir == "" {
-		d, err := os.MkdirTemp(lr.o.tempDir, "phtoci-resolve-")
-		if err != nil {
-			return err
-		}
-		lr.r.spoolDir = d
+	if err := lr.spoolDirReady(); err != nil {
+		return err
 	}
 	sf, err := os.CreateTemp(lr.r.spoolDir, "file-")
 	if err != nil {
