@@ -211,7 +211,7 @@ type Resolved struct {
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
 
-	spoolDirLock *os.File // flock on spoolDir while it is used (see SweepStale)
+	spoolDirLock *held // flock on spoolDir while it is used (see SweepStale)
 
 	checks   sync.WaitGroup // deferred digest checks (WithDeferredCheck)
 	checkMu  sync.Mutex

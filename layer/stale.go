@@ -6,8 +6,26 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/phtoci/phtoci/internal/atexit"
 	"golang.org/x/sys/unix"
 )
+
+// held is the flock on a temporary file or directory, and its removal
+// should the process be stopped by a signal (internal/atexit). Close
+// releases both.
+type held struct {
+	f *os.File
+	h atexit.Handle
+}
+
+func hold(f *os.File, path string) *held {
+	return &held{f: f, h: atexit.Register(func() { os.RemoveAll(path) })}
+}
+
+func (l *held) Close() error {
+	l.h.Done()
+	return l.f.Close()
+}
 
 // Temporary files and directories that a killed process would leave behind
 // (layer files in output directories, spool directories) are made
@@ -19,7 +37,7 @@ import (
 
 // createLocked creates a file "prefix*" in dir (os.CreateTemp), locked.
 // The lock is released by closing lock.
-func createLocked(dir, prefix string) (f, lock *os.File, err error) {
+func createLocked(dir, prefix string) (f *os.File, lock *held, err error) {
 	tmp, err := os.CreateTemp(dir, ".phtoci-new-*")
 	if err != nil {
 		return nil, nil, err
@@ -41,21 +59,21 @@ func createLocked(dir, prefix string) (f, lock *os.File, err error) {
 		os.Remove(final)
 		return nil, nil, err
 	}
-	return f, tmp, nil
+	return f, hold(tmp, final), nil
 }
 
 // mkdirLocked creates a directory "prefix*" in dir (os.MkdirTemp),
 // locked; the lock is released by closing lock.
-func mkdirLocked(dir, prefix string) (path string, lock *os.File, err error) {
+func mkdirLocked(dir, prefix string) (path string, lock *held, err error) {
 	tmp, err := os.MkdirTemp(dir, ".phtoci-new-*")
 	if err != nil {
 		return "", nil, err
 	}
-	lock, err = os.Open(tmp)
+	lf, err := os.Open(tmp)
 	if err == nil {
-		err = flockNB(lock)
+		err = flockNB(lf)
 		if err != nil {
-			lock.Close()
+			lf.Close()
 		}
 	}
 	if err != nil {
@@ -64,11 +82,11 @@ func mkdirLocked(dir, prefix string) (path string, lock *os.File, err error) {
 	}
 	path = filepath.Join(filepath.Dir(tmp), prefix+strings.TrimPrefix(filepath.Base(tmp), ".phtoci-new-"))
 	if err := os.Rename(tmp, path); err != nil {
-		lock.Close()
+		lf.Close()
 		os.Remove(tmp)
 		return "", nil, err
 	}
-	return path, lock, nil
+	return path, hold(lf, path), nil
 }
 
 func flockNB(f *os.File) error {

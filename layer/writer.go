@@ -64,7 +64,7 @@ type Writer struct {
 	opts    WriterOptions
 	modTime time.Time
 	f       *os.File
-	lock    *os.File // holds f's flock (see SweepStale); passed on to the Layer
+	lock    *held // holds f's flock (see SweepStale); passed on to the Layer
 	pipe    *chunkPipe
 	tw      *tar.Writer
 	stack   []string // written directories that are ancestors of (or are) last
@@ -445,7 +445,7 @@ func SourceDateEpoch() (time.Time, bool) {
 // Layer is a layer written by a Writer, backed by its temporary file, with
 // digest, diff ID and size computed while writing. It implements v1.Layer.
 type Layer struct {
-	lock      *os.File // holds the file's flock (see SweepStale)
+	lock      *held // holds the file's flock (see SweepStale)
 	path      string
 	digest    v1.Hash
 	diffID    v1.Hash

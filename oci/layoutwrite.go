@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/atexit"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,15 +32,18 @@ func writeLayout(ref Ref, img v1.Image) (_ v1.Hash, err error) {
 	fail := func(err error) (v1.Hash, error) { return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err) }
 	dir := ref.Path
 	fresh := false // dir is new or was empty: on failure, empty it again
+	var undo atexit.Handle
 	switch ents, rerr := os.ReadDir(dir); {
 	case errors.Is(rerr, os.ErrNotExist):
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fail(err)
 		}
 		fresh = true
+		undo = atexit.Register(func() { os.RemoveAll(dir) })
 		defer func() {
 			if err != nil {
 				os.RemoveAll(dir)
+				undo.Done()
 			}
 		}()
 	case rerr != nil:
@@ -59,9 +63,13 @@ func writeLayout(ref Ref, img v1.Image) (_ v1.Hash, err error) {
 		}
 	}
 	if fresh {
+		if undo == 0 {
+			undo = atexit.Register(func() { emptyDir(dir) })
+		}
 		defer func() {
 			if err != nil {
 				emptyDir(dir)
+				undo.Done()
 			}
 		}()
 		if err := writeFileAtomic(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
@@ -109,10 +117,23 @@ func writeLayout(ref Ref, img v1.Image) (_ v1.Hash, err error) {
 	ann[RefNameAnnotation] = tag
 	desc.Annotations = ann
 	im.Manifests = append(keep, *desc)
-	if err := writeIndex(dir, im); err != nil {
+	b, err := json.Marshal(im)
+	if err != nil {
+		return fail(err)
+	}
+	// The layout is whole once index.json is in place: from then on, a
+	// signal leaves it.
+	if err := atomicWriteThen(filepath.Join(dir, "index.json"), writeBytes(b), undo.Done); err != nil {
 		return fail(err)
 	}
 	return desc.Digest, nil
+}
+
+func writeBytes(b []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	}
 }
 
 // lockDir takes an exclusive flock on the directory (released by the

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -187,17 +188,26 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 }
 
 // atomicWrite writes a file through a temp file in the same directory,
-// fsyncs it and renames it over path; on error nothing is left behind.
-func atomicWrite(path string, write func(io.Writer) error) (err error) {
+// fsyncs it and renames it over path; on error nothing is left behind,
+// nor when the process is stopped by a signal (internal/atexit).
+func atomicWrite(path string, write func(io.Writer) error) error {
+	return atomicWriteThen(path, write, nil)
+}
+
+// atomicWriteThen is atomicWrite that also runs then (when not nil) right
+// after the rename, in the same atexit.Commit.
+func atomicWriteThen(path string, write func(io.Writer) error, then func()) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
+	h := atexit.Register(func() { os.Remove(f.Name()) })
 	defer func() {
 		if err != nil {
 			f.Close()
 			os.Remove(f.Name())
+			h.Done()
 		}
 	}()
 	if err = write(layer.WritebackWriter(f, 0)); err != nil {
@@ -212,7 +222,15 @@ func atomicWrite(path string, write func(io.Writer) error) (err error) {
 	if err = os.Chmod(f.Name(), 0o644); err != nil {
 		return err
 	}
-	if err = os.Rename(f.Name(), path); err != nil {
+	atexit.Commit(func() {
+		if err = os.Rename(f.Name(), path); err == nil {
+			h.Done()
+			if then != nil {
+				then()
+			}
+		}
+	})
+	if err != nil {
 		return err
 	}
 	syncDir(dir)

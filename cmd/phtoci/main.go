@@ -15,7 +15,9 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/urfave/cli/v2"
 )
@@ -62,12 +64,15 @@ func main() {
 
 // run executes the CLI and returns its exit code; main and tests call it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := onSignal(stderr)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
 	err := app.RunContext(ctx, interspersed(app, args))
 	if err == nil {
 		return exitOK
+	}
+	if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w (%v)", cause, err)
 	}
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
@@ -82,6 +87,51 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
 	return code
+}
+
+// stopGrace is how long a step may take to stop on its own after SIGINT or
+// SIGTERM (steps that wait on the network or write files stop at once;
+// CPU-bound ones may not look): then, or at a second signal, the
+// temporary files are removed (internal/atexit) and the process exits.
+const stopGrace = 500 * time.Millisecond
+
+// onSignal returns a context cancelled at the first SIGINT or SIGTERM, and
+// makes sure the process is gone, cleaned up, within stopGrace of it.
+func onSignal(stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		var s os.Signal
+		select {
+		case s = <-sigs:
+		case <-done:
+			return
+		}
+		cancel(fmt.Errorf("interrupted by %s", sigName(s)))
+		select {
+		case <-sigs:
+		case <-time.After(stopGrace):
+		case <-done:
+			return
+		}
+		atexit.Run()
+		fmt.Fprintf(stderr, "phtoci: interrupted by %s; stopped and temporary files removed\n", sigName(s))
+		os.Exit(exitIO)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
+}
+
+func sigName(s os.Signal) string {
+	if s == syscall.SIGTERM {
+		return "SIGTERM"
+	}
+	return "SIGINT"
 }
 
 func jsonWanted(args []string) bool {
