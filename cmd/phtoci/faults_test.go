@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,4 +199,47 @@ func TestLostUpdateReported(t *testing.T) {
 	if d := f.digest(t, "race"); d != otherDigest.String() {
 		t.Errorf("tag race is %s, want the other push's %s", d, otherDigest)
 	}
+}
+
+// TestVerifyMissingLayer: verify checks that every layer is there with its
+// size, base layers too (which it does not download): a base layer blob
+// deleted from the registry's storage, and one truncated in an OCI layout,
+// fail verify naming the layer.
+func TestVerifyMissingLayer(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	w := newWorld(t, "st1")
+	built := "oci-archive:" + w.path("train.tar")
+	w.build(t, built)
+	img := openRef(t, built, oci.Options{})
+	ls, err := img.Layers()
+	must(t, err)
+	base, err := ls[0].Digest()
+	must(t, err)
+
+	t.Run("registry", func(t *testing.T) {
+		ref := reg.Host + "/pht/missing:v1"
+		writeRef(t, img, ref, oci.Options{})
+		ok(t, "verify", ref, "--quiet")
+		reg.ResetStats()
+		ok(t, "verify", ref, "--quiet")
+		if n := reg.Stats().BlobGets[base.String()]; n != 0 {
+			t.Errorf("verify downloaded the base layer %d times", n)
+		}
+		data := filepath.Join(reg.StorageDir, "docker/registry/v2/blobs/sha256", base.Hex[:2], base.Hex, "data")
+		must(t, os.Remove(data))
+		fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, "layer 0 ("+base.String()+")", "no such blob")
+	})
+
+	t.Run("layout", func(t *testing.T) {
+		dir := w.path("layout")
+		writeRef(t, img, "oci:"+dir+":v1", oci.Options{})
+		ok(t, "verify", "oci:"+dir+":v1", "--quiet")
+		blob := filepath.Join(dir, "blobs/sha256", base.Hex)
+		fi, err := os.Stat(blob)
+		must(t, err)
+		must(t, os.Truncate(blob, fi.Size()/2))
+		fails(t, exitIO, nil, []string{"verify", "oci:" + dir + ":v1", "--quiet"}, "layer 0 ("+base.String()+")", "the manifest says")
+		must(t, os.Remove(blob))
+		fails(t, exitIO, nil, []string{"verify", "oci:" + dir + ":v1", "--quiet"}, "layer 0 ("+base.String()+")", "not in the layout")
+	})
 }
