@@ -115,4 +115,3 @@ func blobHead(ctx context.Context, ref Ref, opts Options) (func(v1.Descriptor) (
 		return resp.ContentLength, nil
 	}, nil
 }
-
