@@ -243,3 +243,21 @@ func TestVerifyMissingLayer(t *testing.T) {
 		fails(t, exitIO, nil, []string{"verify", "oci:" + dir + ":v1", "--quiet"}, "layer 0 ("+base.String()+")", "not in the layout")
 	})
 }
+
+// TestFlippedByteNamesLayer: a byte flipped in transit in the layer that
+// pre-run reads fails it (nothing pushed), naming the layer's blob.
+func TestFlippedByteNamesLayer(t *testing.T) {
+	f := newFaultWorld(t)
+	i := f.proxy.Add(faultproxy.Fault{Kind: faultproxy.Flip, Method: http.MethodGet, Path: "/blobs/" + f.layer, Bytes: 1<<20 + 7})
+	r := phtoci(t, "", nil, append([]string{"pre-run", f.via("st1"), "-o", f.via("flipped")}, f.stationArgs("st2")...)...)
+	if r.code == 0 || f.proxy.Fired(i) == 0 {
+		t.Fatalf("pre-run of a flipped layer: exit %d, fault fired %d times", r.code, f.proxy.Fired(i))
+	}
+	if !strings.Contains(r.stderr, f.layer) {
+		t.Errorf("stderr %q does not name the layer %s", r.stderr, f.layer)
+	}
+	t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	if d := f.digest(t, "flipped"); d != "" {
+		t.Errorf("pre-run pushed %s", d)
+	}
+}
