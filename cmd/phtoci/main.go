@@ -64,7 +64,9 @@ func main() {
 
 // run executes the CLI and returns its exit code; main and tests call it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := onSignal(stderr)
+	// serve stops gracefully on its own (webhook.Run); a second signal
+	// still stops it at once.
+	ctx, stop := onSignal(stderr, !(len(args) > 1 && args[1] == "serve"))
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
 	err := app.RunContext(ctx, interspersed(app, args))
@@ -96,8 +98,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 const stopGrace = 500 * time.Millisecond
 
 // onSignal returns a context cancelled at the first SIGINT or SIGTERM, and
-// makes sure the process is gone, cleaned up, within stopGrace of it.
-func onSignal(stderr io.Writer) (context.Context, func()) {
+// makes sure the process is gone, cleaned up, within stopGrace of it
+// (unless !bounded) or at once at a second signal.
+func onSignal(stderr io.Writer, bounded bool) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -110,9 +113,13 @@ func onSignal(stderr io.Writer) (context.Context, func()) {
 			return
 		}
 		cancel(fmt.Errorf("interrupted by %s", sigName(s)))
+		var grace <-chan time.Time // nil: wait for a second signal only
+		if bounded {
+			grace = time.After(stopGrace)
+		}
 		select {
 		case <-sigs:
-		case <-time.After(stopGrace):
+		case <-grace:
 		case <-done:
 			return
 		}
