@@ -98,7 +98,10 @@ func retryStatus(code int) bool {
 // body can be had again, and (for upload requests, which
 // go-containerregistry does not retry on their own) after a 5xx.
 func (t *reliable) retrying(req *http.Request) (*http.Response, error) {
-	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	// A PATCH of blob data is not sent again in the same upload session
+	// (the registry may have kept part of it): go-containerregistry starts
+	// the upload over (a stall is Temporary for it), or upload does.
+	replayable := (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil) && req.Method != http.MethodPatch
 	for i := 0; ; i++ {
 		r := req
 		if i > 0 && req.GetBody != nil {
@@ -259,6 +262,9 @@ func drain(resp *http.Response) {
 type stallError struct{ err error }
 
 func (e stallError) Error() string { return "stalled: " + e.err.Error() }
+
+// Temporary makes go-containerregistry retry what phtoci does not.
+func (e stallError) Temporary() bool { return true }
 func (e stallError) Unwrap() error { return e.err }
 
 // watchdog cancels a request when it is armed for d without being
