@@ -265,7 +265,7 @@ func (e stallError) Error() string { return "stalled: " + e.err.Error() }
 
 // Temporary makes go-containerregistry retry what phtoci does not.
 func (e stallError) Temporary() bool { return true }
-func (e stallError) Unwrap() error { return e.err }
+func (e stallError) Unwrap() error   { return e.err }
 
 // watchdog cancels a request when it is armed for d without being
 // disarmed. It is armed while phtoci waits on the network: for the
