@@ -109,10 +109,23 @@ func (m memContent) ReadAt(p []byte, off int64) (int, error) {
 // spoolName is the temporary file holding a large file's content.
 type spoolName string
 
+// spoolFile is the temporary file holding a large file's content, unlinked
+// as soon as it was made (gone with the process, however it ends); Open
+// reads it as an io.ReaderAt.
+type spoolFile struct{ *os.File }
+
+// maxOpenSpools bounds the spool files kept open (unlinked); past it,
+// large files are spooled under a name (spoolName) in the locked spool
+// directory, which a later run sweeps should this one be killed.
+const maxOpenSpools = 256
+
 // removeSpool deletes f's spool file, if it has one.
 func (f *File) removeSpool() {
-	if sp, ok := f.src.(spoolName); ok {
+	switch sp := f.src.(type) {
+	case spoolName:
 		os.Remove(string(sp))
+	case spoolFile:
+		sp.Close()
 	}
 }
 
@@ -211,7 +224,8 @@ type Resolved struct {
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
 
-	spoolDirLock *held // flock on spoolDir while it is used (see SweepStale)
+	spoolDirLock *held      // flock on spoolDir while it is used (see SweepStale)
+	spools       []*os.File // unlinked spool files (spoolFile), closed by Close
 
 	checks   sync.WaitGroup // deferred digest checks (WithDeferredCheck)
 	checkMu  sync.Mutex
@@ -268,6 +282,10 @@ func (r *Resolved) Close() error {
 		r.pack.Close()
 		r.pack = nil
 	}
+	for _, f := range r.spools {
+		f.Close()
+	}
+	r.spools = nil
 	if r.spoolDir == "" {
 		return nil
 	}
@@ -1023,7 +1041,14 @@ func (lr *layerReader) spool(f *File, src io.Reader) error {
 	if err != nil {
 		return err
 	}
-	f.src = spoolName(sf.Name())
+	keepOpen := len(lr.r.spools) < maxOpenSpools
+	if keepOpen {
+		os.Remove(sf.Name())
+		lr.r.spools = append(lr.r.spools, sf)
+		f.src = spoolFile{sf}
+	} else {
+		f.src = spoolName(sf.Name())
+	}
 	// Decompressors hand out 32 KiB at a time: gather a megabyte per
 	// write (a gigabyte of results is then 1,024 system calls, not 32,768).
 	bw := bufio.NewWriterSize(struct{ io.Writer }{sf}, 1<<20) // no ReadFrom: bufio would hand the copy to it
@@ -1031,8 +1056,10 @@ func (lr *layerReader) spool(f *File, src io.Reader) error {
 	if err == nil {
 		err = bw.Flush()
 	}
-	if cerr := sf.Close(); err == nil {
-		err = cerr
+	if !keepOpen {
+		if cerr := sf.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err == nil && n != f.Size {
 		err = io.ErrUnexpectedEOF
