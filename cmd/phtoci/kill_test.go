@@ -41,9 +41,10 @@ func newKillWorld(t *testing.T) *killWorld {
 	return k
 }
 
-func (k *killWorld) postRun(t *testing.T) *exec.Cmd {
+func (k *killWorld) postRun(t *testing.T, extra ...string) *exec.Cmd {
 	t.Helper()
 	args := append([]string{"post-run", k.train, "--results", k.results, "-o", "oci-archive:" + filepath.Join(k.out, "out.tar")}, k.stationArgs("st1")...)
+	args = append(args, extra...)
 	cmd := exec.Command(phtociBin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + k.tmp}
 	return cmd
@@ -156,9 +157,9 @@ func TestSignalStopsStep(t *testing.T) {
 		{"SIGINT twice", []os.Signal{os.Interrupt, os.Interrupt}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cmd := k.postRun(t)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
+			cmd := k.postRun(t, "--json")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			k.startWriting(t, cmd)
 			start := time.Now()
 			for i, s := range c.sigs {
@@ -183,6 +184,15 @@ func TestSignalStopsStep(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), "interrupted by SIG") {
 				t.Errorf("stderr %q does not say it was interrupted", stderr.String())
+			}
+			var out struct {
+				OK       bool
+				Error    string
+				ExitCode int
+			}
+			readJSON(t, stdout.String(), &out)
+			if out.OK || out.ExitCode != exitIO || !strings.Contains(out.Error, "interrupted by SIG") {
+				t.Errorf("--json output %q: want ok false, exit code 3 and the interruption", stdout.String())
 			}
 			if l := leftovers(t, k.out); len(l) != 0 {
 				t.Errorf("output directory holds %v after the signal", l)

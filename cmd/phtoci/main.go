@@ -66,7 +66,12 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// serve stops gracefully on its own (webhook.Run); a second signal
 	// still stops it at once.
-	ctx, stop := onSignal(stderr, !(len(args) > 1 && args[1] == "serve"))
+	ctx, stop := onSignal(!(len(args) > 1 && args[1] == "serve"), func(msg string) {
+		if jsonWanted(args) {
+			json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO})
+		}
+		fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+	})
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
 	err := app.RunContext(ctx, interspersed(app, args))
@@ -99,8 +104,8 @@ const stopGrace = 500 * time.Millisecond
 
 // onSignal returns a context cancelled at the first SIGINT or SIGTERM, and
 // makes sure the process is gone, cleaned up, within stopGrace of it
-// (unless !bounded) or at once at a second signal.
-func onSignal(stderr io.Writer, bounded bool) (context.Context, func()) {
+// (unless !bounded) or at once at a second signal, after report.
+func onSignal(bounded bool, report func(msg string)) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -124,7 +129,7 @@ func onSignal(stderr io.Writer, bounded bool) (context.Context, func()) {
 			return
 		}
 		atexit.Run()
-		fmt.Fprintf(stderr, "phtoci: interrupted by %s; stopped and temporary files removed\n", sigName(s))
+		report(fmt.Sprintf("interrupted by %s; stopped and temporary files removed", sigName(s)))
 		os.Exit(exitIO)
 	}()
 	return ctx, func() {
