@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,6 +260,46 @@ func TestFlippedByteNamesLayer(t *testing.T) {
 	}
 	t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 	if d := f.digest(t, "flipped"); d != "" {
+		t.Errorf("pre-run pushed %s", d)
+	}
+}
+
+// TestSignalDuringStalledDownload: SIGTERM while pre-run waits on a
+// registry that stopped sending (stall timeout still far off) ends it
+// promptly with exit 3; nothing is pushed.
+func TestSignalDuringStalledDownload(t *testing.T) {
+	f := newFaultWorld(t)
+	i := f.proxy.Add(faultproxy.Fault{Kind: faultproxy.Stall, Method: http.MethodGet, Path: "/blobs/" + f.layer, Bytes: 1 << 20})
+	cmd := exec.Command(phtociBin, append([]string{"pre-run", f.via("st1"), "-o", f.via("pre-signal")}, f.stationArgs("st2")...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	must(t, cmd.Start())
+	deadline := time.Now().Add(time.Minute)
+	for f.proxy.Fired(i) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // into the stall
+	start := time.Now()
+	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatal("pre-run still running 10 s after SIGTERM")
+	}
+	t.Logf("exited %v after SIGTERM: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(stderr.String()))
+	if ee, isExit := err.(*exec.ExitError); !isExit || ee.ExitCode() != exitIO {
+		t.Errorf("exit: %v, want code %d", err, exitIO)
+	}
+	if !strings.Contains(stderr.String(), "interrupted by SIGTERM") {
+		t.Errorf("stderr %q does not say it was interrupted", stderr.String())
+	}
+	if d := f.digest(t, "pre-signal"); d != "" {
 		t.Errorf("pre-run pushed %s", d)
 	}
 }
