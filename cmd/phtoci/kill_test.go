@@ -206,3 +206,34 @@ func TestSignalStopsStep(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentPostRunsIntoOneLayout: three post-run processes writing
+// to three tags of one OCI layout at once all succeed and all three tags
+// are there, each a verified train.
+func TestConcurrentPostRunsIntoOneLayout(t *testing.T) {
+	w := newWorld(t, "st1")
+	train := "oci-archive:" + w.path("train.tar")
+	w.build(t, train)
+	results := w.results(t, "st1")
+	dir := w.path("shared")
+	cmds := make([]*exec.Cmd, 3)
+	outs := make([]bytes.Buffer, 3)
+	for i := range cmds {
+		args := append([]string{"post-run", train, "--results", results, "-o", "oci:" + dir + ":tag" + string(rune('a'+i))}, w.stationArgs("st1")...)
+		cmds[i] = exec.Command(phtociBin, args...)
+		cmds[i].Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
+		must(t, cmds[i].Start())
+	}
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Errorf("writer %d: %v\n%s", i, err, outs[i].String())
+		}
+	}
+	for i := range cmds {
+		ok(t, "verify", "oci:"+dir+":tag"+string(rune('a'+i)), "--quiet")
+	}
+	if l := leftovers(t, dir); len(l) != 0 {
+		t.Errorf("layout holds %v", l)
+	}
+}
