@@ -594,7 +594,10 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 	if s.srcErr != nil {
 		return 0, s.srcErr
 	}
-	n, err := s.src.Read(p)
+	// Fill p before writing it to the spool: one write per piece the
+	// transport asks for (1 MiB, see WriteTo), not one per read of the
+	// source (a pipe hands over a few KiB at a time).
+	n, err := io.ReadFull(s.src, p)
 	if n > 0 {
 		if _, werr := s.f.WriteAt(p[:n], s.n); werr != nil {
 			return 0, fmt.Errorf("spooling the upload: %w", werr)
@@ -603,8 +606,12 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		r.pos += int64(n)
 	}
 	switch {
-	case err == io.EOF:
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
 		s.eof = true
+		if n > 0 {
+			return n, nil
+		}
+		return 0, io.EOF
 	case err != nil:
 		s.srcErr = err
 	}
