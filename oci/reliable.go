@@ -461,10 +461,7 @@ func (b *resumingBody) Close() error { return b.rc.Close() }
 // (unlinked at once) so that after a drop, a stall or a 5xx it can be sent
 // again, in a new upload session, with backoff.
 func (t *reliable) upload(req *http.Request) (*http.Response, error) {
-	sp, err := newSpool(t.tmpDir, req.Body)
-	if err != nil {
-		return nil, fmt.Errorf("spooling the upload to %s: %w", req.URL.Host, err)
-	}
+	sp := newSpool(t.tmpDir, req.Body)
 	defer sp.close()
 	loc := req.URL
 	for i := 0; ; i++ {
@@ -494,6 +491,12 @@ func (t *reliable) upload(req *http.Request) (*http.Response, error) {
 				return resp, nil
 			}
 			return nil, t.fail(req, what, err, sp.n, i)
+		}
+		if sp.lost != nil {
+			if resp != nil {
+				drain(resp)
+			}
+			return nil, fmt.Errorf("registry %s: %s after %s of %s, not sent again: %v: %w", req.URL.Host, what, humanBytes(sp.n), subject(req), sp.lost, ErrTransfer)
 		}
 		if resp != nil {
 			drain(resp)
@@ -539,29 +542,34 @@ func (t *reliable) newSession(req *http.Request) (*url.URL, error) {
 
 // spool keeps what was read from a source that can be read once, in a
 // file that is unlinked as soon as it is made (private: 0600, and gone
-// when the process is), so that it can be read again from the start.
+// when the process is), so that it can be read again from the start. A
+// spool that cannot be made or written (a full disk) does not stop the
+// upload: it only cannot be sent again (lost says why).
 type spool struct {
 	f      *os.File
 	src    io.Reader
-	n      int64 // bytes of the source read (and in f)
+	n      int64 // bytes of the source read (and, unless lost, in f)
 	srcErr error // the source's error, other than EOF
 	eof    bool
+	lost   error // why the spool does not hold the bytes read
 }
 
-func newSpool(dir string, src io.Reader) (*spool, error) {
+func newSpool(dir string, src io.Reader) *spool {
+	s := &spool{src: src}
 	f, err := os.CreateTemp(dir, "phtoci-upload-*")
 	if err != nil {
-		return nil, err
+		s.lost = fmt.Errorf("no spool to send it again from: %w", err)
+		return s
 	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &spool{f: f, src: src}, nil
+	os.Remove(f.Name())
+	s.f = f
+	return s
 }
 
 func (s *spool) close() {
-	s.f.Close()
+	if s.f != nil {
+		s.f.Close()
+	}
 	if c, ok := s.src.(io.Closer); ok {
 		c.Close()
 	}
@@ -599,8 +607,11 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 	// source (a pipe hands over a few KiB at a time).
 	n, err := io.ReadFull(s.src, p)
 	if n > 0 {
-		if _, werr := s.f.WriteAt(p[:n], s.n); werr != nil {
-			return 0, fmt.Errorf("spooling the upload: %w", werr)
+		if s.lost == nil {
+			if _, werr := s.f.WriteAt(p[:n], s.n); werr != nil {
+				s.lost = fmt.Errorf("the spool to send it again from could not be written: %w", werr)
+				s.f.Truncate(0) // give the space back
+			}
 		}
 		s.n += int64(n)
 		r.pos += int64(n)
