@@ -56,7 +56,34 @@ func imageFlags() []cli.Flag {
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
 		&cli.StringSliceFlag{Name: "limit", Usage: "raise a limit on what an image may cost, `NAME=VALUE` (repeatable; names and defaults in the README, \"Limits\")", EnvVars: []string{"PHTOCI_LIMITS"}},
+		&cli.StringFlag{Name: "cache", Usage: "`DIR` of layer summaries, so that base layers are read once per machine (default $XDG_CACHE_HOME/phtoci, ~/.cache/phtoci; \"none\": no cache)", EnvVars: []string{"PHTOCI_CACHE"}},
 	}
+}
+
+// summaryCache opens the layer summary cache --cache names; a directory
+// that cannot be used gives a warning and no cache.
+func summaryCache(c *cli.Context) layer.SummaryCache {
+	dir := c.String("cache")
+	if dir == "none" {
+		return nil
+	}
+	warn := func(err error) {
+		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
+	}
+	if dir == "" {
+		d, err := layer.DefaultCacheDir()
+		if err != nil {
+			warn(err)
+			return nil
+		}
+		dir = d
+	}
+	dc, err := layer.OpenDirCache(dir, 0, warn)
+	if err != nil {
+		warn(err)
+		return nil
+	}
+	return dc
 }
 
 // compressionFlag chooses how a command stores the layer it writes.
@@ -83,6 +110,7 @@ func env(c *cli.Context) (train.Env, error) {
 		e.BaseLayers = c.Int("base-layers")
 	}
 	e.OCI.Insecure = c.Bool("insecure")
+	e.SummaryCache = summaryCache(c)
 	e.CheckBase = c.Bool("check-base")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]
