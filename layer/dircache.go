@@ -143,11 +143,15 @@ func (c *DirCache) evict() {
 	var all []entry
 	var total int64
 	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), cacheSuffix) || !e.Type().IsRegular() {
+		fi, err := e.Info()
+		if err != nil || !e.Type().IsRegular() {
 			continue
 		}
-		fi, err := e.Info()
-		if err != nil {
+		if strings.HasPrefix(e.Name(), ".tmp-") && time.Since(fi.ModTime()) > time.Hour {
+			os.Remove(filepath.Join(c.dir, e.Name())) // a crashed writer's
+			continue
+		}
+		if !strings.HasSuffix(e.Name(), cacheSuffix) {
 			continue
 		}
 		all = append(all, entry{e.Name(), fi.Size(), fi.ModTime()})

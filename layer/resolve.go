@@ -1053,8 +1053,13 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 			return errNeedBlob
 		}
 		sf := SeenFile{Layer: lr.index, Path: name, Size: hdr.Size, ord: lr.r.ord}
+		if len(lr.rec.SHA256) != hex.EncodedLen(len(sf.SHA256)) {
+			return errNeedBlob
+		}
+		if _, err := hex.Decode(sf.SHA256[:], []byte(lr.rec.SHA256)); err != nil {
+			return errNeedBlob
+		}
 		lr.r.ord++
-		hex.Decode(sf.SHA256[:], []byte(lr.rec.SHA256)) // checked by decodeSummary
 		lr.r.seen = append(lr.r.seen, sf)
 		return nil
 	}

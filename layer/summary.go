@@ -105,18 +105,7 @@ func decodeSummary(data []byte, digest, diffID v1.Hash, prefixes []string) (*sum
 		strings.Join(s.Prefixes, "\x00") != strings.Join(prefixes, "\x00") {
 		return nil, errSummary
 	}
-	for _, rec := range s.Records {
-		if isRegular(rec.Type) {
-			if b, err := hex.DecodeString(rec.SHA256); err != nil || len(b) != sha256.Size {
-				return nil, errSummary
-			}
-		}
-	}
 	return &s, nil
-}
-
-func isRegular(t byte) bool {
-	return t == tar.TypeReg || t == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
 }
 
 // recordable tells whether entry would do more with hdr than note it as
@@ -150,7 +139,8 @@ func recordable(hdr *tar.Header, prefixes []string) bool {
 	return relate(name, prefixes) != outside
 }
 
-// errNeedBlob stops a replay: the layer holds a file Resolve keeps.
+// errNeedBlob stops a replay: the layer holds a file Resolve keeps (or
+// a file whose recorded hash is not one).
 var errNeedBlob = errors.New("layer holds a file that is kept")
 
 // replay applies a summary as if the layer had been read.
