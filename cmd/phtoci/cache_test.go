@@ -273,3 +273,25 @@ func containsPrefix(ents []os.DirEntry, prefix string) bool {
 	}
 	return false
 }
+
+// TestCacheUnusableDir: a cache directory that cannot be made (named by
+// PHTOCI_CACHE) gives one warning and the command runs without it;
+// PHTOCI_CACHE names the directory used otherwise.
+func TestCacheUnusableDir(t *testing.T) {
+	w := newWorld(t, "st1")
+	train := "oci-archive:" + w.path("train.tar")
+	w.build(t, train)
+	file := w.path("file")
+	must(t, os.WriteFile(file, nil, 0o600))
+	r := phtoci(t, "", []string{"PHTOCI_CACHE=" + filepath.Join(file, "cache")}, "verify", train, "--quiet")
+	if r.code != 0 || strings.Count(r.stderr, "warning") != 1 || !strings.Contains(r.stderr, filepath.Join(file, "cache")) {
+		t.Errorf("unusable cache: exit %d, stderr %q; want 0 and one warning naming it", r.code, r.stderr)
+	}
+	dir := w.path("cache")
+	if r := phtoci(t, "", []string{"PHTOCI_CACHE=" + dir}, "verify", train, "--quiet"); r.code != 0 || r.stderr != "" {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("PHTOCI_CACHE directory not made: %v", err)
+	}
+}
