@@ -948,7 +948,11 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil // the root directory
 	}
 	if lr.sum != nil && !lr.replaying && recordable(hdr, lr.r.prefixes) {
-		lr.sum.Records = append(lr.sum.Records, record{Name: name, Type: hdr.Typeflag, Size: hdr.Size, Linkname: hdr.Linkname})
+		if len(lr.sum.Records) == maxRecords {
+			lr.sum = nil // many files under the paths: a layer of results, not a master's
+		} else {
+			lr.sum.Records = append(lr.sum.Records, record{Name: name, Type: hdr.Typeflag, Size: hdr.Size, Linkname: hdr.Linkname})
+		}
 	}
 	dir, base := path.Split(name)
 	dir = strings.TrimSuffix(dir, "/")

@@ -35,6 +35,11 @@ type SummaryCache interface {
 // read.
 func WithSummaryCache(c SummaryCache) Option { return func(o *options) { o.cache = c } }
 
+// maxRecords bounds the entries under the paths a summary records (memory
+// while resolving, and the cache's size): a layer with more is not
+// summarised.
+const maxRecords = 4096
+
 // summaryVersion changes with the summary's encoding.
 const summaryVersion = "phtoci-layer-summary/1"
 

@@ -363,3 +363,27 @@ func TestSummaryBadHashReadsLayer(t *testing.T) {
 		res.Close()
 	}
 }
+
+// TestSummaryNotForManyFiles: a layer with more than maxRecords entries
+// under the paths (results, not a master) is not summarised.
+func TestSummaryNotForManyFiles(t *testing.T) {
+	var many []ent
+	for i := range maxRecords + 1 {
+		many = append(many, reg(fmt.Sprintf("opt/app/r/%d", i), "x"))
+	}
+	cache := &memCache{m: map[string][]byte{}}
+	base := &checkedLayer{Layer: tarLayer(t, append(many, reg("usr/x", "x"))...)}
+	img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/.wh.r", ""))})
+	res, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache), WithBoundaryScan())
+	must(t, err)
+	res.Close()
+	d, _ := base.Digest()
+	for k := range cache.m {
+		if strings.Contains(k, d.Hex) {
+			t.Errorf("layer with %d files under the paths summarised", maxRecords+1)
+		}
+	}
+	if len(cache.m) != 1 {
+		t.Errorf("%d summaries, want the top layer's", len(cache.m))
+	}
+}
