@@ -47,6 +47,7 @@ type options struct {
 	deferred bool
 	limits   Limits
 	checked  []string // not resolved, but no link or device may be under them
+	cache    SummaryCache
 }
 
 // Option tunes Resolve.
@@ -469,7 +470,12 @@ func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error)
 			return nil, fmt.Errorf("layer %d: reading diff ID: %w", i, classify(err))
 		}
 		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all}
-		if err := lr.read(layers[i], want); err != nil {
+		used, err := lr.fromCache(layers[i], want)
+		if err == nil && !used {
+			lr = layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all}
+			err = lr.read(layers[i], want)
+		}
+		if err != nil {
 			lr.discard()
 			r.Close()
 			return nil, err
@@ -513,6 +519,56 @@ type layerReader struct {
 	pos     *countReader // bytes of the blob read so far
 	refs    int          // kept files pointing into blob
 	entries int64        // tar entries read
+
+	sum       *summary // being recorded (a cache is set), nil once it cannot be
+	replaying bool     // entry replays rec from a cached summary
+	rec       *record
+}
+
+// fromCache applies l's cached summary, if there is a usable one and it
+// holds no file this resolve keeps; used false: read the layer.
+func (lr *layerReader) fromCache(l v1.Layer, want v1.Hash) (used bool, err error) {
+	if lr.o.cache == nil {
+		return false, nil
+	}
+	d, err := l.Digest()
+	if err != nil {
+		return false, nil
+	}
+	data, ok := lr.o.cache.Get(summaryKey(d, lr.summaryPaths()))
+	if !ok {
+		return false, nil
+	}
+	s, err := decodeSummary(data, d, want, lr.summaryPaths())
+	if err != nil {
+		return false, nil // damaged or another layer's: read it (and store it anew)
+	}
+	lr.info = LayerInfo{Index: lr.index, Digest: d, DiffID: want}
+	lr.name = fmt.Sprintf("layer %d (%s)", lr.index, d)
+	seen, ord := len(lr.r.seen), lr.r.ord
+	if err := lr.replay(s); err != nil {
+		lr.r.seen, lr.r.ord = lr.r.seen[:seen], ord
+		if errors.Is(err, errNeedBlob) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// putSummary stores the summary recorded while reading, once the blob's
+// digest was checked in full.
+func (lr *layerReader) putSummary() {
+	if lr.sum == nil || lr.o.cache == nil {
+		return
+	}
+	s := lr.sum
+	s.Digest, s.DiffID = lr.info.Digest.String(), lr.info.DiffID.String()
+	s.Prefixes, s.Entries = lr.summaryPaths(), lr.entries
+	s.Outside, s.Touches = lr.info.Outside, lr.info.TouchesOutside
+	if v := encodeSummary(s); v != nil {
+		lr.o.cache.Put(summaryKey(lr.info.Digest, lr.summaryPaths()), v)
+	}
 }
 
 // countEntry counts a tar entry against the entries limit.
@@ -714,8 +770,19 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		lr.info.Digest = d
 		lr.name = fmt.Sprintf("layer %d (%s)", lr.index, d)
 	}
+	if lr.o.cache != nil && lr.info.Digest.Hex != "" {
+		lr.sum = &summary{Version: summaryVersion}
+	}
+	// blobChecked says the compressed blob's digest is checked when the
+	// stream is read to its end (then a summary may be stored).
+	var blobChecked func() bool
 	rc, ra, verified, plain := openPlain(l, want)
 	var storedBlob io.ReadCloser // a stored gzip's blob, which kept files read
+	if plain {
+		// The blob is the tar: it is checked against want, by its reader
+		// or by the diff ID hashed below.
+		blobChecked = func() bool { return lr.info.Digest == want || verified }
+	}
 	if plain && ra != nil {
 		lr.blob = ra
 		if lr.o.deferred {
@@ -728,7 +795,18 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		}
 	} else if !plain {
 		blob, sg, digest, bverified := openStored(l)
+		if blob == nil && lr.sum != nil {
+			if mt, err := l.MediaType(); err == nil && (gzipLayer(mt) || mt == types.OCILayerZStd) {
+				if blob, err = l.Compressed(); err != nil {
+					blob = nil
+				}
+			}
+		}
+		if blob != nil && sg == nil {
+			bverified = verifies(blob)
+		}
 		if sg != nil {
+			lr.sum = nil // read in place, deferred or not: not summarised
 			// Files are read in place from the gzip's stored blocks.
 			lr.blob, storedBlob = sg, blob
 			if lr.o.deferred {
@@ -738,6 +816,11 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			}
 			// The tar is read from the same blob, which stays open.
 			blob = nopCloser{blob}
+		}
+		if blob != nil && bverified {
+			w := &eofWatch{ReadCloser: blob}
+			blob = w
+			blobChecked = func() bool { return w.eof }
 		}
 		m := &blobMeter{size: -1}
 		if size, err := l.Size(); err == nil {
@@ -809,6 +892,9 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		if got := hex.EncodeToString(h.Sum()); got != want.Hex {
 			return fmt.Errorf("%s: %w: uncompressed content has diff ID sha256:%s, the image config says %s", lr.name, ErrDigestMismatch, got, want)
 		}
+	}
+	if (h != nil || verified) && blobChecked != nil && blobChecked() && len(lr.kept) == 0 {
+		lr.putSummary()
 	}
 	return nil
 }
@@ -901,6 +987,13 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 	if name == "" {
 		return nil // the root directory
 	}
+	if lr.sum != nil && !lr.replaying && recordable(hdr, lr.r.prefixes) {
+		if len(lr.sum.Records) == maxRecords {
+			lr.sum = nil // many files under the paths: a layer of results, not a master's
+		} else {
+			lr.sum.Records = append(lr.sum.Records, record{Name: name, Type: hdr.Typeflag, Size: hdr.Size, Linkname: hdr.Linkname})
+		}
+	}
 	dir, base := path.Split(name)
 	dir = strings.TrimSuffix(dir, "/")
 	switch {
@@ -977,6 +1070,20 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 	return lr.file(tr, hdr, name, hidden)
 }
 
+// summaryPaths are what a summary of this read is for: the prefixes, and
+// the checked prefixes (WithCheckedPrefixes) marked as such, since a layer
+// read without them was not checked for links and devices under them.
+func (lr *layerReader) summaryPaths() []string {
+	if len(lr.o.checked) == 0 {
+		return lr.r.prefixes
+	}
+	out := append([]string(nil), lr.r.prefixes...)
+	for _, c := range lr.o.checked {
+		out = append(out, "checked:"+c)
+	}
+	return out
+}
+
 // impliedDirs records that this layer has directories at p's ancestors.
 func (lr *layerReader) impliedDirs(p string) {
 	for {
@@ -1002,6 +1109,21 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 	if max, ok := lr.o.limits.Paths[name]; ok && hdr.Size > max {
 		return lr.errorf(name, "%w: file size: %d bytes, more than %d", ErrLimit, hdr.Size, max)
 	}
+	if lr.replaying {
+		if lr.keep && !hidden {
+			return errNeedBlob
+		}
+		sf := SeenFile{Layer: lr.index, Path: name, Size: hdr.Size, ord: lr.r.ord}
+		if len(lr.rec.SHA256) != hex.EncodedLen(len(sf.SHA256)) {
+			return errNeedBlob
+		}
+		if _, err := hex.Decode(sf.SHA256[:], []byte(lr.rec.SHA256)); err != nil {
+			return errNeedBlob
+		}
+		lr.r.ord++
+		lr.r.seen = append(lr.r.seen, sf)
+		return nil
+	}
 	ord := lr.r.ord
 	lr.r.ord++
 	if !(lr.keep && !hidden) {
@@ -1014,8 +1136,12 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		sf := SeenFile{Layer: lr.index, Path: name, Size: hdr.Size, ord: ord}
 		h.Sum(sf.SHA256[:0])
 		lr.r.seen = append(lr.r.seen, sf)
+		if lr.sum != nil {
+			lr.sum.Records[len(lr.sum.Records)-1].SHA256 = hex.EncodeToString(sf.SHA256[:])
+		}
 		return nil
 	}
+	lr.sum = nil // kept: its hash is not taken, and a later resolve needs the blob
 	f := &File{Path: name, Size: hdr.Size, Mode: fs.FileMode(hdr.Mode).Perm(), Layer: lr.index, ord: ord}
 	var err error
 	switch {

@@ -54,6 +54,11 @@ type Options struct {
 	Limits layer.Limits
 	// MaxConfigSize bounds /opt/train_config.json (0 = layer.MaxTrainConfigSize).
 	MaxConfigSize int64
+	// SummaryCache, when set, keeps what each layer read holds under the
+	// train paths, keyed by its blob digest, so that a later resolve does
+	// not read a base layer again (layer.OpenDirCache is a file-backed
+	// one; a server can pass one backed by its store).
+	SummaryCache layer.SummaryCache
 }
 
 func (o Options) maxConfigSize() int64 {
@@ -75,6 +80,9 @@ func (o Options) resolveOpts(scan bool) []layer.Option {
 	}
 	if scan {
 		opts = append(opts, layer.WithBoundaryScan())
+	}
+	if o.SummaryCache != nil {
+		opts = append(opts, layer.WithSummaryCache(o.SummaryCache))
 	}
 	return opts
 }

@@ -57,7 +57,34 @@ func imageFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
 		&cli.StringSliceFlag{Name: "limit", Usage: "raise a limit on what an image may cost, `NAME=VALUE` (repeatable; names and defaults in the README, \"Limits\")", EnvVars: []string{"PHTOCI_LIMITS"}},
 		&cli.DurationFlag{Name: "stall-timeout", Value: oci.DefaultStallTimeout, Usage: "time a registry connection may make no progress before the transfer is retried (3 times, then exit 3)", EnvVars: []string{"PHTOCI_STALL_TIMEOUT"}},
+		&cli.StringFlag{Name: "cache", Usage: "`DIR` of layer summaries, so that base layers are read once per machine (default $XDG_CACHE_HOME/phtoci, ~/.cache/phtoci; \"none\": no cache)", EnvVars: []string{"PHTOCI_CACHE"}},
 	}
+}
+
+// summaryCache opens the layer summary cache --cache names; a directory
+// that cannot be used gives a warning and no cache.
+func summaryCache(c *cli.Context) layer.SummaryCache {
+	dir := c.String("cache")
+	if dir == "none" {
+		return nil
+	}
+	warn := func(err error) {
+		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
+	}
+	if dir == "" {
+		d, err := layer.DefaultCacheDir()
+		if err != nil {
+			warn(err)
+			return nil
+		}
+		dir = d
+	}
+	dc, err := layer.OpenDirCache(dir, 0, warn)
+	if err != nil {
+		warn(err)
+		return nil
+	}
+	return dc
 }
 
 // compressionFlag chooses how a command stores the layer it writes.
@@ -90,6 +117,7 @@ func env(c *cli.Context) (train.Env, error) {
 	} else if c.IsSet("stall-timeout") {
 		return e, usagef("--stall-timeout %s: want a positive duration such as 60s", d)
 	}
+	e.SummaryCache = summaryCache(c)
 	e.CheckBase = c.Bool("check-base")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]
