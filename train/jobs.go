@@ -252,6 +252,16 @@ func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outD
 	return Decrypt(img, userKey, outDir, withTrain, env.Options)
 }
 
+// DecryptJobReport is DecryptJob, also reporting the route's state
+// (whether every station signed).
+func DecryptJobReport(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) (*DecryptResult, error) {
+	_, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
+	return DecryptReport(img, userKey, outDir, withTrain, env.Options)
+}
+
 // InspectJob describes the image at input.
 func InspectJob(ctx context.Context, input string, env Env) (*Inspection, error) {
 	_, img, err := openInput(ctx, input, env)

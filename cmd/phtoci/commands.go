@@ -343,10 +343,25 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station, "station_state": r.StationState}, func(w io.Writer) {
-				fmt.Fprintf(w, "verified: %d station(s) signed", len(r.Status.Done))
+			done := []string{}
+			for _, i := range r.Status.Done {
+				done = append(done, routeName(r.Route, i))
+			}
+			out := map[string]any{"ok": true, "done": nonNil(r.Status.Done), "done_stations": done, "next": r.Status.Next,
+				"route": nonNil(r.Route), "checked": r.Checked, "not_checked": r.NotChecked}
+			if r.Status.Next >= 0 {
+				out["next_station"] = routeName(r.Route, r.Status.Next)
+			}
+			if r.Station != "" {
+				out["station"], out["station_state"] = r.Station, r.StationState
+			}
+			return printResult(c, out, func(w io.Writer) {
+				fmt.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
+				if len(done) > 0 {
+					fmt.Fprintf(w, " (%s)", strings.Join(done, ", "))
+				}
 				if r.Status.Next >= 0 {
-					fmt.Fprintf(w, ", next route index %d", r.Status.Next)
+					fmt.Fprintf(w, ", next station: %s (route[%d])", routeName(r.Route, r.Status.Next), r.Status.Next)
 				} else {
 					fmt.Fprintf(w, ", route complete")
 				}
@@ -357,9 +372,31 @@ func verifyCommand() *cli.Command {
 					fmt.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
+				for _, n := range r.NotChecked {
+					if strings.HasPrefix(n, train.CheckFileContents) {
+						n += ": phtoci verify --station ID --key KEY"
+					}
+					fmt.Fprintf(w, "  not checked: %s\n", n)
+				}
 			})
 		},
 	}
+}
+
+// routeName names route position i as its station id.
+func routeName(route []string, i int) string {
+	if i >= 0 && i < len(route) {
+		return route[i]
+	}
+	return fmt.Sprintf("route[%d]", i)
+}
+
+// nonNil makes a nil slice encode as [] in --json.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func decryptCommand() *cli.Command {
@@ -388,11 +425,23 @@ func decryptCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := train.DecryptJob(c.Context, in, k, c.String("out"), c.Bool("train"), e); err != nil {
+			r, err := train.DecryptJobReport(c.Context, in, k, c.String("out"), c.Bool("train"), e)
+			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "out": c.String("out")}, func(w io.Writer) {
-				fmt.Fprintf(w, "verified and decrypted: results in %s\n", c.String("out"))
+			if !r.Complete {
+				fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: incomplete route: %d of %d station(s) signed; no results yet from %s\n",
+					len(r.Done), len(r.Route), strings.Join(r.Pending, ", "))
+			}
+			return printResult(c, struct {
+				OK bool `json:"ok"`
+				*train.DecryptResult
+			}{true, r}, func(w io.Writer) {
+				if r.Complete {
+					fmt.Fprintf(w, "verified and decrypted: results of all %d station(s) in %s\n", len(r.Route), r.Out)
+				} else {
+					fmt.Fprintf(w, "verified and decrypted: results of %d of %d station(s) (%s) in %s; route incomplete\n", len(r.Done), len(r.Route), strings.Join(r.Done, ", "), r.Out)
+				}
 			})
 		},
 	}
