@@ -48,7 +48,7 @@ func (v Violation) String() string {
 type BaseReport struct {
 	MasterLayers int         `json:"masterLayers"`
 	TrainLayers  int         `json:"trainLayers"`
-	Violations   []Violation `json:"violations"`
+	Violations   []Violation `json:"violations"` // [] when none
 }
 
 // CheckBase is SPEC's master image check: the train's layers start with
@@ -72,7 +72,7 @@ func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
 	}
 	mids := mcf.RootFS.DiffIDs
 	tids := tcf.RootFS.DiffIDs
-	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids)}
+	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids), Violations: []Violation{}}
 	add := func(v Violation) { rep.Violations = append(rep.Violations, v) }
 	base := len(mids)
 	for i, id := range mids {

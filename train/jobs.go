@@ -33,8 +33,10 @@ type JobResult struct {
 	Digest  string `json:"digest"`
 	Station string `json:"station,omitempty"`
 	// Next is the route index of the station that runs next (-1: the route is done).
-	Next   int              `json:"next"`
-	Config *protocol.Config `json:"-"`
+	Next int `json:"next"`
+	// NextStation is the id of that station (absent when the route is done).
+	NextStation string           `json:"next_station,omitempty"`
+	Config      *protocol.Config `json:"-"`
 	// ResultsDir is where pre-run wrote the previous results
 	// (Options.PreviousResultsDir).
 	ResultsDir string `json:"resultsDir,omitempty"`
@@ -135,6 +137,9 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 	if cfg != nil {
 		if st, err := protocol.Verify(cfg); err == nil {
 			res.Next = st.Next
+			if r := cfg.SortedRoute(); st.Next >= 0 && st.Next < len(r) {
+				res.NextStation = string(r[st.Next].Station)
+			}
 		}
 	}
 	return res, nil

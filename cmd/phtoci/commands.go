@@ -223,8 +223,10 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 		if r.Step == "pre-run" {
 			return
 		}
-		if r.Next >= 0 {
-			fmt.Fprintf(w, "  next station: route index %d\n", r.Next)
+		if r.Next >= 0 && r.NextStation != "" {
+			fmt.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
+		} else if r.Next >= 0 {
+			fmt.Fprintf(w, "  next station: route[%d]\n", r.Next)
 		} else if r.Step == "post-run" {
 			fmt.Fprintf(w, "  route complete: ready for the researcher\n")
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -43,7 +44,7 @@ func TestVerifySaysWhatItChecked(t *testing.T) {
 	}
 
 	v.Checked, v.NotChecked = nil, nil
-	readJSON(t, ok(t, append([]string{"verify", after, "--json", "--station", "station-leipzig", "--key", w.key("station-leipzig")})...).stdout, &v)
+	readJSON(t, ok(t, "verify", after, "--json", "--station", "station-leipzig", "--key", w.key("station-leipzig")).stdout, &v)
 	if !strings.Contains(strings.Join(v.Checked, ","), "train file contents") || len(v.NotChecked) != 1 {
 		t.Errorf("verify --json with the next station's key: %+v", v)
 	}
@@ -86,5 +87,100 @@ func TestDecryptIncompleteRoute(t *testing.T) {
 	readJSON(t, r.stdout, &d)
 	if d.Complete == nil || !*d.Complete || len(d.Pending) != 0 || r.stderr != "" {
 		t.Errorf("decrypt --json of a complete route: %s, stderr %q", r.stdout, r.stderr)
+	}
+}
+
+// jsonProblems lists, under path, keys that are Go field names (start with
+// an upper-case letter), null values and empty strings; the train config
+// under "config" is the config's own JSON and only its key names count.
+func jsonProblems(path string, v any, inConfig bool) []string {
+	var out []string
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if k != "" && k[0] >= 'A' && k[0] <= 'Z' {
+				out = append(out, path+"."+k+": Go field name")
+			}
+			out = append(out, jsonProblems(path+"."+k, e, inConfig || k == "config")...)
+		}
+	case []any:
+		for i, e := range x {
+			out = append(out, jsonProblems(fmt.Sprintf("%s[%d]", path, i), e, inConfig)...)
+		}
+	case nil:
+		if !inConfig {
+			out = append(out, path+": null")
+		}
+	case string:
+		if x == "" && !inConfig {
+			out = append(out, path+": empty string")
+		}
+	}
+	return out
+}
+
+// TestJSONOutputs: every command's --json uses snake or camel case keys
+// (never Go field names: the config keeps its own, e.g. rsa_public_key),
+// [] for empty lists, and omits absent values; texts name stations.
+func TestJSONOutputs(t *testing.T) {
+	w := newWorld(t, "station-aachen", "station-leipzig")
+	master := "../../testdata/sample/master.oci.tar"
+	built := w.path("train.tar")
+	args := []string{"build", master, "--files", "../../testdata/sample/train",
+		"--query", "../../testdata/sample/query.json", "--creator-id", "researcher-1",
+		"--user-key", w.key("researcher"), "--builder-key", w.key("builder"), "-o", built}
+	for _, s := range w.stations {
+		args = append(args, "--route", s+"="+w.path(s)+".pub.pem")
+	}
+	outs := map[string]string{"build": ok(t, append(args, "--json")...).stdout}
+	outs["inspect"] = ok(t, "inspect", built, "--json").stdout
+	outs["check-base"] = ok(t, "check-base", built, master, "--json").stdout
+	outs["verify"] = ok(t, "verify", built, "--json").stdout
+	outs["verify --station"] = ok(t, "verify", built, "--json", "--station", "station-leipzig", "--key", w.key("station-leipzig")).stdout
+	outs["pre-run"] = ok(t, append([]string{"pre-run", built, "-o", w.path("dec.tar"), "--json", "--ledger", "none"}, w.stationArgs("station-aachen")...)...).stdout
+	post := append([]string{"post-run", built, "-o", w.path("a.tar"), "--results", w.results(t, "station-aachen"), "--ledger", "none"}, w.stationArgs("station-aachen")...)
+	outs["post-run"] = ok(t, append(post, "--json")...).stdout
+	outs["decrypt"] = ok(t, "decrypt", w.path("a.tar"), "--key", w.key("researcher"), "--out", w.path("out"), "--json").stdout
+	for cmd, s := range outs {
+		var v any
+		readJSON(t, s, &v)
+		for _, p := range jsonProblems("", v, false) {
+			t.Errorf("%s --json: %s", cmd, p)
+		}
+	}
+	var in struct {
+		TrainID string `json:"train_id"`
+		Config  struct {
+			Route []map[string]any `json:"route"`
+		} `json:"config"`
+	}
+	readJSON(t, outs["inspect"], &in)
+	if in.TrainID == "" || len(in.Config.Route) != 2 || in.Config.Route[0]["rsa_public_key"] == nil {
+		t.Errorf("inspect --json: no train_id or config with its own field names: %.300s", outs["inspect"])
+	}
+	var cb struct {
+		Violations []any `json:"violations"`
+	}
+	readJSON(t, outs["check-base"], &cb)
+	if cb.Violations == nil {
+		t.Errorf("check-base --json: violations is not []: %s", outs["check-base"])
+	}
+	var jr struct {
+		NextStation string `json:"next_station"`
+	}
+	readJSON(t, outs["post-run"], &jr)
+	if jr.NextStation != "station-leipzig" {
+		t.Errorf("post-run --json: next_station %q", jr.NextStation)
+	}
+
+	// Texts name the stations.
+	if r := ok(t, append(post[:len(post):len(post)], "-o", w.path("a2.tar"))...); !strings.Contains(r.stdout, "next station: station-leipzig (route[1])") {
+		t.Errorf("post-run text does not name the next station:\n%s", r.stdout)
+	}
+	r := ok(t, "inspect", built)
+	for _, m := range []string{"train    ", "INDEX STATION", "INDEX ROLE", " SIZE ", " KiB ", "station-aachen"} {
+		if !strings.Contains(r.stdout, m) {
+			t.Errorf("inspect text has no %q:\n%s", m, r.stdout)
+		}
 	}
 }
