@@ -28,8 +28,9 @@ type Options struct {
 	// Platform chooses from a multi-platform index (nil: the only
 	// platform, else linux/amd64), and is checked against single images.
 	Platform *v1.Platform
-	// Keychain finds registry credentials (default authn.DefaultKeychain:
-	// ~/.docker/config.json and credential helpers).
+	// Keychain finds registry credentials (default ContainersKeychain(""):
+	// podman's and skopeo's auth.json files, then ~/.docker/config.json and
+	// credential helpers).
 	Keychain authn.Keychain
 	// Auth, when set, is used instead of the Keychain.
 	Auth authn.Authenticator
@@ -249,7 +250,7 @@ func remoteOptions(ctx context.Context, opts Options) []remote.Option {
 	} else {
 		kc := opts.Keychain
 		if kc == nil {
-			kc = authn.DefaultKeychain
+			kc = ContainersKeychain("")
 		}
 		o = append(o, remote.WithAuthFromKeychain(kc))
 	}

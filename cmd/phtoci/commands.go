@@ -44,6 +44,7 @@ func imageFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP and unverified TLS for registries (always on for 127.0.0.1 and localhost)"},
 		&cli.StringFlag{Name: "username", Usage: "registry user (default: Docker config and credential helpers)", EnvVars: []string{"PHTOCI_USERNAME"}},
 		&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from standard input"},
+		&cli.StringFlag{Name: "authfile", Usage: "registry credentials `FILE` as podman and skopeo write it (default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json (root: /run/containers/0/auth.json), ~/.config/containers/auth.json, then ~/.docker/config.json and credential helpers)"},
 		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files (a new layer for an oci-archive or oci: output is made beside the output, which takes it over)", EnvVars: []string{"PHTOCI_TMPDIR"}},
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
@@ -74,6 +75,12 @@ func env(c *cli.Context) (train.Env, error) {
 		e.BaseLayers = c.Int("base-layers")
 	}
 	e.OCI.Insecure = c.Bool("insecure")
+	if f := c.String("authfile"); f != "" {
+		if _, err := os.Stat(f); err != nil {
+			return e, usagef("--authfile: %v", err)
+		}
+	}
+	e.OCI.Keychain = oci.ContainersKeychain(c.String("authfile"))
 	e.CheckBase = c.Bool("check-base")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]
