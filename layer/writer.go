@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strconv"
@@ -116,13 +117,16 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	}
 	f, err := os.CreateTemp(dir, ".phtoci-layer-*")
 	if err != nil {
-		return nil, fmt.Errorf("creating layer file: %w", err)
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		return nil, fmt.Errorf("%w in directory %s: %w", ErrLayerFile, dir, pathCause(err))
 	}
 	if opts.Reserve > 0 {
 		if _, err := f.Seek(opts.Reserve, io.SeekStart); err != nil {
 			f.Close()
 			os.Remove(f.Name())
-			return nil, fmt.Errorf("creating layer file: %w", err)
+			return nil, fmt.Errorf("%w in directory %s: %w", ErrLayerFile, dir, pathCause(err))
 		}
 	}
 	sink := &sinkState{diff: sha256.New()}
@@ -656,4 +660,18 @@ func (p *chunkPipe) Close() error {
 		p.wg.Wait()
 	}
 	return p.failed()
+}
+
+// ErrLayerFile: the new layer's file could not be made (the error names
+// the directory and the cause, never the temporary file's name).
+var ErrLayerFile = errors.New("cannot create the new layer file")
+
+// pathCause is err without the path of an *fs.PathError: temporary file
+// names mean nothing to the user.
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

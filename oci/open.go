@@ -211,10 +211,11 @@ func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 }
 
 // remoteErr adds ErrNotFound to "manifest unknown"/404 answers.
+// Registry answers become one line without Go maps (registryErr).
 func remoteErr(n name.Reference, err error) error {
 	var te *transport.Error
-	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%s: %w: %w", n, err, ErrNotFound)
+	if errors.As(err, &te) {
+		return registryErr(n.Context(), n, "pull", err)
 	}
 	return fmt.Errorf("%s: %w", n, err)
 }

@@ -118,6 +118,10 @@ func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.H
 	err = remote.Write(n, img, ro...)
 	wait()
 	if err != nil {
+		if isRegistryErr(err) {
+			re := registryErr(n.Context(), n, "push to", err)
+			return v1.Hash{}, re
+		}
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
 	}
 	return img.Digest()
@@ -144,6 +148,10 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	err = remote.WriteLayer(n.Context(), l, ro...)
 	wait()
 	if err != nil {
+		if isRegistryErr(err) {
+			re := registryErr(n.Context(), n.Context(), "push to", err)
+			return re
+		}
 		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
 	}
 	return nil
@@ -250,7 +258,11 @@ func atomicWrite(path string, mode os.FileMode, write func(io.Writer) error) (er
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("writing %s: cannot create a file in directory %s: %w", path, dir, err)
 	}
 	defer func() {
 		if err != nil {

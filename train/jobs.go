@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -123,6 +124,9 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 		}
 	} else {
 		out, err := p.toFile(o)
+		if errors.Is(err, layer.ErrLayerFile) {
+			return nil, fmt.Errorf("writing %s: %w", dst, err)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -2,7 +2,9 @@ package train
 
 import (
 	"crypto/rsa"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -163,7 +165,7 @@ func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, wit
 	parent := filepath.Dir(filepath.Clean(outDir))
 	tmp, err := os.MkdirTemp(parent, ".phtoci-decrypt-")
 	if err != nil {
-		return err
+		return fmt.Errorf("output directory %s: cannot create it in directory %s: %w", outDir, parent, pathCause(err))
 	}
 	defer os.RemoveAll(tmp)
 	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), protocol.DirSink(tmp), withTrain); err != nil {
@@ -173,4 +175,14 @@ func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, wit
 		return err
 	}
 	return os.Rename(tmp, outDir) // 0700 (os.MkdirTemp), files 0600 (protocol.DirSink)
+}
+
+// pathCause is err without the path of an *fs.PathError, for errors about
+// temporary files whose names mean nothing to the user.
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

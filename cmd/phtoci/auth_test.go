@@ -76,3 +76,57 @@ func TestCredentialsWherePodmanPutsThem(t *testing.T) {
 	}
 	fails(t, exitUsage, nil, []string{"verify", ref, "--quiet", "--authfile", filepath.Join(t.TempDir(), "none.json")}, "--authfile", "none.json")
 }
+
+// readOnlyDir mounts an empty read-only tmpfs (the tests run as root, for
+// whom permission bits do not stop writes) and unmounts it at the end.
+func readOnlyDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ro")
+	must(t, os.Mkdir(dir, 0o755))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount -t tmpfs -o ro: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// TestErrorsNameWhatTheUserGave (issue 16 item 6): an output in a
+// directory that cannot be written names the output and the directory,
+// never a temporary file; a registry's refusal is one line without Go maps,
+// with the CLI's hint to log in.
+func TestErrorsNameWhatTheUserGave(t *testing.T) {
+	w := newWorld(t, "st-a")
+	built := w.path("train.tar")
+	w.build(t, built)
+	ro := readOnlyDir(t)
+	st := w.stationArgs("st-a")
+	for _, out := range []string{"oci-archive:" + ro + "/out.tar", ro + "/out.tar", "oci:" + ro + "/layout"} {
+		r := fails(t, exitIO, nil, append([]string{"post-run", built, "--results", w.results(t, "st-a"), "-o", out, "--ledger", "none"}, st...),
+			"writing", filepath.Base(out), "in directory "+ro, "read-only file system")
+		if strings.Contains(r.stderr, ".phtoci-") {
+			t.Errorf("error names a temporary file: %s", r.stderr)
+		}
+	}
+	r := fails(t, exitIO, nil, append([]string{"pre-run", built, "-o", w.path("dec.tar"), "--results-dir", ro + "/res", "--ledger", "none"}, st...),
+		"results directory "+ro+"/res", "in directory "+ro, "read-only file system")
+	if strings.Contains(r.stderr, ".phtoci-") {
+		t.Errorf("error names a temporary file: %s", r.stderr)
+	}
+	r = fails(t, exitIO, nil, []string{"decrypt", built, "--key", w.key("researcher"), "--out", ro + "/final"},
+		"output directory "+ro+"/final", "in directory "+ro, "read-only file system")
+	if strings.Contains(r.stderr, ".phtoci-") {
+		t.Errorf("error names a temporary file: %s", r.stderr)
+	}
+
+	reg := testreg.Start(t, testreg.Options{Auth: true})
+	ref := reg.Host + "/pht/x:latest"
+	r = fails(t, exitIO, nil, []string{"verify", ref, "--quiet"},
+		"phtoci: registry "+reg.Host+": authentication required to pull pht/x:latest: log in (see README) or pass --username and --password-stdin")
+	r2 := fails(t, exitIO, nil, append([]string{"post-run", built, "--results", w.results(t, "st-a"), "-o", ref, "--ledger", "none"}, st...),
+		"registry "+reg.Host+": authentication required to push to pht/x", "--username")
+	for _, s := range []string{r.stderr, r2.stderr} {
+		if strings.Contains(s, "map[") || strings.Contains(s, "UNAUTHORIZED") {
+			t.Errorf("registry error with Go maps or raw codes: %s", s)
+		}
+	}
+}

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/phtoci/phtoci/oci"
 	"github.com/urfave/cli/v2"
 )
 
@@ -69,6 +71,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if errors.Is(err, oci.ErrUnauthorized) {
+		msg += ": log in (see README) or pass --username and --password-stdin"
+	}
 	if jsonWanted(args) {
 		enc := json.NewEncoder(stdout)
 		enc.Encode(map[string]any{"ok": false, "error": msg, "exitCode": code})
