@@ -37,6 +37,13 @@ type Options struct {
 	// Insecure allows plain HTTP and unverified TLS to any registry. Without
 	// it plain HTTP is used only for 127.0.0.1, localhost and ::1.
 	Insecure bool
+	// CertDir holds *.crt CA certificates and *.cert/*.key client
+	// certificates for every registry (as containers-certs.d(5)); with or
+	// without it, CertsDirs/HOST[:PORT]/ are read for each registry.
+	CertDir string
+	// CertsDirs are the per-registry certificate roots; nil =
+	// DefaultCertsDirs, empty = none.
+	CertsDirs []string
 	// Transport is the HTTP transport for registries (tests); nil = default.
 	Transport http.RoundTripper
 	// Progress receives progress bars for pushes and file writes, only
@@ -268,6 +275,13 @@ func baseTransport(opts Options) http.RoundTripper {
 	t.WriteBufferSize, t.ReadBufferSize = 256<<10, 256<<10
 	if opts.Insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+	}
+	dirs := opts.CertsDirs
+	if dirs == nil {
+		dirs = DefaultCertsDirs
+	}
+	if opts.CertDir != "" || len(dirs) > 0 {
+		return &certsTransport{base: t, certDir: opts.CertDir, certsDirs: dirs}
 	}
 	return t
 }

@@ -78,6 +78,10 @@ func registryErr(n name.Repository, what fmt.Stringer, action string, err error)
 		re.kind = ErrDenied
 	case te.StatusCode == http.StatusNotFound:
 		re.kind = ErrNotFound
+	case len(te.Errors) == 0 || !strings.Contains(err.Error(), te.Error()):
+		// Not the registry's own answer alone (e.g. a TLS failure and a
+		// plain HTTP fallback's answer): keep every part.
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return re
 }

@@ -41,7 +41,8 @@ func imageFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		&cli.StringFlag{Name: "platform", Usage: "platform to pick from a multi-platform index, `OS/ARCH[/VARIANT]`"},
-		&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP and unverified TLS for registries (always on for 127.0.0.1 and localhost)"},
+		&cli.BoolFlag{Name: "insecure", Usage: "do not verify registries' TLS certificates and allow plain HTTP to any registry (without it certificates are always verified, and plain HTTP is tried only for 127.0.0.1, ::1 and localhost, after HTTPS); prefer --cert-dir"},
+		&cli.StringFlag{Name: "cert-dir", Usage: "`DIR` of *.crt CA certificates and *.cert/*.key client certificates for registries (as podman and skopeo; /etc/containers/certs.d/HOST[:PORT]/ and /etc/docker/certs.d/HOST[:PORT]/ are always read)"},
 		&cli.StringFlag{Name: "username", Usage: "registry user (default: Docker config and credential helpers)", EnvVars: []string{"PHTOCI_USERNAME"}},
 		&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from standard input"},
 		&cli.StringFlag{Name: "authfile", Usage: "registry credentials `FILE` as podman and skopeo write it (default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json (root: /run/containers/0/auth.json), ~/.config/containers/auth.json, then ~/.docker/config.json and credential helpers)"},
@@ -81,6 +82,12 @@ func env(c *cli.Context) (train.Env, error) {
 		}
 	}
 	e.OCI.Keychain = oci.ContainersKeychain(c.String("authfile"))
+	if d := c.String("cert-dir"); d != "" {
+		if _, err := os.ReadDir(d); err != nil {
+			return e, usagef("--cert-dir: %v", err)
+		}
+		e.OCI.CertDir = d
+	}
 	e.CheckBase = c.Bool("check-base")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]
