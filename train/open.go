@@ -36,6 +36,10 @@ type Options struct {
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
 	CheckBase bool
+	// Master, when set, is the master image the master image check
+	// compares with (a file, layout or registry reference) instead of the
+	// config's source.address:source.tag, and turns the check on.
+	Master string
 	// Compression of the new layer a step writes.
 	Compression Compression
 	// LayerDir and LayerReserve place the new layer's file so that the

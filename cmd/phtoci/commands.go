@@ -52,6 +52,11 @@ func imageFlags() []cli.Flag {
 	}
 }
 
+// masterFlag names the master image of the master image check.
+func masterFlag() cli.Flag {
+	return &cli.StringFlag{Name: "master", Usage: "master `IMAGE` (file, layout or registry reference) for the master image check, which it turns on (default: a trust store masters entry's location, else the config's source.address:source.tag)"}
+}
+
 // compressionFlag chooses how a command stores the layer it writes.
 func compressionFlag() cli.Flag {
 	return &cli.StringFlag{Name: "compression", Value: "auto", Usage: "new layer: `auto` (plain tar for oci-archive and oci:; gzip of stored blocks for docker-archive unless its first layer is plain, and streamed to registries), none, stored, or fast (gzip level 1, for compressible results over slow links)"}
@@ -89,6 +94,7 @@ func env(c *cli.Context) (train.Env, error) {
 		e.OCI.CertDir = d
 	}
 	e.CheckBase = c.Bool("check-base")
+	e.Master = c.String("master")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]
 		if !ok {
@@ -256,7 +262,7 @@ func preRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -306,7 +312,7 @@ func postRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -337,7 +343,7 @@ func verifyCommand() *cli.Command {
 		Name:      "verify",
 		Usage:     "verify a train without any key (with --station and --key: also this station's checks)",
 		ArgsUsage: "IMAGE",
-		Flags:     append(imageFlags(), stationFlags()...),
+		Flags:     append(append(imageFlags(), stationFlags()...), masterFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
