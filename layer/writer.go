@@ -46,6 +46,9 @@ type WriterOptions struct {
 	// writes a plain tar and ignores Level: its digest is its diff ID, so
 	// the bytes are hashed once.
 	MediaType types.MediaType
+	// Progress, when set, is told the number of bytes of each write to the
+	// layer file (for a progress bar).
+	Progress func(n int)
 }
 
 // Uncompressed says whether mt is a layer media type for a plain tar.
@@ -130,15 +133,19 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		}
 	}
 	sink := &sinkState{diff: sha256.New()}
+	fw := WritebackWriter(f, opts.Reserve)
+	if opts.Progress != nil {
+		fw = progressWriter{fw, opts.Progress}
+	}
 	if plain {
 		// One hash: a plain tar's digest is its diff ID.
 		sink.digest = sink.diff
 		// The chunk pipe hands over 256 KiB at a time: written as they
 		// are, without another copy into a buffer.
-		sink.buf = unbuffered{WritebackWriter(f, opts.Reserve)}
+		sink.buf = unbuffered{fw}
 	} else {
 		sink.digest = sha256.New()
-		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, WritebackWriter(f, opts.Reserve)), 1<<20)
+		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, fw), 1<<20)
 		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
 	}
 	return newWriter(opts, f, sink), nil
@@ -535,6 +542,18 @@ type flushWriter interface {
 
 // unbuffered is a flushWriter that writes through.
 type unbuffered struct{ io.Writer }
+
+// progressWriter reports the size of each write.
+type progressWriter struct {
+	w  io.Writer
+	fn func(int)
+}
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.fn(n)
+	return n, err
+}
 
 func (unbuffered) Flush() error { return nil }
 

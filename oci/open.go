@@ -49,6 +49,9 @@ type Options struct {
 	// Progress receives progress bars for pushes and file writes, only
 	// when it is a terminal; nil = silent.
 	Progress io.Writer
+	// ProgressAlways draws progress bars on Progress even when it is not a
+	// terminal (frames separated by carriage returns).
+	ProgressAlways bool
 	// Quiet turns progress bars off.
 	Quiet bool
 	// Private says that the image holds plaintext (a pre-run output):

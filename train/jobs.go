@@ -123,7 +123,12 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 			return nil, err
 		}
 	} else {
+		bar := oci.NewProgress(env.OCI, -1, "making the new layer")
+		if bar != nil && o.LayerProgress == nil {
+			o.LayerProgress = bar.Add
+		}
 		out, err := p.toFile(o)
+		bar.Finish()
 		if errors.Is(err, layer.ErrLayerFile) {
 			return nil, fmt.Errorf("writing %s: %w", dst, err)
 		}

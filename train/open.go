@@ -47,6 +47,9 @@ type Options struct {
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
+	// LayerProgress, when set, is told the bytes of each write to the new
+	// layer's file (a progress bar).
+	LayerProgress func(n int)
 	// PreviousResultsDir, for pre-run: also write the decrypted previous
 	// results (the tree /opt/pht_results holds in the decrypted image;
 	// nothing at the first station) into this directory, for the run to

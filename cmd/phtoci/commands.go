@@ -40,6 +40,7 @@ func imageFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		&cli.StringFlag{Name: "progress", Value: "auto", Usage: "progress bars on stderr: `auto` (on a terminal, not with --json), always, never"},
 		&cli.StringFlag{Name: "platform", Usage: "platform to pick from a multi-platform index, `OS/ARCH[/VARIANT]`"},
 		&cli.BoolFlag{Name: "insecure", Usage: "do not verify registries' TLS certificates and allow plain HTTP to any registry (without it certificates are always verified, and plain HTTP is tried only for 127.0.0.1, ::1 and localhost, after HTTPS); prefer --cert-dir"},
 		&cli.StringFlag{Name: "cert-dir", Usage: "`DIR` of *.crt CA certificates and *.cert/*.key client certificates for registries (as podman and skopeo; /etc/containers/certs.d/HOST[:PORT]/ and /etc/docker/certs.d/HOST[:PORT]/ are always read)"},
@@ -109,7 +110,13 @@ func env(c *cli.Context) (train.Env, error) {
 		}
 		e.Trust = st
 	}
-	if !c.Bool("quiet") && !c.Bool("json") {
+	switch p := c.String("progress"); {
+	case p != "auto" && p != "always" && p != "never" && p != "":
+		return e, usagef("--progress %q: want auto, always or never", p)
+	case c.Bool("quiet") || p == "never":
+	case p == "always":
+		e.OCI.Progress, e.OCI.ProgressAlways = c.App.ErrWriter, true
+	case !c.Bool("json"):
 		e.OCI.Progress = c.App.ErrWriter
 	}
 	if p := c.String("platform"); p != "" {

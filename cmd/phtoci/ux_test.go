@@ -184,3 +184,36 @@ func TestJSONOutputs(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressModes (issue 16 item 7): --progress always draws bars into a
+// pipe too: several frames (carriage returns) for making the new layer
+// and writing the file, each bar ending with a newline; never and auto
+// (stderr is a pipe here) draw nothing.
+func TestProgressModes(t *testing.T) {
+	w := newWorld(t, "st-a")
+	built := w.path("train.tar")
+	w.build(t, built)
+	res := w.results(t, "st-a")
+	post := func(out string, extra ...string) result {
+		args := append([]string{"post-run", built, "--results", res, "-o", out, "--ledger", "none", "--station", "st-a", "--key", w.key("st-a")}, extra...)
+		return ok(t, args...)
+	}
+	r := post("oci-archive:"+w.path("always.tar"), "--progress", "always")
+	if n := strings.Count(r.stderr, "\r"); n < 4 {
+		t.Errorf("--progress always: %d frames, want several: %q", n, r.stderr)
+	}
+	for _, m := range []string{"making the new layer", "writing always.tar", "MiB", "%", "/s"} {
+		if !strings.Contains(r.stderr, m) {
+			t.Errorf("--progress always: no %q in %q", m, r.stderr)
+		}
+	}
+	if !strings.HasSuffix(r.stderr, "\n") || strings.Count(r.stderr, "\n") < 2 {
+		t.Errorf("--progress always: bars do not end with newlines: %q", r.stderr)
+	}
+	for _, mode := range []string{"never", "auto"} {
+		if r := post("oci-archive:"+w.path(mode+".tar"), "--progress", mode); r.stderr != "" {
+			t.Errorf("--progress %s into a pipe: stderr %q", mode, r.stderr)
+		}
+	}
+	fails(t, exitUsage, nil, []string{"verify", built, "--progress", "sometimes"}, "--progress", "sometimes")
+}
