@@ -34,25 +34,34 @@ func (e *registryError) Error() string {
 	case ErrUnauthorized:
 		return fmt.Sprintf("registry %s: authentication required to %s %s", e.host, e.action, e.repo)
 	case ErrDenied:
-		return fmt.Sprintf("registry %s: access denied to %s %s", e.host, e.action, e.repo)
+		return fmt.Sprintf("registry %s: access denied to %s %s (HTTP %d%s)", e.host, e.action, e.repo, e.te.StatusCode, e.codes(" "))
 	}
-	var msgs []string
-	for _, d := range e.te.Errors {
-		m := string(d.Code)
-		if d.Message != "" {
-			m += ": " + d.Message
-		}
-		msgs = append(msgs, m)
-	}
-	s := fmt.Sprintf("registry %s: %s %s: HTTP %d", e.host, e.action, e.repo, e.te.StatusCode)
-	if len(msgs) > 0 {
-		s += " " + strings.Join(msgs, "; ")
-	}
+	s := fmt.Sprintf("registry %s: %s %s: HTTP %d%s", e.host, e.action, e.repo, e.te.StatusCode, e.codes(" "))
 	if e.kind == ErrNotFound {
 		s += " (" + ErrNotFound.Error() + ")"
 	}
 	return s
 }
+
+// codes are the answer's error codes after sep, "" when none. Only the
+// codes: the registry's messages and details are its own text (Go maps, or
+// whatever a hostile registry puts there).
+func (e *registryError) codes(sep string) string {
+	var codes []string
+	for _, d := range e.te.Errors {
+		if c := string(d.Code); c != "" && len(c) <= 40 && strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") == "" {
+			codes = append(codes, c)
+		}
+	}
+	if len(codes) == 0 {
+		return ""
+	}
+	return sep + strings.Join(codes, ",")
+}
+
+// RegistrySummary marks an error whose text holds none of the registry's
+// own words (status, error codes, host and repository only).
+func (e *registryError) RegistrySummary() {}
 
 func (e *registryError) Unwrap() []error {
 	if e.kind != nil {

@@ -211,7 +211,10 @@ const maxReason = 300
 func reason(err error) string {
 	msg := err.Error()
 	var te *transport.Error
-	if errors.As(err, &te) {
+	var summary interface{ RegistrySummary() } // oci's one-line registry errors: no body in them
+	if errors.As(err, &summary) {
+		// keep msg
+	} else if errors.As(err, &te) {
 		short := fmt.Sprintf("registry answered HTTP %d", te.StatusCode)
 		var codes []string
 		for _, d := range te.Errors {
