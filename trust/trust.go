@@ -72,7 +72,8 @@ type Master struct {
 	Digests    []string `json:"digests,omitempty"`
 	// Location, when set, is where this station finds masters of this
 	// repository pattern: an image file or layout, or a registry reference
-	// (an air-gapped station keeps the master as a tarball).
+	// (an air-gapped station keeps the master as a tarball); a relative
+	// path is taken from the current directory, not the store's.
 	Location string `json:"location,omitempty"`
 }
 
