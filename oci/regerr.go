@@ -59,9 +59,13 @@ func (e *registryError) codes(sep string) string {
 	return sep + strings.Join(codes, ",")
 }
 
-// RegistrySummary marks an error whose text holds none of the registry's
-// own words (status, error codes, host and repository only).
-func (e *registryError) RegistrySummary() {}
+// IsRegistrySummary says whether err is (or wraps) one of this package's
+// one-line registry errors, whose text holds none of the registry's own
+// words (status, error codes, host and repository only).
+func IsRegistrySummary(err error) bool {
+	var re *registryError
+	return errors.As(err, &re)
+}
 
 func (e *registryError) Unwrap() []error {
 	if e.kind != nil {

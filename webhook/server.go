@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
@@ -211,9 +212,8 @@ const maxReason = 300
 func reason(err error) string {
 	msg := err.Error()
 	var te *transport.Error
-	var summary interface{ RegistrySummary() } // oci's one-line registry errors: no body in them
-	if errors.As(err, &summary) {
-		// keep msg
+	if oci.IsRegistrySummary(err) {
+		// oci's one-line registry errors hold no response body: keep msg
 	} else if errors.As(err, &te) {
 		short := fmt.Sprintf("registry answered HTTP %d", te.StatusCode)
 		var codes []string
