@@ -29,6 +29,9 @@ func TestPrivateCA(t *testing.T) {
 	must(t, err)
 	for _, root := range oci.DefaultCertsDirs {
 		dir := filepath.Join(root, reg.Host)
+		if !exists(root) {
+			t.Cleanup(func() { os.Remove(root) }) // only if still empty
+		}
 		must(t, os.MkdirAll(dir, 0o755))
 		t.Cleanup(func() { os.RemoveAll(dir) })
 		must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), ca, 0o644))
