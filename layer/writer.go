@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strconv"
@@ -45,6 +46,9 @@ type WriterOptions struct {
 	// writes a plain tar and ignores Level: its digest is its diff ID, so
 	// the bytes are hashed once.
 	MediaType types.MediaType
+	// Progress, when set, is told the number of bytes of each write to the
+	// layer file (for a progress bar).
+	Progress func(n int)
 }
 
 // Uncompressed says whether mt is a layer media type for a plain tar.
@@ -120,26 +124,33 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	SweepStale(dir, layerFilePrefix)
 	f, lock, err := createLocked(dir, layerFilePrefix)
 	if err != nil {
-		return nil, fmt.Errorf("creating layer file: %w", err)
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		return nil, fmt.Errorf("%w in directory %s: %w", ErrLayerFile, dir, pathCause(err))
 	}
 	if opts.Reserve > 0 {
 		if _, err := f.Seek(opts.Reserve, io.SeekStart); err != nil {
 			f.Close()
 			lock.Close()
 			os.Remove(f.Name())
-			return nil, fmt.Errorf("creating layer file: %w", err)
+			return nil, fmt.Errorf("%w in directory %s: %w", ErrLayerFile, dir, pathCause(err))
 		}
 	}
 	sink := &sinkState{diff: sha256.New()}
+	fw := WritebackWriter(f, opts.Reserve)
+	if opts.Progress != nil {
+		fw = progressWriter{fw, opts.Progress}
+	}
 	if plain {
 		// One hash: a plain tar's digest is its diff ID.
 		sink.digest = sink.diff
 		// The chunk pipe hands over 256 KiB at a time: written as they
 		// are, without another copy into a buffer.
-		sink.buf = unbuffered{WritebackWriter(f, opts.Reserve)}
+		sink.buf = unbuffered{fw}
 	} else {
 		sink.digest = sha256.New()
-		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, WritebackWriter(f, opts.Reserve)), 1<<20)
+		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, fw), 1<<20)
 		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
 	}
 	w := newWriter(opts, f, sink)
@@ -560,6 +571,18 @@ type flushWriter interface {
 // unbuffered is a flushWriter that writes through.
 type unbuffered struct{ io.Writer }
 
+// progressWriter reports the size of each write.
+type progressWriter struct {
+	w  io.Writer
+	fn func(int)
+}
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.fn(n)
+	return n, err
+}
+
 func (unbuffered) Flush() error { return nil }
 
 func (s *sinkState) Write(b []byte) (int, error) {
@@ -684,4 +707,18 @@ func (p *chunkPipe) Close() error {
 		p.wg.Wait()
 	}
 	return p.failed()
+}
+
+// ErrLayerFile: the new layer's file could not be made (the error names
+// the directory and the cause, never the temporary file's name).
+var ErrLayerFile = errors.New("cannot create the new layer file")
+
+// pathCause is err without the path of an *fs.PathError: temporary file
+// names mean nothing to the user.
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/layer"
-	"github.com/schollz/progressbar/v3"
 )
 
 // DockerArchiveReserve is the room a docker-archive output needs before a
@@ -37,7 +36,7 @@ const DockerArchiveReserve = 512
 // entry first: docker load, skopeo and go-containerregistry find entries by
 // name. Hand-written because tarball.Write cannot put a blob that is
 // already on disk into its output without copying it.
-func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag name.Tag, mode os.FileMode, bar *progressbar.ProgressBar) (done bool, d v1.Hash, err error) {
+func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag name.Tag, mode os.FileMode, bar *bar) (done bool, d v1.Hash, err error) {
 	tl, bf, h, size := takeable(img, ref.Path, DockerArchiveReserve)
 	if bf == nil {
 		return false, v1.Hash{}, nil

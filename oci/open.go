@@ -27,19 +27,30 @@ type Options struct {
 	// Platform chooses from a multi-platform index (nil: the only
 	// platform, else linux/amd64), and is checked against single images.
 	Platform *v1.Platform
-	// Keychain finds registry credentials (default authn.DefaultKeychain:
-	// ~/.docker/config.json and credential helpers).
+	// Keychain finds registry credentials (default ContainersKeychain(""):
+	// podman's and skopeo's auth.json files, then ~/.docker/config.json and
+	// credential helpers).
 	Keychain authn.Keychain
 	// Auth, when set, is used instead of the Keychain.
 	Auth authn.Authenticator
 	// Insecure allows plain HTTP and unverified TLS to any registry. Without
 	// it plain HTTP is used only for 127.0.0.1, localhost and ::1.
 	Insecure bool
+	// CertDir holds *.crt CA certificates and *.cert/*.key client
+	// certificates for every registry (as containers-certs.d(5)); with or
+	// without it, CertsDirs/HOST[:PORT]/ are read for each registry.
+	CertDir string
+	// CertsDirs are the per-registry certificate roots; nil =
+	// DefaultCertsDirs, empty = none.
+	CertsDirs []string
 	// Transport is the HTTP transport for registries (tests); nil = default.
 	Transport http.RoundTripper
 	// Progress receives progress bars for pushes and file writes, only
 	// when it is a terminal; nil = silent.
 	Progress io.Writer
+	// ProgressAlways draws progress bars on Progress even when it is not a
+	// terminal (frames separated by carriage returns).
+	ProgressAlways bool
 	// Quiet turns progress bars off.
 	Quiet bool
 	// Private says that the image holds plaintext (a pre-run output):
@@ -188,10 +199,11 @@ func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 }
 
 // remoteErr adds ErrNotFound to "manifest unknown"/404 answers.
+// Registry answers become one line without Go maps (registryErr).
 func remoteErr(n name.Reference, err error) error {
 	var te *transport.Error
-	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%s: %w: %w", n, err, ErrNotFound)
+	if errors.As(err, &te) {
+		return registryErr(n.Context(), n, "pull", err)
 	}
 	return fmt.Errorf("%s: %w", n, err)
 }
@@ -227,7 +239,7 @@ func remoteOptions(ctx context.Context, opts Options) []remote.Option {
 	} else {
 		kc := opts.Keychain
 		if kc == nil {
-			kc = authn.DefaultKeychain
+			kc = ContainersKeychain("")
 		}
 		o = append(o, remote.WithAuthFromKeychain(kc))
 	}
@@ -244,6 +256,13 @@ func baseTransport(opts Options) http.RoundTripper {
 	t.WriteBufferSize, t.ReadBufferSize = 256<<10, 256<<10
 	if opts.Insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+	}
+	dirs := opts.CertsDirs
+	if dirs == nil {
+		dirs = DefaultCertsDirs
+	}
+	if opts.CertDir != "" || len(dirs) > 0 {
+		return &certsTransport{base: t, certDir: opts.CertDir, certsDirs: dirs}
 	}
 	return t
 }

@@ -2,12 +2,10 @@ package oci
 
 import (
 	"io"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
 
@@ -17,26 +15,25 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// progressOn says whether opts ask for progress bars: a writer, not
+// Quiet, and a terminal unless ProgressAlways.
+func progressOn(opts Options) bool {
+	return !opts.Quiet && opts.Progress != nil && (opts.ProgressAlways || isTerminal(opts.Progress))
+}
+
 // newBar returns a byte progress bar on opts.Progress, or nil when progress
-// is off (nil writer, Quiet, or not a terminal).
-func newBar(opts Options, total int64, desc string) *progressbar.ProgressBar {
-	if opts.Quiet || opts.Progress == nil || !isTerminal(opts.Progress) {
+// is off (see progressOn).
+func newBar(opts Options, total int64, desc string) *bar {
+	if !progressOn(opts) {
 		return nil
 	}
-	return progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(opts.Progress),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-		progressbar.OptionFullWidth(),
-	)
+	return newByteBar(opts.Progress, total, desc)
 }
 
 // barWriter counts bytes written into a bar (nil bar: a plain writer).
 type barWriter struct {
 	w   io.Writer
-	bar *progressbar.ProgressBar
+	bar *bar
 }
 
 func (b barWriter) Write(p []byte) (int, error) {
@@ -96,7 +93,7 @@ type pullProgress struct {
 }
 
 func withPullProgress(img v1.Image, opts Options) v1.Image {
-	if opts.Quiet || opts.Progress == nil || !isTerminal(opts.Progress) {
+	if !progressOn(opts) {
 		opts.Progress = nil // no bars
 	}
 	return &pullProgress{Image: img, opts: opts}
@@ -197,7 +194,7 @@ func (l *progressLayer) Uncompressed() (io.ReadCloser, error) {
 
 type barReader struct {
 	io.ReadCloser
-	bar *progressbar.ProgressBar
+	bar *bar
 }
 
 func (b *barReader) Read(p []byte) (int, error) {

@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/schollz/progressbar/v3"
 )
 
 // ArchiveReserve is the room an oci-archive output needs before a layer
@@ -99,7 +98,7 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 // Hand-written because no tar library writes an entry whose header is
 // filled in after its content; the three headers are plain 512-byte blocks
 // made by archive/tar.
-func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.FileMode, bar *progressbar.ProgressBar) (done bool, err error) {
+func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.FileMode, bar *bar) (done bool, err error) {
 	_, bf, h, size := takeable(img, ref.Path, ArchiveReserve)
 	if bf == nil {
 		return false, nil
@@ -150,7 +149,7 @@ type takeover struct {
 	end, pos int64 // reserve + blob; where the rest of the archive starts
 }
 
-func startTakeover(p string, off, size int64, bar *progressbar.ProgressBar) (*takeover, error) {
+func startTakeover(p string, off, size int64, bar *bar) (*takeover, error) {
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err

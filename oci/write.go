@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -115,6 +116,10 @@ func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.H
 	err = remote.Write(n, img, ro...)
 	wait()
 	if err != nil {
+		if isRegistryErr(err) {
+			re := registryErr(n.Context(), n, "push to", err)
+			return v1.Hash{}, re
+		}
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
 	}
 	d, err := img.Digest()
@@ -182,6 +187,10 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	err = remote.WriteLayer(n.Context(), l, ro...)
 	wait()
 	if err != nil {
+		if isRegistryErr(err) {
+			re := registryErr(n.Context(), n.Context(), "push to", err)
+			return re
+		}
 		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
 	}
 	return nil
@@ -200,7 +209,11 @@ func atomicWriteThen(path string, mode os.FileMode, write func(io.Writer) error,
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("writing %s: cannot create a file in directory %s: %w", path, dir, err)
 	}
 	h := atexit.Register(func() { os.Remove(f.Name()) })
 	defer func() {

@@ -48,7 +48,7 @@ func (v Violation) String() string {
 type BaseReport struct {
 	MasterLayers int         `json:"masterLayers"`
 	TrainLayers  int         `json:"trainLayers"`
-	Violations   []Violation `json:"violations"`
+	Violations   []Violation `json:"violations"` // [] when none
 }
 
 // CheckBase is SPEC's master image check: the train's layers start with
@@ -72,7 +72,7 @@ func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
 	}
 	mids := mcf.RootFS.DiffIDs
 	tids := tcf.RootFS.DiffIDs
-	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids)}
+	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids), Violations: []Violation{}}
 	add := func(v Violation) { rep.Violations = append(rep.Violations, v) }
 	base := len(mids)
 	for i, id := range mids {
@@ -181,19 +181,30 @@ func allowedTrainPath(p string, isDir bool) bool {
 }
 
 // CheckBaseJob runs CheckBase on the images at trainRef and masterRef
-// (masterRef "" = the config's source.address:source.tag).
+// (masterRef "" = env.Master, else the location a trust store masters entry
+// gives for the config's source.address, else source.address:source.tag).
+// A master given as a file or layout is checked against the trust store
+// as the config's source.address.
 func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*BaseReport, error) {
 	in, img, err := openInput(ctx, trainRef, env)
 	if err != nil {
 		return nil, err
 	}
 	if masterRef == "" {
-		src, err := sourceOf(img, env.Options)
-		if err != nil {
+		masterRef = env.Master
+	}
+	var src protocol.Source
+	if masterRef == "" || env.Trust != nil {
+		if src, err = sourceOf(img, env.Options); err != nil {
 			return nil, err
 		}
+	}
+	if masterRef == "" && env.Trust != nil && src.Address != "" {
+		masterRef = env.Trust.MasterLocation(src.Address)
+	}
+	if masterRef == "" {
 		if src.Address == "" {
-			return nil, usagef("%s: the config's source.address is empty; give MASTER", in)
+			return nil, usagef("%s: the config's source.address is empty; give the master image", in)
 		}
 		masterRef = src.Address
 		if src.Tag != "" {
@@ -213,7 +224,11 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 		if err != nil {
 			return nil, fmt.Errorf("master image %s: %w", masterRef, err)
 		}
-		if err := env.Trust.CheckMaster(repoOf(mref), d.String()); err != nil {
+		repo := repoOf(mref)
+		if mref.Transport != oci.TransportRegistry && src.Address != "" {
+			repo = src.Address
+		}
+		if err := env.Trust.CheckMaster(repo, d.String()); err != nil {
 			return nil, err
 		}
 	}
@@ -235,7 +250,7 @@ func repoOf(r oci.Ref) string {
 
 // checkBaseIfAsked runs the master image check when env asks for it.
 func checkBaseIfAsked(ctx context.Context, input string, env Env) error {
-	if !env.CheckBase && (env.Trust == nil || !env.Trust.CheckBase) {
+	if !env.CheckBase && env.Master == "" && (env.Trust == nil || !env.Trust.CheckBase) {
 		return nil
 	}
 	_, err := CheckBaseJob(ctx, input, "", env)

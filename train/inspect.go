@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/json"
 	"fmt"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -12,20 +13,25 @@ import (
 // Inspection describes a train image: its config, the route with each
 // station's state, its layers and the base boundary.
 type Inspection struct {
-	MediaType     types.MediaType   `json:"mediaType"`
-	Digest        string            `json:"digest"`
-	State         string            `json:"state"`
-	Base          int               `json:"baseLayers"`
-	BaseFromLabel bool              `json:"baseFromLabel"`
-	Layers        []LayerSummary    `json:"layers"`
-	Route         []StationState    `json:"route"`
-	Creator       string            `json:"creator"`
-	CreatorKey    string            `json:"creatorKeyFingerprint,omitempty"`
-	BuilderKey    string            `json:"builderKeyFingerprint,omitempty"`
-	Verified      bool              `json:"verified"`
-	VerifyError   string            `json:"verifyError,omitempty"`
-	Config        *protocol.Config  `json:"config"`
-	Labels        map[string]string `json:"labels,omitempty"`
+	MediaType     types.MediaType  `json:"mediaType"`
+	Digest        string           `json:"digest"`
+	State         string           `json:"state"`
+	Base          int              `json:"baseLayers"`
+	BaseFromLabel bool             `json:"baseFromLabel"`
+	Layers        []LayerSummary   `json:"layers"`
+	Route         []StationState   `json:"route"`
+	Creator       string           `json:"creator"`
+	CreatorKey    string           `json:"creatorKeyFingerprint,omitempty"`
+	BuilderKey    string           `json:"builderKeyFingerprint,omitempty"`
+	Verified      bool             `json:"verified"`
+	VerifyError   string           `json:"verifyError,omitempty"`
+	TrainID       string           `json:"train_id"`
+	Source        string           `json:"source,omitempty"`
+	Config        *protocol.Config `json:"-"`
+	// ConfigJSON is the train config as stored in the image, with its own
+	// field names.
+	ConfigJSON json.RawMessage   `json:"config"`
+	Labels     map[string]string `json:"labels,omitempty"`
 }
 
 // LayerSummary is one layer of an inspected image.
@@ -55,7 +61,14 @@ func Inspect(img v1.Image, o Options) (*Inspection, error) {
 		return nil, err
 	}
 	defer t.Close()
-	in := &Inspection{Base: t.Base, BaseFromLabel: t.FromLabel, Config: t.Config, Labels: t.Labels, Creator: t.Config.Creator.ID}
+	in := &Inspection{Base: t.Base, BaseFromLabel: t.FromLabel, Config: t.Config, Labels: t.Labels, Creator: t.Config.Creator.ID,
+		TrainID: t.Config.ID, ConfigJSON: json.RawMessage(t.ConfigRaw), Layers: []LayerSummary{}, Route: []StationState{}}
+	if a := t.Config.Source.Address; a != "" {
+		in.Source = a
+		if tag := t.Config.Source.Tag; tag != "" {
+			in.Source += ":" + tag
+		}
+	}
 	if in.MediaType, err = img.MediaType(); err != nil {
 		return nil, err
 	}

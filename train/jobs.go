@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -33,8 +34,10 @@ type JobResult struct {
 	Digest  string `json:"digest"`
 	Station string `json:"station,omitempty"`
 	// Next is the route index of the station that runs next (-1: the route is done).
-	Next   int              `json:"next"`
-	Config *protocol.Config `json:"-"`
+	Next int `json:"next"`
+	// NextStation is the id of that station (absent when the route is done).
+	NextStation string           `json:"next_station,omitempty"`
+	Config      *protocol.Config `json:"-"`
 	// ResultsDir is where pre-run wrote the previous results
 	// (Options.PreviousResultsDir).
 	ResultsDir string `json:"resultsDir,omitempty"`
@@ -120,7 +123,15 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 			return nil, err
 		}
 	} else {
+		bar := oci.NewProgress(env.OCI, -1, "making the new layer")
+		if bar != nil && o.LayerProgress == nil {
+			o.LayerProgress = bar.Add
+		}
 		out, err := p.toFile(o)
+		bar.Finish()
+		if errors.Is(err, layer.ErrLayerFile) {
+			return nil, fmt.Errorf("writing %s: %w", dst, err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -135,6 +146,9 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 	if cfg != nil {
 		if st, err := protocol.Verify(cfg); err == nil {
 			res.Next = st.Next
+			if r := cfg.SortedRoute(); st.Next >= 0 && st.Next < len(r) {
+				res.NextStation = string(r[st.Next].Station)
+			}
 		}
 	}
 	return res, nil
@@ -254,6 +268,16 @@ func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outD
 		return err
 	}
 	return Decrypt(img, userKey, outDir, withTrain, env.Options)
+}
+
+// DecryptJobReport is DecryptJob, also reporting the route's state
+// (whether every station signed).
+func DecryptJobReport(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) (*DecryptResult, error) {
+	_, img, err := openInput(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
+	return DecryptReport(img, userKey, outDir, withTrain, env.Options)
 }
 
 // InspectJob describes the image at input.

@@ -36,6 +36,10 @@ type Options struct {
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
 	CheckBase bool
+	// Master, when set, is the master image the master image check
+	// compares with (a file, layout or registry reference) instead of the
+	// config's source.address:source.tag, and turns the check on.
+	Master string
 	// Compression of the new layer a step writes.
 	Compression Compression
 	// LayerDir and LayerReserve place the new layer's file so that the
@@ -43,6 +47,9 @@ type Options struct {
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
+	// LayerProgress, when set, is told the bytes of each write to the new
+	// layer's file (a progress bar).
+	LayerProgress func(n int)
 	// PreviousResultsDir, for pre-run: also write the decrypted previous
 	// results (the tree /opt/pht_results holds in the decrypted image;
 	// nothing at the first station) into this directory, for the run to

@@ -50,7 +50,7 @@ func newPrevResults(dir string) (*prevResults, error) {
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".phtoci-results-") // 0700
 	if err != nil {
-		return nil, fmt.Errorf("results directory %s: %w", dir, err)
+		return nil, fmt.Errorf("results directory %s: cannot create it in directory %s: %w", dir, filepath.Dir(filepath.Clean(dir)), pathCause(err))
 	}
 	return &prevResults{dir: dir, tmp: tmp}, nil
 }

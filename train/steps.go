@@ -555,7 +555,7 @@ func (c Compression) gzipLevel() int {
 }
 
 func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
-	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve, Level: o.Compression.gzipLevel()}
+	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve, Level: o.Compression.gzipLevel(), Progress: o.LayerProgress}
 	switch o.Compression {
 	case CompressionAuto, CompressionNone, CompressionStored, CompressionFast:
 	default:

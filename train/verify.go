@@ -2,7 +2,9 @@ package train
 
 import (
 	"crypto/rsa"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -23,7 +25,23 @@ type VerifyReport struct {
 	Route []string `json:"route"`
 	// Config is the verified train's config.
 	Config *protocol.Config `json:"-"`
+	// Checked lists what was verified; NotChecked what was not and why
+	// (a keyless verify cannot read the train files, and the route is
+	// signed by no one unless a trust store pins the stations).
+	Checked    []string `json:"checked"`
+	NotChecked []string `json:"not_checked"`
 }
+
+// What Verify checks, as reported in VerifyReport.Checked and NotChecked.
+const (
+	CheckSignatures   = "signatures"
+	CheckChain        = "chain"
+	CheckFileSet      = "file set"
+	CheckConfig       = "config"
+	CheckFileContents = "train file contents"
+	CheckRoute        = "route stations"
+	CheckTrust        = "creator and builder keys against the trust store"
+)
 
 // Verify checks img without any station key: the config's signatures and
 // chain (protocol.Verify) and that the files under /opt/pht_train are exactly
@@ -50,7 +68,17 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 	if err := protocol.CheckFileNames(t.Config, t.TrainFS()); err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{Status: status, Config: t.Config}
+	rep := &VerifyReport{Status: status, Config: t.Config,
+		Checked: []string{CheckSignatures, CheckChain, CheckFileSet, CheckConfig}, NotChecked: []string{}}
+	if o.Trust != nil {
+		rep.Checked = append(rep.Checked, CheckTrust)
+	}
+	if o.Trust != nil && len(o.Trust.Stations) > 0 {
+		rep.Checked = append(rep.Checked, CheckRoute+" (pinned by the trust store)")
+	} else {
+		rep.NotChecked = append(rep.NotChecked, CheckRoute+" (the route is unsigned unless a trust store pins the stations)")
+	}
+	contents := false
 	for _, r := range t.Config.SortedRoute() {
 		rep.Route = append(rep.Route, r.Station)
 	}
@@ -61,9 +89,10 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 		}
 		switch {
 		case t.Decrypted():
-			err = protocol.CheckTrain(t.Config, t.TrainFS())
+			err, contents = protocol.CheckTrain(t.Config, t.TrainFS()), true
 		case state.State == "next":
 			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), *st, nil)
+			contents = true
 		}
 		// A station that signed, or whose turn has not come, has no key
 		// to the files: the keyless checks are all there is, and the
@@ -72,6 +101,11 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 			return nil, err
 		}
 		rep.Station, rep.StationState = st.ID, state
+	}
+	if contents {
+		rep.Checked = append(rep.Checked, CheckFileContents)
+	} else {
+		rep.NotChecked = append([]string{CheckFileContents + " (need the key of the station whose turn it is)"}, rep.NotChecked...)
 	}
 	return rep, nil
 }
@@ -82,22 +116,64 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 // exist yet; it appears only when everything verified, 0700 with files 0600
 // (plaintext), whatever the umask.
 func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) error {
+	_, err := DecryptReport(img, userKey, outDir, withTrain, o)
+	return err
+}
+
+// DecryptResult is what Decrypt found: the route's state. A train is
+// decrypted as soon as one station signed, so Complete tells the
+// researcher whether every station on the route has run.
+type DecryptResult struct {
+	Out      string   `json:"out"`
+	Route    []string `json:"route"`
+	Done     []string `json:"done_stations"`
+	Pending  []string `json:"pending_stations"`
+	Complete bool     `json:"complete"`
+}
+
+// DecryptReport is Decrypt, also reporting the route's state.
+func DecryptReport(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) (*DecryptResult, error) {
 	if _, err := os.Lstat(outDir); err == nil {
-		return fmt.Errorf("%s: output directory exists; choose a new one", outDir)
+		return nil, fmt.Errorf("%s: output directory exists; choose a new one", outDir)
 	}
 	t, err := Open(img, o)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer t.Close()
 	ukf, err := t.UserKeyFile()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	status, err := protocol.Verify(t.Config)
+	if err != nil {
+		return nil, err
+	}
+	res := &DecryptResult{Out: outDir, Route: []string{}, Done: []string{}, Pending: []string{}}
+	signed := map[int]bool{}
+	for _, i := range status.Done {
+		signed[i] = true
+	}
+	for i, r := range t.Config.SortedRoute() {
+		res.Route = append(res.Route, string(r.Station))
+		if signed[i] {
+			res.Done = append(res.Done, string(r.Station))
+		} else {
+			res.Pending = append(res.Pending, string(r.Station))
+		}
+	}
+	res.Complete = len(res.Pending) == 0
+	if err := decryptTo(t, ukf, userKey, outDir, withTrain); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, withTrain bool) error {
 	parent := filepath.Dir(filepath.Clean(outDir))
 	tmp, err := os.MkdirTemp(parent, ".phtoci-decrypt-")
 	if err != nil {
-		return err
+		return fmt.Errorf("output directory %s: cannot create it in directory %s: %w", outDir, parent, pathCause(err))
 	}
 	defer os.RemoveAll(tmp)
 	undo := atexit.Register(func() { os.RemoveAll(tmp) }) // plaintext: gone also on a signal
@@ -114,5 +190,15 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 			undo.Done()
 		}
 	})
+	return err
+}
+
+// pathCause is err without the path of an *fs.PathError, for errors about
+// temporary files whose names mean nothing to the user.
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
 	return err
 }

@@ -70,6 +70,11 @@ type File struct {
 type Master struct {
 	Repository string   `json:"repository"`
 	Digests    []string `json:"digests,omitempty"`
+	// Location, when set, is where this station finds masters of this
+	// repository pattern: an image file or layout, or a registry reference
+	// (an air-gapped station keeps the master as a tarball); a relative
+	// path is taken from the current directory, not the store's.
+	Location string `json:"location,omitempty"`
 }
 
 // Store is a loaded trust store.
@@ -229,6 +234,15 @@ func (s *Store) patterns() string {
 
 // CheckMaster checks a master image's repository and manifest digest
 // against the allowed masters (no masters listed: everything is allowed).
+// MasterLocation is the location of the first masters entry whose pattern
+// matches repo, "" when none gives one.
+func (s *Store) MasterLocation(repo string) string {
+	if m := s.matchMaster(repo); m != nil {
+		return m.Location
+	}
+	return ""
+}
+
 func (s *Store) CheckMaster(repo, digest string) error {
 	if len(s.Masters) == 0 {
 		return nil

@@ -215,7 +215,9 @@ const maxReason = 300
 func reason(err error) string {
 	msg := err.Error()
 	var te *transport.Error
-	if errors.As(err, &te) {
+	if oci.IsRegistrySummary(err) {
+		// oci's one-line registry errors hold no response body: keep msg
+	} else if errors.As(err, &te) {
 		short := fmt.Sprintf("registry answered HTTP %d", te.StatusCode)
 		var codes []string
 		for _, d := range te.Errors {

@@ -48,10 +48,13 @@ func imageFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		&cli.StringFlag{Name: "progress", Value: "auto", Usage: "progress bars on stderr: `auto` (on a terminal, not with --json), always, never"},
 		&cli.StringFlag{Name: "platform", Usage: "platform to pick from a multi-platform index, `OS/ARCH[/VARIANT]`"},
-		&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP and unverified TLS for registries (always on for 127.0.0.1 and localhost)"},
+		&cli.BoolFlag{Name: "insecure", Usage: "do not verify registries' TLS certificates and allow plain HTTP to any registry (without it certificates are always verified, and plain HTTP is tried only for 127.0.0.1, ::1 and localhost, after HTTPS); prefer --cert-dir"},
+		&cli.StringFlag{Name: "cert-dir", Usage: "`DIR` of *.crt CA certificates and *.cert/*.key client certificates for registries (as podman and skopeo; /etc/containers/certs.d/HOST[:PORT]/ and /etc/docker/certs.d/HOST[:PORT]/ are always read)"},
 		&cli.StringFlag{Name: "username", Usage: "registry user (default: Docker config and credential helpers)", EnvVars: []string{"PHTOCI_USERNAME"}},
 		&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from standard input"},
+		&cli.StringFlag{Name: "authfile", Usage: "registry credentials `FILE` as podman and skopeo write it (default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json (root: /run/containers/0/auth.json), ~/.config/containers/auth.json, then ~/.docker/config.json and credential helpers)"},
 		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files (a new layer for an oci-archive or oci: output is made beside the output, which takes it over)", EnvVars: []string{"PHTOCI_TMPDIR"}},
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
@@ -87,6 +90,11 @@ func summaryCache(c *cli.Context) layer.SummaryCache {
 	return dc
 }
 
+// masterFlag names the master image of the master image check.
+func masterFlag() cli.Flag {
+	return &cli.StringFlag{Name: "master", Usage: "master `IMAGE` (file, layout or registry reference) for the master image check, which it turns on (default: a trust store masters entry's location, else the config's source.address:source.tag)"}
+}
+
 // compressionFlag chooses how a command stores the layer it writes.
 func compressionFlag() cli.Flag {
 	return &cli.StringFlag{Name: "compression", Value: "auto", Usage: "new layer: `auto` (plain tar for oci-archive and oci:; gzip of stored blocks for docker-archive unless its first layer is plain, and streamed to registries), none, stored, or fast (gzip level 1, for compressible results over slow links)"}
@@ -118,7 +126,20 @@ func env(c *cli.Context) (train.Env, error) {
 		return e, usagef("--stall-timeout %s: want a positive duration such as 60s", d)
 	}
 	e.SummaryCache = summaryCache(c)
+	if f := c.String("authfile"); f != "" {
+		if _, err := os.Stat(f); err != nil {
+			return e, usagef("--authfile: %v", err)
+		}
+	}
+	e.OCI.Keychain = oci.ContainersKeychain(c.String("authfile"))
+	if d := c.String("cert-dir"); d != "" {
+		if _, err := os.ReadDir(d); err != nil {
+			return e, usagef("--cert-dir: %v", err)
+		}
+		e.OCI.CertDir = d
+	}
 	e.CheckBase = c.Bool("check-base")
+	e.Master = c.String("master")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]
 		if !ok {
@@ -139,7 +160,13 @@ func env(c *cli.Context) (train.Env, error) {
 		}
 		e.Trust = st
 	}
-	if !c.Bool("quiet") && !c.Bool("json") {
+	switch p := c.String("progress"); {
+	case p != "auto" && p != "always" && p != "never" && p != "":
+		return e, usagef("--progress %q: want auto, always or never", p)
+	case c.Bool("quiet") || p == "never":
+	case p == "always":
+		e.OCI.Progress, e.OCI.ProgressAlways = c.App.ErrWriter, true
+	case !c.Bool("json"):
 		e.OCI.Progress = c.App.ErrWriter
 	}
 	if p := c.String("platform"); p != "" {
@@ -273,8 +300,10 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 		if r.Step == "pre-run" {
 			return
 		}
-		if r.Next >= 0 {
-			fmt.Fprintf(w, "  next station: route index %d\n", r.Next)
+		if r.Next >= 0 && r.NextStation != "" {
+			fmt.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
+		} else if r.Next >= 0 {
+			fmt.Fprintf(w, "  next station: route[%d]\n", r.Next)
 		} else if r.Step == "post-run" {
 			fmt.Fprintf(w, "  route complete: ready for the researcher\n")
 		}
@@ -290,7 +319,7 @@ func preRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -340,7 +369,7 @@ func postRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -371,7 +400,7 @@ func verifyCommand() *cli.Command {
 		Name:      "verify",
 		Usage:     "verify a train without any key (with --station and --key: also this station's checks)",
 		ArgsUsage: "IMAGE",
-		Flags:     append(imageFlags(), stationFlags()...),
+		Flags:     append(append(imageFlags(), stationFlags()...), masterFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -393,10 +422,25 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station, "station_state": r.StationState}, func(w io.Writer) {
-				fmt.Fprintf(w, "verified: %d station(s) signed", len(r.Status.Done))
+			done := []string{}
+			for _, i := range r.Status.Done {
+				done = append(done, routeName(r.Route, i))
+			}
+			out := map[string]any{"ok": true, "done": nonNil(r.Status.Done), "done_stations": done, "next": r.Status.Next,
+				"route": nonNil(r.Route), "checked": r.Checked, "not_checked": r.NotChecked}
+			if r.Status.Next >= 0 {
+				out["next_station"] = routeName(r.Route, r.Status.Next)
+			}
+			if r.Station != "" {
+				out["station"], out["station_state"] = r.Station, r.StationState
+			}
+			return printResult(c, out, func(w io.Writer) {
+				fmt.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
+				if len(done) > 0 {
+					fmt.Fprintf(w, " (%s)", strings.Join(done, ", "))
+				}
 				if r.Status.Next >= 0 {
-					fmt.Fprintf(w, ", next route index %d", r.Status.Next)
+					fmt.Fprintf(w, ", next station: %s (route[%d])", routeName(r.Route, r.Status.Next), r.Status.Next)
 				} else {
 					fmt.Fprintf(w, ", route complete")
 				}
@@ -407,9 +451,31 @@ func verifyCommand() *cli.Command {
 					fmt.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
+				for _, n := range r.NotChecked {
+					if strings.HasPrefix(n, train.CheckFileContents) {
+						n += ": phtoci verify --station ID --key KEY"
+					}
+					fmt.Fprintf(w, "  not checked: %s\n", n)
+				}
 			})
 		},
 	}
+}
+
+// routeName names route position i as its station id.
+func routeName(route []string, i int) string {
+	if i >= 0 && i < len(route) {
+		return route[i]
+	}
+	return fmt.Sprintf("route[%d]", i)
+}
+
+// nonNil makes a nil slice encode as [] in --json.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func decryptCommand() *cli.Command {
@@ -438,11 +504,23 @@ func decryptCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := train.DecryptJob(c.Context, in, k, c.String("out"), c.Bool("train"), e); err != nil {
+			r, err := train.DecryptJobReport(c.Context, in, k, c.String("out"), c.Bool("train"), e)
+			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "out": c.String("out")}, func(w io.Writer) {
-				fmt.Fprintf(w, "verified and decrypted: results in %s\n", c.String("out"))
+			if !r.Complete {
+				fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: incomplete route: %d of %d station(s) signed; no results yet from %s\n",
+					len(r.Done), len(r.Route), strings.Join(r.Pending, ", "))
+			}
+			return printResult(c, struct {
+				OK bool `json:"ok"`
+				*train.DecryptResult
+			}{true, r}, func(w io.Writer) {
+				if r.Complete {
+					fmt.Fprintf(w, "verified and decrypted: results of all %d station(s) in %s\n", len(r.Route), r.Out)
+				} else {
+					fmt.Fprintf(w, "verified and decrypted: results of %d of %d station(s) (%s) in %s; route incomplete\n", len(r.Done), len(r.Route), strings.Join(r.Done, ", "), r.Out)
+				}
 			})
 		},
 	}

@@ -99,6 +99,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ") + limitHint(err)
+	if errors.Is(err, oci.ErrUnauthorized) {
+		msg += ": log in (see README) or pass --username and --password-stdin"
+	}
 	if jsonWanted(args) {
 		out := map[string]any{"ok": false, "error": msg, "exitCode": code}
 		var lost *oci.LostUpdateError

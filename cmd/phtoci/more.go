@@ -34,27 +34,46 @@ func inspectCommand() *cli.Command {
 				return err
 			}
 			return printResult(c, r, func(w io.Writer) {
-				fmt.Fprintf(w, "image    %s (%s)\nstate    %s\ncreator  %s %s\nbuilder  %s\n", r.Digest, r.MediaType, r.State, r.Creator, r.CreatorKey, r.BuilderKey)
+				src := r.Source
+				if src == "" {
+					src = "(not recorded)"
+				}
+				fmt.Fprintf(w, "image    %s (%s)\ntrain    %s\nsource   %s\nstate    %s\ncreator  %s %s\nbuilder  %s\n",
+					r.Digest, r.MediaType, r.TrainID, src, r.State, r.Creator, r.CreatorKey, r.BuilderKey)
 				if r.Verified {
 					fmt.Fprintf(w, "verify   ok (keyless)\n")
 				} else {
 					fmt.Fprintf(w, "verify   FAILED: %s\n", r.VerifyError)
 				}
-				fmt.Fprintf(w, "route:\n")
+				fmt.Fprintf(w, "route:\n  %-5s %-20s %-6s %-8s %s\n", "INDEX", "STATION", "ECO", "STATE", "KEY")
 				for _, s := range r.Route {
-					fmt.Fprintf(w, "  %d  %-20s %-6s %-8s %s\n", s.Index, s.Station, s.EcoSystem, s.State, s.KeyFingerprint)
+					fmt.Fprintf(w, "  %-5d %-20s %-6s %-8s %s\n", s.Index, s.Station, s.EcoSystem, s.State, s.KeyFingerprint)
 				}
-				src := "scan"
+				from := "scan"
 				if r.BaseFromLabel {
-					src = "label"
+					from = "label"
 				}
-				fmt.Fprintf(w, "layers (base boundary %d, from %s):\n", r.Base, src)
+				fmt.Fprintf(w, "layers (base boundary %d, from %s):\n  %-5s %-8s %-71s %10s %s\n", r.Base, from, "INDEX", "ROLE", "DIGEST", "SIZE", "MEDIA TYPE")
 				for _, l := range r.Layers {
-					fmt.Fprintf(w, "  %d  %-8s %s %10d %s\n", l.Index, l.Role, l.Digest, l.Size, l.MediaType)
+					fmt.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, humanSize(l.Size), l.MediaType)
 				}
 			})
 		},
 	}
+}
+
+// humanSize writes n bytes as B, KiB, MiB or GiB with one decimal.
+func humanSize(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, units := float64(n)/1024, []string{"KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
 }
 
 func buildCommand() *cli.Command {

@@ -1,0 +1,161 @@
+package oci
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+)
+
+// bar is a byte progress line on a terminal: description, bytes of total,
+// percentage, rate and time left, redrawn in place (carriage return) at
+// most every barInterval, and ended with a newline by Finish. It is safe
+// for concurrent use and starts no goroutine: it draws from Add and Set.
+type bar struct {
+	mu      sync.Mutex
+	w       io.Writer
+	desc    string
+	total   int64 // <= 0: unknown
+	n       int64
+	start   time.Time
+	last    time.Time
+	width   int // of the last frame, to blank a shorter one
+	drawn   bool
+	done    bool
+	nowFunc func() time.Time
+}
+
+const barInterval = 200 * time.Millisecond
+
+func newByteBar(w io.Writer, total int64, desc string) *bar {
+	return &bar{w: w, desc: desc, total: total, start: time.Now(), nowFunc: time.Now}
+}
+
+// Add counts n more bytes.
+func (b *bar) Add(n int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n += int64(n)
+	b.maybeDraw()
+	return nil
+}
+
+// Add64 counts n more bytes.
+func (b *bar) Add64(n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n += n
+	b.maybeDraw()
+	return nil
+}
+
+// Set64 sets the bytes done so far.
+func (b *bar) Set64(n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n = n
+	b.maybeDraw()
+	return nil
+}
+
+// ChangeMax64 sets the total.
+func (b *bar) ChangeMax64(total int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total = total
+}
+
+// Finish draws the last frame and ends the line; later calls do nothing.
+func (b *bar) Finish() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return nil
+	}
+	b.done = true
+	b.draw(b.nowFunc())
+	_, err := io.WriteString(b.w, "\n")
+	return err
+}
+
+func (b *bar) maybeDraw() {
+	if b.done {
+		return
+	}
+	now := b.nowFunc()
+	if b.drawn && now.Sub(b.last) < barInterval {
+		return
+	}
+	b.draw(now)
+}
+
+func (b *bar) draw(now time.Time) {
+	b.last, b.drawn = now, true
+	el := now.Sub(b.start).Seconds()
+	var s strings.Builder
+	s.WriteString(b.desc)
+	s.WriteString("  ")
+	s.WriteString(humanBytes(b.n))
+	if b.total > 0 {
+		fmt.Fprintf(&s, " / %s  %3d%%", humanBytes(b.total), min(100, b.n*100/b.total))
+	}
+	if el > 0.05 {
+		rate := float64(b.n) / el
+		fmt.Fprintf(&s, "  %s/s", humanBytes(int64(rate)))
+		if b.total > 0 && rate > 0 && b.n < b.total && !b.done {
+			fmt.Fprintf(&s, "  ETA %s", time.Duration(float64(b.total-b.n)/rate*float64(time.Second)).Round(time.Second))
+		}
+	}
+	line := s.String()
+	pad := ""
+	if len(line) < b.width {
+		pad = strings.Repeat(" ", b.width-len(line))
+	}
+	b.width = len(line)
+	io.WriteString(b.w, "\r"+line+pad)
+}
+
+// humanBytes writes n as B, KiB, MiB, GiB or TiB with one decimal.
+func humanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, units := float64(n)/1024, []string{"KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
+}
+
+// Progress is a byte progress bar for steps outside this package (a new
+// layer being made); nil when the options ask for none. Its methods do
+// nothing on nil.
+type Progress struct{ b *bar }
+
+// NewProgress returns a bar on opts.Progress for total bytes (<= 0:
+// unknown) described by desc, or nil when progress is off (Quiet, no
+// writer, or not a terminal without ProgressAlways).
+func NewProgress(opts Options, total int64, desc string) *Progress {
+	b := newBar(opts, total, desc)
+	if b == nil {
+		return nil
+	}
+	return &Progress{b}
+}
+
+// Add counts n more bytes.
+func (p *Progress) Add(n int) {
+	if p != nil {
+		p.b.Add(n)
+	}
+}
+
+// Finish draws the last frame and ends the line.
+func (p *Progress) Finish() {
+	if p != nil {
+		p.b.Finish()
+	}
+}

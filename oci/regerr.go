@@ -1,0 +1,114 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"github.com/google/go-containerregistry/pkg/name"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+var (
+	// ErrUnauthorized: the registry wants credentials, or refused the
+	// ones given (HTTP 401).
+	ErrUnauthorized = errors.New("registry authentication required")
+	// ErrDenied: the registry knows who asks and refuses the action
+	// (HTTP 403).
+	ErrDenied = errors.New("registry access denied")
+)
+
+// registryError is a registry's error answer in one line, without the
+// Go maps of its detail field: "registry HOST: authentication required to
+// pull REPO". It wraps the transport.Error and ErrUnauthorized, ErrDenied
+// or ErrNotFound as the status says.
+type registryError struct {
+	host, repo, action string
+	te                 *transport.Error
+	kind               error
+}
+
+func (e *registryError) Error() string {
+	switch e.kind {
+	case ErrUnauthorized:
+		return fmt.Sprintf("registry %s: authentication required to %s %s", e.host, e.action, e.repo)
+	case ErrDenied:
+		return fmt.Sprintf("registry %s: access denied to %s %s (HTTP %d%s)", e.host, e.action, e.repo, e.te.StatusCode, e.codes(" "))
+	}
+	s := fmt.Sprintf("registry %s: %s %s: HTTP %d%s", e.host, e.action, e.repo, e.te.StatusCode, e.codes(" "))
+	if e.kind == ErrNotFound {
+		s += " (" + ErrNotFound.Error() + ")"
+	}
+	return s
+}
+
+// codes are the answer's error codes after sep, "" when none. Only the
+// codes: the registry's messages and details are its own text (Go maps, or
+// whatever a hostile registry puts there).
+func (e *registryError) codes(sep string) string {
+	var codes []string
+	for _, d := range e.te.Errors {
+		if c := string(d.Code); c != "" && len(c) <= 40 && strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") == "" {
+			codes = append(codes, c)
+		}
+	}
+	if len(codes) == 0 {
+		return ""
+	}
+	return sep + strings.Join(codes, ",")
+}
+
+// IsRegistrySummary says whether err is (or wraps) one of this package's
+// one-line registry errors, whose text holds none of the registry's own
+// words (status, error codes, host and repository only).
+func IsRegistrySummary(err error) bool {
+	var re *registryError
+	return errors.As(err, &re)
+}
+
+func (e *registryError) Unwrap() []error {
+	if e.kind != nil {
+		return []error{e.kind, e.te}
+	}
+	return []error{e.te}
+}
+
+// registryErr rewrites a registry's error answer about n (a
+// name.Reference or name.Repository) as a registryError; other errors are
+// returned as they are.
+func registryErr(n name.Repository, what fmt.Stringer, action string, err error) error {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	host := n.RegistryStr()
+	re := &registryError{host: host, repo: strings.TrimPrefix(what.String(), host+"/"), action: action, te: te}
+	switch {
+	case te.StatusCode == http.StatusUnauthorized || hasCode(te, transport.UnauthorizedErrorCode):
+		re.kind = ErrUnauthorized
+	case te.StatusCode == http.StatusForbidden || hasCode(te, transport.DeniedErrorCode):
+		re.kind = ErrDenied
+	case te.StatusCode == http.StatusNotFound:
+		re.kind = ErrNotFound
+	case len(te.Errors) == 0 || !strings.Contains(err.Error(), te.Error()):
+		// Not the registry's own answer alone (e.g. a TLS failure and a
+		// plain HTTP fallback's answer): keep every part.
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return re
+}
+
+func isRegistryErr(err error) bool {
+	var te *transport.Error
+	return errors.As(err, &te)
+}
+
+func hasCode(te *transport.Error, c transport.ErrorCode) bool {
+	for _, d := range te.Errors {
+		if d.Code == c {
+			return true
+		}
+	}
+	return false
+}
