@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/phtoci/phtoci/oci"
-	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
 
@@ -203,8 +201,8 @@ func (s *Server) process(a Artifact) {
 			n := out.Next
 			v.Next = &n
 		}
-	case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain) || errors.Is(err, oci.ErrLimit):
-		v.Status, v.Check, v.Message = StatusRejected, checkName(err), reason(err)
+	case train.Classify(err).Kind == train.KindVerification:
+		v.Status, v.Check, v.Message = StatusRejected, train.Classify(err).Check, reason(err)
 	default:
 		v.Message = reason(err)
 		if time.Since(entry.First) < s.cfg.RetryWindow {
