@@ -75,4 +75,3 @@ func TestReadmeSnippets(t *testing.T) {
 		}
 	}
 }
-
