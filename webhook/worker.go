@@ -188,6 +188,7 @@ func (s *Server) process(a Artifact) {
 	}
 	v.Artifact.Registry = reg
 	out, err := s.attempt(s.work, v.Artifact, &v)
+	class := train.Classify(err)
 	switch {
 	case err != nil && s.work.Err() != nil:
 		// Abandoned by a shutdown: no verdict; it stays queued.
@@ -201,8 +202,8 @@ func (s *Server) process(a Artifact) {
 			n := out.Next
 			v.Next = &n
 		}
-	case train.Classify(err).Kind == train.KindVerification:
-		v.Status, v.Check, v.Message = StatusRejected, train.Classify(err).Check, reason(err)
+	case class.Kind == train.KindVerification:
+		v.Status, v.Check, v.Message = StatusRejected, class.Check, reason(err)
 	default:
 		v.Message = reason(err)
 		if time.Since(entry.First) < s.cfg.RetryWindow {
