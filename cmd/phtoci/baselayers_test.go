@@ -88,3 +88,17 @@ func TestPlainHTTPIsUsage(t *testing.T) {
 		t.Errorf("hint %q", h)
 	}
 }
+
+// TestFlagHintsFromTheCLI: library messages name no flags; the CLI adds
+// the flag that changes the outcome (exit codes as before).
+func TestFlagHintsFromTheCLI(t *testing.T) {
+	w := newWorld(t, "st-a")
+	built := w.path("train.tar")
+	w.build(t, built)
+	r := fails(t, exitIO, nil, []string{"verify", built, "--platform", "linux/s390x"}, "linux/s390x", "choose one with --platform")
+	if strings.Count(r.stderr, "--platform") != 1 {
+		t.Errorf("--platform named other than once: %s", r.stderr)
+	}
+	fails(t, exitUsage, nil, append([]string{"post-run", built, "-o", w.path("out.tar")}, w.stationArgs("st-a")...),
+		"give the run's results directory (--results DIR)")
+}
