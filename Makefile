@@ -39,10 +39,15 @@ test: test-deps test-release
 bench: build
 	./bench/run.sh
 
+# Every fuzz target in the repository, each for FUZZTIME (go test fuzzes
+# one target of one package at a time).
 fuzz:
-	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseConfig -fuzztime $(FUZZTIME)
-	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecrypt -fuzztime $(FUZZTIME)
-	$(GO) test ./keys -run '^$$' -fuzz FuzzParsePublicKeyHex -fuzztime $(FUZZTIME)
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do \
+	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+	    echo "fuzz $$(dirname $$f) $$t"; \
+	    $(GO) test "$$(dirname $$f)" -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
 
 lint:
 	$(GO) vet $(PKGS)

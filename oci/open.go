@@ -277,7 +277,7 @@ type httpGuard struct {
 
 func (g httpGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Scheme == "http" && !g.insecure && !isLoopback(r.URL.Hostname()) {
-		return nil, fmt.Errorf("refusing plain HTTP to %s (only 127.0.0.1, localhost and ::1 without --insecure)", r.URL.Host)
+		return nil, fmt.Errorf("refusing plain HTTP to %s (only 127.0.0.1, localhost and ::1 unless insecure): %w", r.URL.Host, ErrPlainHTTP)
 	}
 	return g.next.RoundTrip(r)
 }

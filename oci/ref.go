@@ -33,6 +33,9 @@ var (
 	ErrMediaType = errors.New("unsupported media type")
 	// ErrCorrupt: an archive or layout is truncated or inconsistent.
 	ErrCorrupt = errors.New("corrupt image archive or layout")
+	// ErrPlainHTTP: plain HTTP to a registry that is not on a loopback
+	// address, without Options.Insecure.
+	ErrPlainHTTP = errors.New("plain HTTP refused")
 )
 
 // Transport says where an image lives.

@@ -99,7 +99,7 @@ func TestPlainHTTPOnlyLoopbackOrInsecure(t *testing.T) {
 	ref := parse(t, "docker://10.11.12.13:5000/pht/train:v1")
 	rec := &recorder{}
 	_, err := Open(ctx, ref, Options{Transport: rec})
-	if err == nil || !strings.Contains(err.Error(), "refusing plain HTTP") {
+	if !errors.Is(err, ErrPlainHTTP) || !strings.Contains(err.Error(), "refusing plain HTTP to 10.11.12.13:5000") || strings.Contains(err.Error(), "--") {
 		t.Errorf("plain HTTP to 10.11.12.13 without Insecure: %v, want a refusal", err)
 	}
 	for _, u := range rec.urls {

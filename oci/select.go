@@ -74,7 +74,7 @@ func choosePlatform(ds []v1.Descriptor, want *v1.Platform, where string) (v1.Des
 			return d, nil
 		}
 	}
-	return v1.Descriptor{}, fmt.Errorf("%s has several platforms and none is %s; choose one with --platform (it has: %s): %w", where, DefaultPlatform.String(), platforms(real), ErrPlatform)
+	return v1.Descriptor{}, fmt.Errorf("%s has several platforms and none is %s (it has: %s): %w", where, DefaultPlatform.String(), platforms(real), ErrPlatform)
 }
 
 // checkPlatform fails when a single image's config is for another platform

@@ -1,6 +1,9 @@
 package protocol
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrVerification is matched (errors.Is) by every verification failure
 // below: callers that only need "the train does not verify" test for it.
@@ -10,12 +13,19 @@ var ErrVerification = errors.New("verification failed")
 // config (bad JSON, a hex field that is not hex, duplicate route indices…).
 var ErrInvalidConfig = errors.New("invalid train config")
 
-type verificationError struct{ msg string }
+// AlsoVerification returns an error with err's message that matches err
+// and also ErrVerification (errors.Is); nil stays nil. Other packages
+// declare their verification failures with it:
+//
+//	var ErrUntrusted = protocol.AlsoVerification(errors.New("not trusted"))
+func AlsoVerification(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w%.0w", err, ErrVerification)
+}
 
-func (e *verificationError) Error() string        { return e.msg }
-func (e *verificationError) Is(target error) bool { return target == ErrVerification }
-
-func sentinel(msg string) error { return &verificationError{msg} }
+func sentinel(msg string) error { return AlsoVerification(errors.New(msg)) }
 
 // Verification failures; each also matches ErrVerification.
 var (

@@ -18,12 +18,7 @@ import (
 
 // ErrBaseMismatch reports a train that is not its master image plus train
 // paths. It also matches protocol.ErrVerification.
-var ErrBaseMismatch error = &baseError{}
-
-type baseError struct{}
-
-func (*baseError) Error() string        { return "train does not match its master image" }
-func (*baseError) Is(target error) bool { return target == protocol.ErrVerification }
+var ErrBaseMismatch = protocol.AlsoVerification(errors.New("train does not match its master image"))
 
 // Violation is one way a train differs from its master image.
 type Violation struct {

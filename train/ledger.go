@@ -20,12 +20,7 @@ import (
 // has already signed (the same train again, or an older or altered image of
 // it: a replay or rollback meant to feed the station altered "previous
 // results" or to run it twice). It also matches protocol.ErrVerification.
-var ErrAlreadyProcessed error = &ledgerError{}
-
-type ledgerError struct{}
-
-func (*ledgerError) Error() string        { return "train already processed by this station" }
-func (*ledgerError) Is(target error) bool { return target == protocol.ErrVerification }
+var ErrAlreadyProcessed = protocol.AlsoVerification(errors.New("train already processed by this station"))
 
 // ErrLedgerDamaged reports a station ledger file that cannot be read as a
 // ledger (not JSON lines, too large). It is an I/O-class error: the train

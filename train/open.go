@@ -189,7 +189,7 @@ func (t *Train) init(o Options) error {
 	switch {
 	case o.BaseLayers > 0:
 		if o.BaseLayers > len(layers) {
-			return fmt.Errorf("--base-layers %d: the image has only %d layers", o.BaseLayers, len(layers))
+			return usagef("base layer count %d: the image has only %d layers", o.BaseLayers, len(layers))
 		}
 		t.Base, t.FromLabel = o.BaseLayers, false
 	case !t.FromLabel:
@@ -206,18 +206,12 @@ func (t *Train) init(o Options) error {
 	return nil
 }
 
-// unsafeEntryError is a layer.ErrUnsafeEntry (a "..", link or device
-// under the train paths) classified as what it is for a train: content
-// that does not verify, so it also matches protocol.ErrVerification.
-type unsafeEntryError struct{ err error }
-
-func (e *unsafeEntryError) Error() string        { return e.err.Error() }
-func (e *unsafeEntryError) Unwrap() error        { return e.err }
-func (e *unsafeEntryError) Is(target error) bool { return target == protocol.ErrVerification }
-
+// unsafeEntry classifies a layer.ErrUnsafeEntry (a "..", link or device
+// under the train paths) as what it is for a train: content that does not
+// verify, so it also matches protocol.ErrVerification.
 func unsafeEntry(err error) error {
 	if errors.Is(err, layer.ErrUnsafeEntry) {
-		return &unsafeEntryError{err}
+		return protocol.AlsoVerification(err)
 	}
 	return err
 }

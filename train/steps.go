@@ -361,7 +361,7 @@ func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*pos
 		}
 	} else {
 		if results == nil {
-			return in, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
+			return in, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory", ErrResultsRequired)
 		}
 		spool, err := newPackSink(o.TempDir) // unlinked: nothing stays behind a kill
 		if err != nil {
@@ -689,7 +689,7 @@ func leakCheck(t *Train, trainPlain, resultsPlain fs.FS) error {
 					return err
 				}
 				if csum == sum {
-					return fmt.Errorf("layer %d (base, kept): /%s holds the plaintext of /%s/%s: %w; refusing to post-run (drop that layer with --base-layers, or post-run the image as received with --results)",
+					return fmt.Errorf("layer %d (base, kept): /%s holds the plaintext of /%s/%s: %w; refusing to post-run",
 						c.Layer, c.Path, dir, p, ErrLeak)
 				}
 			}

@@ -22,6 +22,7 @@ package trust
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -37,12 +38,7 @@ import (
 
 // ErrUntrusted reports a config or master image the store does not allow.
 // It also matches protocol.ErrVerification.
-var ErrUntrusted error = &untrusted{}
-
-type untrusted struct{}
-
-func (*untrusted) Error() string        { return "not trusted" }
-func (*untrusted) Is(target error) bool { return target == protocol.ErrVerification }
+var ErrUntrusted = protocol.AlsoVerification(errors.New("not trusted"))
 
 // File is the store's JSON form.
 type File struct {

@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/protocol"
+	"github.com/phtoci/phtoci/train"
 )
 
 // ErrChangedInTransit: a train was pushed before with other build-time
 // fields (a route entry added or re-keyed, say). It is a verification
-// failure: errors.Is(err, protocol.ErrVerification) holds.
-var ErrChangedInTransit = fmt.Errorf("changed in transit%.0w", protocol.ErrVerification)
+// failure: errors.Is(err, protocol.ErrVerification) holds. It is
+// train.ErrChangedInTransit, so that train.Classify names its check.
+var ErrChangedInTransit = train.ErrChangedInTransit
 
 // TrainRecord is the central ledger's entry for one train (its config's
 // @id): the fields fixed when it was built, as first seen in a verified

@@ -16,14 +16,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
 
 // Verifier checks one pushed artifact. A nil error is a verified train; an
-// error matching protocol.ErrVerification is a rejection; any other error
+// error train.Classify calls KindVerification is a rejection (its check
+// names the verdict's check); any other error
 // is retried (registry down, network).
 type Verifier interface {
 	Verify(ctx context.Context, a Artifact) (*Outcome, error)
@@ -181,28 +181,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
 		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}, nil
-}
-
-var checks = []struct {
-	err  error
-	name string
-}{
-	{ErrChangedInTransit, "changed_in_transit"}, {protocol.ErrIntegrity, "integrity"}, {layer.ErrUnsafeEntry, "unsafe_entry"},
-	{protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
-	{protocol.ErrBuilderSignature, "builder_signature"}, {protocol.ErrPreviousResultsChanged, "previous_results"},
-	{protocol.ErrResultSignature, "result_signature"}, {protocol.ErrChainSignature, "chain_signature"},
-	{protocol.ErrUnsignedFile, "unsigned_file"}, {protocol.ErrDecryption, "decryption"},
-	{protocol.ErrInvalidConfig, "config"}, {train.ErrNotATrain, "not_a_train"}, {train.ErrBaseMismatch, "master_image"},
-	{oci.ErrLimit, "limit"},
-}
-
-func checkName(err error) string {
-	for _, c := range checks {
-		if errors.Is(err, c.err) {
-			return c.name
-		}
-	}
-	return "verification"
 }
 
 // maxReason bounds a verdict's message.

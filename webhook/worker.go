@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/phtoci/phtoci/oci"
-	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
 
@@ -190,6 +188,7 @@ func (s *Server) process(a Artifact) {
 	}
 	v.Artifact.Registry = reg
 	out, err := s.attempt(s.work, v.Artifact, &v)
+	class := train.Classify(err)
 	switch {
 	case err != nil && s.work.Err() != nil:
 		// Abandoned by a shutdown: no verdict; it stays queued.
@@ -203,8 +202,8 @@ func (s *Server) process(a Artifact) {
 			n := out.Next
 			v.Next = &n
 		}
-	case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain) || errors.Is(err, oci.ErrLimit):
-		v.Status, v.Check, v.Message = StatusRejected, checkName(err), reason(err)
+	case class.Kind == train.KindVerification:
+		v.Status, v.Check, v.Message = StatusRejected, class.Check, reason(err)
 	default:
 		v.Message = reason(err)
 		if time.Since(entry.First) < s.cfg.RetryWindow {

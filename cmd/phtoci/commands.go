@@ -19,26 +19,41 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// exitCode is train.Classify's kind: usage errors of the CLI's own
+// (usageError) match train.ErrUsage.
 func exitCode(err error) int {
-	var ue usageError
-	switch {
-	case errors.As(err, &ue), errors.Is(err, train.ErrUsage), errors.Is(err, train.ErrResultsRequired),
-		errors.Is(err, oci.ErrUnknownTransport), errors.Is(err, oci.ErrAmbiguous), errors.Is(err, oci.ErrWouldOverwrite),
-		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired), errors.Is(err, protocol.ErrBuild):
-		return exitUsage
-	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig), errors.Is(err, oci.ErrLimit),
-		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted),
-		errors.Is(err, layer.ErrUnsafeEntry), errors.Is(err, train.ErrAlreadyProcessed):
+	switch train.Classify(err).Kind {
+	case train.KindOK:
+		return exitOK
+	case train.KindVerification:
 		return exitVerification
+	case train.KindUsage:
+		return exitUsage
 	default:
 		return exitIO
 	}
 }
 
-// limitHint tells how to raise a limit an image broke.
+// flagHints name the flag that changes what an error reports; library
+// messages name no flags.
+var flagHints = []struct {
+	err  error
+	hint string
+}{
+	{oci.ErrLimit, " (raise it with --limit NAME=VALUE)"},
+	{oci.ErrPlainHTTP, " (allow it with --insecure)"},
+	{oci.ErrPlatform, " (choose one with --platform OS/ARCH[/VARIANT])"},
+	{train.ErrResultsRequired, " (--results DIR)"},
+	{train.ErrLeak, " (drop that layer with --base-layers, or post-run the image as received with --results)"},
+}
+
+// limitHint tells which flag changes what err reports: how to raise a
+// limit an image broke, allow plain HTTP, choose a platform.
 func limitHint(err error) string {
-	if errors.Is(err, oci.ErrLimit) {
-		return " (raise it with --limit NAME=VALUE)"
+	for _, h := range flagHints {
+		if errors.Is(err, h.err) {
+			return h.hint
+		}
 	}
 	return ""
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
 	// Trusted roots compiled in, used when the system has none (the
 	// container image, a minimal chroot): registries over TLS still verify.
@@ -234,6 +235,9 @@ func setUsageHandler(c *cli.Command) {
 type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
+
+// Is makes every usageError a train.ErrUsage for train.Classify.
+func (u usageError) Is(target error) bool { return target == train.ErrUsage }
 
 func usagef(format string, a ...any) error {
 	return usageError{fmt.Errorf(format, a...)}
