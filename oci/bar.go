@@ -100,7 +100,9 @@ func (b *bar) draw(now time.Time) {
 	if b.total > 0 {
 		fmt.Fprintf(&s, " / %s  %3d%%", humanBytes(b.total), min(100, b.n*100/b.total))
 	}
-	if el > 0.05 {
+	// A rate needs some time to mean anything, except in the last frame,
+	// which shows the average.
+	if el > 0.05 || (b.done && el > 0) {
 		rate := float64(b.n) / el
 		fmt.Fprintf(&s, "  %s/s", humanBytes(int64(rate)))
 		if b.total > 0 && rate > 0 && b.n < b.total && !b.done {

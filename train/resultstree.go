@@ -197,6 +197,11 @@ func (r *ResultsTree) Open(name string) (fs.File, error) {
 	// open; it is refused below.
 	f, err := dr.OpenFile(base, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
+		// A symlink swapped in after the lstat: os.Root refuses one that
+		// leaves the directory ("path escapes from parent"). Say so.
+		if now, lerr := dr.Lstat(base); lerr == nil && (!now.Mode().IsRegular() || !os.SameFile(lfi, now)) {
+			return nil, r.changed(name)
+		}
 		return nil, r.pathErr("open", name, err)
 	}
 	fi, err := f.Stat()
