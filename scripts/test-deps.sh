@@ -9,6 +9,9 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
+# PostgreSQL for the serve tests on a shared store (internal/testpg runs its
+# own server in a temporary directory; the package's cluster is not used).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")
@@ -23,6 +26,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # Debian's docker-registry package starts a system service on :5000; the
   # tests start their own registries on free ports and do not need it.
   (systemctl stop docker-registry 2>/dev/null || service docker-registry stop 2>/dev/null || true) >/dev/null 2>&1
+  (systemctl stop postgresql 2>/dev/null || service postgresql stop 2>/dev/null || true) >/dev/null 2>&1
   exit 0
 fi
 echo "test-deps: missing ${need[*]}; run as root: $cmd" >&2

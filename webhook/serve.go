@@ -24,7 +24,8 @@ import (
 //	listen: 127.0.0.1:8080
 //	tls: {cert: server.crt, key: server.key}   # optional
 //	secret_file: secret.txt                    # or secret: "Bearer …"; must equal the Authorization header
-//	store: verdicts.db
+//	store: verdicts.db                         # or postgres://user@host:5432/db?sslmode=verify-full (replicas)
+//	lease: 2m                                  # a replica's hold on an artifact it verifies
 //	max_body: 1048576
 //	workers: 2
 //	queue: 1024
@@ -69,6 +70,9 @@ type ServeConfig struct {
 	ReadSecretFile string `yaml:"read_secret_file"`
 	// VerifyTimeout bounds one verification attempt (default 5m).
 	VerifyTimeout time.Duration `yaml:"verify_timeout"`
+	// Lease is how long a replica holds an artifact it verifies before
+	// another may take it over (default 2m).
+	Lease time.Duration `yaml:"lease"`
 	// RetryWindow is how long errors are retried (default 1h).
 	RetryWindow time.Duration `yaml:"retry_window"`
 	// ShutdownGrace is how long a stop waits for verifications in
@@ -140,6 +144,7 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
 		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
 		{"retry_window", &c.RetryWindow, time.Hour}, {"shutdown_grace", &c.ShutdownGrace, 30 * time.Second},
+		{"lease", &c.Lease, 2 * time.Minute},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
@@ -182,7 +187,7 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 // the rest of the queue in the store for the next start. ready, when not
 // nil, receives the listening address.
 func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
-	st, err := OpenStore(c.Store)
+	st, err := OpenVerdictStore(ctx, c.Store)
 	if err != nil {
 		return err
 	}
@@ -220,7 +225,7 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
 		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
-		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}})
+		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"context"
+	"crypto/rand"
+	"os"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -58,7 +60,8 @@ type Config struct {
 	// Secret must equal the Authorization header (compared in constant time).
 	Secret   string
 	Verifier Verifier
-	Store    *Store
+	// Store is a Store (bbolt) or a PGStore shared by replicas.
+	Store VerdictStore
 	// MaxBody bounds request bodies (default 1 MiB).
 	MaxBody int64
 	// Workers verify in parallel (default 2); QueueSize bounds the queue
@@ -100,6 +103,17 @@ type Config struct {
 	// tag is taken from the newest event (by the registry's timestamp).
 	Resolver    Resolver
 	TagCacheTTL time.Duration
+	// Lease is how long a replica holds a queued artifact it verifies
+	// before another may take it (default 2 min); it is renewed every
+	// third of it while the verification runs. PollInterval is how often
+	// the store's queue is looked at for work nobody holds: queued by
+	// another replica, or left by one that stopped (default Lease/4, at
+	// most 5 s).
+	Lease        time.Duration
+	PollInterval time.Duration
+	// Owner names this replica in leases (default host, pid and a random
+	// suffix).
+	Owner string
 }
 
 // Server is the webhook handler with its queue and workers.
@@ -176,6 +190,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 5 * time.Minute
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 2 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = min(cfg.Lease/4, 5*time.Second)
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		var r [4]byte
+		rand.Read(r[:])
+		cfg.Owner = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), r)
 	}
 	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
 		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}, nil

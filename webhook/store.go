@@ -1,9 +1,11 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,8 +43,53 @@ var (
 // ErrNoVerdict reports an artifact the store knows nothing about.
 var ErrNoVerdict = errors.New("no verdict")
 
+// VerdictStore keeps verdicts, the work queue and the train ledger. Two
+// backends implement it: Store (a bbolt file, one process) and PGStore
+// (PostgreSQL, shared by several replicas). Every method is one
+// transaction.
+type VerdictStore interface {
+	// Put records a verdict (whatever was recorded before).
+	Put(v Verdict) error
+	// Get returns the verdict for repository@digest (ErrNoVerdict).
+	Get(repository, digest string) (*Verdict, error)
+	// SetTag records that a was pushed as its tag unless a newer push of
+	// the tag is known; Tag returns what is known of repository:tag.
+	SetTag(a Artifact, registry string) error
+	Tag(repository, tag string) (*TagRecord, error)
+	// RecordTrain and Train are the central ledger (see Store.RecordTrain).
+	RecordTrain(r TrainRecord) (*TrainRecord, error)
+	Train(id string) (*TrainRecord, error)
+	Close() error
+
+	enqueue(a Artifact) (*queueEntry, error)
+	dequeue(a Artifact) error
+	finish(v Verdict) (bool, error)
+	retry(v Verdict, e queueEntry) error
+	queued() ([]queueEntry, error)
+	// claim leases a's queue entry to owner for lease and returns it (an
+	// entry missing is made again: the caller holds an accepted event);
+	// nil when a has a final verdict or another owner's lease is running.
+	claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error)
+	// renew extends owner's lease; false when owner no longer holds it.
+	renew(a Artifact, owner string, lease time.Duration) (bool, error)
+	// due lists entries nobody holds a running lease on whose next attempt
+	// has come.
+	due() ([]queueEntry, error)
+}
+
+// OpenVerdictStore opens the store spec names: a postgres:// or
+// postgresql:// URL selects PostgreSQL (the schema is created or migrated),
+// anything else is a bbolt file path.
+func OpenVerdictStore(ctx context.Context, spec string) (VerdictStore, error) {
+	if strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://") {
+		return OpenPGStore(ctx, spec)
+	}
+	return OpenStore(spec)
+}
+
 // Store keeps verdicts and queued work in a bbolt file, so both survive
-// restarts.
+// restarts. One process holds the file at a time, so the leases in it
+// when it is opened belong to a process that is gone: they are cleared.
 type Store struct{ db *bolt.DB }
 
 // OpenStore opens (or creates) the store file.
@@ -54,6 +101,23 @@ func OpenStore(path string) (*Store, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		// Leases of a process that is gone.
+		q := tx.Bucket(bucketQueue)
+		var stale [][2][]byte
+		q.ForEach(func(k, v []byte) error {
+			if e, err := decodeEntry(v); err == nil && e.Owner != "" {
+				e.Owner, e.LeaseUntil = "", time.Time{}
+				if b, err := json.Marshal(e); err == nil {
+					stale = append(stale, [2][]byte{append([]byte(nil), k...), b})
+				}
+			}
+			return nil
+		})
+		for _, kv := range stale {
+			if err := q.Put(kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
@@ -145,6 +209,10 @@ type queueEntry struct {
 	Attempts int       `json:"attempts,omitempty"`
 	First    time.Time `json:"first,omitempty"` // the first attempt
 	Next     time.Time `json:"next,omitempty"`  // the next one, when waiting
+	// Owner holds a lease on the entry until LeaseUntil: a replica
+	// verifying it.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil,omitempty"`
 }
 
 // enqueue persists queued work and returns its entry; nil when the
@@ -218,11 +286,89 @@ func (s *Store) finish(v Verdict) (bool, error) {
 	return recorded, err
 }
 
+func finalIn(tx *bolt.Tx, k []byte) bool {
+	if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
+		var v Verdict
+		return json.Unmarshal(b, &v) == nil && final(v.Status)
+	}
+	return false
+}
+
+func (s *Store) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
+	var e *queueEntry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(a.Key())
+		q := tx.Bucket(bucketQueue)
+		if finalIn(tx, k) {
+			return q.Delete(k)
+		}
+		cur := queueEntry{Artifact: a}
+		if b := q.Get(k); b != nil {
+			old, err := decodeEntry(b)
+			if err != nil {
+				return err
+			}
+			cur = old
+		}
+		now := time.Now().UTC()
+		if cur.Owner != "" && cur.Owner != owner && cur.LeaseUntil.After(now) {
+			return nil
+		}
+		cur.Owner, cur.LeaseUntil = owner, now.Add(lease)
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		e = &cur
+		return q.Put(k, b)
+	})
+	return e, err
+}
+
+func (s *Store) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+	held := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(a.Key())
+		q := tx.Bucket(bucketQueue)
+		b := q.Get(k)
+		if b == nil {
+			return nil
+		}
+		e, err := decodeEntry(b)
+		if err != nil || e.Owner != owner {
+			return err
+		}
+		e.LeaseUntil = time.Now().UTC().Add(lease)
+		if b, err = json.Marshal(e); err != nil {
+			return err
+		}
+		held = true
+		return q.Put(k, b)
+	})
+	return held, err
+}
+
+func (s *Store) due() ([]queueEntry, error) {
+	all, err := s.queued()
+	now := time.Now()
+	var out []queueEntry
+	for _, e := range all {
+		if (e.Owner == "" || !e.LeaseUntil.After(now)) && !e.Next.After(now) {
+			out = append(out, e)
+		}
+	}
+	return out, err
+}
+
 // retry records a failed attempt's verdict and the queue entry's retry
 // state in one transaction.
 func (s *Store) retry(v Verdict, e queueEntry) error {
+	e.Owner, e.LeaseUntil = "", time.Time{} // free for any replica when due
 	return s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
+		if finalIn(tx, k) {
+			return tx.Bucket(bucketQueue).Delete(k)
+		}
 		vb, err := json.Marshal(v)
 		if err != nil {
 			return err

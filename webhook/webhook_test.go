@@ -30,9 +30,9 @@ import (
 
 const secret = "Bearer s3cret-token"
 
-func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *httptest.Server, *Store) {
+func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *httptest.Server, VerdictStore) {
 	t.Helper()
-	st, err := OpenStore(dbPath)
+	st, err := openTestStore(t, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

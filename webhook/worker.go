@@ -58,6 +58,8 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.worker()
 	}
+	s.wg.Add(1)
+	go s.poll()
 	go func() {
 		for _, a := range load {
 			select {
@@ -171,8 +173,20 @@ func (s *Server) process(a Artifact) {
 	}
 	sl.state = slotRunning
 	sl.gen++
-	entry := sl.entry
 	s.mu.Unlock()
+
+	// The lease makes this replica the one verifying a; nil: another one
+	// has it or it is decided.
+	claimed, err := s.cfg.Store.claim(a, s.cfg.Owner, s.cfg.Lease)
+	if err != nil || claimed == nil {
+		s.mu.Lock()
+		delete(s.slots, k) // still queued in the store when err != nil: the poll finds it
+		s.mu.Unlock()
+		return
+	}
+	entry := *claimed
+	stopRenew := s.renewLease(a)
+	defer stopRenew()
 
 	start := time.Now()
 	if entry.First.IsZero() {
@@ -344,4 +358,56 @@ func (s *Server) waiting() int {
 		}
 	}
 	return n
+}
+
+// renewLease renews the lease on a every third of the lease until the
+// returned function is called.
+func (s *Server) renewLease(a Artifact) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.cfg.Store.renew(a, s.cfg.Owner, s.cfg.Lease)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// poll looks at the store's queue every PollInterval for work nobody
+// holds a lease on (queued by another replica, left by one that stopped,
+// or due for a retry) and queues it here.
+func (s *Server) poll() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		entries, err := s.cfg.Store.due()
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		for _, e := range entries {
+			k := e.Artifact.Key()
+			if _, ok := s.slots[k]; ok {
+				continue
+			}
+			select {
+			case s.queue <- e.Artifact:
+				s.slots[k] = &slot{state: slotQueued, entry: e}
+			default: // full here: left for another replica or the next look
+			}
+		}
+		s.mu.Unlock()
+	}
 }
