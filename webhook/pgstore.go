@@ -243,6 +243,14 @@ func (s *PGStore) enqueue(a Artifact) (*queueEntry, error) {
 	return e, err
 }
 
+func (s *PGStore) isQueued(key string) (bool, error) {
+	q := false
+	err := s.query(func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue WHERE key = $1)`, key).Scan(&q)
+	})
+	return q, err
+}
+
 func (s *PGStore) dequeue(a Artifact) error {
 	return s.query(func(ctx context.Context) error {
 		_, err := s.pool.Exec(ctx, `DELETE FROM queue WHERE key = $1`, a.Key())

@@ -47,6 +47,7 @@ func TestConformancePostgres(t *testing.T) {
 		"ErrorsAreRetried": TestErrorsAreRetried, "LedgerChangedInTransit": TestLedgerChangedInTransit,
 		"RoutingAgainstPushers": TestRoutingAgainstPushers, "RegistryBurst": TestRegistryBurst,
 		"StalledRegistryDeadline": TestStalledRegistryDeadline, "WholeRouteRouted": TestWholeRouteRouted,
+		"HarborScanner": TestHarborScanner,
 	} {
 		t.Run(name, f)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
@@ -114,6 +115,9 @@ type Config struct {
 	// Owner names this replica in leases (default host, pid and a random
 	// suffix).
 	Owner string
+	// Logger receives one line per event accepted or refused and per
+	// verdict (default: none).
+	Logger *slog.Logger
 }
 
 // Server is the webhook handler with its queue and workers.
@@ -196,6 +200,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = min(cfg.Lease/4, 5*time.Second)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discard
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
@@ -280,6 +287,11 @@ func (s *Server) registryFor(host string) (string, bool) {
 	return r, ok && r != ""
 }
 
+// secretOK checks the shared secret of events and scan requests.
+func (s *Server) secretOK(r *http.Request) bool {
+	return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.Secret)) == 1
+}
+
 // readAllowed checks the read token of GET endpoints other than /healthz.
 func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
 	if s.cfg.ReadSecret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.ReadSecret)) == 1 {
@@ -305,6 +317,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.verdict(r.Context(), w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
+	case strings.HasPrefix(r.URL.Path, "/api/v1/"):
+		s.scanner(w, r)
 	case r.Method == http.MethodPost && (r.URL.Path == "/" || r.URL.Path == "/events"):
 		s.event(w, r)
 	default:
@@ -320,41 +334,47 @@ func reply(w http.ResponseWriter, code int, v any) {
 
 func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	s.m.received.Add(1)
-	got := r.Header.Get("Authorization")
-	if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Secret)) != 1 {
+	if !s.secretOK(r) {
 		s.m.bad.Add(1)
+		s.logRefused("wrong or missing Authorization")
 		reply(w, http.StatusUnauthorized, map[string]string{"error": "wrong or missing Authorization"})
 		return
 	}
 	if s.closing.Load() {
+		s.logRefused("shutting down")
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBody+1))
 	if err != nil {
 		s.m.bad.Add(1)
+		s.logRefused("reading body: " + err.Error())
 		reply(w, http.StatusBadRequest, map[string]string{"error": "reading body: " + err.Error()})
 		return
 	}
 	if int64(len(body)) > s.cfg.MaxBody {
 		s.m.bad.Add(1)
+		s.logRefused(fmt.Sprintf("body over %d bytes", s.cfg.MaxBody))
 		reply(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("body over %d bytes", s.cfg.MaxBody)})
 		return
 	}
 	arts, ignored, err := parse(body, r.Header.Get("Content-Type"))
 	if err != nil {
 		s.m.bad.Add(1)
+		s.logRefused(err.Error())
 		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	if ignored != "" {
 		s.m.ignored.Add(1)
+		s.cfg.Logger.Info("event", "result", "ignored", "reason", ignored)
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return
 	}
 	var keys, refused []string
 	for _, a := range arts {
 		if _, ok := s.registryFor(a.Registry); !ok {
+			s.logEvent("push", "refused", "host not allowed", a)
 			refused = append(refused, a.Key())
 			continue
 		}
@@ -371,6 +391,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		queued, err := s.submit(a)
 		if errors.Is(err, errQueueFull) {
 			s.m.full.Add(1)
+			s.logEvent("push", "refused", "queue full", a)
 			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
 			return
 		}
@@ -381,6 +402,9 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		if queued { // else already queued or running, or decided: idempotent per digest
 			s.m.queued.Add(1)
 			keys = append(keys, a.Key())
+			s.logEvent("push", "accepted", "queued", a)
+		} else {
+			s.logEvent("push", "accepted", "queued already or decided", a)
 		}
 	}
 	if len(refused) > 0 {

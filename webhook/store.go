@@ -66,6 +66,7 @@ type VerdictStore interface {
 	finish(v Verdict) (bool, error)
 	retry(v Verdict, e queueEntry) error
 	queued() ([]queueEntry, error)
+	isQueued(key string) (bool, error)
 	// claim leases a's queue entry to owner for lease and returns it (an
 	// entry missing is made again: the caller holds an accepted event);
 	// nil when a has a final verdict or another owner's lease is running.
@@ -254,6 +255,12 @@ func decodeEntry(b []byte) (queueEntry, error) {
 		return queueEntry{Artifact: e.Artifact}, err
 	}
 	return e, nil
+}
+
+func (s *Store) isQueued(key string) (bool, error) {
+	q := false
+	err := s.db.View(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
+	return q, err
 }
 
 func (s *Store) dequeue(a Artifact) error {

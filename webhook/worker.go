@@ -241,6 +241,7 @@ func (s *Server) finish(k string, v Verdict, start time.Time) {
 	if err != nil || !recorded {
 		return
 	}
+	s.logVerdict(v, time.Since(start))
 	s.m.durNanos.Add(int64(time.Since(start)))
 	s.m.durCount.Add(1)
 	switch v.Status {
