@@ -25,7 +25,9 @@ func (s *Server) logEvent(kind, result, why string, a Artifact) {
 }
 
 // logRefused writes one line for a request refused as a whole.
-func (s *Server) logRefused(why string) { s.cfg.Logger.Info("event", "result", "refused", "reason", why) }
+func (s *Server) logRefused(why string) {
+	s.cfg.Logger.Info("event", "result", "refused", "reason", why)
+}
 
 // logVerdict writes one line per verdict recorded.
 func (s *Server) logVerdict(v Verdict, d time.Duration) {
