@@ -22,11 +22,13 @@ func (s *Server) logEvent(kind, result, why string, a Artifact) {
 		attrs = append(attrs, "reason", why)
 	}
 	s.cfg.Logger.Info("event", attrs...)
+	s.prom.events.WithLabelValues(result).Inc()
 }
 
 // logRefused writes one line for a request refused as a whole.
 func (s *Server) logRefused(why string) {
 	s.cfg.Logger.Info("event", "result", "refused", "reason", why)
+	s.prom.events.WithLabelValues("bad").Inc()
 }
 
 // logVerdict writes one line per verdict recorded.
@@ -43,4 +45,6 @@ func (s *Server) logVerdict(v Verdict, d time.Duration) {
 		attrs = append(attrs, "routedTo", v.RoutedTo)
 	}
 	s.cfg.Logger.Info("verdict", attrs...)
+	s.prom.verdicts.WithLabelValues(v.Status, v.Check).Inc()
+	s.prom.duration.WithLabelValues(v.Status).Observe(d.Seconds())
 }

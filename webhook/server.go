@@ -128,6 +128,7 @@ type Server struct {
 	stop    chan struct{}
 	closing atomic.Bool
 	m       metrics
+	prom    *promMetrics
 
 	// work is the context of verifications: it ends only when a shutdown's
 	// grace runs out, not when the server is asked to stop.
@@ -143,7 +144,6 @@ type Server struct {
 
 type metrics struct {
 	received, ignored, bad, queued, verified, rejected, errors, full, routed atomic.Int64
-	durNanos, durCount                                                       atomic.Int64
 }
 
 // New makes a server; Start runs its workers.
@@ -210,8 +210,10 @@ func New(cfg Config) (*Server, error) {
 		rand.Read(r[:])
 		cfg.Owner = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), r)
 	}
-	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
-		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}, nil
+	s := &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
+		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}
+	s.initMetrics()
+	return s, nil
 }
 
 var checks = []struct {
@@ -310,7 +312,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics":
 		if s.readAllowed(w, r) {
-			s.metrics(w)
+			s.metrics(w, r)
 		}
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/verdicts/"):
 		if !s.readAllowed(w, r) {
@@ -368,6 +370,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	if ignored != "" {
 		s.m.ignored.Add(1)
 		s.cfg.Logger.Info("event", "result", "ignored", "reason", ignored)
+		s.prom.events.WithLabelValues("ignored").Inc()
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return
 	}
@@ -432,25 +435,4 @@ func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string)
 		return
 	}
 	reply(w, http.StatusOK, v)
-}
-
-// metrics writes the Prometheus text format by hand: a dozen counters do
-// not need a client library.
-func (s *Server) metrics(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	c := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
-	}
-	c("phtoci_webhook_events_received_total", "Notification requests received.", s.m.received.Load())
-	c("phtoci_webhook_events_ignored_total", "Requests with no push to act on.", s.m.ignored.Load())
-	c("phtoci_webhook_events_bad_total", "Requests refused (secret, size, JSON).", s.m.bad.Load())
-	c("phtoci_webhook_queue_full_total", "Artifacts refused with 503 because the queue was full.", s.m.full.Load())
-	c("phtoci_webhook_verified_total", "Trains verified.", s.m.verified.Load())
-	c("phtoci_webhook_rejected_total", "Trains rejected.", s.m.rejected.Load())
-	c("phtoci_webhook_errors_total", "Artifacts recorded as errors at the end of their retry window.", s.m.errors.Load())
-	c("phtoci_webhook_routed_total", "Verified trains copied to their next repository.", s.m.routed.Load())
-	fmt.Fprintf(w, "# HELP phtoci_webhook_queue_depth Artifacts waiting.\n# TYPE phtoci_webhook_queue_depth gauge\nphtoci_webhook_queue_depth %d\n", len(s.queue))
-	fmt.Fprintf(w, "# HELP phtoci_webhook_retry_waiting Artifacts waiting for a retry after an error.\n# TYPE phtoci_webhook_retry_waiting gauge\nphtoci_webhook_retry_waiting %d\n", s.waiting())
-	fmt.Fprintf(w, "# HELP phtoci_webhook_verify_seconds Time to a verdict.\n# TYPE phtoci_webhook_verify_seconds summary\nphtoci_webhook_verify_seconds_sum %g\nphtoci_webhook_verify_seconds_count %d\n",
-		float64(s.m.durNanos.Load())/1e9, s.m.durCount.Load())
 }

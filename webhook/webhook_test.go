@@ -271,7 +271,7 @@ func TestRetriesAndRestart(t *testing.T) {
 	}
 
 	db := filepath.Join(t.TempDir(), "b.db")
-	st := mustT[*Store](t)(OpenStore(db))
+	st := mustT[VerdictStore](t)(openTestStore(t, db))
 	s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour}))
 	s.Start(context.Background())
 	hs2 := httptest.NewServer(s)

@@ -185,6 +185,8 @@ func (s *Server) process(a Artifact) {
 		return
 	}
 	entry := *claimed
+	s.prom.leases.Inc()
+	defer s.prom.leases.Dec()
 	stopRenew := s.renewLease(a)
 	defer stopRenew()
 
@@ -220,6 +222,7 @@ func (s *Server) process(a Artifact) {
 		v.Status, v.Check, v.Message = StatusRejected, checkName(err), reason(err)
 	default:
 		v.Message = reason(err)
+		s.prom.regErrs.Inc()
 		if time.Since(entry.First) < s.cfg.RetryWindow {
 			s.retryLater(k, v, entry)
 			return
@@ -242,8 +245,6 @@ func (s *Server) finish(k string, v Verdict, start time.Time) {
 		return
 	}
 	s.logVerdict(v, time.Since(start))
-	s.m.durNanos.Add(int64(time.Since(start)))
-	s.m.durCount.Add(1)
 	switch v.Status {
 	case StatusVerified:
 		s.m.verified.Add(1)
