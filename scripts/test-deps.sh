@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the programs the tests drive are present: the CNCF distribution
-# registry (Debian's docker-registry), skopeo and umoci, plus any given as
+# registry (Debian's docker-registry), skopeo, umoci, PostgreSQL and chromium, plus any given as
 # COMMAND:PACKAGE arguments. Installs them when
 # missing and this machine allows it (root with apt-get); otherwise stops with
 # the exact command to run. Tests never skip because one of them is missing.
@@ -12,6 +12,8 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 # PostgreSQL for the serve tests on a shared store (internal/testpg runs its
 # own server in a temporary directory; the package's cluster is not used).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# Headless Chromium loads serve's status page in a test.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")

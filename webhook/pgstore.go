@@ -2,10 +2,12 @@ package webhook
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,7 +29,8 @@ const pgTimeout = 30 * time.Second
 
 // migrations[i] takes the schema from version i to i+1. Version 1 is the
 // first schema (JSON documents by key); version 2 adds the queue's leases
-// and retry times and the verdict columns that listings filter on.
+// and retry times, the verdict columns that listings filter on, and the
+// trains' hops.
 var migrations = []string{
 	`CREATE TABLE verdicts (key text PRIMARY KEY, body jsonb NOT NULL);
 	 CREATE TABLE tags (key text PRIMARY KEY, body jsonb NOT NULL);
@@ -42,7 +45,10 @@ var migrations = []string{
 	 UPDATE verdicts SET repository = body->'artifact'->>'repository', status = body->>'status',
 	   time = (body->>'time')::timestamptz;
 	 CREATE INDEX verdicts_list ON verdicts (seq);
-	 CREATE INDEX verdicts_repository ON verdicts (repository, seq);`,
+	 CREATE INDEX verdicts_repository ON verdicts (repository, seq);
+	 CREATE TABLE hops (train_id text NOT NULL, key text NOT NULL, time timestamptz NOT NULL, body jsonb NOT NULL,
+	   PRIMARY KEY (train_id, key));
+	 CREATE INDEX hops_time ON hops (time);`,
 }
 
 // SchemaVersion is the schema version this build creates and migrates to.
@@ -459,4 +465,109 @@ func (s *PGStore) Train(id string) (*TrainRecord, error) {
 	}
 	r := new(TrainRecord)
 	return r, json.Unmarshal(b, r)
+}
+
+// Verdicts lists verdicts by the order they were recorded, newest first.
+func (s *PGStore) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
+	var before int64
+	if q.Cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		if err == nil {
+			before, err = strconv.ParseInt(string(raw), 10, 64)
+		}
+		if err != nil || before <= 0 {
+			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, ErrBadCursor)
+		}
+	}
+	var since *time.Time
+	if !q.Since.IsZero() {
+		since = &q.Since
+	}
+	var out []Verdict
+	var seqs []int64
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT body, seq FROM verdicts WHERE ($1 = '' OR repository = $1) AND ($2 = '' OR status = $2)
+			AND ($3::timestamptz IS NULL OR time >= $3) AND ($4 = 0 OR seq < $4) ORDER BY seq DESC LIMIT $5`,
+			q.Repository, q.Status, since, before, q.Limit+1)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var b []byte
+			var seq int64
+			if err := rows.Scan(&b, &seq); err != nil {
+				return err
+			}
+			var v Verdict
+			if err := json.Unmarshal(b, &v); err != nil {
+				return err
+			}
+			out, seqs = append(out, v), append(seqs, seq)
+		}
+		return rows.Err()
+	})
+	if err != nil || len(out) <= q.Limit {
+		return out, "", err
+	}
+	return out[:q.Limit], base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(seqs[q.Limit-1], 10))), nil
+}
+
+// AddHop records h for trainID.
+func (s *PGStore) AddHop(trainID string, h Hop) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return s.query(func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, `INSERT INTO hops (train_id, key, time, body) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (train_id, key) DO UPDATE SET time = EXCLUDED.time, body = EXCLUDED.body`, trainID, h.Repository+"@"+h.Digest, h.Time, b)
+		return err
+	})
+}
+
+// Hops lists trainID's hops by time.
+func (s *PGStore) Hops(trainID string) ([]Hop, error) {
+	var out []Hop
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT body FROM hops WHERE train_id = $1 ORDER BY time`, trainID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var b []byte
+			var h Hop
+			if err := rows.Scan(&b); err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &h); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// RecentTrains lists the train ids with the newest hops.
+func (s *PGStore) RecentTrains(limit int) ([]string, error) {
+	var out []string
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT train_id FROM hops GROUP BY train_id ORDER BY max(time) DESC LIMIT $1`, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			out = append(out, id)
+		}
+		return rows.Err()
+	})
+	return out, err
 }

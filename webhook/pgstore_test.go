@@ -47,7 +47,7 @@ func TestConformancePostgres(t *testing.T) {
 		"ErrorsAreRetried": TestErrorsAreRetried, "LedgerChangedInTransit": TestLedgerChangedInTransit,
 		"RoutingAgainstPushers": TestRoutingAgainstPushers, "RegistryBurst": TestRegistryBurst,
 		"StalledRegistryDeadline": TestStalledRegistryDeadline, "WholeRouteRouted": TestWholeRouteRouted,
-		"HarborScanner": TestHarborScanner,
+		"HarborScanner": TestHarborScanner, "ReadEndpoints": TestReadEndpoints,
 	} {
 		t.Run(name, f)
 	}

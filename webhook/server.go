@@ -305,8 +305,12 @@ func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
 
 // ServeHTTP routes: POST / or /events (registry notifications),
 // GET /v1/verdicts/{repository}@{digest} and /v1/verdicts/{repository}:{tag},
-// GET /healthz, GET /metrics.
+// GET /v1/verdicts (a list), GET /v1/trains/{id}, GET / (the status page),
+// /api/v1/... (Harbor's scanner adapter API), GET /healthz, GET /metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.readRoute(w, r) {
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/healthz":
 		io.WriteString(w, "ok\n")

@@ -1,10 +1,13 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -38,7 +41,32 @@ var (
 	bucketTags     = []byte("tags")
 	bucketQueue    = []byte("queue")
 	bucketTrains   = []byte("trains") // the central ledger: train id → TrainRecord
+	bucketHops     = []byte("hops")   // train id NUL repository@digest → Hop
 )
+
+// VerdictQuery selects verdicts: empty fields select all; Cursor is the
+// next value of the previous page.
+type VerdictQuery struct {
+	Repository, Status string
+	Since              time.Time
+	Limit              int
+	Cursor             string
+}
+
+// ErrBadCursor: a paging cursor that no page gave out.
+var ErrBadCursor = errors.New("bad cursor")
+
+// Hop is one push of a train that the server decided about.
+type Hop struct {
+	Repository string    `json:"repository"`
+	Digest     string    `json:"digest"`
+	Tag        string    `json:"tag,omitempty"`
+	Station    string    `json:"station,omitempty"` // the station that signed it last ("" when only built)
+	Next       string    `json:"next,omitempty"`    // the next station ("" at the end of the route)
+	Status     string    `json:"status"`
+	Check      string    `json:"check,omitempty"`
+	Time       time.Time `json:"time"`
+}
 
 // ErrNoVerdict reports an artifact the store knows nothing about.
 var ErrNoVerdict = errors.New("no verdict")
@@ -59,6 +87,14 @@ type VerdictStore interface {
 	// RecordTrain and Train are the central ledger (see Store.RecordTrain).
 	RecordTrain(r TrainRecord) (*TrainRecord, error)
 	Train(id string) (*TrainRecord, error)
+	// Verdicts lists verdicts, newest first, a page at a time.
+	Verdicts(q VerdictQuery) (page []Verdict, next string, err error)
+	// AddHop records (or replaces) the hop of a train at h's artifact;
+	// Hops lists a train's hops by time; RecentTrains the ids of the
+	// trains with the newest hops.
+	AddHop(trainID string, h Hop) error
+	Hops(trainID string) ([]Hop, error)
+	RecentTrains(limit int) ([]string, error)
 	Close() error
 
 	enqueue(a Artifact) (*queueEntry, error)
@@ -100,7 +136,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains} {
+		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -443,4 +479,108 @@ func (s *Store) Train(id string) (*TrainRecord, error) {
 		return json.Unmarshal(b, r)
 	})
 	return r, err
+}
+
+// Verdicts scans the file (a single machine's store; PostgreSQL indexes).
+// Pages are ordered by time, newest first, then by key.
+func (s *Store) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
+	var ct time.Time
+	var ck string
+	if q.Cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		t, k, ok := strings.Cut(string(raw), "|")
+		if err == nil && ok {
+			ct, err = time.Parse(time.RFC3339Nano, t)
+		}
+		if err != nil || !ok {
+			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, ErrBadCursor)
+		}
+		ck = k
+	}
+	var all []Verdict
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVerdicts).ForEach(func(k, b []byte) error {
+			var v Verdict
+			if json.Unmarshal(b, &v) != nil {
+				return nil
+			}
+			if (q.Repository != "" && v.Artifact.Repository != q.Repository) || (q.Status != "" && v.Status != q.Status) ||
+				(!q.Since.IsZero() && v.Time.Before(q.Since)) {
+				return nil
+			}
+			if q.Cursor != "" && (v.Time.After(ct) || (v.Time.Equal(ct) && v.Artifact.Key() <= ck)) {
+				return nil
+			}
+			all = append(all, v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if !all[i].Time.Equal(all[j].Time) {
+			return all[i].Time.After(all[j].Time)
+		}
+		return all[i].Artifact.Key() < all[j].Artifact.Key()
+	})
+	if len(all) <= q.Limit {
+		return all, "", nil
+	}
+	last := all[q.Limit-1]
+	return all[:q.Limit], base64.RawURLEncoding.EncodeToString([]byte(last.Time.Format(time.RFC3339Nano) + "|" + last.Artifact.Key())), nil
+}
+
+// AddHop records h for trainID.
+func (s *Store) AddHop(trainID string, h Hop) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHops).Put([]byte(trainID+"\x00"+h.Repository+"@"+h.Digest), b)
+	})
+}
+
+// Hops lists trainID's hops by time.
+func (s *Store) Hops(trainID string) ([]Hop, error) {
+	var out []Hop
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketHops).Cursor()
+		p := []byte(trainID + "\x00")
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			var h Hop
+			if err := json.Unmarshal(v, &h); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, err
+}
+
+// RecentTrains lists the train ids with the newest hops.
+func (s *Store) RecentTrains(limit int) ([]string, error) {
+	latest := map[string]time.Time{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHops).ForEach(func(k, v []byte) error {
+			id, _, _ := strings.Cut(string(k), "\x00")
+			var h Hop
+			if json.Unmarshal(v, &h) == nil && h.Time.After(latest[id]) {
+				latest[id] = h.Time
+			}
+			return nil
+		})
+	})
+	ids := make([]string, 0, len(latest))
+	for id := range latest {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return latest[ids[i]].After(latest[ids[j]]) })
+	if len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return ids, err
 }

@@ -229,6 +229,9 @@ func (s *Server) process(a Artifact) {
 		}
 		v.Status = StatusError // the window is over; a new event starts another
 	}
+	if out != nil && out.Config != nil && out.Config.ID != "" && final(v.Status) {
+		s.cfg.Store.AddHop(out.Config.ID, hop(v, out)) // best effort: the verdict is what counts
+	}
 	s.finish(k, v, start)
 }
 
@@ -412,4 +415,19 @@ func (s *Server) poll() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// hop is a decided push of a train: the station that signed it last is
+// the one before the next on the route (the last one when it is done).
+func hop(v Verdict, out *Outcome) Hop {
+	h := Hop{Repository: v.Artifact.Repository, Digest: v.Artifact.Digest, Tag: v.Artifact.Tag, Next: out.NextStation,
+		Status: v.Status, Check: v.Check, Time: time.Now().UTC()}
+	route := out.Config.SortedRoute()
+	switch n := out.Next; {
+	case n < 0 && len(route) > 0:
+		h.Station = route[len(route)-1].Station
+	case n > 0 && n <= len(route):
+		h.Station = route[n-1].Station
+	}
+	return h
 }
