@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +26,7 @@ import (
 //	tls: {cert: server.crt, key: server.key}   # optional
 //	secret_file: secret.txt                    # or secret: "Bearer …"; must equal the Authorization header
 //	store: verdicts.db                         # or postgres://user@host:5432/db?sslmode=verify-full (replicas)
+//	store_file: /run/secrets/dsn               # or the store read from a file (a DSN with its password)
 //	lease: 2m                                  # a replica's hold on an artifact it verifies
 //	max_body: 1048576
 //	workers: 2
@@ -92,6 +94,11 @@ type ServeConfig struct {
 	// Route is the optional routing policy; it needs a trust store that
 	// pins the creators.
 	Route *RoutePolicy `yaml:"route"`
+	// StoreFile, instead of Store, names a file holding the store (a
+	// PostgreSQL URL with its password, from a secret).
+	StoreFile string `yaml:"store_file"`
+	// Logger receives a line per event and per verdict (not from YAML).
+	Logger *slog.Logger `yaml:"-"`
 
 	trust *trust.Store
 }
@@ -122,13 +129,23 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		}
 		c.ReadSecret = strings.TrimRight(string(s), "\r\n")
 	}
+	if c.StoreFile != "" {
+		if c.Store != "" {
+			return nil, fmt.Errorf("serve config %s: store and store_file: give one of them", path)
+		}
+		b, err := os.ReadFile(c.StoreFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve config store_file: %w", err)
+		}
+		c.Store = strings.TrimSpace(string(b))
+	}
 	switch {
 	case c.Listen == "":
 		return nil, fmt.Errorf("serve config %s: listen: missing", path)
 	case c.Secret == "":
 		return nil, fmt.Errorf("serve config %s: secret or secret_file: missing (a shared secret is required)", path)
 	case c.Store == "":
-		return nil, fmt.Errorf("serve config %s: store: missing", path)
+		return nil, fmt.Errorf("serve config %s: store (or store_file): missing", path)
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
 		return nil, fmt.Errorf("serve config %s: tls: give both cert and key", path)
 	case c.Registry == "" && len(c.Registries) == 0:
@@ -225,7 +242,8 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
 		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
-		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease})
+		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease,
+		Logger: c.Logger})
 	if err != nil {
 		return err
 	}
