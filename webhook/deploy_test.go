@@ -30,11 +30,15 @@ func TestDeployConfigs(t *testing.T) {
 				Spec struct {
 					Containers []struct {
 						Args           []string
-						ReadinessProbe struct{ HTTPGet struct{ Path string } `yaml:"httpGet"` } `yaml:"readinessProbe"`
+						ReadinessProbe struct {
+							HTTPGet struct{ Path string } `yaml:"httpGet"`
+						} `yaml:"readinessProbe"`
 					}
 					Volumes []struct {
 						Name   string
-						Secret *struct{ SecretName string `yaml:"secretName"` }
+						Secret *struct {
+							SecretName string `yaml:"secretName"`
+						}
 					}
 				}
 			}
