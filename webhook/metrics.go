@@ -16,6 +16,7 @@ type promMetrics struct {
 	verdicts *prometheus.CounterVec   // by status and check
 	duration *prometheus.HistogramVec // by status
 	regErrs  prometheus.Counter
+	attempts prometheus.Counter
 	leases   prometheus.Gauge
 	handler  http.Handler
 }
@@ -30,9 +31,11 @@ func (s *Server) initMetrics() {
 		Help: "Time from the start of the last attempt to a recorded verdict.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"status"})
 	p.regErrs = prometheus.NewCounter(prometheus.CounterOpts{Name: "phtoci_webhook_registry_errors_total",
 		Help: "Verification attempts that failed with a registry or network error (retried)."})
+	p.attempts = prometheus.NewCounter(prometheus.CounterOpts{Name: "phtoci_webhook_attempts_total",
+		Help: "Verification attempts started under a lease (retries included)."})
 	p.leases = prometheus.NewGauge(prometheus.GaugeOpts{Name: "phtoci_webhook_leases",
 		Help: "Queued artifacts this replica holds a lease on (verifying)."})
-	p.reg.MustRegister(p.events, p.verdicts, p.duration, p.regErrs, p.leases,
+	p.reg.MustRegister(p.events, p.verdicts, p.duration, p.regErrs, p.attempts, p.leases,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	counter := func(name, help string, f func() int64) {
 		p.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) }))

@@ -185,6 +185,7 @@ func (s *Server) process(a Artifact) {
 		return
 	}
 	entry := *claimed
+	s.prom.attempts.Inc()
 	s.prom.leases.Inc()
 	defer s.prom.leases.Dec()
 	stopRenew := s.renewLease(a)

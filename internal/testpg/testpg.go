@@ -58,43 +58,66 @@ func (s *Server) DSN(db string) string {
 // NewDB creates an empty database and returns its URL.
 func (s *Server) NewDB(t testing.TB) string {
 	t.Helper()
-	name := fmt.Sprintf("t%d", s.n.Add(1))
+	dsn, err := s.CreateDB(fmt.Sprintf("t%d", s.n.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+// CreateDB creates database name and returns its URL.
+func (s *Server) CreateDB(name string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := pgx.Connect(ctx, s.DSN("postgres"))
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer c.Close(ctx)
 	if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return s.DSN(name)
+	return s.DSN(name), nil
 }
 
 // Start runs a server for the test.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := Bin()
+	s, stop, err := Launch()
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return s
+}
+
+// Launch runs a server in a new temporary directory; stop ends it and
+// removes the directory.
+func Launch() (s *Server, stop func(), err error) {
+	bin, err := Bin()
+	if err != nil {
+		return nil, nil, err
 	}
 	dir, err := os.MkdirTemp("", "testpg-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("nobody")
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 	}
 	as := func(c *exec.Cmd) *exec.Cmd {
@@ -107,14 +130,16 @@ func Start(t testing.TB) *Server {
 	}
 	data := filepath.Join(dir, "data")
 	if out, err := as(exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")).CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
+		return nil, nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	s := &Server{LogFile: filepath.Join(dir, "postgres.log")}
+	s = &Server{LogFile: filepath.Join(dir, "postgres.log")}
 	for attempt := 0; ; attempt++ {
-		s.Port = freePort(t)
+		if s.Port, err = freePort(); err != nil {
+			return nil, nil, err
+		}
 		log, err := os.Create(s.LogFile)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		if cred != nil {
 			os.Chown(s.LogFile, int(cred.Uid), int(cred.Gid))
@@ -125,7 +150,7 @@ func Start(t testing.TB) *Server {
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			log.Close()
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait(); log.Close() }()
@@ -136,9 +161,9 @@ func Start(t testing.TB) *Server {
 			if attempt < 3 && strings.Contains(string(b), "in use") {
 				continue // the free port was taken meanwhile
 			}
-			t.Fatalf("postgres: %v\n%s", err, b)
+			return nil, nil, fmt.Errorf("postgres: %v\n%s", err, b)
 		}
-		t.Cleanup(func() {
+		stop = func() {
 			cmd.Process.Signal(syscall.SIGINT) // fast shutdown
 			select {
 			case <-exited:
@@ -146,8 +171,9 @@ func Start(t testing.TB) *Server {
 				cmd.Process.Kill()
 				<-exited
 			}
-		})
-		return s
+			os.RemoveAll(dir)
+		}
+		return s, stop, nil
 	}
 }
 
@@ -172,11 +198,11 @@ func (s *Server) wait(exited <-chan error) error {
 	return errors.New("not accepting connections after 60 s")
 }
 
-func freePort(t testing.TB) int {
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
