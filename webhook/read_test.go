@@ -217,3 +217,32 @@ func TestStatusPageInBrowser(t *testing.T) {
 		os.WriteFile(os.Getenv("PHTOCI_KEEP_SCREENSHOT"), b, 0o644)
 	}
 }
+
+// TestPrometheusMetrics: after three verified trains and a tampered one
+// (real registry), /metrics (client_golang's text format) counts events
+// by result, verdicts by status and check, the verification histogram by
+// status, the attempts, and no lease held; the earlier counters keep
+// their names.
+func TestPrometheusMetrics(t *testing.T) {
+	base, _, _, _ := readFixture(t, "")
+	for name, want := range map[string]string{
+		`phtoci_webhook_events_total{result="accepted"}`:                         "4",
+		`phtoci_webhook_verdicts_total{check="",status="verified"}`:              "3",
+		`phtoci_webhook_verdicts_total{check="unsigned_file",status="rejected"}`: "1",
+		`phtoci_webhook_verify_seconds_count{status="verified"}`:                 "3",
+		`phtoci_webhook_verify_seconds_count{status="rejected"}`:                 "1",
+		"phtoci_webhook_attempts_total":                                          "4",
+		"phtoci_webhook_leases":                                                  "0",
+		"phtoci_webhook_registry_errors_total":                                   "0",
+		"phtoci_webhook_verified_total":                                          "3",
+		"phtoci_webhook_rejected_total":                                          "1",
+		"phtoci_webhook_queue_depth":                                             "0",
+	} {
+		if got := metric(t, base, name); got != want {
+			t.Errorf("%s = %q, want %s", name, got, want)
+		}
+	}
+	if metric(t, base, `phtoci_webhook_verify_seconds_bucket{status="verified",le="+Inf"}`) != "3" {
+		t.Error("verify_seconds is not a histogram with buckets")
+	}
+}
