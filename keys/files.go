@@ -2,6 +2,7 @@ package keys
 
 import (
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"os"
 )
@@ -43,5 +44,23 @@ func fillPublic(r *KeyFiles, pub *rsa.PublicKey) error {
 		return err
 	}
 	r.PublicHex, r.Fingerprint = h, Fingerprint(pub)
+	return nil
+}
+
+// ErrKeyFileMode reports a private key file that group or others can
+// read, write or execute (CheckPrivateKeyFile).
+var ErrKeyFileMode = errors.New("group or others can access the private key file")
+
+// CheckPrivateKeyFile reports, with ErrKeyFileMode and the file's mode,
+// a private key file whose permissions give group or others any access;
+// a private key file should be 0600 (or 0400).
+func CheckPrivateKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s: mode %04o: %w", path, m, ErrKeyFileMode)
+	}
 	return nil
 }

@@ -8,18 +8,25 @@
 // names found in tars are cleaned of "./" and "/" prefixes.
 package layer
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors, for errors.Is. Errors returned by this package wrap one of
 // them and name the layer (index and digest) and path concerned.
 var (
+	// ErrUnsafeEntry is matched by ErrUnsupportedEntry and ErrUnsafePath:
+	// a layer holding such an entry is hostile or broken content, not an
+	// I/O failure (callers classify it with the verification failures).
+	ErrUnsafeEntry = errors.New("unsafe tar entry")
 	// ErrUnsupportedEntry reports a symlink, hard link, device, FIFO or
 	// other non-regular, non-directory entry under (or at an ancestor of)
 	// a requested prefix.
-	ErrUnsupportedEntry = errors.New("unsupported tar entry")
+	ErrUnsupportedEntry = fmt.Errorf("unsupported tar entry%.0w", ErrUnsafeEntry)
 	// ErrUnsafePath reports a tar entry or path whose name contains ".."
 	// or otherwise escapes the root.
-	ErrUnsafePath = errors.New("unsafe path")
+	ErrUnsafePath = fmt.Errorf("unsafe path%.0w", ErrUnsafeEntry)
 	// ErrCorruptLayer reports a truncated tar, an invalid tar header or a
 	// gzip error while reading a layer.
 	ErrCorruptLayer = errors.New("corrupt layer")

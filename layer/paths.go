@@ -15,16 +15,24 @@ const (
 // "/" or "./". The root itself ("/", "./", ".") gives "". Names with a ".."
 // component are rejected: they would escape the root or depend on it.
 func cleanEntryName(name string) (string, error) {
-	for _, c := range strings.Split(name, "/") {
+	for rest := name; ; {
+		c, r, more := strings.Cut(rest, "/")
 		if c == ".." {
 			return "", fmt.Errorf("%q: %w: \"..\" component", name, ErrUnsafePath)
 		}
+		if !more {
+			break
+		}
+		rest = r
 	}
-	p := path.Clean("/" + name)
-	if p == "/" {
+	// Without "..", cleaning name and then dropping a leading "/" is
+	// cleaning "/"+name; path.Clean returns a clean name (the usual
+	// case: a million result entries) without allocating.
+	p := strings.TrimPrefix(path.Clean(name), "/")
+	if p == "." {
 		return "", nil
 	}
-	return p[1:], nil
+	return p, nil
 }
 
 // cleanPath normalizes a path given by a caller the same way as a tar entry

@@ -45,6 +45,7 @@ type options struct {
 	memLimit int64
 	boundary bool
 	deferred bool
+	limits   Limits
 }
 
 // Option tunes Resolve.
@@ -317,10 +318,23 @@ func (h hides) coveredBelow(p string) bool {
 			return false
 		}
 		a = a[:i]
-		if h.below[a] {
+		// A non-directory hides everything below it too (files are
+		// recorded in exact only: a million results are one map entry
+		// each, not two).
+		if h.below[a] || h.exact[a] == upperOther {
 			return true
 		}
 	}
+}
+
+// union is h merged with o, merging the smaller into the larger (the
+// first layer read holds most entries: it is not copied).
+func (h hides) union(o hides) hides {
+	if len(o.exact)+len(o.below) > len(h.exact)+len(h.below) {
+		h, o = o, h
+	}
+	h.merge(o)
+	return h
 }
 
 func (h hides) merge(o hides) {
@@ -383,6 +397,7 @@ func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error)
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.limits = o.limits.withDefaults()
 	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
 	for _, p := range prefixes {
 		c, err := cleanPath(p)
@@ -413,21 +428,22 @@ func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error)
 			r.Close()
 			return nil, fmt.Errorf("layer %d: reading diff ID: %w", i, classify(err))
 		}
-		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all, kept: map[string]*File{}}
+		lr := layerReader{r: r, o: &o, index: i, upper: st, pending: newHides(), keep: !all}
 		if err := lr.read(layers[i], want); err != nil {
 			lr.discard()
 			r.Close()
 			return nil, err
 		}
-		st.merge(lr.pending)
-		for p, f := range lr.kept {
-			r.files[p] = f
-		}
+		st = st.union(lr.pending)
 		touched = touched || lr.info.TouchesOutside
 		r.layers = append(r.layers, lr.info)
-	}
-	for _, f := range r.files {
-		r.sorted = append(r.sorted, f)
+		// In tar order, which is usually sorted already: the sort
+		// below then costs a pass.
+		for _, f := range lr.kept {
+			if r.files[f.Path] == f {
+				r.sorted = append(r.sorted, f)
+			}
+		}
 	}
 	slices.SortFunc(r.sorted, func(a, b *File) int { return comparePaths(a.Path, b.Path) })
 	return r, nil
@@ -447,15 +463,25 @@ type layerReader struct {
 	r       *Resolved
 	o       *options
 	index   int
-	upper   hides // from the layers above
-	pending hides // what this layer hides below it
-	keep    bool  // keep visible content
-	kept    map[string]*File
+	upper   hides   // from the layers above
+	pending hides   // what this layer hides below it
+	keep    bool    // keep visible content
+	kept    []*File // files of this layer put in r.files, in tar order
 	info    LayerInfo
 	name    string       // for errors: "layer N (sha256:…)"
 	blob    io.ReaderAt  // the blob, when it is a plain tar readable at offsets
 	pos     *countReader // bytes of the blob read so far
 	refs    int          // kept files pointing into blob
+	entries int64        // tar entries read
+}
+
+// countEntry counts a tar entry against the entries limit.
+func (lr *layerReader) countEntry() error {
+	lr.entries++
+	if max := lr.o.limits.MaxEntries; lr.entries > max {
+		return fmt.Errorf("%s: %w: tar entries per layer: more than %d", lr.name, ErrLimit, max)
+	}
+	return nil
 }
 
 // countReader counts the bytes read through it: after tar.Reader.Next
@@ -575,22 +601,27 @@ func (nopCloser) Close() error { return nil }
 // its own (klauspost/readahead, four 256 KiB buffers): receiving or reading
 // the blob and checking its digest (go-containerregistry's readers verify
 // as they read) then run on one core while the caller decompresses it,
-// and hashes the diff ID, on others. Other forms (zstd, a plain tar
-// labelled gzip) are left to go-containerregistry. crc is l's blob when
-// the caller opened it already, else nil.
-func uncompressed(l v1.Layer, crc io.ReadCloser) (io.ReadCloser, error) {
-	if mt, err := l.MediaType(); err != nil || !gzipLayer(mt) {
+// and hashes the diff ID, on others. zstd is decoded here too; other
+// forms (a plain tar labelled gzip) are left to go-containerregistry. m
+// meters the blob (its size cap, the bytes the decompressor took). crc is
+// l's blob when the caller opened it already, else nil.
+func uncompressed(l v1.Layer, crc io.ReadCloser, m *blobMeter) (io.ReadCloser, error) {
+	mt, err := l.MediaType()
+	if err == nil && mt == types.OCILayerZStd {
+		return unzstd(l, crc, m)
+	}
+	if err != nil || !gzipLayer(mt) {
 		if crc != nil {
 			crc.Close()
 		}
 		return l.Uncompressed()
 	}
 	if crc == nil {
-		var err error
 		if crc, err = l.Compressed(); err != nil {
 			return nil, err
 		}
 	}
+	crc = m.capped(crc)
 	ra, err := readahead.NewReaderSize(crc, 4, 256<<10)
 	if err != nil {
 		crc.Close()
@@ -602,7 +633,7 @@ func uncompressed(l v1.Layer, crc io.ReadCloser) (io.ReadCloser, error) {
 		c.Close()
 		return l.Uncompressed()
 	}
-	zr, err := kgzip.NewReader(br)
+	zr, err := kgzip.NewReader(m.consumed(br))
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -668,7 +699,17 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			// The tar is read from the same blob, which stays open.
 			blob = nopCloser{blob}
 		}
-		if rc, err = uncompressed(l, blob); err != nil {
+		m := &blobMeter{size: -1}
+		if size, err := l.Size(); err == nil {
+			m.size = size
+		}
+		rc, err = uncompressed(l, blob, m)
+		if err == nil && m.metered && !lr.keep {
+			// Nothing of this layer is kept: bound the work a
+			// decompression bomb can cause.
+			rc = readCloser{&ratioReader{r: rc, m: m, max: lr.o.limits.MaxRatio}, rc}
+		}
+		if err != nil {
 			if storedBlob != nil {
 				storedBlob.Close()
 			}
@@ -712,6 +753,9 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s: reading tar: %w", lr.name, classify(err))
 		}
+		if err := lr.countEntry(); err != nil {
+			return err
+		}
 		if err := lr.entry(tr, hdr); err != nil {
 			return err
 		}
@@ -745,7 +789,10 @@ func (lr *layerReader) readDeferred(rc io.ReadCloser, ra io.ReaderAt, size int64
 			break
 		}
 		if err == nil {
-			err = lr.entry(tr, hdr)
+			err = lr.countEntry()
+			if err == nil {
+				err = lr.entry(tr, hdr)
+			}
 			if err != nil {
 				rc.Close()
 				return err
@@ -868,8 +915,7 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil
 	}
 	if !covered {
-		lr.pending.exact[name] = upperOther
-		lr.pending.below[name] = true
+		lr.pending.exact[name] = upperOther // hides lower entries below it too (coveredBelow)
 	}
 	regular := hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
 	if rel == ancestor {
@@ -906,6 +952,12 @@ func (lr *layerReader) impliedDirs(p string) {
 func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden bool) error {
 	if hdr.Size < 0 {
 		return lr.errorf(name, "%w: negative size %d", ErrCorruptLayer, hdr.Size)
+	}
+	if max := lr.o.limits.MaxFileSize; hdr.Size > max {
+		return lr.errorf(name, "%w: file size: %d bytes, more than %d", ErrLimit, hdr.Size, max)
+	}
+	if max, ok := lr.o.limits.Paths[name]; ok && hdr.Size > max {
+		return lr.errorf(name, "%w: file size: %d bytes, more than %d", ErrLimit, hdr.Size, max)
 	}
 	ord := lr.r.ord
 	lr.r.ord++
@@ -949,7 +1001,7 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		f.removeSpool()
 		return lr.errorf(name, "reading content: %w", classify(err))
 	}
-	if old := lr.kept[name]; old != nil {
+	if old := lr.r.files[name]; old != nil && old.Layer == lr.index {
 		// A later entry of the same layer wins; the earlier one is seen
 		// but not in the merged view: hash it while its content is there.
 		sf := SeenFile{Layer: lr.index, Path: name, Size: old.Size, file: old, ord: old.ord}
@@ -961,7 +1013,8 @@ func (lr *layerReader) file(tr *tar.Reader, hdr *tar.Header, name string, hidden
 		lr.r.seen = append(lr.r.seen, sf)
 		old.removeSpool()
 	}
-	lr.kept[name] = f
+	lr.r.files[name] = f
+	lr.kept = append(lr.kept, f)
 	return nil
 }
 

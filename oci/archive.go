@@ -25,21 +25,19 @@ import (
 // then serves each blob as an io.SectionReader of the archive file. The
 // docker-archive reader (dockerread.go) uses it too.
 
-// maxJSON bounds the manifests and indexes read into memory.
-const maxJSON = 8 << 20
-
 type tarEntry struct{ off, size int64 }
 
 type tarIndex struct {
 	path, kind string // kind: "oci-archive" or "docker-archive", for messages
 	entries    map[string]tarEntry
 	links      map[string]string // link entry → the entry it names
+	lim        Limits
 }
 
 // maxLinks bounds how many links one name may go through.
 const maxLinks = 16
 
-func indexTar(p, kind string) (*tarIndex, error) {
+func indexTar(p, kind string, lim Limits) (*tarIndex, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -49,7 +47,7 @@ func indexTar(p, kind string) (*tarIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tarIndex{path: p, kind: kind, entries: map[string]tarEntry{}, links: map[string]string{}}
+	t := &tarIndex{path: p, kind: kind, entries: map[string]tarEntry{}, links: map[string]string{}, lim: lim.withDefaults()}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -122,14 +120,22 @@ type sectionFile struct {
 
 func (s sectionFile) Close() error { return s.f.Close() }
 
+// readAll reads a small file of the archive (manifest.json, index.json)
+// within the manifest size limit.
 func (t *tarIndex) readAll(name string) ([]byte, error) {
+	return t.readAllMax(name, "manifest", t.lim.MaxManifestSize)
+}
+
+// readAllMax reads a small file of the archive within the limit named
+// limit.
+func (t *tarIndex) readAllMax(name, limit string, max int64) ([]byte, error) {
 	rc, size, err := t.open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	if size > maxJSON {
-		return nil, fmt.Errorf("%s %s: %s is %d bytes, more than the %d allowed for JSON: %w", t.kind, t.path, name, size, maxJSON, ErrCorrupt)
+	if size > max {
+		return nil, sizeLimitErr(t.where(), name, limit, size, max)
 	}
 	return io.ReadAll(rc)
 }
@@ -141,23 +147,30 @@ type blobStore interface {
 	// openBlob opens a blob by digest and gives its stored size.
 	openBlob(h v1.Hash) (io.ReadCloser, int64, error)
 	where() string
+	// limits are the limits to read it with (defaults filled in).
+	limits() Limits
 }
 
 func (t *tarIndex) readFile(name string) ([]byte, error) { return t.readAll(name) }
 func (t *tarIndex) openBlob(h v1.Hash) (io.ReadCloser, int64, error) {
 	return t.open("blobs/" + h.Algorithm + "/" + h.Hex)
 }
-func (t *tarIndex) where() string { return t.kind + " " + t.path }
+func (t *tarIndex) where() string  { return t.kind + " " + t.path }
+func (t *tarIndex) limits() Limits { return t.lim }
 
-// readBlob reads a whole (small) blob and checks its digest and size.
-func readBlob(s blobStore, d v1.Descriptor) ([]byte, error) {
+// readBlob reads a whole (small) blob within the limit named limit (a
+// manifest or config) and checks its digest and size.
+func readBlob(s blobStore, d v1.Descriptor, limit string, max int64) ([]byte, error) {
+	if d.Size > max {
+		return nil, sizeLimitErr(s.where(), limit+" blob "+d.Digest.String(), limit, d.Size, max)
+	}
 	rc, size, err := s.openBlob(d.Digest)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	if size > maxJSON {
-		return nil, fmt.Errorf("%s: blob %s is %d bytes, more than the %d allowed for JSON: %w", s.where(), d.Digest, size, maxJSON, ErrCorrupt)
+	if size > max {
+		return nil, sizeLimitErr(s.where(), limit+" blob "+d.Digest.String(), limit, size, max)
 	}
 	b, err := io.ReadAll(rc)
 	if err != nil {
@@ -182,12 +195,24 @@ type storeImage struct {
 	s        blobStore
 	raw      []byte
 	manifest *v1.Manifest
+	byDigest map[v1.Hash]v1.Descriptor // layers and config: one lookup per layer, not a scan
+}
+
+func newStoreImageCore(s blobStore, raw []byte, m *v1.Manifest) *storeImage {
+	i := &storeImage{s: s, raw: raw, manifest: m, byDigest: make(map[v1.Hash]v1.Descriptor, len(m.Layers)+1)}
+	for _, d := range m.Layers {
+		if _, dup := i.byDigest[d.Digest]; !dup {
+			i.byDigest[d.Digest] = d
+		}
+	}
+	i.byDigest[m.Config.Digest] = m.Config
+	return i
 }
 
 var _ partial.CompressedImageCore = (*storeImage)(nil)
 
 func newStoreImage(s blobStore, d v1.Descriptor) (v1.Image, error) {
-	raw, err := readBlob(s, d)
+	raw, err := readBlob(s, d, "manifest", s.limits().MaxManifestSize)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +227,10 @@ func newStoreImage(s blobStore, d v1.Descriptor) (v1.Image, error) {
 	if mt != types.OCIManifestSchema1 && mt != types.DockerManifestSchema2 {
 		return nil, fmt.Errorf("%s: manifest %s has media type %q, want an OCI or Docker image manifest: %w", s.where(), d.Digest, mt, ErrMediaType)
 	}
-	return partial.CompressedToImage(&storeImage{s: s, raw: raw, manifest: m})
+	if err := checkManifest(m, s.limits(), fmt.Sprintf("%s: manifest %s", s.where(), d.Digest)); err != nil {
+		return nil, err
+	}
+	return partial.CompressedToImage(newStoreImageCore(s, raw, m))
 }
 
 func (i *storeImage) RawManifest() ([]byte, error) { return i.raw, nil }
@@ -214,16 +242,13 @@ func (i *storeImage) MediaType() (types.MediaType, error) {
 	return types.OCIManifestSchema1, nil
 }
 
-func (i *storeImage) RawConfigFile() ([]byte, error) { return readBlob(i.s, i.manifest.Config) }
+func (i *storeImage) RawConfigFile() ([]byte, error) {
+	return readBlob(i.s, i.manifest.Config, "config", i.s.limits().MaxConfigSize)
+}
 
 func (i *storeImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	if h == i.manifest.Config.Digest {
-		return &storeLayer{s: i.s, d: i.manifest.Config}, nil
-	}
-	for _, d := range i.manifest.Layers {
-		if d.Digest == h {
-			return &storeLayer{s: i.s, d: d}, nil
-		}
+	if d, ok := i.byDigest[h]; ok {
+		return &storeLayer{s: i.s, d: d}, nil
 	}
 	return nil, fmt.Errorf("%s: manifest has no layer %s: %w", i.s.where(), h, ErrNotFound)
 }
@@ -322,7 +347,7 @@ func openStore(s blobStore, tag string, plat *v1.Platform) (v1.Image, error) {
 		return nil, err
 	}
 	if d.MediaType.IsIndex() {
-		raw, err := readBlob(s, d)
+		raw, err := readBlob(s, d, "manifest", s.limits().MaxManifestSize)
 		if err != nil {
 			return nil, err
 		}

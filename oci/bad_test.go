@@ -51,7 +51,7 @@ func TestBadArchives(t *testing.T) {
 
 	full := must(os.ReadFile(ociTar))(t)
 	// Cut in the middle of the last layer's blob.
-	ix := must(indexTar(ociTar, "oci-archive"))(t)
+	ix := must(indexTar(ociTar, "oci-archive", Limits{}))(t)
 	e := ix.entries["blobs/sha256/"+layer1.Hex]
 	midLayer := e.off + e.size/2
 	dfull := must(os.ReadFile(dockerTar))(t)

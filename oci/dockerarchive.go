@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"os"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -35,7 +37,7 @@ const DockerArchiveReserve = 512
 // entry first: docker load, skopeo and go-containerregistry find entries by
 // name. Hand-written because tarball.Write cannot put a blob that is
 // already on disk into its output without copying it.
-func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag name.Tag, bar *progressbar.ProgressBar) (done bool, d v1.Hash, err error) {
+func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag name.Tag, mode os.FileMode, bar *progressbar.ProgressBar) (done bool, d v1.Hash, err error) {
 	tl, bf, h, size := takeable(img, ref.Path, DockerArchiveReserve)
 	if bf == nil {
 		return false, v1.Hash{}, nil
@@ -127,7 +129,7 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 	}
 	commit := to
 	to = nil // commit restores the file itself when it fails
-	if err = commit.commit(prefix.Bytes(), ref.Path); err != nil {
+	if err = commit.commit(prefix.Bytes(), ref.Path, mode); err != nil {
 		return true, v1.Hash{}, err
 	}
 	d, err = dockerArchiveDigest(ref.Path)
@@ -138,7 +140,8 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 // the docker-archive it wrote at p (see readDockerArchive): reading it back
 // reads only headers and names, no layer.
 func dockerArchiveDigest(p string) (v1.Hash, error) {
-	back, err := readDockerArchive(p, nil)
+	// Phtoci's own output, read back: not bounded like an input.
+	back, err := readDockerArchive(p, nil, Limits{MaxManifestSize: math.MaxInt64, MaxConfigSize: math.MaxInt64, MaxLayers: math.MaxInt})
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("reading back %s: %w", p, err)
 	}

@@ -47,6 +47,7 @@ type dockerStore struct {
 
 func (s *dockerStore) readFile(name string) ([]byte, error) { return s.t.readAll(name) }
 func (s *dockerStore) where() string                        { return s.t.where() }
+func (s *dockerStore) limits() Limits                       { return s.t.lim }
 func (s *dockerStore) openBlob(h v1.Hash) (io.ReadCloser, int64, error) {
 	n, ok := s.names[h]
 	if !ok {
@@ -57,8 +58,8 @@ func (s *dockerStore) openBlob(h v1.Hash) (io.ReadCloser, int64, error) {
 
 // readDockerArchive reads the image tag names (nil: the only image) from
 // the docker-archive at p.
-func readDockerArchive(p string, tag *name.Tag) (v1.Image, error) {
-	t, err := indexTar(p, "docker-archive")
+func readDockerArchive(p string, tag *name.Tag, lim Limits) (v1.Image, error) {
+	t, err := indexTar(p, "docker-archive", lim)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +73,10 @@ func readDockerArchive(p string, tag *name.Tag) (v1.Image, error) {
 	}
 	s := &dockerStore{t: t, names: map[v1.Hash]string{}}
 	cfgName := path.Clean(desc.Config)
-	rawCfg, err := t.readAll(cfgName)
+	if n := len(desc.Layers); n > t.lim.MaxLayers {
+		return nil, fmt.Errorf("%s: manifest.json lists %d layers: %w: layers per image, at most %d", t.where(), n, ErrLimit, t.lim.MaxLayers)
+	}
+	rawCfg, err := t.readAllMax(cfgName, "config", t.lim.MaxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("%s: config: %w", t.where(), err)
 	}
@@ -107,7 +111,7 @@ func readDockerArchive(p string, tag *name.Tag) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return partial.CompressedToImage(&storeImage{s: s, raw: rawMan, manifest: man})
+	return partial.CompressedToImage(newStoreImageCore(s, rawMan, man))
 }
 
 // findDockerImage picks tag's entry of manifest.json (comparing resolved

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -359,4 +360,17 @@ func DefaultOutput(in Ref, suffix string) Ref {
 		}
 		return Ref{Transport: in.Transport, Path: base + "-" + suffix + ".tar", Tag: in.Tag}
 	}
+}
+
+// Loopback says whether r is a registry reference to a registry on this
+// host (localhost, 127.0.0.0/8, ::1), whatever the port.
+func (r Ref) Loopback() bool {
+	if r.Transport != TransportRegistry || r.Name == nil {
+		return false
+	}
+	host := r.Name.Context().RegistryStr()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return isLoopback(strings.Trim(host, "[]"))
 }

@@ -204,3 +204,27 @@ func dockerPlusLayout(t testing.TB, dockerTar, ociTar, out string) {
 	noErr(t, tw.Close())
 	noErr(t, f.Close())
 }
+
+func TestRefLoopback(t *testing.T) {
+	for _, c := range []struct {
+		ref  string
+		want bool
+	}{
+		{"127.0.0.1:5000/pht/train:x", true},
+		{"127.8.9.1/pht/train:x", true},
+		{"localhost:5000/pht/train:x", true},
+		{"docker://[::1]:5000/pht/train:x", true},
+		{"0.0.0.0:5000/pht/train:x", false},
+		{"harbor.example/pht/train:x", false},
+		{"10.0.0.1:5000/pht/train:x", false},
+		{"oci-archive:/tmp/x.tar", false},
+	} {
+		ref, err := ParseOutputRef(c.ref)
+		if err != nil {
+			t.Fatalf("%s: %v", c.ref, err)
+		}
+		if got := ref.Loopback(); got != c.want {
+			t.Errorf("%s: Loopback() = %v, want %v", c.ref, got, c.want)
+		}
+	}
+}

@@ -99,7 +99,7 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 // Hand-written because no tar library writes an entry whose header is
 // filled in after its content; the three headers are plain 512-byte blocks
 // made by archive/tar.
-func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, bar *progressbar.ProgressBar) (done bool, err error) {
+func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.FileMode, bar *progressbar.ProgressBar) (done bool, err error) {
 	_, bf, h, size := takeable(img, ref.Path, ArchiveReserve)
 	if bf == nil {
 		return false, nil
@@ -135,7 +135,7 @@ func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, bar *pro
 		to.abort()
 		return true, err
 	}
-	if err := to.commit(prefix.Bytes(), ref.Path); err != nil {
+	if err := to.commit(prefix.Bytes(), ref.Path, mode); err != nil {
 		return true, err
 	}
 	return true, nil
@@ -179,9 +179,9 @@ func (t *takeover) abort() {
 	t.f.Close()
 }
 
-// commit writes prefix at the start of the file, syncs it and renames it
-// to path (atomically: the output appears whole or not at all).
-func (t *takeover) commit(prefix []byte, path string) error {
+// commit writes prefix at the start of the file, syncs it, sets mode and
+// renames it to path (atomically: the output appears whole or not at all).
+func (t *takeover) commit(prefix []byte, path string, mode os.FileMode) error {
 	err := func() error {
 		if _, err := t.f.WriteAt(prefix, 0); err != nil {
 			return err
@@ -189,7 +189,7 @@ func (t *takeover) commit(prefix []byte, path string) error {
 		if err := t.f.Sync(); err != nil {
 			return err
 		}
-		if err := t.f.Chmod(0o644); err != nil {
+		if err := t.f.Chmod(mode); err != nil {
 			return err
 		}
 		return os.Rename(t.f.Name(), path)
@@ -208,7 +208,7 @@ func (t *takeover) commit(prefix []byte, path string) error {
 // go-containerregistry's layout writer then finds them present and skips
 // the copy. A layer on another file system (or one
 // that forbids hard links) is left to be copied.
-func moveBlobsInto(dir string, img v1.Image) error {
+func moveBlobsInto(dir string, img v1.Image, mode os.FileMode) error {
 	layers, err := img.Layers()
 	if err != nil {
 		return err
@@ -234,7 +234,7 @@ func moveBlobsInto(dir string, img v1.Image) error {
 		if err := os.MkdirAll(blobs, 0o755); err != nil {
 			return err
 		}
-		if err := os.Chmod(p, 0o644); err != nil {
+		if err := os.Chmod(p, mode); err != nil {
 			return err
 		}
 		// A hard link, not a rename: the layer stays readable (the layout

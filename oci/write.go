@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -49,7 +51,7 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 		}
 		bar := newBar(opts, imageSize(img), "writing "+filepath.Base(ref.Path))
 		if ref.Transport == TransportOCIArchive {
-			if done, err := writeOCIArchiveInPlace(ctx, ref, img, bar); done || err != nil {
+			if done, err := writeOCIArchiveInPlace(ctx, ref, img, fileMode(opts), bar); done || err != nil {
 				if err != nil {
 					return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 				}
@@ -69,7 +71,7 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 			if err != nil {
 				return v1.Hash{}, fmt.Errorf("writing %s: tag %q: %w", ref, tagStr, err)
 			}
-			if done, d, err := writeDockerArchiveInPlace(ctx, ref, img, tag, bar); done || err != nil {
+			if done, d, err := writeDockerArchiveInPlace(ctx, ref, img, tag, fileMode(opts), bar); done || err != nil {
 				if err != nil {
 					return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 				}
@@ -86,7 +88,7 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 			}
 			write = func(w io.Writer) error { return writeOCITar(ctx, barWriter{w, bar}, img, tag, v1.Hash{}) }
 		}
-		if err := atomicWrite(ref.Path, write); err != nil {
+		if err := atomicWrite(ref.Path, fileMode(opts), write); err != nil {
 			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 		}
 		if bar != nil {
@@ -98,7 +100,7 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 		}
 		return img.Digest()
 	case TransportOCILayout:
-		return writeLayout(ref, img)
+		return writeLayout(ref, img, opts)
 	}
 	return v1.Hash{}, fmt.Errorf("writing %s: transport %q: %w; %s", ref, ref.Transport, ErrUnknownTransport, Forms)
 }
@@ -147,10 +149,18 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	return nil
 }
 
-func writeLayout(ref Ref, img v1.Image) (v1.Hash, error) {
+func writeLayout(ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
 	tag := ref.Tag
 	if tag == "" {
 		tag = DefaultLayoutTag
+	}
+	if opts.Private {
+		// A new layout directory for plaintext is private as a whole.
+		if _, err := os.Lstat(ref.Path); errors.Is(err, fs.ErrNotExist) {
+			if err := os.Mkdir(ref.Path, 0o700); err != nil {
+				return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+			}
+		}
 	}
 	p, err := layout.FromPath(ref.Path)
 	if err != nil {
@@ -178,19 +188,65 @@ func writeLayout(ref Ref, img v1.Image) (v1.Hash, error) {
 	if wouldOverwrite(ref, same) {
 		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
 	}
-	if err := moveBlobsInto(ref.Path, img); err != nil {
+	var added []string // blobs this write adds, made private after
+	if opts.Private {
+		if added, err = missingBlobs(ref.Path, img); err != nil {
+			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+		}
+	}
+	if err := moveBlobsInto(ref.Path, img, fileMode(opts)); err != nil {
 		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 	}
 	if err := p.ReplaceImage(img, match.Annotation(RefNameAnnotation, tag),
 		layout.WithAnnotations(map[string]string{RefNameAnnotation: tag})); err != nil {
 		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 	}
+	for _, b := range added {
+		if err := os.Chmod(b, 0o600); err != nil {
+			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+		}
+	}
 	return img.Digest()
 }
 
+// missingBlobs lists the paths of img's blobs (manifest, config, layers)
+// that the OCI layout at dir does not hold yet.
+func missingBlobs(dir string, img v1.Image) ([]string, error) {
+	var hs []v1.Hash
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	c, err := img.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	hs = append(hs, d, c)
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range layers {
+		h, err := l.Digest()
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	var out []string
+	for _, h := range hs {
+		p := filepath.Join(dir, "blobs", h.Algorithm, h.Hex)
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 // atomicWrite writes a file through a temp file in the same directory,
-// fsyncs it and renames it over path; on error nothing is left behind.
-func atomicWrite(path string, write func(io.Writer) error) (err error) {
+// fsyncs it and renames it over path with mode; on error nothing is left
+// behind.
+func atomicWrite(path string, mode os.FileMode, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -211,7 +267,7 @@ func atomicWrite(path string, write func(io.Writer) error) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	if err = os.Chmod(f.Name(), 0o644); err != nil {
+	if err = os.Chmod(f.Name(), mode); err != nil {
 		return err
 	}
 	if err = os.Rename(f.Name(), path); err != nil {

@@ -51,6 +51,9 @@ func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 	if opts.CreatorPublic == nil {
 		return nil, fmt.Errorf("%w: the creator's public key is required", ErrBuild)
 	}
+	if err := checkBuildParties(opts); err != nil {
+		return nil, err
+	}
 	sid := opts.SessionID
 	if sid == nil {
 		sid = make([]byte, 64)

@@ -29,4 +29,47 @@ var (
 	ErrWrongPrivateKey        = sentinel("wrong private key")
 	ErrUnsignedFile           = sentinel("unsigned train file")
 	ErrDecryption             = sentinel("decryption failed")
+	// ErrIntegrity is every failure to decrypt or validate the train files
+	// or the previous results with a station's or the creator's key: bad
+	// padding, a bad length and a hash mismatch give one message and one
+	// set of sentinels, so that a padding check cannot be told apart from
+	// a hash check (AES-CBC has no MAC; a padding oracle would decrypt).
+	ErrIntegrity = sentinel("decryption or integrity check failed")
+	// ErrAlreadySigned: this station has signed the train already (its
+	// route entry has a chain signature); there is nothing to do. Route
+	// state, not tampering.
+	ErrAlreadySigned = sentinel("already signed by this station")
+	// ErrNotYourTurn: an earlier station on the route has not signed yet.
+	// Route state, not tampering.
+	ErrNotYourTurn = sentinel("not this station's turn")
 )
+
+// integrityError is ErrIntegrity for one tree (pht_train or pht_results).
+// It also matches ErrDecryption and the tree's own sentinel (also), both
+// for a padding and for a hash failure.
+type integrityError struct {
+	tree string
+	also error
+}
+
+func (e *integrityError) Error() string {
+	return "/opt/" + e.tree + ": " + ErrIntegrity.Error()
+}
+
+func (e *integrityError) Is(target error) bool {
+	return target == ErrIntegrity || target == ErrVerification || target == ErrDecryption || target == e.also
+}
+
+var (
+	errTrainIntegrity   error = &integrityError{tree: "pht_train", also: ErrImmutableChanged}
+	errResultsIntegrity error = &integrityError{tree: "pht_results", also: ErrPreviousResultsChanged}
+)
+
+// integrity turns a decryption failure into the tree's integrity error and
+// leaves other errors (I/O, a sink's failure) as they are.
+func integrity(err, tree error) error {
+	if errors.Is(err, ErrDecryption) {
+		return tree
+	}
+	return err
+}

@@ -30,6 +30,9 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("encoding is not stable")
 		}
 		Verify(c)
+		for i := range c.Route {
+			writeBackSize(c, i) // post-run's write-back check never panics
+		}
 	})
 }
 

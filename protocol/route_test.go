@@ -113,6 +113,13 @@ func TestFullRouteInMemory(t *testing.T) {
 		if s.Next != want || len(s.Done) != i+1 {
 			t.Fatalf("after %s: status %+v", id, s)
 		}
+		// The new key goes to later stations only: an earlier station
+		// (or this one) must not read later results.
+		for j, r := range cfg.SortedRoute() {
+			if (r.EncryptedKey != nil) != (j > i) {
+				t.Errorf("after %s: route[%d].encrypted_key set = %v, want %v", id, j, r.EncryptedKey != nil, j > i)
+			}
+		}
 	}
 	out := memSink{}
 	ukf, _ := hex.DecodeString(*cfg.Creator.EncryptedKey)
@@ -219,14 +226,14 @@ func TestSentinels(t *testing.T) {
 		want    error
 		mention string
 	}{
-		{"immutable file changed", cfg1, with(train1, "entrypoint.py", encrypt([]byte("evil()"))), res1, st(t, "st-2"), ErrImmutableChanged, "hash"},
+		{"immutable file changed", cfg1, with(train1, "entrypoint.py", encrypt([]byte("evil()"))), res1, st(t, "st-2"), ErrImmutableChanged, "/opt/pht_train: decryption or integrity check failed"},
 		{"8 bytes moved between files", cfg1, with(with(train1, "entrypoint.py", encrypt([]byte("ello PHT')\n"))), "aligned16bytes!", encrypt([]byte("0123456789abcdefprint('h"))), res1, st(t, "st-2"), nil, ""},
 		{"listed file missing", cfg1, with(train1, "lib/a/deep.R", nil), res1, st(t, "st-2"), ErrImmutableChanged, "deep.R"},
 		{"unsigned train file", cfg1, with(train1, "extra.py", encrypt([]byte("x"))), res1, st(t, "st-2"), ErrUnsignedFile, "extra.py"},
 		{"user signature", edit(cfg1, func(c *Config) { c.Signature = flipHex(c.Signature) }), train1, res1, st(t, "st-2"), ErrUserSignature, "signature"},
 		{"builder signature", edit(cfg1, func(c *Config) { c.Build.Signature = flipHex(c.Build.Signature) }), train1, res1, st(t, "st-2"), ErrBuilderSignature, "build.signature"},
-		{"previous results changed", cfg1, train1, with(res1, "r.txt", encrypt([]byte("result 1!!"))), st(t, "st-2"), ErrPreviousResultsChanged, "result_hash"},
-		{"previous result added", cfg1, train1, with(res1, "more.txt", encrypt([]byte("x"))), st(t, "st-2"), ErrPreviousResultsChanged, "result_hash"},
+		{"previous results changed", cfg1, train1, with(res1, "r.txt", encrypt([]byte("result 1!!"))), st(t, "st-2"), ErrPreviousResultsChanged, "/opt/pht_results: decryption or integrity check failed"},
+		{"previous result added", cfg1, train1, with(res1, "more.txt", encrypt([]byte("x"))), st(t, "st-2"), ErrPreviousResultsChanged, "/opt/pht_results"},
 		{"results signature", edit(cfg1, func(c *Config) { s := flipHex(*c.ResultSignature); c.ResultSignature = &s }), train1, res1, st(t, "st-2"), ErrResultSignature, "st-1"},
 		{"chain signature", edit(cfg1, func(c *Config) {
 			s := *c.Route[0].Signature
@@ -236,8 +243,8 @@ func TestSentinels(t *testing.T) {
 		{"false first station (result_hash null)", edit(cfg1, func(c *Config) { c.ResultHash, c.ResultSignature = nil, nil }), train1, res1, st(t, "st-2"), ErrPreviousResultsChanged, "never first"},
 		{"station not on route", cfg1, train1, res1, Station{ID: "st-9", Key: genKey(t, "st-2")}, ErrStationNotOnRoute, "st-9"},
 		{"wrong private key", cfg1, train1, res1, Station{ID: "st-2", Key: genKey(t, "st-1")}, ErrWrongPrivateKey, "st-2"},
-		{"decryption failed", cfg1, with(train1, "entrypoint.py", bytes.Repeat([]byte{7}, 48)), res1, st(t, "st-2"), ErrDecryption, "entrypoint.py"},
-		{"truncated ciphertext", cfg1, with(train1, "entrypoint.py", bytes.Repeat([]byte{7}, 40)), res1, st(t, "st-2"), ErrDecryption, "entrypoint.py"},
+		{"decryption failed", cfg1, with(train1, "entrypoint.py", bytes.Repeat([]byte{7}, 48)), res1, st(t, "st-2"), ErrIntegrity, "/opt/pht_train: decryption or integrity check failed"},
+		{"truncated ciphertext", cfg1, with(train1, "entrypoint.py", bytes.Repeat([]byte{7}, 40)), res1, st(t, "st-2"), ErrIntegrity, "/opt/pht_train"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -286,7 +293,7 @@ func TestSentinels(t *testing.T) {
 		t.Errorf("post-run on tampered plaintext: %v", err)
 	}
 	// A station cannot sign twice.
-	if _, err := PostRunUpdate(cfg1, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrChainSignature) {
+	if _, err := PostRunUpdate(cfg1, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrAlreadySigned) {
 		t.Errorf("second post-run by st-1: %v", err)
 	}
 }

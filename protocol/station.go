@@ -28,7 +28,9 @@ type Sink interface {
 	WriteFile(name string, size int64, r io.Reader) error
 }
 
-// DirSink writes files under dir, creating parent directories.
+// DirSink writes files under dir, creating parent directories. What it
+// writes is plaintext (decrypted results and train files): files are
+// created 0600 and directories 0700, whatever the umask.
 func DirSink(dir string) Sink { return dirSink(dir) }
 
 type dirSink string
@@ -38,10 +40,10 @@ func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
 	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
 		return fmt.Errorf("%s: path escapes the output directory", name)
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -83,8 +85,12 @@ func pubKey(field, s string) (*rsa.PublicKey, error) {
 // Verify runs every check that needs no private key: user signature over
 // hash, builder signature, the result signature with the last signing
 // station's key, every chain signature, the recomputation of the last chain
-// digest, and the structural rules (no false "first station").
+// digest, and the structural rules (no false "first station", keys of at
+// least MinKeyBits, no station twice on the route).
 func Verify(cfg *Config) (*Status, error) {
+	if err := checkParties(cfg); err != nil {
+		return nil, err
+	}
 	hash, err := mustHex("hash", cfg.Hash)
 	if err != nil {
 		return nil, err
@@ -294,17 +300,17 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 		}
 		done[n] = true
 		if err := decryptTo(train, n, "pht_train", key, h, out); err != nil {
-			return err
+			return integrity(err, errTrainIntegrity)
 		}
 	}
 	h.Write(sid)
 	if _, err := fs.Stat(train, "query.json"); err == nil {
 		if err := decryptTo(train, "query.json", "pht_train", key, h, out); err != nil {
-			return err
+			return integrity(err, errTrainIntegrity)
 		}
 	}
 	if hex.EncodeToString(h.Sum(nil)) != strings.ToLower(cfg.Hash) {
-		return fmt.Errorf("hash: %w: the decrypted train files' immutable hash does not match the config", ErrImmutableChanged)
+		return errTrainIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
 }
@@ -319,11 +325,11 @@ func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 		return decryptTo(results, name, "pht_results", key, h, out)
 	})
 	if err != nil {
-		return err
+		return integrity(err, errResultsIntegrity)
 	}
 	h.Write(sid)
 	if cfg.ResultHash == nil || hex.EncodeToString(h.Sum()) != strings.ToLower(*cfg.ResultHash) {
-		return fmt.Errorf("result_hash: %w: the decrypted results do not hash to the config's result_hash", ErrPreviousResultsChanged)
+		return errResultsIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
 }
@@ -359,11 +365,8 @@ func PreRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*PreRunRe
 	if err != nil {
 		return nil, err
 	}
-	if e.Signature != nil {
-		return nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
-	}
-	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		return nil, err
 	}
 	if e.EncryptedKey == nil {
 		return nil, fmt.Errorf("route[%d].encrypted_key (station %s): %w: null, no key for this station", pos, st.ID, ErrDecryption)
@@ -426,14 +429,17 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 		return 0, nil, err
 	}
 	if e.Signature != nil {
-		return 0, nil, fmt.Errorf("station %s: %w: route[%d] has already signed its results", st.ID, ErrChainSignature, pos)
+		return 0, nil, alreadySigned(st, pos)
+	}
+	if err := checkWriteBack(cfg, pos); err != nil {
+		return 0, nil, err
 	}
 	if err := CheckTrain(cfg, trainPlain); err != nil {
 		return 0, nil, err
 	}
 	status, _ := Verify(cfg)
-	if pos > 0 && len(status.Done) > 0 && status.Done[len(status.Done)-1] != pos-1 {
-		return 0, nil, fmt.Errorf("station %s: %w: the previous station on the route has not signed", st.ID, ErrPreviousResultsChanged)
+	if err := turn(cfg, st, pos, e, status); err != nil {
+		return 0, nil, err
 	}
 	return pos, status, nil
 }
@@ -510,7 +516,15 @@ func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out
 	}
 	next := cfg.Clone()
 	next.Route = route
+	// Only the stations still to come and the creator get the new key:
+	// an earlier station (or this one) must not read later results. The
+	// reference's pre-run reads only its own entry, and null is how its
+	// own builder leaves the entries of stations that have no key yet.
 	for i := range next.Route {
+		if i <= pos {
+			next.Route[i].EncryptedKey = nil
+			continue
+		}
 		if err := wrapFor(&next.Route[i].EncryptedKey, next.Route[i].RSAPublicKey, key, fmt.Sprintf("route[%d]", i)); err != nil {
 			return nil, err
 		}
@@ -524,6 +538,9 @@ func finishPostRun(cfg *Config, trainPlain fs.FS, st Station, n *NewResults, out
 	raw, err := next.Encode()
 	if err != nil {
 		return nil, err
+	}
+	if len(raw) > MaxConfigSize { // checkWriteBack ran before: not expected
+		return nil, fmt.Errorf("%w: train_config.json: %d bytes, more than the %d-byte limit", ErrInvalidConfig, len(raw), MaxConfigSize)
 	}
 	ukf, _ := hex.DecodeString(*next.Creator.EncryptedKey)
 	return &PostRunResult{Config: next, ConfigJSON: raw, UserKeyFile: ukf}, nil
@@ -554,12 +571,22 @@ var smallBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 
 // the way (in the encrypting goroutine, so hashing and encryption overlap
 // with the consumer's compression and I/O).
 func encryptTree(fsys fs.FS, prefix string, key []byte, h io.Writer, out Sink) error {
-	return WalkFiles(fsys, func(name string, size int64) error {
+	return WalkFiles(fsys, func(name string, _ int64) error {
 		f, err := fsys.Open(name)
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", prefix, name, err)
 		}
 		defer f.Close()
+		// Type and size from the open file, not from the listing: the
+		// file may have been replaced in between.
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", prefix, name, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s/%s: not a regular file (%v)", prefix, name, fi.Mode().Type())
+		}
+		size := fi.Size()
 		var src io.Reader = io.LimitReader(f, size)
 		if h != nil {
 			src = io.TeeReader(src, h)

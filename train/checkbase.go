@@ -247,7 +247,7 @@ func checkBaseIfAsked(ctx context.Context, input string, env Env) error {
 func sourceOf(img v1.Image, o Options) (protocol.Source, error) {
 	res, err := layer.Resolve(img, []string{ConfigPath}, o.resolveOpts(false)...)
 	if err != nil {
-		return protocol.Source{}, err
+		return protocol.Source{}, unsafeEntry(err)
 	}
 	defer res.Close()
 	f, ok := res.Lookup(ConfigPath)

@@ -8,8 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -32,6 +35,9 @@ type JobResult struct {
 	// Next is the route index of the station that runs next (-1: the route is done).
 	Next   int              `json:"next"`
 	Config *protocol.Config `json:"-"`
+	// ResultsDir is where pre-run wrote the previous results
+	// (Options.PreviousResultsDir).
+	ResultsDir string `json:"resultsDir,omitempty"`
 }
 
 // ErrUsage marks errors in what the caller asked for (bad reference,
@@ -52,6 +58,34 @@ func openInput(ctx context.Context, input string, env Env) (oci.Ref, v1.Image, e
 		return oci.Ref{}, nil, err
 	}
 	return ref, img, nil
+}
+
+// DecryptedArchive is where pre-run writes the decrypted image of the
+// registry image in when no output is named: the oci-archive
+// REPOSITORY_TAG.decrypted.oci.tar in the current directory, REPOSITORY
+// being the last component of the repository's path (train-42 for
+// harbor.example/station-aachen/train-42:latest), and TAG the tag, or
+// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference.
+func DecryptedArchive(in oci.Ref) oci.Ref {
+	id := "latest"
+	switch n := in.Name.(type) {
+	case name.Tag:
+		id = n.TagStr()
+	case name.Digest:
+		alg, hex, _ := strings.Cut(n.DigestStr(), ":")
+		id = alg + "-" + hex[:min(len(hex), 12)]
+	}
+	repo := path.Base(in.Name.Context().RepositoryStr())
+	return oci.Ref{Transport: oci.TransportOCIArchive, Path: repo + "_" + id + ".decrypted.oci.tar"}
+}
+
+// preRunOutput is pre-run's destination: output when named, else
+// DecryptedArchive for a registry input, else oci.DefaultOutput.
+func preRunOutput(in oci.Ref, output string) (oci.Ref, error) {
+	if output == "" && in.Transport == oci.TransportRegistry {
+		return DecryptedArchive(in), nil
+	}
+	return outputRef(in, output, "decrypted")
 }
 
 func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
@@ -107,14 +141,22 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 }
 
 // PreRunJob runs pre-run on the image at input and writes the decrypted
-// image to output ("" = oci.DefaultOutput(input, "decrypted")). Nothing is
-// written when a check fails.
+// image to output ("" = DecryptedArchive(input) for a registry input, never
+// the registry: the image holds plaintext; oci.DefaultOutput(input,
+// "decrypted") for a file or layout), and with
+// env.PreviousResultsDir the decrypted previous results into that
+// directory. Nothing is written when a check fails.
 func PreRunJob(ctx context.Context, input, output string, st protocol.Station, env Env) (*JobResult, error) {
+	if env.PreviousResultsDir != "" {
+		if err := checkResultsDir(env.PreviousResultsDir); err != nil {
+			return nil, err // before any download
+		}
+	}
 	in, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
-	dst, err := outputRef(in, output, "decrypted")
+	dst, err := preRunOutput(in, output)
 	if err != nil {
 		return nil, err
 	}
@@ -126,24 +168,32 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 		return nil, err
 	}
 	defer p.close()
-	return p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	env.OCI.Private = true // plaintext: 0600 files, whatever the umask
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.committed(); err != nil {
+		return nil, err
+	}
+	res.ResultsDir = env.PreviousResultsDir
+	return res, nil
 }
 
 // PostRunJob runs post-run on the image at input with the results in
-// resultsDir ("" = take the plaintext results from the image) and writes the
-// encrypted image to output ("" = the same reference for a registry, a new
-// file beside an archive).
+// resultsDir ("" = take the plaintext results from the image; read through
+// OpenResults: regular files and directories only, no symbolic link
+// followed) and writes the encrypted image to output ("" = the same
+// reference for a registry, a new file beside an archive).
 func PostRunJob(ctx context.Context, input, resultsDir, output string, st protocol.Station, env Env) (*JobResult, error) {
 	var results fs.FS
 	if resultsDir != "" {
-		fi, err := os.Stat(resultsDir)
+		rd, err := OpenResults(resultsDir)
 		if err != nil {
-			return nil, fmt.Errorf("results directory: %w", err)
+			return nil, err
 		}
-		if !fi.IsDir() {
-			return nil, fmt.Errorf("results directory %s: %w", resultsDir, fs.ErrInvalid)
-		}
-		results = os.DirFS(resultsDir)
+		defer rd.Close()
+		results = rd
 	}
 	in, img, err := openInput(ctx, input, env)
 	if err != nil {
@@ -169,7 +219,14 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		return nil, err
 	}
 	defer p.close()
-	return p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	if err != nil {
+		return nil, err
+	}
+	if err := env.recordLedger(img, res.Config, st); err != nil {
+		return res, fmt.Errorf("post-run wrote %s (%s) but %w", res.Output, res.Digest, err)
+	}
+	return res, nil
 }
 
 // VerifyJob verifies the image at input (keyless; with st also the
@@ -271,7 +328,7 @@ func copyFile(dst, src string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,10 @@ type Options struct {
 	MemLimit int64
 	// Trust, when set, pins the config's parties and allowed master images.
 	Trust *trust.Store
+	// Ledger, when set, is the station ledger: pre-run and post-run refuse
+	// a train this station has already signed, and PostRunJob records each
+	// post-run (embedders calling PostRun record with Ledger.Record).
+	Ledger *Ledger
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
 	CheckBase bool
@@ -39,10 +43,30 @@ type Options struct {
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
+	// PreviousResultsDir, for pre-run: also write the decrypted previous
+	// results (the tree /opt/pht_results holds in the decrypted image;
+	// nothing at the first station) into this directory, for the run to
+	// mount as /opt/pht_results. It must not exist or be empty; it is
+	// made 0700 with files 0600, and appears only when pre-run succeeds.
+	PreviousResultsDir string
+	// Limits bound what reading a train's layers may cost (zero fields:
+	// the layer package's defaults; Paths is set from MaxConfigSize).
+	Limits layer.Limits
+	// MaxConfigSize bounds /opt/train_config.json (0 = layer.MaxTrainConfigSize).
+	MaxConfigSize int64
+}
+
+func (o Options) maxConfigSize() int64 {
+	if o.MaxConfigSize > 0 {
+		return o.MaxConfigSize
+	}
+	return layer.MaxTrainConfigSize
 }
 
 func (o Options) resolveOpts(scan bool) []layer.Option {
-	var opts []layer.Option
+	lim := o.Limits
+	lim.Paths = map[string]int64{ConfigPath: o.maxConfigSize()}
+	opts := []layer.Option{layer.WithLimits(lim)}
 	if o.TempDir != "" {
 		opts = append(opts, layer.WithTempDir(o.TempDir))
 	}
@@ -79,17 +103,34 @@ func Open(img v1.Image, o Options) (*Train, error) {
 // running (layer.WithDeferredCheck): the caller calls t.Check before it
 // writes anything.
 func open(img v1.Image, o Options, deferred bool) (*Train, error) {
+	return openPaths(img, o, deferred, Prefixes, true)
+}
+
+// keylessPrefixes are the train paths keyless verify reads: without a key
+// nothing under /opt/pht_results can be checked, so its entries are not
+// resolved, kept or spooled (they count as outside the train paths).
+var keylessPrefixes = []string{ConfigPath, TrainDir, UserKeyPath}
+
+// openKeyless is Open for keyless verify: /opt/pht_results is not read
+// (ResultsFS is empty) and the base boundary is not scanned for.
+func openKeyless(img v1.Image, o Options) (*Train, error) {
+	return openPaths(img, o, false, keylessPrefixes, false)
+}
+
+// openPaths resolves prefixes; scan allows the base boundary scan (which
+// only steps that write a new layer need).
+func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan bool) (*Train, error) {
 	n, fromLabel, err := layer.BaseFromLabel(img)
 	if err != nil {
 		return nil, err
 	}
-	ropts := o.resolveOpts(!fromLabel && o.BaseLayers <= 0)
+	ropts := o.resolveOpts(scan && !fromLabel && o.BaseLayers <= 0)
 	if deferred {
 		ropts = append(ropts, layer.WithDeferredCheck())
 	}
-	res, err := layer.Resolve(img, Prefixes, ropts...)
+	res, err := layer.Resolve(img, prefixes, ropts...)
 	if err != nil {
-		return nil, err
+		return nil, unsafeEntry(err)
 	}
 	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
 	if err := t.init(o); err != nil {
@@ -110,7 +151,7 @@ func (t *Train) init(o Options) error {
 	if !ok {
 		return fmt.Errorf("/%s: %w: file not found in any layer", ConfigPath, ErrNotATrain)
 	}
-	raw, err := readAll(f, 1<<20)
+	raw, err := readAll(f, o.maxConfigSize())
 	if err != nil {
 		return fmt.Errorf("/%s: %w", ConfigPath, err)
 	}
@@ -146,6 +187,22 @@ func (t *Train) init(o Options) error {
 		}
 	}
 	return nil
+}
+
+// unsafeEntryError is a layer.ErrUnsafeEntry (a "..", link or device
+// under the train paths) classified as what it is for a train: content
+// that does not verify, so it also matches protocol.ErrVerification.
+type unsafeEntryError struct{ err error }
+
+func (e *unsafeEntryError) Error() string        { return e.err.Error() }
+func (e *unsafeEntryError) Unwrap() error        { return e.err }
+func (e *unsafeEntryError) Is(target error) bool { return target == protocol.ErrVerification }
+
+func unsafeEntry(err error) error {
+	if errors.Is(err, layer.ErrUnsafeEntry) {
+		return &unsafeEntryError{err}
+	}
+	return err
 }
 
 // Close removes spool files.

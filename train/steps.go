@@ -48,19 +48,30 @@ func (o *Output) Close() error {
 
 // PreRun verifies img for station st and returns base layers + one layer
 // holding the decrypted train files and results, ready to run. Nothing is
-// returned when any check fails.
+// returned when any check fails. The image holds plaintext: write it with
+// oci.Options.Private set (files 0600).
 func PreRun(img v1.Image, st protocol.Station, o Options) (*Output, error) {
 	p, err := planPreRun(img, st, o)
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
-	return p.toFile(o)
+	out, err := p.toFile(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.committed(); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return out, nil
 }
 
 // PostRun runs the station's post-run on img. results is the directory the
-// run produced; it may be nil when img already holds plaintext train files
-// and results (a pre-run output, or one committed after the run). The
+// run produced (open it with OpenResults: os.DirFS follows symbolic links,
+// so a file of the host could be encrypted into the train); it may be nil
+// when img already holds plaintext train files and results (a pre-run
+// output, or one committed after the run). The
 // output is base layers + one encrypted protocol layer. With results, they
 // are encrypted into the new layer while img is read and checked (for a
 // registry image, while it downloads); a failed check stops that at once
@@ -99,6 +110,17 @@ type plan struct {
 	// produce returns, only t.Image is known, so the new image (rebase)
 	// can be made only after.
 	lazy bool
+	// commit, when set, runs once the new image is complete and every
+	// check passed (pre-run's previous results directory appears).
+	commit func() error
+}
+
+// committed runs p.commit, if any.
+func (p *plan) committed() error {
+	if p.commit == nil {
+		return nil
+	}
+	return p.commit()
 }
 
 func (p *plan) close() {
@@ -116,13 +138,29 @@ func (p *plan) fail(err error) (*plan, error) {
 }
 
 func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
+	if o.PreviousResultsDir != "" {
+		if err := checkResultsDir(o.PreviousResultsDir); err != nil {
+			return nil, err // before reading anything
+		}
+	}
 	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
 	p := &plan{t: t, step: "pre-run", station: st.ID, state: stateDecrypted, cleanups: []func(){func() { t.Close() }}}
+	var prev *prevResults // a copy of the decrypted results for the run
+	if o.PreviousResultsDir != "" {
+		if prev, err = newPrevResults(o.PreviousResultsDir); err != nil {
+			return p.fail(err)
+		}
+		p.cleanups = append(p.cleanups, prev.close)
+		p.commit = prev.commit
+	}
 	if t.Labels[StateLabel] == stateDecrypted {
 		return p.fail(fmt.Errorf("pre-run: %w (label %s=%s); run post-run on it", ErrAlreadyDecrypted, StateLabel, stateDecrypted))
+	}
+	if err := o.checkLedger(t, st); err != nil {
+		return p.fail(err)
 	}
 	ukf, err := t.UserKeyFile()
 	if err != nil {
@@ -139,8 +177,12 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 	// decrypted and hashed. On a failed check the layer is discarded.
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
 		err := lw.start(ukf == nil)
+		var match protocol.Sink = lw
+		if prev != nil {
+			match = prev.sink(lw)
+		}
 		if err == nil {
-			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: lw, other: spool})
+			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: match, other: spool})
 		}
 		if err == nil {
 			err = spool.drain(lw, "pht_train/")
@@ -310,6 +352,9 @@ func (in *postRunInputs) close() {
 // are never nil: close them, also after an error.
 func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*postRunInputs, error) {
 	in := &postRunInputs{}
+	if err := o.checkLedger(t, st); err != nil {
+		return in, err
+	}
 	if t.Decrypted() {
 		in.trainPlain, in.resultsPlain = t.TrainFS(), t.ResultsFS()
 		if results != nil {

@@ -15,6 +15,9 @@ type VerifyReport struct {
 	Status *protocol.Status `json:"status"`
 	// Station is set when the station checks ran too.
 	Station string `json:"station,omitempty"`
+	// StationState is where that station stands on the route; the
+	// station's decrypting checks ran only when it is the next station.
+	StationState *protocol.StationState `json:"station_state,omitempty"`
 	// Route lists the station ids in route order.
 	Route []string `json:"route"`
 	// Config is the verified train's config.
@@ -23,10 +26,18 @@ type VerifyReport struct {
 
 // Verify checks img without any station key: the config's signatures and
 // chain (protocol.Verify) and that the files under /opt/pht_train are exactly
-// the signed ones. With st != nil it also runs the station's pre-run checks
+// the signed ones. With st != nil it also reports the station's state on
+// the route and, when it is the next station, runs its pre-run checks
 // (decrypting in memory, writing nothing).
 func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error) {
-	t, err := Open(img, o)
+	var t *Train
+	var err error
+	if st == nil {
+		// No key: result contents cannot be checked, so they are not read.
+		t, err = openKeyless(img, o)
+	} else {
+		t, err = Open(img, o)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -43,15 +54,23 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 		rep.Route = append(rep.Route, r.Station)
 	}
 	if st != nil {
-		if t.Decrypted() {
-			err = protocol.CheckTrain(t.Config, t.TrainFS())
-		} else {
-			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), *st, nil)
-		}
+		state, err := protocol.StateOf(t.Config, *st, status)
 		if err != nil {
 			return nil, err
 		}
-		rep.Station = st.ID
+		switch {
+		case t.Decrypted():
+			err = protocol.CheckTrain(t.Config, t.TrainFS())
+		case state.State == "next":
+			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), *st, nil)
+		}
+		// A station that signed, or whose turn has not come, has no key
+		// to the files: the keyless checks are all there is, and the
+		// state is reported, not failed.
+		if err != nil {
+			return nil, err
+		}
+		rep.Station, rep.StationState = st.ID, state
 	}
 	return rep, nil
 }
@@ -59,7 +78,8 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 // Decrypt is the researcher's end of the route: verify everything with the
 // creator's key, then write the results (and the train files when
 // withTrain) under outDir/pht_results (and outDir/pht_train). outDir must not
-// exist yet; it appears only when everything verified.
+// exist yet; it appears only when everything verified, 0700 with files 0600
+// (plaintext), whatever the umask.
 func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) error {
 	if _, err := os.Lstat(outDir); err == nil {
 		return fmt.Errorf("%s: output directory exists; choose a new one", outDir)
@@ -82,11 +102,8 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), protocol.DirSink(tmp), withTrain); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o700); err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	return os.Rename(tmp, outDir)
+	return os.Rename(tmp, outDir) // 0700 (os.MkdirTemp), files 0600 (protocol.DirSink)
 }

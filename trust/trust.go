@@ -11,6 +11,7 @@
 //	  "requireKnownCreator": true,
 //	  "builders": ["keys/builder.pub.pem"],
 //	  "stations": {"station-aachen": "2d2d2d2d2d424547494e..."},
+//	  "allowUnknownStations": false,
 //	  "masters": [{"repository": "harbor.example/master/*", "digests": ["sha256:…"]}],
 //	  "checkBase": true
 //	}
@@ -51,8 +52,13 @@ type File struct {
 	RequireKnownCreator bool `json:"requireKnownCreator,omitempty"`
 	// Builders lists the builder keys allowed to sign trains.
 	Builders []string `json:"builders,omitempty"`
-	// Stations pins station ids to public keys.
+	// Stations pins station ids to public keys. When it is not empty,
+	// every route entry must name a pinned station: the route is signed by
+	// no one, so an unpinned entry could be an outsider added in transit.
 	Stations map[string]string `json:"stations,omitempty"`
+	// AllowUnknownStations accepts route entries whose station is not in
+	// Stations (the pinned ones are still checked).
+	AllowUnknownStations bool `json:"allowUnknownStations,omitempty"`
 	// Masters lists allowed master images: repository patterns (path.Match
 	// syntax) with optional pinned manifest digests.
 	Masters []Master `json:"masters,omitempty"`
@@ -174,6 +180,10 @@ func (s *Store) CheckConfig(cfg *protocol.Config) error {
 	for i, r := range cfg.Route {
 		pin, ok := s.stations[r.Station]
 		if !ok {
+			if len(s.stations) > 0 && !s.AllowUnknownStations {
+				return fmt.Errorf("route[%d] (station %s): %w: station not pinned in the trust store (pinned: %s); the route is unsigned, so an unpinned station may have been added in transit (allowUnknownStations accepts it)",
+					i, r.Station, ErrUntrusted, s.stationIDs())
+			}
 			continue
 		}
 		rk, err := configKey(fmt.Sprintf("route[%d].rsa_public_key", i), r.RSAPublicKey)
@@ -188,6 +198,15 @@ func (s *Store) CheckConfig(cfg *protocol.Config) error {
 		return fmt.Errorf("source.address %q: %w: not an allowed master image repository (%s)", cfg.Source.Address, ErrUntrusted, s.patterns())
 	}
 	return nil
+}
+
+func (s *Store) stationIDs() string {
+	var ids []string
+	for id := range s.stations {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ", ")
 }
 
 func (s *Store) matchMaster(repo string) *Master {

@@ -94,6 +94,9 @@ type ServeConfig struct {
 	// Route is the optional routing policy; it needs a trust store that
 	// pins the creators.
 	Route *RoutePolicy `yaml:"route"`
+	// Limits raise limits on what a pushed image may cost, by name
+	// (train.LimitNames: layers, manifest-size, ...).
+	Limits map[string]string `yaml:"limits"`
 	// StoreFile, instead of Store, names a file holding the store (a
 	// PostgreSQL URL with its password, from a secret).
 	StoreFile string `yaml:"store_file"`
@@ -195,6 +198,11 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 			return nil, fmt.Errorf("serve config %s: registry %q: want HOST[:PORT]", path, r)
 		}
 	}
+	for name, v := range c.Limits {
+		if err := new(train.Env).SetLimit(name, v); err != nil {
+			return nil, fmt.Errorf("serve config %s: limits: %w", path, err)
+		}
+	}
 	return &c, nil
 }
 
@@ -210,6 +218,11 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	}
 	defer st.Close()
 	env := train.Env{OCI: oci.Options{Insecure: c.Insecure, Quiet: true}}
+	for name, v := range c.Limits {
+		if err := env.SetLimit(name, v); err != nil {
+			return err
+		}
+	}
 	if c.trust == nil && c.Trust != "" { // a config not made by LoadServeConfig
 		if c.trust, err = trust.Load(c.Trust); err != nil {
 			return err

@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
@@ -220,11 +222,13 @@ var checks = []struct {
 	err  error
 	name string
 }{
-	{ErrChangedInTransit, "changed_in_transit"}, {protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
+	{ErrChangedInTransit, "changed_in_transit"}, {protocol.ErrIntegrity, "integrity"}, {layer.ErrUnsafeEntry, "unsafe_entry"},
+	{protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
 	{protocol.ErrBuilderSignature, "builder_signature"}, {protocol.ErrPreviousResultsChanged, "previous_results"},
 	{protocol.ErrResultSignature, "result_signature"}, {protocol.ErrChainSignature, "chain_signature"},
 	{protocol.ErrUnsignedFile, "unsigned_file"}, {protocol.ErrDecryption, "decryption"},
 	{protocol.ErrInvalidConfig, "config"}, {train.ErrNotATrain, "not_a_train"}, {train.ErrBaseMismatch, "master_image"},
+	{oci.ErrLimit, "limit"},
 }
 
 func checkName(err error) string {

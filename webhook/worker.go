@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
 )
@@ -219,7 +220,7 @@ func (s *Server) process(a Artifact) {
 			n := out.Next
 			v.Next = &n
 		}
-	case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain):
+	case errors.Is(err, protocol.ErrVerification) || errors.Is(err, protocol.ErrInvalidConfig) || errors.Is(err, train.ErrNotATrain) || errors.Is(err, oci.ErrLimit):
 		v.Status, v.Check, v.Message = StatusRejected, checkName(err), reason(err)
 	default:
 		v.Message = reason(err)

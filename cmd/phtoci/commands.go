@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/keys"
+	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
@@ -22,14 +24,23 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue), errors.Is(err, train.ErrUsage), errors.Is(err, train.ErrResultsRequired),
 		errors.Is(err, oci.ErrUnknownTransport), errors.Is(err, oci.ErrAmbiguous), errors.Is(err, oci.ErrWouldOverwrite),
-		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired):
+		errors.Is(err, keys.ErrWrongPassword), errors.Is(err, keys.ErrPasswordRequired), errors.Is(err, protocol.ErrBuild):
 		return exitUsage
-	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig),
-		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted):
+	case errors.Is(err, protocol.ErrVerification), errors.Is(err, protocol.ErrInvalidConfig), errors.Is(err, oci.ErrLimit),
+		errors.Is(err, train.ErrLeak), errors.Is(err, train.ErrNotATrain), errors.Is(err, train.ErrAlreadyDecrypted),
+		errors.Is(err, layer.ErrUnsafeEntry), errors.Is(err, train.ErrAlreadyProcessed):
 		return exitVerification
 	default:
 		return exitIO
 	}
+}
+
+// limitHint tells how to raise a limit an image broke.
+func limitHint(err error) string {
+	if errors.Is(err, oci.ErrLimit) {
+		return " (raise it with --limit NAME=VALUE)"
+	}
+	return ""
 }
 
 // Flags shared by every command that reads or writes images.
@@ -44,6 +55,7 @@ func imageFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tmpdir", Usage: "directory for spool files (a new layer for an oci-archive or oci: output is made beside the output, which takes it over)", EnvVars: []string{"PHTOCI_TMPDIR"}},
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
+		&cli.StringSliceFlag{Name: "limit", Usage: "raise a limit on what an image may cost, `NAME=VALUE` (repeatable; names and defaults in the README, \"Limits\")", EnvVars: []string{"PHTOCI_LIMITS"}},
 	}
 }
 
@@ -78,6 +90,12 @@ func env(c *cli.Context) (train.Env, error) {
 			return e, usagef("--compression %q: want auto, none, stored or fast", v)
 		}
 		e.Compression = comp
+	}
+	for _, l := range c.StringSlice("limit") {
+		name, value, _ := strings.Cut(l, "=")
+		if err := e.SetLimit(name, value); err != nil {
+			return e, usagef("--limit: %v", err)
+		}
 	}
 	if p := c.String("trust"); p != "" {
 		st, err := trust.Load(p)
@@ -120,7 +138,14 @@ func loadKey(c *cli.Context, flag, passEnv string) (*rsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return keys.LoadPrivateKey(path, pass)
+	k, err := keys.LoadPrivateKey(path, pass)
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.CheckPrivateKeyFile(path); errors.Is(err, keys.ErrKeyFileMode) {
+		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
+	}
+	return k, nil
 }
 
 func password(c *cli.Context, fileFlag, passEnv string) ([]byte, error) {
@@ -151,6 +176,48 @@ func station(c *cli.Context) (protocol.Station, error) {
 	return protocol.Station{ID: id, Key: k}, nil
 }
 
+// ledgerFlag is the station ledger of pre-run and post-run.
+func ledgerFlag() cli.Flag {
+	return &cli.StringFlag{Name: "ledger", EnvVars: []string{"PHTOCI_LEDGER"},
+		Usage: "station ledger `FILE` of the trains this station signed, refusing replays (default $XDG_STATE_HOME/phtoci/ledger.jsonl or ~/.local/state/phtoci/ledger.jsonl; none: off)"}
+}
+
+// stationLedger sets e.Ledger from --ledger. An explicit FILE must work;
+// the default one is skipped with a warning where it cannot be (no home
+// directory, or for post-run, which writes it, a directory it cannot
+// write: a read-only container), so that a run is never lost to it.
+func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
+	p := c.String("ledger")
+	switch p {
+	case "none":
+		return nil
+	case "":
+		var err error
+		if p, err = train.DefaultLedgerPath(); err == nil && writes {
+			err = writableDir(filepath.Dir(p))
+		}
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
+			return nil
+		}
+	}
+	e.Ledger = &train.Ledger{Path: p}
+	return nil
+}
+
+// writableDir creates dir (0700) and checks that a file can be made in it.
+func writableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
 		return "", usagef("%s expects exactly one %s, got %d arguments", c.Command.Name, what, c.NArg())
@@ -165,6 +232,9 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 			fmt.Fprintf(w, " (station %s)", r.Station)
 		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		if r.ResultsDir != "" {
+			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
+		}
 		if r.Step == "pre-run" {
 			return
 		}
@@ -182,9 +252,10 @@ func preRunCommand() *cli.Command {
 		Usage:     "verify a train for this station and write the decrypted, runnable image",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: registry TAG-decrypted, or FILE-decrypted.tar beside an archive)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
+			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag()),
+			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -198,6 +269,11 @@ func preRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := stationLedger(c, &e, false); err != nil {
+				return err
+			}
+			e.PreviousResultsDir = c.String("results-dir")
+			warnPlaintextPush(c, c.String("output"))
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
 			if err != nil {
 				return err
@@ -207,16 +283,29 @@ func preRunCommand() *cli.Command {
 	}
 }
 
+// warnPlaintextPush warns on stderr when pre-run's output is a registry
+// on another host: the decrypted image is plaintext.
+func warnPlaintextPush(c *cli.Context, output string) {
+	if output == "" {
+		return
+	}
+	ref, err := oci.ParseOutputRef(output)
+	if err != nil || ref.Transport != oci.TransportRegistry || ref.Loopback() {
+		return
+	}
+	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name)
+}
+
 func postRunCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "post-run",
 		Usage:     "hash, sign and re-encrypt the results for the next station and the researcher",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "results", Usage: "the results directory of the run (omit when IMAGE holds plaintext results)"},
+			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag()),
+			compressionFlag(), ledgerFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -228,6 +317,9 @@ func postRunCommand() *cli.Command {
 			}
 			e, err := env(c)
 			if err != nil {
+				return err
+			}
+			if err := stationLedger(c, &e, true); err != nil {
 				return err
 			}
 			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)
@@ -266,14 +358,17 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station}, func(w io.Writer) {
+			return printResult(c, map[string]any{"ok": true, "done": r.Status.Done, "next": r.Status.Next, "station": r.Station, "station_state": r.StationState}, func(w io.Writer) {
 				fmt.Fprintf(w, "verified: %d station(s) signed", len(r.Status.Done))
 				if r.Status.Next >= 0 {
 					fmt.Fprintf(w, ", next route index %d", r.Status.Next)
 				} else {
 					fmt.Fprintf(w, ", route complete")
 				}
-				if r.Station != "" {
+				switch {
+				case r.StationState != nil && r.StationState.State != "next":
+					fmt.Fprintf(w, "; %s", r.StationState.Message)
+				case r.Station != "":
 					fmt.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)

@@ -51,10 +51,19 @@ func TestReferenceTrains(t *testing.T) {
 			if cfg.ResultHash == nil || cfg.ResultSignature == nil || cfg.Route[0].Signature == nil || cfg.Creator.EncryptedKey == nil {
 				t.Fatalf("post-run config misses fields the reference writes: %+v", cfg)
 			}
-			for i, r := range cfg.Route {
-				if r.EncryptedKey == nil {
-					t.Errorf("route[%d].encrypted_key is null after post-run", i)
-				}
+			// Only the stations after this one get the new key; station_1's
+			// own entry is null, the form the reference's builder gives the
+			// entries of stations without a key (initial config's route[1]).
+			if cfg.Route[0].EncryptedKey != nil || cfg.Route[1].EncryptedKey == nil {
+				t.Errorf("after station_1: route[0].encrypted_key set = %v, route[1] set = %v; want null and set",
+					cfg.Route[0].EncryptedKey != nil, cfg.Route[1].EncryptedKey != nil)
+			}
+			// Station 2's pre-run on the reference's terms (vectors README).
+			got1 := referencePreRun(t, img, "station_2", loadPriv(t, key("station_2")))
+			want1, err := os.ReadFile(filepath.Join(results1, "sub", "data.bin"))
+			must(t, err)
+			if !bytes.Equal(got1["sub/data.bin"], want1) {
+				t.Error("station 2 on the reference's terms: sub/data.bin differs from results_station_1")
 			}
 			raw := rawConfigOf(t, img)
 			enc, err := cfg.Encode()
@@ -83,6 +92,15 @@ func TestReferenceTrains(t *testing.T) {
 				after1 = "oci-archive:" + after1
 			}
 			ok(t, "pre-run", after1, "--station", "station_2", "--key", key("station_2"), "-o", filepath.Join(dir, "ref-dec2.tar"), "--quiet")
+			// The reference-terms reader agrees with the reference's own output
+			// and with its null entries (station_2's in the initial train).
+			if !bytes.Equal(referencePreRun(t, openRef(t, after1, oci.Options{}), "station_2", loadPriv(t, key("station_2")))["sub/data.bin"], want1) {
+				t.Error("reference-terms pre-run of the reference's after_station_1 differs")
+			}
+			if configOf(t, openRef(t, initial, oci.Options{})).Route[1].EncryptedKey != nil {
+				t.Error("the reference's initial train has a key for station_2; the null-entry premise no longer holds")
+			}
+			referencePreRun(t, openRef(t, initial, oci.Options{}), "station_1", loadPriv(t, key("station_1")))
 			ok(t, "decrypt", after1, "--key", key("user"), "--out", filepath.Join(dir, "ref-final"), "--quiet")
 			want, err := os.ReadFile(filepath.Join(results1, "sub", "data.bin"))
 			must(t, err)

@@ -16,6 +16,9 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	// Trusted roots compiled in, used when the system has none (the
+	// container image, a minimal chroot): registries over TLS still verify.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 // Exit codes, documented in --help.
@@ -63,12 +66,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
+	var unknown error
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		unknown = unknownCommand(c, name)
+	}
+	if n := len(args); n > 1 && args[n-1] == completionFlag {
+		// Shell completion asks with the words typed so far; urfave/cli
+		// looks for its flag last, so the words are not reordered.
+		app.RunContext(ctx, args)
+		return exitOK
+	}
 	err := app.RunContext(ctx, interspersed(app, args))
+	if err == nil {
+		err = unknown
+	}
 	if err == nil {
 		return exitOK
 	}
 	code := exitCode(err)
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	msg := strings.ReplaceAll(err.Error(), "\n", " ") + limitHint(err)
 	if jsonWanted(args) {
 		enc := json.NewEncoder(stdout)
 		enc.Encode(map[string]any{"ok": false, "error": msg, "exitCode": code})
@@ -88,6 +104,8 @@ func jsonWanted(args []string) bool {
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	cli.HelpFlag = &cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"}
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version (as phtoci version does)"}
+	cli.VersionPrinter = printVersion
 	app := &cli.App{
 		Name:                  "phtoci",
 		Usage:                 "run the Personal Health Train protocol on container images, without a Docker daemon",
@@ -96,7 +114,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Reader:                stdin,
 		Writer:                stdout,
 		ErrWriter:             stderr,
-		HideVersion:           true,
+		Version:               buildVersion().Version,
+		EnableBashCompletion:  true,
 		Suggest:               true,
 		ExitErrHandler:        func(*cli.Context, error) {}, // run() reports errors and picks exit codes
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
@@ -105,13 +124,31 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			preRunCommand(), postRunCommand(), verifyCommand(), decryptCommand(),
 			inspectCommand(), buildCommand(), keysCommand(), checkBaseCommand(), serveCommand(),
+			versionCommand(), completionCommand(), manCommand(),
 		},
 	}
 	for _, c := range app.Commands {
-		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitHelp + "\n"
+		addExamples(c)
+		setHelp(c)
 		setUsageHandler(c)
 	}
 	return app
+}
+
+// setHelp gives c and its subcommands a help text that
+// ends with the exit codes; a command with subcommands lists them.
+func setHelp(c *cli.Command) {
+	if len(c.Subcommands) > 0 {
+		// Commands without categories: "phtoci help keys" prints the help
+		// of a command urfave/cli has not set up, whose categories are nil.
+		t := strings.Replace(cli.SubcommandHelpTemplate, `{{template "visibleCommandCategoryTemplate" .}}`, `{{template "visibleCommandTemplate" .}}`, 1)
+		c.CustomHelpTemplate = t + exitHelp + "\n"
+	} else {
+		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitHelp + "\n"
+	}
+	for _, s := range c.Subcommands {
+		setHelp(s)
+	}
 }
 
 func setUsageHandler(c *cli.Command) {

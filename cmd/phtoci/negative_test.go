@@ -84,8 +84,8 @@ func TestTamperedTrains(t *testing.T) {
 		mention []string
 	}{
 		{"unsigned train file", appendFiles(t, built, map[string][]byte{"opt/pht_train/extra.py": encrypt(t, w.symKey(t, built, "st-a", 0), []byte("print('not signed')"))}), "st-a", []string{"extra.py"}},
-		{"immutable file changed", appendFiles(t, built, map[string][]byte{"opt/pht_train/entrypoint.py": encrypt(t, w.symKey(t, built, "st-a", 0), []byte("import os; os.system('exfiltrate')"))}), "st-a", []string{"hash"}},
-		{"undecryptable train file", appendFiles(t, built, map[string][]byte{"opt/pht_train/entrypoint.py": make([]byte, 40)}), "st-a", []string{"entrypoint.py"}},
+		{"immutable file changed", appendFiles(t, built, map[string][]byte{"opt/pht_train/entrypoint.py": encrypt(t, w.symKey(t, built, "st-a", 0), []byte("import os; os.system('exfiltrate')"))}), "st-a", []string{"/opt/pht_train: decryption or integrity check failed"}},
+		{"undecryptable train file", appendFiles(t, built, map[string][]byte{"opt/pht_train/entrypoint.py": make([]byte, 40)}), "st-a", []string{"/opt/pht_train: decryption or integrity check failed"}},
 		{"user signature", withConfig(t, built, func(c *protocol.Config) { c.Signature = flip(c.Signature) }), "st-a", []string{"signature"}},
 		{"builder signature", withConfig(t, built, func(c *protocol.Config) { c.Build.Signature = flip(c.Build.Signature) }), "st-a", []string{"signature"}},
 		{"previous results changed", appendFiles(t, after1, map[string][]byte{"opt/pht_results/count.txt": encrypt(t, w.symKey(t, after1, "st-b", 1), []byte("count at st-a = 4200\n"))}), "st-b", []string{"result"}},

@@ -36,7 +36,7 @@ func TestRouteAcrossTransports(t *testing.T) {
 		st, in, decrypted, out string
 	}{
 		{"st-a", built, "docker-archive:" + w.path("a-dec.tar"), regRef},
-		{"st-b", regRef, "", "oci:" + w.path("layout") + ":b"},
+		{"st-b", regRef, reg.Host + "/pht/train:latest-decrypted", "oci:" + w.path("layout") + ":b"},
 		{"st-c", "oci:" + w.path("layout") + ":b", "oci:" + w.path("layout") + ":c-dec", "docker-archive:" + w.path("final.tar")},
 	}
 	var dirs []string
@@ -48,17 +48,11 @@ func TestRouteAcrossTransports(t *testing.T) {
 			return args
 		}
 		pre := withAuth(append([]string{"pre-run", h.in}, w.stationArgs(h.st)...)...)
-		if h.decrypted != "" {
-			pre = append(pre, "-o", h.decrypted)
-		}
+		pre = append(pre, "-o", h.decrypted)
 		if r := phtoci(t, reg.Password, nil, pre...); r.code != 0 {
 			t.Fatalf("hop %d pre-run: exit %d: %s", i, r.code, r.stderr)
 		}
-		dec := h.decrypted
-		if dec == "" {
-			dec = reg.Host + "/pht/train:latest-decrypted" // the default output for a registry
-		}
-		n, lb := labels(t, openRef(t, dec, regOpts))
+		n, lb := labels(t, openRef(t, h.decrypted, regOpts))
 		if n != 2 || lb[train.StateLabel] != "decrypted" {
 			t.Fatalf("hop %d: decrypted image has %d layers, labels %v; want base + 1", i, n, lb)
 		}

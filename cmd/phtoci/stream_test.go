@@ -26,8 +26,14 @@ func TestRegistryStreamedLayer(t *testing.T) {
 	good := reg.Host + "/pht/stream:st-a"
 	writeRef(t, after1, good, oci.Options{})
 
-	ok(t, append([]string{"pre-run", good}, w.stationArgs("st-b")...)...)
 	dec := good + "-decrypted"
+	prev := filepath.Join(t.TempDir(), "results")
+	ok(t, append([]string{"pre-run", good, "-o", dec, "--results-dir", prev}, w.stationArgs("st-b")...)...)
+	// The previous results, decrypted while the layer was pushed, are
+	// exactly those of the pushed image.
+	if got, want := tree(t, prev), imageResults(t, dec); len(got) == 0 || !equalTrees(got, want) {
+		t.Errorf("--results-dir holds %v, the pushed image's /opt/pht_results %v", keysOf(got), keysOf(want))
+	}
 	var insp struct {
 		Digest string
 		Layers []string
@@ -50,8 +56,9 @@ func TestRegistryStreamedLayer(t *testing.T) {
 	bad := appendFiles(t, after1, map[string][]byte{"opt/pht_results/count.txt": encrypt(t, w.symKey(t, after1, "st-b", 1), []byte("count at st-a = 4200\n"))})
 	badRef := reg.Host + "/pht/stream:bad"
 	writeRef(t, bad, badRef, oci.Options{})
+	badPrev := filepath.Join(t.TempDir(), "results")
 	for _, args := range [][]string{
-		{"pre-run", badRef, "-o", reg.Host + "/pht/stream:bad-pre"},
+		{"pre-run", badRef, "--results-dir", badPrev, "-o", reg.Host + "/pht/stream:bad-pre"},
 		{"post-run", badRef, "--results", w.results(t, "st-b"), "-o", reg.Host + "/pht/stream:bad-post"},
 	} {
 		fails(t, exitVerification, nil, append(args, w.stationArgs("st-b")...), "result")
@@ -60,6 +67,9 @@ func TestRegistryStreamedLayer(t *testing.T) {
 		if _, err := oci.Open(context.Background(), ref, oci.Options{}); err == nil {
 			t.Errorf("%s of a tampered train pushed %s", args[0], ref)
 		}
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(badPrev)); len(ents) != 0 {
+		t.Errorf("pre-run of a tampered train left %s in the results directory's parent", ents[0].Name())
 	}
 }
 
@@ -83,7 +93,7 @@ func TestRegistryStreamedLayerAnnotatedManifest(t *testing.T) {
 	if m.Annotations["org.opencontainers.image.source"] != "https://example.org/master" {
 		t.Errorf("manifest annotations %v, want the base's", m.Annotations)
 	}
-	ok(t, append([]string{"pre-run", out}, w.stationArgs("st1")...)...)
+	ok(t, append([]string{"pre-run", out, "-o", out + "-decrypted"}, w.stationArgs("st1")...)...)
 }
 
 // TestRegistryLayerTampered: a byte changed in the registry's storage of

@@ -1,0 +1,141 @@
+package layer
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+)
+
+// wantLimit fails t unless err is ErrLimit and its message names every
+// part of mention.
+func wantLimit(t *testing.T, err error, mention ...string) {
+	t.Helper()
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("got %v, want ErrLimit", err)
+	}
+	for _, m := range mention {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("error %q does not mention %q", err, m)
+		}
+	}
+}
+
+// manyEntries is a tar of n empty files under opt/pht_results.
+func manyEntries(t *testing.T, n int) []byte {
+	ents := []ent{dir("opt/pht_results/")}
+	for i := range n {
+		ents = append(ents, reg(fmt.Sprintf("opt/pht_results/f%07d", i), ""))
+	}
+	return tarBytes(t, ents...)
+}
+
+// TestResolveEntriesLimit: a layer with one entry more than the limit is
+// refused naming the limit and the layer; at the limit it resolves.
+func TestResolveEntriesLimit(t *testing.T) {
+	img := imageOf(t, bytesLayer(t, gzipBytes(t, manyEntries(t, 100)))) // 101 entries
+	_, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxEntries: 100}), WithTempDir(t.TempDir()))
+	wantLimit(t, err, "tar entries per layer", "more than 100", "layer 0 (sha256:")
+	res, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxEntries: 101}))
+	must(t, err)
+	if n := len(res.Files()); n != 100 {
+		t.Errorf("%d files, want 100", n)
+	}
+	res.Close()
+}
+
+// TestResolveFileSizeLimits: a train file over the file size limit, or a
+// file over its own path limit, is refused before its content is read.
+func TestResolveFileSizeLimits(t *testing.T) {
+	big := strings.Repeat("x", 2000)
+	img := imageOf(t, tarLayer(t, reg("opt/train_config.json", big), reg("opt/pht_train/a.py", big)))
+	_, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxFileSize: 1999}))
+	wantLimit(t, err, "file size", "2000 bytes, more than 1999", "layer 0", "opt/train_config.json")
+	_, err = Resolve(img, trainPrefixes, WithLimits(Limits{Paths: map[string]int64{"opt/train_config.json": 1000}}))
+	wantLimit(t, err, "file size", "2000 bytes, more than 1000", "opt/train_config.json")
+	res, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxFileSize: 2000, Paths: map[string]int64{"opt/train_config.json": 2000}}))
+	must(t, err)
+	res.Close()
+}
+
+// zerosTar is a tar holding one file outside the train paths of n zero
+// bytes.
+func zerosTar(t *testing.T, n int64) *bytes.Buffer {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	must(t, tw.WriteHeader(&tar.Header{Name: "junk", Typeflag: tar.TypeReg, Mode: 0o644, Size: n}))
+	_, err := tw.Write(make([]byte, n))
+	must(t, err)
+	must(t, tw.Close())
+	return &buf
+}
+
+// TestResolveDecompressionBomb: a layer below the settled train paths,
+// read only for the base boundary (its content is not needed), that
+// inflates past the ratio is refused: a zstd of zeros at the default
+// 1000:1 (the real shape: zstd inflates 30,000:1), a gzip of zeros
+// (1000:1, the most deflate gives) with the limit at 500:1; with the
+// limit raised they resolve, and content that is kept is not bounded.
+func TestResolveDecompressionBomb(t *testing.T) {
+	top := tarLayer(t, dir("opt/"), reg("opt/train_config.json", "{}"),
+		reg("opt/pht_train/.wh..wh..opq", ""), reg("opt/pht_results/.wh..wh..opq", ""), reg("opt/.wh.user_sym_key.key", ""))
+	const size = 24 << 20 // past the 16 MiB read before the ratio counts
+	raw := zerosTar(t, size)
+	// gzip: one member per MiB, compressed once (a multi-member gzip).
+	var mib bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&mib, gzip.BestCompression)
+	must(t, err)
+	_, err = zw.Write(make([]byte, 1<<20))
+	must(t, err)
+	must(t, zw.Close())
+	var gz bytes.Buffer
+	gz.Write(gzipBytes(t, raw.Bytes()[:512]))
+	for range size >> 20 {
+		gz.Write(mib.Bytes())
+	}
+	gz.Write(gzipBytes(t, raw.Bytes()[512+size:]))
+	var zs bytes.Buffer
+	ze, err := zstd.NewWriter(&zs, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	must(t, err)
+	_, err = ze.Write(raw.Bytes())
+	must(t, err)
+	must(t, ze.Close())
+	t.Logf("24 MiB of zeros: gzip %d bytes, zstd %d bytes", gz.Len(), zs.Len())
+	gzLayer := bytesLayer(t, gz.Bytes())
+	zsLayer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(zs.Bytes())), nil },
+		tarball.WithMediaType(types.OCILayerZStd))
+	must(t, err)
+	for _, c := range []struct {
+		name  string
+		bomb  v1.Layer
+		limit int64
+		want  string
+	}{
+		{"zstd", zsLayer, 0, "more than 1000:1"},
+		{"gzip", gzLayer, 500, "more than 500:1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := imageOf(t, c.bomb, top)
+			_, err := Resolve(img, trainPrefixes, WithBoundaryScan(), WithLimits(Limits{MaxRatio: c.limit}))
+			wantLimit(t, err, "decompression ratio", c.want, "layer 0 (sha256:")
+			res, err := Resolve(img, trainPrefixes, WithBoundaryScan(), WithLimits(Limits{MaxRatio: 1 << 20}))
+			must(t, err)
+			if li := res.Layers(); len(li) != 2 || !li[1].TouchesOutside {
+				t.Errorf("layers read: %+v", li)
+			}
+			res.Close()
+			res, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, WithLimits(Limits{MaxRatio: c.limit}))
+			must(t, err)
+			res.Close()
+		})
+	}
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	cdx "github.com/CycloneDX/cyclonedx-go"
+)
+
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git %s: %v", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// copyTree copies the files git tracks in root to dst: a source tree like a
+// fresh checkout of the commit, without .git.
+func copyTree(t *testing.T, root, dst string) {
+	t.Helper()
+	for _, name := range strings.Split(git(t, root, "ls-files", "-z"), "\x00") {
+		if name == "" {
+			continue
+		}
+		src := filepath.Join(root, name)
+		fi, err := os.Lstat(src)
+		if os.IsNotExist(err) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dst, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func run(t *testing.T, dir, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestRelease makes the release twice from two copies of the source tree
+// at different paths, the second with an empty build cache, and requires
+// the same bytes in every file; then checks SHA256SUMS, the SBOM and the
+// .deb, installed into a scratch root, whose binary prints its version and
+// makes keys as make demo's first step does. make test builds this
+// machine's linux architecture; make release-check sets
+// PHTOCI_RELEASE_PLATFORMS=linux/amd64,linux/arm64 and adds the image.
+func TestRelease(t *testing.T) {
+	root := git(t, ".", "rev-parse", "--show-toplevel")
+	plats := "linux/" + runtime.GOARCH
+	full := os.Getenv("PHTOCI_RELEASE_PLATFORMS") != ""
+	if full {
+		plats = os.Getenv("PHTOCI_RELEASE_PLATFORMS")
+	}
+	epoch, err := strconv.ParseInt(git(t, root, "log", "-1", "--format=%ct"), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config{version: "1.2.3-test", revision: git(t, root, "rev-parse", "HEAD"), epoch: epoch,
+		platforms: strings.Split(plats, ","), image: full}
+	tmp := t.TempDir()
+	var outs [2]string
+	srcs := []string{filepath.Join(tmp, "a", "phtoci"), filepath.Join(tmp, "b", "elsewhere", "src")}
+	for _, src := range srcs {
+		copyTree(t, root, src)
+	}
+	for i, src := range srcs {
+		if i == 1 {
+			t.Setenv("GOCACHE", filepath.Join(tmp, "gocache"))
+		}
+		c.root, c.out = src, filepath.Join(tmp, "dist"+strconv.Itoa(i))
+		if err := release(c); err != nil {
+			t.Fatalf("release %d: %v", i+1, err)
+		}
+		outs[i] = c.out
+	}
+	names := func(dir string) []string {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		return n
+	}
+	first, second := names(outs[0]), names(outs[1])
+	if strings.Join(first, " ") != strings.Join(second, " ") {
+		t.Fatalf("the two releases hold different files:\n%v\n%v", first, second)
+	}
+	arch := runtime.GOARCH
+	want := []string{"SHA256SUMS", "phtoci_1.2.3-test_" + arch + ".deb", "phtoci_1.2.3-test_linux_" + arch,
+		"phtoci_1.2.3-test_linux_" + arch + ".cdx.json", "phtoci_1.2.3-test_linux_" + arch + ".tar.gz"}
+	if full {
+		want = append(want, "phtoci_1.2.3-test.oci.tar")
+	}
+	for _, w := range want {
+		if !strings.Contains(" "+strings.Join(first, " ")+" ", " "+w+" ") {
+			t.Errorf("release lacks %s: %v", w, first)
+		}
+	}
+	for _, n := range first {
+		a, _ := os.ReadFile(filepath.Join(outs[0], n))
+		b, _ := os.ReadFile(filepath.Join(outs[1], n))
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between two builds of the same commit (%d and %d bytes)", n, len(a), len(b))
+		}
+	}
+	dist := outs[0]
+	run(t, dist, "sha256sum", "--check", "--strict", "SHA256SUMS")
+
+	t.Run("sbom", func(t *testing.T) {
+		bin := filepath.Join(dist, "phtoci_1.2.3-test_linux_"+arch)
+		f, err := os.Open(bin + ".cdx.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var bom cdx.BOM
+		if err := cdx.NewBOMDecoder(f, cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(bin)
+		sum := sha256.Sum256(b)
+		m := bom.Metadata.Component
+		if m == nil || m.Name != "phtoci" || m.Version != "1.2.3-test" || m.Hashes == nil || (*m.Hashes)[0].Value != hex.EncodeToString(sum[:]) {
+			t.Errorf("SBOM's component is not this binary: %+v", m)
+		}
+		found := map[string]string{}
+		for _, comp := range *bom.Components {
+			found[comp.Name] = comp.Version
+		}
+		gomod, _ := os.ReadFile(filepath.Join(root, "go.mod"))
+		for _, mod := range []string{"github.com/urfave/cli/v2", "github.com/google/go-containerregistry", "golang.org/x/crypto/x509roots/fallback"} {
+			if found[mod] == "" || !strings.Contains(string(gomod), mod+" "+found[mod]) {
+				t.Errorf("SBOM lists %s at %q, go.mod says otherwise", mod, found[mod])
+			}
+		}
+		if found["github.com/goreleaser/nfpm/v2"] != "" {
+			t.Errorf("the release tool's own dependencies are in the binary's SBOM")
+		}
+	})
+
+	t.Run("deb", func(t *testing.T) {
+		deb := filepath.Join(dist, "phtoci_1.2.3-test_"+arch+".deb")
+		if v := run(t, dist, "dpkg-deb", "--field", deb, "Version"); strings.TrimSpace(v) != "1.2.3~test" {
+			t.Errorf("deb Version %q", v)
+		}
+		scratch := filepath.Join(t.TempDir(), "root")
+		run(t, dist, "dpkg", "-x", deb, scratch)
+		for _, p := range []string{"usr/share/man/man1/phtoci.1.gz", "usr/share/bash-completion/completions/phtoci",
+			"usr/share/zsh/vendor-completions/_phtoci", "usr/share/fish/vendor_completions.d/phtoci.fish",
+			"usr/lib/systemd/system/phtoci-serve.service", "usr/share/doc/phtoci/serve.yaml", "usr/share/doc/phtoci/copyright"} {
+			if _, err := os.Stat(filepath.Join(scratch, p)); err != nil {
+				t.Errorf("deb lacks /%s", p)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(scratch, "etc")); !os.IsNotExist(err) {
+			t.Errorf("deb installs under /etc (the service must stay disabled, no config is shipped): %v", err)
+		}
+		z, err := os.Open(filepath.Join(scratch, "usr/share/man/man1/phtoci.1.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		man, _ := io.ReadAll(zr)
+		z.Close()
+		if !bytes.Contains(man, []byte(".TH phtoci 1")) {
+			t.Errorf("man page: %.100s", man)
+		}
+		bin := filepath.Join(scratch, "usr/bin/phtoci")
+		v := run(t, dist, bin, "--version")
+		if !strings.HasPrefix(v, "phtoci 1.2.3-test (revision "+c.revision+", ") {
+			t.Errorf("installed phtoci --version: %q", v)
+		}
+		// make demo's first step, with the installed binary.
+		work := t.TempDir()
+		run(t, work, bin, "keys", "generate", "station-aachen")
+		fi, err := os.Stat(filepath.Join(work, "station-aachen.pem"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("station-aachen.pem: %v %v", fi, err)
+		}
+		pub := run(t, work, bin, "keys", "fingerprint", "station-aachen.pub.pem")
+		if !strings.HasPrefix(pub, "SHA256:") {
+			t.Errorf("fingerprint of the generated key: %q", pub)
+		}
+	})
+}
