@@ -174,11 +174,15 @@ func (s *Server) scanReport(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	v, err := s.cfg.Store.Get(repo, digest)
-	if errors.Is(err, ErrNoVerdict) || (err == nil && v.Status == StatusPending) {
-		if err != nil && !s.known(repo, digest) {
+	if errors.Is(err, ErrNoVerdict) && !s.known(repo, digest) {
+		// Neither decided nor queued, unless it was decided between the
+		// two looks (a verdict and its dequeue are one transaction).
+		if v, err = s.cfg.Store.Get(repo, digest); errors.Is(err, ErrNoVerdict) {
 			scanError(w, http.StatusNotFound, "scan request %q: unknown", id)
 			return
 		}
+	}
+	if errors.Is(err, ErrNoVerdict) || (err == nil && v.Status == StatusPending) {
 		w.Header().Set("Refresh-After", "5")
 		w.Header().Set("Location", r.URL.Path)
 		w.WriteHeader(http.StatusFound)
