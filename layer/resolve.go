@@ -46,6 +46,7 @@ type options struct {
 	boundary bool
 	deferred bool
 	limits   Limits
+	checked  []string // not resolved, but no link or device may be under them
 }
 
 // Option tunes Resolve.
@@ -79,6 +80,20 @@ func WithBoundaryScan() Option { return func(o *options) { o.boundary = true } }
 // error, before it trusts or writes anything it read.
 func WithDeferredCheck() Option { return func(o *options) { o.deferred = true } }
 
+// WithCheckedPrefixes names paths that are not resolved (their entries
+// count as outside the prefixes: no content is read or kept) but under
+// which only regular files and directories may stand: a link, device,
+// FIFO or socket under them gives ErrUnsupportedEntry, as under a resolved
+// path, whichever layer holds it. Keyless verify uses it for the results,
+// which it cannot decrypt but which a station would refuse.
+func WithCheckedPrefixes(prefixes ...string) Option {
+	return func(o *options) {
+		for _, p := range prefixes {
+			o.checked = append(o.checked, strings.Trim(p, "/"))
+		}
+	}
+}
+
 // File is a regular file of the merged view.
 type File struct {
 	// Path is the slash path without a leading "/".
@@ -110,10 +125,23 @@ func (m memContent) ReadAt(p []byte, off int64) (int, error) {
 // spoolName is the temporary file holding a large file's content.
 type spoolName string
 
+// spoolFile is the temporary file holding a large file's content, unlinked
+// as soon as it was made (gone with the process, however it ends); Open
+// reads it as an io.ReaderAt.
+type spoolFile struct{ *os.File }
+
+// maxOpenSpools bounds the spool files kept open (unlinked); past it,
+// large files are spooled under a name (spoolName) in the locked spool
+// directory, which a later run sweeps should this one be killed.
+const maxOpenSpools = 256
+
 // removeSpool deletes f's spool file, if it has one.
 func (f *File) removeSpool() {
-	if sp, ok := f.src.(spoolName); ok {
+	switch sp := f.src.(type) {
+	case spoolName:
 		os.Remove(string(sp))
+	case spoolFile:
+		sp.Close()
 	}
 }
 
@@ -212,6 +240,9 @@ type Resolved struct {
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
 
+	spoolDirLock *held      // flock on spoolDir while it is used (see SweepStale)
+	spools       []*os.File // unlinked spool files (spoolFile), closed by Close
+
 	checks   sync.WaitGroup // deferred digest checks (WithDeferredCheck)
 	checkMu  sync.Mutex
 	checkErr error
@@ -267,12 +298,21 @@ func (r *Resolved) Close() error {
 		r.pack.Close()
 		r.pack = nil
 	}
+	for _, f := range r.spools {
+		f.Close()
+	}
+	r.spools = nil
 	if r.spoolDir == "" {
 		return nil
 	}
 	d := r.spoolDir
 	r.spoolDir = ""
-	return os.RemoveAll(d)
+	err := os.RemoveAll(d)
+	if r.spoolDirLock != nil {
+		r.spoolDirLock.Close()
+		r.spoolDirLock = nil
+	}
+	return err
 }
 
 // upperKind is what the layers above have at exactly one path.
@@ -894,6 +934,9 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 	rel := relate(name, lr.r.prefixes)
 	isDir := hdr.Typeflag == tar.TypeDir
 	if rel == outside {
+		if !isDir && hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA && relate(name, lr.o.checked) == inside { //nolint:staticcheck // old tars use TypeRegA
+			return lr.errorf(name, "%w: %s under a checked path; only regular files and directories are allowed", ErrUnsupportedEntry, typeName(hdr))
+		}
 		lr.outside(name)
 		return nil
 	}
@@ -1029,6 +1072,7 @@ func (lr *layerReader) packFile(f *File, src io.Reader) error {
 		if err != nil {
 			return err
 		}
+		os.Remove(pf.Name()) // unlinked while open: gone with the process, however it ends
 		lr.r.pack = pf
 	}
 	n, err := io.Copy(io.NewOffsetWriter(lr.r.pack, lr.r.packEnd), src)
@@ -1045,28 +1089,37 @@ func (lr *layerReader) packFile(f *File, src io.Reader) error {
 
 func (lr *layerReader) spoolDirReady() error {
 	if lr.r.spoolDir == "" {
-		d, err := os.MkdirTemp(lr.o.tempDir, "phtoci-resolve-")
+		// Spool directories a killed run left behind go; this one is
+		// locked while this process lives.
+		SweepStale(lr.o.tempDir, spoolDirPrefix)
+		d, lock, err := mkdirLocked(lr.o.tempDir, spoolDirPrefix)
 		if err != nil {
 			return err
 		}
-		lr.r.spoolDir = d
+		lr.r.spoolDir, lr.r.spoolDirLock = d, lock
 	}
 	return nil
 }
 
+// spoolDirPrefix names the directories of spooled file contents.
+const spoolDirPrefix = "phtoci-resolve-"
+
 func (lr *layerReader) spool(f *File, src io.Reader) error {
-	if lr.r.spoolDir == "" {
-		d, err := os.MkdirTemp(lr.o.tempDir, "phtoci-resolve-")
-		if err != nil {
-			return err
-		}
-		lr.r.spoolDir = d
+	if err := lr.spoolDirReady(); err != nil {
+		return err
 	}
 	sf, err := os.CreateTemp(lr.r.spoolDir, "file-")
 	if err != nil {
 		return err
 	}
-	f.src = spoolName(sf.Name())
+	keepOpen := len(lr.r.spools) < maxOpenSpools
+	if keepOpen {
+		os.Remove(sf.Name())
+		lr.r.spools = append(lr.r.spools, sf)
+		f.src = spoolFile{sf}
+	} else {
+		f.src = spoolName(sf.Name())
+	}
 	// Decompressors hand out 32 KiB at a time: gather a megabyte per
 	// write (a gigabyte of results is then 1,024 system calls, not 32,768).
 	bw := bufio.NewWriterSize(struct{ io.Writer }{sf}, 1<<20) // no ReadFrom: bufio would hand the copy to it
@@ -1074,8 +1127,10 @@ func (lr *layerReader) spool(f *File, src io.Reader) error {
 	if err == nil {
 		err = bw.Flush()
 	}
-	if cerr := sf.Close(); err == nil {
-		err = cerr
+	if !keepOpen {
+		if cerr := sf.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err == nil && n != f.Size {
 		err = io.ErrUnexpectedEOF

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -309,7 +310,8 @@ func TestResolveWhiteoutRules(t *testing.T) {
 	}
 }
 
-// Files over the memory limit are spooled to TempDir and removed by Close.
+// Files over the memory limit are spooled to TempDir, in files unlinked
+// while open (nothing to find there after a kill), closed by Close.
 func TestResolveSpoolsLargeFiles(t *testing.T) {
 	big := strings.Repeat("0123456789", 10000)
 	img := imageOf(t, tarLayer(t, reg("opt/app/big", big), reg("opt/app/small", "s")))
@@ -319,8 +321,8 @@ func TestResolveSpoolsLargeFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	spooled, _ := filepath.Glob(filepath.Join(tmp, "*", "*"))
-	if len(spooled) != 1 {
-		t.Fatalf("spool files %v, expected 1", spooled)
+	if len(spooled) != 0 || len(res.spools) != 1 {
+		t.Fatalf("spool files named %v, open %d; expected 1, unlinked while open", spooled, len(res.spools))
 	}
 	f, _ := res.Lookup("opt/app/big")
 	if string(readFile(t, f)) != big || f.Size != int64(len(big)) {
@@ -461,5 +463,34 @@ func TestResolveDigestMismatchOCILayout(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "sha256:5201392ff892") {
 		t.Errorf("error %q does not name the layer digest", err)
+	}
+}
+
+// Past maxOpenSpools open spool files, large files are spooled under a
+// name in the (locked) spool directory; all read back, Close removes all.
+func TestResolveSpoolsPastOpenLimit(t *testing.T) {
+	var ents []ent
+	n := maxOpenSpools + 20
+	body := func(i int) string { return strings.Repeat(fmt.Sprintf("%04d", i), 400) }
+	for i := 0; i < n; i++ {
+		ents = append(ents, reg(fmt.Sprintf("opt/app/f%04d", i), body(i)))
+	}
+	tmp := t.TempDir()
+	res, err := Resolve(imageOf(t, tarLayer(t, ents...)), []string{"opt/app"}, WithMemLimit(1000), WithTempDir(tmp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, _ := filepath.Glob(filepath.Join(tmp, "*", "*"))
+	if len(res.spools) != maxOpenSpools || len(named) != n-maxOpenSpools {
+		t.Errorf("%d spools open, %d named; want %d and %d", len(res.spools), len(named), maxOpenSpools, n-maxOpenSpools)
+	}
+	for i, f := range res.Files() {
+		if string(readFile(t, f)) != body(i) {
+			t.Fatalf("%s: content differs", f.Path)
+		}
+	}
+	must(t, res.Close())
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("Close left %v", left)
 	}
 }

@@ -64,6 +64,7 @@ type Writer struct {
 	opts    WriterOptions
 	modTime time.Time
 	f       *os.File
+	lock    *held // holds f's flock (see SweepStale); passed on to the Layer
 	pipe    *chunkPipe
 	tw      *tar.Writer
 	stack   []string // written directories that are ancestors of (or are) last
@@ -114,13 +115,17 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 	if dir == "" {
 		dir = opts.TempDir
 	}
-	f, err := os.CreateTemp(dir, ".phtoci-layer-*")
+	// Layer files a killed run left in dir go; this one is locked while
+	// this process lives (see SweepStale).
+	SweepStale(dir, layerFilePrefix)
+	f, lock, err := createLocked(dir, layerFilePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("creating layer file: %w", err)
 	}
 	if opts.Reserve > 0 {
 		if _, err := f.Seek(opts.Reserve, io.SeekStart); err != nil {
 			f.Close()
+			lock.Close()
 			os.Remove(f.Name())
 			return nil, fmt.Errorf("creating layer file: %w", err)
 		}
@@ -137,7 +142,9 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		sink.buf = bufio.NewWriterSize(io.MultiWriter(sink.digest, WritebackWriter(f, opts.Reserve)), 1<<20)
 		sink.gz, _ = kgzip.NewWriterLevel(sink.buf, opts.Level)
 	}
-	return newWriter(opts, f, sink), nil
+	w := newWriter(opts, f, sink)
+	w.lock = lock
+	return w, nil
 }
 
 // Dir adds a directory.
@@ -205,6 +212,7 @@ func (w *Writer) spool(r io.Reader) (*os.File, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	os.Remove(sp.Name()) // unlinked while open: gone with the process, however it ends
 	n, err := io.Copy(sp, r)
 	if err == nil {
 		_, err = sp.Seek(0, io.SeekStart)
@@ -360,14 +368,17 @@ func (w *Writer) Close() (*Layer, error) {
 	w.done = true
 	if err != nil {
 		os.Remove(w.f.Name())
+		w.unlock()
 		return nil, fmt.Errorf("finishing layer: %w", err)
 	}
 	fi, err := os.Stat(w.f.Name())
 	if err != nil {
 		os.Remove(w.f.Name())
+		w.unlock()
 		return nil, fmt.Errorf("finishing layer: %w", err)
 	}
 	return &Layer{
+		lock:      w.lock,
 		path:      w.f.Name(),
 		digest:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s.digest.Sum(nil))},
 		diffID:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s.diff.Sum(nil))},
@@ -402,8 +413,20 @@ func (w *Writer) Abort() {
 	if w.f != nil {
 		w.f.Close()
 		os.Remove(w.f.Name())
+		w.unlock()
 	}
 }
+
+func (w *Writer) unlock() {
+	if w.lock != nil {
+		w.lock.Close()
+		w.lock = nil
+	}
+}
+
+// layerFilePrefix names layer files (in output directories for a
+// takeover, or in the temp directory).
+const layerFilePrefix = ".phtoci-layer-"
 
 // SourceDateEpoch returns the time in the SOURCE_DATE_EPOCH environment
 // variable (seconds since the Unix epoch), when set and valid.
@@ -422,6 +445,7 @@ func SourceDateEpoch() (time.Time, bool) {
 // Layer is a layer written by a Writer, backed by its temporary file, with
 // digest, diff ID and size computed while writing. It implements v1.Layer.
 type Layer struct {
+	lock      *held // holds the file's flock (see SweepStale)
 	path      string
 	digest    v1.Hash
 	diffID    v1.Hash
@@ -498,6 +522,10 @@ func (l *Layer) Uncompressed() (io.ReadCloser, error) {
 func (l *Layer) Cleanup() error {
 	if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	if l.lock != nil {
+		l.lock.Close()
+		l.lock = nil
 	}
 	return nil
 }

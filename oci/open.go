@@ -49,6 +49,12 @@ type Options struct {
 	Private bool
 	// Limits bound what opening an image may cost (zero fields: defaults).
 	Limits Limits
+	// StallTimeout is how long a registry connection may make no progress
+	// before the transfer is retried (0 = DefaultStallTimeout).
+	StallTimeout time.Duration
+	// TempDir is where a streamed upload is spooled so that it can be sent
+	// again after a fault ("" = os.TempDir()); the spool is unlinked at once.
+	TempDir string
 }
 
 // BasicAuth returns an authenticator for a user name and password (for
@@ -210,7 +216,7 @@ func remoteOptions(ctx context.Context, opts Options) []remote.Option {
 		remote.WithRetryBackoff(retryBackoff),
 		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
 			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
-		remote.WithTransport(httpGuard{next: manifestLimit{next: baseTransport(opts), max: opts.Limits.withDefaults().MaxManifestSize}, insecure: opts.Insecure}),
+		remote.WithTransport(httpGuard{next: manifestLimit{next: newReliable(baseTransport(opts), opts), max: opts.Limits.withDefaults().MaxManifestSize}, insecure: opts.Insecure}),
 		remote.WithUserAgent("phtoci"),
 	}
 	if opts.Platform != nil {

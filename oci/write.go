@@ -7,19 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -120,7 +117,48 @@ func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.H
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
 	}
-	return img.Digest()
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := readBack(n, d, ro); err != nil {
+		return v1.Hash{}, err
+	}
+	return d, nil
+}
+
+// ErrLostUpdate: a tag pointed elsewhere right after it was pushed (another
+// writer pushed to it at the same time); see LostUpdateError.
+var ErrLostUpdate = errors.New("tag moved by another push")
+
+// LostUpdateError says which tag was pushed, what was pushed and what the
+// tag pointed at when it was read back.
+type LostUpdateError struct {
+	Tag    string
+	Pushed v1.Hash
+	Now    v1.Hash
+}
+
+func (e *LostUpdateError) Error() string {
+	return fmt.Sprintf("pushed %s to %s, but the tag points at %s when read back: %v; another writer pushed to it at the same time, and the result pushed here is not under the tag",
+		e.Pushed, e.Tag, e.Now, ErrLostUpdate)
+}
+
+func (e *LostUpdateError) Unwrap() error { return ErrLostUpdate }
+
+// readBack reads the tag n back after a push and reports a lost update.
+func readBack(n name.Reference, pushed v1.Hash, ro []remote.Option) error {
+	if _, ok := n.(name.Tag); !ok {
+		return nil
+	}
+	desc, err := remote.Head(n, ro...)
+	if err != nil {
+		return fmt.Errorf("reading %s back after pushing it: %w", n, err)
+	}
+	if desc.Digest != pushed {
+		return &LostUpdateError{Tag: n.String(), Pushed: pushed, Now: desc.Digest}
+	}
+	return nil
 }
 
 // WriteLayer uploads one layer blob to the repository of the registry
@@ -149,113 +187,27 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	return nil
 }
 
-func writeLayout(ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
-	tag := ref.Tag
-	if tag == "" {
-		tag = DefaultLayoutTag
-	}
-	if opts.Private {
-		// A new layout directory for plaintext is private as a whole.
-		if _, err := os.Lstat(ref.Path); errors.Is(err, fs.ErrNotExist) {
-			if err := os.Mkdir(ref.Path, 0o700); err != nil {
-				return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-			}
-		}
-	}
-	p, err := layout.FromPath(ref.Path)
-	if err != nil {
-		if ents, rerr := os.ReadDir(ref.Path); rerr == nil && len(ents) > 0 {
-			return v1.Hash{}, fmt.Errorf("writing %s: directory %s is not empty and holds no OCI layout (%v): %w", ref, ref.Path, err, ErrUnknownTransport)
-		}
-		if p, err = layout.Write(ref.Path, empty.Index); err != nil {
-			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-		}
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: index.json: %v: %w", ref, err, ErrCorrupt)
-	}
-	var same []v1.Descriptor
-	for _, d := range im.Manifests {
-		if d.Annotations[RefNameAnnotation] == tag {
-			same = append(same, d)
-		}
-	}
-	if wouldOverwrite(ref, same) {
-		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
-	}
-	var added []string // blobs this write adds, made private after
-	if opts.Private {
-		if added, err = missingBlobs(ref.Path, img); err != nil {
-			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-		}
-	}
-	if err := moveBlobsInto(ref.Path, img, fileMode(opts)); err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-	}
-	if err := p.ReplaceImage(img, match.Annotation(RefNameAnnotation, tag),
-		layout.WithAnnotations(map[string]string{RefNameAnnotation: tag})); err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-	}
-	for _, b := range added {
-		if err := os.Chmod(b, 0o600); err != nil {
-			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-		}
-	}
-	return img.Digest()
-}
-
-// missingBlobs lists the paths of img's blobs (manifest, config, layers)
-// that the OCI layout at dir does not hold yet.
-func missingBlobs(dir string, img v1.Image) ([]string, error) {
-	var hs []v1.Hash
-	d, err := img.Digest()
-	if err != nil {
-		return nil, err
-	}
-	c, err := img.ConfigName()
-	if err != nil {
-		return nil, err
-	}
-	hs = append(hs, d, c)
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range layers {
-		h, err := l.Digest()
-		if err != nil {
-			return nil, err
-		}
-		hs = append(hs, h)
-	}
-	var out []string
-	for _, h := range hs {
-		p := filepath.Join(dir, "blobs", h.Algorithm, h.Hex)
-		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
-			out = append(out, p)
-		}
-	}
-	return out, nil
-}
-
 // atomicWrite writes a file through a temp file in the same directory,
 // fsyncs it and renames it over path with mode; on error nothing is left
-// behind.
-func atomicWrite(path string, mode os.FileMode, write func(io.Writer) error) (err error) {
+// behind, nor when the process is stopped by a signal (internal/atexit).
+func atomicWrite(path string, mode os.FileMode, write func(io.Writer) error) error {
+	return atomicWriteThen(path, mode, write, nil)
+}
+
+// atomicWriteThen is atomicWrite that also runs then (when not nil) right
+// after the rename, in the same atexit.Commit.
+func atomicWriteThen(path string, mode os.FileMode, write func(io.Writer) error, then func()) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
+	h := atexit.Register(func() { os.Remove(f.Name()) })
 	defer func() {
 		if err != nil {
 			f.Close()
 			os.Remove(f.Name())
+			h.Done()
 		}
 	}()
 	if err = write(layer.WritebackWriter(f, 0)); err != nil {
@@ -270,7 +222,15 @@ func atomicWrite(path string, mode os.FileMode, write func(io.Writer) error) (er
 	if err = os.Chmod(f.Name(), mode); err != nil {
 		return err
 	}
-	if err = os.Rename(f.Name(), path); err != nil {
+	atexit.Commit(func() {
+		if err = os.Rename(f.Name(), path); err == nil {
+			h.Done()
+			if then != nil {
+				then()
+			}
+		}
+	})
+	if err != nil {
 		return err
 	}
 	syncDir(dir)

@@ -232,8 +232,12 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 // VerifyJob verifies the image at input (keyless; with st also the
 // station's checks).
 func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
-	_, img, err := openInput(ctx, input, env)
+	ref, img, err := openInput(ctx, input, env)
 	if err != nil {
+		return nil, err
+	}
+	// Every layer is there, base layers too (which are not read).
+	if err := oci.CheckLayers(ctx, ref, img, env.OCI); err != nil {
 		return nil, err
 	}
 	if err := checkBaseIfAsked(ctx, input, env); err != nil {

@@ -112,14 +112,15 @@ func open(img v1.Image, o Options, deferred bool) (*Train, error) {
 var keylessPrefixes = []string{ConfigPath, TrainDir, UserKeyPath}
 
 // openKeyless is Open for keyless verify: /opt/pht_results is not read
-// (ResultsFS is empty) and the base boundary is not scanned for.
+// (ResultsFS is empty), though a link or device under it is still refused
+// as a station would refuse it, and the base boundary is not scanned for.
 func openKeyless(img v1.Image, o Options) (*Train, error) {
-	return openPaths(img, o, false, keylessPrefixes, false)
+	return openPaths(img, o, false, keylessPrefixes, false, layer.WithCheckedPrefixes(ResultsDir))
 }
 
 // openPaths resolves prefixes; scan allows the base boundary scan (which
 // only steps that write a new layer need).
-func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan bool) (*Train, error) {
+func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan bool, extra ...layer.Option) (*Train, error) {
 	n, fromLabel, err := layer.BaseFromLabel(img)
 	if err != nil {
 		return nil, err
@@ -128,6 +129,7 @@ func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan b
 	if deferred {
 		ropts = append(ropts, layer.WithDeferredCheck())
 	}
+	ropts = append(ropts, extra...)
 	res, err := layer.Resolve(img, prefixes, ropts...)
 	if err != nil {
 		return nil, unsafeEntry(err)

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -364,14 +363,18 @@ func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*pos
 		if results == nil {
 			return in, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory (--results DIR)", ErrResultsRequired)
 		}
-		spool, err := os.MkdirTemp(o.TempDir, "phtoci-postrun-")
+		spool, err := newPackSink(o.TempDir) // unlinked: nothing stays behind a kill
 		if err != nil {
 			return in, err
 		}
-		in.cleanups = append(in.cleanups, func() { os.RemoveAll(spool) })
-		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, protocol.DirSink(spool))
+		in.cleanups = append(in.cleanups, func() { spool.Close() })
+		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, spool)
 		if err != nil {
 			return in, err
+		}
+		trainPlain, err := spool.FS("pht_train")
+		if err != nil {
+			return in, fmt.Errorf("post-run: %w", err)
 		}
 		if !pr.First {
 			ch := make(chan error, 1)
@@ -384,7 +387,7 @@ func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*pos
 			}
 			in.cleanups = append(in.cleanups, func() { in.prev() }) // before the spool goes and t.Close
 		}
-		in.trainPlain, in.resultsPlain = os.DirFS(filepath.Join(spool, "pht_train")), results
+		in.trainPlain, in.resultsPlain = trainPlain, results
 	}
 	if err := leakCheck(t, in.trainPlain, in.resultsPlain); err != nil {
 		if in.prev != nil {
@@ -714,6 +717,12 @@ func newPackSink(dir string) (*packSink, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Unlinked at once: the decrypted files in it vanish with the process,
+	// also when it is killed.
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
 	return &packSink{f: f, files: map[string][2]int64{}}, nil
 }
 
@@ -747,8 +756,7 @@ func (p *packSink) drain(s protocol.Sink, prefix string) error {
 }
 
 func (p *packSink) Close() error {
-	p.f.Close()
-	return os.Remove(p.f.Name())
+	return p.f.Close()
 }
 
 // walkLess orders slash paths by their components, byte-wise: the archive

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -99,11 +100,19 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	undo := atexit.Register(func() { os.RemoveAll(tmp) }) // plaintext: gone also on a signal
+	defer undo.Done()
 	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), protocol.DirSink(tmp), withTrain); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o700); err != nil {
 		return err
 	}
-	return os.Rename(tmp, outDir) // 0700 (os.MkdirTemp), files 0600 (protocol.DirSink)
+	// 0700 (os.MkdirTemp), files 0600 (protocol.DirSink): plaintext.
+	atexit.Commit(func() {
+		if err = os.Rename(tmp, outDir); err == nil {
+			undo.Done()
+		}
+	})
+	return err
 }

@@ -56,6 +56,7 @@ func imageFlags() []cli.Flag {
 		&cli.StringFlag{Name: "trust", Usage: "trust store `FILE` pinning creator, builder and station keys and master images", EnvVars: []string{"PHTOCI_TRUST"}},
 		&cli.BoolFlag{Name: "check-base", Usage: "also run the master image check (as check-base does) before the step"},
 		&cli.StringSliceFlag{Name: "limit", Usage: "raise a limit on what an image may cost, `NAME=VALUE` (repeatable; names and defaults in the README, \"Limits\")", EnvVars: []string{"PHTOCI_LIMITS"}},
+		&cli.DurationFlag{Name: "stall-timeout", Value: oci.DefaultStallTimeout, Usage: "time a registry connection may make no progress before the transfer is retried (3 times, then exit 3)", EnvVars: []string{"PHTOCI_STALL_TIMEOUT"}},
 	}
 }
 
@@ -83,6 +84,12 @@ func env(c *cli.Context) (train.Env, error) {
 		e.BaseLayers = c.Int("base-layers")
 	}
 	e.OCI.Insecure = c.Bool("insecure")
+	e.OCI.TempDir = c.String("tmpdir")
+	if d := c.Duration("stall-timeout"); d > 0 {
+		e.OCI.StallTimeout = d
+	} else if c.IsSet("stall-timeout") {
+		return e, usagef("--stall-timeout %s: want a positive duration such as 60s", d)
+	}
 	e.CheckBase = c.Bool("check-base")
 	if v := c.String("compression"); v != "" {
 		comp, ok := compressions[v]

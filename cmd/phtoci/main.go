@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +15,10 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/phtoci/phtoci/internal/atexit"
+	"github.com/phtoci/phtoci/oci"
 	"github.com/urfave/cli/v2"
 	// Trusted roots compiled in, used when the system has none (the
 	// container image, a minimal chroot): registries over TLS still verify.
@@ -63,7 +67,14 @@ func main() {
 
 // run executes the CLI and returns its exit code; main and tests call it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// serve stops gracefully on its own (webhook.Run); a second signal
+	// still stops it at once.
+	ctx, stop := onSignal(!(len(args) > 1 && args[1] == "serve"), func(msg string) {
+		if jsonWanted(args) {
+			json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO})
+		}
+		fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+	})
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
 	var unknown error
@@ -83,14 +94,72 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w (%v)", cause, err)
+	}
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ") + limitHint(err)
 	if jsonWanted(args) {
+		out := map[string]any{"ok": false, "error": msg, "exitCode": code}
+		var lost *oci.LostUpdateError
+		if errors.As(err, &lost) {
+			out["lostUpdate"] = map[string]string{"tag": lost.Tag, "pushed": lost.Pushed.String(), "now": lost.Now.String()}
+		}
 		enc := json.NewEncoder(stdout)
-		enc.Encode(map[string]any{"ok": false, "error": msg, "exitCode": code})
+		enc.Encode(out)
 	}
 	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
 	return code
+}
+
+// stopGrace is how long a step may take to stop on its own after SIGINT or
+// SIGTERM (steps that wait on the network or write files stop at once;
+// CPU-bound ones may not look): then, or at a second signal, the
+// temporary files are removed (internal/atexit) and the process exits.
+const stopGrace = 500 * time.Millisecond
+
+// onSignal returns a context cancelled at the first SIGINT or SIGTERM, and
+// makes sure the process is gone, cleaned up, within stopGrace of it
+// (unless !bounded) or at once at a second signal, after report.
+func onSignal(bounded bool, report func(msg string)) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		var s os.Signal
+		select {
+		case s = <-sigs:
+		case <-done:
+			return
+		}
+		cancel(fmt.Errorf("interrupted by %s", sigName(s)))
+		var grace <-chan time.Time // nil: wait for a second signal only
+		if bounded {
+			grace = time.After(stopGrace)
+		}
+		select {
+		case <-sigs:
+		case <-grace:
+		case <-done:
+			return
+		}
+		atexit.Run()
+		report(fmt.Sprintf("interrupted by %s; stopped and temporary files removed", sigName(s)))
+		os.Exit(exitIO)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
+}
+
+func sigName(s os.Signal) string {
+	if s == syscall.SIGTERM {
+		return "SIGTERM"
+	}
+	return "SIGINT"
 }
 
 func jsonWanted(args []string) bool {
