@@ -299,7 +299,8 @@ func TestDecidedOnceOnly(t *testing.T) {
 	}
 	st.Close()
 	cv := &countingVerifier{calls: map[string]int{}}
-	_, hs, st := newServer(t, cv, db, Config{})
+	_, hs, st2 := newServer(t, cv, db, Config{})
+	st = st2.(*Store)
 	time.Sleep(200 * time.Millisecond) // time for a wrong second run
 	cv.mu.Lock()
 	n := cv.calls[a.Key()]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -24,7 +25,9 @@ import (
 //	listen: 127.0.0.1:8080
 //	tls: {cert: server.crt, key: server.key}   # optional
 //	secret_file: secret.txt                    # or secret: "Bearer …"; must equal the Authorization header
-//	store: verdicts.db
+//	store: verdicts.db                         # or postgres://user@host:5432/db?sslmode=verify-full (replicas)
+//	store_file: /run/secrets/dsn               # or the store read from a file (a DSN with its password)
+//	lease: 2m                                  # a replica's hold on an artifact it verifies
 //	max_body: 1048576
 //	workers: 2
 //	queue: 1024
@@ -69,6 +72,9 @@ type ServeConfig struct {
 	ReadSecretFile string `yaml:"read_secret_file"`
 	// VerifyTimeout bounds one verification attempt (default 5m).
 	VerifyTimeout time.Duration `yaml:"verify_timeout"`
+	// Lease is how long a replica holds an artifact it verifies before
+	// another may take it over (default 2m).
+	Lease time.Duration `yaml:"lease"`
 	// RetryWindow is how long errors are retried (default 1h).
 	RetryWindow time.Duration `yaml:"retry_window"`
 	// ShutdownGrace is how long a stop waits for verifications in
@@ -91,6 +97,11 @@ type ServeConfig struct {
 	// Limits raise limits on what a pushed image may cost, by name
 	// (train.LimitNames: layers, manifest-size, ...).
 	Limits map[string]string `yaml:"limits"`
+	// StoreFile, instead of Store, names a file holding the store (a
+	// PostgreSQL URL with its password, from a secret).
+	StoreFile string `yaml:"store_file"`
+	// Logger receives a line per event and per verdict (not from YAML).
+	Logger *slog.Logger `yaml:"-"`
 
 	trust *trust.Store
 }
@@ -121,13 +132,23 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		}
 		c.ReadSecret = strings.TrimRight(string(s), "\r\n")
 	}
+	if c.StoreFile != "" {
+		if c.Store != "" {
+			return nil, fmt.Errorf("serve config %s: store and store_file: give one of them", path)
+		}
+		b, err := os.ReadFile(c.StoreFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve config store_file: %w", err)
+		}
+		c.Store = strings.TrimSpace(string(b))
+	}
 	switch {
 	case c.Listen == "":
 		return nil, fmt.Errorf("serve config %s: listen: missing", path)
 	case c.Secret == "":
 		return nil, fmt.Errorf("serve config %s: secret or secret_file: missing (a shared secret is required)", path)
 	case c.Store == "":
-		return nil, fmt.Errorf("serve config %s: store: missing", path)
+		return nil, fmt.Errorf("serve config %s: store (or store_file): missing", path)
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
 		return nil, fmt.Errorf("serve config %s: tls: give both cert and key", path)
 	case c.Registry == "" && len(c.Registries) == 0:
@@ -143,6 +164,7 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
 		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
 		{"retry_window", &c.RetryWindow, time.Hour}, {"shutdown_grace", &c.ShutdownGrace, 30 * time.Second},
+		{"lease", &c.Lease, 2 * time.Minute},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
@@ -190,7 +212,7 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 // the rest of the queue in the store for the next start. ready, when not
 // nil, receives the listening address.
 func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
-	st, err := OpenStore(c.Store)
+	st, err := OpenVerdictStore(ctx, c.Store)
 	if err != nil {
 		return err
 	}
@@ -233,7 +255,8 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
 		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
-		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}})
+		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease,
+		Logger: c.Logger})
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,15 @@ package webhook
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -60,7 +63,8 @@ type Config struct {
 	// Secret must equal the Authorization header (compared in constant time).
 	Secret   string
 	Verifier Verifier
-	Store    *Store
+	// Store is a Store (bbolt) or a PGStore shared by replicas.
+	Store VerdictStore
 	// MaxBody bounds request bodies (default 1 MiB).
 	MaxBody int64
 	// Workers verify in parallel (default 2); QueueSize bounds the queue
@@ -102,6 +106,20 @@ type Config struct {
 	// tag is taken from the newest event (by the registry's timestamp).
 	Resolver    Resolver
 	TagCacheTTL time.Duration
+	// Lease is how long a replica holds a queued artifact it verifies
+	// before another may take it (default 2 min); it is renewed every
+	// third of it while the verification runs. PollInterval is how often
+	// the store's queue is looked at for work nobody holds: queued by
+	// another replica, or left by one that stopped (default Lease/4, at
+	// most 5 s).
+	Lease        time.Duration
+	PollInterval time.Duration
+	// Owner names this replica in leases (default host, pid and a random
+	// suffix).
+	Owner string
+	// Logger receives one line per event accepted or refused and per
+	// verdict (default: none).
+	Logger *slog.Logger
 }
 
 // Server is the webhook handler with its queue and workers.
@@ -112,6 +130,7 @@ type Server struct {
 	stop    chan struct{}
 	closing atomic.Bool
 	m       metrics
+	prom    *promMetrics
 
 	// work is the context of verifications: it ends only when a shutdown's
 	// grace runs out, not when the server is asked to stop.
@@ -127,7 +146,6 @@ type Server struct {
 
 type metrics struct {
 	received, ignored, bad, queued, verified, rejected, errors, full, routed atomic.Int64
-	durNanos, durCount                                                       atomic.Int64
 }
 
 // New makes a server; Start runs its workers.
@@ -179,8 +197,25 @@ func New(cfg Config) (*Server, error) {
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 5 * time.Minute
 	}
-	return &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
-		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}, nil
+	if cfg.Lease <= 0 {
+		cfg.Lease = 2 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = min(cfg.Lease/4, 5*time.Second)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discard
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		var r [4]byte
+		rand.Read(r[:])
+		cfg.Owner = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), r)
+	}
+	s := &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
+		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}
+	s.initMetrics()
+	return s, nil
 }
 
 // maxReason bounds a verdict's message.
@@ -238,6 +273,11 @@ func (s *Server) registryFor(host string) (string, bool) {
 	return r, ok && r != ""
 }
 
+// secretOK checks the shared secret of events and scan requests.
+func (s *Server) secretOK(r *http.Request) bool {
+	return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.Secret)) == 1
+}
+
 // readAllowed checks the read token of GET endpoints other than /healthz.
 func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
 	if s.cfg.ReadSecret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.ReadSecret)) == 1 {
@@ -249,20 +289,26 @@ func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
 
 // ServeHTTP routes: POST / or /events (registry notifications),
 // GET /v1/verdicts/{repository}@{digest} and /v1/verdicts/{repository}:{tag},
-// GET /healthz, GET /metrics.
+// GET /v1/verdicts (a list), GET /v1/trains/{id}, GET / (the status page),
+// /api/v1/... (Harbor's scanner adapter API), GET /healthz, GET /metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.readRoute(w, r) {
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/healthz":
 		io.WriteString(w, "ok\n")
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics":
 		if s.readAllowed(w, r) {
-			s.metrics(w)
+			s.metrics(w, r)
 		}
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/verdicts/"):
 		if !s.readAllowed(w, r) {
 			return
 		}
 		s.verdict(r.Context(), w, strings.TrimPrefix(r.URL.Path, "/v1/verdicts/"))
+	case strings.HasPrefix(r.URL.Path, "/api/v1/"):
+		s.scanner(w, r)
 	case r.Method == http.MethodPost && (r.URL.Path == "/" || r.URL.Path == "/events"):
 		s.event(w, r)
 	default:
@@ -278,41 +324,48 @@ func reply(w http.ResponseWriter, code int, v any) {
 
 func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	s.m.received.Add(1)
-	got := r.Header.Get("Authorization")
-	if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Secret)) != 1 {
+	if !s.secretOK(r) {
 		s.m.bad.Add(1)
+		s.logRefused("wrong or missing Authorization")
 		reply(w, http.StatusUnauthorized, map[string]string{"error": "wrong or missing Authorization"})
 		return
 	}
 	if s.closing.Load() {
+		s.logRefused("shutting down")
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBody+1))
 	if err != nil {
 		s.m.bad.Add(1)
+		s.logRefused("reading body: " + err.Error())
 		reply(w, http.StatusBadRequest, map[string]string{"error": "reading body: " + err.Error()})
 		return
 	}
 	if int64(len(body)) > s.cfg.MaxBody {
 		s.m.bad.Add(1)
+		s.logRefused(fmt.Sprintf("body over %d bytes", s.cfg.MaxBody))
 		reply(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("body over %d bytes", s.cfg.MaxBody)})
 		return
 	}
 	arts, ignored, err := parse(body, r.Header.Get("Content-Type"))
 	if err != nil {
 		s.m.bad.Add(1)
+		s.logRefused(err.Error())
 		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	if ignored != "" {
 		s.m.ignored.Add(1)
+		s.cfg.Logger.Info("event", "result", "ignored", "reason", ignored)
+		s.prom.events.WithLabelValues("ignored").Inc()
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return
 	}
 	var keys, refused []string
 	for _, a := range arts {
 		if _, ok := s.registryFor(a.Registry); !ok {
+			s.logEvent("push", "refused", "host not allowed", a)
 			refused = append(refused, a.Key())
 			continue
 		}
@@ -329,6 +382,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		queued, err := s.submit(a)
 		if errors.Is(err, errQueueFull) {
 			s.m.full.Add(1)
+			s.logEvent("push", "refused", "queue full", a)
 			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
 			return
 		}
@@ -339,6 +393,9 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		if queued { // else already queued or running, or decided: idempotent per digest
 			s.m.queued.Add(1)
 			keys = append(keys, a.Key())
+			s.logEvent("push", "accepted", "queued", a)
+		} else {
+			s.logEvent("push", "accepted", "queued already or decided", a)
 		}
 	}
 	if len(refused) > 0 {
@@ -366,25 +423,4 @@ func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string)
 		return
 	}
 	reply(w, http.StatusOK, v)
-}
-
-// metrics writes the Prometheus text format by hand: a dozen counters do
-// not need a client library.
-func (s *Server) metrics(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	c := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
-	}
-	c("phtoci_webhook_events_received_total", "Notification requests received.", s.m.received.Load())
-	c("phtoci_webhook_events_ignored_total", "Requests with no push to act on.", s.m.ignored.Load())
-	c("phtoci_webhook_events_bad_total", "Requests refused (secret, size, JSON).", s.m.bad.Load())
-	c("phtoci_webhook_queue_full_total", "Artifacts refused with 503 because the queue was full.", s.m.full.Load())
-	c("phtoci_webhook_verified_total", "Trains verified.", s.m.verified.Load())
-	c("phtoci_webhook_rejected_total", "Trains rejected.", s.m.rejected.Load())
-	c("phtoci_webhook_errors_total", "Artifacts recorded as errors at the end of their retry window.", s.m.errors.Load())
-	c("phtoci_webhook_routed_total", "Verified trains copied to their next repository.", s.m.routed.Load())
-	fmt.Fprintf(w, "# HELP phtoci_webhook_queue_depth Artifacts waiting.\n# TYPE phtoci_webhook_queue_depth gauge\nphtoci_webhook_queue_depth %d\n", len(s.queue))
-	fmt.Fprintf(w, "# HELP phtoci_webhook_retry_waiting Artifacts waiting for a retry after an error.\n# TYPE phtoci_webhook_retry_waiting gauge\nphtoci_webhook_retry_waiting %d\n", s.waiting())
-	fmt.Fprintf(w, "# HELP phtoci_webhook_verify_seconds Time to a verdict.\n# TYPE phtoci_webhook_verify_seconds summary\nphtoci_webhook_verify_seconds_sum %g\nphtoci_webhook_verify_seconds_count %d\n",
-		float64(s.m.durNanos.Load())/1e9, s.m.durCount.Load())
 }

@@ -1,9 +1,14 @@
 package webhook
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,13 +41,92 @@ var (
 	bucketTags     = []byte("tags")
 	bucketQueue    = []byte("queue")
 	bucketTrains   = []byte("trains") // the central ledger: train id → TrainRecord
+	bucketHops     = []byte("hops")   // train id NUL repository@digest → Hop
 )
+
+// VerdictQuery selects verdicts: empty fields select all; Cursor is the
+// next value of the previous page.
+type VerdictQuery struct {
+	Repository, Status string
+	Since              time.Time
+	Limit              int
+	Cursor             string
+}
+
+// ErrBadCursor: a paging cursor that no page gave out.
+var ErrBadCursor = errors.New("bad cursor")
+
+// Hop is one push of a train that the server decided about.
+type Hop struct {
+	Repository string    `json:"repository"`
+	Digest     string    `json:"digest"`
+	Tag        string    `json:"tag,omitempty"`
+	Station    string    `json:"station,omitempty"` // the station that signed it last ("" when only built)
+	Next       string    `json:"next,omitempty"`    // the next station ("" at the end of the route)
+	Status     string    `json:"status"`
+	Check      string    `json:"check,omitempty"`
+	Time       time.Time `json:"time"`
+}
 
 // ErrNoVerdict reports an artifact the store knows nothing about.
 var ErrNoVerdict = errors.New("no verdict")
 
+// VerdictStore keeps verdicts, the work queue and the train ledger. Two
+// backends implement it: Store (a bbolt file, one process) and PGStore
+// (PostgreSQL, shared by several replicas). Every method is one
+// transaction.
+type VerdictStore interface {
+	// Put records a verdict (whatever was recorded before).
+	Put(v Verdict) error
+	// Get returns the verdict for repository@digest (ErrNoVerdict).
+	Get(repository, digest string) (*Verdict, error)
+	// SetTag records that a was pushed as its tag unless a newer push of
+	// the tag is known; Tag returns what is known of repository:tag.
+	SetTag(a Artifact, registry string) error
+	Tag(repository, tag string) (*TagRecord, error)
+	// RecordTrain and Train are the central ledger (see Store.RecordTrain).
+	RecordTrain(r TrainRecord) (*TrainRecord, error)
+	Train(id string) (*TrainRecord, error)
+	// Verdicts lists verdicts, newest first, a page at a time.
+	Verdicts(q VerdictQuery) (page []Verdict, next string, err error)
+	// AddHop records (or replaces) the hop of a train at h's artifact;
+	// Hops lists a train's hops by time; RecentTrains the ids of the
+	// trains with the newest hops.
+	AddHop(trainID string, h Hop) error
+	Hops(trainID string) ([]Hop, error)
+	RecentTrains(limit int) ([]string, error)
+	Close() error
+
+	enqueue(a Artifact) (*queueEntry, error)
+	dequeue(a Artifact) error
+	finish(v Verdict) (bool, error)
+	retry(v Verdict, e queueEntry) error
+	queued() ([]queueEntry, error)
+	isQueued(key string) (bool, error)
+	// claim leases a's queue entry to owner for lease and returns it (an
+	// entry missing is made again: the caller holds an accepted event);
+	// nil when a has a final verdict or another owner's lease is running.
+	claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error)
+	// renew extends owner's lease; false when owner no longer holds it.
+	renew(a Artifact, owner string, lease time.Duration) (bool, error)
+	// due lists entries nobody holds a running lease on whose next attempt
+	// has come.
+	due() ([]queueEntry, error)
+}
+
+// OpenVerdictStore opens the store spec names: a postgres:// or
+// postgresql:// URL selects PostgreSQL (the schema is created or migrated),
+// anything else is a bbolt file path.
+func OpenVerdictStore(ctx context.Context, spec string) (VerdictStore, error) {
+	if strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://") {
+		return OpenPGStore(ctx, spec)
+	}
+	return OpenStore(spec)
+}
+
 // Store keeps verdicts and queued work in a bbolt file, so both survive
-// restarts.
+// restarts. One process holds the file at a time, so the leases in it
+// when it is opened belong to a process that is gone: they are cleared.
 type Store struct{ db *bolt.DB }
 
 // OpenStore opens (or creates) the store file.
@@ -52,8 +136,25 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains} {
+		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		// Leases of a process that is gone.
+		q := tx.Bucket(bucketQueue)
+		var stale [][2][]byte
+		q.ForEach(func(k, v []byte) error {
+			if e, err := decodeEntry(v); err == nil && e.Owner != "" {
+				e.Owner, e.LeaseUntil = "", time.Time{}
+				if b, err := json.Marshal(e); err == nil {
+					stale = append(stale, [2][]byte{append([]byte(nil), k...), b})
+				}
+			}
+			return nil
+		})
+		for _, kv := range stale {
+			if err := q.Put(kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
@@ -145,6 +246,10 @@ type queueEntry struct {
 	Attempts int       `json:"attempts,omitempty"`
 	First    time.Time `json:"first,omitempty"` // the first attempt
 	Next     time.Time `json:"next,omitempty"`  // the next one, when waiting
+	// Owner holds a lease on the entry until LeaseUntil: a replica
+	// verifying it.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil,omitempty"`
 }
 
 // enqueue persists queued work and returns its entry; nil when the
@@ -188,6 +293,12 @@ func decodeEntry(b []byte) (queueEntry, error) {
 	return e, nil
 }
 
+func (s *Store) isQueued(key string) (bool, error) {
+	q := false
+	err := s.db.View(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
+	return q, err
+}
+
 func (s *Store) dequeue(a Artifact) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
 }
@@ -218,11 +329,89 @@ func (s *Store) finish(v Verdict) (bool, error) {
 	return recorded, err
 }
 
+func finalIn(tx *bolt.Tx, k []byte) bool {
+	if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
+		var v Verdict
+		return json.Unmarshal(b, &v) == nil && final(v.Status)
+	}
+	return false
+}
+
+func (s *Store) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
+	var e *queueEntry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(a.Key())
+		q := tx.Bucket(bucketQueue)
+		if finalIn(tx, k) {
+			return q.Delete(k)
+		}
+		cur := queueEntry{Artifact: a}
+		if b := q.Get(k); b != nil {
+			old, err := decodeEntry(b)
+			if err != nil {
+				return err
+			}
+			cur = old
+		}
+		now := time.Now().UTC()
+		if cur.Owner != "" && cur.Owner != owner && cur.LeaseUntil.After(now) {
+			return nil
+		}
+		cur.Owner, cur.LeaseUntil = owner, now.Add(lease)
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		e = &cur
+		return q.Put(k, b)
+	})
+	return e, err
+}
+
+func (s *Store) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+	held := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(a.Key())
+		q := tx.Bucket(bucketQueue)
+		b := q.Get(k)
+		if b == nil {
+			return nil
+		}
+		e, err := decodeEntry(b)
+		if err != nil || e.Owner != owner {
+			return err
+		}
+		e.LeaseUntil = time.Now().UTC().Add(lease)
+		if b, err = json.Marshal(e); err != nil {
+			return err
+		}
+		held = true
+		return q.Put(k, b)
+	})
+	return held, err
+}
+
+func (s *Store) due() ([]queueEntry, error) {
+	all, err := s.queued()
+	now := time.Now()
+	var out []queueEntry
+	for _, e := range all {
+		if (e.Owner == "" || !e.LeaseUntil.After(now)) && !e.Next.After(now) {
+			out = append(out, e)
+		}
+	}
+	return out, err
+}
+
 // retry records a failed attempt's verdict and the queue entry's retry
 // state in one transaction.
 func (s *Store) retry(v Verdict, e queueEntry) error {
+	e.Owner, e.LeaseUntil = "", time.Time{} // free for any replica when due
 	return s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
+		if finalIn(tx, k) {
+			return tx.Bucket(bucketQueue).Delete(k)
+		}
 		vb, err := json.Marshal(v)
 		if err != nil {
 			return err
@@ -290,4 +479,108 @@ func (s *Store) Train(id string) (*TrainRecord, error) {
 		return json.Unmarshal(b, r)
 	})
 	return r, err
+}
+
+// Verdicts scans the file (a single machine's store; PostgreSQL indexes).
+// Pages are ordered by time, newest first, then by key.
+func (s *Store) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
+	var ct time.Time
+	var ck string
+	if q.Cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		t, k, ok := strings.Cut(string(raw), "|")
+		if err == nil && ok {
+			ct, err = time.Parse(time.RFC3339Nano, t)
+		}
+		if err != nil || !ok {
+			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, ErrBadCursor)
+		}
+		ck = k
+	}
+	var all []Verdict
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVerdicts).ForEach(func(k, b []byte) error {
+			var v Verdict
+			if json.Unmarshal(b, &v) != nil {
+				return nil
+			}
+			if (q.Repository != "" && v.Artifact.Repository != q.Repository) || (q.Status != "" && v.Status != q.Status) ||
+				(!q.Since.IsZero() && v.Time.Before(q.Since)) {
+				return nil
+			}
+			if q.Cursor != "" && (v.Time.After(ct) || (v.Time.Equal(ct) && v.Artifact.Key() <= ck)) {
+				return nil
+			}
+			all = append(all, v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if !all[i].Time.Equal(all[j].Time) {
+			return all[i].Time.After(all[j].Time)
+		}
+		return all[i].Artifact.Key() < all[j].Artifact.Key()
+	})
+	if len(all) <= q.Limit {
+		return all, "", nil
+	}
+	last := all[q.Limit-1]
+	return all[:q.Limit], base64.RawURLEncoding.EncodeToString([]byte(last.Time.Format(time.RFC3339Nano) + "|" + last.Artifact.Key())), nil
+}
+
+// AddHop records h for trainID.
+func (s *Store) AddHop(trainID string, h Hop) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHops).Put([]byte(trainID+"\x00"+h.Repository+"@"+h.Digest), b)
+	})
+}
+
+// Hops lists trainID's hops by time.
+func (s *Store) Hops(trainID string) ([]Hop, error) {
+	var out []Hop
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketHops).Cursor()
+		p := []byte(trainID + "\x00")
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			var h Hop
+			if err := json.Unmarshal(v, &h); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, err
+}
+
+// RecentTrains lists the train ids with the newest hops.
+func (s *Store) RecentTrains(limit int) ([]string, error) {
+	latest := map[string]time.Time{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHops).ForEach(func(k, v []byte) error {
+			id, _, _ := strings.Cut(string(k), "\x00")
+			var h Hop
+			if json.Unmarshal(v, &h) == nil && h.Time.After(latest[id]) {
+				latest[id] = h.Time
+			}
+			return nil
+		})
+	})
+	ids := make([]string, 0, len(latest))
+	for id := range latest {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return latest[ids[i]].After(latest[ids[j]]) })
+	if len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return ids, err
 }

@@ -30,9 +30,9 @@ import (
 
 const secret = "Bearer s3cret-token"
 
-func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *httptest.Server, *Store) {
+func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *httptest.Server, VerdictStore) {
 	t.Helper()
-	st, err := OpenStore(dbPath)
+	st, err := openTestStore(t, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestRetriesAndRestart(t *testing.T) {
 	}
 
 	db := filepath.Join(t.TempDir(), "b.db")
-	st := mustT[*Store](t)(OpenStore(db))
+	st := mustT[VerdictStore](t)(openTestStore(t, db))
 	s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour}))
 	s.Start(context.Background())
 	hs2 := httptest.NewServer(s)

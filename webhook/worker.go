@@ -57,6 +57,8 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.worker()
 	}
+	s.wg.Add(1)
+	go s.poll()
 	go func() {
 		for _, a := range load {
 			select {
@@ -170,8 +172,23 @@ func (s *Server) process(a Artifact) {
 	}
 	sl.state = slotRunning
 	sl.gen++
-	entry := sl.entry
 	s.mu.Unlock()
+
+	// The lease makes this replica the one verifying a; nil: another one
+	// has it or it is decided.
+	claimed, err := s.cfg.Store.claim(a, s.cfg.Owner, s.cfg.Lease)
+	if err != nil || claimed == nil {
+		s.mu.Lock()
+		delete(s.slots, k) // still queued in the store when err != nil: the poll finds it
+		s.mu.Unlock()
+		return
+	}
+	entry := *claimed
+	s.prom.attempts.Inc()
+	s.prom.leases.Inc()
+	defer s.prom.leases.Dec()
+	stopRenew := s.renewLease(a)
+	defer stopRenew()
 
 	start := time.Now()
 	if entry.First.IsZero() {
@@ -206,11 +223,15 @@ func (s *Server) process(a Artifact) {
 		v.Status, v.Check, v.Message = StatusRejected, class.Check, reason(err)
 	default:
 		v.Message = reason(err)
+		s.prom.regErrs.Inc()
 		if time.Since(entry.First) < s.cfg.RetryWindow {
 			s.retryLater(k, v, entry)
 			return
 		}
 		v.Status = StatusError // the window is over; a new event starts another
+	}
+	if out != nil && out.Config != nil && out.Config.ID != "" && final(v.Status) {
+		s.cfg.Store.AddHop(out.Config.ID, hop(v, out)) // best effort: the verdict is what counts
 	}
 	s.finish(k, v, start)
 }
@@ -227,8 +248,7 @@ func (s *Server) finish(k string, v Verdict, start time.Time) {
 	if err != nil || !recorded {
 		return
 	}
-	s.m.durNanos.Add(int64(time.Since(start)))
-	s.m.durCount.Add(1)
+	s.logVerdict(v, time.Since(start))
 	switch v.Status {
 	case StatusVerified:
 		s.m.verified.Add(1)
@@ -344,4 +364,71 @@ func (s *Server) waiting() int {
 		}
 	}
 	return n
+}
+
+// renewLease renews the lease on a every third of the lease until the
+// returned function is called.
+func (s *Server) renewLease(a Artifact) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.cfg.Store.renew(a, s.cfg.Owner, s.cfg.Lease)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// poll looks at the store's queue every PollInterval for work nobody
+// holds a lease on (queued by another replica, left by one that stopped,
+// or due for a retry) and queues it here.
+func (s *Server) poll() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		entries, err := s.cfg.Store.due()
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		for _, e := range entries {
+			k := e.Artifact.Key()
+			if _, ok := s.slots[k]; ok {
+				continue
+			}
+			select {
+			case s.queue <- e.Artifact:
+				s.slots[k] = &slot{state: slotQueued, entry: e}
+			default: // full here: left for another replica or the next look
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// hop is a decided push of a train: the station that signed it last is
+// the one before the next on the route (the last one when it is done).
+func hop(v Verdict, out *Outcome) Hop {
+	h := Hop{Repository: v.Artifact.Repository, Digest: v.Artifact.Digest, Tag: v.Artifact.Tag, Next: out.NextStation,
+		Status: v.Status, Check: v.Check, Time: time.Now().UTC()}
+	route := out.Config.SortedRoute()
+	switch n := out.Next; {
+	case n < 0 && len(route) > 0:
+		h.Station = route[len(route)-1].Station
+	case n > 0 && n <= len(route):
+		h.Station = route[n-1].Station
+	}
+	return h
 }

@@ -1,0 +1,573 @@
+package webhook
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PGStore keeps verdicts, the shared work queue and the train ledger in
+// PostgreSQL, so several replicas serve one registry: each queued digest
+// is leased to one replica at a time (SELECT … FOR UPDATE SKIP LOCKED), a
+// lease that is not renewed runs out and another replica takes the work,
+// and a verdict is recorded once.
+type PGStore struct {
+	pool *pgxpool.Pool
+	name string // the DSN without its password, for messages
+}
+
+// pgTimeout bounds one store transaction.
+const pgTimeout = 30 * time.Second
+
+// migrations[i] takes the schema from version i to i+1. Version 1 is the
+// first schema (JSON documents by key); version 2 adds the queue's leases
+// and retry times, the verdict columns that listings filter on, and the
+// trains' hops.
+var migrations = []string{
+	`CREATE TABLE verdicts (key text PRIMARY KEY, body jsonb NOT NULL);
+	 CREATE TABLE tags (key text PRIMARY KEY, body jsonb NOT NULL);
+	 CREATE TABLE queue (key text PRIMARY KEY, body jsonb NOT NULL);
+	 CREATE TABLE trains (id text PRIMARY KEY, body jsonb NOT NULL);`,
+	`ALTER TABLE queue ADD COLUMN lease_owner text, ADD COLUMN lease_until timestamptz,
+	   ADD COLUMN next_at timestamptz NOT NULL DEFAULT 'epoch', ADD COLUMN created timestamptz NOT NULL DEFAULT now();
+	 UPDATE queue SET next_at = COALESCE(NULLIF(body->>'next', '')::timestamptz, 'epoch');
+	 CREATE INDEX queue_due ON queue (next_at, created);
+	 ALTER TABLE verdicts ADD COLUMN repository text, ADD COLUMN status text, ADD COLUMN time timestamptz,
+	   ADD COLUMN seq bigserial;
+	 UPDATE verdicts SET repository = body->'artifact'->>'repository', status = body->>'status',
+	   time = (body->>'time')::timestamptz;
+	 CREATE INDEX verdicts_list ON verdicts (seq);
+	 CREATE INDEX verdicts_repository ON verdicts (repository, seq);
+	 CREATE TABLE hops (train_id text NOT NULL, key text NOT NULL, time timestamptz NOT NULL, body jsonb NOT NULL,
+	   PRIMARY KEY (train_id, key));
+	 CREATE INDEX hops_time ON hops (time);`,
+}
+
+// SchemaVersion is the schema version this build creates and migrates to.
+var SchemaVersion = len(migrations)
+
+// OpenPGStore connects to dsn (postgres://…) and creates or migrates the
+// schema to SchemaVersion.
+func OpenPGStore(ctx context.Context, dsn string) (*PGStore, error) {
+	return openPG(ctx, dsn, SchemaVersion)
+}
+
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
+}
+
+func openPG(ctx context.Context, dsn string, version int) (*PGStore, error) {
+	name := redact(dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("verdict store %s: %w", name, errors.New("not a valid PostgreSQL URL"))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("verdict store %s: %w", name, err)
+	}
+	s := &PGStore{pool: pool, name: name}
+	if err := s.migrate(ctx, version); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate brings the schema to version, one transaction under an advisory
+// lock so replicas starting together migrate once.
+func (s *PGStore) migrate(ctx context.Context, version int) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*pgTimeout)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7270656)`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)`); err != nil {
+			return err
+		}
+		cur := 0
+		if err := tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&cur); errors.Is(err, pgx.ErrNoRows) {
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_version VALUES (0)`); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+		if cur > len(migrations) {
+			return fmt.Errorf("schema version %d is newer than this build's %d", cur, len(migrations))
+		}
+		for v := cur; v < version; v++ {
+			if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+				return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
+			}
+		}
+		if cur < version {
+			_, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, version)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("verdict store %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// Close closes the connections.
+func (s *PGStore) Close() error { s.pool.Close(); return nil }
+
+func (s *PGStore) tx(f func(ctx context.Context, tx pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
+	defer cancel()
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) }); err != nil {
+		return fmt.Errorf("verdict store %s: %w", s.name, err)
+	}
+	return nil
+}
+
+func (s *PGStore) query(f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
+	defer cancel()
+	if err := f(ctx); err != nil {
+		return fmt.Errorf("verdict store %s: %w", s.name, err)
+	}
+	return nil
+}
+
+const upsertVerdict = `INSERT INTO verdicts (key, body, repository, status, time) VALUES ($1, $2, $3, $4, $5)
+	ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, repository = EXCLUDED.repository,
+	  status = EXCLUDED.status, time = EXCLUDED.time, seq = nextval(pg_get_serial_sequence('verdicts', 'seq'))`
+
+// notFinal limits upsertVerdict to verdicts that are not final yet.
+const notFinal = ` WHERE verdicts.status NOT IN ('verified', 'rejected')`
+
+func verdictArgs(v Verdict) ([]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return []any{v.Artifact.Key(), b, v.Artifact.Repository, v.Status, v.Time}, nil
+}
+
+// Put records a verdict.
+func (s *PGStore) Put(v Verdict) error {
+	args, err := verdictArgs(v)
+	if err != nil {
+		return err
+	}
+	return s.query(func(ctx context.Context) error { _, err := s.pool.Exec(ctx, upsertVerdict, args...); return err })
+}
+
+// Get returns the verdict for repository@digest.
+func (s *PGStore) Get(repository, digest string) (*Verdict, error) {
+	var b []byte
+	err := s.query(func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT body FROM verdicts WHERE key = $1`, repository+"@"+digest).Scan(&b)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%s@%s: %w", repository, digest, ErrNoVerdict)
+	}
+	if err != nil {
+		return nil, err
+	}
+	v := new(Verdict)
+	return v, json.Unmarshal(b, v)
+}
+
+// SetTag records a's tag unless a newer push of it is known.
+func (s *PGStore) SetTag(a Artifact, registry string) error {
+	b, err := json.Marshal(TagRecord{Digest: a.Digest, Registry: registry, Time: a.Time})
+	if err != nil {
+		return err
+	}
+	return s.query(func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, `INSERT INTO tags (key, body) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body
+			WHERE (tags.body->>'time')::timestamptz <= (EXCLUDED.body->>'time')::timestamptz`, a.Repository+":"+a.Tag, b)
+		return err
+	})
+}
+
+// Tag returns what the store knows of repository:tag.
+func (s *PGStore) Tag(repository, tag string) (*TagRecord, error) {
+	var b []byte
+	err := s.query(func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT body FROM tags WHERE key = $1`, repository+":"+tag).Scan(&b)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec := new(TagRecord)
+	return rec, json.Unmarshal(b, rec)
+}
+
+func isFinal(ctx context.Context, tx pgx.Tx, key string) (bool, error) {
+	var status string
+	err := tx.QueryRow(ctx, `SELECT status FROM verdicts WHERE key = $1`, key).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return final(status), err
+}
+
+func (s *PGStore) enqueue(a Artifact) (*queueEntry, error) {
+	var e *queueEntry
+	err := s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		if fin, err := isFinal(ctx, tx, a.Key()); err != nil || fin {
+			return err
+		}
+		b, err := json.Marshal(queueEntry{Artifact: a})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO queue (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, a.Key(), b); err != nil {
+			return err
+		}
+		var cur []byte
+		if err := tx.QueryRow(ctx, `SELECT body FROM queue WHERE key = $1`, a.Key()).Scan(&cur); err != nil {
+			return err
+		}
+		old, err := decodeEntry(cur)
+		e = &old
+		return err
+	})
+	return e, err
+}
+
+func (s *PGStore) isQueued(key string) (bool, error) {
+	q := false
+	err := s.query(func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue WHERE key = $1)`, key).Scan(&q)
+	})
+	return q, err
+}
+
+func (s *PGStore) dequeue(a Artifact) error {
+	return s.query(func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, `DELETE FROM queue WHERE key = $1`, a.Key())
+		return err
+	})
+}
+
+// finish records v unless a final verdict is there already (one statement:
+// two replicas finishing one digest record, and count, one verdict) and
+// takes the artifact off the queue.
+func (s *PGStore) finish(v Verdict) (bool, error) {
+	args, err := verdictArgs(v)
+	if err != nil {
+		return false, err
+	}
+	recorded := false
+	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, v.Artifact.Key()); err != nil {
+			return err
+		}
+		var k string
+		err := tx.QueryRow(ctx, upsertVerdict+notFinal+` RETURNING key`, args...).Scan(&k)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		recorded = err == nil
+		return err
+	})
+	return recorded, err
+}
+
+func (s *PGStore) retry(v Verdict, e queueEntry) error {
+	e.Owner, e.LeaseUntil = "", time.Time{}
+	args, err := verdictArgs(v)
+	if err != nil {
+		return err
+	}
+	eb, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		if fin, err := isFinal(ctx, tx, v.Artifact.Key()); err != nil || fin {
+			if err == nil {
+				_, err = tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, v.Artifact.Key())
+			}
+			return err
+		}
+		if _, err := tx.Exec(ctx, upsertVerdict+notFinal, args...); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO queue (key, body, next_at) VALUES ($1, $2, $3)
+			ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, next_at = EXCLUDED.next_at, lease_owner = NULL, lease_until = NULL`,
+			v.Artifact.Key(), eb, e.Next)
+		return err
+	})
+}
+
+func scanEntries(rows pgx.Rows) ([]queueEntry, error) {
+	defer rows.Close()
+	var out []queueEntry
+	for rows.Next() {
+		var b []byte
+		var owner *string
+		var until *time.Time
+		if err := rows.Scan(&b, &owner, &until); err != nil {
+			return nil, err
+		}
+		e, err := decodeEntry(b)
+		if err != nil {
+			return nil, err
+		}
+		if owner != nil && until != nil {
+			e.Owner, e.LeaseUntil = *owner, *until
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func (s *PGStore) queued() ([]queueEntry, error) {
+	var out []queueEntry
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT body, lease_owner, lease_until FROM queue ORDER BY created`)
+		if err != nil {
+			return err
+		}
+		out, err = scanEntries(rows)
+		return err
+	})
+	return out, err
+}
+
+// maxDue bounds one look at the queue for work nobody holds.
+const maxDue = 256
+
+func (s *PGStore) due() ([]queueEntry, error) {
+	var out []queueEntry
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT body, lease_owner, lease_until FROM queue
+			WHERE next_at <= now() AND (lease_until IS NULL OR lease_until <= now()) ORDER BY created LIMIT $1`, maxDue)
+		if err != nil {
+			return err
+		}
+		out, err = scanEntries(rows)
+		return err
+	})
+	return out, err
+}
+
+// claim leases a's entry: the row is locked with FOR UPDATE SKIP LOCKED, so
+// replicas claiming at once never wait for each other, and one of them
+// gets it; the verdict is checked after the lock, so a digest decided
+// meanwhile is not verified again.
+func (s *PGStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
+	var e *queueEntry
+	fresh, err := json.Marshal(queueEntry{Artifact: a})
+	if err != nil {
+		return nil, err
+	}
+	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		k := a.Key()
+		if _, err := tx.Exec(ctx, `INSERT INTO queue (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, k, fresh); err != nil {
+			return err
+		}
+		var b []byte
+		var held bool
+		err := tx.QueryRow(ctx, `SELECT body, lease_owner IS NOT NULL AND lease_owner <> $2 AND lease_until > now()
+			FROM queue WHERE key = $1 FOR UPDATE SKIP LOCKED`, k, owner).Scan(&b, &held)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // another replica is claiming or finishing it
+		}
+		if err != nil || held {
+			return err
+		}
+		if fin, err := isFinal(ctx, tx, k); err != nil || fin {
+			if err == nil {
+				_, err = tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, k)
+			}
+			return err
+		}
+		var until time.Time
+		if err := tx.QueryRow(ctx, `UPDATE queue SET lease_owner = $2, lease_until = now() + $3::interval WHERE key = $1 RETURNING lease_until`,
+			k, owner, lease.String()).Scan(&until); err != nil {
+			return err
+		}
+		cur, err := decodeEntry(b)
+		if err != nil {
+			return err
+		}
+		cur.Owner, cur.LeaseUntil = owner, until
+		e = &cur
+		return nil
+	})
+	return e, err
+}
+
+func (s *PGStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+	held := false
+	err := s.query(func(ctx context.Context) error {
+		t, err := s.pool.Exec(ctx, `UPDATE queue SET lease_until = now() + $3::interval WHERE key = $1 AND lease_owner = $2`,
+			a.Key(), owner, lease.String())
+		held = t.RowsAffected() == 1
+		return err
+	})
+	return held, err
+}
+
+// RecordTrain records r when its train id is new and returns nil, else
+// the record first made for that id.
+func (s *PGStore) RecordTrain(r TrainRecord) (*TrainRecord, error) {
+	enc, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var first *TrainRecord
+	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		t, err := tx.Exec(ctx, `INSERT INTO trains (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, r.ID, enc)
+		if err != nil || t.RowsAffected() == 1 {
+			return err
+		}
+		var b []byte
+		if err := tx.QueryRow(ctx, `SELECT body FROM trains WHERE id = $1`, r.ID).Scan(&b); err != nil {
+			return err
+		}
+		first = new(TrainRecord)
+		return json.Unmarshal(b, first)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	return first, nil
+}
+
+// Train returns the ledger's record of a train id.
+func (s *PGStore) Train(id string) (*TrainRecord, error) {
+	var b []byte
+	err := s.query(func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT body FROM trains WHERE id = $1`, id).Scan(&b)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("train %q: %w", id, ErrNoVerdict)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := new(TrainRecord)
+	return r, json.Unmarshal(b, r)
+}
+
+// Verdicts lists verdicts by the order they were recorded, newest first.
+func (s *PGStore) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
+	var before int64
+	if q.Cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		if err == nil {
+			before, err = strconv.ParseInt(string(raw), 10, 64)
+		}
+		if err != nil || before <= 0 {
+			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, ErrBadCursor)
+		}
+	}
+	var since *time.Time
+	if !q.Since.IsZero() {
+		since = &q.Since
+	}
+	var out []Verdict
+	var seqs []int64
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT body, seq FROM verdicts WHERE ($1 = '' OR repository = $1) AND ($2 = '' OR status = $2)
+			AND ($3::timestamptz IS NULL OR time >= $3) AND ($4 = 0 OR seq < $4) ORDER BY seq DESC LIMIT $5`,
+			q.Repository, q.Status, since, before, q.Limit+1)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var b []byte
+			var seq int64
+			if err := rows.Scan(&b, &seq); err != nil {
+				return err
+			}
+			var v Verdict
+			if err := json.Unmarshal(b, &v); err != nil {
+				return err
+			}
+			out, seqs = append(out, v), append(seqs, seq)
+		}
+		return rows.Err()
+	})
+	if err != nil || len(out) <= q.Limit {
+		return out, "", err
+	}
+	return out[:q.Limit], base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(seqs[q.Limit-1], 10))), nil
+}
+
+// AddHop records h for trainID.
+func (s *PGStore) AddHop(trainID string, h Hop) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return s.query(func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, `INSERT INTO hops (train_id, key, time, body) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (train_id, key) DO UPDATE SET time = EXCLUDED.time, body = EXCLUDED.body`, trainID, h.Repository+"@"+h.Digest, h.Time, b)
+		return err
+	})
+}
+
+// Hops lists trainID's hops by time.
+func (s *PGStore) Hops(trainID string) ([]Hop, error) {
+	var out []Hop
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT body FROM hops WHERE train_id = $1 ORDER BY time`, trainID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var b []byte
+			var h Hop
+			if err := rows.Scan(&b); err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &h); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// RecentTrains lists the train ids with the newest hops.
+func (s *PGStore) RecentTrains(limit int) ([]string, error) {
+	var out []string
+	err := s.query(func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT train_id FROM hops GROUP BY train_id ORDER BY max(time) DESC LIMIT $1`, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			out = append(out, id)
+		}
+		return rows.Err()
+	})
+	return out, err
+}

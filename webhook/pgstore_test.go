@@ -1,0 +1,333 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/phtoci/phtoci/internal/testpg"
+	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/oci"
+)
+
+// pgBackend, when set, makes newServer's stores PostgreSQL databases on
+// it, one per store path (so a test that reopens a path reopens its
+// database).
+var (
+	pgBackend *testpg.Server
+	pgDBs     = map[string]string{}
+)
+
+func openTestStore(t *testing.T, path string) (VerdictStore, error) {
+	if pgBackend == nil {
+		return OpenStore(path)
+	}
+	dsn, ok := pgDBs[path]
+	if !ok {
+		dsn = pgBackend.NewDB(t)
+		pgDBs[path] = dsn
+	}
+	return OpenVerdictStore(context.Background(), dsn)
+}
+
+// TestConformancePostgres runs the webhook's tests that go through
+// newServer on PostgreSQL stores (they run on bbolt on their own).
+func TestConformancePostgres(t *testing.T) {
+	pgBackend = testpg.Start(t)
+	defer func() { pgBackend = nil }()
+	for name, f := range map[string]func(*testing.T){
+		"RegistryDrivesVerdicts": TestRegistryDrivesVerdicts, "BadInput": TestBadInput,
+		"RetriesAndRestart": TestRetriesAndRestart, "Burst": TestBurst, "Backpressure": TestBackpressure,
+		"TagOrderedByEventTime": TestTagOrderedByEventTime, "TagVerdictIsCurrent": TestTagVerdictIsCurrent,
+		"ErrorsAreRetried": TestErrorsAreRetried, "LedgerChangedInTransit": TestLedgerChangedInTransit,
+		"RoutingAgainstPushers": TestRoutingAgainstPushers, "RegistryBurst": TestRegistryBurst,
+		"StalledRegistryDeadline": TestStalledRegistryDeadline, "WholeRouteRouted": TestWholeRouteRouted,
+		"HarborScanner": TestHarborScanner, "ReadEndpoints": TestReadEndpoints,
+	} {
+		t.Run(name, f)
+	}
+}
+
+// backends opens a fresh store of each kind.
+func backends(t *testing.T) map[string]func() VerdictStore {
+	pg := testpg.Start(t)
+	return map[string]func() VerdictStore{
+		"bbolt": func() VerdictStore {
+			return mustT[*Store](t)(OpenStore(filepath.Join(t.TempDir(), "s.db")))
+		},
+		"postgres": func() VerdictStore {
+			return mustT[*PGStore](t)(OpenPGStore(context.Background(), pg.NewDB(t)))
+		},
+	}
+}
+
+// TestStoreLeases: the queue's leases on both backends. One owner holds an
+// artifact; another cannot take it until the lease runs out (renewing
+// keeps it); a verdict is recorded once however often it is finished; a
+// decided artifact is never claimed again.
+func TestStoreLeases(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open()
+			defer st.Close()
+			a := Artifact{Registry: "reg.example", Repository: "pht/x", Digest: "sha256:" + fmt.Sprintf("%064x", 1)}
+			mustT[*queueEntry](t)(st.enqueue(a))
+			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 {
+				t.Fatalf("due before any claim: %d entries, want 1", len(d))
+			}
+			e := mustT[*queueEntry](t)(st.claim(a, "A", 300*time.Millisecond))
+			if e == nil || e.Owner != "A" {
+				t.Fatalf("first claim: %+v", e)
+			}
+			if e := mustT[*queueEntry](t)(st.claim(a, "B", time.Minute)); e != nil {
+				t.Fatalf("B took A's running lease: %+v", e)
+			}
+			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 0 {
+				t.Fatalf("due while leased: %d entries", len(d))
+			}
+			if ok := mustT[bool](t)(st.renew(a, "B", time.Minute)); ok {
+				t.Fatal("B renewed A's lease")
+			}
+			if ok := mustT[bool](t)(st.renew(a, "A", 300*time.Millisecond)); !ok {
+				t.Fatal("A could not renew its lease")
+			}
+			time.Sleep(400 * time.Millisecond) // A stopped renewing: its lease runs out
+			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 {
+				t.Fatalf("due after the lease ran out: %d entries, want 1", len(d))
+			}
+			if e := mustT[*queueEntry](t)(st.claim(a, "B", time.Minute)); e == nil || e.Owner != "B" {
+				t.Fatalf("B after A's lease ran out: %+v", e)
+			}
+			// A and B both finish (a verification that ran twice): one verdict.
+			if !mustT[bool](t)(st.finish(Verdict{Artifact: a, Status: StatusVerified, Message: "B", Time: time.Now()})) {
+				t.Fatal("first finish not recorded")
+			}
+			if mustT[bool](t)(st.finish(Verdict{Artifact: a, Status: StatusRejected, Message: "A", Time: time.Now()})) {
+				t.Fatal("second finish recorded")
+			}
+			if v := mustT[*Verdict](t)(st.Get(a.Repository, a.Digest)); v.Status != StatusVerified || v.Message != "B" {
+				t.Fatalf("verdict %+v, want B's", v)
+			}
+			if e := mustT[*queueEntry](t)(st.claim(a, "C", time.Minute)); e != nil {
+				t.Fatalf("decided artifact claimed: %+v", e)
+			}
+			if q := mustT[[]queueEntry](t)(st.queued()); len(q) != 0 {
+				t.Fatalf("queue after the verdict: %+v", q)
+			}
+			if e := mustT[*queueEntry](t)(st.enqueue(a)); e != nil {
+				t.Fatalf("decided artifact queued: %+v", e)
+			}
+
+			// A retry frees the lease; the entry is due at its next attempt.
+			b := a
+			b.Digest = "sha256:" + fmt.Sprintf("%064x", 2)
+			e = mustT[*queueEntry](t)(st.claim(b, "A", time.Minute))
+			e.Attempts, e.Next = 1, time.Now().Add(time.Hour)
+			if err := st.retry(Verdict{Artifact: b, Status: StatusPending, Attempts: 1, Time: time.Now()}, *e); err != nil {
+				t.Fatal(err)
+			}
+			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 0 {
+				t.Fatalf("due an hour early: %+v", d)
+			}
+			if e := mustT[*queueEntry](t)(st.claim(b, "B", time.Minute)); e == nil || e.Attempts != 1 {
+				t.Fatalf("claim after a retry (a new event): %+v", e)
+			}
+		})
+	}
+}
+
+// TestPGMigrate: serve creates the schema in an empty database, migrates a
+// database at version 1 with data in it to the current version (queued
+// work and verdicts survive and work), and opens a current one unchanged.
+func TestPGMigrate(t *testing.T) {
+	pg := testpg.Start(t)
+	ctx := context.Background()
+	version := func(dsn string) int {
+		c := mustT[*pgx.Conn](t)(pgx.Connect(ctx, dsn))
+		defer c.Close(ctx)
+		var v int
+		if err := c.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	t.Run("empty", func(t *testing.T) {
+		dsn := pg.NewDB(t)
+		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
+		st.Close()
+		if v := version(dsn); v != SchemaVersion || SchemaVersion != 2 {
+			t.Fatalf("schema version %d, want %d (2)", v, SchemaVersion)
+		}
+		st = mustT[*PGStore](t)(OpenPGStore(ctx, dsn)) // again: nothing to do
+		st.Close()
+	})
+	t.Run("from v1", func(t *testing.T) {
+		dsn := pg.NewDB(t)
+		v1 := mustT[*PGStore](t)(openPG(ctx, dsn, 1))
+		a := Artifact{Registry: "reg.example", Repository: "pht/old", Digest: "sha256:" + fmt.Sprintf("%064x", 7)}
+		done := Artifact{Registry: "reg.example", Repository: "pht/old", Digest: "sha256:" + fmt.Sprintf("%064x", 8)}
+		c := mustT[*pgx.Conn](t)(pgx.Connect(ctx, dsn))
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{`INSERT INTO queue (key, body) VALUES ($1, $2)`, []any{a.Key(), fmt.Sprintf(`{"artifact":{"registry":"reg.example","repository":"pht/old","digest":%q},"attempts":1}`, a.Digest)}},
+			{`INSERT INTO verdicts (key, body) VALUES ($1, $2)`, []any{done.Key(), fmt.Sprintf(`{"artifact":{"repository":"pht/old","digest":%q},"status":"verified","time":"2026-01-02T03:04:05Z"}`, done.Digest)}},
+		} {
+			if _, err := c.Exec(ctx, q.sql, q.args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Close(ctx)
+		v1.Close()
+		if v := version(dsn); v != 1 {
+			t.Fatalf("version %d before the migration, want 1", v)
+		}
+		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
+		defer st.Close()
+		if v := version(dsn); v != 2 {
+			t.Fatalf("version %d after the migration, want 2", v)
+		}
+		if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 || d[0].Artifact != a || d[0].Attempts != 1 {
+			t.Fatalf("queued work after the migration: %+v", d)
+		}
+		if e := mustT[*queueEntry](t)(st.claim(a, "A", time.Minute)); e == nil {
+			t.Fatal("migrated entry not claimable")
+		}
+		if e := mustT[*queueEntry](t)(st.claim(done, "A", time.Minute)); e != nil {
+			t.Fatalf("migrated final verdict not seen by claim: %+v", e)
+		}
+		if v := mustT[*Verdict](t)(st.Get(done.Repository, done.Digest)); v.Status != StatusVerified {
+			t.Fatalf("migrated verdict: %+v", v)
+		}
+	})
+	t.Run("newer schema refused", func(t *testing.T) {
+		dsn := pg.NewDB(t)
+		mustT[*PGStore](t)(OpenPGStore(ctx, dsn)).Close()
+		c := mustT[*pgx.Conn](t)(pgx.Connect(ctx, dsn))
+		c.Exec(ctx, `UPDATE schema_version SET version = 99`)
+		c.Close(ctx)
+		if _, err := OpenPGStore(ctx, dsn); err == nil {
+			t.Fatal("a schema newer than this build was opened")
+		}
+	})
+}
+
+// replicaVerifier verifies with the real TrainVerifier and counts, per
+// digest, the verifications started and those that came to a result;
+// hang makes the first calls hang until their context ends (a replica
+// stuck on them when it is killed).
+type replicaVerifier struct {
+	inner   Verifier
+	mu      *sync.Mutex
+	started map[string]int
+	done    map[string]int
+	hang    int
+	hung    chan string
+}
+
+func (r *replicaVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error) {
+	r.mu.Lock()
+	r.started[a.Key()]++
+	h := r.hang > 0
+	if h {
+		r.hang--
+	}
+	r.mu.Unlock()
+	if h {
+		r.hung <- a.Key()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	out, err := r.inner.Verify(ctx, a)
+	if err == nil {
+		r.mu.Lock()
+		r.done[a.Key()]++
+		r.mu.Unlock()
+	}
+	return out, err
+}
+
+// TestReplicasVerifyOnce: two replicas on one PostgreSQL database, every
+// push event delivered to both. Replica A hangs on its first two trains
+// and is killed (its work abandoned, its leases left behind, nothing
+// more written); B verifies every other train, and A's two once their
+// leases run out. Each digest comes to a verdict, each verification came
+// to a result once, and nothing is lost.
+func TestReplicasVerifyOnce(t *testing.T) {
+	pg := testpg.Start(t)
+	dsn := pg.NewDB(t)
+	reg := testreg.Start(t, testreg.Options{})
+	const n = 8
+	digests := buildTrains(t, reg.Host+"/pht/train", n)
+
+	var mu sync.Mutex
+	started, done := map[string]int{}, map[string]int{}
+	replica := func(owner string, hang int) (*Server, *httptest.Server, *replicaVerifier, VerdictStore) {
+		st := mustT[*PGStore](t)(OpenPGStore(context.Background(), dsn))
+		rv := &replicaVerifier{inner: TrainVerifier{}, mu: &mu, started: started, done: done, hang: hang, hung: make(chan string, n)}
+		s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: rv, Store: st, Registry: reg.Host, Workers: 2,
+			Lease: 2 * time.Second, PollInterval: 100 * time.Millisecond, Owner: owner, Retries: -1}))
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return s, httptest.NewServer(s), rv, st
+	}
+	a, ha, ra, sta := replica("A", 2)
+	b, hb, _, stb := replica("B", 0)
+	defer func() { hb.Close(); b.Shutdown(context.Background()); stb.Close() }()
+
+	for _, d := range digests {
+		for _, h := range []*httptest.Server{ha, hb} {
+			if code, body := post(t, h.URL+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", d, reg.Host)); code != 202 {
+				t.Fatalf("event to a replica: %d %s", code, body)
+			}
+		}
+	}
+	held := []string{<-ra.hung, <-ra.hung}
+	// Kill A: its verifications end without a word to the store.
+	ha.Close()
+	killed, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.Shutdown(killed)
+	sta.Close()
+
+	for _, d := range digests {
+		v := waitVerdict(t, hb.URL, "pht/train@"+d)
+		if v.Status != StatusVerified {
+			t.Errorf("%s: %+v", d, v)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range digests {
+		k := "pht/train@" + d
+		if done[k] != 1 {
+			t.Errorf("%s: %d verifications came to a result, want 1", k, done[k])
+		}
+	}
+	for _, k := range held {
+		if started[k] != 2 {
+			t.Errorf("%s (held by A when it was killed): started %d times, want 2 (A, then B)", k, started[k])
+		}
+	}
+	if m := metric(t, hb.URL, "phtoci_webhook_verified_total"); m != fmt.Sprint(n) {
+		t.Errorf("B counted %s verified, want %d (A recorded none)", m, n)
+	}
+}
+
+// buildTrains pushes n distinct one-station trains to repo (tags t0…) and
+// returns their digests.
+func buildTrains(t *testing.T, repo string, n int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, buildTrain(t, fmt.Sprintf("%s:t%d", repo, i), oci.Options{}))
+	}
+	return out
+}

@@ -1,0 +1,252 @@
+package webhook
+
+import (
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxPage bounds a page of GET /v1/verdicts.
+const maxPage = 500
+
+// listVerdicts serves GET /v1/verdicts?repository=&status=&since=&limit=&cursor=:
+// {"verdicts": [...], "next": CURSOR} (next is absent on the last page).
+func (s *Server) listVerdicts(w http.ResponseWriter, r *http.Request) {
+	q, err := verdictQuery(r.URL.Query())
+	if err != nil {
+		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	page, next, err := s.cfg.Store.Verdicts(q)
+	if errors.Is(err, ErrBadCursor) {
+		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	if err != nil {
+		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if page == nil {
+		page = []Verdict{}
+	}
+	out := map[string]any{"verdicts": page}
+	if next != "" {
+		out["next"] = next
+	}
+	reply(w, http.StatusOK, out)
+}
+
+func verdictQuery(p url.Values) (VerdictQuery, error) {
+	q := VerdictQuery{Repository: p.Get("repository"), Status: p.Get("status"), Cursor: p.Get("cursor"), Limit: 50}
+	switch q.Status {
+	case "", StatusPending, StatusVerified, StatusRejected, StatusError:
+	default:
+		return q, errors.New("status: want pending, verified, rejected or error, found " + strconv.Quote(q.Status))
+	}
+	if v := p.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return q, errors.New("since: want an RFC 3339 time, found " + strconv.Quote(v))
+		}
+		q.Since = t
+	}
+	if v := p.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPage {
+			return q, errors.New("limit: want 1…" + strconv.Itoa(maxPage) + ", found " + strconv.Quote(v))
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// Station progress on a train's route.
+const (
+	StationDone    = "done"
+	StationCurrent = "current"
+	StationPending = "pending"
+)
+
+// StationState is one station of a train's route and how far the train is.
+type StationState struct {
+	Station string `json:"station"`
+	State   string `json:"state"`
+}
+
+// TrainView is GET /v1/trains/{id}: every hop seen of a train and its
+// progress along its route (from its newest verified hop).
+type TrainView struct {
+	ID         string         `json:"id"`
+	Repository string         `json:"repository,omitempty"` // where it was first seen
+	Route      []StationState `json:"route"`
+	Hops       []Hop          `json:"hops"`
+}
+
+func (s *Server) trainView(id string) (*TrainView, error) {
+	hops, err := s.cfg.Store.Hops(id)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.cfg.Store.Train(id)
+	if err != nil && len(hops) == 0 {
+		return nil, err
+	}
+	tv := &TrainView{ID: id, Hops: hops, Route: []StationState{}}
+	if tv.Hops == nil {
+		tv.Hops = []Hop{}
+	}
+	if rec == nil {
+		return tv, nil
+	}
+	tv.Repository = rec.Repository
+	// The newest verified hop says which station is next.
+	next, seen := "", false
+	for _, h := range hops {
+		if h.Status == StatusVerified {
+			next, seen = h.Next, true
+		}
+	}
+	cur := len(rec.Route) // all done when the route is over
+	if !seen {
+		cur = 0
+	}
+	for i, st := range rec.Route {
+		if seen && st.Station == next {
+			cur = i
+		}
+	}
+	for i, st := range rec.Route {
+		state := StationPending
+		switch {
+		case i < cur:
+			state = StationDone
+		case i == cur:
+			state = StationCurrent
+		}
+		tv.Route = append(tv.Route, StationState{Station: st.Station, State: state})
+	}
+	return tv, nil
+}
+
+func (s *Server) train(w http.ResponseWriter, id string) {
+	tv, err := s.trainView(id)
+	if errors.Is(err, ErrNoVerdict) {
+		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+		return
+	}
+	if err != nil {
+		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	reply(w, http.StatusOK, tv)
+}
+
+// statusRefresh is how often the status page reloads itself.
+const statusRefresh = 10
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"short": func(d string) string {
+		if len(d) > 19 {
+			return d[:19] + "…"
+		}
+		return d
+	},
+	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{{.Refresh}}">
+<title>phtoci serve</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin-bottom:2em}td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+.done{color:#186a1b}.current{color:#0b4fa8;font-weight:bold}.pending{color:#888}
+.verified{color:#186a1b}.rejected,.error{color:#b00020;font-weight:bold}.st{margin-right:.8em}
+code{font-size:12px}
+</style></head><body>
+<h1>phtoci serve</h1>
+<p>Updated {{when .Now}}; reloads every {{.Refresh}} s.</p>
+<h2>Recent trains</h2>
+<table id="trains"><tr><th>Train</th><th>Route</th><th>Last verdict</th></tr>
+{{range .Trains}}<tr><td><code>{{.ID}}</code></td>
+<td>{{range .Route}}<span class="st {{.State}}">{{if eq .State "done"}}✓{{else if eq .State "current"}}▶{{else}}○{{end}} {{.Station}} ({{.State}})</span>{{end}}</td>
+<td>{{with .Last}}<span class="{{.Status}}">{{.Status}}</span>{{if .Check}} — {{.Check}}{{end}} <code>{{.Repository}}@{{short .Digest}}</code> {{when .Time}}{{end}}</td></tr>
+{{else}}<tr><td colspan="3">No trains seen yet.</td></tr>{{end}}
+</table>
+<h2>Recent verdicts</h2>
+<table id="verdicts"><tr><th>Time</th><th>Artifact</th><th>Status</th><th>Failing check</th><th>Message</th></tr>
+{{range .Verdicts}}<tr><td>{{when .Time}}</td><td><code>{{.Artifact.Repository}}{{if .Artifact.Tag}}:{{.Artifact.Tag}}{{end}}@{{short .Artifact.Digest}}</code></td>
+<td class="{{.Status}}">{{.Status}}</td><td>{{.Check}}</td><td>{{.Message}}</td></tr>
+{{else}}<tr><td colspan="5">No verdicts yet.</td></tr>{{end}}
+</table>
+</body></html>
+`))
+
+type statusTrain struct {
+	TrainView
+	Last *Hop
+}
+
+// statusHTML serves the status page: recent trains with their route
+// progress, recent verdicts with the failing check; server-rendered, no
+// script, reloading itself.
+func (s *Server) statusHTML(w http.ResponseWriter) {
+	const recent = 20
+	data := struct {
+		Now      time.Time
+		Refresh  int
+		Trains   []statusTrain
+		Verdicts []Verdict
+	}{Now: time.Now(), Refresh: statusRefresh}
+	ids, err := s.cfg.Store.RecentTrains(recent)
+	if err == nil {
+		for _, id := range ids {
+			tv, err := s.trainView(id)
+			if err != nil {
+				continue
+			}
+			st := statusTrain{TrainView: *tv}
+			if n := len(tv.Hops); n > 0 {
+				st.Last = &tv.Hops[n-1]
+			}
+			data.Trains = append(data.Trains, st)
+		}
+	}
+	if err == nil {
+		data.Verdicts, _, err = s.cfg.Store.Verdicts(VerdictQuery{Limit: recent})
+	}
+	if err != nil {
+		http.Error(w, "store: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	statusPage.Execute(w, data)
+}
+
+// readRoute serves the read endpoints other than single verdicts; false:
+// not one of them.
+func (s *Server) readRoute(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	switch {
+	case r.URL.Path == "/":
+		if s.readAllowed(w, r) {
+			s.statusHTML(w)
+		}
+	case r.URL.Path == "/v1/verdicts":
+		if s.readAllowed(w, r) {
+			s.listVerdicts(w, r)
+		}
+	case strings.HasPrefix(r.URL.Path, "/v1/trains/") && len(r.URL.Path) > len("/v1/trains/"):
+		if s.readAllowed(w, r) {
+			s.train(w, strings.TrimPrefix(r.URL.Path, "/v1/trains/"))
+		}
+	default:
+		return false
+	}
+	return true
+}
