@@ -590,12 +590,15 @@ func (s *Store) RecentTrains(limit int) ([]string, error) {
 }
 
 // Layer summary cache bounds, per store (bbolt file or PostgreSQL
-// database): the least recently used summaries go first.
-const (
-	maxSummaries     = 100_000
-	maxSummaryBytes  = 64 << 20
-	maxSummaryLength = 16 << 20 // one summary (layer.DirCache's bound)
+// database): the least recently used summaries go first. Variables for
+// the tests.
+var (
+	maxSummaries    = 100_000
+	maxSummaryBytes = 64 << 20
 )
+
+// maxSummaryLength bounds one summary (as layer.DirCache does).
+const maxSummaryLength = 16 << 20
 
 var (
 	bucketSummaries   = []byte("summaries")   // key → 8-byte use order, value
