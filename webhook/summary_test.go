@@ -19,12 +19,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/testpg"
+	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
-	"github.com/phtoci/phtoci/internal/testpg"
-	"github.com/phtoci/phtoci/internal/testreg"
 )
 
 // TestSummaryStore: layer summaries round trip through both backends; a
