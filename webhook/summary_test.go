@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/faultproxy"
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/keys"
@@ -208,4 +210,38 @@ func buildForeignTrain(t *testing.T, ref string) string {
 	cf.RootFS.DiffIDs[len(ls)-1] = mustT[v1.Hash](t)(top.DiffID())
 	plain = mustT[v1.Image](t)(mutate.ConfigFile(plain, cf))
 	return mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), plain, oci.Options{})).String()
+}
+
+// TestServeStallTimeout: serve.yaml's stall_timeout reaches the registry
+// client. A registry behind internal/faultproxy stalls mid-blob on every
+// GET of one train's top layer; with stall_timeout 1s and verify_timeout
+// 10m that train's verdict is an error naming the stall (not the
+// verification timeout), and a train next to it is verified.
+func TestServeStallTimeout(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	stuck := buildTrain(t, reg.Host+"/pht/stuck:latest", oci.Options{})
+	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
+	ref := mustT[name.Digest](t)(name.NewDigest(reg.Host+"/pht/stuck@"+stuck, name.Insecure))
+	ls := mustT[[]v1.Layer](t)(mustT[v1.Image](t)(remote.Image(ref)).Layers())
+	top := mustT[v1.Hash](t)(ls[len(ls)-1].Digest())
+	if size := mustT[int64](t)(ls[len(ls)-1].Size()); size <= 100 {
+		t.Fatalf("top layer of %d bytes: no middle to stall in", size)
+	}
+	proxy := faultproxy.Start(t, "http://"+reg.Host)
+	fault := proxy.Add(faultproxy.Fault{Kind: faultproxy.Stall, Method: http.MethodGet, Path: "/blobs/" + top.String(), Bytes: 100})
+	base := runServe(t, "registry: "+proxy.Host, "stall_timeout: 1s", "verify_timeout: 10m", "retries: -1")
+
+	post(t, base+"/events", secret, MediaTypeDistribution, distEventHost("pht/stuck", stuck, proxy.Host))
+	post(t, base+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", good, proxy.Host))
+	if v := waitVerdict(t, base, "pht/train@"+good); v.Status != StatusVerified {
+		t.Fatalf("train next to the stalled one: %+v", v)
+	}
+	v := waitVerdict(t, base, "pht/stuck@"+stuck)
+	if v.Status != StatusError || !strings.Contains(v.Message, oci.ErrStall.Error()) || strings.Contains(v.Message, "timed out") {
+		t.Fatalf("stalled train: %+v, want an error naming the stall", v)
+	}
+	if proxy.Fired(fault) == 0 {
+		t.Fatal("the stall never fired; the test tests nothing")
+	}
+	t.Logf("stalled train: %s (stall fired %d times)", v.Message, proxy.Fired(fault))
 }
