@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,7 +25,11 @@ import (
 func runServe(t *testing.T, lines ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	all := append([]string{"listen: 127.0.0.1:0", "secret: " + secret, "store: " + filepath.Join(dir, "v.db")}, lines...)
+	all := []string{"listen: 127.0.0.1:0", "secret: " + secret}
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "store:") }) {
+		all = append(all, "store: "+filepath.Join(dir, "v.db"))
+	}
+	all = append(all, lines...)
 	p := filepath.Join(dir, "serve.yaml")
 	if err := os.WriteFile(p, []byte(strings.Join(all, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ const pgTimeout = 30 * time.Second
 // migrations[i] takes the schema from version i to i+1. Version 1 is the
 // first schema (JSON documents by key); version 2 adds the queue's leases
 // and retry times, the verdict columns that listings filter on, and the
-// trains' hops.
+// trains' hops; version 3 adds the layer summaries replicas share.
 var migrations = []string{
 	`CREATE TABLE verdicts (key text PRIMARY KEY, body jsonb NOT NULL);
 	 CREATE TABLE tags (key text PRIMARY KEY, body jsonb NOT NULL);
@@ -49,6 +49,8 @@ var migrations = []string{
 	 CREATE TABLE hops (train_id text NOT NULL, key text NOT NULL, time timestamptz NOT NULL, body jsonb NOT NULL,
 	   PRIMARY KEY (train_id, key));
 	 CREATE INDEX hops_time ON hops (time);`,
+	`CREATE TABLE summaries (key text PRIMARY KEY, body bytea NOT NULL, used bigserial NOT NULL);
+	 CREATE INDEX summaries_used ON summaries (used);`,
 }
 
 // SchemaVersion is the schema version this build creates and migrates to.
@@ -570,4 +572,32 @@ func (s *PGStore) RecentTrains(limit int) ([]string, error) {
 		return rows.Err()
 	})
 	return out, err
+}
+
+// summary returns the summary under key (nil when none) and marks it used.
+func (s *PGStore) summary(key string) ([]byte, error) {
+	var b []byte
+	err := s.query(func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `UPDATE summaries SET used = nextval(pg_get_serial_sequence('summaries', 'used'))
+			WHERE key = $1 RETURNING body`, key).Scan(&b)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// putSummary stores value under key and evicts the least recently used
+// summaries beyond maxSummaries entries or maxSummaryBytes bytes.
+func (s *PGStore) putSummary(key string, value []byte) error {
+	return s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO summaries (key, body) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, used = nextval(pg_get_serial_sequence('summaries', 'used'))`, key, value); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM summaries WHERE key IN (SELECT key FROM (SELECT key,
+			  row_number() OVER (ORDER BY used DESC) AS n, sum(length(body)) OVER (ORDER BY used DESC) AS total FROM summaries) t
+			WHERE n > $1 OR total > $2)`, maxSummaries, maxSummaryBytes)
+		return err
+	})
 }

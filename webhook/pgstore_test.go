@@ -160,8 +160,8 @@ func TestPGMigrate(t *testing.T) {
 		dsn := pg.NewDB(t)
 		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
 		st.Close()
-		if v := version(dsn); v != SchemaVersion || SchemaVersion != 2 {
-			t.Fatalf("schema version %d, want %d (2)", v, SchemaVersion)
+		if v := version(dsn); v != SchemaVersion || SchemaVersion != 3 {
+			t.Fatalf("schema version %d, want %d (3)", v, SchemaVersion)
 		}
 		st = mustT[*PGStore](t)(OpenPGStore(ctx, dsn)) // again: nothing to do
 		st.Close()
@@ -190,8 +190,8 @@ func TestPGMigrate(t *testing.T) {
 		}
 		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
 		defer st.Close()
-		if v := version(dsn); v != 2 {
-			t.Fatalf("version %d after the migration, want 2", v)
+		if v := version(dsn); v != SchemaVersion {
+			t.Fatalf("version %d after the migration, want %d", v, SchemaVersion)
 		}
 		if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 || d[0].Artifact != a || d[0].Attempts != 1 {
 			t.Fatalf("queued work after the migration: %+v", d)
@@ -204,6 +204,31 @@ func TestPGMigrate(t *testing.T) {
 		}
 		if v := mustT[*Verdict](t)(st.Get(done.Repository, done.Digest)); v.Status != StatusVerified {
 			t.Fatalf("migrated verdict: %+v", v)
+		}
+	})
+	t.Run("from v2", func(t *testing.T) {
+		dsn := pg.NewDB(t)
+		v2 := mustT[*PGStore](t)(openPG(ctx, dsn, 2))
+		done := Artifact{Registry: "reg.example", Repository: "pht/old", Digest: "sha256:" + fmt.Sprintf("%064x", 9)}
+		if err := v2.Put(Verdict{Artifact: done, Status: StatusVerified, Time: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v2.summary("k"); err == nil {
+			t.Fatal("a version 2 schema has a summaries table")
+		}
+		v2.Close()
+		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
+		defer st.Close()
+		if v := version(dsn); v != 3 {
+			t.Fatalf("version %d after the migration, want 3", v)
+		}
+		if v := mustT[*Verdict](t)(st.Get(done.Repository, done.Digest)); v.Status != StatusVerified {
+			t.Fatalf("verdict after the migration: %+v", v)
+		}
+		c := StoreSummaryCache{Store: st}
+		c.Put("k", []byte("summary"))
+		if b, ok := c.Get("k"); !ok || string(b) != "summary" {
+			t.Fatalf("summary after the migration: %q %v", b, ok)
 		}
 	})
 	t.Run("newer schema refused", func(t *testing.T) {

@@ -39,6 +39,7 @@ import (
 //	password_file: robot.txt
 //	read_secret_file: read.txt                 # optional: Authorization for GET /v1/verdicts and /metrics
 //	verify_timeout: 5m                         # per verification attempt
+//	stall_timeout: 60s                         # a registry connection without progress is retried after this
 //	retry_window: 1h                           # errors are retried with backoff this long
 //	shutdown_grace: 30s                        # a stop waits this long for verifications in progress
 //	read_timeout: 30s                          # HTTP limits (see ServeConfig)
@@ -72,6 +73,9 @@ type ServeConfig struct {
 	ReadSecretFile string `yaml:"read_secret_file"`
 	// VerifyTimeout bounds one verification attempt (default 5m).
 	VerifyTimeout time.Duration `yaml:"verify_timeout"`
+	// StallTimeout is how long a registry connection may make no progress
+	// before the transfer is retried (default oci.DefaultStallTimeout).
+	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// Lease is how long a replica holds an artifact it verifies before
 	// another may take it over (default 2m).
 	Lease time.Duration `yaml:"lease"`
@@ -164,7 +168,7 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
 		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
 		{"retry_window", &c.RetryWindow, time.Hour}, {"shutdown_grace", &c.ShutdownGrace, 30 * time.Second},
-		{"lease", &c.Lease, 2 * time.Minute},
+		{"lease", &c.Lease, 2 * time.Minute}, {"stall_timeout", &c.StallTimeout, oci.DefaultStallTimeout},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
@@ -217,7 +221,10 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		return err
 	}
 	defer st.Close()
-	env := train.Env{OCI: oci.Options{Insecure: c.Insecure, Quiet: true}}
+	// Layer summaries live in the store, so replicas on one database
+	// read each master layer once between them.
+	env := train.Env{OCI: oci.Options{Insecure: c.Insecure, Quiet: true, StallTimeout: c.StallTimeout}}
+	env.SummaryCache = StoreSummaryCache{Store: st}
 	for name, v := range c.Limits {
 		if err := env.SetLimit(name, v); err != nil {
 			return err

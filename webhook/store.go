@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,6 +113,9 @@ type VerdictStore interface {
 	// due lists entries nobody holds a running lease on whose next attempt
 	// has come.
 	due() ([]queueEntry, error)
+	// summary and putSummary keep layer summaries (StoreSummaryCache).
+	summary(key string) ([]byte, error)
+	putSummary(key string, value []byte) error
 }
 
 // OpenVerdictStore opens the store spec names: a postgres:// or
@@ -136,7 +140,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops} {
+		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops, bucketSummaries, bucketSummaryUsed} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -583,4 +587,111 @@ func (s *Store) RecentTrains(limit int) ([]string, error) {
 		ids = ids[:limit]
 	}
 	return ids, err
+}
+
+// Layer summary cache bounds, per store (bbolt file or PostgreSQL
+// database): the least recently used summaries go first. Variables for
+// the tests.
+var (
+	maxSummaries    = 100_000
+	maxSummaryBytes = 64 << 20
+)
+
+// maxSummaryLength bounds one summary (as layer.DirCache does).
+const maxSummaryLength = 16 << 20
+
+var (
+	bucketSummaries   = []byte("summaries")   // key → 8-byte use order, value
+	bucketSummaryUsed = []byte("summaryUsed") // 8-byte use order, key → nothing
+)
+
+// StoreSummaryCache is a layer.SummaryCache kept in a verdict store, so
+// that replicas on one PostgreSQL database share the layer summaries
+// (values are opaque and self-checking: a lost or damaged entry only
+// makes the layer be read again). A store error is a miss (Get) or a
+// dropped entry (Put).
+type StoreSummaryCache struct{ Store VerdictStore }
+
+// Get implements layer.SummaryCache.
+func (c StoreSummaryCache) Get(key string) ([]byte, bool) {
+	b, err := c.Store.summary(key)
+	return b, err == nil && b != nil
+}
+
+// Put implements layer.SummaryCache.
+func (c StoreSummaryCache) Put(key string, value []byte) {
+	if len(value) > maxSummaryLength {
+		return
+	}
+	c.Store.putSummary(key, value)
+}
+
+func summaryOrder(n uint64, key string) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, n), key...)
+}
+
+// summary returns the summary under key (nil when none) and marks it used.
+func (s *Store) summary(key string) ([]byte, error) {
+	var out []byte
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, used := tx.Bucket(bucketSummaries), tx.Bucket(bucketSummaryUsed)
+		v := b.Get([]byte(key))
+		if len(v) < 8 {
+			return nil
+		}
+		out = append([]byte(nil), v[8:]...)
+		if err := used.Delete(append(v[:8:8], key...)); err != nil {
+			return err
+		}
+		n, err := used.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := used.Put(summaryOrder(n, key), nil); err != nil {
+			return err
+		}
+		return b.Put([]byte(key), append(binary.BigEndian.AppendUint64(nil, n), out...))
+	})
+	return out, err
+}
+
+// putSummary stores value under key and evicts the least recently used
+// summaries beyond maxSummaries entries or maxSummaryBytes bytes.
+func (s *Store) putSummary(key string, value []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, used := tx.Bucket(bucketSummaries), tx.Bucket(bucketSummaryUsed)
+		if old := b.Get([]byte(key)); len(old) >= 8 {
+			if err := used.Delete(append(old[:8:8], key...)); err != nil {
+				return err
+			}
+		}
+		n, err := used.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := used.Put(summaryOrder(n, key), nil); err != nil {
+			return err
+		}
+		if err := b.Put([]byte(key), append(binary.BigEndian.AppendUint64(nil, n), value...)); err != nil {
+			return err
+		}
+		count, total := 0, 0
+		b.ForEach(func(_, v []byte) error { count++; total += len(v) - 8; return nil })
+		c := used.Cursor()
+		var drop [][]byte
+		for k, _ := c.First(); k != nil && (count > maxSummaries || total > maxSummaryBytes); k, _ = c.Next() {
+			drop = append(drop, append([]byte(nil), k...))
+			count--
+			total -= len(b.Get(k[8:])) - 8
+		}
+		for _, k := range drop {
+			if err := used.Delete(k); err != nil {
+				return err
+			}
+			if err := b.Delete(k[8:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
