@@ -244,6 +244,9 @@ func TestProgressModes(t *testing.T) {
 	layerBarTotal(t, "post-run", r.stderr)
 	pre := ok(t, "pre-run", built, "-o", "oci-archive:"+w.path("pre.tar"), "--ledger", "none", "--progress", "always", "--station", "st-a", "--key", w.key("st-a"))
 	layerBarTotal(t, "pre-run", pre.stderr)
+	// post-run with the results in the (decrypted) image, no --results.
+	again := ok(t, "post-run", w.path("pre.tar"), "-o", "oci-archive:"+w.path("again.tar"), "--ledger", "none", "--progress", "always", "--station", "st-a", "--key", w.key("st-a"))
+	layerBarTotal(t, "post-run from the image", again.stderr)
 	for _, mode := range []string{"never", "auto"} {
 		if r := post("oci-archive:"+w.path(mode+".tar"), "--progress", mode); r.stderr != "" {
 			t.Errorf("--progress %s into a pipe: stderr %q", mode, r.stderr)
