@@ -155,6 +155,13 @@ func (p *Progress) Add(n int) {
 	}
 }
 
+// SetTotal sets the total bytes.
+func (p *Progress) SetTotal(total int64) {
+	if p != nil {
+		p.b.ChangeMax64(total)
+	}
+}
+
 // Finish draws the last frame and ends the line.
 func (p *Progress) Finish() {
 	if p != nil {

@@ -125,7 +125,7 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 	} else {
 		bar := oci.NewProgress(env.OCI, -1, "making the new layer")
 		if bar != nil && o.LayerProgress == nil {
-			o.LayerProgress = bar.Add
+			o.LayerProgress, o.LayerTotal = bar.Add, bar.SetTotal
 		}
 		out, err := p.toFile(o)
 		bar.Finish()

@@ -47,9 +47,16 @@ type Options struct {
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
-	// LayerProgress, when set, is told the bytes of each write to the new
-	// layer's file (a progress bar).
+	// LayerProgress, when set, is told the progress of the train and
+	// result files going into the new layer (a progress bar), counted in
+	// their ciphertext sizes: content bytes as they are written (pre-run,
+	// which writes plaintext, adds a file's IV and padding when it is
+	// done), so that it ends at the total. LayerTotal, when set, is told
+	// the total of that count (pre-run, post-run) once known, and again
+	// when it grows (a post-run from a results directory adds the train
+	// files once the train has been read).
 	LayerProgress func(n int)
+	LayerTotal    func(total int64)
 	// PreviousResultsDir, for pre-run: also write the decrypted previous
 	// results (the tree /opt/pht_results holds in the decrypted image;
 	// nothing at the first station) into this directory, for the run to

@@ -175,6 +175,9 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 	// spool, and the (large) results stream into the layer as they are
 	// decrypted and hashed. On a failed check the layer is discarded.
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
+		if lw.total != nil {
+			lw.setTotal(cipherTotal(t.TrainFS(), false) + cipherTotal(t.ResultsFS(), false))
+		}
 		err := lw.start(ukf == nil)
 		var match protocol.Sink = lw
 		if prev != nil {
@@ -209,6 +212,9 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		return p.fail(err)
 	}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
+		if lw.total != nil {
+			lw.setTotal(cipherTotal(in.trainPlain, true) + cipherTotal(in.resultsPlain, true))
+		}
 		err := lw.start(false)
 		var res *protocol.PostRunResult
 		if err == nil {
@@ -305,6 +311,11 @@ func planPostRunOverlapped(img v1.Image, results fs.FS, st protocol.Station, o O
 			err = lw.start(false)
 		}
 		var nr *protocol.NewResults
+		var total int64
+		if err == nil && lw.total != nil {
+			total = cipherTotal(results, true)
+			lw.setTotal(total)
+		}
 		if err == nil {
 			nr, err = protocol.EncryptNewResults(results, lw)
 		}
@@ -318,6 +329,9 @@ func planPostRunOverlapped(img v1.Image, results fs.FS, st protocol.Station, o O
 		}
 		if err != nil {
 			return nil, err
+		}
+		if lw.total != nil {
+			lw.setTotal(total + cipherTotal(c.in.trainPlain, true))
 		}
 		res, err := protocol.FinishPostRun(c.t.Config, c.in.trainPlain, st, nr, lw)
 		return finishPostRun(lw, res, err, c.in.prev)
@@ -431,7 +445,7 @@ func (p *plan) toFile(o Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := p.produce(&layerSink{w: w})
+	cfg, err := p.produce(&layerSink{w: w, progress: o.LayerProgress, total: o.LayerTotal, decrypted: p.step == "pre-run"})
 	err = p.t.check(err)
 	if err != nil {
 		w.Abort()
@@ -555,7 +569,7 @@ func (c Compression) gzipLevel() int {
 }
 
 func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
-	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve, Level: o.Compression.gzipLevel(), Progress: o.LayerProgress}
+	wo := layer.WriterOptions{ModTime: modTime(img), TempDir: o.TempDir, FileDir: o.LayerDir, Reserve: o.LayerReserve, Level: o.Compression.gzipLevel()}
 	switch o.Compression {
 	case CompressionAuto, CompressionNone, CompressionStored, CompressionFast:
 	default:
@@ -587,6 +601,52 @@ func modTime(img v1.Image) time.Time {
 type layerSink struct {
 	w         *layer.Writer
 	trainOpen bool
+	progress  func(n int)       // Options.LayerProgress, or nil
+	total     func(total int64) // Options.LayerTotal, or nil
+	decrypted bool              // the files are plaintext of ciphertext (pre-run)
+}
+
+func (s *layerSink) setTotal(total int64) {
+	if s.total != nil {
+		s.total(total)
+	}
+}
+
+// countReader reports the bytes read through it.
+type countReader struct {
+	r  io.Reader
+	n  int64
+	fn func(int)
+}
+
+func (c *countReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	c.fn(n)
+	return n, err
+}
+
+// cipherTotal is the sum of the ciphertext sizes of fsys's regular files:
+// their sizes, or with plain their protocol.EncryptedSize. nil: 0.
+func cipherTotal(fsys fs.FS, plain bool) int64 {
+	var total int64
+	if fsys == nil {
+		return 0
+	}
+	fs.WalkDir(fsys, ".", func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if plain {
+				total += protocol.EncryptedSize(fi.Size())
+			} else {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	return total
 }
 
 func (s *layerSink) start(whiteoutUserKey bool) error {
@@ -621,7 +681,17 @@ func (s *layerSink) WriteFile(name string, size int64, r io.Reader) error {
 			return err
 		}
 	}
-	return s.w.File(path.Join(optDir, name), size, r)
+	if s.progress == nil {
+		return s.w.File(path.Join(optDir, name), size, r)
+	}
+	c := &countReader{r: r, fn: s.progress}
+	if err := s.w.File(path.Join(optDir, name), size, c); err != nil {
+		return err
+	}
+	if s.decrypted {
+		s.progress(int(protocol.EncryptedSize(c.n) - c.n)) // the file's IV and padding
+	}
+	return nil
 }
 
 func (s *layerSink) finish(config, userKey []byte) error {

@@ -185,6 +185,37 @@ func TestJSONOutputs(t *testing.T) {
 	}
 }
 
+// layerBarTotal requires every "making the new layer" frame in stderr to
+// show bytes of a total and a percentage, the last one 100%.
+func layerBarTotal(t *testing.T, step, stderr string) {
+	t.Helper()
+	var frames []string
+	for _, line := range strings.Split(stderr, "\n") {
+		for _, f := range strings.Split(line, "\r") {
+			if strings.HasPrefix(f, "making the new layer") {
+				frames = append(frames, f)
+			}
+		}
+	}
+	if len(frames) == 0 {
+		t.Fatalf("%s: no \"making the new layer\" frame in %q", step, stderr)
+	}
+	for _, f := range frames {
+		if !strings.Contains(f, " / ") || !strings.Contains(f, "%") {
+			t.Errorf("%s: layer bar frame without a total: %q", step, f)
+		}
+	}
+	last := frames[len(frames)-1]
+	if !strings.Contains(last, " 100%") {
+		t.Errorf("%s: last layer bar frame not at 100%%: %q", step, last)
+	}
+	// Done equals the total (not just a percentage capped at 100).
+	done, total, _ := strings.Cut(strings.TrimPrefix(last, "making the new layer  "), " / ")
+	if total, _, _ = strings.Cut(total, "  "); done != total {
+		t.Errorf("%s: last layer bar frame %s done of %s: %q", step, done, total, last)
+	}
+}
+
 // TestProgressModes (issue 16 item 7): --progress always draws bars into a
 // pipe too: several frames (carriage returns) for making the new layer
 // and writing the file, each bar ending with a newline; never and auto
@@ -210,6 +241,12 @@ func TestProgressModes(t *testing.T) {
 	if !strings.HasSuffix(r.stderr, "\n") || strings.Count(r.stderr, "\n") < 2 {
 		t.Errorf("--progress always: bars do not end with newlines: %q", r.stderr)
 	}
+	layerBarTotal(t, "post-run", r.stderr)
+	pre := ok(t, "pre-run", built, "-o", "oci-archive:"+w.path("pre.tar"), "--ledger", "none", "--progress", "always", "--station", "st-a", "--key", w.key("st-a"))
+	layerBarTotal(t, "pre-run", pre.stderr)
+	// post-run with the results in the (decrypted) image, no --results.
+	again := ok(t, "post-run", w.path("pre.tar"), "-o", "oci-archive:"+w.path("again.tar"), "--ledger", "none", "--progress", "always", "--station", "st-a", "--key", w.key("st-a"))
+	layerBarTotal(t, "post-run from the image", again.stderr)
 	for _, mode := range []string{"never", "auto"} {
 		if r := post("oci-archive:"+w.path(mode+".tar"), "--progress", mode); r.stderr != "" {
 			t.Errorf("--progress %s into a pipe: stderr %q", mode, r.stderr)
