@@ -74,6 +74,11 @@ func (b *bar) Finish() error {
 		return nil
 	}
 	b.done = true
+	if b.total > 0 && b.n > b.total {
+		// The total was an estimate (an archive's tar headers come on
+		// top of its blobs): the last frame says what was done.
+		b.total = b.n
+	}
 	b.draw(b.nowFunc())
 	_, err := io.WriteString(b.w, "\n")
 	return err
