@@ -79,7 +79,7 @@ func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 	if len(files) == 0 && !hasQuery {
 		return nil, fmt.Errorf("%w: no train files", ErrBuild)
 	}
-	hash, err := ImmutableHash(opts.CreatorID, files, sid, trainPlain)
+	hash, err := immutableHash(opts.CreatorID, files, sid, trainPlain)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +138,7 @@ func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 	if err := wrapFor(&cfg.Route[0].EncryptedKey, cfg.Route[0].RSAPublicKey, key, "route[0]"); err != nil {
 		return nil, err
 	}
-	if err := encryptTree(trainPlain, "pht_train", key, nil, out); err != nil {
+	if err := encryptTree(trainPlain, "pht_train", key, out); err != nil {
 		return nil, err
 	}
 	return cfg, nil

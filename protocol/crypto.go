@@ -9,13 +9,10 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
-	"strings"
 	"sync"
 
-	"github.com/phtoci/phtoci/internal/asynchash"
 	"github.com/phtoci/phtoci/internal/cbc"
 )
 
@@ -350,83 +347,4 @@ func ChainDigest(sessionID []byte, earlier [][]byte, resultHash []byte) []byte {
 	}
 	h.Write(resultHash)
 	return h.Sum(nil)
-}
-
-// ImmutableHash computes the config's hash field (vectors §4) over the
-// plaintext train files in fsys (rooted at /opt/pht_train).
-func ImmutableHash(creatorID string, fileList []string, sessionID []byte, fsys fs.FS) ([]byte, error) {
-	h := sha512.New()
-	h.Write([]byte(creatorID))
-	done := map[string]bool{}
-	for _, n := range fileList {
-		n = strings.TrimPrefix(n, "./")
-		if done[n] || n == "query.json" {
-			// A repeated name: the reference reads the same stream twice and
-			// gets nothing the second time. query.json is always hashed last.
-			continue
-		}
-		done[n] = true
-		if err := hashFile(h, fsys, n); err != nil {
-			return nil, err
-		}
-	}
-	h.Write(sessionID)
-	if _, err := fs.Stat(fsys, "query.json"); err == nil {
-		if err := hashFile(h, fsys, "query.json"); err != nil {
-			return nil, err
-		}
-	}
-	return h.Sum(nil), nil
-}
-
-func hashFile(h hash.Hash, fsys fs.FS, name string) error {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return fmt.Errorf("pht_train/%s: %w: listed in file_list but %v", name, ErrImmutableChanged, err)
-	}
-	defer f.Close()
-	_, err = io.Copy(h, f)
-	return err
-}
-
-// WalkFiles calls fn for every regular file of fsys in archive walk order
-// (vectors §6): depth first, entries sorted by name byte-wise.
-func WalkFiles(fsys fs.FS, fn func(name string, size int64) error) error {
-	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p == "." && errors.Is(err, fs.ErrNotExist) {
-				return fs.SkipAll
-			}
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		return fn(p, fi.Size())
-	})
-}
-
-// ResultsHash computes result_hash (vectors §6) over the plaintext results
-// in fsys (rooted at /opt/pht_results).
-func ResultsHash(fsys fs.FS, sessionID []byte) ([]byte, error) {
-	h := asynchash.New(sha512.New()) // reading overlaps with hashing
-	defer h.Close()
-	err := WalkFiles(fsys, func(name string, _ int64) error {
-		f, err := fsys.Open(name)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(h, f)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	h.Write(sessionID)
-	return h.Sum(), nil
 }

@@ -13,6 +13,10 @@ var ErrVerification = errors.New("verification failed")
 // config (bad JSON, a hex field that is not hex, duplicate route indices…).
 var ErrInvalidConfig = errors.New("invalid train config")
 
+// ErrPostRunOrder reports a PostRun step called out of order: a mistake of
+// the caller, not of the train.
+var ErrPostRunOrder = errors.New("post-run steps out of order")
+
 // AlsoVerification returns an error with err's message that matches err
 // and also ErrVerification (errors.Is); nil stays nil. Other packages
 // declare their verification failures with it:

@@ -65,8 +65,8 @@ func TestNoPaddingOracle(t *testing.T) {
 		{"pht_results", [2]fs.FS{train1, badPadding(res1, "r.txt")}, [2]fs.FS{train1, goodPadding(res1, "r.txt")}},
 	} {
 		t.Run(c.tree, func(t *testing.T) {
-			_, perr := PreRunCheck(cfg1, c.padding[0], c.padding[1], st(t, "st-2"), memSink{})
-			_, herr := PreRunCheck(cfg1, c.sum[0], c.sum[1], st(t, "st-2"), memSink{})
+			perr := PreRunCheck(cfg1, c.padding[0], c.padding[1], st(t, "st-2"), memSink{})
+			herr := PreRunCheck(cfg1, c.sum[0], c.sum[1], st(t, "st-2"), memSink{})
 			if perr == nil || herr == nil {
 				t.Fatalf("tampered %s accepted: padding %v, hash %v", c.tree, perr, herr)
 			}

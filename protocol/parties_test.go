@@ -69,7 +69,7 @@ func TestPartiesChecked(t *testing.T) {
 			if _, err := Verify(c.cfg); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.mention) {
 				t.Fatalf("Verify: %v, want ErrInvalidConfig mentioning %q", err, c.mention)
 			}
-			if _, err := PreRunCheck(c.cfg, files.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrInvalidConfig) {
+			if err := PreRunCheck(c.cfg, files.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrInvalidConfig) {
 				t.Fatalf("PreRunCheck: %v, want ErrInvalidConfig", err)
 			}
 		})
@@ -88,14 +88,14 @@ func deepContext(depth, n int) json.RawMessage {
 func TestPostRunConfigWriteBack(t *testing.T) {
 	cfg, files := buildTrain(t, "st-1", "st-2", "st-3")
 	plain := memSink{}
-	if _, err := PreRunCheck(cfg, files.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), plain); err != nil {
+	if err := PreRunCheck(cfg, files.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), plain); err != nil {
 		t.Fatal(err)
 	}
 	want, err := writeBackSize(cfg, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := PostRunUpdate(cfg, plain.asFS("pht_train"), fstest.MapFS{"r": {Data: []byte("r")}}, st(t, "st-1"), memSink{})
+	res, err := postRunUpdate(cfg, plain.asFS("pht_train"), fstest.MapFS{"r": {Data: []byte("r")}}, st(t, "st-1"), memSink{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestPostRunConfigWriteBack(t *testing.T) {
 	if len(big.Context) > MaxConfigSize/8 {
 		t.Fatalf("the input context is %d bytes; the attack is a small input", len(big.Context))
 	}
-	_, err = PostRunUpdate(big, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{})
+	_, err = postRunUpdate(big, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{})
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "train_config.json") || !strings.Contains(err.Error(), "1048576-byte limit") {
 		t.Fatalf("oversized write-back: %v", err)
 	}

@@ -2,14 +2,11 @@ package protocol
 
 import (
 	"bytes"
-	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
 	"strings"
-
-	"github.com/phtoci/phtoci/internal/asynchash"
 )
 
 // decryptTo decrypts fsys/name into w (and out when not nil, as
@@ -27,7 +24,7 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		return nil
 	}
 	if fi, err := f.Stat(); err == nil && fi.Size() <= smallFile {
-		// Decrypt in place (see encryptTree).
+		// Decrypt in place (see encryptFile).
 		bp := smallBufs.Get().(*bytes.Buffer)
 		defer smallBufs.Put(bp)
 		bp.Reset()
@@ -53,26 +50,13 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 		return err
 	}
 	sid, _ := hex.DecodeString(cfg.SessionID)
-	h := sha512.New()
-	h.Write([]byte(cfg.Creator.ID))
-	done := map[string]bool{}
-	for _, n := range cfg.FileList {
-		n = strings.TrimPrefix(n, "./")
-		if done[n] {
-			continue
-		}
-		done[n] = true
-		if err := decryptTo(train, n, "pht_train", key, h, out); err != nil {
-			return integrity(err, errTrainIntegrity)
-		}
+	h, err := hashTrain(cfg.Creator.ID, cfg.FileList, sid, train, func(name string, w io.Writer) error {
+		return decryptTo(train, name, "pht_train", key, w, out)
+	})
+	if err != nil {
+		return integrity(err, errTrainIntegrity)
 	}
-	h.Write(sid)
-	if _, err := fs.Stat(train, "query.json"); err == nil {
-		if err := decryptTo(train, "query.json", "pht_train", key, h, out); err != nil {
-			return integrity(err, errTrainIntegrity)
-		}
-	}
-	if hex.EncodeToString(h.Sum(nil)) != strings.ToLower(cfg.Hash) {
+	if hex.EncodeToString(h) != strings.ToLower(cfg.Hash) {
 		return errTrainIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
@@ -82,16 +66,14 @@ func decryptTrain(cfg *Config, train fs.FS, key []byte, out Sink) error {
 // result_hash.
 func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 	sid, _ := hex.DecodeString(cfg.SessionID)
-	h := asynchash.New(sha512.New())
-	defer h.Close()
-	err := WalkFiles(results, func(name string, _ int64) error {
-		return decryptTo(results, name, "pht_results", key, h, out)
+	rh, err := hashResults(results, func(name string, w io.Writer) error {
+		return decryptTo(results, name, "pht_results", key, w, out)
 	})
 	if err != nil {
 		return integrity(err, errResultsIntegrity)
 	}
-	h.Write(sid)
-	if cfg.ResultHash == nil || hex.EncodeToString(h.Sum()) != strings.ToLower(*cfg.ResultHash) {
+	got := hex.EncodeToString(rh.sum(sid))
+	if cfg.ResultHash == nil || got != strings.ToLower(*cfg.ResultHash) {
 		return errResultsIntegrity // the same error as bad padding: no oracle
 	}
 	return nil
@@ -101,25 +83,24 @@ func decryptResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
 // unwrap, decryption and immutable hash of the train files, signatures, and
 // (after the first station) the previous results, result signature and
 // chain. Plaintext goes to out (nil: verify only); on error, discard out.
-func PreRunCheck(cfg *Config, train, results fs.FS, st Station, out Sink) (*PreRunResult, error) {
-	r, err := PreRunCheckTrain(cfg, train, st, out)
+func PreRunCheck(cfg *Config, train, results fs.FS, st Station, out Sink) error {
+	r, err := preRunCheckTrain(cfg, train, st, out)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !r.First {
-		if err := CheckPreviousResults(cfg, results, r.SymKey, out); err != nil {
-			return nil, err
-		}
+		return decryptResults(cfg, results, r.SymKey, out)
 	}
-	return r, nil
+	return nil
 }
 
-// PreRunCheckTrain is PreRunCheck up to the previous results: the key
+// preRunCheckTrain is PreRunCheck up to the previous results: the key
 // check, key unwrap, decryption and immutable hash of the train files and
 // the config's signatures. Unless the result says First, the caller must
-// also run CheckPreviousResults and act on its error before it writes
-// anything (post-run runs it next to encrypting the new results).
-func PreRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*PreRunResult, error) {
+// also check the previous results (decryptResults) and act on its error
+// before it writes anything (PostRun runs it next to encrypting the new
+// results).
+func preRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*preRunResult, error) {
 	pos, e, err := stationEntry(cfg, st)
 	if err != nil {
 		return nil, err
@@ -145,12 +126,5 @@ func PreRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*PreRunRe
 	if err := decryptTrain(cfg, train, key, out); err != nil {
 		return nil, err
 	}
-	return &PreRunResult{Index: pos, First: len(status.Done) == 0, SymKey: key}, nil
-}
-
-// CheckPreviousResults decrypts the previous station's results with the
-// train's symmetric key (PreRunResult.SymKey), writes them to out (nil:
-// verify only) and checks them against the config's result_hash.
-func CheckPreviousResults(cfg *Config, results fs.FS, key []byte, out Sink) error {
-	return decryptResults(cfg, results, key, out)
+	return &preRunResult{Index: pos, First: len(status.Done) == 0, SymKey: key}, nil
 }

@@ -67,11 +67,11 @@ func st(t testing.TB, id string) Station { return Station{ID: id, Key: genKey(t,
 func runStation(t testing.TB, cfg *Config, train, results fs.FS, id string, newResults fstest.MapFS) (*Config, memSink) {
 	t.Helper()
 	plain := memSink{}
-	if _, err := PreRunCheck(cfg, train, results, st(t, id), plain); err != nil {
+	if err := PreRunCheck(cfg, train, results, st(t, id), plain); err != nil {
 		t.Fatalf("pre-run %s: %v", id, err)
 	}
 	out := memSink{}
-	res, err := PostRunUpdate(cfg, plain.asFS("pht_train"), newResults, st(t, id), out)
+	res, err := postRunUpdate(cfg, plain.asFS("pht_train"), newResults, st(t, id), out)
 	if err != nil {
 		t.Fatalf("post-run %s: %v", id, err)
 	}
@@ -157,7 +157,7 @@ func TestRouteFromReferenceState(t *testing.T) {
 	}
 	testKeys["station_2"] = privKey(t, "station_2")
 	plain := memSink{}
-	if _, err := PreRunCheck(cfg, train, results, st(t, "station_2"), plain); err != nil {
+	if err := PreRunCheck(cfg, train, results, st(t, "station_2"), plain); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(plain["pht_results/sub/data.bin"], read(t, p.ResultsFiles["sub/data.bin"])) {
@@ -248,7 +248,7 @@ func TestSentinels(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := PreRunCheck(c.cfg, c.train, c.results, c.station, memSink{})
+			err := PreRunCheck(c.cfg, c.train, c.results, c.station, memSink{})
 			if c.want == nil {
 				// The "8 bytes moved" weakness: names and lengths are not
 				// hashed, so the reference's rule accepts it; we do too, as
@@ -278,22 +278,22 @@ func TestSentinels(t *testing.T) {
 	// The "repeated name" vector: a repeated file_list entry counts once.
 	rep := cfg.Clone()
 	rep.FileList = append([]string{"entrypoint.py"}, rep.FileList...)
-	h1, _ := ImmutableHash(cfg.Creator.ID, cfg.FileList, mustDecode(cfg.SessionID), trainFiles())
-	h2, _ := ImmutableHash(cfg.Creator.ID, append(cfg.FileList, cfg.FileList[0]), mustDecode(cfg.SessionID), trainFiles())
+	h1, _ := immutableHash(cfg.Creator.ID, cfg.FileList, mustDecode(cfg.SessionID), trainFiles())
+	h2, _ := immutableHash(cfg.Creator.ID, append(cfg.FileList, cfg.FileList[0]), mustDecode(cfg.SessionID), trainFiles())
 	if !bytes.Equal(h1, h2) {
 		t.Error("a repeated name changed the hash")
 	}
 	// Post-run refuses plaintext that does not verify.
 	plain := memSink{}
-	if _, err := PreRunCheck(cfg1, train1, res1, st(t, "st-2"), plain); err != nil {
+	if err := PreRunCheck(cfg1, train1, res1, st(t, "st-2"), plain); err != nil {
 		t.Fatal(err)
 	}
 	tampered := with(plain.asFS("pht_train"), "entrypoint.py", []byte("evil()"))
-	if _, err := PostRunUpdate(cfg1, tampered, fstest.MapFS{}, st(t, "st-2"), memSink{}); !errors.Is(err, ErrImmutableChanged) {
+	if _, err := postRunUpdate(cfg1, tampered, fstest.MapFS{}, st(t, "st-2"), memSink{}); !errors.Is(err, ErrImmutableChanged) {
 		t.Errorf("post-run on tampered plaintext: %v", err)
 	}
 	// A station cannot sign twice.
-	if _, err := PostRunUpdate(cfg1, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrAlreadySigned) {
+	if _, err := postRunUpdate(cfg1, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{}); !errors.Is(err, ErrAlreadySigned) {
 		t.Errorf("second post-run by st-1: %v", err)
 	}
 }

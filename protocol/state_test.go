@@ -32,7 +32,7 @@ func TestStationStates(t *testing.T) {
 			if err != nil || s.State != c.state || s.Message != c.msg {
 				t.Fatalf("StateOf: %+v, %v; want %s %q", s, err, c.state, c.msg)
 			}
-			_, err = PreRunCheck(cfg1, train1, res1, st(t, c.station), memSink{})
+			err = PreRunCheck(cfg1, train1, res1, st(t, c.station), memSink{})
 			if c.want == nil {
 				if err != nil {
 					t.Fatal(err)

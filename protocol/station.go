@@ -77,8 +77,8 @@ func pubKey(field, s string) (*rsa.PublicKey, error) {
 	return k, nil
 }
 
-// PreRunResult is what pre-run learned.
-type PreRunResult struct {
+// preRunResult is what pre-run learned.
+type preRunResult struct {
 	Index  int  // position of the station in the route
 	First  bool // no earlier results
 	SymKey []byte

@@ -195,14 +195,14 @@ func TestVectorAES(t *testing.T) {
 	}
 }
 
-func TestVectorImmutableHash(t *testing.T) {
+func TestVectorimmutableHash(t *testing.T) {
 	v := loadVectors(t)
 	for _, c := range v.ImmutableHashCases {
 		files := mapFS(t, c.Files)
 		if c.QueryFile != nil {
 			files["query.json"] = &fstest.MapFile{Data: read(t, *c.QueryFile)}
 		}
-		got, err := ImmutableHash(c.UserID, c.OrderedFileList, unhex(t, c.SessionIDHex), files)
+		got, err := immutableHash(c.UserID, c.OrderedFileList, unhex(t, c.SessionIDHex), files)
 		if err != nil {
 			t.Fatalf("%s: %v", c.Description, err)
 		}
@@ -251,7 +251,7 @@ func TestVectorResultsHash(t *testing.T) {
 		for i, f := range c.FilesHex {
 			m[string(rune('a'+i))+".bin"] = &fstest.MapFile{Data: unhex(t, f)}
 		}
-		got, err := ResultsHash(m, unhex(t, c.SessionIDHex))
+		got, err := resultHash(m, unhex(t, c.SessionIDHex))
 		if err != nil || hex.EncodeToString(got) != c.ExpectedHex {
 			t.Errorf("%s: results hash differs (%v)", c.Description, err)
 		}
@@ -268,13 +268,13 @@ func TestVectorResultsHash(t *testing.T) {
 			t.Fatalf("walk order %v, want %v", order, w.ExpectedOrder)
 		}
 	}
-	got, err := ResultsHash(fsys, unhex(t, w.SessionIDHex))
+	got, err := resultHash(fsys, unhex(t, w.SessionIDHex))
 	if err != nil || hex.EncodeToString(got) != w.ExpectedHex || hex.EncodeToString(got) == w.WrongHex {
 		t.Errorf("walk-order results hash differs from the reference (%v)", err)
 	}
 	// The same tree on disk (os.DirFS) walks the same way.
 	dir := filepath.Join(vdir, "results", "walk_order")
-	got, err = ResultsHash(os.DirFS(dir), unhex(t, w.SessionIDHex))
+	got, err = resultHash(os.DirFS(dir), unhex(t, w.SessionIDHex))
 	if err != nil || hex.EncodeToString(got) != w.ExpectedHex {
 		t.Errorf("walk-order results hash over the directory differs (%v)", err)
 	}
@@ -325,7 +325,7 @@ func TestVectorPostRun(t *testing.T) {
 		}
 		sid := unhex(t, v.SessionIDHex)
 		results := mapFS(t, p.ResultsFiles)
-		rh, err := ResultsHash(results, sid)
+		rh, err := resultHash(results, sid)
 		if err != nil || hex.EncodeToString(rh) != p.ResultHashHex || *cfg.ResultHash != p.ResultHashHex {
 			t.Errorf("%s: result hash differs (%v)", name, err)
 		}

@@ -133,7 +133,7 @@ func CheckTrain(cfg *Config, trainPlain fs.FS) error {
 		return err
 	}
 	sid, _ := hex.DecodeString(cfg.SessionID)
-	h, err := ImmutableHash(cfg.Creator.ID, cfg.FileList, sid, trainPlain)
+	h, err := immutableHash(cfg.Creator.ID, cfg.FileList, sid, trainPlain)
 	if err != nil {
 		return err
 	}

@@ -12,14 +12,18 @@ import (
 
 func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*plan, error) {
 	if results != nil {
-		return planPostRunOverlapped(img, results, st, o), nil
+		return startPostRunOverlap(img, results, st, o).plan(), nil
 	}
+	// No results directory: the image holds plaintext train files and
+	// results (checkPostRun refuses it otherwise), all checked before the
+	// layer is made.
 	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
+	s := protocol.NewPostRun(st)
 	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }}}
-	in, err := checkPostRun(t, nil, st, o)
+	in, err := checkPostRun(t, s, st, nil, o)
 	p.cleanups = append(p.cleanups, in.close)
 	if err != nil {
 		return p.fail(err)
@@ -29,23 +33,26 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 			lw.setTotal(cipherTotal(in.trainPlain, true) + cipherTotal(in.resultsPlain, true))
 		}
 		err := lw.start(false)
-		var res *protocol.PostRunResult
 		if err == nil {
-			res, err = protocol.PostRunUpdate(t.Config, in.trainPlain, in.resultsPlain, st, lw)
+			err = s.EncryptResults(in.resultsPlain, lw)
 		}
-		return finishPostRun(lw, res, err, in.prev)
+		return finishPostRun(lw, s, err)
 	}
 	return p, nil
 }
 
-// finishPostRun writes the signed config into the layer once the check of
-// the previous results (prev, when it ran alongside) has passed.
-func finishPostRun(lw *layerSink, res *protocol.PostRunResult, err error, prev func() error) (*protocol.Config, error) {
-	if prev != nil {
-		if perr := prev(); perr != nil {
-			return nil, perr // the train does not verify: no signed config
+// finishPostRun signs (PostRun.Finish) and writes the signed config into
+// the layer once the results are in it; err is the failure to put them
+// there. The previous results' check explains any failure best: when it
+// failed, its error is returned, and no signed config is written.
+func finishPostRun(lw *layerSink, s *protocol.PostRun, err error) (*protocol.Config, error) {
+	if err != nil {
+		if perr := s.Wait(); perr != nil {
+			return nil, perr
 		}
+		return nil, err
 	}
+	res, err := s.Finish()
 	if err != nil {
 		return nil, err
 	}
@@ -56,128 +63,159 @@ func finishPostRun(lw *layerSink, res *protocol.PostRunResult, err error, prev f
 // post-run's checks (and after a failure has failed the layer writer).
 var afterPostRunCheck func(error)
 
-// planPostRunOverlapped is a post-run with a results directory: the new
-// results come first in the new layer and need neither the train nor its
-// config (protocol.EncryptNewResults), so they are encrypted (and, to a
+// postRunOverlap is a post-run with a results directory: the new results
+// come first in the new layer and need neither the train nor its config
+// (protocol.PostRun.EncryptResults), so they are encrypted (and, to a
 // registry, uploaded) while the image is still being read, which for a
 // registry input means downloaded. The image is read and checked in a
-// goroutine; when a check fails, the layer writer is failed at once
-// (layer.Writer.Fail), so the encryption stops within a chunk and the
-// check's error is returned. The signatures and the config follow once
-// the checks passed; nothing is written when they fail (a file output is
-// discarded, a registry gets no manifest). The plan's Train is known only
-// once produce has waited for it: its Base is not known before (see
-// plan.lazy).
-func planPostRunOverlapped(img v1.Image, results fs.FS, st protocol.Station, o Options) *plan {
-	type checked struct {
-		t   *Train
-		in  *postRunInputs
-		err error
+// goroutine (check); when a check fails, the layer writer is failed at
+// once (layer.Writer.Fail), so the encryption stops within a chunk and
+// the check's error is returned. The signatures and the config follow
+// once the checks passed; nothing is written when they fail (a file
+// output is discarded, a registry gets no manifest). The Train, and with
+// it the base to put the layer on, is known only once produce has waited
+// for the check: the plan's push uploads the layer first.
+type postRunOverlap struct {
+	img     v1.Image
+	results fs.FS
+	st      protocol.Station
+	s       *protocol.PostRun
+
+	mu     sync.Mutex
+	writer *layer.Writer // the layer's, once produce has started
+	failed error         // the check's failure, once known
+
+	done chan overlapChecked
+	once sync.Once
+	got  overlapChecked
+}
+
+// overlapChecked is what the check found: the Train (nil when it could
+// not be opened), the inputs to encrypt, and the check's error.
+type overlapChecked struct {
+	t   *Train
+	in  *postRunInputs
+	err error
+}
+
+// startPostRunOverlap starts reading and checking img.
+func startPostRunOverlap(img v1.Image, results fs.FS, st protocol.Station, o Options) *postRunOverlap {
+	r := &postRunOverlap{img: img, results: results, st: st, s: protocol.NewPostRun(st), done: make(chan overlapChecked, 1)}
+	go r.check(o)
+	return r
+}
+
+func (r *postRunOverlap) check(o Options) {
+	var c overlapChecked
+	c.t, c.err = open(r.img, o, true)
+	if c.err == nil {
+		c.in, c.err = checkPostRun(c.t, r.s, r.st, r.results, o)
 	}
-	var (
-		mu     sync.Mutex
-		writer *layer.Writer // the layer's, once produce has started
-		failed error         // the check's failure, once known
-	)
-	ch := make(chan checked, 1)
-	go func() {
-		var c checked
-		c.t, c.err = open(img, o, true)
-		if c.err == nil {
-			c.in, c.err = checkPostRun(c.t, results, st, o)
+	if c.err != nil {
+		r.mu.Lock()
+		r.failed = c.t.check(c.err)
+		if r.writer != nil {
+			r.writer.Fail(r.failed)
 		}
-		if c.err != nil {
-			mu.Lock()
-			failed = c.t.check(c.err)
-			if writer != nil {
-				writer.Fail(failed)
-			}
-			mu.Unlock()
-		}
-		if afterPostRunCheck != nil {
-			afterPostRunCheck(c.err)
-		}
-		ch <- c
-	}()
-	var once sync.Once
-	var got checked
-	wait := func() checked {
-		once.Do(func() { got = <-ch })
-		return got
+		r.mu.Unlock()
 	}
-	p := &plan{t: &Train{Image: img}, step: "post-run", station: st.ID, state: stateEncrypted, lazy: true}
-	p.cleanups = []func(){func() {
-		c := wait()
-		if c.in != nil {
-			c.in.close()
-		}
-		if c.t != nil {
-			c.t.Close()
-		}
-	}}
+	if afterPostRunCheck != nil {
+		afterPostRunCheck(c.err)
+	}
+	r.done <- c
+}
+
+// wait waits for the check.
+func (r *postRunOverlap) wait() overlapChecked {
+	r.once.Do(func() { r.got = <-r.done })
+	return r.got
+}
+
+// plan is the post-run as a step; its Train is a placeholder with only
+// the image until produce has waited for the check.
+func (r *postRunOverlap) plan() *plan {
+	p := &plan{t: &Train{Image: r.img}, step: "post-run", station: r.st.ID, state: stateEncrypted, overlap: r}
+	p.cleanups = []func(){r.close}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
-		mu.Lock()
-		writer = lw.w
-		err := failed
-		mu.Unlock()
-		if err == nil {
-			err = lw.start(false)
+		cfg, t, err := r.produce(lw)
+		if t != nil {
+			p.t = t
 		}
-		var nr *protocol.NewResults
-		var total int64
-		if err == nil && lw.total != nil {
-			total = cipherTotal(results, true)
-			lw.setTotal(total)
-		}
-		if err == nil {
-			nr, err = protocol.EncryptNewResults(results, lw)
-		}
-		defer nr.Close()
-		c := wait()
-		if c.t != nil {
-			p.t = c.t
-		}
-		if c.err != nil {
-			return nil, c.err // reading or checking the train failed: that explains any other failure
-		}
-		if err != nil {
-			return nil, err
-		}
-		if lw.total != nil {
-			lw.setTotal(total + cipherTotal(c.in.trainPlain, true))
-		}
-		res, err := protocol.FinishPostRun(c.t.Config, c.in.trainPlain, st, nr, lw)
-		return finishPostRun(lw, res, err, c.in.prev)
+		return cfg, err
 	}
 	return p
 }
 
-// postRunInputs are what post-run encrypts besides the new results: the
-// plaintext train files (from the image, or decrypted into a spool), the
-// results when the image holds them, and prev, when not nil, which waits
-// for the check of the previous results: that runs alongside (on another
-// core) and must pass before a signed config is written. close removes
-// the spool (after prev); it runs before the Train is closed.
+// produce encrypts the results into lw, waits for the check and finishes
+// the layer. It returns the Train, once the check has opened it.
+func (r *postRunOverlap) produce(lw *layerSink) (*protocol.Config, *Train, error) {
+	r.mu.Lock()
+	r.writer = lw.w
+	err := r.failed
+	r.mu.Unlock()
+	if err == nil {
+		err = lw.start(false)
+	}
+	var total int64
+	if err == nil && lw.total != nil {
+		total = cipherTotal(r.results, true)
+		lw.setTotal(total)
+	}
+	if err == nil {
+		err = r.s.EncryptResults(r.results, lw)
+	}
+	c := r.wait()
+	if c.err != nil {
+		return nil, c.t, c.err // reading or checking the train failed: that explains any other failure
+	}
+	if err == nil && lw.total != nil {
+		lw.setTotal(total + cipherTotal(c.in.trainPlain, true))
+	}
+	cfg, err := finishPostRun(lw, r.s, err)
+	return cfg, c.t, err
+}
+
+// close waits for the check and releases what it holds.
+func (r *postRunOverlap) close() {
+	c := r.wait()
+	if c.in != nil {
+		c.in.close()
+	} else {
+		r.s.Close()
+	}
+	if c.t != nil {
+		c.t.Close()
+	}
+}
+
+// postRunInputs are what post-run encrypts besides the new results (the
+// plaintext train files, from the image or decrypted into a spool) and
+// the results when the image holds them. close ends the session (waiting
+// for its check of the previous results, which reads the image), then
+// removes the spool; it runs before the Train is closed.
 type postRunInputs struct {
 	trainPlain, resultsPlain fs.FS
-	prev                     func() error
-	cleanups                 []func()
+	s                        *protocol.PostRun
+	spool                    *packSink
 }
 
 func (in *postRunInputs) close() {
-	for i := len(in.cleanups) - 1; i >= 0; i-- {
-		in.cleanups[i]()
+	in.s.Close()
+	if in.spool != nil {
+		in.spool.Close()
+		in.spool = nil
 	}
-	in.cleanups = nil
 }
 
-// checkPostRun checks what post-run checks before it encrypts: everything
-// pre-run checks (the previous results alongside, see postRunInputs.prev)
-// and the leak check. The previous results themselves are replaced by the
-// new ones; only the train files' plaintext is kept. The returned inputs
-// are never nil: close them, also after an error.
-func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*postRunInputs, error) {
-	in := &postRunInputs{}
+// checkPostRun checks, in session s, what post-run checks before it
+// signs: the station ledger, everything pre-run checks (the previous
+// results alongside, see protocol.PostRun.CheckTrain; for plaintext train
+// files protocol.PostRun.CheckPlainTrain) and the leak check. The previous
+// results themselves are replaced by the new ones (results, or the image's
+// when it holds plaintext and results is nil). The returned inputs are
+// never nil: close them, also after an error.
+func checkPostRun(t *Train, s *protocol.PostRun, st protocol.Station, results fs.FS, o Options) (*postRunInputs, error) {
+	in := &postRunInputs{s: s}
 	if err := o.checkLedger(t, st); err != nil {
 		return in, err
 	}
@@ -185,6 +223,9 @@ func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*pos
 		in.trainPlain, in.resultsPlain = t.TrainFS(), t.ResultsFS()
 		if results != nil {
 			in.resultsPlain = results
+		}
+		if err := s.CheckPlainTrain(t.Config, in.trainPlain); err != nil {
+			return in, err
 		}
 	} else {
 		if results == nil {
@@ -194,33 +235,15 @@ func checkPostRun(t *Train, results fs.FS, st protocol.Station, o Options) (*pos
 		if err != nil {
 			return in, err
 		}
-		in.cleanups = append(in.cleanups, func() { spool.Close() })
-		pr, err := protocol.PreRunCheckTrain(t.Config, t.TrainFS(), st, spool)
-		if err != nil {
+		in.spool = spool
+		if in.trainPlain, err = s.CheckTrain(t.Config, t.TrainFS(), t.ResultsFS(), spool); err != nil {
 			return in, err
 		}
-		trainPlain, err := spool.FS("pht_train")
-		if err != nil {
-			return in, fmt.Errorf("post-run: %w", err)
-		}
-		if !pr.First {
-			ch := make(chan error, 1)
-			go func() { ch <- protocol.CheckPreviousResults(t.Config, t.ResultsFS(), pr.SymKey, nil) }()
-			var once sync.Once
-			var prevErr error
-			in.prev = func() error {
-				once.Do(func() { prevErr = <-ch })
-				return prevErr
-			}
-			in.cleanups = append(in.cleanups, func() { in.prev() }) // before the spool goes and t.Close
-		}
-		in.trainPlain, in.resultsPlain = trainPlain, results
+		in.resultsPlain = results
 	}
 	if err := leakCheck(t, in.trainPlain, in.resultsPlain); err != nil {
-		if in.prev != nil {
-			if perr := in.prev(); perr != nil {
-				err = perr
-			}
+		if perr := s.Wait(); perr != nil {
+			err = perr
 		}
 		return in, err
 	}

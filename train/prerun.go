@@ -55,7 +55,7 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 			match = prev.sink(lw)
 		}
 		if err == nil {
-			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: match, other: spool})
+			err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: match, other: spool})
 		}
 		if err == nil {
 			err = spool.drain(lw, "pht_train/")

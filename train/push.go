@@ -36,7 +36,7 @@ func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options)
 		sl = stream.NewLayer(pr, stream.WithCompressionLevel(o.Compression.gzipLevel()), stream.WithMediaType(lmt))
 	}
 	sl = oci.ChunkedUpload(sl)
-	if p.lazy {
+	if p.overlap != nil {
 		return p.pushLayerFirst(ctx, dst, oo, o, pr, pw, sl)
 	}
 	img, err := p.rebase(sl)
@@ -92,7 +92,7 @@ func pushError(produced, upload error) error {
 }
 
 // pushLayerFirst is push for a plan whose image is read while it produces
-// (plan.lazy): the layer is uploaded on its own while it is produced
+// (plan.overlap): the layer is uploaded on its own while it is produced
 // (oci.WriteLayer), and the image (base layers, config, manifest) is
 // written after, when the kept base layers are known; the layer is then
 // in the registry already and is not uploaded again. When producing

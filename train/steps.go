@@ -92,10 +92,10 @@ type plan struct {
 	step, station, state string
 	produce              func(lw *layerSink) (*protocol.Config, error)
 	cleanups             []func()
-	// lazy: t is read while produce runs (planPostRunOverlapped); until
-	// produce returns, only t.Image is known, so the new image (rebase)
-	// can be made only after.
-	lazy bool
+	// overlap, when set, is the post-run that reads and checks the image
+	// while produce runs: until produce returns, only t.Image is known, so
+	// the new image (rebase) can be made only after.
+	overlap *postRunOverlap
 	// commit, when set, runs once the new image is complete and every
 	// check passed (pre-run's previous results directory appears).
 	commit func() error

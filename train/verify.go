@@ -91,7 +91,7 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 		case t.Decrypted():
 			err, contents = protocol.CheckTrain(t.Config, t.TrainFS()), true
 		case state.State == "next":
-			_, err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), *st, nil)
+			err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), *st, nil)
 			contents = true
 		}
 		// A station that signed, or whose turn has not come, has no key
