@@ -39,6 +39,7 @@ type PostRun struct {
 	trainPlain           fs.FS
 	pos                  int
 	status               *Status
+	spool                Spool
 	prev                 chan error // the previous results' check, when it runs
 	prevOnce             sync.Once
 	prevErr              error
@@ -53,10 +54,12 @@ type PostRunResult struct {
 
 // Spool keeps a post-run's decrypted train files between
 // PostRun.CheckTrain and PostRun.Finish: a Sink that gives back what was
-// written under dir ("pht_train") as a file system.
+// written under dir ("pht_train") as a file system. PostRun.Close closes
+// it.
 type Spool interface {
 	Sink
 	FS(dir string) (fs.FS, error)
+	Close() error
 }
 
 // NewPostRun starts station st's post-run.
@@ -110,13 +113,17 @@ func (s *PostRun) EncryptResults(resultsPlain fs.FS, out Sink) error {
 // train files, signatures, whose turn it is) and that the signed config
 // will fit its size limit. The decrypted train files go to spool and are
 // returned from it; they are encrypted again with the new key in Finish.
-// After the first station, the previous results (in results, encrypted)
+// The session takes spool over: Close closes it. After the first station, the previous results (in results, encrypted)
 // are decrypted and checked against result_hash in a goroutine of their
 // own (on another core), which Finish and Wait wait for.
 func (s *PostRun) CheckTrain(cfg *Config, train, results fs.FS, spool Spool) (fs.FS, error) {
 	if !s.start(&s.checking) {
+		spool.Close()
 		return nil, orderError("CheckTrain", "the train was checked already, or Finish or Close was called")
 	}
+	s.mu.Lock()
+	s.spool = spool
+	s.mu.Unlock()
 	pr, err := preRunCheckTrain(cfg, train, s.st, spool)
 	if err != nil {
 		return nil, err
@@ -202,16 +209,21 @@ func (s *PostRun) Finish() (*PostRunResult, error) {
 	return s.finish()
 }
 
-// Close releases the session: it waits for the previous results' check
-// and stops the results' hashing. Idempotent; after it every step returns
-// ErrPostRunOrder.
+// Close releases the session: it waits for the previous results' check,
+// stops the results' hashing and closes the spool (also after a failed
+// CheckTrain). Idempotent; after it every step returns ErrPostRunOrder.
+// It must not run while CheckTrain does.
 func (s *PostRun) Close() {
 	s.mu.Lock()
 	s.done = true
-	rh := s.rh
+	rh, spool := s.rh, s.spool
+	s.spool = nil
 	s.mu.Unlock()
 	s.Wait()
 	rh.close()
+	if spool != nil {
+		spool.Close()
+	}
 }
 
 // postRunChecks are the checks of post-run on plaintext train files

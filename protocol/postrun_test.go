@@ -27,6 +27,7 @@ func postRunUpdate(cfg *Config, trainPlain, resultsPlain fs.FS, st Station, out 
 type memSpool struct{ memSink }
 
 func (m memSpool) FS(dir string) (fs.FS, error) { return m.asFS(dir), nil }
+func (m memSpool) Close() error                 { return nil }
 
 // TestPostRunResultsFirst: the new results encrypted before the config is
 // known, then the plaintext train checked and Finish, give a train the next

@@ -15,26 +15,25 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 		return startPostRunOverlap(img, results, st, o).plan(), nil
 	}
 	// No results directory: the image holds plaintext train files and
-	// results (checkPostRun refuses it otherwise), all checked before the
+	// results (checkPostRun refuses it otherwise), checked before the
 	// layer is made.
 	t, err := open(img, o, true)
 	if err != nil {
 		return nil, err
 	}
 	s := protocol.NewPostRun(st)
-	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }}}
-	in, err := checkPostRun(t, s, st, nil, o)
-	p.cleanups = append(p.cleanups, in.close)
+	p := &plan{t: t, step: "post-run", station: st.ID, state: stateEncrypted, cleanups: []func(){func() { t.Close() }, s.Close}}
+	trainPlain, resultsPlain, err := checkPostRun(t, s, st, nil, o)
 	if err != nil {
 		return p.fail(err)
 	}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
 		if lw.total != nil {
-			lw.setTotal(cipherTotal(in.trainPlain, true) + cipherTotal(in.resultsPlain, true))
+			lw.setTotal(cipherTotal(trainPlain, true) + cipherTotal(resultsPlain, true))
 		}
 		err := lw.start(false)
 		if err == nil {
-			err = s.EncryptResults(in.resultsPlain, lw)
+			err = s.EncryptResults(resultsPlain, lw)
 		}
 		return finishPostRun(lw, s, err)
 	}
@@ -74,7 +73,7 @@ var afterPostRunCheck func(error)
 // once the checks passed; nothing is written when they fail (a file
 // output is discarded, a registry gets no manifest). The Train, and with
 // it the base to put the layer on, is known only once produce has waited
-// for the check: the plan's push uploads the layer first.
+// for the check (plan.overlap).
 type postRunOverlap struct {
 	img     v1.Image
 	results fs.FS
@@ -85,61 +84,48 @@ type postRunOverlap struct {
 	writer *layer.Writer // the layer's, once produce has started
 	failed error         // the check's failure, once known
 
-	done chan overlapChecked
-	once sync.Once
-	got  overlapChecked
-}
-
-// overlapChecked is what the check found: the Train (nil when it could
-// not be opened), the inputs to encrypt, and the check's error.
-type overlapChecked struct {
-	t   *Train
-	in  *postRunInputs
-	err error
+	done chan struct{} // closed when the check has ended
+	t    *Train        // nil when it could not be opened
+	// trainPlain are the plaintext train files, once checked.
+	trainPlain fs.FS
+	err        error
 }
 
 // startPostRunOverlap starts reading and checking img.
 func startPostRunOverlap(img v1.Image, results fs.FS, st protocol.Station, o Options) *postRunOverlap {
-	r := &postRunOverlap{img: img, results: results, st: st, s: protocol.NewPostRun(st), done: make(chan overlapChecked, 1)}
+	r := &postRunOverlap{img: img, results: results, st: st, s: protocol.NewPostRun(st), done: make(chan struct{})}
 	go r.check(o)
 	return r
 }
 
 func (r *postRunOverlap) check(o Options) {
-	var c overlapChecked
-	c.t, c.err = open(r.img, o, true)
-	if c.err == nil {
-		c.in, c.err = checkPostRun(c.t, r.s, r.st, r.results, o)
+	defer close(r.done)
+	r.t, r.err = open(r.img, o, true)
+	if r.err == nil {
+		r.trainPlain, _, r.err = checkPostRun(r.t, r.s, r.st, r.results, o)
 	}
-	if c.err != nil {
+	if r.err != nil {
 		r.mu.Lock()
-		r.failed = c.t.check(c.err)
+		r.failed = r.t.check(r.err)
 		if r.writer != nil {
 			r.writer.Fail(r.failed)
 		}
 		r.mu.Unlock()
 	}
 	if afterPostRunCheck != nil {
-		afterPostRunCheck(c.err)
+		afterPostRunCheck(r.err)
 	}
-	r.done <- c
 }
 
-// wait waits for the check.
-func (r *postRunOverlap) wait() overlapChecked {
-	r.once.Do(func() { r.got = <-r.done })
-	return r.got
-}
-
-// plan is the post-run as a step; its Train is a placeholder with only
-// the image until produce has waited for the check.
+// plan is the post-run as a step: its Train is only the image until
+// produce has waited for the check.
 func (r *postRunOverlap) plan() *plan {
 	p := &plan{t: &Train{Image: r.img}, step: "post-run", station: r.st.ID, state: stateEncrypted, overlap: r}
 	p.cleanups = []func(){r.close}
 	p.produce = func(lw *layerSink) (*protocol.Config, error) {
-		cfg, t, err := r.produce(lw)
-		if t != nil {
-			p.t = t
+		cfg, err := r.produce(lw)
+		if r.t != nil {
+			p.t = r.t
 		}
 		return cfg, err
 	}
@@ -147,8 +133,8 @@ func (r *postRunOverlap) plan() *plan {
 }
 
 // produce encrypts the results into lw, waits for the check and finishes
-// the layer. It returns the Train, once the check has opened it.
-func (r *postRunOverlap) produce(lw *layerSink) (*protocol.Config, *Train, error) {
+// the layer.
+func (r *postRunOverlap) produce(lw *layerSink) (*protocol.Config, error) {
 	r.mu.Lock()
 	r.writer = lw.w
 	err := r.failed
@@ -164,88 +150,62 @@ func (r *postRunOverlap) produce(lw *layerSink) (*protocol.Config, *Train, error
 	if err == nil {
 		err = r.s.EncryptResults(r.results, lw)
 	}
-	c := r.wait()
-	if c.err != nil {
-		return nil, c.t, c.err // reading or checking the train failed: that explains any other failure
+	<-r.done
+	if r.err != nil {
+		return nil, r.err // reading or checking the train failed: that explains any other failure
 	}
 	if err == nil && lw.total != nil {
-		lw.setTotal(total + cipherTotal(c.in.trainPlain, true))
+		lw.setTotal(total + cipherTotal(r.trainPlain, true))
 	}
-	cfg, err := finishPostRun(lw, r.s, err)
-	return cfg, c.t, err
+	return finishPostRun(lw, r.s, err)
 }
 
-// close waits for the check and releases what it holds.
+// close waits for the check and releases the session, then the Train.
 func (r *postRunOverlap) close() {
-	c := r.wait()
-	if c.in != nil {
-		c.in.close()
-	} else {
-		r.s.Close()
-	}
-	if c.t != nil {
-		c.t.Close()
-	}
-}
-
-// postRunInputs are what post-run encrypts besides the new results (the
-// plaintext train files, from the image or decrypted into a spool) and
-// the results when the image holds them. close ends the session (waiting
-// for its check of the previous results, which reads the image), then
-// removes the spool; it runs before the Train is closed.
-type postRunInputs struct {
-	trainPlain, resultsPlain fs.FS
-	s                        *protocol.PostRun
-	spool                    *packSink
-}
-
-func (in *postRunInputs) close() {
-	in.s.Close()
-	if in.spool != nil {
-		in.spool.Close()
-		in.spool = nil
+	<-r.done
+	r.s.Close()
+	if r.t != nil {
+		r.t.Close()
 	}
 }
 
 // checkPostRun checks, in session s, what post-run checks before it
 // signs: the station ledger, everything pre-run checks (the previous
 // results alongside, see protocol.PostRun.CheckTrain; for plaintext train
-// files protocol.PostRun.CheckPlainTrain) and the leak check. The previous
-// results themselves are replaced by the new ones (results, or the image's
-// when it holds plaintext and results is nil). The returned inputs are
-// never nil: close them, also after an error.
-func checkPostRun(t *Train, s *protocol.PostRun, st protocol.Station, results fs.FS, o Options) (*postRunInputs, error) {
-	in := &postRunInputs{s: s}
+// files protocol.PostRun.CheckPlainTrain) and the leak check. It returns
+// the plaintext train files (from the image, or decrypted into a spool
+// that s.Close removes) and the results to encrypt: results, or the
+// image's when it holds plaintext and results is nil; the previous
+// results are replaced by the new ones. Close s before t.
+func checkPostRun(t *Train, s *protocol.PostRun, st protocol.Station, results fs.FS, o Options) (trainPlain, resultsPlain fs.FS, err error) {
 	if err := o.checkLedger(t, st); err != nil {
-		return in, err
+		return nil, nil, err
 	}
+	resultsPlain = results
 	if t.Decrypted() {
-		in.trainPlain, in.resultsPlain = t.TrainFS(), t.ResultsFS()
-		if results != nil {
-			in.resultsPlain = results
+		trainPlain = t.TrainFS()
+		if results == nil {
+			resultsPlain = t.ResultsFS()
 		}
-		if err := s.CheckPlainTrain(t.Config, in.trainPlain); err != nil {
-			return in, err
-		}
+		err = s.CheckPlainTrain(t.Config, trainPlain)
 	} else {
 		if results == nil {
-			return in, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory", ErrResultsRequired)
+			return nil, nil, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory", ErrResultsRequired)
 		}
-		spool, err := newPackSink(o.TempDir) // unlinked: nothing stays behind a kill
-		if err != nil {
-			return in, err
+		var spool *packSink
+		if spool, err = newPackSink(o.TempDir); err != nil { // unlinked: nothing stays behind a kill
+			return nil, nil, err
 		}
-		in.spool = spool
-		if in.trainPlain, err = s.CheckTrain(t.Config, t.TrainFS(), t.ResultsFS(), spool); err != nil {
-			return in, err
-		}
-		in.resultsPlain = results
+		trainPlain, err = s.CheckTrain(t.Config, t.TrainFS(), t.ResultsFS(), spool)
 	}
-	if err := leakCheck(t, in.trainPlain, in.resultsPlain); err != nil {
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
 		if perr := s.Wait(); perr != nil {
 			err = perr
 		}
-		return in, err
+		return nil, nil, err
 	}
-	return in, nil
+	return trainPlain, resultsPlain, nil
 }
