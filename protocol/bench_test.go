@@ -52,7 +52,7 @@ func BenchmarkEncrypt(b *testing.B) {
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				if err := EncryptStream(io.Discard, &patternReader{s.n}, key); err != nil {
+				if err := encryptStream(io.Discard, &patternReader{s.n}, key); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -65,13 +65,13 @@ func BenchmarkDecrypt(b *testing.B) {
 	for _, s := range benchSizes {
 		b.Run(s.name, func(b *testing.B) {
 			var enc bytes.Buffer
-			EncryptStream(&enc, &patternReader{s.n}, key)
+			encryptStream(&enc, &patternReader{s.n}, key)
 			data := enc.Bytes()
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := DecryptStream(io.Discard, bytes.NewReader(data), key); err != nil {
+				if err := decryptStream(io.Discard, bytes.NewReader(data), key); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -33,9 +32,6 @@ type RouteStation struct {
 	ID, EcoSystem string
 	PublicKey     *rsa.PublicKey
 }
-
-// ErrBuild reports options that cannot make a train.
-var ErrBuild = errors.New("cannot build train")
 
 // Build makes a train the way the central builder does: file_list is every
 // file of trainPlain except query.json, in walk order; hash, user and builder
@@ -88,17 +84,17 @@ func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 		if !keys.Equal(&opts.UserKey.PublicKey, opts.CreatorPublic) {
 			return nil, fmt.Errorf("%w: the user key does not belong to the creator's public key", ErrBuild)
 		}
-		if userSig, err = SignUser(opts.UserKey, hash); err != nil {
+		if userSig, err = signUser(opts.UserKey, hash); err != nil {
 			return nil, err
 		}
-	} else if err := VerifyUser(opts.CreatorPublic, hash, userSig); err != nil {
+	} else if err := verifyUser(opts.CreatorPublic, hash, userSig); err != nil {
 		return nil, fmt.Errorf("user signature: %w over hash %x", ErrUserSignature, hash)
 	}
-	buildSig, err := SignBuilder(opts.BuilderKey, hash, userSig)
+	buildSig, err := signBuilder(opts.BuilderKey, hash, userSig)
 	if err != nil {
 		return nil, err
 	}
-	key, err := NewSymmetricKey()
+	key, err := newSymmetricKey()
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +168,7 @@ func Decrypt(cfg *Config, userKey *rsa.PrivateKey, userKeyFile []byte, train, re
 			return err
 		}
 	}
-	key, err := UnwrapKey(userKey, wrapped)
+	key, err := unwrapKey(userKey, wrapped)
 	if err != nil {
 		return fmt.Errorf("user_sym_key.key: %w", err)
 	}

@@ -16,8 +16,8 @@ import (
 	"github.com/phtoci/phtoci/internal/cbc"
 )
 
-// KeySize is the symmetric key length (AES-256).
-const KeySize = 32
+// symKeySize is the symmetric key length (AES-256).
+const symKeySize = 32
 
 const chunk = 256 << 10 // stream buffer; a multiple of the AES block size
 
@@ -25,9 +25,9 @@ const chunk = 256 << 10 // stream buffer; a multiple of the AES block size
 // result files, and a fresh buffer per file would churn the heap.
 var bufs = sync.Pool{New: func() any { b := make([]byte, chunk+aes.BlockSize); return &b }}
 
-// NewSymmetricKey draws a fresh 32-byte key.
-func NewSymmetricKey() ([]byte, error) {
-	k := make([]byte, KeySize)
+// newSymmetricKey draws a fresh 32-byte key.
+func newSymmetricKey() ([]byte, error) {
+	k := make([]byte, symKeySize)
 	_, err := io.ReadFull(rand.Reader, k)
 	return k, err
 }
@@ -36,9 +36,9 @@ func NewSymmetricKey() ([]byte, error) {
 // padded CBC ciphertext (vectors §2).
 func EncryptedSize(n int64) int64 { return aes.BlockSize + (n/aes.BlockSize+1)*aes.BlockSize }
 
-// EncryptStream writes IV || AES-256-CBC(PKCS#7(src)) to dst with a fresh
+// encryptStream writes IV || AES-256-CBC(PKCS#7(src)) to dst with a fresh
 // random IV. Memory does not depend on the input size.
-func EncryptStream(dst io.Writer, src io.Reader, key []byte) error {
+func encryptStream(dst io.Writer, src io.Reader, key []byte) error {
 	iv := make([]byte, aes.BlockSize)
 	if _, err := io.ReadFull(rand.Reader, iv); err != nil {
 		return err
@@ -82,12 +82,12 @@ func encryptWithIV(dst io.Writer, src io.Reader, key, iv []byte) error {
 	}
 }
 
-// NewEncryptReader returns a reader of IV || ciphertext of src. Copied
+// newEncryptReader returns a reader of IV || ciphertext of src. Copied
 // with io.Copy (or WriteTo), it encrypts in the caller's goroutine straight
 // into the destination; read with Read, a goroutine produces it through a
 // pipe as it is read.
-func NewEncryptReader(src io.Reader, key []byte) io.ReadCloser {
-	return &cryptReader{run: func(dst io.Writer) error { return EncryptStream(dst, src, key) }}
+func newEncryptReader(src io.Reader, key []byte) io.ReadCloser {
+	return &cryptReader{run: func(dst io.Writer) error { return encryptStream(dst, src, key) }}
 }
 
 // cryptReader is the output of one file's encryption or decryption (run)
@@ -177,10 +177,10 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// DecryptStream reads IV || ciphertext from src and writes the plaintext to
+// decryptStream reads IV || ciphertext from src and writes the plaintext to
 // dst in constant memory. A short input, a length that is not a whole number
 // of blocks or bad padding is ErrDecryption.
-func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
+func decryptStream(dst io.Writer, src io.Reader, key []byte) error {
 	iv := make([]byte, aes.BlockSize)
 	if _, err := io.ReadFull(src, iv); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -237,13 +237,13 @@ func DecryptStream(dst io.Writer, src io.Reader, key []byte) error {
 	}
 }
 
-// PlaintextSize returns the length of the plaintext of an encrypted file
+// plaintextSize returns the length of the plaintext of an encrypted file
 // (IV || CBC ciphertext) from its size and its last two blocks, read at
 // their offset, so that the plaintext can be streamed into a format that
 // wants the length first (a tar header) without spooling it. It returns -1
 // when f cannot be read at offsets or is not a well-formed ciphertext;
-// DecryptStream then reports what is wrong.
-func PlaintextSize(f fs.File, key []byte) int64 {
+// decryptStream then reports what is wrong.
+func plaintextSize(f fs.File, key []byte) int64 {
 	ra, ok := f.(io.ReaderAt)
 	if !ok {
 		return -1
@@ -279,65 +279,65 @@ func PlaintextSize(f fs.File, key []byte) int64 {
 	return n - aes.BlockSize - int64(pad)
 }
 
-// WrapKey encrypts the symmetric key for pub: RSAES-OAEP, SHA-512, MGF1-SHA-512,
+// wrapKey encrypts the symmetric key for pub: RSAES-OAEP, SHA-512, MGF1-SHA-512,
 // empty label (vectors §3).
-func WrapKey(pub *rsa.PublicKey, key []byte) ([]byte, error) {
+func wrapKey(pub *rsa.PublicKey, key []byte) ([]byte, error) {
 	return rsa.EncryptOAEP(sha512.New(), rand.Reader, pub, key, nil)
 }
 
-// UnwrapKey decrypts a wrapped symmetric key.
-func UnwrapKey(k *rsa.PrivateKey, wrapped []byte) ([]byte, error) {
+// unwrapKey decrypts a wrapped symmetric key.
+func unwrapKey(k *rsa.PrivateKey, wrapped []byte) ([]byte, error) {
 	key, err := rsa.DecryptOAEP(sha512.New(), nil, k, wrapped, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: unwrapping the symmetric key: %v", ErrDecryption, err)
 	}
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("%w: unwrapped key is %d bytes, expected %d", ErrDecryption, len(key), KeySize)
+	if len(key) != symKeySize {
+		return nil, fmt.Errorf("%w: unwrapped key is %d bytes, expected %d", ErrDecryption, len(key), symKeySize)
 	}
 	return key, nil
 }
 
-// SignUser signs the immutable hash as the creator: PKCS#1 v1.5 over
+// signUser signs the immutable hash as the creator: PKCS#1 v1.5 over
 // SHA-512(hash) (vectors §5).
-func SignUser(k *rsa.PrivateKey, immutableHash []byte) ([]byte, error) {
+func signUser(k *rsa.PrivateKey, immutableHash []byte) ([]byte, error) {
 	d := sha512.Sum512(immutableHash)
 	return rsa.SignPKCS1v15(nil, k, crypto.SHA512, d[:])
 }
 
-// VerifyUser checks a user signature.
-func VerifyUser(pub *rsa.PublicKey, immutableHash, sig []byte) error {
+// verifyUser checks a user signature.
+func verifyUser(pub *rsa.PublicKey, immutableHash, sig []byte) error {
 	d := sha512.Sum512(immutableHash)
 	return rsa.VerifyPKCS1v15(pub, crypto.SHA512, d[:], sig)
 }
 
-// SignBuilder signs hash || user signature as the builder (vectors §5).
-func SignBuilder(k *rsa.PrivateKey, immutableHash, userSig []byte) ([]byte, error) {
+// signBuilder signs hash || user signature as the builder (vectors §5).
+func signBuilder(k *rsa.PrivateKey, immutableHash, userSig []byte) ([]byte, error) {
 	d := sha512.Sum512(append(append([]byte(nil), immutableHash...), userSig...))
 	return rsa.SignPKCS1v15(nil, k, crypto.SHA512, d[:])
 }
 
-// VerifyBuilder checks a builder signature.
-func VerifyBuilder(pub *rsa.PublicKey, immutableHash, userSig, sig []byte) error {
+// verifyBuilder checks a builder signature.
+func verifyBuilder(pub *rsa.PublicKey, immutableHash, userSig, sig []byte) error {
 	d := sha512.Sum512(append(append([]byte(nil), immutableHash...), userSig...))
 	return rsa.VerifyPKCS1v15(pub, crypto.SHA512, d[:], sig)
 }
 
-// SignPSS signs a 64-byte SHA-512 digest directly with RSASSA-PSS, MGF1-SHA-512
+// signPSS signs a 64-byte SHA-512 digest directly with RSASSA-PSS, MGF1-SHA-512
 // and the maximum salt (vectors §7).
-func SignPSS(k *rsa.PrivateKey, digest []byte) ([]byte, error) {
+func signPSS(k *rsa.PrivateKey, digest []byte) ([]byte, error) {
 	return rsa.SignPSS(rand.Reader, k, crypto.SHA512, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
 }
 
-// VerifyPSS checks a PSS signature with exactly the maximum salt length, as
+// verifyPSS checks a PSS signature with exactly the maximum salt length, as
 // the reference does.
-func VerifyPSS(pub *rsa.PublicKey, digest, sig []byte) error {
+func verifyPSS(pub *rsa.PublicKey, digest, sig []byte) error {
 	salt := pub.Size() - sha512.Size - 2
 	return rsa.VerifyPSS(pub, crypto.SHA512, digest, sig, &rsa.PSSOptions{SaltLength: salt})
 }
 
-// ChainDigest computes digest_i (vectors §8): SHA-512(session_id || rh) for the
+// chainDigest computes digest_i (vectors §8): SHA-512(session_id || rh) for the
 // first station, SHA-512(d_0 || … || d_{i-1} || rh) after it.
-func ChainDigest(sessionID []byte, earlier [][]byte, resultHash []byte) []byte {
+func chainDigest(sessionID []byte, earlier [][]byte, resultHash []byte) []byte {
 	h := sha512.New()
 	if len(earlier) == 0 {
 		h.Write(sessionID)

@@ -9,7 +9,7 @@ import (
 	"testing/fstest"
 )
 
-// copySink copies each file with io.Copy, as the layer writer and DirSink
+// copySink copies each file with io.Copy, as the layer writer and train's directory sink
 // do, and remembers whether the reader offered WriteTo (no pipe, no
 // goroutine).
 type copySink struct {
@@ -52,14 +52,14 @@ func (f *failWriter) Write(p []byte) (int, error) {
 func encrypted(t *testing.T, plain, key []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	if err := EncryptStream(&b, bytes.NewReader(plain), key); err != nil {
+	if err := encryptStream(&b, bytes.NewReader(plain), key); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
 }
 
 func TestEncryptReaderWriteToAndRead(t *testing.T) {
-	key := bytes.Repeat([]byte{7}, KeySize)
+	key := bytes.Repeat([]byte{7}, symKeySize)
 	plain := bytes.Repeat([]byte("0123456789abcdef!"), 70000) // 1.1 MiB, not block-aligned
 	check := func(name string, ct []byte) {
 		t.Helper()
@@ -67,15 +67,15 @@ func TestEncryptReaderWriteToAndRead(t *testing.T) {
 			t.Fatalf("%s: %d ciphertext bytes, expected %d", name, len(ct), EncryptedSize(int64(len(plain))))
 		}
 		var out bytes.Buffer
-		if err := DecryptStream(&out, bytes.NewReader(ct), key); err != nil || !bytes.Equal(out.Bytes(), plain) {
+		if err := decryptStream(&out, bytes.NewReader(ct), key); err != nil || !bytes.Equal(out.Bytes(), plain) {
 			t.Fatalf("%s: does not decrypt to the plaintext: %v", name, err)
 		}
 	}
 
 	// io.Copy uses WriteTo: encryption in this goroutine.
-	r := NewEncryptReader(bytes.NewReader(plain), key)
+	r := newEncryptReader(bytes.NewReader(plain), key)
 	if _, ok := r.(io.WriterTo); !ok {
-		t.Fatal("NewEncryptReader has no WriteTo")
+		t.Fatal("newEncryptReader has no WriteTo")
 	}
 	var viaWriteTo bytes.Buffer
 	if _, err := io.Copy(&viaWriteTo, r); err != nil {
@@ -85,7 +85,7 @@ func TestEncryptReaderWriteToAndRead(t *testing.T) {
 	check("WriteTo", viaWriteTo.Bytes())
 
 	// Read only: the goroutine and pipe.
-	r = NewEncryptReader(bytes.NewReader(plain), key)
+	r = newEncryptReader(bytes.NewReader(plain), key)
 	viaRead, err := io.ReadAll(readerOnly{r})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestEncryptReaderWriteToAndRead(t *testing.T) {
 	check("Read", viaRead)
 
 	// A Read, then WriteTo for the rest.
-	r = NewEncryptReader(bytes.NewReader(plain), key)
+	r = newEncryptReader(bytes.NewReader(plain), key)
 	head := make([]byte, 100)
 	if _, err := io.ReadFull(r, head); err != nil {
 		t.Fatal(err)
@@ -107,14 +107,14 @@ func TestEncryptReaderWriteToAndRead(t *testing.T) {
 	check("Read then WriteTo", append(head, rest.Bytes()...))
 
 	// Closed half-read: the goroutine stops.
-	r = NewEncryptReader(bytes.NewReader(plain), key)
+	r = newEncryptReader(bytes.NewReader(plain), key)
 	if _, err := io.ReadFull(r, head); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
 
 	// The destination's error comes back as it is, and is not the stream's.
-	r = NewEncryptReader(bytes.NewReader(plain), key)
+	r = newEncryptReader(bytes.NewReader(plain), key)
 	boom := errors.New("disk full")
 	if _, err := io.Copy(&failWriter{err: boom}, r); !errors.Is(err, boom) {
 		t.Fatalf("destination error: got %v", err)
@@ -125,7 +125,7 @@ func TestEncryptReaderWriteToAndRead(t *testing.T) {
 }
 
 func TestDecryptToWithoutPipe(t *testing.T) {
-	key := bytes.Repeat([]byte{9}, KeySize)
+	key := bytes.Repeat([]byte{9}, symKeySize)
 	big := bytes.Repeat([]byte("result row\n"), 60000) // above smallFile and chunk: streamed, in several writes
 	ct := encrypted(t, big, key)
 	fsys := fstest.MapFS{"data.csv": {Data: ct}}
@@ -163,7 +163,7 @@ func TestDecryptToWithoutPipe(t *testing.T) {
 // naming the symmetric key, and nothing is written.
 func TestDecryptStreamBadKey(t *testing.T) {
 	var out bytes.Buffer
-	err := DecryptStream(&out, bytes.NewReader(make([]byte, 64)), make([]byte, 31))
+	err := decryptStream(&out, bytes.NewReader(make([]byte, 64)), make([]byte, 31))
 	if !errors.Is(err, ErrDecryption) || !strings.Contains(err.Error(), "symmetric key") || out.Len() != 0 {
 		t.Errorf("31-byte key: %v (%d bytes written), want ErrDecryption naming the symmetric key", err, out.Len())
 	}

@@ -5,18 +5,6 @@ import (
 	"fmt"
 )
 
-// ErrVerification is matched (errors.Is) by every verification failure
-// below: callers that only need "the train does not verify" test for it.
-var ErrVerification = errors.New("verification failed")
-
-// ErrInvalidConfig reports a train_config.json that cannot be a valid
-// config (bad JSON, a hex field that is not hex, duplicate route indices…).
-var ErrInvalidConfig = errors.New("invalid train config")
-
-// ErrPostRunOrder reports a PostRun step called out of order: a mistake of
-// the caller, not of the train.
-var ErrPostRunOrder = errors.New("post-run steps out of order")
-
 // AlsoVerification returns an error with err's message that matches err
 // and also ErrVerification (errors.Is); nil stays nil. Other packages
 // declare their verification failures with it:
@@ -31,8 +19,22 @@ func AlsoVerification(err error) error {
 
 func sentinel(msg string) error { return AlsoVerification(errors.New(msg)) }
 
-// Verification failures; each also matches ErrVerification.
+// The protocol's errors, for errors.Is.
 var (
+	// ErrVerification is matched by every verification failure below:
+	// callers that only need "the train does not verify" test for it.
+	ErrVerification = errors.New("verification failed")
+	// ErrInvalidConfig reports a train_config.json that cannot be a valid
+	// config (bad JSON, a hex field that is not hex, duplicate route
+	// indices…).
+	ErrInvalidConfig = errors.New("invalid train config")
+	// ErrBuild reports options that cannot make a train.
+	ErrBuild = errors.New("cannot build train")
+	// ErrPostRunOrder reports a PostRun step called out of order: a
+	// mistake of the caller, not of the train.
+	ErrPostRunOrder = errors.New("post-run steps out of order")
+
+	// Verification failures; each also matches ErrVerification.
 	ErrImmutableChanged       = sentinel("immutable files changed")
 	ErrUserSignature          = sentinel("user signature invalid")
 	ErrBuilderSignature       = sentinel("builder signature invalid")

@@ -39,22 +39,22 @@ func FuzzParseConfig(f *testing.F) {
 func FuzzDecrypt(f *testing.F) {
 	key := bytes.Repeat([]byte{1}, 32)
 	var w bytes.Buffer
-	EncryptStream(&w, bytes.NewReader([]byte("hello")), key)
+	encryptStream(&w, bytes.NewReader([]byte("hello")), key)
 	f.Add(w.Bytes())
 	f.Add([]byte{})
 	f.Add(make([]byte, 16))
 	f.Add(make([]byte, 33))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		DecryptStream(io.Discard, bytes.NewReader(b), key)
+		decryptStream(io.Discard, bytes.NewReader(b), key)
 		// Round trip: our encryption of b decrypts to b.
 		var enc, dec bytes.Buffer
-		if err := EncryptStream(&enc, bytes.NewReader(b), key); err != nil {
+		if err := encryptStream(&enc, bytes.NewReader(b), key); err != nil {
 			t.Fatal(err)
 		}
 		if int64(enc.Len()) != EncryptedSize(int64(len(b))) {
 			t.Fatalf("EncryptedSize(%d) = %d, got %d", len(b), EncryptedSize(int64(len(b))), enc.Len())
 		}
-		if err := DecryptStream(&dec, &enc, key); err != nil || !bytes.Equal(dec.Bytes(), b) {
+		if err := decryptStream(&dec, &enc, key); err != nil || !bytes.Equal(dec.Bytes(), b) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})

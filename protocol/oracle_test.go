@@ -18,7 +18,7 @@ func TestNoPaddingOracle(t *testing.T) {
 	cfg, files := buildTrain(t, "st-1", "st-2")
 	cfg1, out1 := runStation(t, cfg, files.asFS("pht_train"), fstest.MapFS{}, "st-1", fstest.MapFS{"r.txt": {Data: []byte("result one")}})
 	train1, res1 := out1.asFS("pht_train"), out1.asFS("pht_results")
-	key, err := UnwrapKey(genKey(t, "st-2"), mustDecode(*cfg1.Route[1].EncryptedKey))
+	key, err := unwrapKey(genKey(t, "st-2"), mustDecode(*cfg1.Route[1].EncryptedKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestNoPaddingOracle(t *testing.T) {
 		for v := byte(1); ; v++ {
 			c := append([]byte(nil), ct...)
 			c[len(c)-17] ^= v
-			if err := DecryptStream(io.Discard, bytes.NewReader(c), key); errors.Is(err, ErrDecryption) {
+			if err := decryptStream(io.Discard, bytes.NewReader(c), key); errors.Is(err, ErrDecryption) {
 				return replace(f, name, c)
 			}
 		}
@@ -52,7 +52,7 @@ func TestNoPaddingOracle(t *testing.T) {
 		ct, _ := fs.ReadFile(f, name)
 		c := append([]byte(nil), ct...)
 		c[0] ^= 1 // the IV: the first plaintext block changes, nothing else
-		if err := DecryptStream(io.Discard, bytes.NewReader(c), key); err != nil {
+		if err := decryptStream(io.Discard, bytes.NewReader(c), key); err != nil {
 			t.Fatalf("probe with valid padding: %v", err)
 		}
 		return replace(f, name, c)

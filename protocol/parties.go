@@ -7,15 +7,19 @@ import (
 	"strings"
 )
 
-// MinKeyBits is the smallest RSA modulus the protocol accepts for any
-// party (creator, builder, station): the reference's keys are 2048 bits,
-// and a smaller key lets whoever factors it read or sign for that party.
-const MinKeyBits = 2048
-
-// MaxConfigSize is the largest train_config.json phtoci reads or writes
-// (1 MiB). post-run refuses an input whose rewritten config would exceed
-// it, because the next station could not read that train.
-const MaxConfigSize = 1 << 20
+// Limits of the protocol.
+const (
+	// MinKeyBits is the smallest RSA modulus the protocol accepts for any
+	// party (creator, builder, station): the reference's keys are 2048
+	// bits, and a smaller key lets whoever factors it read or sign for
+	// that party.
+	MinKeyBits = 2048
+	// MaxConfigSize is the largest train_config.json phtoci reads or
+	// writes (1 MiB). post-run refuses an input whose rewritten config
+	// would exceed it, because the next station could not read that
+	// train.
+	MaxConfigSize = 1 << 20
+)
 
 func keySize(field string, k *rsa.PublicKey) error {
 	if n := k.N.BitLen(); n < MinKeyBits {

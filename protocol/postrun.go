@@ -88,7 +88,7 @@ func (s *PostRun) EncryptResults(resultsPlain fs.FS, out Sink) error {
 	if !s.start(&s.encrypting) {
 		return orderError("EncryptResults", "called twice or after Finish or Close")
 	}
-	key, err := NewSymmetricKey()
+	key, err := newSymmetricKey()
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func (s *PostRun) finish() (*PostRunResult, error) {
 	cfg, st, key, pos := s.cfg, s.st, s.key, s.pos
 	sid, _ := hex.DecodeString(cfg.SessionID)
 	rh := s.rh.sum(sid)
-	rsig, err := SignPSS(st.Key, rh)
+	rsig, err := signPSS(st.Key, rh)
 	if err != nil {
 		return nil, err
 	}
@@ -265,8 +265,8 @@ func (s *PostRun) finish() (*PostRunResult, error) {
 		d, _ := hex.DecodeString(route[i].Signature.Digest)
 		earlier = append(earlier, d)
 	}
-	digest := ChainDigest(sid, earlier, rh)
-	csig, err := SignPSS(st.Key, digest)
+	digest := chainDigest(sid, earlier, rh)
+	csig, err := signPSS(st.Key, digest)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +310,7 @@ func wrapFor(dst **string, pubHex string, key []byte, field string) error {
 	if err != nil {
 		return err
 	}
-	w, err := WrapKey(pub, key)
+	w, err := wrapKey(pub, key)
 	if err != nil {
 		return fmt.Errorf("%s: wrapping the key: %w", field, err)
 	}
@@ -364,12 +364,12 @@ func encryptFile(fsys fs.FS, name, prefix string, key []byte, h io.Writer, out S
 		bp := smallBufs.Get().(*bytes.Buffer)
 		defer smallBufs.Put(bp)
 		bp.Reset()
-		if err := EncryptStream(bp, src, key); err != nil {
+		if err := encryptStream(bp, src, key); err != nil {
 			return fmt.Errorf("%s/%s: %w", prefix, name, err)
 		}
 		return out.WriteFile(prefix+"/"+name, EncryptedSize(size), bp)
 	}
-	r := NewEncryptReader(src, key)
+	r := newEncryptReader(src, key)
 	defer r.Close()
 	return out.WriteFile(prefix+"/"+name, EncryptedSize(size), r)
 }

@@ -18,7 +18,7 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 	}
 	defer f.Close()
 	if out == nil {
-		if err := DecryptStream(w, f, key); err != nil {
+		if err := decryptStream(w, f, key); err != nil {
 			return fmt.Errorf("%s/%s: %w", prefix, name, err)
 		}
 		return nil
@@ -28,13 +28,13 @@ func decryptTo(fsys fs.FS, name, prefix string, key []byte, w io.Writer, out Sin
 		bp := smallBufs.Get().(*bytes.Buffer)
 		defer smallBufs.Put(bp)
 		bp.Reset()
-		if err := DecryptStream(io.MultiWriter(w, bp), f, key); err != nil {
+		if err := decryptStream(io.MultiWriter(w, bp), f, key); err != nil {
 			return fmt.Errorf("%s/%s: %w", prefix, name, err)
 		}
 		return out.WriteFile(prefix+"/"+name, int64(bp.Len()), bp)
 	}
-	size := PlaintextSize(f, key)
-	r := &cryptReader{run: func(dst io.Writer) error { return DecryptStream(io.MultiWriter(w, dst), f, key) }}
+	size := plaintextSize(f, key)
+	r := &cryptReader{run: func(dst io.Writer) error { return decryptStream(io.MultiWriter(w, dst), f, key) }}
 	werr := out.WriteFile(prefix+"/"+name, size, r)
 	r.Close()
 	if derr := r.Err(); derr != nil {
@@ -119,7 +119,7 @@ func preRunCheckTrain(cfg *Config, train fs.FS, st Station, out Sink) (*preRunRe
 	if err != nil {
 		return nil, err
 	}
-	key, err := UnwrapKey(st.Key, wrapped)
+	key, err := unwrapKey(st.Key, wrapped)
 	if err != nil {
 		return nil, fmt.Errorf("route[%d].encrypted_key (station %s): %w", pos, st.ID, err)
 	}

@@ -194,10 +194,10 @@ func TestSentinels(t *testing.T) {
 	train := files.asFS("pht_train")
 	cfg1, out1 := runStation(t, cfg, train, fstest.MapFS{}, "st-1", fstest.MapFS{"r.txt": {Data: []byte("result one")}})
 	train1, res1 := out1.asFS("pht_train"), out1.asFS("pht_results")
-	key1, _ := UnwrapKey(genKey(t, "st-2"), mustDecode(*cfg1.Route[1].EncryptedKey))
+	key1, _ := unwrapKey(genKey(t, "st-2"), mustDecode(*cfg1.Route[1].EncryptedKey))
 	encrypt := func(b []byte) []byte {
 		var w bytes.Buffer
-		EncryptStream(&w, bytes.NewReader(b), key1)
+		encryptStream(&w, bytes.NewReader(b), key1)
 		return w.Bytes()
 	}
 	with := func(f fs.FS, name string, data []byte) fs.FS {
@@ -269,8 +269,8 @@ func TestSentinels(t *testing.T) {
 	// Recomputed previous digest: a digest signed correctly but not derived
 	// from result_hash is rejected.
 	bad := cfg1.Clone()
-	d := ChainDigest([]byte("other session id"), nil, mustDecode(*bad.ResultHash))
-	sig, _ := SignPSS(genKey(t, "st-1"), d)
+	d := chainDigest([]byte("other session id"), nil, mustDecode(*bad.ResultHash))
+	sig, _ := signPSS(genKey(t, "st-1"), d)
 	bad.Route[0].Signature = &ChainSignature{Digest: hex.EncodeToString(d), Signature: hex.EncodeToString(sig)}
 	if _, err := Verify(bad); !errors.Is(err, ErrChainSignature) || !strings.Contains(err.Error(), "recomputed") {
 		t.Errorf("forged digest: %v", err)

@@ -14,16 +14,16 @@ type StationState struct {
 	Message string `json:"message"`
 }
 
-// StateOf reports where st stands on cfg's route (status from Verify): its
-// key must match its route entry (ErrStationNotOnRoute, ErrWrongPrivateKey
-// otherwise).
-func StateOf(cfg *Config, st Station, status *Status) (*StationState, error) {
-	pos, e, err := stationEntry(cfg, st)
+// StationState reports where st stands on c's route (status from Verify):
+// its key must match its route entry (ErrStationNotOnRoute,
+// ErrWrongPrivateKey otherwise).
+func (c *Config) StationState(st Station, status *Status) (*StationState, error) {
+	pos, e, err := stationEntry(c, st)
 	if err != nil {
 		return nil, err
 	}
 	s := &StationState{Index: pos, State: "next", Message: fmt.Sprintf("%s is route[%d], the next station", st.ID, pos)}
-	if err := turn(cfg, st, pos, e, status); err != nil {
+	if err := turn(c, st, pos, e, status); err != nil {
 		s.Message = err.Error()
 		s.State = "waiting"
 		if errors.Is(err, ErrAlreadySigned) {

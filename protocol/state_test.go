@@ -8,7 +8,7 @@ import (
 
 // TestStationStates: a station that signed already, one whose turn has not
 // come and one not on the route each get their own message and sentinel,
-// none of the tampering ones; StateOf reports the same states.
+// none of the tampering ones; Config.StationState reports the same states.
 func TestStationStates(t *testing.T) {
 	cfg, files := buildTrain(t, "st-1", "st-2", "st-3")
 	cfg1, out1 := runStation(t, cfg, files.asFS("pht_train"), fstest.MapFS{}, "st-1", fstest.MapFS{"r.txt": {Data: []byte("one")}})
@@ -28,9 +28,9 @@ func TestStationStates(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.station, func(t *testing.T) {
-			s, err := StateOf(cfg1, st(t, c.station), status)
+			s, err := cfg1.StationState(st(t, c.station), status)
 			if err != nil || s.State != c.state || s.Message != c.msg {
-				t.Fatalf("StateOf: %+v, %v; want %s %q", s, err, c.state, c.msg)
+				t.Fatalf("StationState: %+v, %v; want %s %q", s, err, c.state, c.msg)
 			}
 			err = PreRunCheck(cfg1, train1, res1, st(t, c.station), memSink{})
 			if c.want == nil {
@@ -49,10 +49,10 @@ func TestStationStates(t *testing.T) {
 			}
 		})
 	}
-	if _, err := StateOf(cfg1, Station{ID: "st-9", Key: genKey(t, "st-2")}, status); !errors.Is(err, ErrStationNotOnRoute) {
+	if _, err := cfg1.StationState(Station{ID: "st-9", Key: genKey(t, "st-2")}, status); !errors.Is(err, ErrStationNotOnRoute) {
 		t.Errorf("not on route: %v", err)
 	}
-	if _, err := StateOf(cfg1, Station{ID: "st-2", Key: genKey(t, "st-1")}, status); !errors.Is(err, ErrWrongPrivateKey) {
+	if _, err := cfg1.StationState(Station{ID: "st-2", Key: genKey(t, "st-1")}, status); !errors.Is(err, ErrWrongPrivateKey) {
 		t.Errorf("wrong key: %v", err)
 	}
 }

@@ -5,9 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/phtoci/phtoci/keys"
 )
@@ -21,32 +18,6 @@ type Sink interface {
 	// decrypts in the calling goroutine straight into the destination:
 	// a sink that copies r with io.Copy gets that, without a pipe.
 	WriteFile(name string, size int64, r io.Reader) error
-}
-
-// DirSink writes files under dir, creating parent directories. What it
-// writes is plaintext (decrypted results and train files): files are
-// created 0600 and directories 0700, whatever the umask.
-func DirSink(dir string) Sink { return dirSink(dir) }
-
-type dirSink string
-
-func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
-	p := filepath.Join(string(d), filepath.FromSlash(name))
-	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
-		return fmt.Errorf("%s: path escapes the output directory", name)
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // Station is a station's identity: its id on the route and private key.

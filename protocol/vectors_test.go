@@ -178,7 +178,7 @@ func TestVectorAES(t *testing.T) {
 			t.Errorf("case %d: EncryptedSize(%d) = %d, output is %d", i, len(c.PlaintextHex)/2, EncryptedSize(int64(len(c.PlaintextHex)/2)), out.Len())
 		}
 		var plain bytes.Buffer
-		if err := DecryptStream(&plain, bytes.NewReader(unhex(t, c.OutputHex)), unhex(t, c.KeyHex)); err != nil || hex.EncodeToString(plain.Bytes()) != c.PlaintextHex {
+		if err := decryptStream(&plain, bytes.NewReader(unhex(t, c.OutputHex)), unhex(t, c.KeyHex)); err != nil || hex.EncodeToString(plain.Bytes()) != c.PlaintextHex {
 			t.Errorf("case %d: decryption: %v", i, err)
 		}
 	}
@@ -216,30 +216,30 @@ func TestVectorSignaturesAndWrapping(t *testing.T) {
 	v := loadVectors(t)
 	user, builder := privKey(t, "user"), privKey(t, "builder")
 	hash := unhex(t, v.UserSignature.MessageHex)
-	sig, err := SignUser(user, hash)
+	sig, err := signUser(user, hash)
 	if err != nil || hex.EncodeToString(sig) != v.UserSignature.SignatureHex {
 		t.Errorf("user signature differs from the reference (%v)", err)
 	}
-	bsig, err := SignBuilder(builder, hash, sig)
+	bsig, err := signBuilder(builder, hash, sig)
 	if err != nil || hex.EncodeToString(bsig) != v.BuilderSignature.SignatureHex {
 		t.Errorf("builder signature differs from the reference (%v)", err)
 	}
-	if VerifyBuilder(&builder.PublicKey, hash, sig, bsig) != nil || VerifyUser(&user.PublicKey, hash, sig) != nil {
+	if verifyBuilder(&builder.PublicKey, hash, sig, bsig) != nil || verifyUser(&user.PublicKey, hash, sig) != nil {
 		t.Error("own signatures do not verify")
 	}
 	st := privKey(t, v.EncryptedSymmetricKey.Recipient)
-	key, err := UnwrapKey(st, unhex(t, v.EncryptedSymmetricKey.CiphertextHex))
+	key, err := unwrapKey(st, unhex(t, v.EncryptedSymmetricKey.CiphertextHex))
 	if err != nil || hex.EncodeToString(key) != v.EncryptedSymmetricKey.PlaintextHex {
 		t.Errorf("OAEP unwrap of the reference's key: %v", err)
 	}
-	w, err := WrapKey(&st.PublicKey, key)
+	w, err := wrapKey(&st.PublicKey, key)
 	if err != nil || len(w) != 256 {
 		t.Fatalf("wrap: %v", err)
 	}
-	if k2, err := UnwrapKey(st, w); err != nil || !bytes.Equal(k2, key) {
+	if k2, err := unwrapKey(st, w); err != nil || !bytes.Equal(k2, key) {
 		t.Errorf("own wrap does not unwrap: %v", err)
 	}
-	if _, err := UnwrapKey(privKey(t, "user"), w); !errors.Is(err, ErrDecryption) {
+	if _, err := unwrapKey(privKey(t, "user"), w); !errors.Is(err, ErrDecryption) {
 		t.Errorf("unwrap with another key: %v, want ErrDecryption", err)
 	}
 }
@@ -330,7 +330,7 @@ func TestVectorPostRun(t *testing.T) {
 			t.Errorf("%s: result hash differs (%v)", name, err)
 		}
 		st := privKey(t, name)
-		if err := VerifyPSS(&st.PublicKey, rh, unhex(t, p.ResultSignatureHex)); err != nil {
+		if err := verifyPSS(&st.PublicKey, rh, unhex(t, p.ResultSignatureHex)); err != nil {
 			t.Errorf("%s: reference result signature does not verify: %v", name, err)
 		}
 		var earlier [][]byte
@@ -338,38 +338,38 @@ func TestVectorPostRun(t *testing.T) {
 		for _, r := range cfg.sortedRoute()[:pos] {
 			earlier = append(earlier, unhex(t, r.Signature.Digest))
 		}
-		d := ChainDigest(sid, earlier, rh)
+		d := chainDigest(sid, earlier, rh)
 		if hex.EncodeToString(d) != p.ChainDigestHex {
 			t.Errorf("%s: chain digest differs", name)
 		}
-		if err := VerifyPSS(&st.PublicKey, d, unhex(t, p.ChainSignatureHex)); err != nil {
+		if err := verifyPSS(&st.PublicKey, d, unhex(t, p.ChainSignatureHex)); err != nil {
 			t.Errorf("%s: chain signature: %v", name, err)
 		}
 		// Our PSS signatures verify with the reference's exact salt rule.
-		ours, _ := SignPSS(st, d)
-		if err := VerifyPSS(&st.PublicKey, d, ours); err != nil {
+		ours, _ := signPSS(st, d)
+		if err := verifyPSS(&st.PublicKey, d, ours); err != nil {
 			t.Errorf("own PSS: %v", err)
 		}
 		key := unhex(t, p.NewSymKeyHex)
 		ukf := read(t, p.UserSymKeyFile)
-		if k, err := UnwrapKey(user, ukf); err != nil || !bytes.Equal(k, key) {
+		if k, err := unwrapKey(user, ukf); err != nil || !bytes.Equal(k, key) {
 			t.Errorf("%s: user_sym_key.key does not unwrap to the new key: %v", name, err)
 		}
 		for i, r := range cfg.Route {
-			k, err := UnwrapKey(privKey(t, r.Station), unhex(t, *r.EncryptedKey))
+			k, err := unwrapKey(privKey(t, r.Station), unhex(t, *r.EncryptedKey))
 			if err != nil || !bytes.Equal(k, key) {
 				t.Errorf("%s: route[%d].encrypted_key: %v", name, i, err)
 			}
 		}
 		for n, rel := range p.EncryptedResults {
 			var out bytes.Buffer
-			if err := DecryptStream(&out, bytes.NewReader(read(t, rel)), key); err != nil || !bytes.Equal(out.Bytes(), read(t, p.ResultsFiles[n])) {
+			if err := decryptStream(&out, bytes.NewReader(read(t, rel)), key); err != nil || !bytes.Equal(out.Bytes(), read(t, p.ResultsFiles[n])) {
 				t.Errorf("%s: %s does not decrypt to the plaintext: %v", name, n, err)
 			}
 		}
 		for n, rel := range p.EncryptedTrainFiles {
 			var out bytes.Buffer
-			if err := DecryptStream(&out, bytes.NewReader(read(t, rel)), key); err != nil || !bytes.Equal(out.Bytes(), read(t, "train/plain/"+n)) {
+			if err := decryptStream(&out, bytes.NewReader(read(t, rel)), key); err != nil || !bytes.Equal(out.Bytes(), read(t, "train/plain/"+n)) {
 				t.Errorf("%s: train file %s: %v", name, n, err)
 			}
 		}

@@ -35,10 +35,10 @@ func Verify(cfg *Config) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := VerifyUser(creator, hash, userSig); err != nil {
+	if err := verifyUser(creator, hash, userSig); err != nil {
 		return nil, fmt.Errorf("signature: %w with creator %s's key", ErrUserSignature, cfg.Creator.ID)
 	}
-	if err := VerifyBuilder(builder, hash, userSig, buildSig); err != nil {
+	if err := verifyBuilder(builder, hash, userSig, buildSig); err != nil {
 		return nil, fmt.Errorf("build.signature: %w", ErrBuilderSignature)
 	}
 	sid, _ := hex.DecodeString(cfg.SessionID)
@@ -61,7 +61,7 @@ func Verify(cfg *Config) (*Status, error) {
 		}
 		d, _ := hex.DecodeString(r.Signature.Digest)
 		sig, _ := hex.DecodeString(r.Signature.Signature)
-		if err := VerifyPSS(pub, d, sig); err != nil {
+		if err := verifyPSS(pub, d, sig); err != nil {
 			return nil, fmt.Errorf("route[%d].signature (station %s): %w", i, r.Station, ErrChainSignature)
 		}
 		st.Done = append(st.Done, i)
@@ -80,11 +80,11 @@ func Verify(cfg *Config) (*Status, error) {
 	rh, _ := hex.DecodeString(*cfg.ResultHash)
 	rs, _ := hex.DecodeString(*cfg.ResultSignature)
 	lastPub, _ := pubKey("", last.RSAPublicKey)
-	if err := VerifyPSS(lastPub, rh, rs); err != nil {
+	if err := verifyPSS(lastPub, rh, rs); err != nil {
 		return nil, fmt.Errorf("result_signature: %w with station %s's key", ErrResultSignature, last.Station)
 	}
 	n := len(digests) - 1
-	if want := ChainDigest(sid, digests[:n], rh); !bytes.Equal(want, digests[n]) {
+	if want := chainDigest(sid, digests[:n], rh); !bytes.Equal(want, digests[n]) {
 		return nil, fmt.Errorf("route[%d].signature.digest (station %s): %w: does not match the digest recomputed from earlier digests and result_hash", st.Done[n], last.Station, ErrChainSignature)
 	}
 	return st, nil

@@ -4,9 +4,11 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/internal/atexit"
@@ -83,7 +85,7 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 		rep.Route = append(rep.Route, r.Station)
 	}
 	if st != nil {
-		state, err := protocol.StateOf(t.Config, *st, status)
+		state, err := t.Config.StationState(*st, status)
 		if err != nil {
 			return nil, err
 		}
@@ -178,19 +180,43 @@ func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, wit
 	defer os.RemoveAll(tmp)
 	undo := atexit.Register(func() { os.RemoveAll(tmp) }) // plaintext: gone also on a signal
 	defer undo.Done()
-	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), protocol.DirSink(tmp), withTrain); err != nil {
+	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink(tmp), withTrain); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o700); err != nil {
 		return err
 	}
-	// 0700 (os.MkdirTemp), files 0600 (protocol.DirSink): plaintext.
+	// 0700 (os.MkdirTemp), files 0600 (dirSink): plaintext.
 	atexit.Commit(func() {
 		if err = os.Rename(tmp, outDir); err == nil {
 			undo.Done()
 		}
 	})
 	return err
+}
+
+// dirSink writes files under a directory, creating parent directories.
+// What it writes is plaintext (decrypted results and train files): files
+// are created 0600 and directories 0700, whatever the umask.
+type dirSink string
+
+func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
+	p := filepath.Join(string(d), filepath.FromSlash(name))
+	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
+		return fmt.Errorf("%s: path escapes the output directory", name)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // pathCause is err without the path of an *fs.PathError, for errors about

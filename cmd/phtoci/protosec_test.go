@@ -93,7 +93,7 @@ func unwrapsAny(t *testing.T, w *world, img v1.Image, st string) bool {
 		}
 		b, err := hex.DecodeString(*ek)
 		must(t, err)
-		if _, err := protocol.UnwrapKey(k, b); err == nil {
+		if _, err := unwrapKey(k, b); err == nil {
 			return true
 		}
 	}
@@ -141,7 +141,7 @@ func TestNoPaddingOracleCLI(t *testing.T) {
 	for v := byte(1); bad == nil; v++ {
 		c := append([]byte(nil), ct...)
 		c[len(c)-17] ^= v
-		if protocol.DecryptStream(io.Discard, bytes.NewReader(c), key) != nil {
+		if _, err := decryptCBC(key, c); err != nil {
 			bad = c
 		}
 	}
