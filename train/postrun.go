@@ -42,13 +42,9 @@ func planPostRun(img v1.Image, results fs.FS, st protocol.Station, o Options) (*
 
 // finishPostRun signs (PostRun.Finish) and writes the signed config into
 // the layer once the results are in it; err is the failure to put them
-// there. The previous results' check explains any failure best: when it
-// failed, its error is returned, and no signed config is written.
+// there.
 func finishPostRun(lw *layerSink, s *protocol.PostRun, err error) (*protocol.Config, error) {
 	if err != nil {
-		if perr := s.Wait(); perr != nil {
-			return nil, perr
-		}
 		return nil, err
 	}
 	res, err := s.Finish()
@@ -67,8 +63,8 @@ var afterPostRunCheck func(error)
 // (protocol.PostRun.EncryptResults), so they are encrypted (and, to a
 // registry, uploaded) while the image is still being read, which for a
 // registry input means downloaded. The image is read and checked in a
-// goroutine (check); when a check fails, the layer writer is failed at
-// once (layer.Writer.Fail), so the encryption stops within a chunk and
+// goroutine (check; the previous results too); when a check fails, the
+// layer writer is failed at once (layer.Writer.Fail), so the encryption stops within a chunk and
 // the check's error is returned. The signatures and the config follow
 // once the checks passed; nothing is written when they fail (a file
 // output is discarded, a registry gets no manifest). The Train, and with
@@ -171,8 +167,9 @@ func (r *postRunOverlap) close() {
 
 // checkPostRun checks, in session s, what post-run checks before it
 // signs: the station ledger, everything pre-run checks (the previous
-// results alongside, see protocol.PostRun.CheckTrain; for plaintext train
-// files protocol.PostRun.CheckPlainTrain) and the leak check. It returns
+// results alongside the leak check, on another core, see
+// protocol.PostRun.CheckTrain; for plaintext train files
+// protocol.PostRun.CheckPlainTrain) and the leak check. It returns
 // the plaintext train files (from the image, or decrypted into a spool
 // that s.Close removes) and the results to encrypt: results, or the
 // image's when it holds plaintext and results is nil; the previous
@@ -201,10 +198,11 @@ func checkPostRun(t *Train, s *protocol.PostRun, st protocol.Station, results fs
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := leakCheck(t, trainPlain, resultsPlain); err != nil {
-		if perr := s.Wait(); perr != nil {
-			err = perr
-		}
+	err = leakCheck(t, trainPlain, resultsPlain)
+	if perr := s.Wait(); perr != nil {
+		err = perr // the previous results do not verify: that explains any other failure
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	return trainPlain, resultsPlain, nil
