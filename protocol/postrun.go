@@ -113,9 +113,10 @@ func (s *PostRun) EncryptResults(resultsPlain fs.FS, out Sink) error {
 // train files, signatures, whose turn it is) and that the signed config
 // will fit its size limit. The decrypted train files go to spool and are
 // returned from it; they are encrypted again with the new key in Finish.
-// The session takes spool over: Close closes it. After the first station, the previous results (in results, encrypted)
-// are decrypted and checked against result_hash in a goroutine of their
-// own (on another core), which Finish and Wait wait for.
+// The session takes spool over: Close closes it. After the first
+// station, the previous results (in results, encrypted) are decrypted and
+// checked against result_hash in a goroutine of their own (on another
+// core), which Finish and Wait wait for.
 func (s *PostRun) CheckTrain(cfg *Config, train, results fs.FS, spool Spool) (fs.FS, error) {
 	if !s.start(&s.checking) {
 		spool.Close()
@@ -212,7 +213,8 @@ func (s *PostRun) Finish() (*PostRunResult, error) {
 // Close releases the session: it waits for the previous results' check,
 // stops the results' hashing and closes the spool (also after a failed
 // CheckTrain). Idempotent; after it every step returns ErrPostRunOrder.
-// It must not run while CheckTrain does.
+// It must not run while CheckTrain or Finish does (EncryptResults may run:
+// it then fails).
 func (s *PostRun) Close() {
 	s.mu.Lock()
 	s.done = true
@@ -251,6 +253,8 @@ func postRunChecks(cfg *Config, trainPlain fs.FS, st Station) (int, *Status, err
 	return pos, status, nil
 }
 
+// finish is Finish once every check passed: the signatures, the train
+// files and the new config.
 func (s *PostRun) finish() (*PostRunResult, error) {
 	cfg, st, key, pos := s.cfg, s.st, s.key, s.pos
 	sid, _ := hex.DecodeString(cfg.SessionID)
