@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writeLayout writes img into the OCI layout directory ref.Path under tag,
+// writeLayout writes img into the OCI layout directory t.path under t.tag,
 // so that the layout is never seen half-written and no writer loses
 // another's tag:
 //   - writers of one layout take turns (flock on the directory);
@@ -24,13 +24,14 @@ import (
 //   - index.json is rewritten through a temp file, fsync and rename (the
 //     previous one, with all its tags, stays whole when the disk is full);
 //   - a failed write into a new (or empty) directory leaves it as it was.
-func writeLayout(ref Ref, img v1.Image, opts Options) (_ v1.Hash, err error) {
-	tag := ref.Tag
+func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error) {
+	ref := Ref{t}
+	tag := t.tag
 	if tag == "" {
 		tag = DefaultLayoutTag
 	}
 	fail := func(err error) (v1.Hash, error) { return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err) }
-	dir := ref.Path
+	dir := t.path
 	fresh := false // dir is new or was empty: on failure, empty it again
 	var undo atexit.Handle
 	switch ents, rerr := os.ReadDir(dir); {

@@ -15,10 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -77,25 +75,21 @@ func BasicAuth(user, pass string) authn.Authenticator {
 // Open returns the image ref points at. Registry and archive images are
 // lazy: blobs are read when used, never all held in memory.
 func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
-	var (
-		img v1.Image
-		err error
-	)
-	switch ref.Transport {
-	case TransportRegistry:
-		return openRemote(ctx, ref, opts)
-	case TransportDockerArchive:
-		img, err = openDockerArchive(ref, opts.Limits)
-	case TransportOCIArchive:
-		var t *tarIndex
-		if t, err = indexTar(ref.Path, "oci-archive", opts.Limits); err == nil {
-			img, err = openStore(t, ref.Tag, opts.Platform)
-		}
-	case TransportOCILayout:
-		img, err = openLayout(ref, opts.Platform, opts.Limits)
-	default:
-		return nil, fmt.Errorf("%s: transport %q: %w; %s", ref, ref.Transport, ErrUnknownTransport, Forms)
+	if ref.t == nil {
+		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
 	}
+	img, err := ref.t.open(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	trackInput(ref, img)
+	return img, nil
+}
+
+// openedFile finishes opening the local image at ref: errors name ref
+// (a missing file is ErrNotFound), and the image is checked as registry
+// images are (media type, platform).
+func openedFile(ref Ref, img v1.Image, err error, opts Options) (v1.Image, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && !errors.Is(err, ErrNotFound) {
 			err = fmt.Errorf("%w (%w)", err, ErrNotFound)
@@ -108,7 +102,6 @@ func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 	if err := checkPlatform(img, opts.Platform, ref.String()); err != nil {
 		return nil, err
 	}
-	trackInput(ref, img)
 	return img, nil
 }
 
@@ -121,101 +114,6 @@ func checkMediaType(img v1.Image, where string) error {
 		return fmt.Errorf("%s: manifest media type %q, want %s or %s: %w", where, mt, types.OCIManifestSchema1, types.DockerManifestSchema2, ErrMediaType)
 	}
 	return nil
-}
-
-func openDockerArchive(ref Ref, lim Limits) (v1.Image, error) {
-	if _, err := os.Stat(ref.Path); err != nil {
-		return nil, err
-	}
-	var tag *name.Tag
-	if ref.Tag != "" {
-		t, err := name.NewTag(ref.Tag)
-		if err != nil {
-			return nil, fmt.Errorf("docker-archive tag %q: %w", ref.Tag, err)
-		}
-		tag = &t
-	}
-	return readDockerArchive(ref.Path, tag, lim)
-}
-
-// openLayout reads an OCI layout directory as an oci-archive is read
-// (dirStore): go-containerregistry's layout reader parses the manifest
-// again for every layer (5,000 layers: 225 s of CPU) and reads blobs
-// without checking their sizes.
-func openLayout(ref Ref, plat *v1.Platform, lim Limits) (v1.Image, error) {
-	where := "oci layout " + ref.Path
-	if _, err := os.Stat(filepath.Join(ref.Path, "oci-layout")); err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	return openStore(dirStore{dir: ref.Path, lim: lim.withDefaults()}, ref.Tag, plat)
-}
-
-func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
-	n, err := remoteName(ref, opts)
-	if err != nil {
-		return nil, err
-	}
-	ropts := remoteOptions(ctx, opts)
-	desc, err := remote.Get(n, ropts...)
-	if err != nil {
-		return nil, remoteErr(n, err)
-	}
-	var img v1.Image
-	switch {
-	case desc.MediaType.IsIndex():
-		idx, err := desc.ImageIndex()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
-		}
-		im, err := idx.IndexManifest()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
-		}
-		d, err := choosePlatform(im.Manifests, opts.Platform, n.String())
-		if err != nil {
-			return nil, err
-		}
-		if img, err = remote.Image(n.Context().Digest(d.Digest.String()), ropts...); err != nil {
-			return nil, remoteErr(n, err)
-		}
-	case desc.MediaType.IsImage():
-		if img, err = desc.Image(); err != nil {
-			return nil, remoteErr(n, err)
-		}
-	default:
-		return nil, fmt.Errorf("%s: manifest media type %q, want an image manifest or index: %w", n, desc.MediaType, ErrMediaType)
-	}
-	if err := checkMediaType(img, n.String()); err != nil {
-		return nil, err
-	}
-	if err := checkImageLimits(img, opts.Limits.withDefaults(), n.String()); err != nil {
-		return nil, err
-	}
-	if err := checkPlatform(img, opts.Platform, n.String()); err != nil {
-		return nil, err
-	}
-	img = withPullProgress(img, opts)
-	return img, nil
-}
-
-// remoteErr adds ErrNotFound to "manifest unknown"/404 answers.
-// Registry answers become one line without Go maps (registryErr).
-func remoteErr(n name.Reference, err error) error {
-	var te *transport.Error
-	if errors.As(err, &te) {
-		return registryErr(n.Context(), n, "pull", err)
-	}
-	return fmt.Errorf("%s: %w", n, err)
-}
-
-func remoteName(ref Ref, opts Options) (name.Reference, error) {
-	if ref.Name == nil {
-		return nil, fmt.Errorf("registry reference without a name: %w; %s", ErrUnknownTransport, Forms)
-	}
-	if !opts.Insecure {
-		return ref.Name, nil
-	}
-	return name.ParseReference(ref.Name.String(), name.Insecure)
 }
 
 // Retries: 5xx and 429 answers and dropped connections are retried with
@@ -300,13 +198,14 @@ var inputs struct {
 func trackInput(ref Ref, img v1.Image) {
 	inputs.Lock()
 	defer inputs.Unlock()
-	switch ref.Transport {
-	case TransportDockerArchive, TransportOCIArchive:
-		if fi, err := os.Stat(ref.Path); err == nil {
+	lay, isLayout := ref.t.(ociLayout)
+	switch {
+	case ref.t.local() != "" && !isLayout:
+		if fi, err := os.Stat(ref.t.local()); err == nil {
 			inputs.files = append(inputs.files, fi)
 		}
-	case TransportOCILayout:
-		abs, err := filepath.Abs(ref.Path)
+	case isLayout:
+		abs, err := filepath.Abs(lay.path)
 		if err != nil {
 			return
 		}
@@ -332,9 +231,10 @@ func trackInput(ref Ref, img v1.Image) {
 func wouldOverwrite(ref Ref, existing []v1.Descriptor) bool {
 	inputs.Lock()
 	defer inputs.Unlock()
-	switch ref.Transport {
-	case TransportDockerArchive, TransportOCIArchive:
-		fi, err := os.Stat(ref.Path)
+	lay, isLayout := ref.t.(ociLayout)
+	switch {
+	case ref.t.local() != "" && !isLayout:
+		fi, err := os.Stat(ref.t.local())
 		if err != nil {
 			return false
 		}
@@ -343,8 +243,8 @@ func wouldOverwrite(ref Ref, existing []v1.Descriptor) bool {
 				return true
 			}
 		}
-	case TransportOCILayout:
-		abs, err := filepath.Abs(ref.Path)
+	case isLayout:
+		abs, err := filepath.Abs(lay.path)
 		if err != nil {
 			return false
 		}

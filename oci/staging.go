@@ -29,23 +29,6 @@ type BlobFile interface {
 	BlobFile() (path string, offset int64)
 }
 
-// Staging says where a new layer's file should be made, and how many bytes
-// it should reserve before the blob, so that Write to dst can take it over
-// (BlobFile): beside an oci-archive output with ArchiveReserve bytes,
-// beside a docker-archive output with DockerArchiveReserve, or beside an
-// OCI layout directory with none. A registry uploads the blob: ("", 0).
-func Staging(dst Ref) (dir string, reserve int64) {
-	switch dst.Transport {
-	case TransportOCIArchive:
-		return filepath.Dir(filepath.Clean(dst.Path)), ArchiveReserve
-	case TransportDockerArchive:
-		return filepath.Dir(filepath.Clean(dst.Path)), DockerArchiveReserve
-	case TransportOCILayout:
-		return filepath.Dir(filepath.Clean(dst.Path)), 0
-	}
-	return "", 0
-}
-
 // sameDir says whether a and b are the same directory.
 func sameDir(a, b string) bool {
 	fa, err := os.Stat(a)
@@ -89,7 +72,7 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 	return nil, nil, v1.Hash{}, 0
 }
 
-// writeOCIArchiveInPlace writes the oci-archive ref by taking over the file
+// writeOCIArchiveInPlace writes the oci-archive at path (image tagged tag) by taking over the file
 // of one of img's layers (see BlobFile): blob headers into the reserved
 // bytes, the rest of the archive appended after the blob, then fsync and
 // rename. done is false when no layer can be taken over; on error the
@@ -98,8 +81,8 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 // Hand-written because no tar library writes an entry whose header is
 // filled in after its content; the three headers are plain 512-byte blocks
 // made by archive/tar.
-func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.FileMode, bar *bar) (done bool, err error) {
-	_, bf, h, size := takeable(img, ref.Path, ArchiveReserve)
+func writeOCIArchiveInPlace(ctx context.Context, path, tag string, img v1.Image, mode os.FileMode, bar *bar) (done bool, err error) {
+	_, bf, h, size := takeable(img, path, ArchiveReserve)
 	if bf == nil {
 		return false, nil
 	}
@@ -126,15 +109,11 @@ func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.
 	if err != nil {
 		return true, err
 	}
-	tag := ref.Tag
-	if tag == "" {
-		tag = DefaultLayoutTag
-	}
 	if err := writeOCITar(ctx, barWriter{to.f, bar}, img, tag, h); err != nil {
 		to.abort()
 		return true, err
 	}
-	if err := to.commit(prefix.Bytes(), ref.Path, mode); err != nil {
+	if err := to.commit(prefix.Bytes(), path, mode); err != nil {
 		return true, err
 	}
 	return true, nil

@@ -19,10 +19,11 @@ import (
 )
 
 // stagedLayer writes a plain tar layer holding opt/x (content) where
-// Staging(dst) asks for it.
+// dst.Staging asks for it.
 func stagedLayer(t *testing.T, dst Ref, content []byte) *layer.Layer {
 	t.Helper()
-	dir, reserve := Staging(dst)
+	st := dst.Staging(nil)
+	dir, reserve := st.Dir, st.Reserve
 	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: types.OCIUncompressedLayer}))(t)
 	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
 	return must(w.Close())(t)
@@ -56,8 +57,8 @@ func TestArchiveTakesLayerFileOver(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.tar")
 	dst := parseOut(t, "oci-archive:"+out+":v1")
-	if d, r := Staging(dst); d != dir || r != ArchiveReserve {
-		t.Fatalf("Staging(%s) = %q, %d; want %q, %d", dst, d, r, dir, ArchiveReserve)
+	if st := dst.Staging(base); st.Dir != dir || st.Reserve != ArchiveReserve || st.Stream || !st.Plain {
+		t.Fatalf("%s.Staging = %+v; want Dir %q, Reserve %d, Plain", dst, st, dir, ArchiveReserve)
 	}
 	content := make([]byte, 3<<20+7)
 	rand.Read(content)
@@ -227,8 +228,8 @@ func TestLayoutLinksLayerFile(t *testing.T) {
 	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
 	lay := filepath.Join(t.TempDir(), "layout")
 	dst := parseOut(t, "oci:"+lay+":v1")
-	if d, r := Staging(dst); d != filepath.Dir(lay) || r != 0 {
-		t.Fatalf("Staging(%s) = %q, %d", dst, d, r)
+	if st := dst.Staging(base); st.Dir != filepath.Dir(lay) || st.Reserve != 0 || st.Stream || !st.Plain {
+		t.Fatalf("%s.Staging = %+v", dst, st)
 	}
 	l := stagedLayer(t, dst, []byte("results"))
 	img := must(mutate.AppendLayers(base, l))(t)
