@@ -238,14 +238,15 @@ func TestPlatforms(t *testing.T) {
 	}
 }
 
-// TestNeverOverwriteInput: writing to the file an image was opened from
-// (also through a symlink) or to the layout tag it was read from gives
-// ErrWouldOverwrite and leaves the input intact; another tag of the same
-// layout is fine.
+// TestNeverOverwriteInput: writing to the file of an input listed in
+// Options.Inputs (by its own path, a symlink or a hard link to it, as the
+// same or the other archive transport) or to the layout tag it reads (also
+// through a symlinked directory) gives ErrWouldOverwrite and leaves the
+// input intact; another tag of the same layout is fine.
 func TestNeverOverwriteInput(t *testing.T) {
 	dir := t.TempDir()
 	for _, tr := range []string{"docker-archive", "oci-archive"} {
-		p := filepath.Join(dir, string(tr)+".tar")
+		p := filepath.Join(dir, tr+".tar")
 		src := vector("train_initial.oci.tar")
 		if tr == "docker-archive" {
 			src = vector("train_initial.docker.tar")
@@ -254,29 +255,50 @@ func TestNeverOverwriteInput(t *testing.T) {
 		noErr(t, os.WriteFile(p, orig, 0o644))
 		link := p + ".link.tar"
 		noErr(t, os.Symlink(p, link))
-		img := open(t, kindRef(tr, p, ""), Options{})
-		for _, target := range []string{p, link} {
-			if _, err := Write(ctx, kindRef(tr, target, ""), img, Options{}); !errors.Is(err, ErrWouldOverwrite) {
-				t.Errorf("%s over its input %s: %v, want ErrWouldOverwrite", tr, target, err)
+		hard := p + ".hard.tar"
+		noErr(t, os.Link(p, hard))
+		in := kindRef(tr, p, "")
+		img := open(t, in, Options{})
+		o := Options{Inputs: []Ref{in}}
+		for _, kind := range []string{"docker-archive", "oci-archive"} {
+			for _, target := range []string{p, link, hard} {
+				if _, err := Write(ctx, kindRef(kind, target, ""), img, o); !errors.Is(err, ErrWouldOverwrite) {
+					t.Errorf("%s over the %s input %s: %v, want ErrWouldOverwrite", kind, tr, target, err)
+				}
 			}
 		}
 		if b := must(os.ReadFile(p))(t); !bytes.Equal(b, orig) {
 			t.Errorf("%s input changed", tr)
 		}
+		// The input named through a link protects the file too.
+		if _, err := Write(ctx, kindRef(tr, p, ""), img, Options{Inputs: []Ref{kindRef(tr, hard, "")}}); !errors.Is(err, ErrWouldOverwrite) {
+			t.Errorf("%s over an input named by a hard link: %v, want ErrWouldOverwrite", tr, err)
+		}
+		// Another file is fine.
+		must(Write(ctx, kindRef(tr, p+".out.tar", ""), img, o))(t)
 	}
 	lay := filepath.Join(dir, "layout")
+	laylink := filepath.Join(dir, "layout-link")
+	noErr(t, os.Symlink(lay, laylink))
 	must(Write(ctx, kindRef("oci", lay, "in"), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
-	img := open(t, kindRef("oci", lay, "in"), Options{})
+	in := kindRef("oci", lay, "in")
+	img := open(t, in, Options{})
+	o := Options{Inputs: []Ref{in}}
 	other := must(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "x.txt", "x")}))(t)
-	if _, err := Write(ctx, kindRef("oci", lay, "in"), other, Options{}); !errors.Is(err, ErrWouldOverwrite) {
-		t.Errorf("layout tag over its input: %v, want ErrWouldOverwrite", err)
+	for _, target := range []string{lay, laylink} {
+		if _, err := Write(ctx, kindRef("oci", target, "in"), other, o); !errors.Is(err, ErrWouldOverwrite) {
+			t.Errorf("layout tag over its input (as %s): %v, want ErrWouldOverwrite", target, err)
+		}
 	}
-	if _, err := Write(ctx, kindRef("oci", lay, "out"), other, Options{}); err != nil {
+	if _, err := Write(ctx, kindRef("oci", lay, "in"), other, Options{Inputs: []Ref{kindRef("oci", laylink, "in")}}); !errors.Is(err, ErrWouldOverwrite) {
+		t.Errorf("layout tag over an input named through a symlink: %v, want ErrWouldOverwrite", err)
+	}
+	if _, err := Write(ctx, kindRef("oci", lay, "out"), other, o); err != nil {
 		t.Errorf("another tag of the input layout: %v", err)
 	}
 	// Replacing a tag that was not read replaces it (one entry, new digest).
 	third := must(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "y.txt", "y")}))(t)
-	must(Write(ctx, kindRef("oci", lay, "out"), third, Options{}))(t)
+	must(Write(ctx, kindRef("oci", lay, "out"), third, o))(t)
 	im := must(must(layout.ImageIndexFromPath(lay))(t).IndexManifest())(t)
 	tags := map[string]v1.Hash{}
 	for _, d := range im.Manifests {

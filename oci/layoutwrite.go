@@ -98,8 +98,8 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 			keep = append(keep, d)
 		}
 	}
-	if wouldOverwrite(ref, same) {
-		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
+	if in, ok := readsTag(t, im, same, opts); ok {
+		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image the input %s reads: %w", ref, tag, in, ErrWouldOverwrite)
 	}
 	if err := moveBlobsInto(dir, img, fileMode(opts)); err != nil {
 		return fail(err)
@@ -128,6 +128,33 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 		return fail(err)
 	}
 	return desc.Digest, nil
+}
+
+// readsTag says which of opts.Inputs reads an image of the layout t whose
+// index.json is im, under the tag the descriptors same have: an input in
+// the same directory (by any path) whose tag (or, untagged, the only image)
+// picks one of them. An input whose choice is no longer clear (index.json
+// changed since it was opened) counts as reading them.
+func readsTag(t ociLayout, im *v1.IndexManifest, same []v1.Descriptor, opts Options) (Ref, bool) {
+	if len(same) == 0 {
+		return Ref{}, false
+	}
+	for _, in := range opts.Inputs {
+		l, ok := in.t.(ociLayout)
+		if !ok || !sameFile(l.path, t.path) {
+			continue
+		}
+		d, err := pickTagged(im, l.tag, "", opts.Platform)
+		if err != nil {
+			return in, true
+		}
+		for _, s := range same {
+			if s.Digest == d.Digest {
+				return in, true
+			}
+		}
+	}
+	return Ref{}, false
 }
 
 func writeBytes(b []byte) func(io.Writer) error {

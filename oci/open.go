@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -64,6 +62,12 @@ type Options struct {
 	// TempDir is where a streamed upload is spooled so that it can be sent
 	// again after a fault ("" = os.TempDir()); the spool is unlinked at once.
 	TempDir string
+	// Inputs are images being read that Write must not write over
+	// (ErrWouldOverwrite): the same file, by any path, symbolic or hard
+	// link; in the same OCI layout directory, the tag that names the
+	// image an input reads. A registry tag is no input's storage: the
+	// image read stays under its digest.
+	Inputs []Ref
 }
 
 // BasicAuth returns an authenticator for a user name and password (for
@@ -78,12 +82,7 @@ func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 	if ref.t == nil {
 		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
 	}
-	img, err := ref.t.open(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	trackInput(ref, img)
-	return img, nil
+	return ref.t.open(ctx, opts)
 }
 
 // openedFile finishes opening the local image at ref: errors name ref
@@ -186,76 +185,4 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// Inputs that were opened, so that Write never replaces them.
-var inputs struct {
-	sync.Mutex
-	files []os.FileInfo
-	dirs  map[string]map[v1.Hash]bool // layout dir (abs) → manifest digests read
-}
-
-func trackInput(ref Ref, img v1.Image) {
-	inputs.Lock()
-	defer inputs.Unlock()
-	lay, isLayout := ref.t.(ociLayout)
-	switch {
-	case ref.t.local() != "" && !isLayout:
-		if fi, err := os.Stat(ref.t.local()); err == nil {
-			inputs.files = append(inputs.files, fi)
-		}
-	case isLayout:
-		abs, err := filepath.Abs(lay.path)
-		if err != nil {
-			return
-		}
-		if real, err := filepath.EvalSymlinks(abs); err == nil {
-			abs = real
-		}
-		d, err := img.Digest()
-		if err != nil {
-			return
-		}
-		if inputs.dirs == nil {
-			inputs.dirs = map[string]map[v1.Hash]bool{}
-		}
-		if inputs.dirs[abs] == nil {
-			inputs.dirs[abs] = map[v1.Hash]bool{}
-		}
-		inputs.dirs[abs][d] = true
-	}
-}
-
-// wouldOverwrite says whether writing to ref replaces an opened input: the
-// same file, or a layout tag that names an image read from that layout.
-func wouldOverwrite(ref Ref, existing []v1.Descriptor) bool {
-	inputs.Lock()
-	defer inputs.Unlock()
-	lay, isLayout := ref.t.(ociLayout)
-	switch {
-	case ref.t.local() != "" && !isLayout:
-		fi, err := os.Stat(ref.t.local())
-		if err != nil {
-			return false
-		}
-		for _, in := range inputs.files {
-			if os.SameFile(fi, in) {
-				return true
-			}
-		}
-	case isLayout:
-		abs, err := filepath.Abs(lay.path)
-		if err != nil {
-			return false
-		}
-		if real, err := filepath.EvalSymlinks(abs); err == nil {
-			abs = real
-		}
-		for _, d := range existing {
-			if inputs.dirs[abs][d.Digest] {
-				return true
-			}
-		}
-	}
-	return false
 }

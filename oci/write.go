@@ -46,13 +46,26 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 // startFileWrite checks that the archive file ref may be written with img,
 // and returns its progress bar (nil when off).
 func startFileWrite(ref Ref, img v1.Image, opts Options) (*bar, error) {
-	if wouldOverwrite(ref, nil) {
-		return nil, fmt.Errorf("writing %s: %w (it was read as an input)", ref, ErrWouldOverwrite)
+	for _, in := range opts.Inputs {
+		if p := in.Path(); p != "" && sameFile(p, ref.Path()) {
+			return nil, fmt.Errorf("writing %s: %w (it is the file of the input %s)", ref, ErrWouldOverwrite, in)
+		}
 	}
 	if err := checkMediaType(img, "image to write"); err != nil {
 		return nil, err
 	}
 	return newBar(opts, imageSize(img), "writing "+filepath.Base(ref.t.local())), nil
+}
+
+// sameFile says whether paths a and b name the same existing file or
+// directory (through symbolic links, or hard links: the same inode).
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // localString is the reference form "kind:path[:tag]" of a local transport.

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
@@ -58,6 +59,18 @@ func openInput(ctx context.Context, input string, env Env) (oci.Ref, v1.Image, e
 		return oci.Ref{}, nil, err
 	}
 	return ref, img, nil
+}
+
+// notOver is env with the job's input in, and a master image env.Master
+// names, among the images oci.Write must not write over (oci.Options.Inputs).
+func (env Env) notOver(in oci.Ref) Env {
+	env.OCI.Inputs = append(slices.Clip(env.OCI.Inputs), in)
+	if env.Master != "" {
+		if m, err := oci.ParseRef(env.Master); err == nil {
+			env.OCI.Inputs = append(env.OCI.Inputs, m)
+		}
+	}
+	return env
 }
 
 func outputRef(in oci.Ref, output string, def func(suffix string) oci.Ref, suffix string) (oci.Ref, error) {
@@ -141,6 +154,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err != nil {
 		return nil, err
 	}
+	env = env.notOver(in)
 	dst, err := outputRef(in, output, in.PrivateOutput, "decrypted")
 	if err != nil {
 		return nil, err
@@ -184,6 +198,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err != nil {
 		return nil, err
 	}
+	env = env.notOver(in)
 	dst, err := outputRef(in, output, in.WriteBack, st.ID)
 	if err != nil {
 		return nil, err
@@ -273,6 +288,7 @@ func BuildJob(ctx context.Context, from, filesDir, queryFile, output string, bo 
 	if err != nil {
 		return nil, err
 	}
+	env = env.notOver(in)
 	if n := in.Name(); bo.Source.Address == "" && n != nil {
 		bo.Source = protocol.Source{Type: "docker_repository", Address: n.Context().Name(), Tag: n.Identifier()}
 	}
