@@ -213,7 +213,7 @@ func TestPlatforms(t *testing.T) {
 		name := strings.Join(c.keys, "-")
 		lay := filepath.Join(dir, name)
 		p := must(layout.Write(lay, empty.Index))(t)
-		noErr(t, p.AppendIndex(index(c.keys...), layout.WithAnnotations(map[string]string{RefNameAnnotation: "multi"})))
+		noErr(t, p.AppendIndex(index(c.keys...), layout.WithAnnotations(map[string]string{refNameAnnotation: "multi"})))
 		regRef := regRef(t, reg, "multi/"+name+":v1")
 		noErr(t, remote.WriteIndex(regRef.Name(), index(c.keys...), remote.WithTransport(reg.Transport())))
 		for _, ref := range []Ref{kindRef("oci", lay, "multi"), regRef} {
@@ -302,10 +302,10 @@ func TestNeverOverwriteInput(t *testing.T) {
 	im := must(must(layout.ImageIndexFromPath(lay))(t).IndexManifest())(t)
 	tags := map[string]v1.Hash{}
 	for _, d := range im.Manifests {
-		if _, dup := tags[d.Annotations[RefNameAnnotation]]; dup {
-			t.Errorf("tag %q twice in index.json", d.Annotations[RefNameAnnotation])
+		if _, dup := tags[d.Annotations[refNameAnnotation]]; dup {
+			t.Errorf("tag %q twice in index.json", d.Annotations[refNameAnnotation])
 		}
-		tags[d.Annotations[RefNameAnnotation]] = d.Digest
+		tags[d.Annotations[refNameAnnotation]] = d.Digest
 	}
 	if len(tags) != 2 || tags["out"] != digest(t, third) || tags["in"] != digest(t, img) {
 		t.Errorf("layout tags %v, want in=%s out=%s", tags, digest(t, img), digest(t, third))

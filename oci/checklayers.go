@@ -18,7 +18,7 @@ func CheckLayers(ctx context.Context, ref Ref, img v1.Image, opts Options) error
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	if ref.t == nil {
-		return fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
+		return fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	check, err := ref.t.blobSizer(ctx, opts)
 	if err != nil {

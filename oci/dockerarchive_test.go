@@ -65,8 +65,8 @@ func TestDockerArchiveTakesLayerFileOver(t *testing.T) {
 	out := filepath.Join(dir, "out.tar")
 	dst := parseOut(t, "docker-archive:"+out+":pht/train:st1")
 	// The vector's first layer is gzip: a gzip layer reads back on top.
-	if st := dst.Staging(base); st.Dir != dir || st.Reserve != DockerArchiveReserve || st.Stream || st.Plain {
-		t.Fatalf("%s.Staging = %+v; want Dir %q, Reserve %d, gzip", dst, st, dir, DockerArchiveReserve)
+	if st := dst.Staging(base); st.Dir != dir || st.Reserve != dockerArchiveReserve || st.Stream || st.Plain {
+		t.Fatalf("%s.Staging = %+v; want Dir %q, Reserve %d, gzip", dst, st, dir, dockerArchiveReserve)
 	}
 	content := make([]byte, 3<<20+7)
 	rand.Read(content)

@@ -28,7 +28,7 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 	ref := Ref{t}
 	tag := t.tag
 	if tag == "" {
-		tag = DefaultLayoutTag
+		tag = defaultLayoutTag
 	}
 	fail := func(err error) (v1.Hash, error) { return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err) }
 	dir := t.path
@@ -92,7 +92,7 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 	var same []v1.Descriptor
 	keep := im.Manifests[:0:0]
 	for _, d := range im.Manifests {
-		if d.Annotations[RefNameAnnotation] == tag {
+		if d.Annotations[refNameAnnotation] == tag {
 			same = append(same, d)
 		} else {
 			keep = append(keep, d)
@@ -115,7 +115,7 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 	for k, v := range desc.Annotations {
 		ann[k] = v
 	}
-	ann[RefNameAnnotation] = tag
+	ann[refNameAnnotation] = tag
 	desc.Annotations = ann
 	im.Manifests = append(keep, *desc)
 	b, err := json.Marshal(im)

@@ -66,7 +66,7 @@ func layoutTags(t *testing.T, dir string) map[string]v1.Hash {
 	}
 	tags := map[string]v1.Hash{}
 	for _, d := range im.Manifests {
-		tags[d.Annotations[RefNameAnnotation]] = d.Digest
+		tags[d.Annotations[refNameAnnotation]] = d.Digest
 	}
 	return tags
 }

@@ -80,7 +80,7 @@ func BasicAuth(user, pass string) authn.Authenticator {
 // lazy: blobs are read when used, never all held in memory.
 func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 	if ref.t == nil {
-		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
+		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	return ref.t.open(ctx, opts)
 }

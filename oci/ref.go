@@ -6,7 +6,6 @@ package oci
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,29 +17,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// Sentinel errors, for errors.Is.
-var (
-	// ErrUnknownTransport: a reference names no transport phtoci knows.
-	ErrUnknownTransport = errors.New("unknown image transport")
-	// ErrAmbiguous: a reference could mean more than one thing.
-	ErrAmbiguous = errors.New("ambiguous image reference")
-	// ErrPlatform: no image for the wanted platform, or no way to choose one.
-	ErrPlatform = errors.New("no image for the platform")
-	// ErrNotFound: a file, directory, tag or blob does not exist.
-	ErrNotFound = errors.New("image not found")
-	// ErrWouldOverwrite: an output would replace an input that is being read.
-	ErrWouldOverwrite = errors.New("output would overwrite an input")
-	// ErrMediaType: a manifest or descriptor has a media type phtoci cannot read.
-	ErrMediaType = errors.New("unsupported media type")
-	// ErrCorrupt: an archive or layout is truncated or inconsistent.
-	ErrCorrupt = errors.New("corrupt image archive or layout")
-	// ErrPlainHTTP: plain HTTP to a registry that is not on a loopback
-	// address, without Options.Insecure.
-	ErrPlainHTTP = errors.New("plain HTTP refused")
-)
-
-// Forms lists the accepted reference forms, for error messages.
-const Forms = `accepted forms: "registry.example/repo:tag", "docker://registry.example/repo:tag", ` +
+// forms lists the accepted reference forms, for error messages.
+const forms = `accepted forms: "registry.example/repo:tag", "docker://registry.example/repo:tag", ` +
 	`"docker-archive:FILE[:repo:tag]", "FILE.tar" (docker save or OCI archive, detected by content), ` +
 	`"oci-archive:FILE[:TAG]", "oci:DIR[:TAG]", "DIR" (an OCI layout directory holding "oci-layout")`
 
@@ -136,11 +114,11 @@ type Staging struct {
 	// file is needed (a registry).
 	Stream bool
 	// Dir is where the layer's file should be made, and Reserve how many
-	// bytes it should leave before the blob, so that Write can take the
-	// file over (see BlobFile) instead of copying it: beside an
-	// oci-archive output with ArchiveReserve bytes, beside a docker-archive
-	// output with DockerArchiveReserve, beside an OCI layout directory
-	// with none.
+	// bytes it should leave before the blob for the destination's own
+	// headers, so that Write can take the file over (a layer with a
+	// BlobFile method, as layer.Layer) instead of copying it: beside an
+	// archive output with room for its tar headers, beside an OCI layout
+	// directory with none.
 	Dir     string
 	Reserve int64
 	// Plain: a plain tar layer suits the destination (a file output: the
@@ -169,7 +147,7 @@ func ParseRef(s string) (Ref, error) {
 		return r, err
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	if fi, err := os.Stat(s); err == nil {
 		r, err := detectPath(s, fi)
@@ -177,12 +155,12 @@ func ParseRef(s string) (Ref, error) {
 			if err != nil {
 				return parseRegistry(s, s) // a local path that holds no image
 			}
-			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s; %s", s, ErrAmbiguous, s, r, Forms)
+			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s; %s", s, ErrAmbiguous, s, r, forms)
 		}
 		return r, err
 	}
 	if looksLikePath(s) {
-		return Ref{}, fmt.Errorf("%s: no such file or directory: %w; %s", s, ErrNotFound, Forms)
+		return Ref{}, fmt.Errorf("%s: no such file or directory: %w; %s", s, ErrNotFound, forms)
 	}
 	return parseRegistry(s, s)
 }
@@ -199,13 +177,13 @@ func ParseOutputRef(s string) (Ref, error) {
 		return r, err
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("empty output reference: %w; %s", ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("empty output reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	if fi, err := os.Stat(s); err == nil {
 		r, err := detectPath(s, fi)
 		switch {
 		case looksLikeRegistry(s) && err == nil:
-			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s; %s", s, ErrAmbiguous, s, r, Forms)
+			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s; %s", s, ErrAmbiguous, s, r, forms)
 		case looksLikeRegistry(s):
 			return parseRegistry(s, s)
 		case err == nil:
@@ -220,7 +198,7 @@ func ParseOutputRef(s string) (Ref, error) {
 	}
 	if strings.HasSuffix(strings.ToLower(s), ".tar") {
 		if looksLikeRegistry(s) {
-			return Ref{}, fmt.Errorf("%q could be a file or a registry reference: %w; %s", s, ErrAmbiguous, Forms)
+			return Ref{}, fmt.Errorf("%q could be a file or a registry reference: %w; %s", s, ErrAmbiguous, forms)
 		}
 		return Ref{dockerArchive{path: s}}, nil
 	}
@@ -260,7 +238,7 @@ func parsePrefixed(s string) (Ref, bool, error) {
 		rest := s[i+1:]
 		if !startsWithPort(rest) && !strings.Contains(s[:i], "@") {
 			if _, err := name.ParseReference(s); err != nil || isKnownScheme(s[:i]) || looksLikePath(rest) || strings.Contains(rest, "/") {
-				return Ref{}, true, fmt.Errorf("%q: transport %q: %w; %s", s, s[:i], ErrUnknownTransport, Forms)
+				return Ref{}, true, fmt.Errorf("%q: transport %q: %w; %s", s, s[:i], ErrUnknownTransport, forms)
 			}
 		}
 	}
@@ -325,7 +303,7 @@ func looksLikeRegistry(s string) bool {
 func detectPath(p string, fi os.FileInfo) (Ref, error) {
 	if fi.IsDir() {
 		if _, err := os.Stat(filepath.Join(p, "oci-layout")); err != nil {
-			return Ref{}, fmt.Errorf("directory %s holds no oci-layout file, so it is no OCI image layout: %w; %s", p, ErrUnknownTransport, Forms)
+			return Ref{}, fmt.Errorf("directory %s holds no oci-layout file, so it is no OCI image layout: %w; %s", p, ErrUnknownTransport, forms)
 		}
 		return Ref{ociLayout{path: p}}, nil
 	}
@@ -370,5 +348,5 @@ func sniffTar(p string) (Ref, error) {
 	case manifest:
 		return Ref{dockerArchive{path: p}}, nil
 	}
-	return Ref{}, fmt.Errorf("tar %s holds neither a docker save manifest.json nor an OCI oci-layout and index.json: %w; %s", p, ErrUnknownTransport, Forms)
+	return Ref{}, fmt.Errorf("tar %s holds neither a docker save manifest.json nor an OCI oci-layout and index.json: %w; %s", p, ErrUnknownTransport, forms)
 }

@@ -14,18 +14,18 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// ArchiveReserve is the room an oci-archive output needs before a layer
+// archiveReserve is the room an oci-archive output needs before a layer
 // blob to take the blob's file over: the tar headers of blobs/,
 // blobs/sha256/ and the blob itself, 512 bytes each.
-const ArchiveReserve = 3 * 512
+const archiveReserve = 3 * 512
 
-// BlobFile is implemented by layers whose blob lives in a file that Write
+// blobFile is implemented by layers whose blob lives in a file that Write
 // may take over (layer.Layer): the file and the blob's offset in it.
 // Taking over means moving the file into the destination, with the
 // destination's headers written into the bytes before offset, instead of
 // copying the blob: a multi-gigabyte results layer is then written to disk
 // once. The layer cannot be read after a successful Write.
-type BlobFile interface {
+type blobFile interface {
 	BlobFile() (path string, offset int64)
 }
 
@@ -42,13 +42,13 @@ func sameDir(a, b string) bool {
 // takeable returns img's layer whose file an archive at path can take
 // over (its blob at offset reserve, in path's directory), with its digest
 // and size, or nil.
-func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.Hash, int64) {
+func takeable(img v1.Image, path string, reserve int64) (v1.Layer, blobFile, v1.Hash, int64) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, nil, v1.Hash{}, 0
 	}
 	for _, l := range layers {
-		bf, ok := l.(BlobFile)
+		bf, ok := l.(blobFile)
 		if !ok {
 			continue
 		}
@@ -73,7 +73,7 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 }
 
 // writeOCIArchiveInPlace writes the oci-archive at path (image tagged tag) by taking over the file
-// of one of img's layers (see BlobFile): blob headers into the reserved
+// of one of img's layers (see blobFile): blob headers into the reserved
 // bytes, the rest of the archive appended after the blob, then fsync and
 // rename. done is false when no layer can be taken over; on error the
 // layer's file is restored (truncated back to the blob).
@@ -82,7 +82,7 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 // filled in after its content; the three headers are plain 512-byte blocks
 // made by archive/tar.
 func writeOCIArchiveInPlace(ctx context.Context, path, tag string, img v1.Image, mode os.FileMode, bar *bar) (done bool, err error) {
-	_, bf, h, size := takeable(img, path, ArchiveReserve)
+	_, bf, h, size := takeable(img, path, archiveReserve)
 	if bf == nil {
 		return false, nil
 	}
@@ -182,7 +182,7 @@ func (t *takeover) commit(prefix []byte, path string, mode os.FileMode) error {
 }
 
 // moveBlobsInto links the files of img's layers that hold nothing but the
-// blob (BlobFile offset 0) into the OCI layout at dir, where
+// blob (blobFile offset 0) into the OCI layout at dir, where
 // go-containerregistry's layout writer then finds them present and skips
 // the copy. A layer on another file system (or one
 // that forbids hard links) is left to be copied.
@@ -192,7 +192,7 @@ func moveBlobsInto(dir string, img v1.Image, mode os.FileMode) error {
 		return err
 	}
 	for _, l := range layers {
-		bf, ok := l.(BlobFile)
+		bf, ok := l.(blobFile)
 		if !ok {
 			continue
 		}

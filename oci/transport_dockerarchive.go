@@ -21,14 +21,14 @@ import (
 type dockerArchive struct {
 	path string
 	// tag is the "repo:tag" that selects an image (reading; "" = the only
-	// one) or names it in RepoTags (writing; "" = DefaultArchiveTag).
+	// one) or names it in RepoTags (writing; "" = defaultArchiveTag).
 	tag string
 }
 
 func parseDockerArchive(rest, orig string) (Ref, error) {
 	p, tag := splitDockerArchive(rest)
 	if p == "" {
-		return Ref{}, fmt.Errorf("%q: docker-archive needs a file name: %w; %s", orig, ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("%q: docker-archive needs a file name: %w; %s", orig, ErrUnknownTransport, forms)
 	}
 	if tag != "" {
 		if _, err := name.ParseReference(tag); err != nil {
@@ -78,7 +78,7 @@ func (t dockerArchive) write(ctx context.Context, img v1.Image, opts Options) (v
 	}
 	tagStr := t.tag
 	if tagStr == "" {
-		tagStr = DefaultArchiveTag
+		tagStr = defaultArchiveTag
 	}
 	tag, err := name.NewTag(tagStr)
 	if err != nil {
@@ -112,7 +112,7 @@ func (t dockerArchive) blobSizer(context.Context, Options) (func(v1.Descriptor) 
 // image's first layer is plain: that reader then takes every layer as
 // plain, and a gzip layer on top would not read back there.
 func (t dockerArchive) staging(img v1.Image) Staging {
-	return Staging{Dir: filepath.Dir(filepath.Clean(t.path)), Reserve: DockerArchiveReserve, Plain: plainFirstLayer(img)}
+	return Staging{Dir: filepath.Dir(filepath.Clean(t.path)), Reserve: dockerArchiveReserve, Plain: plainFirstLayer(img)}
 }
 
 func (t dockerArchive) defaultOutput(suffix string) Ref {

@@ -18,14 +18,14 @@ type ociLayout struct {
 	path string
 	// tag is the org.opencontainers.image.ref.name that selects an image
 	// (reading; "" = the only one) or names it (writing; "" =
-	// DefaultLayoutTag).
+	// defaultLayoutTag).
 	tag string
 }
 
 func parseLayout(rest, orig string) (Ref, error) {
 	p, tag := splitTag(rest)
 	if p == "" {
-		return Ref{}, fmt.Errorf("%q: oci needs a path: %w; %s", orig, ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("%q: oci needs a path: %w; %s", orig, ErrUnknownTransport, forms)
 	}
 	return Ref{ociLayout{path: p, tag: tag}}, nil
 }

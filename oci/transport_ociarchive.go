@@ -17,14 +17,14 @@ type ociArchive struct {
 	path string
 	// tag is the org.opencontainers.image.ref.name that selects an image
 	// (reading; "" = the only one) or names it (writing; "" =
-	// DefaultLayoutTag).
+	// defaultLayoutTag).
 	tag string
 }
 
 func parseOCIArchive(rest, orig string) (Ref, error) {
 	p, tag := splitTag(rest)
 	if p == "" {
-		return Ref{}, fmt.Errorf("%q: oci-archive needs a path: %w; %s", orig, ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("%q: oci-archive needs a path: %w; %s", orig, ErrUnknownTransport, forms)
 	}
 	return Ref{ociArchive{path: p, tag: tag}}, nil
 }
@@ -50,7 +50,7 @@ func (t ociArchive) write(ctx context.Context, img v1.Image, opts Options) (v1.H
 	}
 	tag := t.tag
 	if tag == "" {
-		tag = DefaultLayoutTag
+		tag = defaultLayoutTag
 	}
 	if done, err := writeOCIArchiveInPlace(ctx, t.path, tag, img, fileMode(opts), bar); done || err != nil {
 		if err != nil {
@@ -82,7 +82,7 @@ func (t ociArchive) blobSizer(_ context.Context, opts Options) (func(v1.Descript
 // staging: a plain tar layer in a file beside the archive, with room for
 // the blob's tar headers, so that the archive is made from that file.
 func (t ociArchive) staging(v1.Image) Staging {
-	return Staging{Dir: filepath.Dir(filepath.Clean(t.path)), Reserve: ArchiveReserve, Plain: true}
+	return Staging{Dir: filepath.Dir(filepath.Clean(t.path)), Reserve: archiveReserve, Plain: true}
 }
 
 func (t ociArchive) defaultOutput(suffix string) Ref {

@@ -25,7 +25,7 @@ type remoteRegistry struct{ name name.Reference }
 func parseRegistry(s, orig string) (Ref, error) {
 	n, err := name.ParseReference(s)
 	if err != nil {
-		return Ref{}, fmt.Errorf("%q is neither an existing file or directory nor a registry reference (%v): %w; %s", orig, err, ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("%q is neither an existing file or directory nor a registry reference (%v): %w; %s", orig, err, ErrUnknownTransport, forms)
 	}
 	return Ref{remoteRegistry{name: n}}, nil
 }
@@ -149,7 +149,7 @@ func remoteErr(n name.Reference, err error) error {
 // remoteName is the name to use with opts (name.Insecure allows plain HTTP).
 func (t remoteRegistry) remoteName(opts Options) (name.Reference, error) {
 	if t.name == nil {
-		return nil, fmt.Errorf("registry reference without a name: %w; %s", ErrUnknownTransport, Forms)
+		return nil, fmt.Errorf("registry reference without a name: %w; %s", ErrUnknownTransport, forms)
 	}
 	if !opts.Insecure {
 		return t.name, nil

@@ -21,13 +21,13 @@ import (
 	"github.com/phtoci/phtoci/layer"
 )
 
-// DefaultArchiveTag is the RepoTags entry of docker-archive outputs whose
+// defaultArchiveTag is the RepoTags entry of docker-archive outputs whose
 // reference names none.
-const DefaultArchiveTag = "phtoci/image:latest"
+const defaultArchiveTag = "phtoci/image:latest"
 
-// DefaultLayoutTag is the org.opencontainers.image.ref.name of oci and
+// defaultLayoutTag is the org.opencontainers.image.ref.name of oci and
 // oci-archive outputs whose reference names none.
-const DefaultLayoutTag = "latest"
+const defaultLayoutTag = "latest"
 
 // Write writes img to ref and returns the digest of the manifest as ref now
 // holds it (for docker-archive the manifest a reader of the archive sees).
@@ -38,7 +38,7 @@ const DefaultLayoutTag = "latest"
 // an input that was opened with Open gives ErrWouldOverwrite.
 func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
 	if ref.t == nil {
-		return v1.Hash{}, fmt.Errorf("writing: empty image reference: %w; %s", ErrUnknownTransport, Forms)
+		return v1.Hash{}, fmt.Errorf("writing: empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	return ref.t.write(ctx, img, opts)
 }
@@ -84,10 +84,6 @@ func archiveOutput(path, suffix string) string {
 	}
 	return path + "-" + suffix + ".tar"
 }
-
-// ErrLostUpdate: a tag pointed elsewhere right after it was pushed (another
-// writer pushed to it at the same time); see LostUpdateError.
-var ErrLostUpdate = errors.New("tag moved by another push")
 
 // LostUpdateError says which tag was pushed, what was pushed and what the
 // tag pointed at when it was read back.
@@ -208,7 +204,7 @@ func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string, ski
 			MediaType:   mt,
 			Digest:      dgst,
 			Size:        int64(len(raw)),
-			Annotations: map[string]string{RefNameAnnotation: tag},
+			Annotations: map[string]string{refNameAnnotation: tag},
 		}},
 	}
 	indexJSON, err := json.Marshal(index)
