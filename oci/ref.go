@@ -1,6 +1,3 @@
-// Package oci reads and writes OCI and Docker images from and to registries,
-// docker-archive tarballs, oci-archive tarballs and OCI layout directories.
-// It knows nothing about the PHT protocol; it builds on go-containerregistry.
 package oci
 
 import (

@@ -35,7 +35,7 @@ const defaultLayoutTag = "latest"
 // Registry pushes upload only blobs the registry lacks and mount layers
 // that came from another repository of the same registry. Files are written
 // atomically (temp file in the same directory, fsync, rename). Writing over
-// an input that was opened with Open gives ErrWouldOverwrite.
+// an image listed in opts.Inputs gives ErrWouldOverwrite.
 func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
 	if ref.t == nil {
 		return v1.Hash{}, fmt.Errorf("writing: empty image reference: %w; %s", ErrUnknownTransport, forms)
