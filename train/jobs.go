@@ -73,7 +73,8 @@ func (env Env) notOver(in oci.Ref) Env {
 	return env
 }
 
-func outputRef(in oci.Ref, output string, def func(suffix string) oci.Ref, suffix string) (oci.Ref, error) {
+// outputRef is output parsed, or when it is "" the default def(suffix).
+func outputRef(output string, def func(suffix string) oci.Ref, suffix string) (oci.Ref, error) {
 	if output == "" {
 		return def(suffix), nil
 	}
@@ -155,7 +156,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 		return nil, err
 	}
 	env = env.notOver(in)
-	dst, err := outputRef(in, output, in.PrivateOutput, "decrypted")
+	dst, err := outputRef(output, in.PrivateOutput, "decrypted")
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +200,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		return nil, err
 	}
 	env = env.notOver(in)
-	dst, err := outputRef(in, output, in.WriteBack, st.ID)
+	dst, err := outputRef(output, in.WriteBack, st.ID)
 	if err != nil {
 		return nil, err
 	}
