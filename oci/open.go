@@ -134,13 +134,18 @@ func remoteOptions(ctx context.Context, opts Options) []remote.Option {
 	if opts.Auth != nil {
 		o = append(o, remote.WithAuth(opts.Auth))
 	} else {
-		kc := opts.Keychain
-		if kc == nil {
-			kc = ContainersKeychain("")
-		}
-		o = append(o, remote.WithAuthFromKeychain(kc))
+		o = append(o, remote.WithAuthFromKeychain(keychain(opts)))
 	}
 	return o
+}
+
+// keychain is where registry credentials are looked up when opts.Auth is
+// not set: opts.Keychain, default ContainersKeychain("").
+func keychain(opts Options) authn.Keychain {
+	if opts.Keychain != nil {
+		return opts.Keychain
+	}
+	return ContainersKeychain("")
 }
 
 func baseTransport(opts Options) http.RoundTripper {

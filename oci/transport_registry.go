@@ -227,11 +227,7 @@ func (t remoteRegistry) blobSizer(ctx context.Context, opts Options) (func(v1.De
 	repo := n.Context()
 	auth := opts.Auth
 	if auth == nil {
-		kc := opts.Keychain
-		if kc == nil {
-			kc = authn.DefaultKeychain
-		}
-		if auth, err = authn.Resolve(ctx, kc, repo.Registry); err != nil {
+		if auth, err = authn.Resolve(ctx, keychain(opts), repo); err != nil {
 			return nil, fmt.Errorf("%s: credentials: %w", repo, err)
 		}
 	}
