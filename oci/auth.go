@@ -13,14 +13,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 
-// AuthFiles are the credential files podman, skopeo and buildah use, in
+// authFiles are the credential files podman, skopeo and buildah use, in
 // the order containers-auth.json(5) reads them: authFile (--authfile) or
 // else $REGISTRY_AUTH_FILE alone when set; otherwise
 // $XDG_RUNTIME_DIR/containers/auth.json (as root without XDG_RUNTIME_DIR:
 // /run/containers/0/auth.json, where a root skopeo login writes),
 // ~/.config/containers/auth.json, then Docker's config (DOCKER_CONFIG or
 // ~/.docker/config.json, with its credential helpers).
-func AuthFiles(authFile string) []string {
+func authFiles(authFile string) []string {
 	if authFile == "" {
 		authFile = os.Getenv("REGISTRY_AUTH_FILE")
 	}
@@ -39,7 +39,7 @@ func AuthFiles(authFile string) []string {
 	return files
 }
 
-// ContainersKeychain finds credentials in AuthFiles(authFile), the first
+// ContainersKeychain finds credentials in authFiles(authFile), the first
 // file with an entry for the repository or its registry winning (entries
 // may name a registry, a namespace or a repository, the longest match
 // wins); without an authFile or $REGISTRY_AUTH_FILE it then falls back to
@@ -47,7 +47,7 @@ func AuthFiles(authFile string) []string {
 // authFile that does not exist is an error.
 func ContainersKeychain(authFile string) authn.Keychain {
 	explicit := authFile != "" || os.Getenv("REGISTRY_AUTH_FILE") != ""
-	kc := authn.Keychain(&authFileKeychain{files: AuthFiles(authFile), explicit: explicit})
+	kc := authn.Keychain(&authFileKeychain{files: authFiles(authFile), explicit: explicit})
 	if explicit {
 		return kc
 	}

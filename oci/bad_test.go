@@ -58,17 +58,17 @@ func TestBadArchives(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		data []byte
-		tr   Transport
+		tr   string
 	}{
-		{"oci half", full[:len(full)/2], TransportOCIArchive},
-		{"oci mid layer", full[:midLayer], TransportOCIArchive},
-		{"oci 100 bytes", full[:100], TransportOCIArchive},
-		{"docker half", dfull[:len(dfull)/2], TransportDockerArchive},
-		{"docker 700 bytes", dfull[:700], TransportDockerArchive},
+		{"oci half", full[:len(full)/2], "oci-archive"},
+		{"oci mid layer", full[:midLayer], "oci-archive"},
+		{"oci 100 bytes", full[:100], "oci-archive"},
+		{"docker half", dfull[:len(dfull)/2], "docker-archive"},
+		{"docker 700 bytes", dfull[:700], "docker-archive"},
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".tar")
 		noErr(t, os.WriteFile(p, c.data, 0o644))
-		_, err := Open(ctx, Ref{Transport: c.tr, Path: p}, Options{})
+		_, err := Open(ctx, kindRef(c.tr, p, ""), Options{})
 		if err == nil {
 			t.Errorf("%s: Open of a truncated archive succeeded", c.name)
 			continue
@@ -76,7 +76,7 @@ func TestBadArchives(t *testing.T) {
 		if !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: error does not name the file: %v", c.name, err)
 		}
-		if c.tr == TransportOCIArchive && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound) {
+		if c.tr == "oci-archive" && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound) {
 			t.Errorf("%s: error is neither ErrCorrupt nor ErrNotFound: %v", c.name, err)
 		}
 	}
@@ -97,8 +97,8 @@ func TestBadArchives(t *testing.T) {
 	}
 	outDir := t.TempDir()
 	out := filepath.Join(outDir, "out.tar")
-	for _, tr := range []Transport{TransportOCIArchive, TransportDockerArchive} {
-		if _, err := Write(ctx, Ref{Transport: tr, Path: out}, img, Options{}); err == nil {
+	for _, tr := range []string{"oci-archive", "docker-archive"} {
+		if _, err := Write(ctx, kindRef(tr, out, ""), img, Options{}); err == nil {
 			t.Errorf("writing an image with a missing blob to %s succeeded", tr)
 		}
 		if ents, _ := os.ReadDir(outDir); len(ents) != 0 {
@@ -146,16 +146,22 @@ func TestBadArchives(t *testing.T) {
 	}
 
 	// Unknown transport, non-existent inputs.
-	if _, err := Open(ctx, Ref{Transport: "ftp", Path: "x"}, Options{}); !errors.Is(err, ErrUnknownTransport) {
+	if _, err := Open(ctx, Ref{}, Options{}); !errors.Is(err, ErrUnknownTransport) {
+		t.Errorf("the zero Ref: %v, want ErrUnknownTransport", err)
+	}
+	if _, err := Write(ctx, Ref{}, must(random.Image(10, 1))(t), Options{}); !errors.Is(err, ErrUnknownTransport) {
+		t.Errorf("writing to the zero Ref: %v, want ErrUnknownTransport", err)
+	}
+	if _, err := ParseRef("ftp:/x"); !errors.Is(err, ErrUnknownTransport) {
 		t.Errorf("transport ftp: %v, want ErrUnknownTransport", err)
 	}
-	for _, tr := range []Transport{TransportDockerArchive, TransportOCIArchive, TransportOCILayout} {
+	for _, tr := range []string{"docker-archive", "oci-archive", "oci"} {
 		p := filepath.Join(dir, "does-not-exist")
-		if _, err := Open(ctx, Ref{Transport: tr, Path: p}, Options{}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), p) {
+		if _, err := Open(ctx, kindRef(tr, p, ""), Options{}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s of a missing path: %v, want ErrNotFound naming it", tr, err)
 		}
 	}
-	if _, err := Open(ctx, Ref{Transport: TransportOCIArchive, Path: ociTar, Tag: "nope"}, Options{}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `"nope"`) {
+	if _, err := Open(ctx, kindRef("oci-archive", ociTar, "nope"), Options{}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `"nope"`) {
 		t.Errorf("missing tag: %v, want ErrNotFound naming the tag", err)
 	}
 }
@@ -207,10 +213,10 @@ func TestPlatforms(t *testing.T) {
 		name := strings.Join(c.keys, "-")
 		lay := filepath.Join(dir, name)
 		p := must(layout.Write(lay, empty.Index))(t)
-		noErr(t, p.AppendIndex(index(c.keys...), layout.WithAnnotations(map[string]string{RefNameAnnotation: "multi"})))
+		noErr(t, p.AppendIndex(index(c.keys...), layout.WithAnnotations(map[string]string{refNameAnnotation: "multi"})))
 		regRef := regRef(t, reg, "multi/"+name+":v1")
-		noErr(t, remote.WriteIndex(regRef.Name, index(c.keys...), remote.WithTransport(reg.Transport())))
-		for _, ref := range []Ref{{Transport: TransportOCILayout, Path: lay, Tag: "multi"}, regRef} {
+		noErr(t, remote.WriteIndex(regRef.Name(), index(c.keys...), remote.WithTransport(reg.Transport())))
+		for _, ref := range []Ref{kindRef("oci", lay, "multi"), regRef} {
 			img, err := Open(ctx, ref, Options{Platform: c.want, Transport: reg.Transport()})
 			if c.got == "" {
 				if !errors.Is(err, ErrPlatform) || !strings.Contains(err.Error(), "linux/arm64") {
@@ -232,52 +238,74 @@ func TestPlatforms(t *testing.T) {
 	}
 }
 
-// TestNeverOverwriteInput: writing to the file an image was opened from
-// (also through a symlink) or to the layout tag it was read from gives
-// ErrWouldOverwrite and leaves the input intact; another tag of the same
-// layout is fine.
+// TestNeverOverwriteInput: writing to the file of an input listed in
+// Options.Inputs (by its own path, a symlink or a hard link to it, as the
+// same or the other archive transport) or to the layout tag it reads (also
+// through a symlinked directory) gives ErrWouldOverwrite and leaves the
+// input intact; another tag of the same layout is fine.
 func TestNeverOverwriteInput(t *testing.T) {
 	dir := t.TempDir()
-	for _, tr := range []Transport{TransportDockerArchive, TransportOCIArchive} {
-		p := filepath.Join(dir, string(tr)+".tar")
+	for _, tr := range []string{"docker-archive", "oci-archive"} {
+		p := filepath.Join(dir, tr+".tar")
 		src := vector("train_initial.oci.tar")
-		if tr == TransportDockerArchive {
+		if tr == "docker-archive" {
 			src = vector("train_initial.docker.tar")
 		}
 		orig := must(os.ReadFile(src))(t)
 		noErr(t, os.WriteFile(p, orig, 0o644))
 		link := p + ".link.tar"
 		noErr(t, os.Symlink(p, link))
-		img := open(t, Ref{Transport: tr, Path: p}, Options{})
-		for _, target := range []string{p, link} {
-			if _, err := Write(ctx, Ref{Transport: tr, Path: target}, img, Options{}); !errors.Is(err, ErrWouldOverwrite) {
-				t.Errorf("%s over its input %s: %v, want ErrWouldOverwrite", tr, target, err)
+		hard := p + ".hard.tar"
+		noErr(t, os.Link(p, hard))
+		in := kindRef(tr, p, "")
+		img := open(t, in, Options{})
+		o := Options{Inputs: []Ref{in}}
+		for _, kind := range []string{"docker-archive", "oci-archive"} {
+			for _, target := range []string{p, link, hard} {
+				if _, err := Write(ctx, kindRef(kind, target, ""), img, o); !errors.Is(err, ErrWouldOverwrite) {
+					t.Errorf("%s over the %s input %s: %v, want ErrWouldOverwrite", kind, tr, target, err)
+				}
 			}
 		}
 		if b := must(os.ReadFile(p))(t); !bytes.Equal(b, orig) {
 			t.Errorf("%s input changed", tr)
 		}
+		// The input named through a link protects the file too.
+		if _, err := Write(ctx, kindRef(tr, p, ""), img, Options{Inputs: []Ref{kindRef(tr, hard, "")}}); !errors.Is(err, ErrWouldOverwrite) {
+			t.Errorf("%s over an input named by a hard link: %v, want ErrWouldOverwrite", tr, err)
+		}
+		// Another file is fine.
+		must(Write(ctx, kindRef(tr, p+".out.tar", ""), img, o))(t)
 	}
 	lay := filepath.Join(dir, "layout")
-	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: lay, Tag: "in"}, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
-	img := open(t, Ref{Transport: TransportOCILayout, Path: lay, Tag: "in"}, Options{})
+	laylink := filepath.Join(dir, "layout-link")
+	noErr(t, os.Symlink(lay, laylink))
+	must(Write(ctx, kindRef("oci", lay, "in"), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	in := kindRef("oci", lay, "in")
+	img := open(t, in, Options{})
+	o := Options{Inputs: []Ref{in}}
 	other := must(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "x.txt", "x")}))(t)
-	if _, err := Write(ctx, Ref{Transport: TransportOCILayout, Path: lay, Tag: "in"}, other, Options{}); !errors.Is(err, ErrWouldOverwrite) {
-		t.Errorf("layout tag over its input: %v, want ErrWouldOverwrite", err)
+	for _, target := range []string{lay, laylink} {
+		if _, err := Write(ctx, kindRef("oci", target, "in"), other, o); !errors.Is(err, ErrWouldOverwrite) {
+			t.Errorf("layout tag over its input (as %s): %v, want ErrWouldOverwrite", target, err)
+		}
 	}
-	if _, err := Write(ctx, Ref{Transport: TransportOCILayout, Path: lay, Tag: "out"}, other, Options{}); err != nil {
+	if _, err := Write(ctx, kindRef("oci", lay, "in"), other, Options{Inputs: []Ref{kindRef("oci", laylink, "in")}}); !errors.Is(err, ErrWouldOverwrite) {
+		t.Errorf("layout tag over an input named through a symlink: %v, want ErrWouldOverwrite", err)
+	}
+	if _, err := Write(ctx, kindRef("oci", lay, "out"), other, o); err != nil {
 		t.Errorf("another tag of the input layout: %v", err)
 	}
 	// Replacing a tag that was not read replaces it (one entry, new digest).
 	third := must(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "y.txt", "y")}))(t)
-	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: lay, Tag: "out"}, third, Options{}))(t)
+	must(Write(ctx, kindRef("oci", lay, "out"), third, o))(t)
 	im := must(must(layout.ImageIndexFromPath(lay))(t).IndexManifest())(t)
 	tags := map[string]v1.Hash{}
 	for _, d := range im.Manifests {
-		if _, dup := tags[d.Annotations[RefNameAnnotation]]; dup {
-			t.Errorf("tag %q twice in index.json", d.Annotations[RefNameAnnotation])
+		if _, dup := tags[d.Annotations[refNameAnnotation]]; dup {
+			t.Errorf("tag %q twice in index.json", d.Annotations[refNameAnnotation])
 		}
-		tags[d.Annotations[RefNameAnnotation]] = d.Digest
+		tags[d.Annotations[refNameAnnotation]] = d.Digest
 	}
 	if len(tags) != 2 || tags["out"] != digest(t, third) || tags["in"] != digest(t, img) {
 		t.Errorf("layout tags %v, want in=%s out=%s", tags, digest(t, img), digest(t, third))

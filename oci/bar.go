@@ -67,6 +67,13 @@ func (b *bar) ChangeMax64(total int64) {
 }
 
 // Finish draws the last frame and ends the line; later calls do nothing.
+// finish is Finish for a bar that may be nil (off).
+func (b *bar) finish() {
+	if b != nil {
+		_ = b.Finish()
+	}
+}
+
 func (b *bar) Finish() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

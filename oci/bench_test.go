@@ -40,7 +40,7 @@ func bigArchive(tb testing.TB, dir string, size int64) string {
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img = must(mutate.AppendLayers(img, l))(tb)
 	p := filepath.Join(dir, "big.oci.tar")
-	must(Write(ctx, Ref{Transport: TransportOCIArchive, Path: p}, img, Options{}))(tb)
+	must(Write(ctx, kindRef("oci-archive", p, ""), img, Options{}))(tb)
 	noErr(tb, os.Remove(lp))
 	return p
 }
@@ -94,13 +94,13 @@ func TestStreamingMemory(t *testing.T) {
 		f    func()
 	}{
 		{"oci-archive", func() {
-			must(Write(ctx, Ref{Transport: TransportOCIArchive, Path: filepath.Join(dir, "out.oci.tar")}, open(t, src, o), o))(t)
+			must(Write(ctx, kindRef("oci-archive", filepath.Join(dir, "out.oci.tar"), ""), open(t, src, o), o))(t)
 		}},
 		{"docker-archive", func() {
-			must(Write(ctx, Ref{Transport: TransportDockerArchive, Path: filepath.Join(dir, "out.docker.tar")}, open(t, src, o), o))(t)
+			must(Write(ctx, kindRef("docker-archive", filepath.Join(dir, "out.docker.tar"), ""), open(t, src, o), o))(t)
 		}},
 		{"oci layout", func() {
-			must(Write(ctx, Ref{Transport: TransportOCILayout, Path: filepath.Join(dir, "layout")}, open(t, src, o), o))(t)
+			must(Write(ctx, kindRef("oci", filepath.Join(dir, "layout"), ""), open(t, src, o), o))(t)
 		}},
 		{"push", func() { must(Write(ctx, regRef(t, reg, "mem/big:v1"), open(t, src, o), o))(t) }},
 		{"pull", func() {
@@ -129,7 +129,7 @@ func benchCopy(b *testing.B, out func(i int, dir string) Ref) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ref := out(i, dir)
-		if ref.Transport == TransportRegistry {
+		if kind, _, _ := refParts(ref); kind == "docker" {
 			ref = regRef(b, reg, fmt.Sprintf("bench/r%d:v1", i))
 		}
 		must(Write(ctx, ref, open(b, src, o), o))(b)
@@ -139,28 +139,28 @@ func benchCopy(b *testing.B, out func(i int, dir string) Ref) {
 // BenchmarkOCIArchiveToOCIArchive: streaming copy of a 256 MiB image.
 func BenchmarkOCIArchiveToOCIArchive(b *testing.B) {
 	benchCopy(b, func(i int, dir string) Ref {
-		return Ref{Transport: TransportOCIArchive, Path: filepath.Join(dir, fmt.Sprintf("o%d.tar", i))}
+		return kindRef("oci-archive", filepath.Join(dir, fmt.Sprintf("o%d.tar", i)), "")
 	})
 }
 
 // BenchmarkOCIArchiveToDockerArchive: includes reading the result back for its digest.
 func BenchmarkOCIArchiveToDockerArchive(b *testing.B) {
 	benchCopy(b, func(i int, dir string) Ref {
-		return Ref{Transport: TransportDockerArchive, Path: filepath.Join(dir, fmt.Sprintf("d%d.tar", i))}
+		return kindRef("docker-archive", filepath.Join(dir, fmt.Sprintf("d%d.tar", i)), "")
 	})
 }
 
 // BenchmarkOCIArchiveToLayout: a new layout directory each time.
 func BenchmarkOCIArchiveToLayout(b *testing.B) {
 	benchCopy(b, func(i int, dir string) Ref {
-		return Ref{Transport: TransportOCILayout, Path: filepath.Join(dir, fmt.Sprintf("l%d", i))}
+		return kindRef("oci", filepath.Join(dir, fmt.Sprintf("l%d", i)), "")
 	})
 }
 
 // BenchmarkPush: a 256 MiB image to a new repository of the real registry
 // (through the counting proxy) each time.
 func BenchmarkPush(b *testing.B) {
-	benchCopy(b, func(int, string) Ref { return Ref{Transport: TransportRegistry} })
+	benchCopy(b, func(int, string) Ref { return Ref{remoteRegistry{}} })
 }
 
 // BenchmarkReadOCIArchive: open and read (with digest check) all blobs.

@@ -19,12 +19,12 @@ import (
 	"github.com/phtoci/phtoci/layer"
 )
 
-// DockerArchiveReserve is the room a docker-archive output needs before a
+// dockerArchiveReserve is the room a docker-archive output needs before a
 // layer blob to take the blob's file over: the blob's own tar header.
-const DockerArchiveReserve = 512
+const dockerArchiveReserve = 512
 
-// writeDockerArchiveInPlace writes the docker-archive ref by taking over
-// the file of one of img's layers (see BlobFile), as writeOCIArchiveInPlace
+// writeDockerArchiveInPlace writes the docker-archive at path by taking over
+// the file of one of img's layers (see blobFile), as writeOCIArchiveInPlace
 // does for oci-archive: the layer's tar header goes into the reserved
 // bytes, the config, the other layers and manifest.json are appended after
 // the blob, then fsync and rename. It returns the digest of the manifest
@@ -36,8 +36,8 @@ const DockerArchiveReserve = 512
 // entry first: docker load, skopeo and go-containerregistry find entries by
 // name. Hand-written because tarball.Write cannot put a blob that is
 // already on disk into its output without copying it.
-func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag name.Tag, mode os.FileMode, bar *bar) (done bool, d v1.Hash, err error) {
-	tl, bf, h, size := takeable(img, ref.Path, DockerArchiveReserve)
+func writeDockerArchiveInPlace(ctx context.Context, path string, img v1.Image, tag name.Tag, mode os.FileMode, bar *bar) (done bool, d v1.Hash, err error) {
+	tl, bf, h, size := takeable(img, path, dockerArchiveReserve)
 	if bf == nil {
 		return false, v1.Hash{}, nil
 	}
@@ -128,10 +128,10 @@ func writeDockerArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, tag n
 	}
 	commit := to
 	to = nil // commit restores the file itself when it fails
-	if err = commit.commit(prefix.Bytes(), ref.Path, mode); err != nil {
+	if err = commit.commit(prefix.Bytes(), path, mode); err != nil {
 		return true, v1.Hash{}, err
 	}
-	d, err = dockerArchiveDigest(ref.Path)
+	d, err = dockerArchiveDigest(path)
 	return true, d, err
 }
 

@@ -23,14 +23,15 @@ import (
 )
 
 // stagedGzipLayer writes a gzip (stored blocks) layer holding opt/x where
-// Staging(dst) asks for it, as post-run does for a docker-archive output.
+// dst.Staging asks for it, as post-run does for a docker-archive output.
 func stagedGzipLayer(t *testing.T, dst Ref, content []byte) *layer.Layer {
 	return stagedDockerLayer(t, dst, content, types.DockerLayer)
 }
 
 func stagedDockerLayer(t *testing.T, dst Ref, content []byte, mt types.MediaType) *layer.Layer {
 	t.Helper()
-	dir, reserve := Staging(dst)
+	st := dst.Staging(nil)
+	dir, reserve := st.Dir, st.Reserve
 	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: mt, Level: gzip.NoCompression}))(t)
 	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
 	return must(w.Close())(t)
@@ -63,8 +64,9 @@ func TestDockerArchiveTakesLayerFileOver(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.tar")
 	dst := parseOut(t, "docker-archive:"+out+":pht/train:st1")
-	if d, r := Staging(dst); d != dir || r != DockerArchiveReserve {
-		t.Fatalf("Staging(%s) = %q, %d; want %q, %d", dst, d, r, dir, DockerArchiveReserve)
+	// The vector's first layer is gzip: a gzip layer reads back on top.
+	if st := dst.Staging(base); st.Dir != dir || st.Reserve != dockerArchiveReserve || st.Stream || st.Plain {
+		t.Fatalf("%s.Staging = %+v; want Dir %q, Reserve %d, gzip", dst, st, dir, dockerArchiveReserve)
 	}
 	content := make([]byte, 3<<20+7)
 	rand.Read(content)

@@ -336,7 +336,7 @@ func FuzzDockerArchiveManifest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, mj []byte) {
 		out := filepath.Join(t.TempDir(), "a.tar")
 		withManifest(t, base, out, mj)
-		img, err := Open(ctx, Ref{Transport: TransportDockerArchive, Path: out}, Options{})
+		img, err := Open(ctx, kindRef("docker-archive", out, ""), Options{})
 		if err != nil {
 			if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrAmbiguous) && !errors.Is(err, ErrMediaType) && !errors.Is(err, ErrPlatform) {
 				t.Fatalf("untyped error: %v", err)

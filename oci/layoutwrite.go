@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writeLayout writes img into the OCI layout directory ref.Path under tag,
+// writeLayout writes img into the OCI layout directory t.path under t.tag,
 // so that the layout is never seen half-written and no writer loses
 // another's tag:
 //   - writers of one layout take turns (flock on the directory);
@@ -24,13 +24,14 @@ import (
 //   - index.json is rewritten through a temp file, fsync and rename (the
 //     previous one, with all its tags, stays whole when the disk is full);
 //   - a failed write into a new (or empty) directory leaves it as it was.
-func writeLayout(ref Ref, img v1.Image, opts Options) (_ v1.Hash, err error) {
-	tag := ref.Tag
+func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error) {
+	ref := Ref{t}
+	tag := t.tag
 	if tag == "" {
-		tag = DefaultLayoutTag
+		tag = defaultLayoutTag
 	}
 	fail := func(err error) (v1.Hash, error) { return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err) }
-	dir := ref.Path
+	dir := t.path
 	fresh := false // dir is new or was empty: on failure, empty it again
 	var undo atexit.Handle
 	switch ents, rerr := os.ReadDir(dir); {
@@ -91,14 +92,14 @@ func writeLayout(ref Ref, img v1.Image, opts Options) (_ v1.Hash, err error) {
 	var same []v1.Descriptor
 	keep := im.Manifests[:0:0]
 	for _, d := range im.Manifests {
-		if d.Annotations[RefNameAnnotation] == tag {
+		if d.Annotations[refNameAnnotation] == tag {
 			same = append(same, d)
 		} else {
 			keep = append(keep, d)
 		}
 	}
-	if wouldOverwrite(ref, same) {
-		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image that was read from it: %w", ref, tag, ErrWouldOverwrite)
+	if in, ok := readsTag(t, im, same, opts); ok {
+		return v1.Hash{}, fmt.Errorf("writing %s: tag %q names the image the input %s reads: %w", ref, tag, in, ErrWouldOverwrite)
 	}
 	if err := moveBlobsInto(dir, img, fileMode(opts)); err != nil {
 		return fail(err)
@@ -114,7 +115,7 @@ func writeLayout(ref Ref, img v1.Image, opts Options) (_ v1.Hash, err error) {
 	for k, v := range desc.Annotations {
 		ann[k] = v
 	}
-	ann[RefNameAnnotation] = tag
+	ann[refNameAnnotation] = tag
 	desc.Annotations = ann
 	im.Manifests = append(keep, *desc)
 	b, err := json.Marshal(im)
@@ -127,6 +128,33 @@ func writeLayout(ref Ref, img v1.Image, opts Options) (_ v1.Hash, err error) {
 		return fail(err)
 	}
 	return desc.Digest, nil
+}
+
+// readsTag says which of opts.Inputs reads an image of the layout t whose
+// index.json is im, under the tag the descriptors same have: an input in
+// the same directory (by any path) whose tag (or, untagged, the only image)
+// picks one of them. An input whose choice is no longer clear (index.json
+// changed since it was opened) counts as reading them.
+func readsTag(t ociLayout, im *v1.IndexManifest, same []v1.Descriptor, opts Options) (Ref, bool) {
+	if len(same) == 0 {
+		return Ref{}, false
+	}
+	for _, in := range opts.Inputs {
+		l, ok := in.t.(ociLayout)
+		if !ok || !sameFile(l.path, t.path) {
+			continue
+		}
+		d, err := pickTagged(im, l.tag, "", opts.Platform)
+		if err != nil {
+			return in, true
+		}
+		for _, s := range same {
+			if s.Digest == d.Digest {
+				return in, true
+			}
+		}
+	}
+	return Ref{}, false
 }
 
 func writeBytes(b []byte) func(io.Writer) error {

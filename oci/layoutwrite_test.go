@@ -66,7 +66,7 @@ func layoutTags(t *testing.T, dir string) map[string]v1.Hash {
 	}
 	tags := map[string]v1.Hash{}
 	for _, d := range im.Manifests {
-		tags[d.Annotations[RefNameAnnotation]] = d.Digest
+		tags[d.Annotations[refNameAnnotation]] = d.Digest
 	}
 	return tags
 }
@@ -80,14 +80,14 @@ func TestLayoutDiskFull(t *testing.T) {
 	img := smallImage(t, "base")
 	const n = 80 // index.json of about 20 KiB
 	for i := range n {
-		must(Write(ctx, Ref{Transport: TransportOCILayout, Path: dir, Tag: fmt.Sprintf("tag-%03d", i)}, img, Options{}))(t)
+		must(Write(ctx, kindRef("oci", dir, fmt.Sprintf("tag-%03d", i)), img, Options{}))(t)
 	}
 	fi := must(os.Stat(filepath.Join(dir, "index.json")))(t)
 	t.Logf("index.json: %d bytes, %d tags", fi.Size(), n)
 	fill(t, mnt)
 
 	// The same image under one more tag: no blob to write, only index.json.
-	_, err := Write(ctx, Ref{Transport: TransportOCILayout, Path: dir, Tag: "one-more"}, img, Options{})
+	_, err := Write(ctx, kindRef("oci", dir, "one-more"), img, Options{})
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("writing into a full disk: %v, want ENOSPC", err)
 	}
@@ -96,7 +96,7 @@ func TestLayoutDiskFull(t *testing.T) {
 		t.Errorf("index.json holds %d tags after the failed write, want %d", len(tags), n)
 	}
 	// A new image: its blobs do not fit.
-	_, err = Write(ctx, Ref{Transport: TransportOCILayout, Path: dir, Tag: "other"}, smallImage(t, strings.Repeat("x", 64<<10)), Options{})
+	_, err = Write(ctx, kindRef("oci", dir, "other"), smallImage(t, strings.Repeat("x", 64<<10)), Options{})
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("writing a new image into a full disk: %v, want ENOSPC", err)
 	}
@@ -108,11 +108,11 @@ func TestLayoutDiskFull(t *testing.T) {
 			t.Errorf("temp file %s left in the layout", e.Name())
 		}
 	}
-	open(t, Ref{Transport: TransportOCILayout, Path: dir, Tag: "tag-042"}, Options{})
+	open(t, kindRef("oci", dir, "tag-042"), Options{})
 
 	// A new directory.
 	fresh := filepath.Join(mnt, "new-layout")
-	if _, err := Write(ctx, Ref{Transport: TransportOCILayout, Path: fresh}, img, Options{}); err == nil {
+	if _, err := Write(ctx, kindRef("oci", fresh, ""), img, Options{}); err == nil {
 		t.Fatal("writing a new layout into a full disk succeeded")
 	}
 	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
@@ -142,7 +142,7 @@ func TestLayoutConcurrentWriters(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				tag := fmt.Sprintf("w%d-%d", w, i)
-				if _, err := Write(ctx, Ref{Transport: TransportOCILayout, Path: dir, Tag: tag}, imgs[tag], Options{}); err != nil {
+				if _, err := Write(ctx, kindRef("oci", dir, tag), imgs[tag], Options{}); err != nil {
 					errs <- err
 				}
 			}
@@ -159,7 +159,7 @@ func TestLayoutConcurrentWriters(t *testing.T) {
 			t.Errorf("tag %s: %v, want %s", tag, got[tag], d)
 			continue
 		}
-		img := open(t, Ref{Transport: TransportOCILayout, Path: dir, Tag: tag}, Options{})
+		img := open(t, kindRef("oci", dir, tag), Options{})
 		if err := validImage(img); err != nil {
 			t.Errorf("tag %s: %v", tag, err)
 		}

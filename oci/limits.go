@@ -7,16 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/phtoci/phtoci/layer"
 )
 
-// ErrLimit reports an image past one of the limits on what reading it may
-// cost (Limits). It is layer.ErrLimit: one sentinel for every limit.
-var ErrLimit = layer.ErrLimit
-
-// Default limits (see Limits).
+// Default limits (see Limits and Options.StallTimeout).
 const (
 	// DefaultMaxManifestSize bounds manifests and indexes (the
 	// distribution registry's own limit is 4 MiB).
@@ -25,6 +21,11 @@ const (
 	DefaultMaxConfigSize int64 = 4 << 20
 	// DefaultMaxLayers bounds the layers of one image.
 	DefaultMaxLayers = 256
+	// DefaultStallTimeout is the time a registry connection may make no
+	// progress (no byte received while phtoci waits for one, no byte
+	// accepted while it has one to send) before the transfer is abandoned
+	// and retried (Options.StallTimeout).
+	DefaultStallTimeout = 60 * time.Second
 )
 
 // Limits bound what opening an image may cost. Zero fields take the

@@ -9,16 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -66,6 +62,12 @@ type Options struct {
 	// TempDir is where a streamed upload is spooled so that it can be sent
 	// again after a fault ("" = os.TempDir()); the spool is unlinked at once.
 	TempDir string
+	// Inputs are images being read that Write must not write over
+	// (ErrWouldOverwrite): the same file, by any path, symbolic or hard
+	// link; in the same OCI layout directory, the tag that names the
+	// image an input reads. A registry tag is no input's storage: the
+	// image read stays under its digest.
+	Inputs []Ref
 }
 
 // BasicAuth returns an authenticator for a user name and password (for
@@ -77,25 +79,16 @@ func BasicAuth(user, pass string) authn.Authenticator {
 // Open returns the image ref points at. Registry and archive images are
 // lazy: blobs are read when used, never all held in memory.
 func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
-	var (
-		img v1.Image
-		err error
-	)
-	switch ref.Transport {
-	case TransportRegistry:
-		return openRemote(ctx, ref, opts)
-	case TransportDockerArchive:
-		img, err = openDockerArchive(ref, opts.Limits)
-	case TransportOCIArchive:
-		var t *tarIndex
-		if t, err = indexTar(ref.Path, "oci-archive", opts.Limits); err == nil {
-			img, err = openStore(t, ref.Tag, opts.Platform)
-		}
-	case TransportOCILayout:
-		img, err = openLayout(ref, opts.Platform, opts.Limits)
-	default:
-		return nil, fmt.Errorf("%s: transport %q: %w; %s", ref, ref.Transport, ErrUnknownTransport, Forms)
+	if ref.t == nil {
+		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
+	return ref.t.open(ctx, opts)
+}
+
+// openedFile finishes opening the local image at ref: errors name ref
+// (a missing file is ErrNotFound), and the image is checked as registry
+// images are (media type, platform).
+func openedFile(ref Ref, img v1.Image, err error, opts Options) (v1.Image, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && !errors.Is(err, ErrNotFound) {
 			err = fmt.Errorf("%w (%w)", err, ErrNotFound)
@@ -108,7 +101,6 @@ func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 	if err := checkPlatform(img, opts.Platform, ref.String()); err != nil {
 		return nil, err
 	}
-	trackInput(ref, img)
 	return img, nil
 }
 
@@ -121,101 +113,6 @@ func checkMediaType(img v1.Image, where string) error {
 		return fmt.Errorf("%s: manifest media type %q, want %s or %s: %w", where, mt, types.OCIManifestSchema1, types.DockerManifestSchema2, ErrMediaType)
 	}
 	return nil
-}
-
-func openDockerArchive(ref Ref, lim Limits) (v1.Image, error) {
-	if _, err := os.Stat(ref.Path); err != nil {
-		return nil, err
-	}
-	var tag *name.Tag
-	if ref.Tag != "" {
-		t, err := name.NewTag(ref.Tag)
-		if err != nil {
-			return nil, fmt.Errorf("docker-archive tag %q: %w", ref.Tag, err)
-		}
-		tag = &t
-	}
-	return readDockerArchive(ref.Path, tag, lim)
-}
-
-// openLayout reads an OCI layout directory as an oci-archive is read
-// (dirStore): go-containerregistry's layout reader parses the manifest
-// again for every layer (5,000 layers: 225 s of CPU) and reads blobs
-// without checking their sizes.
-func openLayout(ref Ref, plat *v1.Platform, lim Limits) (v1.Image, error) {
-	where := "oci layout " + ref.Path
-	if _, err := os.Stat(filepath.Join(ref.Path, "oci-layout")); err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	return openStore(dirStore{dir: ref.Path, lim: lim.withDefaults()}, ref.Tag, plat)
-}
-
-func openRemote(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
-	n, err := remoteName(ref, opts)
-	if err != nil {
-		return nil, err
-	}
-	ropts := remoteOptions(ctx, opts)
-	desc, err := remote.Get(n, ropts...)
-	if err != nil {
-		return nil, remoteErr(n, err)
-	}
-	var img v1.Image
-	switch {
-	case desc.MediaType.IsIndex():
-		idx, err := desc.ImageIndex()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
-		}
-		im, err := idx.IndexManifest()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
-		}
-		d, err := choosePlatform(im.Manifests, opts.Platform, n.String())
-		if err != nil {
-			return nil, err
-		}
-		if img, err = remote.Image(n.Context().Digest(d.Digest.String()), ropts...); err != nil {
-			return nil, remoteErr(n, err)
-		}
-	case desc.MediaType.IsImage():
-		if img, err = desc.Image(); err != nil {
-			return nil, remoteErr(n, err)
-		}
-	default:
-		return nil, fmt.Errorf("%s: manifest media type %q, want an image manifest or index: %w", n, desc.MediaType, ErrMediaType)
-	}
-	if err := checkMediaType(img, n.String()); err != nil {
-		return nil, err
-	}
-	if err := checkImageLimits(img, opts.Limits.withDefaults(), n.String()); err != nil {
-		return nil, err
-	}
-	if err := checkPlatform(img, opts.Platform, n.String()); err != nil {
-		return nil, err
-	}
-	img = withPullProgress(img, opts)
-	return img, nil
-}
-
-// remoteErr adds ErrNotFound to "manifest unknown"/404 answers.
-// Registry answers become one line without Go maps (registryErr).
-func remoteErr(n name.Reference, err error) error {
-	var te *transport.Error
-	if errors.As(err, &te) {
-		return registryErr(n.Context(), n, "pull", err)
-	}
-	return fmt.Errorf("%s: %w", n, err)
-}
-
-func remoteName(ref Ref, opts Options) (name.Reference, error) {
-	if ref.Name == nil {
-		return nil, fmt.Errorf("registry reference without a name: %w; %s", ErrUnknownTransport, Forms)
-	}
-	if !opts.Insecure {
-		return ref.Name, nil
-	}
-	return name.ParseReference(ref.Name.String(), name.Insecure)
 }
 
 // Retries: 5xx and 429 answers and dropped connections are retried with
@@ -237,13 +134,18 @@ func remoteOptions(ctx context.Context, opts Options) []remote.Option {
 	if opts.Auth != nil {
 		o = append(o, remote.WithAuth(opts.Auth))
 	} else {
-		kc := opts.Keychain
-		if kc == nil {
-			kc = ContainersKeychain("")
-		}
-		o = append(o, remote.WithAuthFromKeychain(kc))
+		o = append(o, remote.WithAuthFromKeychain(keychain(opts)))
 	}
 	return o
+}
+
+// keychain is where registry credentials are looked up when opts.Auth is
+// not set: opts.Keychain, default ContainersKeychain("").
+func keychain(opts Options) authn.Keychain {
+	if opts.Keychain != nil {
+		return opts.Keychain
+	}
+	return ContainersKeychain("")
 }
 
 func baseTransport(opts Options) http.RoundTripper {
@@ -288,74 +190,4 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// Inputs that were opened, so that Write never replaces them.
-var inputs struct {
-	sync.Mutex
-	files []os.FileInfo
-	dirs  map[string]map[v1.Hash]bool // layout dir (abs) → manifest digests read
-}
-
-func trackInput(ref Ref, img v1.Image) {
-	inputs.Lock()
-	defer inputs.Unlock()
-	switch ref.Transport {
-	case TransportDockerArchive, TransportOCIArchive:
-		if fi, err := os.Stat(ref.Path); err == nil {
-			inputs.files = append(inputs.files, fi)
-		}
-	case TransportOCILayout:
-		abs, err := filepath.Abs(ref.Path)
-		if err != nil {
-			return
-		}
-		if real, err := filepath.EvalSymlinks(abs); err == nil {
-			abs = real
-		}
-		d, err := img.Digest()
-		if err != nil {
-			return
-		}
-		if inputs.dirs == nil {
-			inputs.dirs = map[string]map[v1.Hash]bool{}
-		}
-		if inputs.dirs[abs] == nil {
-			inputs.dirs[abs] = map[v1.Hash]bool{}
-		}
-		inputs.dirs[abs][d] = true
-	}
-}
-
-// wouldOverwrite says whether writing to ref replaces an opened input: the
-// same file, or a layout tag that names an image read from that layout.
-func wouldOverwrite(ref Ref, existing []v1.Descriptor) bool {
-	inputs.Lock()
-	defer inputs.Unlock()
-	switch ref.Transport {
-	case TransportDockerArchive, TransportOCIArchive:
-		fi, err := os.Stat(ref.Path)
-		if err != nil {
-			return false
-		}
-		for _, in := range inputs.files {
-			if os.SameFile(fi, in) {
-				return true
-			}
-		}
-	case TransportOCILayout:
-		abs, err := filepath.Abs(ref.Path)
-		if err != nil {
-			return false
-		}
-		if real, err := filepath.EvalSymlinks(abs); err == nil {
-			abs = real
-		}
-		for _, d := range existing {
-			if inputs.dirs[abs][d.Digest] {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -48,8 +48,8 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	write := func(o Options) {
 		n++
 		for _, ref := range []Ref{
-			{Transport: TransportOCIArchive, Path: filepath.Join(dir, fmt.Sprintf("%d.oci.tar", n))},
-			{Transport: TransportDockerArchive, Path: filepath.Join(dir, fmt.Sprintf("%d.docker.tar", n))},
+			kindRef("oci-archive", filepath.Join(dir, fmt.Sprintf("%d.oci.tar", n)), ""),
+			kindRef("docker-archive", filepath.Join(dir, fmt.Sprintf("%d.docker.tar", n)), ""),
 			regRef(t, reg, fmt.Sprintf("progress/img:%d", n)),
 		} {
 			o.Transport = reg.Transport()

@@ -1,94 +1,135 @@
-// Package oci reads and writes OCI and Docker images from and to registries,
-// docker-archive tarballs, oci-archive tarballs and OCI layout directories.
-// It knows nothing about the PHT protocol; it builds on go-containerregistry.
 package oci
 
 import (
 	"archive/tar"
-	"errors"
+	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// Sentinel errors, for errors.Is.
-var (
-	// ErrUnknownTransport: a reference names no transport phtoci knows.
-	ErrUnknownTransport = errors.New("unknown image transport")
-	// ErrAmbiguous: a reference could mean more than one thing.
-	ErrAmbiguous = errors.New("ambiguous image reference")
-	// ErrPlatform: no image for the wanted platform, or no way to choose one.
-	ErrPlatform = errors.New("no image for the platform")
-	// ErrNotFound: a file, directory, tag or blob does not exist.
-	ErrNotFound = errors.New("image not found")
-	// ErrWouldOverwrite: an output would replace an input that is being read.
-	ErrWouldOverwrite = errors.New("output would overwrite an input")
-	// ErrMediaType: a manifest or descriptor has a media type phtoci cannot read.
-	ErrMediaType = errors.New("unsupported media type")
-	// ErrCorrupt: an archive or layout is truncated or inconsistent.
-	ErrCorrupt = errors.New("corrupt image archive or layout")
-	// ErrPlainHTTP: plain HTTP to a registry that is not on a loopback
-	// address, without Options.Insecure.
-	ErrPlainHTTP = errors.New("plain HTTP refused")
-)
-
-// Transport says where an image lives.
-type Transport string
-
-// The transports, named as skopeo names them.
-const (
-	// TransportRegistry is a registry ("docker://" in skopeo).
-	TransportRegistry Transport = "docker"
-	// TransportDockerArchive is a `docker save` tarball.
-	TransportDockerArchive Transport = "docker-archive"
-	// TransportOCIArchive is an OCI image layout packed in a tar.
-	TransportOCIArchive Transport = "oci-archive"
-	// TransportOCILayout is an OCI image layout directory.
-	TransportOCILayout Transport = "oci"
-)
-
-// Forms lists the accepted reference forms, for error messages.
-const Forms = `accepted forms: "registry.example/repo:tag", "docker://registry.example/repo:tag", ` +
+// forms lists the accepted reference forms, for error messages.
+const forms = `accepted forms: "registry.example/repo:tag", "docker://registry.example/repo:tag", ` +
 	`"docker-archive:FILE[:repo:tag]", "FILE.tar" (docker save or OCI archive, detected by content), ` +
 	`"oci-archive:FILE[:TAG]", "oci:DIR[:TAG]", "DIR" (an OCI layout directory holding "oci-layout")`
 
-// Ref is a parsed image reference.
-type Ref struct {
-	// Transport says which kind of place this is.
-	Transport Transport
-	// Path is the file (archives) or directory (oci) for local transports.
-	Path string
-	// Tag selects an image: for oci and oci-archive the
-	// org.opencontainers.image.ref.name annotation; for docker-archive a
-	// "repo:tag" reference. Empty means the only image (reading) or a
-	// default (writing).
-	Tag string
-	// Name is the registry reference (TransportRegistry only).
-	Name name.Reference
+// Ref is a parsed image reference: a registry, a docker-archive or
+// oci-archive file, or an OCI layout directory. ParseRef and ParseOutputRef
+// make one; the zero Ref names nothing (Open and Write refuse it with
+// ErrUnknownTransport).
+type Ref struct{ t imageTransport }
+
+// imageTransport is one kind of place images live. Each kind is one type in its
+// own file (transport_*.go); ParseRef and ParseOutputRef choose it, and no
+// other code asks which kind a Ref is. Adding a transport is one file and
+// one line in the parser (prefixes).
+type imageTransport interface {
+	// String gives the reference in a form ParseRef and ParseOutputRef accept.
+	String() string
+	// open reads the image (blobs lazily).
+	open(ctx context.Context, opts Options) (v1.Image, error)
+	// write writes img and returns the digest of the manifest as the
+	// destination now holds it.
+	write(ctx context.Context, img v1.Image, opts Options) (v1.Hash, error)
+	// blobSizer returns a function giving the size of a blob as stored,
+	// without reading it (nil: blobs were found when the image was opened).
+	blobSizer(ctx context.Context, opts Options) (func(v1.Descriptor) (int64, error), error)
+	// staging says how a new layer on img is best made for this destination.
+	staging(img v1.Image) Staging
+	// defaultOutput, writeBack and privateOutput: see the Ref methods.
+	defaultOutput(suffix string) Ref
+	writeBack(suffix string) Ref
+	privateOutput(suffix string) Ref
+	// local is the file or directory of a local transport ("" for a registry).
+	local() string
 }
 
-// String gives the reference in a form ParseRef and ParseOutputRef accept.
+// String gives the reference in a form ParseRef and ParseOutputRef accept
+// ("" for the zero Ref).
 func (r Ref) String() string {
-	switch r.Transport {
-	case TransportRegistry:
-		if r.Name == nil {
-			return "docker://"
-		}
-		return "docker://" + r.Name.String()
-	case TransportDockerArchive, TransportOCIArchive, TransportOCILayout:
-		s := string(r.Transport) + ":" + r.Path
-		if r.Tag != "" {
-			s += ":" + r.Tag
-		}
-		return s
+	if r.t == nil {
+		return ""
 	}
-	return string(r.Transport) + ":" + r.Path
+	return r.t.String()
+}
+
+// Path is the file or directory of a local reference ("" for a registry).
+func (r Ref) Path() string {
+	if r.t == nil {
+		return ""
+	}
+	return r.t.local()
+}
+
+// DefaultOutput is where an image made from the one at r goes by default,
+// as a new image beside it: for a registry the same repository with tag
+// TAG-suffix (suffix alone when r has no tag); for a file F.tar the file
+// F-suffix.tar beside it (same transport); for an OCI layout the same
+// directory with tag TAG-suffix.
+func (r Ref) DefaultOutput(suffix string) Ref {
+	if r.t == nil {
+		return r
+	}
+	return r.t.defaultOutput(suffix)
+}
+
+// WriteBack is where the next version of the image at r goes by default: r
+// itself where writing there replaces no image being read (a registry tag
+// moves; the image read stays under its digest), else DefaultOutput(suffix).
+func (r Ref) WriteBack(suffix string) Ref {
+	if r.t == nil {
+		return r
+	}
+	return r.t.writeBack(suffix)
+}
+
+// PrivateOutput is where an image holding plaintext, made from the one at
+// r, goes by default: never a registry. For a registry reference it is the
+// oci-archive REPOSITORY_TAG.suffix.oci.tar in the current directory,
+// REPOSITORY being the last component of the repository's path (train-42
+// for harbor.example/station-aachen/train-42:latest) and TAG the tag, or
+// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference;
+// else DefaultOutput(suffix).
+func (r Ref) PrivateOutput(suffix string) Ref {
+	if r.t == nil {
+		return r
+	}
+	return r.t.privateOutput(suffix)
+}
+
+// Staging says how a new layer is best made for an image written to a
+// destination (Ref.Staging).
+type Staging struct {
+	// Stream: Write uploads a layer while it is produced
+	// (go-containerregistry's stream.Layer, layer.PlainStream), so no
+	// file is needed (a registry).
+	Stream bool
+	// Dir is where the layer's file should be made, and Reserve how many
+	// bytes it should leave before the blob for the destination's own
+	// headers, so that Write can take the file over (a layer with a
+	// BlobFile method, as layer.Layer) instead of copying it: beside an
+	// archive output with room for its tar headers, beside an OCI layout
+	// directory with none.
+	Dir     string
+	Reserve int64
+	// Plain: a plain tar layer suits the destination (a file output: the
+	// layer is hashed once and read in place by the next step); else gzip.
+	Plain bool
+}
+
+// Staging says how a new layer on img (the image it goes on) is best made
+// for writing to r: streamed or through a file, where, and plain or gzip.
+func (r Ref) Staging(img v1.Image) Staging {
+	if r.t == nil {
+		return Staging{}
+	}
+	return r.t.staging(img)
 }
 
 // ParseRef parses an input reference. Prefixed forms ("docker://",
@@ -103,7 +144,7 @@ func ParseRef(s string) (Ref, error) {
 		return r, err
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	if fi, err := os.Stat(s); err == nil {
 		r, err := detectPath(s, fi)
@@ -111,12 +152,12 @@ func ParseRef(s string) (Ref, error) {
 			if err != nil {
 				return parseRegistry(s, s) // a local path that holds no image
 			}
-			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s:%s; %s", s, ErrAmbiguous, s, r.Transport, s, Forms)
+			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s; %s", s, ErrAmbiguous, s, r, forms)
 		}
 		return r, err
 	}
 	if looksLikePath(s) {
-		return Ref{}, fmt.Errorf("%s: no such file or directory: %w; %s", s, ErrNotFound, Forms)
+		return Ref{}, fmt.Errorf("%s: no such file or directory: %w; %s", s, ErrNotFound, forms)
 	}
 	return parseRegistry(s, s)
 }
@@ -133,20 +174,20 @@ func ParseOutputRef(s string) (Ref, error) {
 		return r, err
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("empty output reference: %w; %s", ErrUnknownTransport, Forms)
+		return Ref{}, fmt.Errorf("empty output reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	if fi, err := os.Stat(s); err == nil {
 		r, err := detectPath(s, fi)
 		switch {
 		case looksLikeRegistry(s) && err == nil:
-			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s:%s; %s", s, ErrAmbiguous, s, r.Transport, s, Forms)
+			return Ref{}, fmt.Errorf("%q is both a local image and a registry reference: %w; write docker://%s or %s; %s", s, ErrAmbiguous, s, r, forms)
 		case looksLikeRegistry(s):
 			return parseRegistry(s, s)
 		case err == nil:
 			return r, nil
 		case fi.IsDir():
 			if ents, _ := os.ReadDir(s); len(ents) == 0 {
-				return Ref{Transport: TransportOCILayout, Path: s}, nil // an empty dir to fill
+				return Ref{ociLayout{path: s}}, nil // an empty dir to fill
 			}
 			return Ref{}, err
 		}
@@ -154,56 +195,47 @@ func ParseOutputRef(s string) (Ref, error) {
 	}
 	if strings.HasSuffix(strings.ToLower(s), ".tar") {
 		if looksLikeRegistry(s) {
-			return Ref{}, fmt.Errorf("%q could be a file or a registry reference: %w; %s", s, ErrAmbiguous, Forms)
+			return Ref{}, fmt.Errorf("%q could be a file or a registry reference: %w; %s", s, ErrAmbiguous, forms)
 		}
-		return Ref{Transport: TransportDockerArchive, Path: s}, nil
+		return Ref{dockerArchive{path: s}}, nil
 	}
 	if looksLikePath(s) || strings.HasSuffix(s, "/") || strings.HasSuffix(s, string(filepath.Separator)) {
-		return Ref{Transport: TransportOCILayout, Path: filepath.Clean(s)}, nil
+		return Ref{ociLayout{path: filepath.Clean(s)}}, nil
 	}
 	if dir := filepath.Dir(s); dir != "." && !looksLikeRegistry(s) {
 		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
-			return Ref{Transport: TransportOCILayout, Path: s}, nil
+			return Ref{ociLayout{path: s}}, nil
 		}
 	}
 	return parseRegistry(s, s)
 }
 
+// prefixes are the transports' prefixed forms ("transport:…"), each parsed
+// by its transport's file from the rest of the string.
+var prefixes = []struct {
+	prefix string
+	parse  func(rest, orig string) (Ref, error)
+}{
+	{"docker://", parseRegistry},
+	{"docker-archive:", parseDockerArchive},
+	{"oci-archive:", parseOCIArchive},
+	{"oci:", parseLayout},
+}
+
 // parsePrefixed handles "transport:…" forms; ok is false when s has none.
 func parsePrefixed(s string) (Ref, bool, error) {
-	switch {
-	case strings.HasPrefix(s, "docker://"):
-		r, err := parseRegistry(strings.TrimPrefix(s, "docker://"), s)
-		return r, true, err
-	case strings.HasPrefix(s, "docker-archive:"):
-		p, tag := splitDockerArchive(strings.TrimPrefix(s, "docker-archive:"))
-		if p == "" {
-			return Ref{}, true, fmt.Errorf("%q: docker-archive needs a file name: %w; %s", s, ErrUnknownTransport, Forms)
+	for _, p := range prefixes {
+		if rest, ok := strings.CutPrefix(s, p.prefix); ok {
+			r, err := p.parse(rest, s)
+			return r, true, err
 		}
-		if tag != "" {
-			if _, err := name.ParseReference(tag); err != nil {
-				return Ref{}, true, fmt.Errorf("%q: docker-archive reference %q: %w", s, tag, err)
-			}
-		}
-		return Ref{Transport: TransportDockerArchive, Path: p, Tag: tag}, true, nil
-	case strings.HasPrefix(s, "oci-archive:"), strings.HasPrefix(s, "oci:"):
-		t := TransportOCIArchive
-		rest := strings.TrimPrefix(s, "oci-archive:")
-		if !strings.HasPrefix(s, "oci-archive:") {
-			t, rest = TransportOCILayout, strings.TrimPrefix(s, "oci:")
-		}
-		p, tag := splitTag(rest)
-		if p == "" {
-			return Ref{}, true, fmt.Errorf("%q: %s needs a path: %w; %s", s, t, ErrUnknownTransport, Forms)
-		}
-		return Ref{Transport: t, Path: p, Tag: tag}, true, nil
 	}
 	// Other "word:" prefixes that are not host:port are unknown transports.
 	if i := strings.Index(s, ":"); i > 0 && !strings.ContainsAny(s[:i], "./") {
 		rest := s[i+1:]
 		if !startsWithPort(rest) && !strings.Contains(s[:i], "@") {
 			if _, err := name.ParseReference(s); err != nil || isKnownScheme(s[:i]) || looksLikePath(rest) || strings.Contains(rest, "/") {
-				return Ref{}, true, fmt.Errorf("%q: transport %q: %w; %s", s, s[:i], ErrUnknownTransport, Forms)
+				return Ref{}, true, fmt.Errorf("%q: transport %q: %w; %s", s, s[:i], ErrUnknownTransport, forms)
 			}
 		}
 	}
@@ -234,24 +266,6 @@ func splitTag(s string) (string, string) {
 		return s, ""
 	}
 	return s[:i], s[i+1:]
-}
-
-// splitDockerArchive splits "path[:repo[:tag]]" as skopeo does: the path is
-// everything up to the first ":" (the reference may contain host:port).
-func splitDockerArchive(s string) (string, string) {
-	i := strings.Index(s, ":")
-	if i < 0 {
-		return s, ""
-	}
-	return s[:i], s[i+1:]
-}
-
-func parseRegistry(s, orig string) (Ref, error) {
-	n, err := name.ParseReference(s)
-	if err != nil {
-		return Ref{}, fmt.Errorf("%q is neither an existing file or directory nor a registry reference (%v): %w; %s", orig, err, ErrUnknownTransport, Forms)
-	}
-	return Ref{Transport: TransportRegistry, Name: n}, nil
 }
 
 // looksLikePath: strings that can only be meant as local paths.
@@ -286,15 +300,11 @@ func looksLikeRegistry(s string) bool {
 func detectPath(p string, fi os.FileInfo) (Ref, error) {
 	if fi.IsDir() {
 		if _, err := os.Stat(filepath.Join(p, "oci-layout")); err != nil {
-			return Ref{}, fmt.Errorf("directory %s holds no oci-layout file, so it is no OCI image layout: %w; %s", p, ErrUnknownTransport, Forms)
+			return Ref{}, fmt.Errorf("directory %s holds no oci-layout file, so it is no OCI image layout: %w; %s", p, ErrUnknownTransport, forms)
 		}
-		return Ref{Transport: TransportOCILayout, Path: p}, nil
+		return Ref{ociLayout{path: p}}, nil
 	}
-	t, err := sniffTar(p)
-	if err != nil {
-		return Ref{}, err
-	}
-	return Ref{Transport: t, Path: p}, nil
+	return sniffTar(p)
 }
 
 // sniffTar reads the tar's headers (seeking over contents) and says which
@@ -304,10 +314,10 @@ func detectPath(p string, fi os.FileInfo) (Ref, error) {
 // verbatim (digest and media types unchanged), whereas the docker-archive
 // reader has to synthesize a manifest (and gzip uncompressed layers), which
 // changes the digest.
-func sniffTar(p string) (Transport, error) {
+func sniffTar(p string) (Ref, error) {
 	f, err := os.Open(p)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", p, err)
+		return Ref{}, fmt.Errorf("%s: %w", p, err)
 	}
 	defer f.Close()
 	tr := tar.NewReader(f)
@@ -318,7 +328,7 @@ func sniffTar(p string) (Transport, error) {
 			break
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s is not a readable tar archive (%v): %w", p, err, ErrCorrupt)
+			return Ref{}, fmt.Errorf("%s is not a readable tar archive (%v): %w", p, err, ErrCorrupt)
 		}
 		switch path.Clean(strings.TrimPrefix(h.Name, "./")) {
 		case "manifest.json":
@@ -331,49 +341,9 @@ func sniffTar(p string) (Transport, error) {
 	}
 	switch {
 	case layout && index:
-		return TransportOCIArchive, nil
+		return Ref{ociArchive{path: p}}, nil
 	case manifest:
-		return TransportDockerArchive, nil
+		return Ref{dockerArchive{path: p}}, nil
 	}
-	return "", fmt.Errorf("tar %s holds neither a docker save manifest.json nor an OCI oci-layout and index.json: %w; %s", p, ErrUnknownTransport, Forms)
-}
-
-// DefaultOutput is where an image read from in goes by default: for a
-// registry the same repository with tag TAG-suffix (suffix alone when in has
-// no tag); for a file F.tar the file F-suffix.tar beside it (same transport);
-// for an OCI layout the same directory with tag TAG-suffix.
-func DefaultOutput(in Ref, suffix string) Ref {
-	switch in.Transport {
-	case TransportRegistry:
-		tag := suffix
-		if t, ok := in.Name.(name.Tag); ok && t.TagStr() != "" {
-			tag = t.TagStr() + "-" + suffix
-		}
-		return Ref{Transport: TransportRegistry, Name: in.Name.Context().Tag(tag)}
-	case TransportOCILayout:
-		tag := suffix
-		if in.Tag != "" {
-			tag = in.Tag + "-" + suffix
-		}
-		return Ref{Transport: TransportOCILayout, Path: in.Path, Tag: tag}
-	default:
-		base := in.Path
-		if strings.HasSuffix(strings.ToLower(base), ".tar") {
-			base = base[:len(base)-len(".tar")]
-		}
-		return Ref{Transport: in.Transport, Path: base + "-" + suffix + ".tar", Tag: in.Tag}
-	}
-}
-
-// Loopback says whether r is a registry reference to a registry on this
-// host (localhost, 127.0.0.0/8, ::1), whatever the port.
-func (r Ref) Loopback() bool {
-	if r.Transport != TransportRegistry || r.Name == nil {
-		return false
-	}
-	host := r.Name.Context().RegistryStr()
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	return isLoopback(strings.Trim(host, "[]"))
+	return Ref{}, fmt.Errorf("tar %s holds neither a docker save manifest.json nor an OCI oci-layout and index.json: %w; %s", p, ErrUnknownTransport, forms)
 }

@@ -16,7 +16,7 @@ import (
 func TestParseRefForms(t *testing.T) {
 	dir := t.TempDir()
 	layoutDir := filepath.Join(dir, "layout")
-	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: layoutDir}, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	must(Write(ctx, kindRef("oci", layoutDir, ""), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
 	both := filepath.Join(dir, "both.tar")
 	dockerPlusLayout(t, vector("train_initial.docker.tar"), vector("train_initial.oci.tar"), both)
 	// A Docker 25+ style save (both layouts) reads as its OCI manifest, verbatim.
@@ -26,24 +26,24 @@ func TestParseRefForms(t *testing.T) {
 
 	cases := []struct {
 		in        string
-		transport Transport
+		transport string
 		path, tag string
 		name      string
 	}{
-		{"registry.example/project/train:tag", TransportRegistry, "", "", "registry.example/project/train:tag"},
-		{"docker://registry.example/project/train:tag", TransportRegistry, "", "", "registry.example/project/train:tag"},
-		{"127.0.0.1:5000/pht/train@sha256:" + strings.Repeat("a", 64), TransportRegistry, "", "", "127.0.0.1:5000/pht/train@sha256:" + strings.Repeat("a", 64)},
-		{"alpine:3.20", TransportRegistry, "", "", "alpine:3.20"},
-		{"docker-archive:" + vector("train_initial.docker.tar"), TransportDockerArchive, vector("train_initial.docker.tar"), "", ""},
-		{"docker-archive:x.tar:localhost:5000/a/b:v1", TransportDockerArchive, "x.tar", "localhost:5000/a/b:v1", ""},
-		{vector("train_initial.docker.tar"), TransportDockerArchive, vector("train_initial.docker.tar"), "", ""},
-		{vector("train_initial.oci.tar"), TransportOCIArchive, vector("train_initial.oci.tar"), "", ""},
-		{both, TransportOCIArchive, both, "", ""},
-		{"oci-archive:" + vector("train_initial.oci.tar"), TransportOCIArchive, vector("train_initial.oci.tar"), "", ""},
-		{"oci-archive:bin/x.oci.tar:v2", TransportOCIArchive, "bin/x.oci.tar", "v2", ""},
-		{"oci:" + layoutDir, TransportOCILayout, layoutDir, "", ""},
-		{"oci:" + layoutDir + ":latest", TransportOCILayout, layoutDir, "latest", ""},
-		{layoutDir, TransportOCILayout, layoutDir, "", ""},
+		{"registry.example/project/train:tag", "docker", "", "", "registry.example/project/train:tag"},
+		{"docker://registry.example/project/train:tag", "docker", "", "", "registry.example/project/train:tag"},
+		{"127.0.0.1:5000/pht/train@sha256:" + strings.Repeat("a", 64), "docker", "", "", "127.0.0.1:5000/pht/train@sha256:" + strings.Repeat("a", 64)},
+		{"alpine:3.20", "docker", "", "", "alpine:3.20"},
+		{"docker-archive:" + vector("train_initial.docker.tar"), "docker-archive", vector("train_initial.docker.tar"), "", ""},
+		{"docker-archive:x.tar:localhost:5000/a/b:v1", "docker-archive", "x.tar", "localhost:5000/a/b:v1", ""},
+		{vector("train_initial.docker.tar"), "docker-archive", vector("train_initial.docker.tar"), "", ""},
+		{vector("train_initial.oci.tar"), "oci-archive", vector("train_initial.oci.tar"), "", ""},
+		{both, "oci-archive", both, "", ""},
+		{"oci-archive:" + vector("train_initial.oci.tar"), "oci-archive", vector("train_initial.oci.tar"), "", ""},
+		{"oci-archive:bin/x.oci.tar:v2", "oci-archive", "bin/x.oci.tar", "v2", ""},
+		{"oci:" + layoutDir, "oci", layoutDir, "", ""},
+		{"oci:" + layoutDir + ":latest", "oci", layoutDir, "latest", ""},
+		{layoutDir, "oci", layoutDir, "", ""},
 	}
 	for _, c := range cases {
 		r, err := ParseRef(c.in)
@@ -51,14 +51,17 @@ func TestParseRefForms(t *testing.T) {
 			t.Errorf("ParseRef(%q): %v", c.in, err)
 			continue
 		}
-		if r.Transport != c.transport || r.Path != c.path || r.Tag != c.tag {
-			t.Errorf("ParseRef(%q) = %s %q %q, want %s %q %q", c.in, r.Transport, r.Path, r.Tag, c.transport, c.path, c.tag)
+		if kind, path, tag := refParts(r); kind != c.transport || path != c.path || tag != c.tag {
+			t.Errorf("ParseRef(%q) = %s %q %q, want %s %q %q", c.in, kind, path, tag, c.transport, c.path, c.tag)
 		}
-		if c.name != "" && (r.Name == nil || r.Name.String() != c.name) {
-			t.Errorf("ParseRef(%q).Name = %v, want %s", c.in, r.Name, c.name)
+		if c.name != "" && (r.Name() == nil || r.Name().String() != c.name) {
+			t.Errorf("ParseRef(%q).Name() = %v, want %s", c.in, r.Name(), c.name)
+		}
+		if (r.Name() != nil) != (c.transport == "docker") {
+			t.Errorf("ParseRef(%q).Name() = %v for transport %s", c.in, r.Name(), c.transport)
 		}
 		back, err := ParseRef(r.String())
-		if err != nil || back.String() != r.String() || back.Transport != r.Transport {
+		if bk, _, _ := refParts(back); err != nil || back.String() != r.String() || bk != c.transport {
 			t.Errorf("ParseRef(%q).String() = %q does not parse back: %v %v", c.in, r.String(), back, err)
 		}
 	}
@@ -78,8 +81,8 @@ func TestParseRefErrors(t *testing.T) {
 	// A directory whose name is also a registry reference.
 	t.Chdir(dir)
 	noErr(t, os.MkdirAll("reg.example/pht/plain", 0o755))
-	must(Write(ctx, Ref{Transport: TransportOCILayout, Path: "reg.example/pht/train"}, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
-	if r, err := ParseRef("reg.example/pht/plain"); err != nil || r.Transport != TransportRegistry {
+	must(Write(ctx, kindRef("oci", "reg.example/pht/train", ""), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	if r, err := ParseRef("reg.example/pht/plain"); err != nil || r.Name() == nil {
 		t.Errorf("ParseRef of a registry reference that is also a directory holding no image = %v, %v; want the registry", r, err)
 	}
 
@@ -119,16 +122,16 @@ func TestParseOutputRef(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {
 		in        string
-		transport Transport
+		transport string
 		path, tag string
 	}{
-		{filepath.Join(dir, "new.tar"), TransportDockerArchive, filepath.Join(dir, "new.tar"), ""},
-		{"oci-archive:" + filepath.Join(dir, "new.tar") + ":v1", TransportOCIArchive, filepath.Join(dir, "new.tar"), "v1"},
-		{filepath.Join(dir, "newdir"), TransportOCILayout, filepath.Join(dir, "newdir"), ""},
-		{filepath.Join(dir, "newdir") + "/", TransportOCILayout, filepath.Join(dir, "newdir"), ""},
-		{"oci:" + filepath.Join(dir, "newdir") + ":t", TransportOCILayout, filepath.Join(dir, "newdir"), "t"},
-		{vector("train_initial.oci.tar"), TransportOCIArchive, vector("train_initial.oci.tar"), ""},
-		{"127.0.0.1:5000/pht/train:out", TransportRegistry, "", ""},
+		{filepath.Join(dir, "new.tar"), "docker-archive", filepath.Join(dir, "new.tar"), ""},
+		{"oci-archive:" + filepath.Join(dir, "new.tar") + ":v1", "oci-archive", filepath.Join(dir, "new.tar"), "v1"},
+		{filepath.Join(dir, "newdir"), "oci", filepath.Join(dir, "newdir"), ""},
+		{filepath.Join(dir, "newdir") + "/", "oci", filepath.Join(dir, "newdir"), ""},
+		{"oci:" + filepath.Join(dir, "newdir") + ":t", "oci", filepath.Join(dir, "newdir"), "t"},
+		{vector("train_initial.oci.tar"), "oci-archive", vector("train_initial.oci.tar"), ""},
+		{"127.0.0.1:5000/pht/train:out", "docker", "", ""},
 	}
 	for _, c := range cases {
 		r, err := ParseOutputRef(c.in)
@@ -136,8 +139,8 @@ func TestParseOutputRef(t *testing.T) {
 			t.Errorf("ParseOutputRef(%q): %v", c.in, err)
 			continue
 		}
-		if r.Transport != c.transport || r.Path != c.path || r.Tag != c.tag {
-			t.Errorf("ParseOutputRef(%q) = %s %q %q, want %s %q %q", c.in, r.Transport, r.Path, r.Tag, c.transport, c.path, c.tag)
+		if kind, path, tag := refParts(r); kind != c.transport || path != c.path || tag != c.tag {
+			t.Errorf("ParseOutputRef(%q) = %s %q %q, want %s %q %q", c.in, kind, path, tag, c.transport, c.path, c.tag)
 		}
 	}
 	if _, err := ParseOutputRef("nfs:/x"); !errors.Is(err, ErrUnknownTransport) {
@@ -147,19 +150,33 @@ func TestParseOutputRef(t *testing.T) {
 
 // TestDefaultOutput: registry → same repo with TAG-suffix (suffix without a
 // tag); file → F-suffix.tar beside it; layout → same dir with TAG-suffix.
+// WriteBack is the registry reference itself, else the same; PrivateOutput
+// never a registry: REPOSITORY_TAG.suffix.oci.tar in the current directory.
 func TestDefaultOutput(t *testing.T) {
-	cases := []struct{ in, want string }{
-		{"reg.example/pht/train:v1", "docker://reg.example/pht/train:v1-decrypted"},
-		{"reg.example/pht/train@sha256:" + strings.Repeat("b", 64), "docker://reg.example/pht/train:decrypted"},
-		{"docker-archive:/data/train.tar", "docker-archive:/data/train-decrypted.tar"},
-		{"oci-archive:/data/train.oci.tar:v1", "oci-archive:/data/train.oci-decrypted.tar:v1"},
-		{"oci:/data/layout:v1", "oci:/data/layout:v1-decrypted"},
-		{"oci:/data/layout", "oci:/data/layout:decrypted"},
+	digestRef := "reg.example/pht/train@sha256:" + strings.Repeat("b", 64)
+	cases := []struct{ in, want, back, private string }{
+		{"reg.example/pht/train:v1", "docker://reg.example/pht/train:v1-decrypted", "docker://reg.example/pht/train:v1", "oci-archive:train_v1.decrypted.oci.tar"},
+		{"reg.example/station-aachen/train-42", "docker://reg.example/station-aachen/train-42:latest-decrypted", "docker://reg.example/station-aachen/train-42", "oci-archive:train-42_latest.decrypted.oci.tar"},
+		{digestRef, "docker://reg.example/pht/train:decrypted", "docker://" + digestRef, "oci-archive:train_sha256-bbbbbbbbbbbb.decrypted.oci.tar"},
+		{"docker-archive:/data/train.tar", "docker-archive:/data/train-decrypted.tar", "", ""},
+		{"oci-archive:/data/train.oci.tar:v1", "oci-archive:/data/train.oci-decrypted.tar:v1", "", ""},
+		{"oci:/data/layout:v1", "oci:/data/layout:v1-decrypted", "", ""},
+		{"oci:/data/layout", "oci:/data/layout:decrypted", "", ""},
 	}
 	for _, c := range cases {
-		got := DefaultOutput(parse(t, c.in), "decrypted").String()
-		if got != c.want {
-			t.Errorf("DefaultOutput(%q) = %q, want %q", c.in, got, c.want)
+		in := parse(t, c.in)
+		if got := in.DefaultOutput("decrypted").String(); got != c.want {
+			t.Errorf("%q.DefaultOutput = %q, want %q", c.in, got, c.want)
+		}
+		back, private := c.back, c.private
+		if back == "" {
+			back, private = c.want, c.want
+		}
+		if got := in.WriteBack("decrypted").String(); got != back {
+			t.Errorf("%q.WriteBack = %q, want %q", c.in, got, back)
+		}
+		if got := in.PrivateOutput("decrypted").String(); got != private {
+			t.Errorf("%q.PrivateOutput = %q, want %q", c.in, got, private)
 		}
 	}
 }

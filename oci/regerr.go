@@ -3,20 +3,11 @@ package oci
 import (
 	"errors"
 	"fmt"
-	"github.com/google/go-containerregistry/pkg/name"
 	"net/http"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-)
-
-var (
-	// ErrUnauthorized: the registry wants credentials, or refused the
-	// ones given (HTTP 401).
-	ErrUnauthorized = errors.New("registry authentication required")
-	// ErrDenied: the registry knows who asks and refuses the action
-	// (HTTP 403).
-	ErrDenied = errors.New("registry access denied")
 )
 
 // registryError is a registry's error answer in one line, without the

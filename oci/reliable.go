@@ -13,25 +13,11 @@ import (
 	"time"
 )
 
-// DefaultStallTimeout is the time a registry connection may make no
-// progress (no byte received while phtoci waits for one, no byte accepted
-// while it has one to send) before the transfer is abandoned and retried.
-const DefaultStallTimeout = 60 * time.Second
-
 // transferRetries is how many times a stalled or dropped transfer is tried
 // again; transferBackoff is the wait before retry i (1s, 2s, 4s).
 const transferRetries = 3
 
 var transferBackoff = func(i int) time.Duration { return time.Second << i }
-
-var (
-	// ErrTransfer: a registry transfer failed after retries (a dropped
-	// connection, a stall, a server error during an upload).
-	ErrTransfer = errors.New("registry transfer failed")
-	// ErrStall: a registry connection made no progress for the stall
-	// timeout, every time it was tried. errors.Is(err, ErrTransfer) holds.
-	ErrStall = fmt.Errorf("registry connection stalled%.0w", ErrTransfer)
-)
 
 // errStalled is the cause a watchdog cancels a request with.
 var errStalled = errors.New("stalled")

@@ -123,7 +123,7 @@ func TestPlainHTTPOnlyLoopbackOrInsecure(t *testing.T) {
 	must(Write(ctx, regRef(t, reg, "loop/img:v1"), img, Options{}))(t)
 	for _, host := range []string{"localhost" + reg.Host[strings.LastIndex(reg.Host, ":"):]} {
 		n := must(name.ParseReference(host + "/loop/img:v1"))(t)
-		if got := digest(t, open(t, Ref{Transport: TransportRegistry, Name: n}, Options{})); got != digest(t, img) {
+		if got := digest(t, open(t, Ref{remoteRegistry{name: n}}, Options{})); got != digest(t, img) {
 			t.Errorf("%s: %s, want %s", host, got, digest(t, img))
 		}
 	}

@@ -8,19 +8,19 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// RefNameAnnotation is the OCI annotation that names (tags) an image in a layout.
-const RefNameAnnotation = "org.opencontainers.image.ref.name"
+// refNameAnnotation is the OCI annotation that names (tags) an image in a layout.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
 
-// DefaultPlatform is chosen from an index with several platforms when none
+// defaultPlatform is chosen from an index with several platforms when none
 // is asked for.
-var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
+var defaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 
 // pickTagged chooses the descriptor of index.json named tag, or the only
 // one. When index.json itself lists platform images, it chooses among them.
 func pickTagged(im *v1.IndexManifest, tag, where string, plat *v1.Platform) (v1.Descriptor, error) {
 	var names []string
 	for _, d := range im.Manifests {
-		n := d.Annotations[RefNameAnnotation]
+		n := d.Annotations[refNameAnnotation]
 		if tag != "" && n == tag {
 			return d, nil
 		}
@@ -49,7 +49,7 @@ func pickTagged(im *v1.IndexManifest, tag, where string, plat *v1.Platform) (v1.
 }
 
 // choosePlatform picks from an index's manifests: the asked platform, else
-// the only real platform, else DefaultPlatform, else ErrPlatform.
+// the only real platform, else defaultPlatform, else ErrPlatform.
 func choosePlatform(ds []v1.Descriptor, want *v1.Platform, where string) (v1.Descriptor, error) {
 	var real []v1.Descriptor
 	for _, d := range ds {
@@ -70,11 +70,11 @@ func choosePlatform(ds []v1.Descriptor, want *v1.Platform, where string) (v1.Des
 		return real[0], nil
 	}
 	for _, d := range real {
-		if d.Platform != nil && d.Platform.Satisfies(DefaultPlatform) {
+		if d.Platform != nil && d.Platform.Satisfies(defaultPlatform) {
 			return d, nil
 		}
 	}
-	return v1.Descriptor{}, fmt.Errorf("%s has several platforms and none is %s (it has: %s): %w", where, DefaultPlatform.String(), platforms(real), ErrPlatform)
+	return v1.Descriptor{}, fmt.Errorf("%s has several platforms and none is %s (it has: %s): %w", where, defaultPlatform.String(), platforms(real), ErrPlatform)
 }
 
 // checkPlatform fails when a single image's config is for another platform

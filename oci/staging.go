@@ -14,36 +14,19 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// ArchiveReserve is the room an oci-archive output needs before a layer
+// archiveReserve is the room an oci-archive output needs before a layer
 // blob to take the blob's file over: the tar headers of blobs/,
 // blobs/sha256/ and the blob itself, 512 bytes each.
-const ArchiveReserve = 3 * 512
+const archiveReserve = 3 * 512
 
-// BlobFile is implemented by layers whose blob lives in a file that Write
+// blobFile is implemented by layers whose blob lives in a file that Write
 // may take over (layer.Layer): the file and the blob's offset in it.
 // Taking over means moving the file into the destination, with the
 // destination's headers written into the bytes before offset, instead of
 // copying the blob: a multi-gigabyte results layer is then written to disk
 // once. The layer cannot be read after a successful Write.
-type BlobFile interface {
+type blobFile interface {
 	BlobFile() (path string, offset int64)
-}
-
-// Staging says where a new layer's file should be made, and how many bytes
-// it should reserve before the blob, so that Write to dst can take it over
-// (BlobFile): beside an oci-archive output with ArchiveReserve bytes,
-// beside a docker-archive output with DockerArchiveReserve, or beside an
-// OCI layout directory with none. A registry uploads the blob: ("", 0).
-func Staging(dst Ref) (dir string, reserve int64) {
-	switch dst.Transport {
-	case TransportOCIArchive:
-		return filepath.Dir(filepath.Clean(dst.Path)), ArchiveReserve
-	case TransportDockerArchive:
-		return filepath.Dir(filepath.Clean(dst.Path)), DockerArchiveReserve
-	case TransportOCILayout:
-		return filepath.Dir(filepath.Clean(dst.Path)), 0
-	}
-	return "", 0
 }
 
 // sameDir says whether a and b are the same directory.
@@ -59,13 +42,13 @@ func sameDir(a, b string) bool {
 // takeable returns img's layer whose file an archive at path can take
 // over (its blob at offset reserve, in path's directory), with its digest
 // and size, or nil.
-func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.Hash, int64) {
+func takeable(img v1.Image, path string, reserve int64) (v1.Layer, blobFile, v1.Hash, int64) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, nil, v1.Hash{}, 0
 	}
 	for _, l := range layers {
-		bf, ok := l.(BlobFile)
+		bf, ok := l.(blobFile)
 		if !ok {
 			continue
 		}
@@ -89,8 +72,8 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 	return nil, nil, v1.Hash{}, 0
 }
 
-// writeOCIArchiveInPlace writes the oci-archive ref by taking over the file
-// of one of img's layers (see BlobFile): blob headers into the reserved
+// writeOCIArchiveInPlace writes the oci-archive at path (image tagged tag) by taking over the file
+// of one of img's layers (see blobFile): blob headers into the reserved
 // bytes, the rest of the archive appended after the blob, then fsync and
 // rename. done is false when no layer can be taken over; on error the
 // layer's file is restored (truncated back to the blob).
@@ -98,8 +81,8 @@ func takeable(img v1.Image, path string, reserve int64) (v1.Layer, BlobFile, v1.
 // Hand-written because no tar library writes an entry whose header is
 // filled in after its content; the three headers are plain 512-byte blocks
 // made by archive/tar.
-func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.FileMode, bar *bar) (done bool, err error) {
-	_, bf, h, size := takeable(img, ref.Path, ArchiveReserve)
+func writeOCIArchiveInPlace(ctx context.Context, path, tag string, img v1.Image, mode os.FileMode, bar *bar) (done bool, err error) {
+	_, bf, h, size := takeable(img, path, archiveReserve)
 	if bf == nil {
 		return false, nil
 	}
@@ -126,15 +109,11 @@ func writeOCIArchiveInPlace(ctx context.Context, ref Ref, img v1.Image, mode os.
 	if err != nil {
 		return true, err
 	}
-	tag := ref.Tag
-	if tag == "" {
-		tag = DefaultLayoutTag
-	}
 	if err := writeOCITar(ctx, barWriter{to.f, bar}, img, tag, h); err != nil {
 		to.abort()
 		return true, err
 	}
-	if err := to.commit(prefix.Bytes(), ref.Path, mode); err != nil {
+	if err := to.commit(prefix.Bytes(), path, mode); err != nil {
 		return true, err
 	}
 	return true, nil
@@ -203,7 +182,7 @@ func (t *takeover) commit(prefix []byte, path string, mode os.FileMode) error {
 }
 
 // moveBlobsInto links the files of img's layers that hold nothing but the
-// blob (BlobFile offset 0) into the OCI layout at dir, where
+// blob (blobFile offset 0) into the OCI layout at dir, where
 // go-containerregistry's layout writer then finds them present and skips
 // the copy. A layer on another file system (or one
 // that forbids hard links) is left to be copied.
@@ -213,7 +192,7 @@ func moveBlobsInto(dir string, img v1.Image, mode os.FileMode) error {
 		return err
 	}
 	for _, l := range layers {
-		bf, ok := l.(BlobFile)
+		bf, ok := l.(blobFile)
 		if !ok {
 			continue
 		}

@@ -19,10 +19,11 @@ import (
 )
 
 // stagedLayer writes a plain tar layer holding opt/x (content) where
-// Staging(dst) asks for it.
+// dst.Staging asks for it.
 func stagedLayer(t *testing.T, dst Ref, content []byte) *layer.Layer {
 	t.Helper()
-	dir, reserve := Staging(dst)
+	st := dst.Staging(nil)
+	dir, reserve := st.Dir, st.Reserve
 	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: types.OCIUncompressedLayer}))(t)
 	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
 	return must(w.Close())(t)
@@ -56,8 +57,8 @@ func TestArchiveTakesLayerFileOver(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.tar")
 	dst := parseOut(t, "oci-archive:"+out+":v1")
-	if d, r := Staging(dst); d != dir || r != ArchiveReserve {
-		t.Fatalf("Staging(%s) = %q, %d; want %q, %d", dst, d, r, dir, ArchiveReserve)
+	if st := dst.Staging(base); st.Dir != dir || st.Reserve != archiveReserve || st.Stream || !st.Plain {
+		t.Fatalf("%s.Staging = %+v; want Dir %q, Reserve %d, Plain", dst, st, dir, archiveReserve)
 	}
 	content := make([]byte, 3<<20+7)
 	rand.Read(content)
@@ -138,7 +139,7 @@ type sparseLayer struct {
 	v1.Layer
 	path    string
 	size    int64
-	reserve int64 // 0: ArchiveReserve
+	reserve int64 // 0: archiveReserve
 }
 
 func (s *sparseLayer) Digest() (v1.Hash, error) {
@@ -149,7 +150,7 @@ func (s *sparseLayer) Size() (int64, error)                { return s.size, nil 
 func (s *sparseLayer) MediaType() (types.MediaType, error) { return types.OCIUncompressedLayer, nil }
 func (s *sparseLayer) BlobFile() (string, int64) {
 	if s.reserve == 0 {
-		return s.path, ArchiveReserve
+		return s.path, archiveReserve
 	}
 	return s.path, s.reserve
 }
@@ -191,7 +192,7 @@ func TestArchiveTakeoverHugeBlob(t *testing.T) {
 	size := int64(1<<33 + 5)
 	blob := strings.Repeat("ab", 32)
 
-	hdrs := hugeArchive(t, "oci-archive", ArchiveReserve, size)
+	hdrs := hugeArchive(t, "oci-archive", archiveReserve, size)
 	var names []string
 	for _, h := range hdrs {
 		names = append(names, h.Name)
@@ -204,7 +205,7 @@ func TestArchiveTakeoverHugeBlob(t *testing.T) {
 		t.Errorf("oci-archive entries %v, want %v then manifest, config and base layers", names, want)
 	}
 
-	hdrs = hugeArchive(t, "docker-archive", DockerArchiveReserve, size)
+	hdrs = hugeArchive(t, "docker-archive", dockerArchiveReserve, size)
 	if len(hdrs) == 0 {
 		t.Fatal("docker-archive: no entries")
 	}
@@ -227,8 +228,8 @@ func TestLayoutLinksLayerFile(t *testing.T) {
 	base := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
 	lay := filepath.Join(t.TempDir(), "layout")
 	dst := parseOut(t, "oci:"+lay+":v1")
-	if d, r := Staging(dst); d != filepath.Dir(lay) || r != 0 {
-		t.Fatalf("Staging(%s) = %q, %d", dst, d, r)
+	if st := dst.Staging(base); st.Dir != filepath.Dir(lay) || st.Reserve != 0 || st.Stream || !st.Plain {
+		t.Fatalf("%s.Staging = %+v", dst, st)
 	}
 	l := stagedLayer(t, dst, []byte("results"))
 	img := must(mutate.AppendLayers(base, l))(t)

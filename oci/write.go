@@ -10,24 +10,24 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/layer"
 )
 
-// DefaultArchiveTag is the RepoTags entry of docker-archive outputs whose
+// defaultArchiveTag is the RepoTags entry of docker-archive outputs whose
 // reference names none.
-const DefaultArchiveTag = "phtoci/image:latest"
+const defaultArchiveTag = "phtoci/image:latest"
 
-// DefaultLayoutTag is the org.opencontainers.image.ref.name of oci and
+// defaultLayoutTag is the org.opencontainers.image.ref.name of oci and
 // oci-archive outputs whose reference names none.
-const DefaultLayoutTag = "latest"
+const defaultLayoutTag = "latest"
 
 // Write writes img to ref and returns the digest of the manifest as ref now
 // holds it (for docker-archive the manifest a reader of the archive sees).
@@ -35,106 +35,55 @@ const DefaultLayoutTag = "latest"
 // Registry pushes upload only blobs the registry lacks and mount layers
 // that came from another repository of the same registry. Files are written
 // atomically (temp file in the same directory, fsync, rename). Writing over
-// an input that was opened with Open gives ErrWouldOverwrite.
+// an image listed in opts.Inputs gives ErrWouldOverwrite.
 func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
-	switch ref.Transport {
-	case TransportRegistry:
-		return writeRemote(ctx, ref, img, opts)
-	case TransportDockerArchive, TransportOCIArchive:
-		if wouldOverwrite(ref, nil) {
-			return v1.Hash{}, fmt.Errorf("writing %s: %w (it was read as an input)", ref, ErrWouldOverwrite)
-		}
-		if err := checkMediaType(img, "image to write"); err != nil {
-			return v1.Hash{}, err
-		}
-		bar := newBar(opts, imageSize(img), "writing "+filepath.Base(ref.Path))
-		if ref.Transport == TransportOCIArchive {
-			if done, err := writeOCIArchiveInPlace(ctx, ref, img, fileMode(opts), bar); done || err != nil {
-				if err != nil {
-					return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-				}
-				if bar != nil {
-					_ = bar.Finish()
-				}
-				return img.Digest()
-			}
-		}
-		var write func(io.Writer) error
-		if ref.Transport == TransportDockerArchive {
-			tagStr := ref.Tag
-			if tagStr == "" {
-				tagStr = DefaultArchiveTag
-			}
-			tag, err := name.NewTag(tagStr)
-			if err != nil {
-				return v1.Hash{}, fmt.Errorf("writing %s: tag %q: %w", ref, tagStr, err)
-			}
-			if done, d, err := writeDockerArchiveInPlace(ctx, ref, img, tag, fileMode(opts), bar); done || err != nil {
-				if err != nil {
-					return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-				}
-				if bar != nil {
-					_ = bar.Finish()
-				}
-				return d, nil
-			}
-			write = func(w io.Writer) error { return tarball.Write(tag, img, barWriter{w, bar}) }
-		} else {
-			tag := ref.Tag
-			if tag == "" {
-				tag = DefaultLayoutTag
-			}
-			write = func(w io.Writer) error { return writeOCITar(ctx, barWriter{w, bar}, img, tag, v1.Hash{}) }
-		}
-		if err := atomicWrite(ref.Path, fileMode(opts), write); err != nil {
-			return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
-		}
-		if bar != nil {
-			_ = bar.Finish()
-		}
-		if ref.Transport == TransportDockerArchive {
-			// A docker save tarball stores no manifest; readers synthesize one.
-			return dockerArchiveDigest(ref.Path)
-		}
-		return img.Digest()
-	case TransportOCILayout:
-		return writeLayout(ref, img, opts)
+	if ref.t == nil {
+		return v1.Hash{}, fmt.Errorf("writing: empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
-	return v1.Hash{}, fmt.Errorf("writing %s: transport %q: %w; %s", ref, ref.Transport, ErrUnknownTransport, Forms)
+	return ref.t.write(ctx, img, opts)
 }
 
-func writeRemote(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, error) {
-	n, err := remoteName(ref, opts)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	ro := remoteOptions(ctx, opts)
-	ch, wait := updatesBar(opts, "pushing "+n.String())
-	if ch != nil {
-		ro = append(ro, remote.WithProgress(ch))
-	}
-	err = remote.Write(n, img, ro...)
-	wait()
-	if err != nil {
-		if isRegistryErr(err) {
-			re := registryErr(n.Context(), n, "push to", err)
-			return v1.Hash{}, re
+// startFileWrite checks that the archive file ref may be written with img,
+// and returns its progress bar (nil when off).
+func startFileWrite(ref Ref, img v1.Image, opts Options) (*bar, error) {
+	for _, in := range opts.Inputs {
+		if p := in.Path(); p != "" && sameFile(p, ref.Path()) {
+			return nil, fmt.Errorf("writing %s: %w (it is the file of the input %s)", ref, ErrWouldOverwrite, in)
 		}
-		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
 	}
-	d, err := img.Digest()
-	if err != nil {
-		return v1.Hash{}, err
+	if err := checkMediaType(img, "image to write"); err != nil {
+		return nil, err
 	}
-	if err := readBack(n, d, ro); err != nil {
-		return v1.Hash{}, err
-	}
-	return d, nil
+	return newBar(opts, imageSize(img), "writing "+filepath.Base(ref.t.local())), nil
 }
 
-// ErrLostUpdate: a tag pointed elsewhere right after it was pushed (another
-// writer pushed to it at the same time); see LostUpdateError.
-var ErrLostUpdate = errors.New("tag moved by another push")
+// sameFile says whether paths a and b name the same existing file or
+// directory (through symbolic links, or hard links: the same inode).
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// localString is the reference form "kind:path[:tag]" of a local transport.
+func localString(kind, path, tag string) string {
+	s := kind + ":" + path
+	if tag != "" {
+		s += ":" + tag
+	}
+	return s
+}
+
+// archiveOutput is the file F-suffix.tar beside the archive F.tar.
+func archiveOutput(path, suffix string) string {
+	if strings.HasSuffix(strings.ToLower(path), ".tar") {
+		path = path[:len(path)-len(".tar")]
+	}
+	return path + "-" + suffix + ".tar"
+}
 
 // LostUpdateError says which tag was pushed, what was pushed and what the
 // tag pointed at when it was read back.
@@ -162,36 +111,6 @@ func readBack(n name.Reference, pushed v1.Hash, ro []remote.Option) error {
 	}
 	if desc.Digest != pushed {
 		return &LostUpdateError{Tag: n.String(), Pushed: pushed, Now: desc.Digest}
-	}
-	return nil
-}
-
-// WriteLayer uploads one layer blob to the repository of the registry
-// reference ref, and nothing else. A streaming layer (go-containerregistry's
-// stream.Layer) is uploaded while it is read, so that its producer can run
-// before the image it goes into is known; a later Write of that image then
-// finds the blob present and does not upload it again.
-func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
-	if ref.Transport != TransportRegistry {
-		return fmt.Errorf("writing a layer to %s: %w: only a registry takes a lone blob", ref, ErrUnknownTransport)
-	}
-	n, err := remoteName(ref, opts)
-	if err != nil {
-		return err
-	}
-	ro := remoteOptions(ctx, opts)
-	ch, wait := updatesBar(opts, "pushing layer to "+n.Context().String())
-	if ch != nil {
-		ro = append(ro, remote.WithProgress(ch))
-	}
-	err = remote.WriteLayer(n.Context(), l, ro...)
-	wait()
-	if err != nil {
-		if isRegistryErr(err) {
-			re := registryErr(n.Context(), n.Context(), "push to", err)
-			return re
-		}
-		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
 	}
 	return nil
 }
@@ -285,7 +204,7 @@ func writeOCITar(ctx context.Context, w io.Writer, img v1.Image, tag string, ski
 			MediaType:   mt,
 			Digest:      dgst,
 			Size:        int64(len(raw)),
-			Annotations: map[string]string{RefNameAnnotation: tag},
+			Annotations: map[string]string{refNameAnnotation: tag},
 		}},
 	}
 	indexJSON, err := json.Marshal(index)

@@ -220,7 +220,7 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 			return nil, fmt.Errorf("master image %s: %w", masterRef, err)
 		}
 		repo := repoOf(mref)
-		if mref.Transport != oci.TransportRegistry && src.Address != "" {
+		if mref.Name() == nil && src.Address != "" {
 			repo = src.Address
 		}
 		if err := env.Trust.CheckMaster(repo, d.String()); err != nil {
@@ -237,10 +237,10 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 // repoOf names a master for the trust store: the repository of a registry
 // reference, the path of a file or layout.
 func repoOf(r oci.Ref) string {
-	if r.Transport == oci.TransportRegistry {
-		return r.Name.Context().Name()
+	if n := r.Name(); n != nil {
+		return n.Context().Name()
 	}
-	return r.Path
+	return r.Path()
 }
 
 // checkBaseIfAsked runs the master image check when env asks for it.

@@ -8,7 +8,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/layer"
-	"github.com/phtoci/phtoci/oci"
 )
 
 // Compression says how the new layer is stored.
@@ -38,36 +37,16 @@ const (
 	CompressionFast
 )
 
-// forOutput resolves CompressionAuto for a destination transport and the
-// image the new layer goes on.
-func (c Compression) forOutput(t oci.Transport, img v1.Image) Compression {
+// forOutput resolves CompressionAuto for a destination that prefers a
+// plain tar layer (plain, oci.Staging.Plain) or gzip.
+func (c Compression) forOutput(plain bool) Compression {
 	if c != CompressionAuto {
 		return c
 	}
-	if t == oci.TransportDockerArchive && plainFirstLayer(img) {
-		// go-containerregistry's docker-archive reader takes every
-		// layer as plain when the first one is: a gzip layer on top
-		// would not read back there.
+	if plain {
 		return CompressionNone
 	}
-	if t == oci.TransportDockerArchive || t == oci.TransportRegistry {
-		return CompressionStored
-	}
-	return CompressionNone
-}
-
-// plainFirstLayer says whether img's first layer is a plain tar by its
-// media type.
-func plainFirstLayer(img v1.Image) bool {
-	if img == nil {
-		return false
-	}
-	ls, err := img.Layers()
-	if err != nil || len(ls) == 0 {
-		return false
-	}
-	mt, err := ls[0].MediaType()
-	return err == nil && layer.Uncompressed(mt)
+	return CompressionStored
 }
 
 // layerType is the media type of a new layer on img: Docker or OCI as

@@ -8,11 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
+	"slices"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
@@ -63,37 +61,22 @@ func openInput(ctx context.Context, input string, env Env) (oci.Ref, v1.Image, e
 	return ref, img, nil
 }
 
-// DecryptedArchive is where pre-run writes the decrypted image of the
-// registry image in when no output is named: the oci-archive
-// REPOSITORY_TAG.decrypted.oci.tar in the current directory, REPOSITORY
-// being the last component of the repository's path (train-42 for
-// harbor.example/station-aachen/train-42:latest), and TAG the tag, or
-// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference.
-func DecryptedArchive(in oci.Ref) oci.Ref {
-	id := "latest"
-	switch n := in.Name.(type) {
-	case name.Tag:
-		id = n.TagStr()
-	case name.Digest:
-		alg, hex, _ := strings.Cut(n.DigestStr(), ":")
-		id = alg + "-" + hex[:min(len(hex), 12)]
+// notOver is env with the job's input in, and a master image env.Master
+// names, among the images oci.Write must not write over (oci.Options.Inputs).
+func (env Env) notOver(in oci.Ref) Env {
+	env.OCI.Inputs = append(slices.Clip(env.OCI.Inputs), in)
+	if env.Master != "" {
+		if m, err := oci.ParseRef(env.Master); err == nil {
+			env.OCI.Inputs = append(env.OCI.Inputs, m)
+		}
 	}
-	repo := path.Base(in.Name.Context().RepositoryStr())
-	return oci.Ref{Transport: oci.TransportOCIArchive, Path: repo + "_" + id + ".decrypted.oci.tar"}
+	return env
 }
 
-// preRunOutput is pre-run's destination: output when named, else
-// DecryptedArchive for a registry input, else oci.DefaultOutput.
-func preRunOutput(in oci.Ref, output string) (oci.Ref, error) {
-	if output == "" && in.Transport == oci.TransportRegistry {
-		return DecryptedArchive(in), nil
-	}
-	return outputRef(in, output, "decrypted")
-}
-
-func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
+// outputRef is output parsed, or when it is "" the default def(suffix).
+func outputRef(output string, def func(suffix string) oci.Ref, suffix string) (oci.Ref, error) {
 	if output == "" {
-		return oci.DefaultOutput(in, suffix), nil
+		return def(suffix), nil
 	}
 	return oci.ParseOutputRef(output)
 }
@@ -103,9 +86,10 @@ func outputRef(in oci.Ref, output, suffix string) (oci.Ref, error) {
 // where dst can take it over.
 func (env Env) forOutput(dst oci.Ref, img v1.Image) Options {
 	o := env.Options
-	o.Compression = o.Compression.forOutput(dst.Transport, img)
+	st := dst.Staging(img)
+	o.Compression = o.Compression.forOutput(st.Plain)
 	if o.LayerDir == "" {
-		o.LayerDir, o.LayerReserve = oci.Staging(dst)
+		o.LayerDir, o.LayerReserve = st.Dir, st.Reserve
 	}
 	return o
 }
@@ -117,7 +101,7 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 	o := env.forOutput(dst, p.t.Image)
 	var d v1.Hash
 	var cfg *protocol.Config
-	if dst.Transport == oci.TransportRegistry {
+	if dst.Staging(p.t.Image).Stream {
 		var err error
 		if d, cfg, err = p.push(ctx, dst, env.OCI, o); err != nil {
 			return nil, err
@@ -155,9 +139,10 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 }
 
 // PreRunJob runs pre-run on the image at input and writes the decrypted
-// image to output ("" = DecryptedArchive(input) for a registry input, never
-// the registry: the image holds plaintext; oci.DefaultOutput(input,
-// "decrypted") for a file or layout), and with
+// image to output ("" = the input's PrivateOutput("decrypted"): for a
+// registry input the oci-archive REPOSITORY_TAG.decrypted.oci.tar in the
+// current directory, never the registry, as the image holds plaintext;
+// DefaultOutput("decrypted") for a file or layout), and with
 // env.PreviousResultsDir the decrypted previous results into that
 // directory. Nothing is written when a check fails.
 func PreRunJob(ctx context.Context, input, output string, st protocol.Station, env Env) (*JobResult, error) {
@@ -170,7 +155,8 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err != nil {
 		return nil, err
 	}
-	dst, err := preRunOutput(in, output)
+	env = env.notOver(in)
+	dst, err := outputRef(output, in.PrivateOutput, "decrypted")
 	if err != nil {
 		return nil, err
 	}
@@ -213,15 +199,8 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err != nil {
 		return nil, err
 	}
-	var dst oci.Ref
-	switch {
-	case output != "":
-		dst, err = oci.ParseOutputRef(output)
-	case in.Transport == oci.TransportRegistry:
-		dst = in
-	default:
-		dst = oci.DefaultOutput(in, st.ID)
-	}
+	env = env.notOver(in)
+	dst, err := outputRef(output, in.WriteBack, st.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -310,8 +289,9 @@ func BuildJob(ctx context.Context, from, filesDir, queryFile, output string, bo 
 	if err != nil {
 		return nil, err
 	}
-	if bo.Source.Address == "" && in.Transport == oci.TransportRegistry {
-		bo.Source = protocol.Source{Type: "docker_repository", Address: in.Name.Context().Name(), Tag: in.Name.Identifier()}
+	env = env.notOver(in)
+	if n := in.Name(); bo.Source.Address == "" && n != nil {
+		bo.Source = protocol.Source{Type: "docker_repository", Address: n.Context().Name(), Tag: n.Identifier()}
 	}
 	p, err := planBuild(img, files, bo)
 	if err != nil {

@@ -369,10 +369,10 @@ func warnPlaintextPush(c *cli.Context, output string) {
 		return
 	}
 	ref, err := oci.ParseOutputRef(output)
-	if err != nil || ref.Transport != oci.TransportRegistry || ref.Loopback() {
+	if err != nil || ref.Name() == nil || ref.Loopback() {
 		return
 	}
-	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name)
+	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name())
 }
 
 func postRunCommand() *cli.Command {
