@@ -1,12 +1,9 @@
 package train
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"path"
 	"reflect"
 	"strings"
 
@@ -50,9 +47,16 @@ type BaseReport struct {
 // the master's diff IDs in order; every layer above them touches only train
 // paths; the image config equals the master's except Cmd, labels and
 // history. It reads manifests, configs and the layers above the base, never
-// a base layer's content. Violations make the error wrap ErrBaseMismatch and
-// list each one.
+// a base layer's content; each layer it reads is checked against its diff
+// ID. Violations make the error wrap ErrBaseMismatch and list each one (at
+// most 20 paths per layer: layer.LayerInfo.Outside).
 func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
+	return checkBase(trainImg, master, nil, Options{})
+}
+
+// checkBase is CheckBase; known are layers of trainImg already classified
+// against Prefixes (a Train's resolve): those are not read again.
+func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*BaseReport, error) {
 	tcf, err := trainImg.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("train image config: %w", err)
@@ -81,9 +85,28 @@ func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
 		}
 	}
 	compareConfig(mcf, tcf, add)
+	upper := map[int]layer.LayerInfo{}
+	for _, li := range known {
+		upper[li.Index] = li
+	}
+	var missing []int
 	for i := base; i < len(tl); i++ {
-		if err := checkUpperLayer(tl[i], i, add); err != nil {
-			return nil, err
+		if _, ok := upper[i]; !ok {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		infos, err := layer.Classify(trainImg, Prefixes, missing, o.resolveOpts(false)...)
+		if err != nil {
+			return nil, unsafeEntry(err)
+		}
+		for _, li := range infos {
+			upper[li.Index] = li
+		}
+	}
+	for i := base; i < len(tl); i++ {
+		for _, p := range upper[i].Outside {
+			add(Violation{Layer: i, Path: p, What: "outside the train paths"})
 		}
 	}
 	if len(rep.Violations) > 0 {
@@ -129,52 +152,6 @@ func emptyNil(m map[string]struct{}) map[string]struct{} {
 	return m
 }
 
-// checkUpperLayer lists the entries of a layer above the base that touch
-// anything but the train paths (and their parent directory entries).
-func checkUpperLayer(l v1.Layer, idx int, add func(Violation)) error {
-	rc, err := l.Uncompressed()
-	if err != nil {
-		return fmt.Errorf("layer %d: %w", idx, err)
-	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("layer %d: reading tar: %w", idx, err)
-		}
-		p := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-		if p == "" || allowedTrainPath(p, h.Typeflag == tar.TypeDir) {
-			continue
-		}
-		add(Violation{Layer: idx, Path: p, What: "outside the train paths"})
-	}
-}
-
-func allowedTrainPath(p string, isDir bool) bool {
-	if isDir && p == optDir {
-		return true
-	}
-	// Whiteouts of train paths are train-path changes too.
-	dir, base := path.Split(p)
-	if strings.HasPrefix(base, ".wh.") {
-		if base == ".wh..wh..opq" {
-			p = strings.TrimSuffix(dir, "/")
-		} else {
-			p = dir + strings.TrimPrefix(base, ".wh.")
-		}
-	}
-	for _, pre := range Prefixes {
-		if p == pre || strings.HasPrefix(p, pre+"/") {
-			return true
-		}
-	}
-	return false
-}
-
 // CheckBaseJob runs CheckBase on the images at trainRef and masterRef
 // (masterRef "" = env.Master, else the location a trust store masters entry
 // gives for the config's source.address, else source.address:source.tag).
@@ -185,15 +162,40 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 	if err != nil {
 		return nil, err
 	}
+	// Only the config is resolved (the master's name, when not given);
+	// check-base reports, the trust store pins only the master here.
+	o := env.Options
+	o.Trust = nil
+	t, err := openPaths(img, o, false, []string{ConfigPath}, false)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	return env.checkMaster(ctx, in, t, masterRef)
+}
+
+// checkBaseIfAsked returns env's Options with the master image check
+// turned on (run by open on the opened train) when env asks for it.
+func (env Env) checkBaseIfAsked(ctx context.Context, in oci.Ref) Options {
+	o := env.Options
+	if !env.CheckBase && env.Master == "" && (env.Trust == nil || !env.Trust.CheckBase) {
+		return o
+	}
+	o.baseCheck = func(t *Train) error {
+		_, err := env.checkMaster(ctx, in, t, "")
+		return err
+	}
+	return o
+}
+
+// checkMaster opens the master image for t (masterRef, or as
+// CheckBaseJob says) and runs the check: the layers t's resolve read are
+// not read again.
+func (env Env) checkMaster(ctx context.Context, in oci.Ref, t *Train, masterRef string) (*BaseReport, error) {
 	if masterRef == "" {
 		masterRef = env.Master
 	}
-	var src protocol.Source
-	if masterRef == "" || env.Trust != nil {
-		if src, err = sourceOf(img, env.Options); err != nil {
-			return nil, err
-		}
-	}
+	src := t.Config.Source
 	if masterRef == "" && env.Trust != nil && src.Address != "" {
 		masterRef = env.Trust.MasterLocation(src.Address)
 	}
@@ -227,7 +229,11 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 			return nil, err
 		}
 	}
-	rep, err := CheckBase(img, master)
+	var known []layer.LayerInfo
+	if t.full {
+		known = t.res.Layers()
+	}
+	rep, err := checkBase(t.Image, master, known, env.Options)
 	if err != nil && !errors.Is(err, ErrBaseMismatch) {
 		return nil, err
 	}
@@ -241,36 +247,4 @@ func repoOf(r oci.Ref) string {
 		return r.Name.Context().Name()
 	}
 	return r.Path
-}
-
-// checkBaseIfAsked runs the master image check when env asks for it.
-func checkBaseIfAsked(ctx context.Context, input string, env Env) error {
-	if !env.CheckBase && env.Master == "" && (env.Trust == nil || !env.Trust.CheckBase) {
-		return nil
-	}
-	_, err := CheckBaseJob(ctx, input, "", env)
-	return err
-}
-
-// sourceOf reads only the config file (resolving as few layers as that
-// takes) and returns its source.
-func sourceOf(img v1.Image, o Options) (protocol.Source, error) {
-	res, err := layer.Resolve(img, []string{ConfigPath}, o.resolveOpts(false)...)
-	if err != nil {
-		return protocol.Source{}, unsafeEntry(err)
-	}
-	defer res.Close()
-	f, ok := res.Lookup(ConfigPath)
-	if !ok {
-		return protocol.Source{}, fmt.Errorf("/%s: %w: file not found in any layer", ConfigPath, ErrNotATrain)
-	}
-	raw, err := readAll(f, 1<<20)
-	if err != nil {
-		return protocol.Source{}, err
-	}
-	cfg, err := protocol.ParseConfig(raw)
-	if err != nil {
-		return protocol.Source{}, fmt.Errorf("/%s: %w", ConfigPath, err)
-	}
-	return cfg.Source, nil
 }

@@ -174,9 +174,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBaseIfAsked(ctx, input, env); err != nil {
-		return nil, err
-	}
+	env.Options = env.checkBaseIfAsked(ctx, in)
 	p, err := planPreRun(img, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
@@ -225,9 +223,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBaseIfAsked(ctx, input, env); err != nil {
-		return nil, err
-	}
+	env.Options = env.checkBaseIfAsked(ctx, in)
 	p, err := planPostRun(img, results, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
@@ -254,9 +250,7 @@ func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env)
 	if err := oci.CheckLayers(ctx, ref, img, env.OCI); err != nil {
 		return nil, err
 	}
-	if err := checkBaseIfAsked(ctx, input, env); err != nil {
-		return nil, err
-	}
+	env.Options = env.checkBaseIfAsked(ctx, ref)
 	return Verify(img, st, env.Options)
 }
 

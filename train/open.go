@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
@@ -73,6 +74,10 @@ type Options struct {
 	// not read a base layer again (layer.OpenDirCache is a file-backed
 	// one; a server can pass one backed by its store).
 	SummaryCache layer.SummaryCache
+
+	// baseCheck, when set (the jobs, see checkBaseIfAsked), runs on the
+	// opened train before any step's check: the master image check.
+	baseCheck func(*Train) error
 }
 
 func (o Options) maxConfigSize() int64 {
@@ -113,6 +118,7 @@ type Train struct {
 	// Labels of the image config.
 	Labels map[string]string
 	res    *layer.Resolved
+	full   bool // res resolved Prefixes: its layers are classified against them
 }
 
 // Open resolves img's train paths and parses its config. Close releases the
@@ -156,8 +162,12 @@ func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan b
 	if err != nil {
 		return nil, unsafeEntry(err)
 	}
-	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
-	if err := t.init(o); err != nil {
+	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel, full: slices.Equal(prefixes, Prefixes) && len(extra) == 0}
+	err = t.init(o)
+	if err == nil && o.baseCheck != nil {
+		err = o.baseCheck(t)
+	}
+	if err != nil {
 		err = t.check(err)
 		res.Close()
 		return nil, err
