@@ -14,17 +14,14 @@ import (
 // excepted) and the first 20 such entry names. It keeps no content: a
 // regular file under the prefixes is hashed as Resolve hashes a file it
 // does not keep, and the bytes go. Every layer read is checked against its
-// diff ID, and the limits (WithLimits) apply, the decompression ratio
-// included; a layer whose summary is in the cache (WithSummaryCache) is not
-// read again. The layers are read top-down, each once, and what an upper
+// diff ID, and lim applies (zero fields: the defaults), the decompression
+// ratio included; a layer whose summary is in cache (nil: none) is not
+// read again, and one read is summarised there as Resolve does. The layers are read top-down, each once, and what an upper
 // one hides counts for the lower ones, as in Resolve. The result is in the
 // order of indexes.
-func Classify(img v1.Image, prefixes []string, indexes []int, opts ...Option) ([]LayerInfo, error) {
-	o := options{memLimit: DefaultMemLimit}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	o.limits = o.limits.withDefaults()
+func Classify(img v1.Image, prefixes []string, indexes []int, lim Limits, cache SummaryCache) ([]LayerInfo, error) {
+	// Nothing is kept: no spool directory, no memory limit.
+	o := options{limits: lim.withDefaults(), cache: cache}
 	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
 	defer r.Close()
 	for _, p := range prefixes {

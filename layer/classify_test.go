@@ -24,7 +24,7 @@ func TestClassify(t *testing.T) {
 	top := &countingLayer{Layer: tarLayer(t, reg("opt/pht_train/b.py", "b"))}
 	img := imageOf(t, base, clean, dirty, top)
 
-	infos, err := Classify(img, trainPrefixes, []int{1, 2})
+	infos, err := Classify(img, trainPrefixes, []int{1, 2}, Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,12 +55,16 @@ func TestClassify(t *testing.T) {
 func TestClassifyChecksDiffID(t *testing.T) {
 	img := imageOf(t, tarLayer(t, reg("etc/x", "x")), tarLayer(t, reg("usr/bin/evil", "x")))
 	cf, err := img.ConfigFile()
-	must(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cf = cf.DeepCopy()
 	cf.RootFS.DiffIDs[1] = cf.RootFS.DiffIDs[0]
 	forged, err := mutate.ConfigFile(img, cf)
-	must(t, err)
-	if _, err := Classify(forged, trainPrefixes, []int{1}); !errors.Is(err, ErrDigestMismatch) {
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Classify(forged, trainPrefixes, []int{1}, Limits{}, nil); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("Classify: %v, want ErrDigestMismatch", err)
 	}
 }
@@ -73,15 +77,15 @@ func TestClassifyLimits(t *testing.T) {
 		many[i] = reg("usr/share/f"+string(rune('a'+i)), "x")
 	}
 	img := imageOf(t, tarLayer(t, many...))
-	if _, err := Classify(img, trainPrefixes, []int{0}, WithLimits(Limits{MaxEntries: 10})); !errors.Is(err, ErrLimit) {
+	if _, err := Classify(img, trainPrefixes, []int{0}, Limits{MaxEntries: 10}, nil); !errors.Is(err, ErrLimit) {
 		t.Errorf("Classify past the entries limit: %v, want ErrLimit", err)
 	}
 	link := imageOf(t, tarLayer(t, ent{name: "opt/pht_train/x.py", typ: tar.TypeSymlink, link: "/etc/shadow"}))
-	if _, err := Classify(link, trainPrefixes, []int{0}); !errors.Is(err, ErrUnsafeEntry) {
+	if _, err := Classify(link, trainPrefixes, []int{0}, Limits{}, nil); !errors.Is(err, ErrUnsafeEntry) {
 		t.Errorf("Classify of a symlink under a prefix: %v, want ErrUnsafeEntry", err)
 	}
 	var img2 v1.Image = imageOf(t, tarLayer(t, reg("a", "a")))
-	if _, err := Classify(img2, trainPrefixes, []int{3}); err == nil {
+	if _, err := Classify(img2, trainPrefixes, []int{3}, Limits{}, nil); err == nil {
 		t.Error("Classify of a layer the image lacks: no error")
 	}
 }

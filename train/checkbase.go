@@ -17,8 +17,9 @@ import (
 // paths. It also matches protocol.ErrVerification.
 var ErrBaseMismatch = protocol.AlsoVerification(errors.New("train does not match its master image"))
 
-// Violation is one way a train differs from its master image.
-type Violation struct {
+// violation is one way a train differs from its master image
+// (BaseReport.Violations).
+type violation struct {
 	// Layer is the train layer's index (from the bottom), -1 for config fields.
 	Layer int    `json:"layer"`
 	Path  string `json:"path,omitempty"`
@@ -26,7 +27,7 @@ type Violation struct {
 	What  string `json:"what"`
 }
 
-func (v Violation) String() string {
+func (v violation) String() string {
 	switch {
 	case v.Field != "":
 		return fmt.Sprintf("config %s: %s", v.Field, v.What)
@@ -36,11 +37,14 @@ func (v Violation) String() string {
 	return fmt.Sprintf("layer %d: %s", v.Layer, v.What)
 }
 
-// BaseReport is the outcome of CheckBase.
+// BaseReport is the outcome of CheckBase. Each of Violations names the
+// train layer (Layer, from the bottom; -1 for a config field) and the Path
+// or config Field that differs, and What differs; String gives it as a
+// line.
 type BaseReport struct {
 	MasterLayers int         `json:"masterLayers"`
 	TrainLayers  int         `json:"trainLayers"`
-	Violations   []Violation `json:"violations"` // [] when none
+	Violations   []violation `json:"violations"` // [] when none
 }
 
 // CheckBase is SPEC's master image check: the train's layers start with
@@ -71,17 +75,17 @@ func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*
 	}
 	mids := mcf.RootFS.DiffIDs
 	tids := tcf.RootFS.DiffIDs
-	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids), Violations: []Violation{}}
-	add := func(v Violation) { rep.Violations = append(rep.Violations, v) }
+	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids), Violations: []violation{}}
+	add := func(v violation) { rep.Violations = append(rep.Violations, v) }
 	base := len(mids)
 	for i, id := range mids {
 		if i >= len(tids) {
-			add(Violation{Layer: i, What: fmt.Sprintf("missing: the train has %d layers, the master %d", len(tids), len(mids))})
+			add(violation{Layer: i, What: fmt.Sprintf("missing: the train has %d layers, the master %d", len(tids), len(mids))})
 			base = len(tids)
 			break
 		}
 		if tids[i] != id {
-			add(Violation{Layer: i, What: fmt.Sprintf("diff ID %s, the master's layer %d is %s", tids[i], i, id)})
+			add(violation{Layer: i, What: fmt.Sprintf("diff ID %s, the master's layer %d is %s", tids[i], i, id)})
 		}
 	}
 	compareConfig(mcf, tcf, add)
@@ -96,7 +100,9 @@ func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*
 		}
 	}
 	if len(missing) > 0 {
-		infos, err := layer.Classify(trainImg, Prefixes, missing, o.resolveOpts(false)...)
+		lim := o.Limits
+		lim.Paths = map[string]int64{ConfigPath: o.maxConfigSize()}
+		infos, err := layer.Classify(trainImg, Prefixes, missing, lim, o.SummaryCache)
 		if err != nil {
 			return nil, unsafeEntry(err)
 		}
@@ -106,7 +112,7 @@ func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*
 	}
 	for i := base; i < len(tl); i++ {
 		for _, p := range upper[i].Outside {
-			add(Violation{Layer: i, Path: p, What: "outside the train paths"})
+			add(violation{Layer: i, Path: p, What: "outside the train paths"})
 		}
 	}
 	if len(rep.Violations) > 0 {
@@ -123,10 +129,10 @@ func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*
 	return rep, nil
 }
 
-func compareConfig(m, t *v1.ConfigFile, add func(Violation)) {
+func compareConfig(m, t *v1.ConfigFile, add func(violation)) {
 	field := func(name string, a, b any) {
 		if !reflect.DeepEqual(a, b) {
-			add(Violation{Layer: -1, Field: name, What: fmt.Sprintf("%v, the master has %v", b, a)})
+			add(violation{Layer: -1, Field: name, What: fmt.Sprintf("%v, the master has %v", b, a)})
 		}
 	}
 	field("architecture", m.Architecture, t.Architecture)

@@ -254,24 +254,15 @@ func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env)
 	return Verify(img, st, env.Options)
 }
 
-// DecryptJob verifies the image at input as its creator and writes the
-// results (and train files when withTrain) under outDir.
-func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) error {
-	_, img, err := openInput(ctx, input, env)
-	if err != nil {
-		return err
-	}
-	return Decrypt(img, userKey, outDir, withTrain, env.Options)
-}
-
-// DecryptJobReport is DecryptJob, also reporting the route's state
-// (whether every station signed).
-func DecryptJobReport(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) (*DecryptResult, error) {
+// DecryptJob verifies the image at input as its creator, writes the
+// results (and train files when withTrain) under outDir and reports the
+// route's state (whether every station signed): Decrypt.
+func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) (*DecryptResult, error) {
 	_, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
-	return DecryptReport(img, userKey, outDir, withTrain, env.Options)
+	return Decrypt(img, userKey, outDir, withTrain, env.Options)
 }
 
 // InspectJob describes the image at input.

@@ -162,7 +162,7 @@ func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan b
 	if err != nil {
 		return nil, unsafeEntry(err)
 	}
-	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel, full: slices.Equal(prefixes, Prefixes) && len(extra) == 0}
+	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel, full: slices.Equal(prefixes, Prefixes)}
 	err = t.init(o)
 	if err == nil && o.baseCheck != nil {
 		err = o.baseCheck(t)
