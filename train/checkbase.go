@@ -10,12 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
-	"github.com/phtoci/phtoci/protocol"
 )
-
-// ErrBaseMismatch reports a train that is not its master image plus train
-// paths. It also matches protocol.ErrVerification.
-var ErrBaseMismatch = protocol.AlsoVerification(errors.New("train does not match its master image"))
 
 // violation is one way a train differs from its master image
 // (BaseReport.Violations).
@@ -59,7 +54,7 @@ func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
 }
 
 // checkBase is CheckBase; known are layers of trainImg already classified
-// against Prefixes (a Train's resolve): those are not read again.
+// against trainPaths (a Train's resolve): those are not read again.
 func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*BaseReport, error) {
 	tcf, err := trainImg.ConfigFile()
 	if err != nil {
@@ -102,7 +97,7 @@ func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*
 	if len(missing) > 0 {
 		lim := o.Limits
 		lim.Paths = map[string]int64{ConfigPath: o.maxConfigSize()}
-		infos, err := layer.Classify(trainImg, Prefixes, missing, lim, o.SummaryCache)
+		infos, err := layer.Classify(trainImg, trainPaths, missing, lim, o.SummaryCache)
 		if err != nil {
 			return nil, unsafeEntry(err)
 		}

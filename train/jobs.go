@@ -43,10 +43,6 @@ type JobResult struct {
 	ResultsDir string `json:"resultsDir,omitempty"`
 }
 
-// ErrUsage marks errors in what the caller asked for (bad reference,
-// missing option), as opposed to verification or I/O failures.
-var ErrUsage = errors.New("usage")
-
 func usagef(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, a...))
 }

@@ -13,13 +13,6 @@ import (
 	"github.com/phtoci/phtoci/trust"
 )
 
-// ErrNotATrain reports an image without /opt/train_config.json.
-var ErrNotATrain = errors.New("not a train image")
-
-// ErrLeak reports that a layer post-run would keep holds plaintext the
-// protocol protects.
-var ErrLeak = errors.New("plaintext would remain in a kept layer")
-
 // Options tune how a train image is read and written.
 type Options struct {
 	// TempDir holds spool files and new layers ("" = os.TempDir()).
@@ -118,7 +111,7 @@ type Train struct {
 	// Labels of the image config.
 	Labels map[string]string
 	res    *layer.Resolved
-	full   bool // res resolved Prefixes: its layers are classified against them
+	full   bool // res resolved trainPaths: its layers are classified against them
 }
 
 // Open resolves img's train paths and parses its config. Close releases the
@@ -131,7 +124,7 @@ func Open(img v1.Image, o Options) (*Train, error) {
 // running (layer.WithDeferredCheck): the caller calls t.Check before it
 // writes anything.
 func open(img v1.Image, o Options, deferred bool) (*Train, error) {
-	return openPaths(img, o, deferred, Prefixes, true)
+	return openPaths(img, o, deferred, trainPaths, true)
 }
 
 // keylessPrefixes are the train paths keyless verify reads: without a key
@@ -162,7 +155,7 @@ func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan b
 	if err != nil {
 		return nil, unsafeEntry(err)
 	}
-	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel, full: slices.Equal(prefixes, Prefixes)}
+	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel, full: slices.Equal(prefixes, trainPaths)}
 	err = t.init(o)
 	if err == nil && o.baseCheck != nil {
 		err = o.baseCheck(t)
