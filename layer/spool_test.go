@@ -72,8 +72,8 @@ func (s *nameSink) WriteFile(name string, _ int64, r io.Reader) error {
 }
 
 // TestSpoolDrainOrder: Drain hands the files on in the reference's archive
-// walk order (vectors' results_walk_order_case), which is the order a
-// Writer takes them in, and only those under the prefix.
+// walk order (vectors' results_walk_order_case), which is fs.WalkDir's and
+// the order a Writer takes them in, and only those under the prefix.
 func TestSpoolDrainOrder(t *testing.T) {
 	p, err := NewSpool(t.TempDir())
 	if err != nil {
@@ -98,6 +98,24 @@ func TestSpoolDrainOrder(t *testing.T) {
 	}
 	if !slices.Equal(got.names, want) {
 		t.Fatalf("order %v, want %v", got.names, want)
+	}
+	// The protocol walks files with fs.WalkDir (protocol.WalkFiles): the
+	// same order.
+	fsys, err := p.FS("pht_train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walked []string
+	if err := fs.WalkDir(fsys, ".", func(n string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			walked = append(walked, "pht_train/"+n)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(walked, want) {
+		t.Errorf("fs.WalkDir order %v, want Drain's %v", walked, want)
 	}
 	w, err := NewWriter(WriterOptions{TempDir: t.TempDir()})
 	if err != nil {
