@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
+	"github.com/phtoci/phtoci/protocol"
 )
 
 // violation is one way a train differs from its master image
@@ -163,16 +164,24 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 	if err != nil {
 		return nil, err
 	}
-	// Only the config is resolved (the master's name, when not given);
-	// check-base reports, the trust store pins only the master here.
-	o := env.Options
-	o.Trust = nil
-	t, err := openPaths(img, o, false, []string{ConfigPath}, false)
-	if err != nil {
-		return nil, err
+	if masterRef == "" {
+		masterRef = env.Master
 	}
-	defer t.Close()
-	return env.checkMaster(ctx, in, t, masterRef)
+	var src protocol.Source
+	if masterRef == "" || env.Trust != nil {
+		// Only the config is resolved, for the master's name or the
+		// trust store; check-base reports, the trust store pins only
+		// the master here.
+		o := env.Options
+		o.Trust, o.BaseLayers = nil, 0
+		t, err := openPaths(img, o, false, []string{ConfigPath}, false)
+		if err != nil {
+			return nil, err
+		}
+		src = t.Config.Source
+		t.Close()
+	}
+	return env.checkMaster(ctx, in, img, src, masterRef, nil)
 }
 
 // checkBaseIfAsked returns env's Options with the master image check
@@ -183,20 +192,20 @@ func (env Env) checkBaseIfAsked(ctx context.Context, in oci.Ref) Options {
 		return o
 	}
 	o.baseCheck = func(t *Train) error {
-		_, err := env.checkMaster(ctx, in, t, "")
+		var known []layer.LayerInfo
+		if t.full {
+			known = t.res.Layers()
+		}
+		_, err := env.checkMaster(ctx, in, t.Image, t.Config.Source, env.Master, known)
 		return err
 	}
 	return o
 }
 
-// checkMaster opens the master image for t (masterRef, or as
-// CheckBaseJob says) and runs the check: the layers t's resolve read are
-// not read again.
-func (env Env) checkMaster(ctx context.Context, in oci.Ref, t *Train, masterRef string) (*BaseReport, error) {
-	if masterRef == "" {
-		masterRef = env.Master
-	}
-	src := t.Config.Source
+// checkMaster opens the master image of the train img, whose config
+// names src (masterRef, or as CheckBaseJob says), and runs the check;
+// known are layers of img already classified (not read again).
+func (env Env) checkMaster(ctx context.Context, in oci.Ref, img v1.Image, src protocol.Source, masterRef string, known []layer.LayerInfo) (*BaseReport, error) {
 	if masterRef == "" && env.Trust != nil && src.Address != "" {
 		masterRef = env.Trust.MasterLocation(src.Address)
 	}
@@ -230,11 +239,7 @@ func (env Env) checkMaster(ctx context.Context, in oci.Ref, t *Train, masterRef 
 			return nil, err
 		}
 	}
-	var known []layer.LayerInfo
-	if t.full {
-		known = t.res.Layers()
-	}
-	rep, err := checkBase(t.Image, master, known, env.Options)
+	rep, err := checkBase(img, master, known, env.Options)
 	if err != nil && !errors.Is(err, ErrBaseMismatch) {
 		return nil, err
 	}

@@ -202,3 +202,18 @@ func mustAbs(t *testing.T, p string) string {
 	must(t, err)
 	return a
 }
+
+// TestCheckBaseWithoutConfig: given the master, check-base needs no train
+// config (it reads one only to name the master or for the trust store): an
+// image of the master plus a layer under the train paths passes, one with
+// a layer touching /etc fails naming it.
+func TestCheckBaseWithoutConfig(t *testing.T) {
+	w := newWorld(t)
+	master := openRef(t, sampleMaster, oci.Options{})
+	clean, dirty := w.path("clean.tar"), w.path("dirty.tar")
+	writeRef(t, appendFiles(t, master, map[string][]byte{"opt/pht_train/entrypoint.py": []byte("print(1)\n")}), clean, oci.Options{})
+	writeRef(t, appendFiles(t, master, map[string][]byte{"etc/hosts": []byte("10.0.0.1 registry\n")}), dirty, oci.Options{})
+	ok(t, "check-base", clean, sampleMaster, "--quiet")
+	fails(t, exitVerification, nil, []string{"check-base", dirty, sampleMaster}, "layer 1: /etc/hosts")
+	fails(t, exitVerification, nil, []string{"check-base", clean}, "not a train")
+}
