@@ -1,12 +1,9 @@
 package train
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"path"
 	"reflect"
 	"strings"
 
@@ -16,12 +13,9 @@ import (
 	"github.com/phtoci/phtoci/protocol"
 )
 
-// ErrBaseMismatch reports a train that is not its master image plus train
-// paths. It also matches protocol.ErrVerification.
-var ErrBaseMismatch = protocol.AlsoVerification(errors.New("train does not match its master image"))
-
-// Violation is one way a train differs from its master image.
-type Violation struct {
+// violation is one way a train differs from its master image
+// (BaseReport.Violations).
+type violation struct {
 	// Layer is the train layer's index (from the bottom), -1 for config fields.
 	Layer int    `json:"layer"`
 	Path  string `json:"path,omitempty"`
@@ -29,7 +23,7 @@ type Violation struct {
 	What  string `json:"what"`
 }
 
-func (v Violation) String() string {
+func (v violation) String() string {
 	switch {
 	case v.Field != "":
 		return fmt.Sprintf("config %s: %s", v.Field, v.What)
@@ -39,20 +33,30 @@ func (v Violation) String() string {
 	return fmt.Sprintf("layer %d: %s", v.Layer, v.What)
 }
 
-// BaseReport is the outcome of CheckBase.
+// BaseReport is the outcome of CheckBase. Each of Violations names the
+// train layer (Layer, from the bottom; -1 for a config field) and the Path
+// or config Field that differs, and What differs; String gives it as a
+// line.
 type BaseReport struct {
 	MasterLayers int         `json:"masterLayers"`
 	TrainLayers  int         `json:"trainLayers"`
-	Violations   []Violation `json:"violations"` // [] when none
+	Violations   []violation `json:"violations"` // [] when none
 }
 
 // CheckBase is SPEC's master image check: the train's layers start with
 // the master's diff IDs in order; every layer above them touches only train
 // paths; the image config equals the master's except Cmd, labels and
 // history. It reads manifests, configs and the layers above the base, never
-// a base layer's content. Violations make the error wrap ErrBaseMismatch and
-// list each one.
+// a base layer's content; each layer it reads is checked against its diff
+// ID. Violations make the error wrap ErrBaseMismatch and list each one (at
+// most 20 paths per layer: layer.LayerInfo.Outside).
 func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
+	return checkBase(trainImg, master, nil, Options{})
+}
+
+// checkBase is CheckBase; known are layers of trainImg already classified
+// against trainPaths (a Train's resolve): those are not read again.
+func checkBase(trainImg, master v1.Image, known []layer.LayerInfo, o Options) (*BaseReport, error) {
 	tcf, err := trainImg.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("train image config: %w", err)
@@ -67,23 +71,44 @@ func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
 	}
 	mids := mcf.RootFS.DiffIDs
 	tids := tcf.RootFS.DiffIDs
-	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids), Violations: []Violation{}}
-	add := func(v Violation) { rep.Violations = append(rep.Violations, v) }
+	rep := &BaseReport{MasterLayers: len(mids), TrainLayers: len(tids), Violations: []violation{}}
+	add := func(v violation) { rep.Violations = append(rep.Violations, v) }
 	base := len(mids)
 	for i, id := range mids {
 		if i >= len(tids) {
-			add(Violation{Layer: i, What: fmt.Sprintf("missing: the train has %d layers, the master %d", len(tids), len(mids))})
+			add(violation{Layer: i, What: fmt.Sprintf("missing: the train has %d layers, the master %d", len(tids), len(mids))})
 			base = len(tids)
 			break
 		}
 		if tids[i] != id {
-			add(Violation{Layer: i, What: fmt.Sprintf("diff ID %s, the master's layer %d is %s", tids[i], i, id)})
+			add(violation{Layer: i, What: fmt.Sprintf("diff ID %s, the master's layer %d is %s", tids[i], i, id)})
 		}
 	}
 	compareConfig(mcf, tcf, add)
+	upper := map[int]layer.LayerInfo{}
+	for _, li := range known {
+		upper[li.Index] = li
+	}
+	var missing []int
 	for i := base; i < len(tl); i++ {
-		if err := checkUpperLayer(tl[i], i, add); err != nil {
-			return nil, err
+		if _, ok := upper[i]; !ok {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		lim := o.Limits
+		lim.Paths = map[string]int64{ConfigPath: o.maxConfigSize()}
+		infos, err := layer.Classify(trainImg, trainPaths, missing, lim, o.SummaryCache)
+		if err != nil {
+			return nil, unsafeEntry(err)
+		}
+		for _, li := range infos {
+			upper[li.Index] = li
+		}
+	}
+	for i := base; i < len(tl); i++ {
+		for _, p := range upper[i].Outside {
+			add(violation{Layer: i, Path: p, What: "outside the train paths"})
 		}
 	}
 	if len(rep.Violations) > 0 {
@@ -100,10 +125,10 @@ func CheckBase(trainImg, master v1.Image) (*BaseReport, error) {
 	return rep, nil
 }
 
-func compareConfig(m, t *v1.ConfigFile, add func(Violation)) {
+func compareConfig(m, t *v1.ConfigFile, add func(violation)) {
 	field := func(name string, a, b any) {
 		if !reflect.DeepEqual(a, b) {
-			add(Violation{Layer: -1, Field: name, What: fmt.Sprintf("%v, the master has %v", b, a)})
+			add(violation{Layer: -1, Field: name, What: fmt.Sprintf("%v, the master has %v", b, a)})
 		}
 	}
 	field("architecture", m.Architecture, t.Architecture)
@@ -129,52 +154,6 @@ func emptyNil(m map[string]struct{}) map[string]struct{} {
 	return m
 }
 
-// checkUpperLayer lists the entries of a layer above the base that touch
-// anything but the train paths (and their parent directory entries).
-func checkUpperLayer(l v1.Layer, idx int, add func(Violation)) error {
-	rc, err := l.Uncompressed()
-	if err != nil {
-		return fmt.Errorf("layer %d: %w", idx, err)
-	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("layer %d: reading tar: %w", idx, err)
-		}
-		p := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-		if p == "" || allowedTrainPath(p, h.Typeflag == tar.TypeDir) {
-			continue
-		}
-		add(Violation{Layer: idx, Path: p, What: "outside the train paths"})
-	}
-}
-
-func allowedTrainPath(p string, isDir bool) bool {
-	if isDir && p == optDir {
-		return true
-	}
-	// Whiteouts of train paths are train-path changes too.
-	dir, base := path.Split(p)
-	if strings.HasPrefix(base, ".wh.") {
-		if base == ".wh..wh..opq" {
-			p = strings.TrimSuffix(dir, "/")
-		} else {
-			p = dir + strings.TrimPrefix(base, ".wh.")
-		}
-	}
-	for _, pre := range Prefixes {
-		if p == pre || strings.HasPrefix(p, pre+"/") {
-			return true
-		}
-	}
-	return false
-}
-
 // CheckBaseJob runs CheckBase on the images at trainRef and masterRef
 // (masterRef "" = env.Master, else the location a trust store masters entry
 // gives for the config's source.address, else source.address:source.tag).
@@ -190,10 +169,43 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 	}
 	var src protocol.Source
 	if masterRef == "" || env.Trust != nil {
-		if src, err = sourceOf(img, env.Options); err != nil {
+		// Only the config is resolved, for the master's name or the
+		// trust store; check-base reports, the trust store pins only
+		// the master here.
+		o := env.Options
+		o.Trust, o.BaseLayers = nil, 0
+		t, err := openPaths(img, o, false, []string{ConfigPath}, false)
+		if err != nil {
 			return nil, err
 		}
+		src = t.Config.Source
+		t.Close()
 	}
+	return env.checkMaster(ctx, in, img, src, masterRef, nil)
+}
+
+// checkBaseIfAsked returns env's Options with the master image check
+// turned on (run by open on the opened train) when env asks for it.
+func (env Env) checkBaseIfAsked(ctx context.Context, in oci.Ref) Options {
+	o := env.Options
+	if !env.CheckBase && env.Master == "" && (env.Trust == nil || !env.Trust.CheckBase) {
+		return o
+	}
+	o.baseCheck = func(t *Train) error {
+		var known []layer.LayerInfo
+		if t.full {
+			known = t.res.Layers()
+		}
+		_, err := env.checkMaster(ctx, in, t.Image, t.Config.Source, env.Master, known)
+		return err
+	}
+	return o
+}
+
+// checkMaster opens the master image of the train img, whose config
+// names src (masterRef, or as CheckBaseJob says), and runs the check;
+// known are layers of img already classified (not read again).
+func (env Env) checkMaster(ctx context.Context, in oci.Ref, img v1.Image, src protocol.Source, masterRef string, known []layer.LayerInfo) (*BaseReport, error) {
 	if masterRef == "" && env.Trust != nil && src.Address != "" {
 		masterRef = env.Trust.MasterLocation(src.Address)
 	}
@@ -227,7 +239,7 @@ func CheckBaseJob(ctx context.Context, trainRef, masterRef string, env Env) (*Ba
 			return nil, err
 		}
 	}
-	rep, err := CheckBase(img, master)
+	rep, err := checkBase(img, master, known, env.Options)
 	if err != nil && !errors.Is(err, ErrBaseMismatch) {
 		return nil, err
 	}
@@ -241,36 +253,4 @@ func repoOf(r oci.Ref) string {
 		return n.Context().Name()
 	}
 	return r.Path()
-}
-
-// checkBaseIfAsked runs the master image check when env asks for it.
-func checkBaseIfAsked(ctx context.Context, input string, env Env) error {
-	if !env.CheckBase && env.Master == "" && (env.Trust == nil || !env.Trust.CheckBase) {
-		return nil
-	}
-	_, err := CheckBaseJob(ctx, input, "", env)
-	return err
-}
-
-// sourceOf reads only the config file (resolving as few layers as that
-// takes) and returns its source.
-func sourceOf(img v1.Image, o Options) (protocol.Source, error) {
-	res, err := layer.Resolve(img, []string{ConfigPath}, o.resolveOpts(false)...)
-	if err != nil {
-		return protocol.Source{}, unsafeEntry(err)
-	}
-	defer res.Close()
-	f, ok := res.Lookup(ConfigPath)
-	if !ok {
-		return protocol.Source{}, fmt.Errorf("/%s: %w: file not found in any layer", ConfigPath, ErrNotATrain)
-	}
-	raw, err := readAll(f, 1<<20)
-	if err != nil {
-		return protocol.Source{}, err
-	}
-	cfg, err := protocol.ParseConfig(raw)
-	if err != nil {
-		return protocol.Source{}, fmt.Errorf("/%s: %w", ConfigPath, err)
-	}
-	return cfg.Source, nil
 }

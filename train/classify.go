@@ -50,12 +50,6 @@ type Class struct {
 	Check string
 }
 
-// ErrChangedInTransit: a train was pushed before with other build-time
-// fields under the same train id (a route entry added or re-keyed, say). It is a verification failure:
-// errors.Is(err, protocol.ErrVerification) holds. (The webhook's ledger
-// reports it; it is declared here so that Classify knows it.)
-var ErrChangedInTransit = protocol.AlsoVerification(errors.New("changed in transit"))
-
 // usages are the errors of KindUsage besides those matching ErrUsage.
 var usages = []error{
 	ErrUsage, ErrResultsRequired,

@@ -49,22 +49,14 @@ func (c Compression) forOutput(plain bool) Compression {
 	return CompressionStored
 }
 
-// layerType is the media type of a new layer on img: Docker or OCI as
-// img's manifest, plain tar or gzip.
-func layerType(img v1.Image, plain bool) (types.MediaType, error) {
-	mt, err := img.MediaType()
-	if err != nil {
-		return "", fmt.Errorf("reading manifest media type: %w", err)
+// newLayerType is the media type a new layer is made with: a plain tar or
+// gzip. Whether it is a Docker or an OCI layer is layer.Rebase's one
+// choice, by the manifest of the image the layer goes on.
+func newLayerType(plain bool) types.MediaType {
+	if plain {
+		return types.OCIUncompressedLayer
 	}
-	switch docker := mt == types.DockerManifestSchema2; {
-	case docker && plain:
-		return types.DockerUncompressedLayer, nil
-	case docker:
-		return types.DockerLayer, nil
-	case plain:
-		return types.OCIUncompressedLayer, nil
-	}
-	return types.OCILayer, nil
+	return types.OCILayer
 }
 
 // gzipLevel is the gzip level of a gzip layer written with c.
@@ -82,11 +74,7 @@ func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
 	default:
 		return nil, fmt.Errorf("compression %d: %w", o.Compression, ErrUsage)
 	}
-	mt, err := layerType(img, o.Compression == CompressionAuto || o.Compression == CompressionNone)
-	if err != nil {
-		return nil, err
-	}
-	wo.MediaType = mt
+	wo.MediaType = newLayerType(o.Compression == CompressionAuto || o.Compression == CompressionNone)
 	return layer.NewWriter(wo)
 }
 

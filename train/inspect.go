@@ -11,15 +11,18 @@ import (
 )
 
 // Inspection describes a train image: its config, the route with each
-// station's state, its layers and the base boundary.
+// station's state, its layers and the base boundary. Layers gives each
+// layer's Index, Digest, Size, MediaType and Role ("base" or "protocol");
+// Route each route entry's Index, Station, EcoSystem, KeyFingerprint and
+// State: "done" (signed), "current" (the next to run) or "pending".
 type Inspection struct {
 	MediaType     types.MediaType  `json:"mediaType"`
 	Digest        string           `json:"digest"`
 	State         string           `json:"state"`
 	Base          int              `json:"baseLayers"`
 	BaseFromLabel bool             `json:"baseFromLabel"`
-	Layers        []LayerSummary   `json:"layers"`
-	Route         []StationState   `json:"route"`
+	Layers        []layerSummary   `json:"layers"`
+	Route         []stationState   `json:"route"`
 	Creator       string           `json:"creator"`
 	CreatorKey    string           `json:"creatorKeyFingerprint,omitempty"`
 	BuilderKey    string           `json:"builderKeyFingerprint,omitempty"`
@@ -34,8 +37,8 @@ type Inspection struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 }
 
-// LayerSummary is one layer of an inspected image.
-type LayerSummary struct {
+// layerSummary is one layer of an inspected image.
+type layerSummary struct {
 	Index     int             `json:"index"`
 	Digest    string          `json:"digest"`
 	Size      int64           `json:"size"`
@@ -43,9 +46,9 @@ type LayerSummary struct {
 	Role      string          `json:"role"` // "base" or "protocol"
 }
 
-// StationState is one route entry: "done" (signed), "current" (the next to
+// stationState is one route entry: "done" (signed), "current" (the next to
 // run) or "pending".
-type StationState struct {
+type stationState struct {
 	Index          int    `json:"index"`
 	Station        string `json:"station"`
 	EcoSystem      string `json:"ecoSystem"`
@@ -62,7 +65,7 @@ func Inspect(img v1.Image, o Options) (*Inspection, error) {
 	}
 	defer t.Close()
 	in := &Inspection{Base: t.Base, BaseFromLabel: t.FromLabel, Config: t.Config, Labels: t.Labels, Creator: t.Config.Creator.ID,
-		TrainID: t.Config.ID, ConfigJSON: json.RawMessage(t.ConfigRaw), Layers: []LayerSummary{}, Route: []StationState{}}
+		TrainID: t.Config.ID, ConfigJSON: json.RawMessage(t.ConfigRaw), Layers: []layerSummary{}, Route: []stationState{}}
 	if a := t.Config.Source.Address; a != "" {
 		in.Source = a
 		if tag := t.Config.Source.Tag; tag != "" {
@@ -86,7 +89,7 @@ func Inspect(img v1.Image, o Options) (*Inspection, error) {
 		return nil, err
 	}
 	for i, l := range layers {
-		ls := LayerSummary{Index: i, Role: "base"}
+		ls := layerSummary{Index: i, Role: "base"}
 		if i >= t.Base {
 			ls.Role = "protocol"
 		}
@@ -105,7 +108,7 @@ func Inspect(img v1.Image, o Options) (*Inspection, error) {
 	in.BuilderKey = fingerprint(t.Config.Build.RSAPublicKey)
 	current := false
 	for _, r := range t.Config.SortedRoute() {
-		s := StationState{Index: r.Index, Station: r.Station, EcoSystem: r.EcoSystem, KeyFingerprint: fingerprint(r.RSAPublicKey)}
+		s := stationState{Index: r.Index, Station: r.Station, EcoSystem: r.EcoSystem, KeyFingerprint: fingerprint(r.RSAPublicKey)}
 		switch {
 		case r.Signature != nil:
 			s.State = "done"

@@ -41,10 +41,6 @@ type JobResult struct {
 	ResultsDir string `json:"resultsDir,omitempty"`
 }
 
-// ErrUsage marks errors in what the caller asked for (bad reference,
-// missing option), as opposed to verification or I/O failures.
-var ErrUsage = errors.New("usage")
-
 func usagef(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, a...))
 }
@@ -160,9 +156,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBaseIfAsked(ctx, input, env); err != nil {
-		return nil, err
-	}
+	env.Options = env.checkBaseIfAsked(ctx, in)
 	p, err := planPreRun(img, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
@@ -204,9 +198,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBaseIfAsked(ctx, input, env); err != nil {
-		return nil, err
-	}
+	env.Options = env.checkBaseIfAsked(ctx, in)
 	p, err := planPostRun(img, results, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
@@ -233,30 +225,19 @@ func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env)
 	if err := oci.CheckLayers(ctx, ref, img, env.OCI); err != nil {
 		return nil, err
 	}
-	if err := checkBaseIfAsked(ctx, input, env); err != nil {
-		return nil, err
-	}
+	env.Options = env.checkBaseIfAsked(ctx, ref)
 	return Verify(img, st, env.Options)
 }
 
-// DecryptJob verifies the image at input as its creator and writes the
-// results (and train files when withTrain) under outDir.
-func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) error {
-	_, img, err := openInput(ctx, input, env)
-	if err != nil {
-		return err
-	}
-	return Decrypt(img, userKey, outDir, withTrain, env.Options)
-}
-
-// DecryptJobReport is DecryptJob, also reporting the route's state
-// (whether every station signed).
-func DecryptJobReport(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) (*DecryptResult, error) {
+// DecryptJob verifies the image at input as its creator, writes the
+// results (and train files when withTrain) under outDir and reports the
+// route's state (whether every station signed): Decrypt.
+func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outDir string, withTrain bool, env Env) (*DecryptResult, error) {
 	_, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
-	return DecryptReport(img, userKey, outDir, withTrain, env.Options)
+	return Decrypt(img, userKey, outDir, withTrain, env.Options)
 }
 
 // InspectJob describes the image at input.

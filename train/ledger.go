@@ -16,18 +16,6 @@ import (
 	"github.com/phtoci/phtoci/protocol"
 )
 
-// ErrAlreadyProcessed reports a train the station ledger says this station
-// has already signed (the same train again, or an older or altered image of
-// it: a replay or rollback meant to feed the station altered "previous
-// results" or to run it twice). It also matches protocol.ErrVerification.
-var ErrAlreadyProcessed = protocol.AlsoVerification(errors.New("train already processed by this station"))
-
-// ErrLedgerDamaged reports a station ledger file that cannot be read as a
-// ledger (not JSON lines, too large). It is an I/O-class error: the train
-// is not at fault, and nothing is checked until the file is repaired or
-// moved aside.
-var ErrLedgerDamaged = errors.New("station ledger damaged")
-
 // LedgerEntry is one post-run the station did.
 type LedgerEntry struct {
 	TrainID   string    `json:"train_id"`
@@ -47,14 +35,14 @@ type LedgerEntry struct {
 // MaxEntries.
 type Ledger struct {
 	Path string
-	// MaxEntries bounds the file (0 = DefaultLedgerEntries); the oldest
+	// MaxEntries bounds the file (0 = 20,000 entries); the oldest
 	// entries are dropped first.
 	MaxEntries int
 }
 
-// DefaultLedgerEntries is how many entries a ledger keeps by default
+// defaultLedgerEntries is how many entries a ledger keeps by default
 // (about 300 bytes each).
-const DefaultLedgerEntries = 20000
+const defaultLedgerEntries = 20000
 
 // maxLedgerFile bounds what is read of a ledger file.
 const maxLedgerFile = 64 << 20
@@ -185,7 +173,7 @@ func (l *Ledger) Record(e LedgerEntry) error {
 	entries = append(entries, e)
 	max := l.MaxEntries
 	if max <= 0 {
-		max = DefaultLedgerEntries
+		max = defaultLedgerEntries
 	}
 	if len(entries) > max {
 		entries = entries[len(entries)-max:]

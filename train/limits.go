@@ -5,34 +5,19 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/phtoci/phtoci/layer"
-	"github.com/phtoci/phtoci/oci"
 )
 
-// Limit names one limit SetLimit can change.
-type Limit struct{ Name, Default, What string }
+// limitNames are the limits SetLimit takes (the README's limits table
+// gives their defaults).
+var limitNames = []string{"manifest-size", "config-size", "layers", "entries", "file-size", "train-config-size", "ratio"}
 
-// LimitNames are the limits SetLimit takes, with their defaults.
-var LimitNames = []Limit{
-	{"manifest-size", "4MiB", "manifest or index"},
-	{"config-size", "4MiB", "image config blob"},
-	{"layers", strconv.Itoa(oci.DefaultMaxLayers), "layers per image"},
-	{"entries", strconv.FormatInt(layer.DefaultMaxEntries, 10), "tar entries per layer"},
-	{"file-size", "64GiB", "train file (config, train file, result)"},
-	{"train-config-size", "1MiB", "/opt/train_config.json"},
-	{"ratio", strconv.FormatInt(layer.DefaultMaxRatio, 10), "bytes decompressed per compressed byte, layers whose content is not needed"},
-}
-
-// SetLimit raises (or lowers) one limit by name (see LimitNames); sizes
-// take an optional KiB, MiB, GiB or TiB suffix.
+// SetLimit raises (or lowers) one limit by name: manifest-size,
+// config-size, layers, entries, file-size, train-config-size or ratio
+// (the README's limits table); sizes take an optional KiB, MiB, GiB or TiB
+// suffix.
 func (e *Env) SetLimit(name, value string) error {
-	if !slices.ContainsFunc(LimitNames, func(l Limit) bool { return l.Name == name }) {
-		names := make([]string, len(LimitNames))
-		for i, l := range LimitNames {
-			names[i] = l.Name
-		}
-		return fmt.Errorf("limit %q: want one of %s%.0w", name, strings.Join(names, ", "), ErrUsage)
+	if !slices.Contains(limitNames, name) {
+		return fmt.Errorf("limit %q: want one of %s%.0w", name, strings.Join(limitNames, ", "), ErrUsage)
 	}
 	n, err := parseSize(value)
 	if err != nil || n <= 0 {

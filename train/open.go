@@ -5,19 +5,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/trust"
 )
-
-// ErrNotATrain reports an image without /opt/train_config.json.
-var ErrNotATrain = errors.New("not a train image")
-
-// ErrLeak reports that a layer post-run would keep holds plaintext the
-// protocol protects.
-var ErrLeak = errors.New("plaintext would remain in a kept layer")
 
 // Options tune how a train image is read and written.
 type Options struct {
@@ -73,6 +67,10 @@ type Options struct {
 	// not read a base layer again (layer.OpenDirCache is a file-backed
 	// one; a server can pass one backed by its store).
 	SummaryCache layer.SummaryCache
+
+	// baseCheck, when set (the jobs, see checkBaseIfAsked), runs on the
+	// opened train before any step's check: the master image check.
+	baseCheck func(*Train) error
 }
 
 func (o Options) maxConfigSize() int64 {
@@ -113,6 +111,7 @@ type Train struct {
 	// Labels of the image config.
 	Labels map[string]string
 	res    *layer.Resolved
+	full   bool // res resolved trainPaths: its layers are classified against them
 }
 
 // Open resolves img's train paths and parses its config. Close releases the
@@ -125,7 +124,7 @@ func Open(img v1.Image, o Options) (*Train, error) {
 // running (layer.WithDeferredCheck): the caller calls t.Check before it
 // writes anything.
 func open(img v1.Image, o Options, deferred bool) (*Train, error) {
-	return openPaths(img, o, deferred, Prefixes, true)
+	return openPaths(img, o, deferred, trainPaths, true)
 }
 
 // keylessPrefixes are the train paths keyless verify reads: without a key
@@ -156,8 +155,12 @@ func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan b
 	if err != nil {
 		return nil, unsafeEntry(err)
 	}
-	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel}
-	if err := t.init(o); err != nil {
+	t := &Train{Image: img, res: res, Base: n, FromLabel: fromLabel, full: slices.Equal(prefixes, trainPaths)}
+	err = t.init(o)
+	if err == nil && o.baseCheck != nil {
+		err = o.baseCheck(t)
+	}
+	if err != nil {
 		err = t.check(err)
 		res.Close()
 		return nil, err

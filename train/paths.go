@@ -9,8 +9,9 @@ const (
 	optDir      = "opt"
 )
 
-// Prefixes are the train paths: everything a train may change while it travels.
-var Prefixes = []string{ConfigPath, TrainDir, ResultsDir, UserKeyPath}
+// trainPaths are the train paths: everything a train may change while it
+// travels (what a step resolves).
+var trainPaths = []string{ConfigPath, TrainDir, ResultsDir, UserKeyPath}
 
 // Labels phtoci writes into every image config it produces, besides
 // layer.BaseLabel (the number of base layers).

@@ -58,7 +58,7 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 			err = protocol.PreRunCheck(t.Config, t.TrainFS(), t.ResultsFS(), st, splitSink{prefix: "pht_results/", match: match, other: spool})
 		}
 		if err == nil {
-			err = spool.drain(lw, "pht_train/")
+			err = spool.Drain(lw, "pht_train/")
 		}
 		if err == nil {
 			err = lw.finish(t.ConfigRaw, ukf)

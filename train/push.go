@@ -24,10 +24,7 @@ var errPushEnded = errors.New("push ended")
 // pushed: nothing is written.
 func (p *plan) push(ctx context.Context, dst oci.Ref, oo oci.Options, o Options) (v1.Hash, *protocol.Config, error) {
 	plain := o.Compression == CompressionNone
-	lmt, err := layerType(p.t.Image, plain)
-	if err != nil {
-		return v1.Hash{}, nil, err
-	}
+	lmt := newLayerType(plain)
 	pr, pw := io.Pipe()
 	var sl v1.Layer
 	if plain {

@@ -11,13 +11,6 @@ import (
 	"syscall"
 )
 
-// ErrResultsEntry reports an entry of a results directory that is not a
-// regular file or directory (a symbolic link, FIFO, socket or device), or
-// one that was replaced by another file while post-run read it. Results
-// are regular files and directories only. It is a usage error: errors.Is
-// finds ErrUsage too.
-var ErrResultsEntry = fmt.Errorf("results hold only regular files and directories%.0w", ErrUsage)
-
 // ResultsTree is a station's results directory opened for post-run: an
 // fs.FS (with ReadDir and Stat) that reads the directory through os.Root
 // and never follows a symbolic link. Directories are listed with their

@@ -118,7 +118,7 @@ func TestPostRunResultsSwappedForSymlink(t *testing.T) {
 		done++
 		final := filepath.Join(dir, "final")
 		os.RemoveAll(final)
-		if err := DecryptJob(ctx, out, user, final, false, Env{}); err != nil {
+		if _, err := DecryptJob(ctx, out, user, final, false, Env{}); err != nil {
 			t.Fatalf("run %d: decrypt: %v", i, err)
 		}
 		ents, err := os.ReadDir(filepath.Join(final, "pht_results"))

@@ -2,12 +2,9 @@ package train
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
-	"sort"
 	"strings"
 
 	"github.com/phtoci/phtoci/layer"
@@ -136,71 +133,7 @@ func (s splitSink) WriteFile(name string, size int64, r io.Reader) error {
 	return s.other.WriteFile(name, size, r)
 }
 
-// packSink spools decrypted files of unknown size (decryption learns the
-// size only at the last block) into one temporary file: one file for any
-// number of results, because creating a hundred thousand small files costs
-// far more than writing their bytes.
-type packSink struct {
-	f     *os.File
-	end   int64
-	files map[string][2]int64 // name → offset, size
-}
-
-func newPackSink(dir string) (*packSink, error) {
-	f, err := os.CreateTemp(dir, "phtoci-spool-")
-	if err != nil {
-		return nil, err
-	}
-	// Unlinked at once: the decrypted files in it vanish with the process,
-	// also when it is killed.
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &packSink{f: f, files: map[string][2]int64{}}, nil
-}
-
-func (p *packSink) WriteFile(name string, _ int64, r io.Reader) error {
-	n, err := io.Copy(io.NewOffsetWriter(p.f, p.end), r)
-	if err != nil {
-		return fmt.Errorf("spooling %s: %w", name, err)
-	}
-	p.files[name] = [2]int64{p.end, n}
-	p.end += n
-	return nil
-}
-
-// drain writes the files under prefix to s in walk order (path components
-// compared byte-wise), as the layer writer requires.
-func (p *packSink) drain(s protocol.Sink, prefix string) error {
-	var names []string
-	for n := range p.files {
-		if strings.HasPrefix(n, prefix) {
-			names = append(names, n)
-		}
-	}
-	sort.Slice(names, func(i, j int) bool { return walkLess(names[i], names[j]) })
-	for _, n := range names {
-		e := p.files[n]
-		if err := s.WriteFile(n, e[1], io.NewSectionReader(p.f, e[0], e[1])); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (p *packSink) Close() error {
-	return p.f.Close()
-}
-
-// walkLess orders slash paths by their components, byte-wise: the archive
-// walk order of vectors §6 (a/b.txt before a-b.txt).
-func walkLess(a, b string) bool {
-	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		if as[i] != bs[i] {
-			return as[i] < bs[i]
-		}
-	}
-	return len(as) < len(bs)
-}
+// newPackSink is the spool of decrypted files of unknown size (pre-run's
+// train files, post-run's plaintext train files): one unlinked temporary
+// file in dir.
+func newPackSink(dir string) (*layer.Spool, error) { return layer.NewSpool(dir) }

@@ -1,20 +1,12 @@
 package train
 
 import (
-	"errors"
 	"io/fs"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/protocol"
 )
-
-// ErrResultsRequired reports a post-run on an encrypted image without a
-// results directory.
-var ErrResultsRequired = errors.New("results required")
-
-// ErrAlreadyDecrypted reports a pre-run on an image that pre-run made.
-var ErrAlreadyDecrypted = errors.New("image is already decrypted")
 
 // Output is a new image whose top layer lives in a temporary file until
 // Close; write it (oci.Write) before closing.

@@ -112,16 +112,6 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 	return rep, nil
 }
 
-// Decrypt is the researcher's end of the route: verify everything with the
-// creator's key, then write the results (and the train files when
-// withTrain) under outDir/pht_results (and outDir/pht_train). outDir must not
-// exist yet; it appears only when everything verified, 0700 with files 0600
-// (plaintext), whatever the umask.
-func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) error {
-	_, err := DecryptReport(img, userKey, outDir, withTrain, o)
-	return err
-}
-
 // DecryptResult is what Decrypt found: the route's state. A train is
 // decrypted as soon as one station signed, so Complete tells the
 // researcher whether every station on the route has run.
@@ -133,8 +123,12 @@ type DecryptResult struct {
 	Complete bool     `json:"complete"`
 }
 
-// DecryptReport is Decrypt, also reporting the route's state.
-func DecryptReport(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) (*DecryptResult, error) {
+// Decrypt is the researcher's end of the route: verify everything with the
+// creator's key, then write the results (and the train files when
+// withTrain) under outDir/pht_results (and outDir/pht_train), and report
+// the route's state. outDir must not exist yet; it appears only when
+// everything verified, 0700 with files 0600 (plaintext), whatever the umask.
+func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain bool, o Options) (*DecryptResult, error) {
 	if _, err := os.Lstat(outDir); err == nil {
 		return nil, fmt.Errorf("%s: output directory exists; choose a new one", outDir)
 	}

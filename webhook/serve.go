@@ -99,7 +99,7 @@ type ServeConfig struct {
 	// pins the creators.
 	Route *RoutePolicy `yaml:"route"`
 	// Limits raise limits on what a pushed image may cost, by name
-	// (train.LimitNames: layers, manifest-size, ...).
+	// (train.Env.SetLimit: layers, manifest-size, ...).
 	Limits map[string]string `yaml:"limits"`
 	// StoreFile, instead of Store, names a file holding the store (a
 	// PostgreSQL URL with its password, from a secret).

@@ -396,7 +396,7 @@ func wholeRoute(t *testing.T, harbor bool) {
 		t.Error("routing mounted no blob")
 	}
 	final := t.TempDir() + "/final"
-	if err := train.DecryptJob(context.Background(), reg.Host+"/pht/outgoing:"+tag, user, final, false, train.Env{}); err != nil {
+	if _, err := train.DecryptJob(context.Background(), reg.Host+"/pht/outgoing:"+tag, user, final, false, train.Env{}); err != nil {
 		t.Fatalf("researcher: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(final, "pht_results", "r.txt")); string(b) != "result of st-b" {

@@ -136,3 +136,84 @@ func TestCheckBaseReadsNoBaseBlob(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckBaseOnOpenedImage: with --check-base, pre-run checks the master
+// on the train it has opened: the protocol layer and the config blob are
+// fetched once (before: three times and twice, the check opening the input
+// again by its name, resolving the config on its own and walking the layer
+// again); keyless verify reads the protocol layer twice (its own resolve
+// skips the results) and no base layer.
+func TestCheckBaseOnOpenedImage(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	w := newWorld(t, "st-a")
+	masterRef, trainRef := reg.Host+"/pht/master:latest", reg.Host+"/pht/train:latest"
+	master := openRef(t, sampleMaster, oci.Options{})
+	writeRef(t, master, masterRef, oci.Options{})
+	ok(t, "build", masterRef, "--files", "../../testdata/sample/train", "--query", "../../testdata/sample/query.json",
+		"--creator-id", "r", "--user-key", w.key("researcher"), "--builder-key", w.key("builder"),
+		"--route", "st-a="+w.path("st-a")+".pub.pem", "-o", trainRef, "--quiet")
+	img := openRef(t, trainRef, oci.Options{})
+	layers, err := img.Layers()
+	must(t, err)
+	top, err := layers[len(layers)-1].Digest()
+	must(t, err)
+	cfgName, err := img.ConfigName()
+	must(t, err)
+	ml, err := master.Layers()
+	must(t, err)
+
+	reg.ResetStats()
+	ok(t, append([]string{"pre-run", trainRef, "--check-base", "-o", w.path("dec.tar"), "--ledger", "none"}, w.stationArgs("st-a")...)...)
+	st := reg.Stats()
+	if n := st.BlobGets[top.String()]; n != 1 {
+		t.Errorf("pre-run --check-base fetched the protocol layer %d times, want once", n)
+	}
+	if n := st.BlobGets[cfgName.String()]; n != 1 {
+		t.Errorf("pre-run --check-base fetched the train's config blob %d times, want once", n)
+	}
+
+	reg.ResetStats()
+	ok(t, "verify", trainRef, "--check-base", "--quiet")
+	if n := reg.Stats().BlobGets[top.String()]; n != 2 {
+		t.Errorf("verify --check-base fetched the protocol layer %d times, want twice", n)
+	}
+	for _, l := range ml {
+		d, err := l.Digest()
+		must(t, err)
+		if n := reg.Stats().BlobGets[d.String()]; n != 0 {
+			t.Errorf("verify --check-base downloaded base layer %s %d times", d, n)
+		}
+	}
+
+	// A layer above the base that touches /etc still fails the check in
+	// pre-run, from the layers pre-run's own resolve classified.
+	evil := w.path("evil.tar")
+	writeRef(t, appendFiles(t, img, map[string][]byte{"etc/passwd": []byte("root::0:0::/:/bin/sh\n")}), evil, oci.Options{})
+	fails(t, exitVerification, nil, append([]string{"pre-run", evil, "--master", "oci-archive:" + mustAbs(t, "../../testdata/sample/master.oci.tar"),
+		"-o", w.path("evil-dec.tar"), "--ledger", "none"}, w.stationArgs("st-a")...), "layer 2: /etc/passwd")
+	if exists(w.path("evil-dec.tar")) {
+		t.Error("a failed master check wrote the output")
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	must(t, err)
+	return a
+}
+
+// TestCheckBaseWithoutConfig: given the master, check-base needs no train
+// config (it reads one only to name the master or for the trust store): an
+// image of the master plus a layer under the train paths passes, one with
+// a layer touching /etc fails naming it.
+func TestCheckBaseWithoutConfig(t *testing.T) {
+	w := newWorld(t)
+	master := openRef(t, sampleMaster, oci.Options{})
+	clean, dirty := w.path("clean.tar"), w.path("dirty.tar")
+	writeRef(t, appendFiles(t, master, map[string][]byte{"opt/pht_train/entrypoint.py": []byte("print(1)\n")}), clean, oci.Options{})
+	writeRef(t, appendFiles(t, master, map[string][]byte{"etc/hosts": []byte("10.0.0.1 registry\n")}), dirty, oci.Options{})
+	ok(t, "check-base", clean, sampleMaster, "--quiet")
+	fails(t, exitVerification, nil, []string{"check-base", dirty, sampleMaster}, "layer 1: /etc/hosts")
+	fails(t, exitVerification, nil, []string{"check-base", clean}, "not a train")
+}

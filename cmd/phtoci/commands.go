@@ -519,7 +519,7 @@ func decryptCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			r, err := train.DecryptJobReport(c.Context, in, k, c.String("out"), c.Bool("train"), e)
+			r, err := train.DecryptJob(c.Context, in, k, c.String("out"), c.Bool("train"), e)
 			if err != nil {
 				return err
 			}

@@ -116,7 +116,7 @@ func TestReferenceTrains(t *testing.T) {
 // checkMerged resolves img's train paths and checks which paths are present.
 func checkMerged(t *testing.T, img v1.Image, want map[string]bool) {
 	t.Helper()
-	res, err := layer.Resolve(img, train.Prefixes)
+	res, err := layer.Resolve(img, []string{train.ConfigPath, train.TrainDir, train.ResultsDir, train.UserKeyPath})
 	must(t, err)
 	defer res.Close()
 	for p, present := range want {
