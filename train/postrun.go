@@ -189,8 +189,8 @@ func checkPostRun(t *Train, s *protocol.PostRun, st protocol.Station, results fs
 		if results == nil {
 			return nil, nil, fmt.Errorf("post-run: %w: the image holds encrypted train files; give the run's results directory", ErrResultsRequired)
 		}
-		var spool *packSink
-		if spool, err = newPackSink(o.TempDir); err != nil { // unlinked: nothing stays behind a kill
+		var spool *layer.Spool
+		if spool, err = layer.NewSpool(o.TempDir); err != nil { // unlinked: nothing stays behind a kill
 			return nil, nil, err
 		}
 		trainPlain, err = s.CheckTrain(t.Config, t.TrainFS(), t.ResultsFS(), spool)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -36,7 +37,7 @@ func planPreRun(img v1.Image, st protocol.Station, o Options) (*plan, error) {
 	if err != nil {
 		return p.fail(err)
 	}
-	spool, err := newPackSink(o.TempDir)
+	spool, err := layer.NewSpool(o.TempDir)
 	if err != nil {
 		return p.fail(err)
 	}

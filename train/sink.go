@@ -132,8 +132,3 @@ func (s splitSink) WriteFile(name string, size int64, r io.Reader) error {
 	}
 	return s.other.WriteFile(name, size, r)
 }
-
-// newPackSink is the spool of decrypted files of unknown size (pre-run's
-// train files, post-run's plaintext train files): one unlinked temporary
-// file in dir.
-func newPackSink(dir string) (*layer.Spool, error) { return layer.NewSpool(dir) }
