@@ -36,7 +36,7 @@ func BenchmarkResolveRewrite1GiB(b *testing.B) {
 	var peak uint64
 	for range b.N {
 		grow := peakHeap(func() {
-			res, err := Resolve(img, []string{"opt/app"}, WithTempDir(dir))
+			res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{TempDir: dir})
 			must(b, err)
 			defer res.Close()
 			f, _ := res.Lookup("opt/app/big")
@@ -71,7 +71,7 @@ func BenchmarkStoredGzipInPlace1GiB(b *testing.B) {
 	var peak uint64
 	for range b.N {
 		grow := peakHeap(func() {
-			res, err := Resolve(img, []string{"opt/app"}, WithTempDir(dir), WithDeferredCheck())
+			res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{TempDir: dir, DeferredCheck: true})
 			must(b, err)
 			defer res.Close()
 			f, _ := res.Lookup("opt/app/big")

@@ -17,7 +17,7 @@ import (
 // Layer is a layer written by a Writer, backed by its temporary file, with
 // digest, diff ID and size computed while writing. It implements v1.Layer.
 type Layer struct {
-	lock      *held // holds the file's flock (see SweepStale)
+	lock      *held // holds the file's flock (see sweepStale)
 	path      string
 	digest    v1.Hash
 	diffID    v1.Hash

@@ -156,15 +156,15 @@ type Resolved struct {
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
 
-	spoolDirLock *held      // flock on spoolDir while it is used (see SweepStale)
+	spoolDirLock *held      // flock on spoolDir while it is used (see sweepStale)
 	spools       []*os.File // unlinked spool files (spoolFile), closed by Close
 
-	checks   sync.WaitGroup // deferred digest checks (WithDeferredCheck)
+	checks   sync.WaitGroup // deferred digest checks (ResolveOptions.DeferredCheck)
 	checkMu  sync.Mutex
 	checkErr error
 }
 
-// Check waits for the deferred digest checks (WithDeferredCheck) and
+// Check waits for the deferred digest checks (ResolveOptions.DeferredCheck) and
 // returns the first failure. Without that option it returns nil: Resolve
 // has checked everything before returning.
 func (r *Resolved) Check() error {
@@ -261,7 +261,7 @@ func (lr *layerReader) spoolDirReady() error {
 	if lr.r.spoolDir == "" {
 		// Spool directories a killed run left behind go; this one is
 		// locked while this process lives.
-		SweepStale(lr.o.tempDir, spoolDirPrefix)
+		sweepStale(lr.o.tempDir, spoolDirPrefix)
 		d, lock, err := mkdirLocked(lr.o.tempDir, spoolDirPrefix)
 		if err != nil {
 			return err

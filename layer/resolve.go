@@ -19,9 +19,9 @@ import (
 	"github.com/phtoci/phtoci/internal/asynchash"
 )
 
-// DefaultMemLimit is the largest file Resolve keeps in memory; larger files
-// are spooled to a temporary file.
-const DefaultMemLimit int64 = 1 << 20
+// defaultMemLimit is the largest file Resolve keeps in memory by default;
+// larger files are spooled to a temporary file.
+const defaultMemLimit int64 = 1 << 20
 
 // memBudget bounds the bytes of all files Resolve keeps in memory; past it,
 // small files are spooled too.
@@ -29,6 +29,45 @@ const memBudget int64 = 16 << 20
 
 // maxOutside is how many outside paths LayerInfo.Outside lists.
 const maxOutside = 20
+
+// ResolveOptions tune Resolve; the zero value gives the defaults.
+type ResolveOptions struct {
+	// TempDir is the directory for spool files ("" = os.TempDir()).
+	TempDir string
+	// MemLimit is the largest file kept in memory (≤ 0: 1 MiB); larger
+	// files are spooled to a temporary file.
+	MemLimit int64
+	// BoundaryScan makes Resolve keep walking down once every prefix is
+	// settled (reading headers and hashing files under the prefixes,
+	// keeping no content) until it has read a layer that touches a path
+	// outside the prefixes. Ancestors of prefixes (the "opt/" directory
+	// entry) do not count, but whiteouts of ancestors, opaque ancestors
+	// and non-directory ancestors do.
+	BoundaryScan bool
+	// DeferredCheck lets Resolve return before the digests of plain tar
+	// layers readable at offsets are checked: it reads only their tar
+	// headers and small files (seeking over the rest) and checks each
+	// digest in a goroutine, so that the check runs on another core while
+	// the caller decrypts and hashes. The caller must call Resolved.Check,
+	// and act on its error, before it trusts or writes anything it read.
+	DeferredCheck bool
+	// CheckedPrefixes names paths that are not resolved (their entries
+	// count as outside the prefixes: no content is read or kept) but under
+	// which only regular files and directories may stand: a link, device,
+	// FIFO or socket under them gives ErrUnsupportedEntry, as under a
+	// resolved path, whichever layer holds it. Keyless verify uses it for
+	// the results, which it cannot decrypt but which a station would refuse.
+	CheckedPrefixes []string
+	// Limits are the limits Resolve enforces (zero fields: defaults).
+	Limits Limits
+	// SummaryCache, when set, is used and filled by Resolve. A layer is
+	// summarised only after its blob was read to its end through a reader
+	// that checks the blob's digest, and only when Resolve kept none of
+	// its files; a summary is used only for the same blob digest, prefixes
+	// and diff ID, and a layer whose summary holds files Resolve must keep
+	// is read.
+	SummaryCache SummaryCache
+}
 
 type options struct {
 	tempDir  string
@@ -40,49 +79,16 @@ type options struct {
 	cache    SummaryCache
 }
 
-// Option tunes Resolve.
-type Option func(*options)
-
-// WithTempDir sets the directory for spool files ("" = os.TempDir()).
-func WithTempDir(dir string) Option { return func(o *options) { o.tempDir = dir } }
-
-// WithMemLimit sets the largest file kept in memory (default 1 MiB); larger
-// files are spooled to a temporary file. n ≤ 0 keeps the default.
-func WithMemLimit(n int64) Option {
-	return func(o *options) {
-		if n > 0 {
-			o.memLimit = n
-		}
+func (ro ResolveOptions) options() options {
+	o := options{tempDir: ro.TempDir, memLimit: defaultMemLimit, boundary: ro.BoundaryScan,
+		deferred: ro.DeferredCheck, limits: ro.Limits, cache: ro.SummaryCache}
+	if ro.MemLimit > 0 {
+		o.memLimit = ro.MemLimit
 	}
-}
-
-// WithBoundaryScan makes Resolve keep walking down once every prefix is
-// settled (reading headers and hashing files under the prefixes, keeping no
-// content) until it has read a layer that touches a path outside the
-// prefixes. Ancestors of prefixes (the "opt/" directory entry) do not count,
-// but whiteouts of ancestors, opaque ancestors and non-directory ancestors do.
-func WithBoundaryScan() Option { return func(o *options) { o.boundary = true } }
-
-// WithDeferredCheck lets Resolve return before the digests of plain tar
-// layers readable at offsets are checked: it reads only their tar headers
-// and small files (seeking over the rest) and checks each digest in a
-// goroutine, so that the check runs on another core while the caller
-// decrypts and hashes. The caller must call Resolved.Check, and act on its
-// error, before it trusts or writes anything it read.
-func WithDeferredCheck() Option { return func(o *options) { o.deferred = true } }
-
-// WithCheckedPrefixes names paths that are not resolved (their entries
-// count as outside the prefixes: no content is read or kept) but under
-// which only regular files and directories may stand: a link, device,
-// FIFO or socket under them gives ErrUnsupportedEntry, as under a resolved
-// path, whichever layer holds it. Keyless verify uses it for the results,
-// which it cannot decrypt but which a station would refuse.
-func WithCheckedPrefixes(prefixes ...string) Option {
-	return func(o *options) {
-		for _, p := range prefixes {
-			o.checked = append(o.checked, strings.Trim(p, "/"))
-		}
+	for _, p := range ro.CheckedPrefixes {
+		o.checked = append(o.checked, strings.Trim(p, "/"))
 	}
+	return o
 }
 
 // Resolve walks img's layers from the top, streaming each layer's tar once
@@ -97,11 +103,17 @@ func WithCheckedPrefixes(prefixes ...string) Option {
 // Each layer read is checked against its diff ID from the image config
 // (ErrDigestMismatch); tar and gzip errors give ErrCorruptLayer; entries
 // with ".." give ErrUnsafePath; symlinks, hard links and devices under the
-// prefixes (or at their ancestors) give ErrUnsupportedEntry.
-func Resolve(img v1.Image, prefixes []string, opts ...Option) (*Resolved, error) {
-	o := options{memLimit: DefaultMemLimit}
-	for _, opt := range opts {
-		opt(&o)
+// prefixes (or at their ancestors) give ErrUnsupportedEntry. opts is at
+// most one ResolveOptions (none: the defaults).
+func Resolve(img v1.Image, prefixes []string, opts ...ResolveOptions) (*Resolved, error) {
+	var o options
+	switch len(opts) {
+	case 0:
+		o = ResolveOptions{}.options()
+	case 1:
+		o = opts[0].options()
+	default:
+		return nil, fmt.Errorf("layer.Resolve: %d ResolveOptions given, at most one expected", len(opts))
 	}
 	o.limits = o.limits.withDefaults()
 	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
@@ -388,7 +400,7 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 
 // readDeferred reads the headers of a tar of size bytes at offsets of ra,
 // seeking over large contents, and checks the blob rc in a goroutine that
-// reads it to the end (see WithDeferredCheck): rc checks its digest itself
+// reads it to the end (see ResolveOptions.DeferredCheck): rc checks its digest itself
 // (verified), or its SHA-256 must be want; got and says word the error.
 // ra is the blob itself for a plain tar, its stored blocks for a gzip.
 func (lr *layerReader) readDeferred(rc io.ReadCloser, ra io.ReaderAt, size int64, verified bool, want v1.Hash, got, says string) error {

@@ -223,7 +223,7 @@ func TestResolveStoredGzipTampered(t *testing.T) {
 	if _, err := Resolve(img, trainPrefixes); err == nil {
 		t.Error("Resolve of a changed layer succeeded")
 	}
-	res, err := Resolve(img, trainPrefixes, WithDeferredCheck())
+	res, err := Resolve(img, trainPrefixes, ResolveOptions{DeferredCheck: true})
 	if err != nil {
 		t.Fatalf("Resolve with a deferred check: %v (the change is inside a file's content)", err)
 	}

@@ -116,7 +116,7 @@ func (lr *layerReader) entry(tr *tar.Reader, hdr *tar.Header) error {
 }
 
 // summaryPaths are what a summary of this read is for: the prefixes, and
-// the checked prefixes (WithCheckedPrefixes) marked as such, since a layer
+// the checked prefixes (ResolveOptions.CheckedPrefixes) marked as such, since a layer
 // read without them was not checked for links and devices under them.
 func (lr *layerReader) summaryPaths() []string {
 	if len(lr.o.checked) == 0 {

@@ -13,13 +13,13 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // WriterOptions configure a Writer.
@@ -68,7 +68,7 @@ type Writer struct {
 	opts    WriterOptions
 	modTime time.Time
 	f       *os.File
-	lock    *held // holds f's flock (see SweepStale); passed on to the Layer
+	lock    *held // holds f's flock (see sweepStale); passed on to the Layer
 	pipe    *chunkPipe
 	tw      *tar.Writer
 	stack   []string // written directories that are ancestors of (or are) last
@@ -120,8 +120,8 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		dir = opts.TempDir
 	}
 	// Layer files a killed run left in dir go; this one is locked while
-	// this process lives (see SweepStale).
-	SweepStale(dir, layerFilePrefix)
+	// this process lives (see sweepStale).
+	sweepStale(dir, layerFilePrefix)
 	f, lock, err := createLocked(dir, layerFilePrefix)
 	if err != nil {
 		if dir == "" {
@@ -138,7 +138,7 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		}
 	}
 	sink := &sinkState{diff: sha256.New()}
-	fw := WritebackWriter(f, opts.Reserve)
+	fw := fsutil.WritebackWriter(f, opts.Reserve)
 	if opts.Progress != nil {
 		fw = progressWriter{fw, opts.Progress}
 	}
@@ -438,24 +438,6 @@ func (w *Writer) unlock() {
 // layerFilePrefix names layer files (in output directories for a
 // takeover, or in the temp directory).
 const layerFilePrefix = ".phtoci-layer-"
-
-// SourceDateEpoch returns the time in the SOURCE_DATE_EPOCH environment
-// variable (seconds since the Unix epoch), when set and valid.
-func SourceDateEpoch() (time.Time, bool) {
-	s := os.Getenv("SOURCE_DATE_EPOCH")
-	if s == "" {
-		return time.Time{}, false
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(n, 0).UTC(), true
-}
-
-// ErrLayerFile: the new layer's file could not be made (the error names
-// the directory and the cause, never the temporary file's name).
-var ErrLayerFile = errors.New("cannot create the new layer file")
 
 // pathCause is err without the path of an *fs.PathError: temporary file
 // names mean nothing to the user.

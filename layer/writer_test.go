@@ -131,7 +131,7 @@ func TestWriterDeterministicAndNormalized(t *testing.T) {
 func TestWriterRoundTripThroughResolve(t *testing.T) {
 	l := writeSample(t, gzip.BestSpeed, 333)
 	lower := &countingLayer{Layer: tarLayer(t, reg("opt/pht_train/old.py", "old"), reg("opt/user_sym_key.key", "k"))}
-	res, err := Resolve(imageOf(t, lower, l), trainPrefixes, WithMemLimit(1000), WithTempDir(t.TempDir()))
+	res, err := Resolve(imageOf(t, lower, l), trainPrefixes, ResolveOptions{MemLimit: 1000, TempDir: t.TempDir()})
 	must(t, err)
 	defer res.Close()
 	if lower.reads() != 0 {
@@ -214,21 +214,6 @@ func TestWriterRejects(t *testing.T) {
 	}
 }
 
-func TestSourceDateEpoch(t *testing.T) {
-	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
-	if tm, ok := SourceDateEpoch(); !ok || !tm.Equal(time.Unix(1700000000, 0)) {
-		t.Fatalf("got %v %v", tm, ok)
-	}
-	t.Setenv("SOURCE_DATE_EPOCH", "soon")
-	if _, ok := SourceDateEpoch(); ok {
-		t.Fatal("invalid value accepted")
-	}
-	t.Setenv("SOURCE_DATE_EPOCH", "")
-	if _, ok := SourceDateEpoch(); ok {
-		t.Fatal("empty value accepted")
-	}
-}
-
 // peakHeap samples HeapInuse while f runs and returns the peak growth.
 func peakHeap(f func()) uint64 {
 	runtime.GC()
@@ -292,7 +277,7 @@ func TestWriterLargeFileFlatMemory(t *testing.T) {
 	var res *Resolved
 	grow = peakHeap(func() {
 		var err error
-		res, err = Resolve(imageOf(t, l), []string{"opt/app"}, WithTempDir(dir))
+		res, err = Resolve(imageOf(t, l), []string{"opt/app"}, ResolveOptions{TempDir: dir})
 		must(t, err)
 	})
 	defer res.Close()

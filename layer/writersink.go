@@ -5,7 +5,6 @@ package layer
 import (
 	"hash"
 	"io"
-	"os"
 	"sync"
 
 	kgzip "github.com/klauspost/compress/gzip"
@@ -49,32 +48,6 @@ func (s *sinkState) Write(b []byte) (int, error) {
 		return s.buf.Write(b)
 	}
 	return s.gz.Write(b)
-}
-
-// WritebackWriter writes to f, whose offset is off, and starts the
-// kernel's writeback of every completed 32 MiB as it goes (on Linux,
-// sync_file_range), so that the fsync that makes an output durable at the
-// end does not wait for gigabytes, and dirty pages do not pile up. The
-// layer writer uses it for layer files, oci.Write for archive outputs.
-func WritebackWriter(f *os.File, off int64) io.Writer {
-	return &writebackFile{f: f, off: off, done: off}
-}
-
-type writebackFile struct {
-	f         *os.File
-	off, done int64 // bytes written up to; writeback started up to
-}
-
-const writebackWindow = 32 << 20
-
-func (w *writebackFile) Write(b []byte) (int, error) {
-	n, err := w.f.Write(b)
-	w.off += int64(n)
-	if w.off-w.done >= writebackWindow {
-		startWriteback(w.f, w.done, w.off-w.done)
-		w.done = w.off
-	}
-	return n, err
 }
 
 // chunkPipe hands fixed-size chunks to a goroutine that writes them to the

@@ -255,7 +255,7 @@ func checkBaseIfAsked(ctx context.Context, input string, env Env) error {
 // sourceOf reads only the config file (resolving as few layers as that
 // takes) and returns its source.
 func sourceOf(img v1.Image, o Options) (protocol.Source, error) {
-	res, err := layer.Resolve(img, []string{ConfigPath}, o.resolveOpts(false)...)
+	res, err := layer.Resolve(img, []string{ConfigPath}, o.resolveOpts(false))
 	if err != nil {
 		return protocol.Source{}, unsafeEntry(err)
 	}

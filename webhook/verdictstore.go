@@ -150,7 +150,7 @@ var (
 	maxSummaryBytes = 64 << 20
 )
 
-// maxSummaryLength bounds one summary (as layer.DirCache does).
+// maxSummaryLength bounds one summary (as the CLI's internal/dircache does).
 const maxSummaryLength = 16 << 20
 
 // StoreSummaryCache is a layer.SummaryCache kept in a verdict store, so
