@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,7 +19,7 @@ import (
 // the Deployment has replicas, a readiness probe on /healthz and the DSN
 // from the Secret; the systemd unit runs the config README names.
 func TestDeployConfigs(t *testing.T) {
-	f := mustT[*os.File](t)(os.Open("../deploy/kubernetes/phtoci-serve.yaml"))
+	f := testutil.Must1(os.Open("../deploy/kubernetes/phtoci-serve.yaml"))(t)
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	var serveYAML string

@@ -1,4 +1,4 @@
-// pgqueue.go holds PGStore's shared work queue: enqueue, leases (FOR UPDATE SKIP LOCKED), retries.
+// pgqueue.go holds pgStore's shared work queue: enqueue, leases (FOR UPDATE SKIP LOCKED), retries.
 
 package webhook
 
@@ -20,7 +20,7 @@ func isFinal(ctx context.Context, tx pgx.Tx, key string) (bool, error) {
 	return final(status), err
 }
 
-func (s *PGStore) enqueue(a Artifact) (*queueEntry, error) {
+func (s *pgStore) enqueue(a Artifact) (*queueEntry, error) {
 	var e *queueEntry
 	err := s.tx(func(ctx context.Context, tx pgx.Tx) error {
 		if fin, err := isFinal(ctx, tx, a.Key()); err != nil || fin {
@@ -44,7 +44,7 @@ func (s *PGStore) enqueue(a Artifact) (*queueEntry, error) {
 	return e, err
 }
 
-func (s *PGStore) isQueued(key string) (bool, error) {
+func (s *pgStore) isQueued(key string) (bool, error) {
 	q := false
 	err := s.query(func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue WHERE key = $1)`, key).Scan(&q)
@@ -52,7 +52,7 @@ func (s *PGStore) isQueued(key string) (bool, error) {
 	return q, err
 }
 
-func (s *PGStore) dequeue(a Artifact) error {
+func (s *pgStore) dequeue(a Artifact) error {
 	return s.query(func(ctx context.Context) error {
 		_, err := s.pool.Exec(ctx, `DELETE FROM queue WHERE key = $1`, a.Key())
 		return err
@@ -62,7 +62,7 @@ func (s *PGStore) dequeue(a Artifact) error {
 // finish records v unless a final verdict is there already (one statement:
 // two replicas finishing one digest record, and count, one verdict) and
 // takes the artifact off the queue.
-func (s *PGStore) finish(v Verdict) (bool, error) {
+func (s *pgStore) finish(v Verdict) (bool, error) {
 	args, err := verdictArgs(v)
 	if err != nil {
 		return false, err
@@ -83,7 +83,7 @@ func (s *PGStore) finish(v Verdict) (bool, error) {
 	return recorded, err
 }
 
-func (s *PGStore) retry(v Verdict, e queueEntry) error {
+func (s *pgStore) retry(v Verdict, e queueEntry) error {
 	e.Owner, e.LeaseUntil = "", time.Time{}
 	args, err := verdictArgs(v)
 	if err != nil {
@@ -132,7 +132,7 @@ func scanEntries(rows pgx.Rows) ([]queueEntry, error) {
 	return out, rows.Err()
 }
 
-func (s *PGStore) queued() ([]queueEntry, error) {
+func (s *pgStore) queued() ([]queueEntry, error) {
 	var out []queueEntry
 	err := s.query(func(ctx context.Context) error {
 		rows, err := s.pool.Query(ctx, `SELECT body, lease_owner, lease_until FROM queue ORDER BY created`)
@@ -148,7 +148,7 @@ func (s *PGStore) queued() ([]queueEntry, error) {
 // maxDue bounds one look at the queue for work nobody holds.
 const maxDue = 256
 
-func (s *PGStore) due() ([]queueEntry, error) {
+func (s *pgStore) due() ([]queueEntry, error) {
 	var out []queueEntry
 	err := s.query(func(ctx context.Context) error {
 		rows, err := s.pool.Query(ctx, `SELECT body, lease_owner, lease_until FROM queue
@@ -166,7 +166,7 @@ func (s *PGStore) due() ([]queueEntry, error) {
 // replicas claiming at once never wait for each other, and one of them
 // gets it; the verdict is checked after the lock, so a digest decided
 // meanwhile is not verified again.
-func (s *PGStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
+func (s *pgStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
 	var e *queueEntry
 	fresh, err := json.Marshal(queueEntry{Artifact: a})
 	if err != nil {
@@ -209,7 +209,7 @@ func (s *PGStore) claim(a Artifact, owner string, lease time.Duration) (*queueEn
 	return e, err
 }
 
-func (s *PGStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+func (s *pgStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
 	held := false
 	err := s.query(func(ctx context.Context) error {
 		t, err := s.pool.Exec(ctx, `UPDATE queue SET lease_until = now() + $3::interval WHERE key = $1 AND lease_owner = $2`,

@@ -1,4 +1,4 @@
-// store.go holds Store, the verdict store in one bbolt file: verdicts, tags, the train ledger, hops and layer summaries.
+// store.go holds boltStore, the verdict store in one bbolt file: verdicts, tags, the train ledger, hops and layer summaries.
 
 package webhook
 
@@ -18,10 +18,11 @@ import (
 // Store keeps verdicts and queued work in a bbolt file, so both survive
 // restarts. One process holds the file at a time, so the leases in it
 // when it is opened belong to a process that is gone: they are cleared.
-type Store struct{ db *bolt.DB }
+type boltStore struct{ db *bolt.DB }
 
-// OpenStore opens (or creates) the store file.
-func OpenStore(path string) (*Store, error) {
+// OpenStore opens (or creates) a verdict store in the bbolt file at path
+// (one process at a time; OpenVerdictStore also opens PostgreSQL).
+func OpenStore(path string) (VerdictStore, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
@@ -55,14 +56,14 @@ func OpenStore(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &boltStore{db: db}, nil
 }
 
 // Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *boltStore) Close() error { return s.db.Close() }
 
 // Put records a verdict.
-func (s *Store) Put(v Verdict) error {
+func (s *boltStore) Put(v Verdict) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -71,7 +72,7 @@ func (s *Store) Put(v Verdict) error {
 }
 
 // Get returns the verdict for repository@digest.
-func (s *Store) Get(repository, digest string) (*Verdict, error) {
+func (s *boltStore) Get(repository, digest string) (*Verdict, error) {
 	var v *Verdict
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVerdicts).Get([]byte(repository + "@" + digest))
@@ -84,16 +85,16 @@ func (s *Store) Get(repository, digest string) (*Verdict, error) {
 	return v, err
 }
 
-// SetTag records that a was pushed as its tag, on registry, unless the
+// setTag records that a was pushed as its tag, on registry, unless the
 // store knows of a newer push of that tag: events arrive, and
 // verifications finish, in any order; the registry's timestamps do not.
-func (s *Store) SetTag(a Artifact, registry string) error {
-	rec := TagRecord{Digest: a.Digest, Registry: registry, Time: a.Time}
+func (s *boltStore) setTag(a Artifact, registry string) error {
+	rec := tagRecord{Digest: a.Digest, Registry: registry, Time: a.Time}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTags)
 		k := []byte(a.Repository + ":" + a.Tag)
 		if old := b.Get(k); old != nil {
-			var o TagRecord
+			var o tagRecord
 			if json.Unmarshal(old, &o) == nil && o.Time.After(rec.Time) {
 				return nil
 			}
@@ -106,33 +107,33 @@ func (s *Store) SetTag(a Artifact, registry string) error {
 	})
 }
 
-// Tag returns what the store knows of repository:tag.
-func (s *Store) Tag(repository, tag string) (*TagRecord, error) {
-	var rec *TagRecord
+// tag returns what the store knows of repository:tag.
+func (s *boltStore) tag(repository, tag string) (*tagRecord, error) {
+	var rec *tagRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTags).Get([]byte(repository + ":" + tag))
 		if b == nil {
 			return fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
 		}
-		rec = new(TagRecord)
+		rec = new(tagRecord)
 		if json.Unmarshal(b, rec) != nil { // a store from before: the digest alone
-			rec = &TagRecord{Digest: string(b)}
+			rec = &tagRecord{Digest: string(b)}
 		}
 		return nil
 	})
 	return rec, err
 }
 
-// RecordTrain is the central ledger: it records r when its train id is
+// recordTrain is the central ledger: it records r when its train id is
 // new and returns nil, else returns the record first made for that id
 // (unchanged). One transaction, so two pushes of one train racing each
 // other see one first record.
-func (s *Store) RecordTrain(r TrainRecord) (*TrainRecord, error) {
-	var first *TrainRecord
+func (s *boltStore) recordTrain(r trainRecord) (*trainRecord, error) {
+	var first *trainRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTrains)
 		if old := b.Get([]byte(r.ID)); old != nil {
-			first = new(TrainRecord)
+			first = new(trainRecord)
 			return json.Unmarshal(old, first)
 		}
 		enc, err := json.Marshal(r)
@@ -147,23 +148,23 @@ func (s *Store) RecordTrain(r TrainRecord) (*TrainRecord, error) {
 	return first, nil
 }
 
-// Train returns the ledger's record of a train id.
-func (s *Store) Train(id string) (*TrainRecord, error) {
-	var r *TrainRecord
+// trainByID returns the ledger's record of a train id.
+func (s *boltStore) trainByID(id string) (*trainRecord, error) {
+	var r *trainRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTrains).Get([]byte(id))
 		if b == nil {
 			return fmt.Errorf("train %q: %w", id, ErrNoVerdict)
 		}
-		r = new(TrainRecord)
+		r = new(trainRecord)
 		return json.Unmarshal(b, r)
 	})
 	return r, err
 }
 
-// Verdicts scans the file (a single machine's store; PostgreSQL indexes).
+// listVerdicts scans the file (a single machine's store; PostgreSQL indexes).
 // Pages are ordered by time, newest first, then by key.
-func (s *Store) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
+func (s *boltStore) listVerdicts(q verdictFilter) ([]Verdict, string, error) {
 	var ct time.Time
 	var ck string
 	if q.Cursor != "" {
@@ -173,7 +174,7 @@ func (s *Store) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
 			ct, err = time.Parse(time.RFC3339Nano, t)
 		}
 		if err != nil || !ok {
-			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, ErrBadCursor)
+			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, errBadCursor)
 		}
 		ck = k
 	}
@@ -211,8 +212,8 @@ func (s *Store) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
 	return all[:q.Limit], base64.RawURLEncoding.EncodeToString([]byte(last.Time.Format(time.RFC3339Nano) + "|" + last.Artifact.Key())), nil
 }
 
-// AddHop records h for trainID.
-func (s *Store) AddHop(trainID string, h Hop) error {
+// addHop records h for trainID.
+func (s *boltStore) addHop(trainID string, h trainHop) error {
 	b, err := json.Marshal(h)
 	if err != nil {
 		return err
@@ -222,14 +223,14 @@ func (s *Store) AddHop(trainID string, h Hop) error {
 	})
 }
 
-// Hops lists trainID's hops by time.
-func (s *Store) Hops(trainID string) ([]Hop, error) {
-	var out []Hop
+// hopsOf lists trainID's hops by time.
+func (s *boltStore) hopsOf(trainID string) ([]trainHop, error) {
+	var out []trainHop
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHops).Cursor()
 		p := []byte(trainID + "\x00")
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			var h Hop
+			var h trainHop
 			if err := json.Unmarshal(v, &h); err != nil {
 				return err
 			}
@@ -241,13 +242,13 @@ func (s *Store) Hops(trainID string) ([]Hop, error) {
 	return out, err
 }
 
-// RecentTrains lists the train ids with the newest hops.
-func (s *Store) RecentTrains(limit int) ([]string, error) {
+// recentTrains lists the train ids with the newest hops.
+func (s *boltStore) recentTrains(limit int) ([]string, error) {
 	latest := map[string]time.Time{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHops).ForEach(func(k, v []byte) error {
 			id, _, _ := strings.Cut(string(k), "\x00")
-			var h Hop
+			var h trainHop
 			if json.Unmarshal(v, &h) == nil && h.Time.After(latest[id]) {
 				latest[id] = h.Time
 			}
@@ -275,7 +276,7 @@ func summaryOrder(n uint64, key string) []byte {
 }
 
 // summary returns the summary under key (nil when none) and marks it used.
-func (s *Store) summary(key string) ([]byte, error) {
+func (s *boltStore) summary(key string) ([]byte, error) {
 	var out []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b, used := tx.Bucket(bucketSummaries), tx.Bucket(bucketSummaryUsed)
@@ -301,7 +302,7 @@ func (s *Store) summary(key string) ([]byte, error) {
 
 // putSummary stores value under key and evicts the least recently used
 // summaries beyond maxSummaries entries or maxSummaryBytes bytes.
-func (s *Store) putSummary(key string, value []byte) error {
+func (s *boltStore) putSummary(key string, value []byte) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b, used := tx.Bucket(bucketSummaries), tx.Bucket(bucketSummaryUsed)
 		if old := b.Get([]byte(key)); len(old) >= 8 {

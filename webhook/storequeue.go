@@ -1,4 +1,4 @@
-// storequeue.go holds the bbolt Store's work queue: enqueue, leases, retries.
+// storequeue.go holds boltStore's work queue: enqueue, leases, retries.
 
 package webhook
 
@@ -12,7 +12,7 @@ import (
 // enqueue persists queued work and returns its entry; nil when the
 // artifact has a final verdict (idempotence per digest). An artifact
 // already queued keeps its entry (attempts and first attempt).
-func (s *Store) enqueue(a Artifact) (*queueEntry, error) {
+func (s *boltStore) enqueue(a Artifact) (*queueEntry, error) {
 	var e *queueEntry
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
@@ -50,20 +50,20 @@ func decodeEntry(b []byte) (queueEntry, error) {
 	return e, nil
 }
 
-func (s *Store) isQueued(key string) (bool, error) {
+func (s *boltStore) isQueued(key string) (bool, error) {
 	q := false
 	err := s.db.View(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
 	return q, err
 }
 
-func (s *Store) dequeue(a Artifact) error {
+func (s *boltStore) dequeue(a Artifact) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
 }
 
 // finish records a verdict and takes its artifact off the queue, in one
 // transaction, unless a final verdict is recorded already: then it only
 // dequeues and reports false.
-func (s *Store) finish(v Verdict) (bool, error) {
+func (s *boltStore) finish(v Verdict) (bool, error) {
 	recorded := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
@@ -94,7 +94,7 @@ func finalIn(tx *bolt.Tx, k []byte) bool {
 	return false
 }
 
-func (s *Store) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
+func (s *boltStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
 	var e *queueEntry
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
@@ -125,7 +125,7 @@ func (s *Store) claim(a Artifact, owner string, lease time.Duration) (*queueEntr
 	return e, err
 }
 
-func (s *Store) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+func (s *boltStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
 	held := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
@@ -148,7 +148,7 @@ func (s *Store) renew(a Artifact, owner string, lease time.Duration) (bool, erro
 	return held, err
 }
 
-func (s *Store) due() ([]queueEntry, error) {
+func (s *boltStore) due() ([]queueEntry, error) {
 	all, err := s.queued()
 	now := time.Now()
 	var out []queueEntry
@@ -162,7 +162,7 @@ func (s *Store) due() ([]queueEntry, error) {
 
 // retry records a failed attempt's verdict and the queue entry's retry
 // state in one transaction.
-func (s *Store) retry(v Verdict, e queueEntry) error {
+func (s *boltStore) retry(v Verdict, e queueEntry) error {
 	e.Owner, e.LeaseUntil = "", time.Time{} // free for any replica when due
 	return s.db.Update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
@@ -185,7 +185,7 @@ func (s *Store) retry(v Verdict, e queueEntry) error {
 }
 
 // queued returns the persisted queue (work left by a previous run).
-func (s *Store) queued() ([]queueEntry, error) {
+func (s *boltStore) queued() ([]queueEntry, error) {
 	var out []queueEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {

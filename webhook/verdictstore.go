@@ -35,24 +35,24 @@ var (
 	bucketVerdicts = []byte("verdicts")
 	bucketTags     = []byte("tags")
 	bucketQueue    = []byte("queue")
-	bucketTrains   = []byte("trains") // the central ledger: train id → TrainRecord
-	bucketHops     = []byte("hops")   // train id NUL repository@digest → Hop
+	bucketTrains   = []byte("trains") // the central ledger: train id → trainRecord
+	bucketHops     = []byte("hops")   // train id NUL repository@digest → trainHop
 )
 
-// VerdictQuery selects verdicts: empty fields select all; Cursor is the
+// verdictFilter selects verdicts: empty fields select all; Cursor is the
 // next value of the previous page.
-type VerdictQuery struct {
+type verdictFilter struct {
 	Repository, Status string
 	Since              time.Time
 	Limit              int
 	Cursor             string
 }
 
-// ErrBadCursor: a paging cursor that no page gave out.
-var ErrBadCursor = errors.New("bad cursor")
+// errBadCursor: a paging cursor that no page gave out.
+var errBadCursor = errors.New("bad cursor")
 
-// Hop is one push of a train that the server decided about.
-type Hop struct {
+// trainHop is one push of a train that the server decided about.
+type trainHop struct {
 	Repository string    `json:"repository"`
 	Digest     string    `json:"digest"`
 	Tag        string    `json:"tag,omitempty"`
@@ -67,29 +67,31 @@ type Hop struct {
 var ErrNoVerdict = errors.New("no verdict")
 
 // VerdictStore keeps verdicts, the work queue and the train ledger. Two
-// backends implement it: Store (a bbolt file, one process) and PGStore
-// (PostgreSQL, shared by several replicas). Every method is one
-// transaction.
+// backends implement it: boltStore (a bbolt file, one process) and pgStore
+// (PostgreSQL, shared by several replicas); open one with OpenStore or
+// OpenVerdictStore (its unexported methods keep other implementations
+// out). Every method is one transaction.
 type VerdictStore interface {
 	// Put records a verdict (whatever was recorded before).
 	Put(v Verdict) error
 	// Get returns the verdict for repository@digest (ErrNoVerdict).
 	Get(repository, digest string) (*Verdict, error)
-	// SetTag records that a was pushed as its tag unless a newer push of
-	// the tag is known; Tag returns what is known of repository:tag.
-	SetTag(a Artifact, registry string) error
-	Tag(repository, tag string) (*TagRecord, error)
-	// RecordTrain and Train are the central ledger (see Store.RecordTrain).
-	RecordTrain(r TrainRecord) (*TrainRecord, error)
-	Train(id string) (*TrainRecord, error)
-	// Verdicts lists verdicts, newest first, a page at a time.
-	Verdicts(q VerdictQuery) (page []Verdict, next string, err error)
-	// AddHop records (or replaces) the hop of a train at h's artifact;
-	// Hops lists a train's hops by time; RecentTrains the ids of the
+	// setTag records that a was pushed as its tag unless a newer push of
+	// the tag is known; tag returns what is known of repository:tag.
+	setTag(a Artifact, registry string) error
+	tag(repository, tag string) (*tagRecord, error)
+	// recordTrain and trainByID are the central ledger (see
+	// boltStore.recordTrain).
+	recordTrain(r trainRecord) (*trainRecord, error)
+	trainByID(id string) (*trainRecord, error)
+	// listVerdicts lists verdicts, newest first, a page at a time.
+	listVerdicts(q verdictFilter) (page []Verdict, next string, err error)
+	// addHop records (or replaces) the hop of a train at h's artifact;
+	// hopsOf lists a train's hops by time; recentTrains the ids of the
 	// trains with the newest hops.
-	AddHop(trainID string, h Hop) error
-	Hops(trainID string) ([]Hop, error)
-	RecentTrains(limit int) ([]string, error)
+	addHop(trainID string, h trainHop) error
+	hopsOf(trainID string) ([]trainHop, error)
+	recentTrains(limit int) ([]string, error)
 	Close() error
 
 	enqueue(a Artifact) (*queueEntry, error)
@@ -117,14 +119,14 @@ type VerdictStore interface {
 // anything else is a bbolt file path.
 func OpenVerdictStore(ctx context.Context, spec string) (VerdictStore, error) {
 	if strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://") {
-		return OpenPGStore(ctx, spec)
+		return openPGStore(ctx, spec)
 	}
 	return OpenStore(spec)
 }
 
-// TagRecord is what the store knows of a tag: the digest of the newest
+// tagRecord is what the store knows of a tag: the digest of the newest
 // push event (by the registry's timestamp) and the registry it is on.
-type TagRecord struct {
+type tagRecord struct {
 	Digest   string    `json:"digest"`
 	Registry string    `json:"registry"`
 	Time     time.Time `json:"time"`
