@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // plainLayer writes a plain tar layer with a small train file and a big
@@ -27,17 +28,10 @@ func plainLayer(t *testing.T, dir string) (*Layer, []byte) {
 	l, err := w.Close()
 	must(t, err)
 	t.Cleanup(func() { l.Cleanup() })
-	if d, _ := l.Digest(); d != must1(l.DiffID()) {
+	if d, _ := l.Digest(); d != testutil.Must1(l.DiffID())(t) {
 		t.Fatalf("plain layer digest %s differs from its diff ID", d)
 	}
 	return l, big
-}
-
-func must1[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }
 
 // resolveNoSpool resolves the train paths of img (ResolveOptions.DeferredCheck when

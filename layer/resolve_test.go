@@ -15,6 +15,7 @@ import (
 	"testing/fstest"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // The vectors' initial train: the second layer whiteouts a stale file of
@@ -253,12 +254,7 @@ func TestResolveStopsAtSettlingLayer(t *testing.T) {
 	}
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func must(t testing.TB, err error) { t.Helper(); testutil.Must(t, err) }
 
 // Overlay rules, layer by layer (bottom first in each case).
 func TestResolveWhiteoutRules(t *testing.T) {

@@ -94,8 +94,8 @@ func TestDeployConfigs(t *testing.T) {
 	if !strings.HasPrefix(cfg.Store, "postgres://") || cfg.Secret != "Bearer w" || cfg.ReadSecret != "Bearer r" {
 		t.Errorf("loaded config: store %q secret %q read %q", cfg.Store, cfg.Secret, cfg.ReadSecret)
 	}
-	unit := mustT[[]byte](t)(os.ReadFile("../deploy/phtoci-serve.service"))
-	readme := mustT[[]byte](t)(os.ReadFile("../README.md"))
+	unit := testutil.Must1(os.ReadFile("../deploy/phtoci-serve.service"))(t)
+	readme := testutil.Must1(os.ReadFile("../README.md"))(t)
 	if !bytes.Contains(unit, []byte("ExecStart=/usr/bin/phtoci serve --config /etc/phtoci/serve.yaml")) ||
 		!bytes.Contains(readme, []byte("deploy/phtoci-serve.service")) || !bytes.Contains(readme, []byte("deploy/kubernetes/phtoci-serve.yaml")) {
 		t.Error("systemd unit or README out of step")

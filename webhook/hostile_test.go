@@ -113,7 +113,7 @@ func TestEventHostsNeverContacted(t *testing.T) {
 
 	evilHost := strings.TrimPrefix(evil.URL, "http://")
 	harbor := strings.NewReplacer("DIGEST", good, "REGISTRY", evilHost, "REPOSITORY", "pht/train", "TAG", "latest").
-		Replace(string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))))
+		Replace(string(testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t)))
 	for name, body := range map[string][]byte{
 		"distribution request.host": distEventHost("pht/train", good, evilHost),
 		"harbor resource_url":       []byte(harbor),

@@ -29,7 +29,7 @@ func withConfig(t *testing.T, ref, to string, edit func(c *protocol.Config)) str
 	cfg := tr.Config.Clone()
 	tr.Close()
 	edit(cfg)
-	b := mustT[[]byte](t)(cfg.Encode())
+	b := testutil.Must1(cfg.Encode())(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "opt/train_config.json", Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})

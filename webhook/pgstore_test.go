@@ -78,7 +78,7 @@ func TestStoreLeases(t *testing.T) {
 			defer st.Close()
 			a := Artifact{Registry: "reg.example", Repository: "pht/x", Digest: "sha256:" + fmt.Sprintf("%064x", 1)}
 			testutil.Must1(st.enqueue(a))(t)
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 {
+			if d := testutil.Must1(st.due())(t); len(d) != 1 {
 				t.Fatalf("due before any claim: %d entries, want 1", len(d))
 			}
 			e := testutil.Must1(st.claim(a, "A", 300*time.Millisecond))(t)
@@ -88,7 +88,7 @@ func TestStoreLeases(t *testing.T) {
 			if e := testutil.Must1(st.claim(a, "B", time.Minute))(t); e != nil {
 				t.Fatalf("B took A's running lease: %+v", e)
 			}
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 0 {
+			if d := testutil.Must1(st.due())(t); len(d) != 0 {
 				t.Fatalf("due while leased: %d entries", len(d))
 			}
 			if ok := testutil.Must1(st.renew(a, "B", time.Minute))(t); ok {
@@ -98,7 +98,7 @@ func TestStoreLeases(t *testing.T) {
 				t.Fatal("A could not renew its lease")
 			}
 			time.Sleep(400 * time.Millisecond) // A stopped renewing: its lease runs out
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 {
+			if d := testutil.Must1(st.due())(t); len(d) != 1 {
 				t.Fatalf("due after the lease ran out: %d entries, want 1", len(d))
 			}
 			if e := testutil.Must1(st.claim(a, "B", time.Minute))(t); e == nil || e.Owner != "B" {
@@ -117,7 +117,7 @@ func TestStoreLeases(t *testing.T) {
 			if e := testutil.Must1(st.claim(a, "C", time.Minute))(t); e != nil {
 				t.Fatalf("decided artifact claimed: %+v", e)
 			}
-			if q := mustT[[]queueEntry](t)(st.queued()); len(q) != 0 {
+			if q := testutil.Must1(st.queued())(t); len(q) != 0 {
 				t.Fatalf("queue after the verdict: %+v", q)
 			}
 			if e := testutil.Must1(st.enqueue(a))(t); e != nil {
@@ -132,7 +132,7 @@ func TestStoreLeases(t *testing.T) {
 			if err := st.retry(Verdict{Artifact: b, Status: StatusPending, Attempts: 1, Time: time.Now()}, *e); err != nil {
 				t.Fatal(err)
 			}
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 0 {
+			if d := testutil.Must1(st.due())(t); len(d) != 0 {
 				t.Fatalf("due an hour early: %+v", d)
 			}
 			if e := testutil.Must1(st.claim(b, "B", time.Minute))(t); e == nil || e.Attempts != 1 {
@@ -194,7 +194,7 @@ func TestPGMigrate(t *testing.T) {
 		if v := version(dsn); v != schemaVersion {
 			t.Fatalf("version %d after the migration, want %d", v, schemaVersion)
 		}
-		if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 || d[0].Artifact != a || d[0].Attempts != 1 {
+		if d := testutil.Must1(st.due())(t); len(d) != 1 || d[0].Artifact != a || d[0].Attempts != 1 {
 			t.Fatalf("queued work after the migration: %+v", d)
 		}
 		if e := testutil.Must1(st.claim(a, "A", time.Minute))(t); e == nil {

@@ -308,7 +308,7 @@ func TestDecidedOnceOnly(t *testing.T) {
 	if n != 0 {
 		t.Errorf("a decided artifact was verified again %d times", n)
 	}
-	if left := mustT[[]queueEntry](t)(st.queued()); len(left) != 0 {
+	if left := testutil.Must1(st.queued())(t); len(left) != 0 {
 		t.Errorf("still queued: %+v", left)
 	}
 	if rec := testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusRejected}))(t); rec {
@@ -371,7 +371,7 @@ func TestEventTimes(t *testing.T) {
 		t.Errorf("distribution: %+v %v", arts, err)
 	}
 	raw := strings.NewReplacer("DIGEST", "sha256:"+strings.Repeat("b", 64), "REGISTRY", "reg.example", "REPOSITORY", "pht/t", "TAG", "latest").
-		Replace(string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))))
+		Replace(string(testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t)))
 	arts, _, err = parse([]byte(raw), "application/json")
 	if err != nil || len(arts) != 1 || !arts[0].Time.Equal(time.Unix(1764031200, 0)) {
 		t.Errorf("harbor: %+v %v", arts, err)

@@ -141,7 +141,7 @@ func TestReadEndpoints(t *testing.T) {
 		}
 	}
 
-	ids := mustT[[]string](t)(st.recentTrains(10))
+	ids := testutil.Must1(st.recentTrains(10))(t)
 	if len(ids) != 3 {
 		t.Fatalf("recent trains %v, want the 3 verified", ids)
 	}
@@ -192,7 +192,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		return out
 	}
 	dom := string(run("--dump-dom"))
-	ids := mustT[[]string](t)(st.recentTrains(10))
+	ids := testutil.Must1(st.recentTrains(10))(t)
 	want := []string{`<meta http-equiv="refresh" content="10">`, "Recent trains", "st-1 (current)", "unsigned_file", "rejected", "verified",
 		bad[:19], goods[0][:19], goods[1][:19], goods[2][:19]}
 	for _, id := range ids {

@@ -98,7 +98,7 @@ func TestRouteNeedsPinnedCreator(t *testing.T) {
 	}
 	store := func(f trust.File) string {
 		p := filepath.Join(dir, "trust.json")
-		os.WriteFile(p, mustT[[]byte](t)(json.Marshal(f)), 0o600)
+		os.WriteFile(p, testutil.Must1(json.Marshal(f))(t), 0o600)
 		return p
 	}
 	base := "listen: 127.0.0.1:0\nsecret: x\nstore: v.db\nregistry: r.example\nroute: {incoming: pht/in, stations: {a: pht/a}}\n"

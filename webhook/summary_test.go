@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -173,7 +172,7 @@ func buildForeignTrain(t *testing.T, ref string) string {
 	}
 	defer out.Close()
 	img := out.Image
-	ls := mustT[[]v1.Layer](t)(img.Layers())
+	ls := testutil.Must1(img.Layers())(t)
 	rc := testutil.Must1(ls[len(ls)-1].Uncompressed())(t)
 	defer rc.Close()
 	var buf bytes.Buffer
@@ -223,7 +222,7 @@ func TestServeStallTimeout(t *testing.T) {
 	stuck := buildTrain(t, reg.Host+"/pht/stuck:latest", oci.Options{})
 	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
 	ref := testutil.Must1(name.NewDigest(reg.Host+"/pht/stuck@"+stuck, name.Insecure))(t)
-	ls := mustT[[]v1.Layer](t)(testutil.Must1(remote.Image(ref))(t).Layers())
+	ls := testutil.Must1(testutil.Must1(remote.Image(ref))(t).Layers())(t)
 	top := testutil.Must1(ls[len(ls)-1].Digest())(t)
 	if size := testutil.Must1(ls[len(ls)-1].Size())(t); size <= 100 {
 		t.Fatalf("top layer of %d bytes: no middle to stall in", size)

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
@@ -91,16 +89,6 @@ func waitVerdict(t *testing.T, base, ref string) Verdict {
 	}
 	t.Fatalf("no verdict for %s within 60 s", ref)
 	return Verdict{}
-}
-
-func mustT[T any](t *testing.T) func(T, error) T {
-	return func(v T, err error) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
 }
 
 // buildTrain pushes a fresh one-station train to ref and returns its digest.
@@ -192,7 +180,7 @@ func TestRegistryDrivesVerdicts(t *testing.T) {
 
 	// A recorded Harbor PUSH_ARTIFACT for the verified digest: accepted,
 	// nothing queued again (idempotent per digest).
-	raw := mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))
+	raw := testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t)
 	body := strings.NewReplacer("DIGEST", good, "REGISTRY", reg.Host, "REPOSITORY", "pht/train", "TAG", "latest").Replace(string(raw))
 	code, resp := post(t, hs.URL+"/events", secret, "application/json", []byte(body))
 	if code != http.StatusAccepted || !strings.Contains(resp, `"queued":null`) {
@@ -237,7 +225,7 @@ func TestBadInput(t *testing.T) {
 		{"malformed JSON", secret, []byte(`{"events": [`), 400},
 		{"not an event", secret, []byte(`{"hello": 1}`), 400},
 		{"oversized", secret, bytes.Repeat([]byte(" "), 5000), 413},
-		{"harbor pull event", secret, mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_pull_artifact.json")), 202},
+		{"harbor pull event", secret, testutil.Must1(os.ReadFile("../testdata/webhook/harbor_pull_artifact.json"))(t), 202},
 		{"blob push only", secret, []byte(`{"events":[{"action":"push","target":{"mediaType":"application/octet-stream","digest":"sha256:1","repository":"pht/x"}}]}`), 202},
 		{"harbor without repository", secret, []byte(`{"type":"PUSH_ARTIFACT","event_data":{"resources":[{"digest":"sha256:1"}],"repository":{}}}`), 400},
 	}
@@ -343,7 +331,7 @@ func wholeRoute(t *testing.T, harbor bool) {
 		opts = testreg.Options{} // no registry notifications: we post Harbor's payloads
 	}
 	reg := testreg.Start(t, opts)
-	tmpl := string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json")))
+	tmpl := string(testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t))
 	notify := func(repo, digest, tag string) {
 		if !harbor {
 			return
@@ -389,7 +377,7 @@ func wholeRoute(t *testing.T, harbor bool) {
 	hop("st-b", kb, "pht/station-b", "pht/outgoing")
 	// Verifying and routing never downloaded the master's layer: copies mount it.
 	st := reg.Stats()
-	for _, bl := range mustT[[]v1.Layer](t)(base.Layers()) {
+	for _, bl := range testutil.Must1(base.Layers())(t) {
 		if d := testutil.Must1(bl.Digest())(t); st.BlobGets[d.String()] != 0 {
 			t.Errorf("base layer %s downloaded %d times", d, st.BlobGets[d.String()])
 		}
