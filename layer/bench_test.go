@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // size is the benchmarks' file: 1 GiB.
@@ -35,8 +36,8 @@ func BenchmarkResolveRewrite1GiB(b *testing.B) {
 	b.ResetTimer()
 	var peak uint64
 	for range b.N {
-		grow := peakHeap(func() {
-			res, err := Resolve(img, []string{"opt/app"}, WithTempDir(dir))
+		grow := testutil.PeakHeap(func() {
+			res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{TempDir: dir})
 			must(b, err)
 			defer res.Close()
 			f, _ := res.Lookup("opt/app/big")
@@ -70,8 +71,8 @@ func BenchmarkStoredGzipInPlace1GiB(b *testing.B) {
 	b.ResetTimer()
 	var peak uint64
 	for range b.N {
-		grow := peakHeap(func() {
-			res, err := Resolve(img, []string{"opt/app"}, WithTempDir(dir), WithDeferredCheck())
+		grow := testutil.PeakHeap(func() {
+			res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{TempDir: dir, DeferredCheck: true})
 			must(b, err)
 			defer res.Close()
 			f, _ := res.Lookup("opt/app/big")

@@ -17,7 +17,7 @@ func TestResolveMemoryBudget(t *testing.T) {
 		ents = append(ents, reg(fmt.Sprintf("opt/pht_results/f%03d.bin", i), body(i)))
 	}
 	tmp := t.TempDir()
-	res, err := Resolve(imageOf(t, tarLayer(t, ents...)), []string{"opt/pht_results"}, WithTempDir(tmp))
+	res, err := Resolve(imageOf(t, tarLayer(t, ents...)), []string{"opt/pht_results"}, ResolveOptions{TempDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}

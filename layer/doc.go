@@ -47,4 +47,11 @@ var (
 	// ErrWriterClosed reports use of a Writer after Close or Abort, or
 	// after an earlier error.
 	ErrWriterClosed = errors.New("layer writer closed")
+	// ErrLimit reports input past one of the limits that bound what
+	// reading a layer costs (Limits); the message names the limit, the
+	// value found and the layer.
+	ErrLimit = errors.New("limit exceeded")
+	// ErrLayerFile: the new layer's file could not be made (the error
+	// names the directory and the cause, never the temporary file's name).
+	ErrLayerFile = errors.New("cannot create the new layer file")
 )

@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // plainLayer writes a plain tar layer with a small train file and a big
@@ -27,29 +28,18 @@ func plainLayer(t *testing.T, dir string) (*Layer, []byte) {
 	l, err := w.Close()
 	must(t, err)
 	t.Cleanup(func() { l.Cleanup() })
-	if d, _ := l.Digest(); d != must1(l.DiffID()) {
+	if d, _ := l.Digest(); d != testutil.Must1(l.DiffID())(t) {
 		t.Fatalf("plain layer digest %s differs from its diff ID", d)
 	}
 	return l, big
 }
 
-func must1[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
-// resolveNoSpool resolves the train paths of img (WithDeferredCheck when
+// resolveNoSpool resolves the train paths of img (ResolveOptions.DeferredCheck when
 // deferred), checks, and fails t when Resolve made any temporary file.
 func resolveNoSpool(t *testing.T, img v1.Image, deferred bool) *Resolved {
 	t.Helper()
 	tmp := t.TempDir()
-	opts := []Option{WithTempDir(tmp)}
-	if deferred {
-		opts = append(opts, WithDeferredCheck())
-	}
-	res, err := Resolve(img, trainPrefixes, opts...)
+	res, err := Resolve(img, trainPrefixes, ResolveOptions{TempDir: tmp, DeferredCheck: deferred})
 	must(t, err)
 	must(t, res.Check())
 	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
@@ -119,7 +109,7 @@ func TestResolveDeferredCheckCatchesTampering(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Errorf("Resolve: %v, want ErrDigestMismatch", err)
 	}
-	res, err := Resolve(img, trainPrefixes, WithDeferredCheck())
+	res, err := Resolve(img, trainPrefixes, ResolveOptions{DeferredCheck: true})
 	if err != nil {
 		t.Fatalf("Resolve with a deferred check: %v (the tampering is inside a file's content)", err)
 	}
@@ -168,7 +158,7 @@ func TestResolveTrustsVerifyingStream(t *testing.T) {
 	b := tarBytes(t, dir("opt/"), dir("opt/pht_results/"), reg("opt/pht_results/r.txt", "result"))
 	wrong := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
 	for _, verifies := range []bool{false, true} {
-		res, err := Resolve(imageOf(t, &streamLayer{b: b, digest: wrong, verifies: verifies}), trainPrefixes, WithTempDir(t.TempDir()))
+		res, err := Resolve(imageOf(t, &streamLayer{b: b, digest: wrong, verifies: verifies}), trainPrefixes, ResolveOptions{TempDir: t.TempDir()})
 		if !verifies {
 			if !errors.Is(err, ErrDigestMismatch) {
 				t.Errorf("a stream that does not verify: %v, want ErrDigestMismatch from Resolve's own hash", err)
@@ -185,7 +175,7 @@ func TestResolveTrustsVerifyingStream(t *testing.T) {
 	// A stream whose bytes are gzip despite the plain media type goes
 	// through Uncompressed.
 	l := &streamLayer{b: gzipBytes(t, b), digest: wrong, verifies: true}
-	if _, err := Resolve(imageOf(t, l), trainPrefixes, WithTempDir(t.TempDir())); err == nil {
+	if _, err := Resolve(imageOf(t, l), trainPrefixes, ResolveOptions{TempDir: t.TempDir()}); err == nil {
 		t.Errorf("gzip bytes under a plain media type were read as a plain tar")
 	}
 }

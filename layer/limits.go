@@ -1,7 +1,6 @@
 package layer
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -9,11 +8,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
 )
-
-// ErrLimit reports input past one of the limits that bound what reading a
-// layer costs (Limits); the message names the limit, the value found and
-// the layer.
-var ErrLimit = errors.New("limit exceeded")
 
 // Default limits (see Limits).
 const (
@@ -64,9 +58,6 @@ func (l Limits) withDefaults() Limits {
 	}
 	return l
 }
-
-// WithLimits sets the limits Resolve enforces (zero fields: defaults).
-func WithLimits(l Limits) Option { return func(o *options) { o.limits = l } }
 
 // blobMeter measures a compressed layer blob: capped counts the bytes
 // read from the blob and fails once they pass the size its descriptor

@@ -43,9 +43,9 @@ func manyEntries(t *testing.T, n int) []byte {
 // refused naming the limit and the layer; at the limit it resolves.
 func TestResolveEntriesLimit(t *testing.T) {
 	img := imageOf(t, bytesLayer(t, gzipBytes(t, manyEntries(t, 100)))) // 101 entries
-	_, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxEntries: 100}), WithTempDir(t.TempDir()))
+	_, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxEntries: 100}, TempDir: t.TempDir()})
 	wantLimit(t, err, "tar entries per layer", "more than 100", "layer 0 (sha256:")
-	res, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxEntries: 101}))
+	res, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxEntries: 101}})
 	must(t, err)
 	if n := len(res.Files()); n != 100 {
 		t.Errorf("%d files, want 100", n)
@@ -58,11 +58,11 @@ func TestResolveEntriesLimit(t *testing.T) {
 func TestResolveFileSizeLimits(t *testing.T) {
 	big := strings.Repeat("x", 2000)
 	img := imageOf(t, tarLayer(t, reg("opt/train_config.json", big), reg("opt/pht_train/a.py", big)))
-	_, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxFileSize: 1999}))
+	_, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxFileSize: 1999}})
 	wantLimit(t, err, "file size", "2000 bytes, more than 1999", "layer 0", "opt/train_config.json")
-	_, err = Resolve(img, trainPrefixes, WithLimits(Limits{Paths: map[string]int64{"opt/train_config.json": 1000}}))
+	_, err = Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{Paths: map[string]int64{"opt/train_config.json": 1000}}})
 	wantLimit(t, err, "file size", "2000 bytes, more than 1000", "opt/train_config.json")
-	res, err := Resolve(img, trainPrefixes, WithLimits(Limits{MaxFileSize: 2000, Paths: map[string]int64{"opt/train_config.json": 2000}}))
+	res, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxFileSize: 2000, Paths: map[string]int64{"opt/train_config.json": 2000}}})
 	must(t, err)
 	res.Close()
 }
@@ -125,15 +125,15 @@ func TestResolveDecompressionBomb(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			img := imageOf(t, c.bomb, top)
-			_, err := Resolve(img, trainPrefixes, WithBoundaryScan(), WithLimits(Limits{MaxRatio: c.limit}))
+			_, err := Resolve(img, trainPrefixes, ResolveOptions{BoundaryScan: true, Limits: Limits{MaxRatio: c.limit}})
 			wantLimit(t, err, "decompression ratio", c.want, "layer 0 (sha256:")
-			res, err := Resolve(img, trainPrefixes, WithBoundaryScan(), WithLimits(Limits{MaxRatio: 1 << 20}))
+			res, err := Resolve(img, trainPrefixes, ResolveOptions{BoundaryScan: true, Limits: Limits{MaxRatio: 1 << 20}})
 			must(t, err)
 			if li := res.Layers(); len(li) != 2 || !li[1].TouchesOutside {
 				t.Errorf("layers read: %+v", li)
 			}
 			res.Close()
-			res, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, WithLimits(Limits{MaxRatio: c.limit}))
+			res, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, ResolveOptions{Limits: Limits{MaxRatio: c.limit}})
 			must(t, err)
 			res.Close()
 		})

@@ -15,6 +15,7 @@ import (
 	"testing/fstest"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // The vectors' initial train: the second layer whiteouts a stale file of
@@ -122,7 +123,7 @@ func TestResolveVectorsAfterStation1(t *testing.T) {
 				t.Fatal(err)
 			}
 			top := tarFiles(t, layers[len(layers)-1])
-			res, err := Resolve(img, trainPrefixes, WithMemLimit(300), WithTempDir(t.TempDir()))
+			res, err := Resolve(img, trainPrefixes, ResolveOptions{MemLimit: 300, TempDir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -227,7 +228,7 @@ func TestResolveStopsAtSettlingLayer(t *testing.T) {
 
 	// WithBoundaryScan goes on to the bottom layer, which touches etc/,
 	// and only hashes what it finds there.
-	res3, err := Resolve(imageOf(t, bottom, middle, top2), trainPrefixes, WithBoundaryScan())
+	res3, err := Resolve(imageOf(t, bottom, middle, top2), trainPrefixes, ResolveOptions{BoundaryScan: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,12 +254,7 @@ func TestResolveStopsAtSettlingLayer(t *testing.T) {
 	}
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func must(t testing.TB, err error) { t.Helper(); testutil.Must(t, err) }
 
 // Overlay rules, layer by layer (bottom first in each case).
 func TestResolveWhiteoutRules(t *testing.T) {
@@ -316,7 +312,7 @@ func TestResolveSpoolsLargeFiles(t *testing.T) {
 	big := strings.Repeat("0123456789", 10000)
 	img := imageOf(t, tarLayer(t, reg("opt/app/big", big), reg("opt/app/small", "s")))
 	tmp := t.TempDir()
-	res, err := Resolve(img, []string{"opt/app"}, WithMemLimit(1000), WithTempDir(tmp))
+	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{MemLimit: 1000, TempDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +472,7 @@ func TestResolveSpoolsPastOpenLimit(t *testing.T) {
 		ents = append(ents, reg(fmt.Sprintf("opt/app/f%04d", i), body(i)))
 	}
 	tmp := t.TempDir()
-	res, err := Resolve(imageOf(t, tarLayer(t, ents...)), []string{"opt/app"}, WithMemLimit(1000), WithTempDir(tmp))
+	res, err := Resolve(imageOf(t, tarLayer(t, ents...)), []string{"opt/app"}, ResolveOptions{MemLimit: 1000, TempDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,5 +488,15 @@ func TestResolveSpoolsPastOpenLimit(t *testing.T) {
 	must(t, res.Close())
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Fatalf("Close left %v", left)
+	}
+}
+
+// TestResolveTwoOptions: more than one ResolveOptions is an error, not a
+// silent choice of one of them.
+func TestResolveTwoOptions(t *testing.T) {
+	img := imageOf(t, tarLayer(t, reg("opt/app/a", "1")))
+	if res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{}, ResolveOptions{MemLimit: 1}); err == nil {
+		res.Close()
+		t.Fatal("two ResolveOptions accepted")
 	}
 }

@@ -98,10 +98,10 @@ func flockNB(f *os.File) error {
 	}
 }
 
-// SweepStale removes the files and directories "prefix*" in dir whose lock
+// sweepStale removes the files and directories "prefix*" in dir whose lock
 // can be taken: those a killed process left behind. It returns how many
 // it removed; errors are ignored (a sweep is a courtesy).
-func SweepStale(dir, prefix string) int {
+func sweepStale(dir, prefix string) int {
 	if dir == "" {
 		dir = os.TempDir()
 	}

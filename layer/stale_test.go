@@ -36,10 +36,10 @@ func TestSweepStale(t *testing.T) {
 	}
 	deadDirLock.Close()
 
-	if n := SweepStale(dir, layerFilePrefix); n != 1 {
+	if n := sweepStale(dir, layerFilePrefix); n != 1 {
 		t.Errorf("swept %d layer files, want 1", n)
 	}
-	if n := SweepStale(dir, spoolDirPrefix); n != 1 {
+	if n := sweepStale(dir, spoolDirPrefix); n != 1 {
 		t.Errorf("swept %d spool directories, want 1", n)
 	}
 	for _, p := range []string{dead.Name(), deadDir} {

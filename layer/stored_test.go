@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // storedContent is content spanning more than one mark of stored blocks
@@ -38,7 +39,7 @@ func storedForms(t *testing.T, content []byte) map[string][]byte {
 	var kb bytes.Buffer
 	kw, err := kgzip.NewWriterLevel(&kb, kgzip.NoCompression)
 	must(t, err)
-	must1(kw.Write(content))
+	testutil.Must1(kw.Write(content))(t)
 	must(t, kw.Close())
 	forms["klauspost"] = kb.Bytes()
 
@@ -46,7 +47,7 @@ func storedForms(t *testing.T, content []byte) map[string][]byte {
 	sw, err := gzip.NewWriterLevel(&sb, gzip.NoCompression)
 	must(t, err)
 	for i := 0; i < len(content); i += 3 << 20 {
-		must1(sw.Write(content[i:min(i+3<<20, len(content))]))
+		testutil.Must1(sw.Write(content[i:min(i+3<<20, len(content))]))(t)
 		must(t, sw.Flush())
 	}
 	must(t, sw.Close())
@@ -56,7 +57,7 @@ func storedForms(t *testing.T, content []byte) map[string][]byte {
 	hw, err := gzip.NewWriterLevel(&hb, gzip.NoCompression)
 	must(t, err)
 	hw.Name, hw.Comment, hw.Extra = "results.tar", "made by a test", []byte("xy\x04\x00abcd")
-	must1(hw.Write(content))
+	testutil.Must1(hw.Write(content))(t)
 	must(t, hw.Close())
 	h := hb.Bytes()
 	if h[3]&0x1c != 0x1c {
@@ -135,7 +136,7 @@ func TestStoredGzipRejects(t *testing.T) {
 	var fast bytes.Buffer
 	fw, err := kgzip.NewWriterLevel(&fast, kgzip.BestSpeed)
 	must(t, err)
-	must1(fw.Write(content))
+	testutil.Must1(fw.Write(content))(t)
 	must(t, fw.Close())
 	wrongSize := bytes.Clone(good)
 	wrongSize[len(wrongSize)-1] ^= 0x01
@@ -223,7 +224,7 @@ func TestResolveStoredGzipTampered(t *testing.T) {
 	if _, err := Resolve(img, trainPrefixes); err == nil {
 		t.Error("Resolve of a changed layer succeeded")
 	}
-	res, err := Resolve(img, trainPrefixes, WithDeferredCheck())
+	res, err := Resolve(img, trainPrefixes, ResolveOptions{DeferredCheck: true})
 	if err != nil {
 		t.Fatalf("Resolve with a deferred check: %v (the change is inside a file's content)", err)
 	}

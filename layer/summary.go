@@ -27,14 +27,6 @@ type SummaryCache interface {
 	Put(key string, value []byte)
 }
 
-// WithSummaryCache makes Resolve use and fill c (nil: no cache). A layer
-// is summarised only after its blob was read to its end through a reader
-// that checks the blob's digest, and only when Resolve kept none of its
-// files; a summary is used only for the same blob digest, prefixes and
-// diff ID, and a layer whose summary holds files Resolve must keep is
-// read.
-func WithSummaryCache(c SummaryCache) Option { return func(o *options) { o.cache = c } }
-
 // maxRecords bounds the entries under the paths a summary records (memory
 // while resolving, and the cache's size): a layer with more is not
 // summarised.

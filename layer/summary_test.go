@@ -2,20 +2,16 @@ package layer
 
 import (
 	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -129,22 +125,19 @@ func TestSummaryReplaysLikeARead(t *testing.T) {
 					ls = append(ls, cl)
 				}
 				img := imageOf(t, ls...)
-				opts := []Option{}
-				if scan {
-					opts = append(opts, WithBoundaryScan())
-				}
-				plain, err := Resolve(img, pfx, opts...)
+				opts := ResolveOptions{BoundaryScan: scan}
+				plain, err := Resolve(img, pfx, opts)
 				must(t, err)
 				want := outcome(t, plain)
 				plain.Close()
 
 				cache := &memCache{m: map[string][]byte{}}
-				opts = append(opts, WithSummaryCache(cache))
+				opts.SummaryCache = cache
 				for run := range 2 {
 					for _, cl := range cls {
 						cl.opens = 0
 					}
-					res, err := Resolve(img, pfx, opts...)
+					res, err := Resolve(img, pfx, opts)
 					must(t, err)
 					if got := outcome(t, res); got != want {
 						t.Errorf("run %d with the cache:\n%s\nwithout:\n%s", run, got, want)
@@ -174,7 +167,7 @@ func TestSummaryReplaysLikeARead(t *testing.T) {
 func TestSummaryNotFromUncheckedBlob(t *testing.T) {
 	cache := &memCache{m: map[string][]byte{}}
 	img := imageOf(t, tarLayer(t, reg("opt/app/a", "1"), reg("usr/x", "x")), tarLayer(t, reg("opt/app/a", "2")))
-	res, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache))
+	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 	must(t, err)
 	res.Close()
 	if len(cache.m) != 0 {
@@ -186,7 +179,7 @@ func TestSummaryNotFromUncheckedBlob(t *testing.T) {
 	good := tarLayer(t, reg("opt/app/a", "1"), reg("usr/x", "x"))
 	bad := &checkedLayer{Layer: &otherDigest{Layer: good, d: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}}}
 	img = imageOf(t, bad, &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))})
-	_, err = Resolve(img, []string{"opt/app"}, WithSummaryCache(cache))
+	_, err = Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("blob with other content than its digest: %v, want ErrDigestMismatch", err)
 	}
@@ -213,7 +206,7 @@ func TestSummaryOtherDiffID(t *testing.T) {
 	base := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "1"), reg("usr/x", "x"))}
 	top := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))}
 	img := imageOf(t, base, top)
-	res, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache))
+	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 	must(t, err)
 	res.Close()
 	if len(cache.m) != 1 {
@@ -225,7 +218,7 @@ func TestSummaryOtherDiffID(t *testing.T) {
 	cf.RootFS.DiffIDs[0] = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)}
 	lied := configImage{Image: img, cf: cf}
 	base.opens = 0
-	_, err = Resolve(lied, []string{"opt/app"}, WithSummaryCache(cache))
+	_, err = Resolve(lied, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 	if !errors.Is(err, ErrDigestMismatch) || base.opens == 0 {
 		t.Errorf("config with another diff ID for a cached layer: %v (base read %d times), want ErrDigestMismatch from reading it", err, base.opens)
 	}
@@ -244,94 +237,15 @@ func TestSummaryLimitsStillApply(t *testing.T) {
 	cache := &memCache{m: map[string][]byte{}}
 	base := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "1234"), reg("usr/x", "x"), reg("usr/y", "y"))}
 	img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))})
-	res, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache))
+	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 	must(t, err)
 	res.Close()
 	base.opens = 0
-	if _, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache), WithLimits(Limits{MaxEntries: 2})); !errors.Is(err, ErrLimit) || base.opens != 0 {
+	if _, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache, Limits: Limits{MaxEntries: 2}}); !errors.Is(err, ErrLimit) || base.opens != 0 {
 		t.Errorf("3 entries from the cache, limit 2: %v (read %d times)", err, base.opens)
 	}
-	if _, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache), WithLimits(Limits{MaxFileSize: 3})); !errors.Is(err, ErrLimit) || base.opens != 0 {
+	if _, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache, Limits: Limits{MaxFileSize: 3}}); !errors.Is(err, ErrLimit) || base.opens != 0 {
 		t.Errorf("4-byte file from the cache, limit 3: %v (read %d times)", err, base.opens)
-	}
-}
-
-// TestDirCacheEvictsLeastRecentlyUsed: past its size the cache removes
-// the entries read longest ago.
-func TestDirCacheEvictsLeastRecentlyUsed(t *testing.T) {
-	dir := t.TempDir()
-	c, err := OpenDirCache(dir, 3000, nil)
-	must(t, err)
-	val := bytes.Repeat([]byte("v"), 1000)
-	old := time.Now().Add(-time.Hour)
-	for i, k := range []string{"a", "b", "c"} {
-		c.Put(k, val)
-		p := filepath.Join(dir, k+cacheSuffix)
-		at := old.Add(time.Duration(i) * time.Minute)
-		must(t, os.Chtimes(p, at, at))
-	}
-	if _, ok := c.Get("a"); !ok { // a is now the most recently used
-		t.Fatal("a missing")
-	}
-	c.Put("d", val)
-	for k, want := range map[string]bool{"a": true, "b": false, "c": true, "d": true} {
-		if _, ok := c.Get(k); ok != want {
-			t.Errorf("after eviction, %s present %v, want %v", k, ok, want)
-		}
-	}
-}
-
-// TestDirCacheConcurrent: many writers and readers of the same keys (as
-// concurrent phtoci processes are, each with its own DirCache) only ever
-// see whole values.
-func TestDirCacheConcurrent(t *testing.T) {
-	dir := t.TempDir()
-	var wg sync.WaitGroup
-	for w := range 8 {
-		c, err := OpenDirCache(dir, 20000, nil)
-		must(t, err)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 {
-				k := fmt.Sprintf("k%d", i%10)
-				v := bytes.Repeat([]byte{byte('a' + w)}, 1000+i%10)
-				c.Put(k, v)
-				if got, ok := c.Get(k); ok && (len(got) != 1000+i%10 || bytes.Count(got, got[:1]) != len(got)) {
-					t.Errorf("read a torn value for %s: %d bytes", k, len(got))
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	ents, err := os.ReadDir(dir)
-	must(t, err)
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), cacheSuffix) {
-			t.Errorf("left %s behind", e.Name())
-		}
-	}
-}
-
-// TestDirCacheUnwritable: a directory that cannot be made is an error of
-// OpenDirCache; a Put that fails later warns once.
-func TestDirCacheUnwritable(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "file")
-	must(t, os.WriteFile(f, nil, 0o600))
-	if _, err := OpenDirCache(filepath.Join(f, "cache"), 0, nil); err == nil {
-		t.Fatal("cache under a regular file opened")
-	}
-	dir := filepath.Join(t.TempDir(), "cache")
-	var warned []error
-	c, err := OpenDirCache(dir, 0, func(err error) { warned = append(warned, err) })
-	must(t, err)
-	must(t, os.RemoveAll(dir))
-	must(t, os.WriteFile(dir, nil, 0o600)) // the directory became a file
-	c.Put("a", []byte("x"))
-	c.Put("b", []byte("y"))
-	if len(warned) != 1 || !strings.Contains(warned[0].Error(), dir) {
-		t.Errorf("warnings %v, want one naming %s", warned, dir)
 	}
 }
 
@@ -342,7 +256,7 @@ func TestSummaryBadHashReadsLayer(t *testing.T) {
 		cache := &memCache{m: map[string][]byte{}}
 		base := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "1"), reg("usr/x", "x"))}
 		img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))})
-		res, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache))
+		res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 		must(t, err)
 		want := outcome(t, res)
 		res.Close()
@@ -355,7 +269,7 @@ func TestSummaryBadHashReadsLayer(t *testing.T) {
 			cache.m[k] = encodeSummary(s)
 		}
 		base.opens = 0
-		res, err = Resolve(img, []string{"opt/app"}, WithSummaryCache(cache))
+		res, err = Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
 		must(t, err)
 		if got := outcome(t, res); got != want || base.opens == 0 {
 			t.Errorf("hash %q: base read %d times; got\n%s\nwant\n%s", h, base.opens, got, want)
@@ -374,7 +288,7 @@ func TestSummaryNotForManyFiles(t *testing.T) {
 	cache := &memCache{m: map[string][]byte{}}
 	base := &checkedLayer{Layer: tarLayer(t, append(many, reg("usr/x", "x"))...)}
 	img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/.wh.r", ""))})
-	res, err := Resolve(img, []string{"opt/app"}, WithSummaryCache(cache), WithBoundaryScan())
+	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache, BoundaryScan: true})
 	must(t, err)
 	res.Close()
 	d, _ := base.Digest()

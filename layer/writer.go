@@ -1,3 +1,5 @@
+// writer.go holds Writer, which writes one reproducible layer entry by entry, and its options.
+
 package layer
 
 import (
@@ -7,19 +9,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // WriterOptions configure a Writer.
@@ -68,7 +68,7 @@ type Writer struct {
 	opts    WriterOptions
 	modTime time.Time
 	f       *os.File
-	lock    *held // holds f's flock (see SweepStale); passed on to the Layer
+	lock    *held // holds f's flock (see sweepStale); passed on to the Layer
 	pipe    *chunkPipe
 	tw      *tar.Writer
 	stack   []string // written directories that are ancestors of (or are) last
@@ -120,8 +120,8 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		dir = opts.TempDir
 	}
 	// Layer files a killed run left in dir go; this one is locked while
-	// this process lives (see SweepStale).
-	SweepStale(dir, layerFilePrefix)
+	// this process lives (see sweepStale).
+	sweepStale(dir, layerFilePrefix)
 	f, lock, err := createLocked(dir, layerFilePrefix)
 	if err != nil {
 		if dir == "" {
@@ -138,7 +138,7 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		}
 	}
 	sink := &sinkState{diff: sha256.New()}
-	fw := WritebackWriter(f, opts.Reserve)
+	fw := fsutil.WritebackWriter(f, opts.Reserve)
 	if opts.Progress != nil {
 		fw = progressWriter{fw, opts.Progress}
 	}
@@ -438,280 +438,6 @@ func (w *Writer) unlock() {
 // layerFilePrefix names layer files (in output directories for a
 // takeover, or in the temp directory).
 const layerFilePrefix = ".phtoci-layer-"
-
-// SourceDateEpoch returns the time in the SOURCE_DATE_EPOCH environment
-// variable (seconds since the Unix epoch), when set and valid.
-func SourceDateEpoch() (time.Time, bool) {
-	s := os.Getenv("SOURCE_DATE_EPOCH")
-	if s == "" {
-		return time.Time{}, false
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(n, 0).UTC(), true
-}
-
-// Layer is a layer written by a Writer, backed by its temporary file, with
-// digest, diff ID and size computed while writing. It implements v1.Layer.
-type Layer struct {
-	lock      *held // holds the file's flock (see SweepStale)
-	path      string
-	digest    v1.Hash
-	diffID    v1.Hash
-	size      int64
-	offset    int64 // of the blob in the file
-	mediaType types.MediaType
-}
-
-var _ v1.Layer = (*Layer)(nil)
-
-// Digest implements v1.Layer.
-func (l *Layer) Digest() (v1.Hash, error) { return l.digest, nil }
-
-// DiffID implements v1.Layer.
-func (l *Layer) DiffID() (v1.Hash, error) { return l.diffID, nil }
-
-// Size implements v1.Layer.
-func (l *Layer) Size() (int64, error) { return l.size, nil }
-
-// MediaType implements v1.Layer.
-func (l *Layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
-
-// Path is the layer's temporary file (the blob, a gzip-compressed tar or a
-// plain tar for an uncompressed media type, after WriterOptions.Reserve
-// bytes).
-func (l *Layer) Path() string { return l.path }
-
-// BlobFile says where the blob is: the file and the offset at which it
-// starts (WriterOptions.Reserve). A destination may take the file over:
-// move it into place, using the reserved bytes for its own headers and
-// appending after the blob, instead of copying the blob. The layer cannot
-// be read after that, and Cleanup does nothing.
-func (l *Layer) BlobFile() (path string, offset int64) { return l.path, l.offset }
-
-// Compressed implements v1.Layer.
-func (l *Layer) Compressed() (io.ReadCloser, error) {
-	return l.open()
-}
-
-func (l *Layer) open() (*sectionFile, error) {
-	f, err := os.Open(l.path)
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
-	}
-	return &sectionFile{SectionReader: io.NewSectionReader(f, l.offset, l.size), f: f}, nil
-}
-
-// sectionFile reads the blob's bytes of the layer file.
-type sectionFile struct {
-	*io.SectionReader
-	f *os.File
-}
-
-func (s *sectionFile) Close() error { return s.f.Close() }
-
-// Uncompressed implements v1.Layer.
-func (l *Layer) Uncompressed() (io.ReadCloser, error) {
-	f, err := l.open()
-	if err != nil {
-		return nil, err
-	}
-	if Uncompressed(l.mediaType) {
-		return f, nil
-	}
-	zr, err := kgzip.NewReader(bufio.NewReaderSize(f, 1<<16))
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("layer %s: %w", l.digest, err)
-	}
-	return &gzipReadCloser{zr: zr, f: f}, nil
-}
-
-// Cleanup removes the layer's temporary file.
-func (l *Layer) Cleanup() error {
-	if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if l.lock != nil {
-		l.lock.Close()
-		l.lock = nil
-	}
-	return nil
-}
-
-type gzipReadCloser struct {
-	zr *kgzip.Reader
-	f  io.Closer
-}
-
-func (g *gzipReadCloser) Read(b []byte) (int, error) { return g.zr.Read(b) }
-func (g *gzipReadCloser) Close() error {
-	err := g.zr.Close()
-	if ferr := g.f.Close(); err == nil {
-		err = ferr
-	}
-	return err
-}
-
-// sinkState is the compressing end: tar bytes → diff ID hash and gzip →
-// digest hash and file (without gzip: tar bytes → one hash and file).
-type sinkState struct {
-	diff, digest hash.Hash
-	gz           *kgzip.Writer
-	buf          flushWriter
-}
-
-type flushWriter interface {
-	io.Writer
-	Flush() error
-}
-
-// unbuffered is a flushWriter that writes through.
-type unbuffered struct{ io.Writer }
-
-// progressWriter reports the size of each write.
-type progressWriter struct {
-	w  io.Writer
-	fn func(int)
-}
-
-func (p progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.fn(n)
-	return n, err
-}
-
-func (unbuffered) Flush() error { return nil }
-
-func (s *sinkState) Write(b []byte) (int, error) {
-	if s.diff != nil {
-		s.diff.Write(b)
-	}
-	if s.gz == nil {
-		return s.buf.Write(b)
-	}
-	return s.gz.Write(b)
-}
-
-// WritebackWriter writes to f, whose offset is off, and starts the
-// kernel's writeback of every completed 32 MiB as it goes (on Linux,
-// sync_file_range), so that the fsync that makes an output durable at the
-// end does not wait for gigabytes, and dirty pages do not pile up. The
-// layer writer uses it for layer files, oci.Write for archive outputs.
-func WritebackWriter(f *os.File, off int64) io.Writer {
-	return &writebackFile{f: f, off: off, done: off}
-}
-
-type writebackFile struct {
-	f         *os.File
-	off, done int64 // bytes written up to; writeback started up to
-}
-
-const writebackWindow = 32 << 20
-
-func (w *writebackFile) Write(b []byte) (int, error) {
-	n, err := w.f.Write(b)
-	w.off += int64(n)
-	if w.off-w.done >= writebackWindow {
-		startWriteback(w.f, w.done, w.off-w.done)
-		w.done = w.off
-	}
-	return n, err
-}
-
-// chunkPipe hands fixed-size chunks to a goroutine that writes them to the
-// sink, so that tar writing (and whatever produces the content) overlaps
-// with hashing and compression. Memory is bounded by chunkCount chunks.
-// Hand-written because io.Pipe is synchronous (no overlap) and no library
-// in the module offers a bounded, ordered, error-propagating equivalent.
-type chunkPipe struct {
-	sink   *sinkState
-	cur    []byte
-	full   chan []byte
-	free   chan []byte
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	err    error
-	closed bool
-}
-
-const (
-	chunkSize  = 256 << 10
-	chunkCount = 4
-)
-
-func newChunkPipe(s *sinkState) *chunkPipe {
-	p := &chunkPipe{sink: s, full: make(chan []byte, chunkCount), free: make(chan []byte, chunkCount+1)}
-	for range chunkCount + 1 {
-		p.free <- make([]byte, 0, chunkSize)
-	}
-	p.wg.Add(1)
-	go p.run()
-	return p
-}
-
-func (p *chunkPipe) run() {
-	defer p.wg.Done()
-	for c := range p.full {
-		if p.failed() == nil {
-			if _, err := p.sink.Write(c); err != nil {
-				p.mu.Lock()
-				p.err = err
-				p.mu.Unlock()
-			}
-		}
-		p.free <- c[:0]
-	}
-}
-
-func (p *chunkPipe) failed() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-func (p *chunkPipe) Write(b []byte) (int, error) {
-	if p.closed {
-		return 0, ErrWriterClosed
-	}
-	n := 0
-	for len(b) > 0 {
-		if err := p.failed(); err != nil {
-			return n, err
-		}
-		if p.cur == nil {
-			p.cur = <-p.free
-		}
-		k := copy(p.cur[len(p.cur):cap(p.cur)], b)
-		p.cur = p.cur[:len(p.cur)+k]
-		b, n = b[k:], n+k
-		if len(p.cur) == cap(p.cur) {
-			p.full <- p.cur
-			p.cur = nil
-		}
-	}
-	return n, nil
-}
-
-// Close sends the last chunk and waits for the goroutine.
-func (p *chunkPipe) Close() error {
-	if !p.closed {
-		p.closed = true
-		if len(p.cur) > 0 {
-			p.full <- p.cur
-			p.cur = nil
-		}
-		close(p.full)
-		p.wg.Wait()
-	}
-	return p.failed()
-}
-
-// ErrLayerFile: the new layer's file could not be made (the error names
-// the directory and the cause, never the temporary file's name).
-var ErrLayerFile = errors.New("cannot create the new layer file")
 
 // pathCause is err without the path of an *fs.PathError: temporary file
 // names mean nothing to the user.

@@ -7,14 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // writeSample writes the same entries in the same order; chunk sets how the
@@ -131,7 +129,7 @@ func TestWriterDeterministicAndNormalized(t *testing.T) {
 func TestWriterRoundTripThroughResolve(t *testing.T) {
 	l := writeSample(t, gzip.BestSpeed, 333)
 	lower := &countingLayer{Layer: tarLayer(t, reg("opt/pht_train/old.py", "old"), reg("opt/user_sym_key.key", "k"))}
-	res, err := Resolve(imageOf(t, lower, l), trainPrefixes, WithMemLimit(1000), WithTempDir(t.TempDir()))
+	res, err := Resolve(imageOf(t, lower, l), trainPrefixes, ResolveOptions{MemLimit: 1000, TempDir: t.TempDir()})
 	must(t, err)
 	defer res.Close()
 	if lower.reads() != 0 {
@@ -214,54 +212,6 @@ func TestWriterRejects(t *testing.T) {
 	}
 }
 
-func TestSourceDateEpoch(t *testing.T) {
-	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
-	if tm, ok := SourceDateEpoch(); !ok || !tm.Equal(time.Unix(1700000000, 0)) {
-		t.Fatalf("got %v %v", tm, ok)
-	}
-	t.Setenv("SOURCE_DATE_EPOCH", "soon")
-	if _, ok := SourceDateEpoch(); ok {
-		t.Fatal("invalid value accepted")
-	}
-	t.Setenv("SOURCE_DATE_EPOCH", "")
-	if _, ok := SourceDateEpoch(); ok {
-		t.Fatal("empty value accepted")
-	}
-}
-
-// peakHeap samples HeapInuse while f runs and returns the peak growth.
-func peakHeap(f func()) uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var m runtime.MemStats
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > base && m.HeapInuse-base > peak.Load() {
-				peak.Store(m.HeapInuse - base)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	f()
-	close(stop)
-	wg.Wait()
-	return peak.Load()
-}
-
 // randReader is an endless pseudo-random stream (ChaCha8), incompressible
 // like ciphertext.
 type randReader struct{ r *rand.ChaCha8 }
@@ -277,7 +227,7 @@ func TestWriterLargeFileFlatMemory(t *testing.T) {
 	const size = 300 << 20
 	dir := t.TempDir()
 	var l *Layer
-	grow := peakHeap(func() {
+	grow := testutil.PeakHeap(func() {
 		w, err := NewWriter(WriterOptions{TempDir: dir, Level: gzip.NoCompression})
 		must(t, err)
 		must(t, w.File("opt/app/big", -1, io.LimitReader(newRand(1), size)))
@@ -290,9 +240,9 @@ func TestWriterLargeFileFlatMemory(t *testing.T) {
 		t.Fatalf("writer heap grew by %d bytes for a %d byte file", grow, size)
 	}
 	var res *Resolved
-	grow = peakHeap(func() {
+	grow = testutil.PeakHeap(func() {
 		var err error
-		res, err = Resolve(imageOf(t, l), []string{"opt/app"}, WithTempDir(dir))
+		res, err = Resolve(imageOf(t, l), []string{"opt/app"}, ResolveOptions{TempDir: dir})
 		must(t, err)
 	})
 	defer res.Close()

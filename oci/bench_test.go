@@ -7,9 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // bigArchive writes an oci-archive holding one gzip layer with a file of
@@ -43,41 +41,6 @@ func bigArchive(tb testing.TB, dir string, size int64) string {
 	must(Write(ctx, kindRef("oci-archive", p, ""), img, Options{}))(tb)
 	noErr(tb, os.Remove(lp))
 	return p
-}
-
-// peakHeap samples the heap while f runs and returns the peak growth over
-// the heap before f.
-func peakHeap(f func()) uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapAlloc
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var s runtime.MemStats
-		for {
-			runtime.ReadMemStats(&s)
-			if s.HeapAlloc > peak.Load() {
-				peak.Store(s.HeapAlloc)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
-	f()
-	close(stop)
-	wg.Wait()
-	if peak.Load() < base {
-		return 0
-	}
-	return peak.Load() - base
 }
 
 // TestStreamingMemory: copying a 256 MiB image oci-archive → oci-archive,
@@ -111,7 +74,7 @@ func TestStreamingMemory(t *testing.T) {
 		}},
 	}
 	for _, s := range steps {
-		grew := peakHeap(s.f)
+		grew := testutil.PeakHeap(s.f)
 		t.Logf("%s of a %d MiB image: heap grew by at most %.1f MiB", s.name, size>>20, float64(grew)/(1<<20))
 		if grew > 48<<20 {
 			t.Errorf("%s of a %d MiB image grew the heap by %d MiB", s.name, size>>20, grew>>20)

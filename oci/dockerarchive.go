@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // dockerArchiveReserve is the room a docker-archive output needs before a
@@ -85,7 +85,7 @@ func writeDockerArchiveInPlace(ctx context.Context, path string, img v1.Image, t
 		}
 	}()
 	f := to.f
-	bw := bufio.NewWriterSize(layer.WritebackWriter(f, to.pos), 1<<20)
+	bw := bufio.NewWriterSize(fsutil.WritebackWriter(f, to.pos), 1<<20)
 	tw := tar.NewWriter(barWriter{bw, bar})
 	if err = dockerArchiveEntry(tw, cfgName.String(), bytes.NewReader(rawCfg), int64(len(rawCfg))); err != nil {
 		return true, v1.Hash{}, err

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -28,22 +29,9 @@ func vector(name string) string { return filepath.Join(vectorsAbs, name) }
 var ctx = context.Background()
 
 // must(f())(t) returns f's value or fails t with f's error.
-func must[T any](v T, err error) func(testing.TB) T {
-	return func(t testing.TB) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-}
+func must[T any](v T, err error) func(testing.TB) T { return testutil.Must1(v, err) }
 
-func noErr(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func noErr(t testing.TB, err error) { t.Helper(); testutil.Must(t, err) }
 
 func parse(t testing.TB, s string) Ref { t.Helper(); return must(ParseRef(s))(t) }
 

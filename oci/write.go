@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/atexit"
-	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // defaultArchiveTag is the RepoTags entry of docker-archive outputs whose
@@ -142,7 +142,7 @@ func atomicWriteThen(path string, mode os.FileMode, write func(io.Writer) error,
 			h.Done()
 		}
 	}()
-	if err = write(layer.WritebackWriter(f, 0)); err != nil {
+	if err = write(fsutil.WritebackWriter(f, 0)); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {

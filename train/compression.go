@@ -7,6 +7,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -81,7 +82,7 @@ func newWriter(img v1.Image, o Options) (*layer.Writer, error) {
 // modTime is SOURCE_DATE_EPOCH when set, else the image's creation time, so
 // that the same inputs give the same layer bytes.
 func modTime(img v1.Image) time.Time {
-	if t, ok := layer.SourceDateEpoch(); ok {
+	if t, ok := fsutil.SourceDateEpoch(); ok {
 		return t
 	}
 	if cf, err := img.ConfigFile(); err == nil && !cf.Created.IsZero() {

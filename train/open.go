@@ -64,7 +64,7 @@ type Options struct {
 	MaxConfigSize int64
 	// SummaryCache, when set, keeps what each layer read holds under the
 	// train paths, keyed by its blob digest, so that a later resolve does
-	// not read a base layer again (layer.OpenDirCache is a file-backed
+	// not read a base layer again (the CLI's internal/dircache is a file-backed
 	// one; a server can pass one backed by its store).
 	SummaryCache layer.SummaryCache
 
@@ -80,23 +80,10 @@ func (o Options) maxConfigSize() int64 {
 	return layer.MaxTrainConfigSize
 }
 
-func (o Options) resolveOpts(scan bool) []layer.Option {
+func (o Options) resolveOpts(scan bool) layer.ResolveOptions {
 	lim := o.Limits
 	lim.Paths = map[string]int64{ConfigPath: o.maxConfigSize()}
-	opts := []layer.Option{layer.WithLimits(lim)}
-	if o.TempDir != "" {
-		opts = append(opts, layer.WithTempDir(o.TempDir))
-	}
-	if o.MemLimit > 0 {
-		opts = append(opts, layer.WithMemLimit(o.MemLimit))
-	}
-	if scan {
-		opts = append(opts, layer.WithBoundaryScan())
-	}
-	if o.SummaryCache != nil {
-		opts = append(opts, layer.WithSummaryCache(o.SummaryCache))
-	}
-	return opts
+	return layer.ResolveOptions{Limits: lim, TempDir: o.TempDir, MemLimit: o.MemLimit, BoundaryScan: scan, SummaryCache: o.SummaryCache}
 }
 
 // Train is a train image with its train paths resolved.
@@ -121,7 +108,7 @@ func Open(img v1.Image, o Options) (*Train, error) {
 }
 
 // open is Open; deferred leaves the digest checks of layers read in place
-// running (layer.WithDeferredCheck): the caller calls t.Check before it
+// running (layer.ResolveOptions.DeferredCheck): the caller calls t.Check before it
 // writes anything.
 func open(img v1.Image, o Options, deferred bool) (*Train, error) {
 	return openPaths(img, o, deferred, trainPaths, true)
@@ -136,22 +123,19 @@ var keylessPrefixes = []string{ConfigPath, TrainDir, UserKeyPath}
 // (ResultsFS is empty), though a link or device under it is still refused
 // as a station would refuse it, and the base boundary is not scanned for.
 func openKeyless(img v1.Image, o Options) (*Train, error) {
-	return openPaths(img, o, false, keylessPrefixes, false, layer.WithCheckedPrefixes(ResultsDir))
+	return openPaths(img, o, false, keylessPrefixes, false, ResultsDir)
 }
 
 // openPaths resolves prefixes; scan allows the base boundary scan (which
 // only steps that write a new layer need).
-func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan bool, extra ...layer.Option) (*Train, error) {
+func openPaths(img v1.Image, o Options, deferred bool, prefixes []string, scan bool, checked ...string) (*Train, error) {
 	n, fromLabel, err := layer.BaseFromLabel(img)
 	if err != nil {
 		return nil, err
 	}
 	ropts := o.resolveOpts(scan && !fromLabel && o.BaseLayers <= 0)
-	if deferred {
-		ropts = append(ropts, layer.WithDeferredCheck())
-	}
-	ropts = append(ropts, extra...)
-	res, err := layer.Resolve(img, prefixes, ropts...)
+	ropts.DeferredCheck, ropts.CheckedPrefixes = deferred, checked
+	res, err := layer.Resolve(img, prefixes, ropts)
 	if err != nil {
 		return nil, unsafeEntry(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -55,14 +56,7 @@ func (g *gatedLayer) Uncompressed() (io.ReadCloser, error) {
 	return g.Layer.Uncompressed()
 }
 
-func mustKey(t *testing.T) *rsa.PrivateKey {
-	t.Helper()
-	k, err := keys.Generate(2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func mustKey(t *testing.T) *rsa.PrivateKey { t.Helper(); return testutil.Must1(keys.Generate(2048))(t) }
 
 // TestPostRunEncryptsResultsWhileReading: with a results directory,
 // post-run encrypts the new results into the layer before the image has
@@ -70,7 +64,7 @@ func mustKey(t *testing.T) *rsa.PrivateKey {
 // the next station's pre-run accepts.
 func TestPostRunEncryptsResultsWhileReading(t *testing.T) {
 	ctx := context.Background()
-	master, err := oci.Open(ctx, must(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{})
+	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +131,6 @@ func TestPostRunEncryptsResultsWhileReading(t *testing.T) {
 	pre.Close()
 }
 
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
 // gatedResults is a results directory whose file "b.bin" cannot be read
 // until gate is closed (its first read closes reached), and which counts
 // the opens of "c.bin".
@@ -186,7 +173,7 @@ func (f *gatedFile) Read(p []byte) (int, error) {
 // check has stopped the layer writer; the third is never opened.
 func TestPostRunStopsEncryptingWhenTheCheckFails(t *testing.T) {
 	ctx := context.Background()
-	master, err := oci.Open(ctx, must(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{})
+	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

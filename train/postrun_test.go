@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -51,7 +52,7 @@ func withFile(t *testing.T, img v1.Image, name string, data []byte) v1.Image {
 // the error is the previous results', and nothing is left behind.
 func TestPostRunStopsEncryptingWhenPreviousResultsFail(t *testing.T) {
 	ctx := context.Background()
-	master, err := oci.Open(ctx, must(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{})
+	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

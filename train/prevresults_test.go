@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -18,7 +19,7 @@ import (
 func TestPreRunPreviousResultsDir(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	master, err := oci.Open(ctx, must(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{})
+	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -26,7 +27,7 @@ import (
 func TestPostRunResultsSwappedForSymlink(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	master, err := oci.Open(ctx, must(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{})
+	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestPostRunResultsSwappedForSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := "oci-archive:" + filepath.Join(dir, "train.tar")
-	if _, err := oci.Write(ctx, must(oci.ParseOutputRef(in)), built.Image, oci.Options{}); err != nil {
+	if _, err := oci.Write(ctx, testutil.Must1(oci.ParseOutputRef(in))(t), built.Image, oci.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	built.Close()

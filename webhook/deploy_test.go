@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,7 +19,7 @@ import (
 // the Deployment has replicas, a readiness probe on /healthz and the DSN
 // from the Secret; the systemd unit runs the config README names.
 func TestDeployConfigs(t *testing.T) {
-	f := mustT[*os.File](t)(os.Open("../deploy/kubernetes/phtoci-serve.yaml"))
+	f := testutil.Must1(os.Open("../deploy/kubernetes/phtoci-serve.yaml"))(t)
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	var serveYAML string
@@ -93,8 +94,8 @@ func TestDeployConfigs(t *testing.T) {
 	if !strings.HasPrefix(cfg.Store, "postgres://") || cfg.Secret != "Bearer w" || cfg.ReadSecret != "Bearer r" {
 		t.Errorf("loaded config: store %q secret %q read %q", cfg.Store, cfg.Secret, cfg.ReadSecret)
 	}
-	unit := mustT[[]byte](t)(os.ReadFile("../deploy/phtoci-serve.service"))
-	readme := mustT[[]byte](t)(os.ReadFile("../README.md"))
+	unit := testutil.Must1(os.ReadFile("../deploy/phtoci-serve.service"))(t)
+	readme := testutil.Must1(os.ReadFile("../README.md"))(t)
 	if !bytes.Contains(unit, []byte("ExecStart=/usr/bin/phtoci serve --config /etc/phtoci/serve.yaml")) ||
 		!bytes.Contains(readme, []byte("deploy/phtoci-serve.service")) || !bytes.Contains(readme, []byte("deploy/kubernetes/phtoci-serve.yaml")) {
 		t.Error("systemd unit or README out of step")

@@ -31,8 +31,8 @@ func (a Artifact) Key() string { return a.Repository + "@" + a.Digest }
 // Ref is the reference phtoci verifies: host/repository@digest.
 func (a Artifact) Ref() string { return a.Registry + "/" + a.Repository + "@" + a.Digest }
 
-// MediaTypeDistribution is the distribution registry's envelope type.
-const MediaTypeDistribution = "application/vnd.docker.distribution.events.v1+json"
+// mediaTypeDistribution is the distribution registry's envelope type.
+const mediaTypeDistribution = "application/vnd.docker.distribution.events.v1+json"
 
 type distributionEnvelope struct {
 	Events []struct {
@@ -80,8 +80,8 @@ func parse(body []byte, contentType string) (arts []Artifact, ignored string, er
 		return nil, "", fmt.Errorf("body is not a JSON object: %w", err)
 	}
 	_, isDist := probe["events"]
-	if _, isHarbor := probe["type"]; !isDist && !isHarbor && strings.HasPrefix(contentType, MediaTypeDistribution) {
-		return nil, "", fmt.Errorf("events: missing from a %s body", MediaTypeDistribution)
+	if _, isHarbor := probe["type"]; !isDist && !isHarbor && strings.HasPrefix(contentType, mediaTypeDistribution) {
+		return nil, "", fmt.Errorf("events: missing from a %s body", mediaTypeDistribution)
 	}
 	if isDist {
 		var env distributionEnvelope

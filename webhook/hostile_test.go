@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -112,18 +113,18 @@ func TestEventHostsNeverContacted(t *testing.T) {
 
 	evilHost := strings.TrimPrefix(evil.URL, "http://")
 	harbor := strings.NewReplacer("DIGEST", good, "REGISTRY", evilHost, "REPOSITORY", "pht/train", "TAG", "latest").
-		Replace(string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))))
+		Replace(string(testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t)))
 	for name, body := range map[string][]byte{
 		"distribution request.host": distEventHost("pht/train", good, evilHost),
 		"harbor resource_url":       []byte(harbor),
 		"loopback name":             distEventHost("pht/train", good, "localhost:"+strings.Split(evilHost, ":")[1]),
 	} {
-		code, resp := post(t, base+"/events", secret, MediaTypeDistribution, body)
+		code, resp := post(t, base+"/events", secret, mediaTypeDistribution, body)
 		if code != http.StatusAccepted || !strings.Contains(resp, "host not allowed") {
 			t.Errorf("%s: %d %s, want 202 host not allowed", name, code, resp)
 		}
 	}
-	code, resp := post(t, base+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", good, "harbor.example"))
+	code, resp := post(t, base+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", good, "harbor.example"))
 	if code != http.StatusAccepted || !strings.Contains(resp, "pht/train@"+good) {
 		t.Fatalf("allowed host: %d %s", code, resp)
 	}
@@ -152,7 +153,7 @@ func TestNoRegistryConfigured(t *testing.T) {
 	if _, err := LoadServeConfig(p); err == nil || !strings.Contains(err.Error(), "HOST[:PORT]") {
 		t.Errorf("registry with a scheme: %v", err)
 	}
-	st := mustT[*Store](t)(OpenStore(filepath.Join(dir, "x.db")))
+	st := testutil.Must1(OpenStore(filepath.Join(dir, "x.db")))(t)
 	defer st.Close()
 	if _, err := New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st}); err == nil || !strings.Contains(err.Error(), "no registry configured") {
 		t.Errorf("New without a registry: %v", err)
@@ -183,7 +184,7 @@ func TestNoCredentialsAfterRedirect(t *testing.T) {
 	fakeHost := strings.TrimPrefix(fake.URL, "http://")
 	base := runServe(t, "registry: "+fakeHost, "username: "+user, "password_file: "+pass, "retries: -1")
 	dg := "sha256:" + strings.Repeat("ab", 32)
-	post(t, base+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", dg, "anything.example"))
+	post(t, base+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", dg, "anything.example"))
 	v := waitVerdict(t, base, "pht/train@"+dg)
 	if v.Status != StatusError || strings.Contains(v.Message, "hunter2") || strings.Contains(v.Message, "INTERNAL") {
 		t.Errorf("verdict: %+v", v)
@@ -249,7 +250,7 @@ func TestReasonHasNoBody(t *testing.T) {
 	})
 	base := runServe(t, "registry: "+strings.TrimPrefix(loop.URL, "http://"), "retries: -1")
 	dg := "sha256:" + strings.Repeat("cd", 32)
-	post(t, base+"/events", secret, MediaTypeDistribution, distEvent("pht/t", dg))
+	post(t, base+"/events", secret, mediaTypeDistribution, distEvent("pht/t", dg))
 	v := waitVerdict(t, base, "pht/t@"+dg)
 	if v.Status != StatusError || strings.Contains(v.Message, "hunter2") || !strings.Contains(v.Message, "HTTP 403 DENIED") {
 		t.Errorf("verdict: %+v", v)
@@ -304,8 +305,8 @@ func TestStalledRegistryDeadline(t *testing.T) {
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "s.db"), Config{Workers: 1, Retries: -1,
 		VerifyTimeout: 500 * time.Millisecond, Registries: map[string]string{"stall.example": stall, "reg.example": reg.Host}})
 	stuck := "sha256:" + strings.Repeat("e", 64)
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventHost("pht/stuck", stuck, "stall.example"))
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventHost("pht/train", good, "reg.example"))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventHost("pht/stuck", stuck, "stall.example"))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventHost("pht/train", good, "reg.example"))
 	if v := waitVerdict(t, hs.URL, "pht/train@"+good); v.Status != StatusVerified {
 		t.Fatalf("train behind a stalled one: %+v", v)
 	}

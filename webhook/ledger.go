@@ -9,17 +9,11 @@ import (
 	"github.com/phtoci/phtoci/train"
 )
 
-// ErrChangedInTransit: a train was pushed before with other build-time
-// fields (a route entry added or re-keyed, say). It is a verification
-// failure: errors.Is(err, protocol.ErrVerification) holds. It is
-// train.ErrChangedInTransit, so that train.Classify names its check.
-var ErrChangedInTransit = train.ErrChangedInTransit
-
-// TrainRecord is the central ledger's entry for one train (its config's
+// trainRecord is the central ledger's entry for one train (its config's
 // @id): the fields fixed when it was built, as first seen in a verified
 // push. The route is signed by no one, so this record is what notices a
 // station added or re-keyed between hops.
-type TrainRecord struct {
+type trainRecord struct {
 	ID         string     `json:"id"`
 	Repository string     `json:"repository"` // where it was first seen
 	Digest     string     `json:"digest"`
@@ -30,30 +24,30 @@ type TrainRecord struct {
 	Signature  string     `json:"signature"`
 	SessionID  string     `json:"sessionId"`
 	FileList   []string   `json:"fileList"`
-	Route      []RouteKey `json:"route"` // in route order
+	Route      []routeKey `json:"route"` // in route order
 	Time       time.Time  `json:"time"`
 }
 
-// RouteKey is one station of a train's route.
-type RouteKey struct {
+// routeKey is one station of a train's route.
+type routeKey struct {
 	Station string `json:"station"`
 	Key     string `json:"key"`
 }
 
-// NewTrainRecord takes the build-time fields of cfg.
-func NewTrainRecord(cfg *protocol.Config, a Artifact) TrainRecord {
-	r := TrainRecord{ID: cfg.ID, Repository: a.Repository, Digest: a.Digest, CreatorID: cfg.Creator.ID,
+// newTrainRecord takes the build-time fields of cfg.
+func newTrainRecord(cfg *protocol.Config, a Artifact) trainRecord {
+	r := trainRecord{ID: cfg.ID, Repository: a.Repository, Digest: a.Digest, CreatorID: cfg.Creator.ID,
 		CreatorKey: cfg.Creator.RSAPublicKey, BuilderKey: cfg.Build.RSAPublicKey, Hash: cfg.Hash,
 		Signature: cfg.Signature, SessionID: cfg.SessionID, FileList: cfg.FileList, Time: time.Now().UTC()}
 	for _, e := range cfg.SortedRoute() {
-		r.Route = append(r.Route, RouteKey{Station: e.Station, Key: e.RSAPublicKey})
+		r.Route = append(r.Route, routeKey{Station: e.Station, Key: e.RSAPublicKey})
 	}
 	return r
 }
 
 // changed names the first build-time field (as written in the train
 // config) where r differs from first, or "" when none does.
-func (r TrainRecord) changed(first TrainRecord) string {
+func (r trainRecord) changed(first trainRecord) string {
 	switch {
 	case r.CreatorID != first.CreatorID:
 		return "creator.id"
@@ -91,8 +85,8 @@ func (s *Server) checkLedger(a Artifact, cfg *protocol.Config) error {
 	if cfg == nil || cfg.ID == "" {
 		return nil
 	}
-	rec := NewTrainRecord(cfg, a)
-	first, err := s.cfg.Store.RecordTrain(rec)
+	rec := newTrainRecord(cfg, a)
+	first, err := s.cfg.Store.recordTrain(rec)
 	if err != nil {
 		return err
 	}
@@ -100,7 +94,7 @@ func (s *Server) checkLedger(a Artifact, cfg *protocol.Config) error {
 		return nil
 	}
 	if f := rec.changed(*first); f != "" {
-		return fmt.Errorf("train %q: %s %w since its first verified push %s@%s", cfg.ID, f, ErrChangedInTransit, first.Repository, first.Digest)
+		return fmt.Errorf("train %q: %s %w since its first verified push %s@%s", cfg.ID, f, train.ErrChangedInTransit, first.Repository, first.Digest)
 	}
 	return nil
 }

@@ -4,16 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/rsa"
 	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -25,21 +24,21 @@ import (
 // /opt/train_config.json, pushed to to. It returns the new digest.
 func withConfig(t *testing.T, ref, to string, edit func(c *protocol.Config)) string {
 	t.Helper()
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), oci.Options{}))
-	tr := mustT[*train.Train](t)(train.Open(img, train.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(ref))(t), oci.Options{}))(t)
+	tr := testutil.Must1(train.Open(img, train.Options{}))(t)
 	cfg := tr.Config.Clone()
 	tr.Close()
 	edit(cfg)
-	b := mustT[[]byte](t)(cfg.Encode())
+	b := testutil.Must1(cfg.Encode())(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "opt/train_config.json", Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
 	tw.Write(b)
 	tw.Close()
 	data := buf.Bytes()
-	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
-	out := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
-	return mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(to)), out, oci.Options{})).String()
+	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	out := testutil.Must1(mutate.AppendLayers(img, l))(t)
+	return testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(to))(t), out, oci.Options{}))(t).String()
 }
 
 // TestLedgerChangedInTransit: a train is verified and recorded; copies of
@@ -51,11 +50,11 @@ func TestLedgerChangedInTransit(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{})
 	_, hs, st := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "l.db"), Config{Registry: reg.Host, Retries: -1})
 	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/train", good))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/train", good))
 	if v := waitVerdict(t, hs.URL, "pht/train@"+good); v.Status != StatusVerified {
 		t.Fatalf("first push: %+v", v)
 	}
-	evilKey := mustT[string](t)(keys.EncodePublicKeyHex(&mustT[*rsa.PrivateKey](t)(keys.Generate(2048)).PublicKey))
+	evilKey := testutil.Must1(keys.EncodePublicKeyHex(&testutil.Must1(keys.Generate(2048))(t).PublicKey))(t)
 	cases := []struct {
 		name, field string
 		edit        func(c *protocol.Config)
@@ -72,22 +71,22 @@ func TestLedgerChangedInTransit(t *testing.T) {
 		if _, err := train.VerifyJob(context.Background(), reg.Host+"/"+repo+"@"+d, nil, train.Env{}); err != nil {
 			t.Fatalf("%s: keyless verify already fails (%v): the test tests nothing", c.name, err)
 		}
-		post(t, hs.URL, secret, MediaTypeDistribution, distEvent(repo, d))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent(repo, d))
 		v := waitVerdict(t, hs.URL, repo+"@"+d)
 		if v.Status != StatusRejected || v.Check != "changed_in_transit" || !strings.Contains(v.Message, c.field) ||
 			!strings.Contains(v.Message, "changed in transit") || !strings.Contains(v.Message, "pht/train@"+good) {
 			t.Errorf("%s: %+v", c.name, v)
 		}
 	}
-	mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/copy:latest")),
-		mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{})), oci.Options{}))
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/copy", good))
+	testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/copy:latest"))(t),
+		testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/train@"+good))(t), oci.Options{}))(t), oci.Options{}))(t)
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/copy", good))
 	if v := waitVerdict(t, hs.URL, "pht/copy@"+good); v.Status != StatusVerified {
 		t.Errorf("unchanged train in another repository: %+v", v)
 	}
-	tr := mustT[*train.Train](t)(train.Open(mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{})), train.Options{}))
+	tr := testutil.Must1(train.Open(testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/train@"+good))(t), oci.Options{}))(t), train.Options{}))(t)
 	defer tr.Close()
-	rec := mustT[*TrainRecord](t)(st.Train(tr.Config.ID))
+	rec := testutil.Must1(st.trainByID(tr.Config.ID))(t)
 	if rec.Digest != good || len(rec.Route) != 1 || rec.Route[0].Station != "st-1" || rec.SessionID == "" {
 		t.Errorf("ledger record: %+v", rec)
 	}

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 )
@@ -40,7 +40,7 @@ func TestLimitRejected(t *testing.T) {
 	if v := waitVerdict(t, hs.URL, "pht/train@"+good); v.Status != StatusVerified {
 		t.Fatalf("train within the limits: %+v", v)
 	}
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/train@"+good))(t), oci.Options{}))(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for i := range 101 {
@@ -48,15 +48,15 @@ func TestLimitRejected(t *testing.T) {
 	}
 	tw.Close()
 	data := buf.Bytes()
-	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
-	many := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
-	d := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/many:latest")), many, oci.Options{}))
+	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	many := testutil.Must1(mutate.AppendLayers(img, l))(t)
+	d := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/many:latest"))(t), many, oci.Options{}))(t)
 	v := waitVerdict(t, hs.URL, "pht/many@"+d.String())
 	if v.Status != StatusRejected || v.Check != "limit" || v.Attempts != 1 || !strings.Contains(v.Message, "tar entries per layer: more than 100") {
 		t.Errorf("train past the entries limit: %+v", v)
 	}
-	deep := mustT[v1.Image](t)(mutate.AppendLayers(img, l, l))
-	d = mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/deep:latest")), deep, oci.Options{}))
+	deep := testutil.Must1(mutate.AppendLayers(img, l, l))(t)
+	d = testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/deep:latest"))(t), deep, oci.Options{}))(t)
 	v = waitVerdict(t, hs.URL, "pht/deep@"+d.String())
 	if v.Status != StatusRejected || v.Check != "limit" || !strings.Contains(v.Message, "layers per image, at most 3") {
 		t.Errorf("train past the layers limit: %+v", v)

@@ -1,3 +1,5 @@
+// pgstore.go holds pgStore, the verdict store in PostgreSQL: schema, verdicts, tags, the train ledger, hops and layer summaries.
+
 package webhook
 
 import (
@@ -14,12 +16,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// PGStore keeps verdicts, the shared work queue and the train ledger in
+// pgStore keeps verdicts, the shared work queue and the train ledger in
 // PostgreSQL, so several replicas serve one registry: each queued digest
 // is leased to one replica at a time (SELECT … FOR UPDATE SKIP LOCKED), a
 // lease that is not renewed runs out and another replica takes the work,
 // and a verdict is recorded once.
-type PGStore struct {
+type pgStore struct {
 	pool *pgxpool.Pool
 	name string // the DSN without its password, for messages
 }
@@ -53,13 +55,13 @@ var migrations = []string{
 	 CREATE INDEX summaries_used ON summaries (used);`,
 }
 
-// SchemaVersion is the schema version this build creates and migrates to.
-var SchemaVersion = len(migrations)
+// schemaVersion is the schema version this build creates and migrates to.
+var schemaVersion = len(migrations)
 
-// OpenPGStore connects to dsn (postgres://…) and creates or migrates the
-// schema to SchemaVersion.
-func OpenPGStore(ctx context.Context, dsn string) (*PGStore, error) {
-	return openPG(ctx, dsn, SchemaVersion)
+// openPGStore connects to dsn (postgres://…) and creates or migrates the
+// schema to schemaVersion.
+func openPGStore(ctx context.Context, dsn string) (*pgStore, error) {
+	return openPG(ctx, dsn, schemaVersion)
 }
 
 func redact(dsn string) string {
@@ -70,7 +72,7 @@ func redact(dsn string) string {
 	return u.Redacted()
 }
 
-func openPG(ctx context.Context, dsn string, version int) (*PGStore, error) {
+func openPG(ctx context.Context, dsn string, version int) (*pgStore, error) {
 	name := redact(dsn)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -80,7 +82,7 @@ func openPG(ctx context.Context, dsn string, version int) (*PGStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verdict store %s: %w", name, err)
 	}
-	s := &PGStore{pool: pool, name: name}
+	s := &pgStore{pool: pool, name: name}
 	if err := s.migrate(ctx, version); err != nil {
 		pool.Close()
 		return nil, err
@@ -90,7 +92,7 @@ func openPG(ctx context.Context, dsn string, version int) (*PGStore, error) {
 
 // migrate brings the schema to version, one transaction under an advisory
 // lock so replicas starting together migrate once.
-func (s *PGStore) migrate(ctx context.Context, version int) error {
+func (s *pgStore) migrate(ctx context.Context, version int) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*pgTimeout)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -129,9 +131,9 @@ func (s *PGStore) migrate(ctx context.Context, version int) error {
 }
 
 // Close closes the connections.
-func (s *PGStore) Close() error { s.pool.Close(); return nil }
+func (s *pgStore) Close() error { s.pool.Close(); return nil }
 
-func (s *PGStore) tx(f func(ctx context.Context, tx pgx.Tx) error) error {
+func (s *pgStore) tx(f func(ctx context.Context, tx pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
 	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) }); err != nil {
@@ -140,7 +142,7 @@ func (s *PGStore) tx(f func(ctx context.Context, tx pgx.Tx) error) error {
 	return nil
 }
 
-func (s *PGStore) query(f func(ctx context.Context) error) error {
+func (s *pgStore) query(f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
 	if err := f(ctx); err != nil {
@@ -165,7 +167,7 @@ func verdictArgs(v Verdict) ([]any, error) {
 }
 
 // Put records a verdict.
-func (s *PGStore) Put(v Verdict) error {
+func (s *pgStore) Put(v Verdict) error {
 	args, err := verdictArgs(v)
 	if err != nil {
 		return err
@@ -174,7 +176,7 @@ func (s *PGStore) Put(v Verdict) error {
 }
 
 // Get returns the verdict for repository@digest.
-func (s *PGStore) Get(repository, digest string) (*Verdict, error) {
+func (s *pgStore) Get(repository, digest string) (*Verdict, error) {
 	var b []byte
 	err := s.query(func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, `SELECT body FROM verdicts WHERE key = $1`, repository+"@"+digest).Scan(&b)
@@ -189,9 +191,9 @@ func (s *PGStore) Get(repository, digest string) (*Verdict, error) {
 	return v, json.Unmarshal(b, v)
 }
 
-// SetTag records a's tag unless a newer push of it is known.
-func (s *PGStore) SetTag(a Artifact, registry string) error {
-	b, err := json.Marshal(TagRecord{Digest: a.Digest, Registry: registry, Time: a.Time})
+// setTag records a's tag unless a newer push of it is known.
+func (s *pgStore) setTag(a Artifact, registry string) error {
+	b, err := json.Marshal(tagRecord{Digest: a.Digest, Registry: registry, Time: a.Time})
 	if err != nil {
 		return err
 	}
@@ -202,8 +204,8 @@ func (s *PGStore) SetTag(a Artifact, registry string) error {
 	})
 }
 
-// Tag returns what the store knows of repository:tag.
-func (s *PGStore) Tag(repository, tag string) (*TagRecord, error) {
+// tag returns what the store knows of repository:tag.
+func (s *pgStore) tag(repository, tag string) (*tagRecord, error) {
 	var b []byte
 	err := s.query(func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, `SELECT body FROM tags WHERE key = $1`, repository+":"+tag).Scan(&b)
@@ -214,227 +216,18 @@ func (s *PGStore) Tag(repository, tag string) (*TagRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec := new(TagRecord)
+	rec := new(tagRecord)
 	return rec, json.Unmarshal(b, rec)
 }
 
-func isFinal(ctx context.Context, tx pgx.Tx, key string) (bool, error) {
-	var status string
-	err := tx.QueryRow(ctx, `SELECT status FROM verdicts WHERE key = $1`, key).Scan(&status)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	return final(status), err
-}
-
-func (s *PGStore) enqueue(a Artifact) (*queueEntry, error) {
-	var e *queueEntry
-	err := s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		if fin, err := isFinal(ctx, tx, a.Key()); err != nil || fin {
-			return err
-		}
-		b, err := json.Marshal(queueEntry{Artifact: a})
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO queue (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, a.Key(), b); err != nil {
-			return err
-		}
-		var cur []byte
-		if err := tx.QueryRow(ctx, `SELECT body FROM queue WHERE key = $1`, a.Key()).Scan(&cur); err != nil {
-			return err
-		}
-		old, err := decodeEntry(cur)
-		e = &old
-		return err
-	})
-	return e, err
-}
-
-func (s *PGStore) isQueued(key string) (bool, error) {
-	q := false
-	err := s.query(func(ctx context.Context) error {
-		return s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue WHERE key = $1)`, key).Scan(&q)
-	})
-	return q, err
-}
-
-func (s *PGStore) dequeue(a Artifact) error {
-	return s.query(func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, `DELETE FROM queue WHERE key = $1`, a.Key())
-		return err
-	})
-}
-
-// finish records v unless a final verdict is there already (one statement:
-// two replicas finishing one digest record, and count, one verdict) and
-// takes the artifact off the queue.
-func (s *PGStore) finish(v Verdict) (bool, error) {
-	args, err := verdictArgs(v)
-	if err != nil {
-		return false, err
-	}
-	recorded := false
-	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, v.Artifact.Key()); err != nil {
-			return err
-		}
-		var k string
-		err := tx.QueryRow(ctx, upsertVerdict+notFinal+` RETURNING key`, args...).Scan(&k)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		recorded = err == nil
-		return err
-	})
-	return recorded, err
-}
-
-func (s *PGStore) retry(v Verdict, e queueEntry) error {
-	e.Owner, e.LeaseUntil = "", time.Time{}
-	args, err := verdictArgs(v)
-	if err != nil {
-		return err
-	}
-	eb, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		if fin, err := isFinal(ctx, tx, v.Artifact.Key()); err != nil || fin {
-			if err == nil {
-				_, err = tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, v.Artifact.Key())
-			}
-			return err
-		}
-		if _, err := tx.Exec(ctx, upsertVerdict+notFinal, args...); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO queue (key, body, next_at) VALUES ($1, $2, $3)
-			ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, next_at = EXCLUDED.next_at, lease_owner = NULL, lease_until = NULL`,
-			v.Artifact.Key(), eb, e.Next)
-		return err
-	})
-}
-
-func scanEntries(rows pgx.Rows) ([]queueEntry, error) {
-	defer rows.Close()
-	var out []queueEntry
-	for rows.Next() {
-		var b []byte
-		var owner *string
-		var until *time.Time
-		if err := rows.Scan(&b, &owner, &until); err != nil {
-			return nil, err
-		}
-		e, err := decodeEntry(b)
-		if err != nil {
-			return nil, err
-		}
-		if owner != nil && until != nil {
-			e.Owner, e.LeaseUntil = *owner, *until
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
-func (s *PGStore) queued() ([]queueEntry, error) {
-	var out []queueEntry
-	err := s.query(func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, `SELECT body, lease_owner, lease_until FROM queue ORDER BY created`)
-		if err != nil {
-			return err
-		}
-		out, err = scanEntries(rows)
-		return err
-	})
-	return out, err
-}
-
-// maxDue bounds one look at the queue for work nobody holds.
-const maxDue = 256
-
-func (s *PGStore) due() ([]queueEntry, error) {
-	var out []queueEntry
-	err := s.query(func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, `SELECT body, lease_owner, lease_until FROM queue
-			WHERE next_at <= now() AND (lease_until IS NULL OR lease_until <= now()) ORDER BY created LIMIT $1`, maxDue)
-		if err != nil {
-			return err
-		}
-		out, err = scanEntries(rows)
-		return err
-	})
-	return out, err
-}
-
-// claim leases a's entry: the row is locked with FOR UPDATE SKIP LOCKED, so
-// replicas claiming at once never wait for each other, and one of them
-// gets it; the verdict is checked after the lock, so a digest decided
-// meanwhile is not verified again.
-func (s *PGStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
-	var e *queueEntry
-	fresh, err := json.Marshal(queueEntry{Artifact: a})
-	if err != nil {
-		return nil, err
-	}
-	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		k := a.Key()
-		if _, err := tx.Exec(ctx, `INSERT INTO queue (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, k, fresh); err != nil {
-			return err
-		}
-		var b []byte
-		var held bool
-		err := tx.QueryRow(ctx, `SELECT body, lease_owner IS NOT NULL AND lease_owner <> $2 AND lease_until > now()
-			FROM queue WHERE key = $1 FOR UPDATE SKIP LOCKED`, k, owner).Scan(&b, &held)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // another replica is claiming or finishing it
-		}
-		if err != nil || held {
-			return err
-		}
-		if fin, err := isFinal(ctx, tx, k); err != nil || fin {
-			if err == nil {
-				_, err = tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, k)
-			}
-			return err
-		}
-		var until time.Time
-		if err := tx.QueryRow(ctx, `UPDATE queue SET lease_owner = $2, lease_until = now() + $3::interval WHERE key = $1 RETURNING lease_until`,
-			k, owner, lease.String()).Scan(&until); err != nil {
-			return err
-		}
-		cur, err := decodeEntry(b)
-		if err != nil {
-			return err
-		}
-		cur.Owner, cur.LeaseUntil = owner, until
-		e = &cur
-		return nil
-	})
-	return e, err
-}
-
-func (s *PGStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
-	held := false
-	err := s.query(func(ctx context.Context) error {
-		t, err := s.pool.Exec(ctx, `UPDATE queue SET lease_until = now() + $3::interval WHERE key = $1 AND lease_owner = $2`,
-			a.Key(), owner, lease.String())
-		held = t.RowsAffected() == 1
-		return err
-	})
-	return held, err
-}
-
-// RecordTrain records r when its train id is new and returns nil, else
+// recordTrain records r when its train id is new and returns nil, else
 // the record first made for that id.
-func (s *PGStore) RecordTrain(r TrainRecord) (*TrainRecord, error) {
+func (s *pgStore) recordTrain(r trainRecord) (*trainRecord, error) {
 	enc, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
-	var first *TrainRecord
+	var first *trainRecord
 	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
 		t, err := tx.Exec(ctx, `INSERT INTO trains (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, r.ID, enc)
 		if err != nil || t.RowsAffected() == 1 {
@@ -444,7 +237,7 @@ func (s *PGStore) RecordTrain(r TrainRecord) (*TrainRecord, error) {
 		if err := tx.QueryRow(ctx, `SELECT body FROM trains WHERE id = $1`, r.ID).Scan(&b); err != nil {
 			return err
 		}
-		first = new(TrainRecord)
+		first = new(trainRecord)
 		return json.Unmarshal(b, first)
 	})
 	if err != nil {
@@ -453,8 +246,8 @@ func (s *PGStore) RecordTrain(r TrainRecord) (*TrainRecord, error) {
 	return first, nil
 }
 
-// Train returns the ledger's record of a train id.
-func (s *PGStore) Train(id string) (*TrainRecord, error) {
+// trainByID returns the ledger's record of a train id.
+func (s *pgStore) trainByID(id string) (*trainRecord, error) {
 	var b []byte
 	err := s.query(func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, `SELECT body FROM trains WHERE id = $1`, id).Scan(&b)
@@ -465,12 +258,12 @@ func (s *PGStore) Train(id string) (*TrainRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := new(TrainRecord)
+	r := new(trainRecord)
 	return r, json.Unmarshal(b, r)
 }
 
-// Verdicts lists verdicts by the order they were recorded, newest first.
-func (s *PGStore) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
+// listVerdicts lists verdicts by the order they were recorded, newest first.
+func (s *pgStore) listVerdicts(q verdictFilter) ([]Verdict, string, error) {
 	var before int64
 	if q.Cursor != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
@@ -478,7 +271,7 @@ func (s *PGStore) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
 			before, err = strconv.ParseInt(string(raw), 10, 64)
 		}
 		if err != nil || before <= 0 {
-			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, ErrBadCursor)
+			return nil, "", fmt.Errorf("cursor %q: %w", q.Cursor, errBadCursor)
 		}
 	}
 	var since *time.Time
@@ -515,8 +308,8 @@ func (s *PGStore) Verdicts(q VerdictQuery) ([]Verdict, string, error) {
 	return out[:q.Limit], base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(seqs[q.Limit-1], 10))), nil
 }
 
-// AddHop records h for trainID.
-func (s *PGStore) AddHop(trainID string, h Hop) error {
+// addHop records h for trainID.
+func (s *pgStore) addHop(trainID string, h trainHop) error {
 	b, err := json.Marshal(h)
 	if err != nil {
 		return err
@@ -528,9 +321,9 @@ func (s *PGStore) AddHop(trainID string, h Hop) error {
 	})
 }
 
-// Hops lists trainID's hops by time.
-func (s *PGStore) Hops(trainID string) ([]Hop, error) {
-	var out []Hop
+// hopsOf lists trainID's hops by time.
+func (s *pgStore) hopsOf(trainID string) ([]trainHop, error) {
+	var out []trainHop
 	err := s.query(func(ctx context.Context) error {
 		rows, err := s.pool.Query(ctx, `SELECT body FROM hops WHERE train_id = $1 ORDER BY time`, trainID)
 		if err != nil {
@@ -539,7 +332,7 @@ func (s *PGStore) Hops(trainID string) ([]Hop, error) {
 		defer rows.Close()
 		for rows.Next() {
 			var b []byte
-			var h Hop
+			var h trainHop
 			if err := rows.Scan(&b); err != nil {
 				return err
 			}
@@ -553,8 +346,8 @@ func (s *PGStore) Hops(trainID string) ([]Hop, error) {
 	return out, err
 }
 
-// RecentTrains lists the train ids with the newest hops.
-func (s *PGStore) RecentTrains(limit int) ([]string, error) {
+// recentTrains lists the train ids with the newest hops.
+func (s *pgStore) recentTrains(limit int) ([]string, error) {
 	var out []string
 	err := s.query(func(ctx context.Context) error {
 		rows, err := s.pool.Query(ctx, `SELECT train_id FROM hops GROUP BY train_id ORDER BY max(time) DESC LIMIT $1`, limit)
@@ -575,7 +368,7 @@ func (s *PGStore) RecentTrains(limit int) ([]string, error) {
 }
 
 // summary returns the summary under key (nil when none) and marks it used.
-func (s *PGStore) summary(key string) ([]byte, error) {
+func (s *pgStore) summary(key string) ([]byte, error) {
 	var b []byte
 	err := s.query(func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, `UPDATE summaries SET used = nextval(pg_get_serial_sequence('summaries', 'used'))
@@ -589,7 +382,7 @@ func (s *PGStore) summary(key string) ([]byte, error) {
 
 // putSummary stores value under key and evicts the least recently used
 // summaries beyond maxSummaries entries or maxSummaryBytes bytes.
-func (s *PGStore) putSummary(key string, value []byte) error {
+func (s *pgStore) putSummary(key string, value []byte) error {
 	return s.tx(func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO summaries (key, body) VALUES ($1, $2)
 			ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, used = nextval(pg_get_serial_sequence('summaries', 'used'))`, key, value); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -58,10 +59,10 @@ func backends(t *testing.T) map[string]func() VerdictStore {
 	pg := testpg.Start(t)
 	return map[string]func() VerdictStore{
 		"bbolt": func() VerdictStore {
-			return mustT[*Store](t)(OpenStore(filepath.Join(t.TempDir(), "s.db")))
+			return testutil.Must1(OpenStore(filepath.Join(t.TempDir(), "s.db")))(t)
 		},
 		"postgres": func() VerdictStore {
-			return mustT[*PGStore](t)(OpenPGStore(context.Background(), pg.NewDB(t)))
+			return testutil.Must1(openPGStore(context.Background(), pg.NewDB(t)))(t)
 		},
 	}
 }
@@ -76,65 +77,65 @@ func TestStoreLeases(t *testing.T) {
 			st := open()
 			defer st.Close()
 			a := Artifact{Registry: "reg.example", Repository: "pht/x", Digest: "sha256:" + fmt.Sprintf("%064x", 1)}
-			mustT[*queueEntry](t)(st.enqueue(a))
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 {
+			testutil.Must1(st.enqueue(a))(t)
+			if d := testutil.Must1(st.due())(t); len(d) != 1 {
 				t.Fatalf("due before any claim: %d entries, want 1", len(d))
 			}
-			e := mustT[*queueEntry](t)(st.claim(a, "A", 300*time.Millisecond))
+			e := testutil.Must1(st.claim(a, "A", 300*time.Millisecond))(t)
 			if e == nil || e.Owner != "A" {
 				t.Fatalf("first claim: %+v", e)
 			}
-			if e := mustT[*queueEntry](t)(st.claim(a, "B", time.Minute)); e != nil {
+			if e := testutil.Must1(st.claim(a, "B", time.Minute))(t); e != nil {
 				t.Fatalf("B took A's running lease: %+v", e)
 			}
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 0 {
+			if d := testutil.Must1(st.due())(t); len(d) != 0 {
 				t.Fatalf("due while leased: %d entries", len(d))
 			}
-			if ok := mustT[bool](t)(st.renew(a, "B", time.Minute)); ok {
+			if ok := testutil.Must1(st.renew(a, "B", time.Minute))(t); ok {
 				t.Fatal("B renewed A's lease")
 			}
-			if ok := mustT[bool](t)(st.renew(a, "A", 300*time.Millisecond)); !ok {
+			if ok := testutil.Must1(st.renew(a, "A", 300*time.Millisecond))(t); !ok {
 				t.Fatal("A could not renew its lease")
 			}
 			time.Sleep(400 * time.Millisecond) // A stopped renewing: its lease runs out
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 {
+			if d := testutil.Must1(st.due())(t); len(d) != 1 {
 				t.Fatalf("due after the lease ran out: %d entries, want 1", len(d))
 			}
-			if e := mustT[*queueEntry](t)(st.claim(a, "B", time.Minute)); e == nil || e.Owner != "B" {
+			if e := testutil.Must1(st.claim(a, "B", time.Minute))(t); e == nil || e.Owner != "B" {
 				t.Fatalf("B after A's lease ran out: %+v", e)
 			}
 			// A and B both finish (a verification that ran twice): one verdict.
-			if !mustT[bool](t)(st.finish(Verdict{Artifact: a, Status: StatusVerified, Message: "B", Time: time.Now()})) {
+			if !testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusVerified, Message: "B", Time: time.Now()}))(t) {
 				t.Fatal("first finish not recorded")
 			}
-			if mustT[bool](t)(st.finish(Verdict{Artifact: a, Status: StatusRejected, Message: "A", Time: time.Now()})) {
+			if testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusRejected, Message: "A", Time: time.Now()}))(t) {
 				t.Fatal("second finish recorded")
 			}
-			if v := mustT[*Verdict](t)(st.Get(a.Repository, a.Digest)); v.Status != StatusVerified || v.Message != "B" {
+			if v := testutil.Must1(st.Get(a.Repository, a.Digest))(t); v.Status != StatusVerified || v.Message != "B" {
 				t.Fatalf("verdict %+v, want B's", v)
 			}
-			if e := mustT[*queueEntry](t)(st.claim(a, "C", time.Minute)); e != nil {
+			if e := testutil.Must1(st.claim(a, "C", time.Minute))(t); e != nil {
 				t.Fatalf("decided artifact claimed: %+v", e)
 			}
-			if q := mustT[[]queueEntry](t)(st.queued()); len(q) != 0 {
+			if q := testutil.Must1(st.queued())(t); len(q) != 0 {
 				t.Fatalf("queue after the verdict: %+v", q)
 			}
-			if e := mustT[*queueEntry](t)(st.enqueue(a)); e != nil {
+			if e := testutil.Must1(st.enqueue(a))(t); e != nil {
 				t.Fatalf("decided artifact queued: %+v", e)
 			}
 
 			// A retry frees the lease; the entry is due at its next attempt.
 			b := a
 			b.Digest = "sha256:" + fmt.Sprintf("%064x", 2)
-			e = mustT[*queueEntry](t)(st.claim(b, "A", time.Minute))
+			e = testutil.Must1(st.claim(b, "A", time.Minute))(t)
 			e.Attempts, e.Next = 1, time.Now().Add(time.Hour)
 			if err := st.retry(Verdict{Artifact: b, Status: StatusPending, Attempts: 1, Time: time.Now()}, *e); err != nil {
 				t.Fatal(err)
 			}
-			if d := mustT[[]queueEntry](t)(st.due()); len(d) != 0 {
+			if d := testutil.Must1(st.due())(t); len(d) != 0 {
 				t.Fatalf("due an hour early: %+v", d)
 			}
-			if e := mustT[*queueEntry](t)(st.claim(b, "B", time.Minute)); e == nil || e.Attempts != 1 {
+			if e := testutil.Must1(st.claim(b, "B", time.Minute))(t); e == nil || e.Attempts != 1 {
 				t.Fatalf("claim after a retry (a new event): %+v", e)
 			}
 		})
@@ -148,7 +149,7 @@ func TestPGMigrate(t *testing.T) {
 	pg := testpg.Start(t)
 	ctx := context.Background()
 	version := func(dsn string) int {
-		c := mustT[*pgx.Conn](t)(pgx.Connect(ctx, dsn))
+		c := testutil.Must1(pgx.Connect(ctx, dsn))(t)
 		defer c.Close(ctx)
 		var v int
 		if err := c.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&v); err != nil {
@@ -158,20 +159,20 @@ func TestPGMigrate(t *testing.T) {
 	}
 	t.Run("empty", func(t *testing.T) {
 		dsn := pg.NewDB(t)
-		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
+		st := testutil.Must1(openPGStore(ctx, dsn))(t)
 		st.Close()
-		if v := version(dsn); v != SchemaVersion || SchemaVersion != 3 {
-			t.Fatalf("schema version %d, want %d (3)", v, SchemaVersion)
+		if v := version(dsn); v != schemaVersion || schemaVersion != 3 {
+			t.Fatalf("schema version %d, want %d (3)", v, schemaVersion)
 		}
-		st = mustT[*PGStore](t)(OpenPGStore(ctx, dsn)) // again: nothing to do
+		st = testutil.Must1(openPGStore(ctx, dsn))(t) // again: nothing to do
 		st.Close()
 	})
 	t.Run("from v1", func(t *testing.T) {
 		dsn := pg.NewDB(t)
-		v1 := mustT[*PGStore](t)(openPG(ctx, dsn, 1))
+		v1 := testutil.Must1(openPG(ctx, dsn, 1))(t)
 		a := Artifact{Registry: "reg.example", Repository: "pht/old", Digest: "sha256:" + fmt.Sprintf("%064x", 7)}
 		done := Artifact{Registry: "reg.example", Repository: "pht/old", Digest: "sha256:" + fmt.Sprintf("%064x", 8)}
-		c := mustT[*pgx.Conn](t)(pgx.Connect(ctx, dsn))
+		c := testutil.Must1(pgx.Connect(ctx, dsn))(t)
 		for _, q := range []struct {
 			sql  string
 			args []any
@@ -188,27 +189,27 @@ func TestPGMigrate(t *testing.T) {
 		if v := version(dsn); v != 1 {
 			t.Fatalf("version %d before the migration, want 1", v)
 		}
-		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
+		st := testutil.Must1(openPGStore(ctx, dsn))(t)
 		defer st.Close()
-		if v := version(dsn); v != SchemaVersion {
-			t.Fatalf("version %d after the migration, want %d", v, SchemaVersion)
+		if v := version(dsn); v != schemaVersion {
+			t.Fatalf("version %d after the migration, want %d", v, schemaVersion)
 		}
-		if d := mustT[[]queueEntry](t)(st.due()); len(d) != 1 || d[0].Artifact != a || d[0].Attempts != 1 {
+		if d := testutil.Must1(st.due())(t); len(d) != 1 || d[0].Artifact != a || d[0].Attempts != 1 {
 			t.Fatalf("queued work after the migration: %+v", d)
 		}
-		if e := mustT[*queueEntry](t)(st.claim(a, "A", time.Minute)); e == nil {
+		if e := testutil.Must1(st.claim(a, "A", time.Minute))(t); e == nil {
 			t.Fatal("migrated entry not claimable")
 		}
-		if e := mustT[*queueEntry](t)(st.claim(done, "A", time.Minute)); e != nil {
+		if e := testutil.Must1(st.claim(done, "A", time.Minute))(t); e != nil {
 			t.Fatalf("migrated final verdict not seen by claim: %+v", e)
 		}
-		if v := mustT[*Verdict](t)(st.Get(done.Repository, done.Digest)); v.Status != StatusVerified {
+		if v := testutil.Must1(st.Get(done.Repository, done.Digest))(t); v.Status != StatusVerified {
 			t.Fatalf("migrated verdict: %+v", v)
 		}
 	})
 	t.Run("from v2", func(t *testing.T) {
 		dsn := pg.NewDB(t)
-		v2 := mustT[*PGStore](t)(openPG(ctx, dsn, 2))
+		v2 := testutil.Must1(openPG(ctx, dsn, 2))(t)
 		done := Artifact{Registry: "reg.example", Repository: "pht/old", Digest: "sha256:" + fmt.Sprintf("%064x", 9)}
 		if err := v2.Put(Verdict{Artifact: done, Status: StatusVerified, Time: time.Now()}); err != nil {
 			t.Fatal(err)
@@ -217,12 +218,12 @@ func TestPGMigrate(t *testing.T) {
 			t.Fatal("a version 2 schema has a summaries table")
 		}
 		v2.Close()
-		st := mustT[*PGStore](t)(OpenPGStore(ctx, dsn))
+		st := testutil.Must1(openPGStore(ctx, dsn))(t)
 		defer st.Close()
 		if v := version(dsn); v != 3 {
 			t.Fatalf("version %d after the migration, want 3", v)
 		}
-		if v := mustT[*Verdict](t)(st.Get(done.Repository, done.Digest)); v.Status != StatusVerified {
+		if v := testutil.Must1(st.Get(done.Repository, done.Digest))(t); v.Status != StatusVerified {
 			t.Fatalf("verdict after the migration: %+v", v)
 		}
 		c := StoreSummaryCache{Store: st}
@@ -233,11 +234,11 @@ func TestPGMigrate(t *testing.T) {
 	})
 	t.Run("newer schema refused", func(t *testing.T) {
 		dsn := pg.NewDB(t)
-		mustT[*PGStore](t)(OpenPGStore(ctx, dsn)).Close()
-		c := mustT[*pgx.Conn](t)(pgx.Connect(ctx, dsn))
+		testutil.Must1(openPGStore(ctx, dsn))(t).Close()
+		c := testutil.Must1(pgx.Connect(ctx, dsn))(t)
 		c.Exec(ctx, `UPDATE schema_version SET version = 99`)
 		c.Close(ctx)
-		if _, err := OpenPGStore(ctx, dsn); err == nil {
+		if _, err := openPGStore(ctx, dsn); err == nil {
 			t.Fatal("a schema newer than this build was opened")
 		}
 	})
@@ -294,10 +295,10 @@ func TestReplicasVerifyOnce(t *testing.T) {
 	var mu sync.Mutex
 	started, done := map[string]int{}, map[string]int{}
 	replica := func(owner string, hang int) (*Server, *httptest.Server, *replicaVerifier, VerdictStore) {
-		st := mustT[*PGStore](t)(OpenPGStore(context.Background(), dsn))
+		st := testutil.Must1(openPGStore(context.Background(), dsn))(t)
 		rv := &replicaVerifier{inner: TrainVerifier{}, mu: &mu, started: started, done: done, hang: hang, hung: make(chan string, n)}
-		s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: rv, Store: st, Registry: reg.Host, Workers: 2,
-			Lease: 2 * time.Second, PollInterval: 100 * time.Millisecond, Owner: owner, Retries: -1}))
+		s := testutil.Must1(New(Config{Secret: secret, Verifier: rv, Store: st, Registry: reg.Host, Workers: 2,
+			Lease: 2 * time.Second, PollInterval: 100 * time.Millisecond, Owner: owner, Retries: -1}))(t)
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -309,7 +310,7 @@ func TestReplicasVerifyOnce(t *testing.T) {
 
 	for _, d := range digests {
 		for _, h := range []*httptest.Server{ha, hb} {
-			if code, body := post(t, h.URL+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", d, reg.Host)); code != 202 {
+			if code, body := post(t, h.URL+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", d, reg.Host)); code != 202 {
 				t.Fatalf("event to a replica: %d %s", code, body)
 			}
 		}

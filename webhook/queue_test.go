@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -83,9 +83,9 @@ func TestTagOrderedByEventTime(t *testing.T) {
 	_, hs, _ := newServer(t, &countingVerifier{calls: map[string]int{}}, filepath.Join(t.TempDir(), "t.db"), Config{Workers: 1})
 	older, newer := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
 	t0 := time.Now().Add(-time.Minute)
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventAt("pht/t", newer, "latest", t0.Add(time.Second)))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventAt("pht/t", newer, "latest", t0.Add(time.Second)))
 	waitVerdict(t, hs.URL, "pht/t@"+newer)
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventAt("pht/t", older, "latest", t0))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventAt("pht/t", older, "latest", t0))
 	waitVerdict(t, hs.URL, "pht/t@"+older)
 	if v := getVerdict(t, hs.URL, "pht/t:latest"); v == nil || v.Artifact.Digest != newer {
 		t.Fatalf("pht/t:latest answers %+v, want the newer push %s", v, newer)
@@ -102,7 +102,7 @@ func TestTagVerdictIsCurrent(t *testing.T) {
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "c.db"), Config{Registry: reg.Host,
 		Resolver: RegistryResolver{}, TagCacheTTL: time.Millisecond})
 	a := buildTrain(t, reg.Host+"/pht/t:latest", oci.Options{})
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventAt("pht/t", a, "latest", time.Now()))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventAt("pht/t", a, "latest", time.Now()))
 	if v := waitVerdict(t, hs.URL, "pht/t:latest"); v.Status != StatusVerified || v.Artifact.Digest != a {
 		t.Fatalf("first push: %+v", v)
 	}
@@ -111,11 +111,11 @@ func TestTagVerdictIsCurrent(t *testing.T) {
 		t.Fatalf("tag moved to %s without a verdict: %+v", b, v)
 	}
 	ghost := "sha256:" + strings.Repeat("9", 64)
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventAt("pht/t", ghost, "latest", time.Now().Add(time.Hour)))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventAt("pht/t", ghost, "latest", time.Now().Add(time.Hour)))
 	if v := getVerdict(t, hs.URL, "pht/t:latest"); v == nil || v.Artifact.Digest != b {
 		t.Fatalf("after an event for a digest never pushed: %+v", v)
 	}
-	post(t, hs.URL, secret, MediaTypeDistribution, distEventAt("pht/t", b, "latest", time.Now()))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEventAt("pht/t", b, "latest", time.Now()))
 	waitFor(t, hs.URL, "pht/t:latest", "verified for "+b, func(v *Verdict) bool { return v.Status == StatusVerified && v.Artifact.Digest == b })
 }
 
@@ -124,13 +124,13 @@ func unpushed(t *testing.T) (v1.Image, string) {
 	t.Helper()
 	dir := t.TempDir()
 	reg := oci.Options{}
-	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), reg))
+	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), reg))(t)
 	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('later')\n"), 0o644)
-	k := mustT[*rsa.PrivateKey](t)(keys.Generate(2048))
-	out := mustT[*train.Output](t)(train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k, BuilderKey: k,
-		Route: []protocol.RouteStation{{ID: "st-1", PublicKey: &k.PublicKey}}}, train.Options{}))
+	k := testutil.Must1(keys.Generate(2048))(t)
+	out := testutil.Must1(train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k, BuilderKey: k,
+		Route: []protocol.RouteStation{{ID: "st-1", PublicKey: &k.PublicKey}}}, train.Options{}))(t)
 	t.Cleanup(func() { out.Close() })
-	return out.Image, mustT[v1.Hash](t)(out.Image.Digest()).String()
+	return out.Image, testutil.Must1(out.Image.Digest())(t).String()
 }
 
 // TestErrorsAreRetried: a digest announced before it can be read (a 404)
@@ -140,12 +140,12 @@ func unpushed(t *testing.T) (v1.Image, string) {
 func TestErrorsAreRetried(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{})
 	push := func(img v1.Image, repo string) {
-		mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/"+repo+":latest")), img, oci.Options{}))
+		testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/"+repo+":latest"))(t), img, oci.Options{}))(t)
 	}
 	t.Run("backoff", func(t *testing.T) {
 		img, d := unpushed(t)
 		_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "b.db"), Config{Registry: reg.Host, Retries: -1, Backoff: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-		post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/late", d))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/late", d))
 		v := waitFor(t, hs.URL, "pht/late@"+d, "an error", func(v *Verdict) bool { return v.Status == StatusError })
 		if v.RetryAt == nil || !strings.Contains(v.Message, "not found") {
 			t.Errorf("error before the push: %+v", v)
@@ -156,10 +156,10 @@ func TestErrorsAreRetried(t *testing.T) {
 	t.Run("new event", func(t *testing.T) {
 		img, d := unpushed(t)
 		_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "e.db"), Config{Registry: reg.Host, Retries: -1, Backoff: time.Hour})
-		post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/again", d))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/again", d))
 		waitFor(t, hs.URL, "pht/again@"+d, "an error", func(v *Verdict) bool { return v.Status == StatusError })
 		push(img, "pht/again")
-		code, body := post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/again", d))
+		code, body := post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/again", d))
 		if code != http.StatusAccepted || !strings.Contains(body, d) {
 			t.Fatalf("a new event for an error: %d %s", code, body)
 		}
@@ -170,7 +170,7 @@ func TestErrorsAreRetried(t *testing.T) {
 	t.Run("window over", func(t *testing.T) {
 		img, d := unpushed(t)
 		_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "w.db"), Config{Registry: reg.Host, Retries: -1, Backoff: 50 * time.Millisecond, RetryWindow: 300 * time.Millisecond})
-		post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/gone", d))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/gone", d))
 		v := waitFor(t, hs.URL, "pht/gone@"+d, "an error without retry", func(v *Verdict) bool { return v.Status == StatusError && v.RetryAt == nil })
 		if v.Attempts < 2 {
 			t.Errorf("retried %d times within the window", v.Attempts-1)
@@ -179,7 +179,7 @@ func TestErrorsAreRetried(t *testing.T) {
 			t.Errorf("errors_total %s, want 1", metric(t, hs.URL, "phtoci_webhook_errors_total"))
 		}
 		push(img, "pht/gone")
-		post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/gone", d))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/gone", d))
 		waitFor(t, hs.URL, "pht/gone@"+d, "verified", func(v *Verdict) bool { return v.Status == StatusVerified })
 	})
 }
@@ -215,9 +215,9 @@ func (g *gatedVerifier) count(k string) int { g.mu.Lock(); defer g.mu.Unlock(); 
 func TestGracefulStop(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "g.db")
 	g := &gatedVerifier{started: make(chan string, 10), release: make(chan struct{}), calls: map[string]int{}}
-	start := func() (*Server, *httptest.Server, *Store) {
-		st := mustT[*Store](t)(OpenStore(db))
-		s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: g, Store: st, Registry: "reg.example", Workers: 1}))
+	start := func() (*Server, *httptest.Server, VerdictStore) {
+		st := testutil.Must1(OpenStore(db))(t)
+		s := testutil.Must1(New(Config{Secret: secret, Verifier: g, Store: st, Registry: "reg.example", Workers: 1}))(t)
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +226,7 @@ func TestGracefulStop(t *testing.T) {
 	a, b := "pht/a@sha256:"+strings.Repeat("a", 64), "pht/b@sha256:"+strings.Repeat("b", 64)
 	ev := func(base, ref string) (int, string) {
 		repo, d, _ := strings.Cut(ref, "@")
-		return post(t, base, secret, MediaTypeDistribution, distEvent(repo, d))
+		return post(t, base, secret, mediaTypeDistribution, distEvent(repo, d))
 	}
 
 	s, hs, st := start()
@@ -291,16 +291,16 @@ func TestGracefulStop(t *testing.T) {
 // recorded nor counted.
 func TestDecidedOnceOnly(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "d.db")
-	st := mustT[*Store](t)(OpenStore(db))
+	st := testutil.Must1(OpenStore(db))(t)
 	a := Artifact{Registry: "reg.example", Repository: "pht/x", Digest: "sha256:" + strings.Repeat("d", 64)}
-	mustT[*queueEntry](t)(st.enqueue(a))
+	testutil.Must1(st.enqueue(a))(t)
 	if err := st.Put(Verdict{Artifact: a, Status: StatusVerified, Attempts: 1}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
 	cv := &countingVerifier{calls: map[string]int{}}
 	_, hs, st2 := newServer(t, cv, db, Config{})
-	st = st2.(*Store)
+	st = st2.(*boltStore)
 	time.Sleep(200 * time.Millisecond) // time for a wrong second run
 	cv.mu.Lock()
 	n := cv.calls[a.Key()]
@@ -308,10 +308,10 @@ func TestDecidedOnceOnly(t *testing.T) {
 	if n != 0 {
 		t.Errorf("a decided artifact was verified again %d times", n)
 	}
-	if left := mustT[[]queueEntry](t)(st.queued()); len(left) != 0 {
+	if left := testutil.Must1(st.queued())(t); len(left) != 0 {
 		t.Errorf("still queued: %+v", left)
 	}
-	if rec := mustT[bool](t)(st.finish(Verdict{Artifact: a, Status: StatusRejected})); rec {
+	if rec := testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusRejected}))(t); rec {
 		t.Error("a second verdict replaced a final one")
 	}
 	if v := getVerdict(t, hs.URL, "pht/x@"+a.Digest); v == nil || v.Status != StatusVerified {
@@ -333,21 +333,21 @@ func TestStalledRegistryCannotStopQueue(t *testing.T) {
 		VerifyTimeout: time.Second, Backoff: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Registries: map[string]string{"stall.example": stall, "reg.example": reg.Host}})
 	good := buildTrain(t, reg.Host+"/pht/base:latest", oci.Options{})
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/base@"+good)), oci.Options{}))
-	cf0 := mustT[*v1.ConfigFile](t)(img.ConfigFile())
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/base@"+good))(t), oci.Options{}))(t)
+	cf0 := testutil.Must1(img.ConfigFile())(t)
 	var digests []string
 	for i := 0; i < 20; i++ {
 		cf := cf0.DeepCopy()
 		cf.Config.Labels["org.example.n"] = fmt.Sprint(i)
-		variant := mustT[v1.Image](t)(mutate.ConfigFile(img, cf))
-		d := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(fmt.Sprintf("%s/pht/many:t%d", reg.Host, i))), variant, oci.Options{}))
+		variant := testutil.Must1(mutate.ConfigFile(img, cf))(t)
+		d := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(fmt.Sprintf("%s/pht/many:t%d", reg.Host, i)))(t), variant, oci.Options{}))(t)
 		digests = append(digests, d.String())
 	}
 	for i := 0; i < 2; i++ {
-		post(t, hs.URL, secret, MediaTypeDistribution, distEventHost(fmt.Sprintf("pht/stuck%d", i), "sha256:"+strings.Repeat(fmt.Sprint(i), 64), "stall.example"))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEventHost(fmt.Sprintf("pht/stuck%d", i), "sha256:"+strings.Repeat(fmt.Sprint(i), 64), "stall.example"))
 	}
 	for _, d := range digests {
-		post(t, hs.URL, secret, MediaTypeDistribution, distEventHost("pht/many", d, "reg.example"))
+		post(t, hs.URL, secret, mediaTypeDistribution, distEventHost("pht/many", d, "reg.example"))
 	}
 	for _, d := range digests {
 		if v := waitVerdict(t, hs.URL, "pht/many@"+d); v.Status != StatusVerified {
@@ -366,12 +366,12 @@ func TestStalledRegistryCannotStopQueue(t *testing.T) {
 // timestamp and Harbor's occur_at.
 func TestEventTimes(t *testing.T) {
 	at := time.Date(2026, 11, 26, 14, 0, 0, 123000000, time.UTC)
-	arts, _, err := parse(distEventAt("pht/t", "sha256:"+strings.Repeat("a", 64), "latest", at), MediaTypeDistribution)
+	arts, _, err := parse(distEventAt("pht/t", "sha256:"+strings.Repeat("a", 64), "latest", at), mediaTypeDistribution)
 	if err != nil || len(arts) != 1 || !arts[0].Time.Equal(at) {
 		t.Errorf("distribution: %+v %v", arts, err)
 	}
 	raw := strings.NewReplacer("DIGEST", "sha256:"+strings.Repeat("b", 64), "REGISTRY", "reg.example", "REPOSITORY", "pht/t", "TAG", "latest").
-		Replace(string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))))
+		Replace(string(testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t)))
 	arts, _, err = parse([]byte(raw), "application/json")
 	if err != nil || len(arts) != 1 || !arts[0].Time.Equal(time.Unix(1764031200, 0)) {
 		t.Errorf("harbor: %+v %v", arts, err)

@@ -21,8 +21,8 @@ func (s *Server) listVerdicts(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	page, next, err := s.cfg.Store.Verdicts(q)
-	if errors.Is(err, ErrBadCursor) {
+	page, next, err := s.cfg.Store.listVerdicts(q)
+	if errors.Is(err, errBadCursor) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
@@ -40,8 +40,8 @@ func (s *Server) listVerdicts(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, out)
 }
 
-func verdictQuery(p url.Values) (VerdictQuery, error) {
-	q := VerdictQuery{Repository: p.Get("repository"), Status: p.Get("status"), Cursor: p.Get("cursor"), Limit: 50}
+func verdictQuery(p url.Values) (verdictFilter, error) {
+	q := verdictFilter{Repository: p.Get("repository"), Status: p.Get("status"), Cursor: p.Get("cursor"), Limit: 50}
 	switch q.Status {
 	case "", StatusPending, StatusVerified, StatusRejected, StatusError:
 	default:
@@ -66,38 +66,38 @@ func verdictQuery(p url.Values) (VerdictQuery, error) {
 
 // Station progress on a train's route.
 const (
-	StationDone    = "done"
-	StationCurrent = "current"
-	StationPending = "pending"
+	stationDone    = "done"
+	stationCurrent = "current"
+	stationPending = "pending"
 )
 
-// StationState is one station of a train's route and how far the train is.
-type StationState struct {
+// stationState is one station of a train's route and how far the train is.
+type stationState struct {
 	Station string `json:"station"`
 	State   string `json:"state"`
 }
 
-// TrainView is GET /v1/trains/{id}: every hop seen of a train and its
+// trainProgress is GET /v1/trains/{id}: every hop seen of a train and its
 // progress along its route (from its newest verified hop).
-type TrainView struct {
+type trainProgress struct {
 	ID         string         `json:"id"`
 	Repository string         `json:"repository,omitempty"` // where it was first seen
-	Route      []StationState `json:"route"`
-	Hops       []Hop          `json:"hops"`
+	Route      []stationState `json:"route"`
+	Hops       []trainHop     `json:"hops"`
 }
 
-func (s *Server) trainView(id string) (*TrainView, error) {
-	hops, err := s.cfg.Store.Hops(id)
+func (s *Server) trainView(id string) (*trainProgress, error) {
+	hops, err := s.cfg.Store.hopsOf(id)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := s.cfg.Store.Train(id)
+	rec, err := s.cfg.Store.trainByID(id)
 	if err != nil && len(hops) == 0 {
 		return nil, err
 	}
-	tv := &TrainView{ID: id, Hops: hops, Route: []StationState{}}
+	tv := &trainProgress{ID: id, Hops: hops, Route: []stationState{}}
 	if tv.Hops == nil {
-		tv.Hops = []Hop{}
+		tv.Hops = []trainHop{}
 	}
 	if rec == nil {
 		return tv, nil
@@ -120,14 +120,14 @@ func (s *Server) trainView(id string) (*TrainView, error) {
 		}
 	}
 	for i, st := range rec.Route {
-		state := StationPending
+		state := stationPending
 		switch {
 		case i < cur:
-			state = StationDone
+			state = stationDone
 		case i == cur:
-			state = StationCurrent
+			state = stationCurrent
 		}
-		tv.Route = append(tv.Route, StationState{Station: st.Station, State: state})
+		tv.Route = append(tv.Route, stationState{Station: st.Station, State: state})
 	}
 	return tv, nil
 }
@@ -186,8 +186,8 @@ code{font-size:12px}
 `))
 
 type statusTrain struct {
-	TrainView
-	Last *Hop
+	trainProgress
+	Last *trainHop
 }
 
 // statusHTML serves the status page: recent trains with their route
@@ -201,14 +201,14 @@ func (s *Server) statusHTML(w http.ResponseWriter) {
 		Trains   []statusTrain
 		Verdicts []Verdict
 	}{Now: time.Now(), Refresh: statusRefresh}
-	ids, err := s.cfg.Store.RecentTrains(recent)
+	ids, err := s.cfg.Store.recentTrains(recent)
 	if err == nil {
 		for _, id := range ids {
 			tv, err := s.trainView(id)
 			if err != nil {
 				continue
 			}
-			st := statusTrain{TrainView: *tv}
+			st := statusTrain{trainProgress: *tv}
 			if n := len(tv.Hops); n > 0 {
 				st.Last = &tv.Hops[n-1]
 			}
@@ -216,7 +216,7 @@ func (s *Server) statusHTML(w http.ResponseWriter) {
 		}
 	}
 	if err == nil {
-		data.Verdicts, _, err = s.cfg.Store.Verdicts(VerdictQuery{Limit: recent})
+		data.Verdicts, _, err = s.cfg.Store.listVerdicts(verdictFilter{Limit: recent})
 	}
 	if err != nil {
 		http.Error(w, "store: "+err.Error(), http.StatusInternalServerError)

@@ -15,25 +15,25 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
 // tamper pushes good@reg with an extra, unsigned file as repo:latest.
 func tamper(t *testing.T, regHost, good, repo string) string {
 	t.Helper()
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(regHost+"/pht/train@"+good)), oci.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(regHost+"/pht/train@"+good))(t), oci.Options{}))(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "opt/pht_train/extra.py", Mode: 0o644, Size: 4, Typeflag: tar.TypeReg})
 	tw.Write([]byte("evil"))
 	tw.Close()
 	data := buf.Bytes()
-	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
-	return mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(regHost+"/"+repo+":latest")), mustT[v1.Image](t)(mutate.AppendLayers(img, l)), oci.Options{})).String()
+	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	return testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(regHost+"/"+repo+":latest"))(t), testutil.Must1(mutate.AppendLayers(img, l))(t), oci.Options{}))(t).String()
 }
 
 func getJSON(t *testing.T, u, auth string, v any) int {
@@ -64,9 +64,9 @@ func readFixture(t *testing.T, readSecret string) (string, []string, string, Ver
 	goods := buildTrains(t, reg.Host+"/pht/train", 3)
 	bad := tamper(t, reg.Host, goods[0], "pht/bad")
 	for _, d := range goods {
-		post(t, hs.URL+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", d, reg.Host))
+		post(t, hs.URL+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", d, reg.Host))
 	}
-	post(t, hs.URL+"/events", secret, MediaTypeDistribution, distEventHost("pht/bad", bad, reg.Host))
+	post(t, hs.URL+"/events", secret, mediaTypeDistribution, distEventHost("pht/bad", bad, reg.Host))
 	deadline := time.Now().Add(60 * time.Second)
 	for _, ref := range []string{"pht/train@" + goods[0], "pht/train@" + goods[1], "pht/train@" + goods[2], "pht/bad@" + bad} {
 		repo, d, _ := strings.Cut(ref, "@")
@@ -141,16 +141,16 @@ func TestReadEndpoints(t *testing.T) {
 		}
 	}
 
-	ids := mustT[[]string](t)(st.RecentTrains(10))
+	ids := testutil.Must1(st.recentTrains(10))(t)
 	if len(ids) != 3 {
 		t.Fatalf("recent trains %v, want the 3 verified", ids)
 	}
-	var tv TrainView
+	var tv trainProgress
 	if code := getJSON(t, base+"/v1/trains/"+url.PathEscape(ids[0]), read, &tv); code != 200 {
 		t.Fatalf("GET /v1/trains/%s: %d", ids[0], code)
 	}
 	if len(tv.Hops) != 1 || tv.Hops[0].Status != StatusVerified || tv.Hops[0].Next != "st-1" || tv.Hops[0].Station != "" || tv.Hops[0].Time.IsZero() ||
-		!strings.HasPrefix(tv.Hops[0].Digest, "sha256:") || len(tv.Route) != 1 || tv.Route[0] != (StationState{"st-1", StationCurrent}) {
+		!strings.HasPrefix(tv.Hops[0].Digest, "sha256:") || len(tv.Route) != 1 || tv.Route[0] != (stationState{"st-1", stationCurrent}) {
 		t.Errorf("train view: %+v", tv)
 	}
 	if code := getJSON(t, base+"/v1/trains/no-such-train", read, nil); code != 404 {
@@ -181,7 +181,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		defer cancel()
 		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-			"--user-data-dir=" + mustT[string](t)(os.MkdirTemp(dir, "profile-"))}, extra...)
+			"--user-data-dir=" + testutil.Must1(os.MkdirTemp(dir, "profile-"))(t)}, extra...)
 		cmd := exec.CommandContext(ctx, chromium, append(args, base+"/")...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -192,7 +192,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		return out
 	}
 	dom := string(run("--dump-dom"))
-	ids := mustT[[]string](t)(st.RecentTrains(10))
+	ids := testutil.Must1(st.recentTrains(10))(t)
 	want := []string{`<meta http-equiv="refresh" content="10">`, "Recent trains", "st-1 (current)", "unsigned_file", "rejected", "verified",
 		bad[:19], goods[0][:19], goods[1][:19], goods[2][:19]}
 	for _, id := range ids {

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"os"
@@ -11,9 +10,9 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
@@ -23,15 +22,15 @@ import (
 // trainID reads the @id of the train at ref.
 func trainID(t *testing.T, ref string) string {
 	t.Helper()
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), oci.Options{}))
-	tr := mustT[*train.Train](t)(train.Open(img, train.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(ref))(t), oci.Options{}))(t)
+	tr := testutil.Must1(train.Open(img, train.Options{}))(t)
 	defer tr.Close()
 	return tr.Config.ID
 }
 
 func tags(t *testing.T, repo string) []string {
 	t.Helper()
-	r := mustT[name.Repository](t)(name.NewRepository(repo))
+	r := testutil.Must1(name.NewRepository(repo))(t)
 	ts, err := remote.List(r)
 	if err != nil && !strings.Contains(err.Error(), "NAME_UNKNOWN") {
 		t.Fatal(err)
@@ -41,7 +40,7 @@ func tags(t *testing.T, repo string) []string {
 
 func tagDigest(t *testing.T, ref string) string {
 	t.Helper()
-	d := mustT[*v1.Descriptor](t)(remote.Head(mustT[name.Reference](t)(name.ParseReference(ref))))
+	d := testutil.Must1(remote.Head(testutil.Must1(name.ParseReference(ref))(t)))(t)
 	return d.Digest.String()
 }
 
@@ -57,7 +56,7 @@ func TestRoutingAgainstPushers(t *testing.T) {
 
 	a := buildTrain(t, reg.Host+"/pht/incoming:t1", oci.Options{})
 	tagA := TrainTag(trainID(t, reg.Host+"/pht/incoming@"+a))
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/incoming", a))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/incoming", a))
 	if v := waitVerdict(t, hs.URL, "pht/incoming@"+a); v.Status != StatusVerified || v.RoutedTo != "pht/station-1:"+tagA {
 		t.Fatalf("train A: %+v", v)
 	}
@@ -68,7 +67,7 @@ func TestRoutingAgainstPushers(t *testing.T) {
 	// Train B, tagged by its pusher with A's tag, goes to B's own tag.
 	b := buildTrain(t, reg.Host+"/pht/incoming:"+tagA, oci.Options{})
 	tagB := TrainTag(trainID(t, reg.Host+"/pht/incoming@"+b))
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/incoming", b))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/incoming", b))
 	if v := waitVerdict(t, hs.URL, "pht/incoming@"+b); v.Status != StatusVerified || v.RoutedTo != "pht/station-1:"+tagB || tagB == tagA {
 		t.Fatalf("train B: %+v", v)
 	}
@@ -78,7 +77,7 @@ func TestRoutingAgainstPushers(t *testing.T) {
 
 	// A valid train pushed to an unrelated repository: verified, not routed.
 	c := buildTrain(t, reg.Host+"/pht/elsewhere:x", oci.Options{})
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/elsewhere", c))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/elsewhere", c))
 	v := waitVerdict(t, hs.URL, "pht/elsewhere@"+c)
 	if v.Status != StatusVerified || !strings.HasPrefix(v.RoutedTo, "not routed: pht/elsewhere is neither") {
 		t.Fatalf("push to an unrelated repository: %+v", v)
@@ -93,13 +92,13 @@ func TestRoutingAgainstPushers(t *testing.T) {
 func TestRouteNeedsPinnedCreator(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "creator.pub")
-	k := mustT[*rsa.PrivateKey](t)(keys.Generate(2048))
+	k := testutil.Must1(keys.Generate(2048))(t)
 	if err := keys.WritePublicKey(key, &k.PublicKey); err != nil {
 		t.Fatal(err)
 	}
 	store := func(f trust.File) string {
 		p := filepath.Join(dir, "trust.json")
-		os.WriteFile(p, mustT[[]byte](t)(json.Marshal(f)), 0o600)
+		os.WriteFile(p, testutil.Must1(json.Marshal(f))(t), 0o600)
 		return p
 	}
 	base := "listen: 127.0.0.1:0\nsecret: x\nstore: v.db\nregistry: r.example\nroute: {incoming: pht/in, stations: {a: pht/a}}\n"

@@ -20,46 +20,46 @@ import (
 // check, so Harbor's "prevent vulnerable images from running" at Critical
 // refuses to pull it; a verified train has none.
 const (
-	MediaTypeScanRequest  = "application/vnd.scanner.adapter.scan.request+json; version=1.0"
-	MediaTypeScanResponse = "application/vnd.scanner.adapter.scan.response+json; version=1.0"
-	MediaTypeScanMetadata = "application/vnd.scanner.adapter.metadata+json; version=1.0"
-	MediaTypeScanError    = "application/vnd.scanner.adapter.error+json; version=1.0"
-	// MediaTypeHarborReport is the report type of the adapter specification;
-	// MediaTypeNativeReport is Harbor's own name for it. Both are answered
+	mediaTypeScanRequest  = "application/vnd.scanner.adapter.scan.request+json; version=1.0"
+	mediaTypeScanResponse = "application/vnd.scanner.adapter.scan.response+json; version=1.0"
+	mediaTypeScanMetadata = "application/vnd.scanner.adapter.metadata+json; version=1.0"
+	mediaTypeScanError    = "application/vnd.scanner.adapter.error+json; version=1.0"
+	// mediaTypeHarborReport is the report type of the adapter specification;
+	// mediaTypeNativeReport is Harbor's own name for it. Both are answered
 	// (the one the Accept header asks for; the first by default).
-	MediaTypeHarborReport = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.1"
-	MediaTypeNativeReport = "application/vnd.security.vulnerability.report; version=1.1"
+	mediaTypeHarborReport = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.1"
+	mediaTypeNativeReport = "application/vnd.security.vulnerability.report; version=1.1"
 )
 
-// UnverifiedID is the vulnerability id of a train that is not verified.
-const UnverifiedID = "PHT-UNVERIFIED"
+// unverifiedID is the vulnerability id of a train that is not verified.
+const unverifiedID = "PHT-UNVERIFIED"
 
-// ScanArtifact is the specification's Artifact.
-type ScanArtifact struct {
+// scanArtifact is the specification's Artifact.
+type scanArtifact struct {
 	Repository string `json:"repository"`
 	Digest     string `json:"digest"`
 	Tag        string `json:"tag,omitempty"`
 	MimeType   string `json:"mime_type,omitempty"`
 }
 
-// ScanRequest is the body of POST /api/v1/scan.
-type ScanRequest struct {
+// scanRequest is the body of POST /api/v1/scan.
+type scanRequest struct {
 	Registry struct {
 		URL           string `json:"url"`
 		Authorization string `json:"authorization,omitempty"`
 	} `json:"registry"`
-	Artifact ScanArtifact `json:"artifact"`
+	Artifact scanArtifact `json:"artifact"`
 }
 
-// ScannerInfo is the specification's Scanner.
-type ScannerInfo struct {
+// scannerInfoDoc is the specification's Scanner.
+type scannerInfoDoc struct {
 	Name    string `json:"name"`
 	Vendor  string `json:"vendor"`
 	Version string `json:"version"`
 }
 
-// VulnerabilityItem is one entry of a report.
-type VulnerabilityItem struct {
+// vulnerabilityItem is one entry of a report.
+type vulnerabilityItem struct {
 	ID          string   `json:"id"`
 	Package     string   `json:"package"`
 	Version     string   `json:"version"`
@@ -69,19 +69,19 @@ type VulnerabilityItem struct {
 	Links       []string `json:"links"`
 }
 
-// VulnerabilityReport is the specification's HarborVulnerabilityReport.
-type VulnerabilityReport struct {
+// vulnerabilityReport is the specification's HarborVulnerabilityReport.
+type vulnerabilityReport struct {
 	GeneratedAt     time.Time           `json:"generated_at"`
-	Artifact        ScanArtifact        `json:"artifact"`
-	Scanner         ScannerInfo         `json:"scanner"`
+	Artifact        scanArtifact        `json:"artifact"`
+	Scanner         scannerInfoDoc      `json:"scanner"`
 	Severity        string              `json:"severity"`
-	Vulnerabilities []VulnerabilityItem `json:"vulnerabilities"`
+	Vulnerabilities []vulnerabilityItem `json:"vulnerabilities"`
 }
 
-var scannerInfo = ScannerInfo{Name: "phtoci", Vendor: "phtoci", Version: "1"}
+var scannerInfo = scannerInfoDoc{Name: "phtoci", Vendor: "phtoci", Version: "1"}
 
 func scanError(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", MediaTypeScanError)
+	w.Header().Set("Content-Type", mediaTypeScanError)
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"message": fmt.Sprintf(format, args...)}})
 }
@@ -96,12 +96,12 @@ func (s *Server) scanner(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, "/api/v1")
 	switch {
 	case r.Method == http.MethodGet && p == "/metadata":
-		w.Header().Set("Content-Type", MediaTypeScanMetadata)
+		w.Header().Set("Content-Type", mediaTypeScanMetadata)
 		json.NewEncoder(w).Encode(map[string]any{
 			"scanner": scannerInfo,
 			"capabilities": []map[string][]string{{
 				"consumes_mime_types": {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"},
-				"produces_mime_types": {MediaTypeHarborReport, MediaTypeNativeReport},
+				"produces_mime_types": {mediaTypeHarborReport, mediaTypeNativeReport},
 			}},
 			"properties": map[string]string{"harbor.scanner-adapter/scanner-type": "pht-train-verification"},
 		})
@@ -127,7 +127,7 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 		scanError(w, http.StatusBadRequest, "scan request: body unreadable or over %d bytes", s.cfg.MaxBody)
 		return
 	}
-	var req ScanRequest
+	var req scanRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		scanError(w, http.StatusBadRequest, "scan request: %v", err)
 		return
@@ -161,7 +161,7 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logEvent("scan", "accepted", "", a)
-	w.Header().Set("Content-Type", MediaTypeScanResponse)
+	w.Header().Set("Content-Type", mediaTypeScanResponse)
 	w.WriteHeader(http.StatusAccepted)
 	json.NewEncoder(w).Encode(map[string]string{"id": scanID(a)})
 }
@@ -192,19 +192,19 @@ func (s *Server) scanReport(w http.ResponseWriter, r *http.Request, id string) {
 		scanError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	mt := MediaTypeHarborReport
-	if acc := strings.ReplaceAll(r.Header.Get("Accept"), " ", ""); acc == strings.ReplaceAll(MediaTypeNativeReport, " ", "") {
-		mt = MediaTypeNativeReport
+	mt := mediaTypeHarborReport
+	if acc := strings.ReplaceAll(r.Header.Get("Accept"), " ", ""); acc == strings.ReplaceAll(mediaTypeNativeReport, " ", "") {
+		mt = mediaTypeNativeReport
 	}
-	rep := VulnerabilityReport{GeneratedAt: v.Time, Scanner: scannerInfo, Severity: "Unknown", Vulnerabilities: []VulnerabilityItem{},
-		Artifact: ScanArtifact{Repository: repo, Digest: digest, Tag: v.Artifact.Tag}}
+	rep := vulnerabilityReport{GeneratedAt: v.Time, Scanner: scannerInfo, Severity: "Unknown", Vulnerabilities: []vulnerabilityItem{},
+		Artifact: scanArtifact{Repository: repo, Digest: digest, Tag: v.Artifact.Tag}}
 	if v.Status != StatusVerified {
 		check := v.Check
 		if check == "" {
 			check = v.Status // an error: the registry kept failing
 		}
 		rep.Severity = "Critical"
-		rep.Vulnerabilities = append(rep.Vulnerabilities, VulnerabilityItem{ID: UnverifiedID, Package: repo, Version: digest,
+		rep.Vulnerabilities = append(rep.Vulnerabilities, vulnerabilityItem{ID: unverifiedID, Package: repo, Version: digest,
 			Severity: "Critical", Description: strings.TrimSpace(check + ": " + v.Message), Links: []string{}})
 	}
 	w.Header().Set("Content-Type", mt)

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -41,7 +41,7 @@ func scanDo(t *testing.T, method, url, auth, ctype, accept string, body []byte) 
 	return resp, b
 }
 
-// scanReq is a ScanRequest as Harbor sends it (the specification's
+// scanReq is a scanRequest as Harbor sends it (the specification's
 // example shape, with a robot account's authorization).
 func scanReq(registryURL, repo, digest, tag string) []byte {
 	b, _ := json.Marshal(map[string]any{
@@ -53,10 +53,10 @@ func scanReq(registryURL, repo, digest, tag string) []byte {
 
 // scanReport asks for a scan and polls its report as Harbor does (302 with
 // Refresh-After while it is made) until 200.
-func scanReport(t *testing.T, base, registryURL, repo, digest, accept string) (VulnerabilityReport, string) {
+func scanReport(t *testing.T, base, registryURL, repo, digest, accept string) (vulnerabilityReport, string) {
 	t.Helper()
-	resp, b := scanDo(t, http.MethodPost, base+"/api/v1/scan", secret, MediaTypeScanRequest, "", scanReq(registryURL, repo, digest, "latest"))
-	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Content-Type") != MediaTypeScanResponse {
+	resp, b := scanDo(t, http.MethodPost, base+"/api/v1/scan", secret, mediaTypeScanRequest, "", scanReq(registryURL, repo, digest, "latest"))
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Content-Type") != mediaTypeScanResponse {
 		t.Fatalf("POST /api/v1/scan: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	var sr struct{ ID string }
@@ -74,7 +74,7 @@ func scanReport(t *testing.T, base, registryURL, repo, digest, accept string) (V
 			time.Sleep(100 * time.Millisecond)
 			continue
 		case http.StatusOK:
-			var rep VulnerabilityReport
+			var rep vulnerabilityReport
 			if err := json.Unmarshal(b, &rep); err != nil {
 				t.Fatalf("report %s: %v", b, err)
 			}
@@ -84,7 +84,7 @@ func scanReport(t *testing.T, base, registryURL, repo, digest, accept string) (V
 		}
 	}
 	t.Fatal("no report within 60 s")
-	return VulnerabilityReport{}, ""
+	return vulnerabilityReport{}, ""
 }
 
 // TestHarborScanner: Harbor's scanner adapter API v1.1 against a real
@@ -100,45 +100,45 @@ func TestHarborScanner(t *testing.T) {
 
 	resp, b := scanDo(t, http.MethodGet, hs.URL+"/api/v1/metadata", secret, "", "", nil)
 	var md struct {
-		Scanner      ScannerInfo `json:"scanner"`
+		Scanner      scannerInfoDoc `json:"scanner"`
 		Capabilities []struct {
 			Consumes []string `json:"consumes_mime_types"`
 			Produces []string `json:"produces_mime_types"`
 		} `json:"capabilities"`
 	}
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != MediaTypeScanMetadata || json.Unmarshal(b, &md) != nil ||
-		md.Scanner.Name != "phtoci" || len(md.Capabilities) != 1 || !strings.Contains(strings.Join(md.Capabilities[0].Produces, ","), MediaTypeNativeReport) ||
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != mediaTypeScanMetadata || json.Unmarshal(b, &md) != nil ||
+		md.Scanner.Name != "phtoci" || len(md.Capabilities) != 1 || !strings.Contains(strings.Join(md.Capabilities[0].Produces, ","), mediaTypeNativeReport) ||
 		!strings.Contains(strings.Join(md.Capabilities[0].Consumes, ","), "application/vnd.oci.image.manifest.v1+json") {
 		t.Fatalf("metadata: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 
 	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
-	rep, ct := scanReport(t, hs.URL, harbor, "pht/train", good, MediaTypeNativeReport)
-	if ct != MediaTypeNativeReport || len(rep.Vulnerabilities) != 0 || rep.Artifact.Digest != good || rep.Scanner.Name != "phtoci" {
+	rep, ct := scanReport(t, hs.URL, harbor, "pht/train", good, mediaTypeNativeReport)
+	if ct != mediaTypeNativeReport || len(rep.Vulnerabilities) != 0 || rep.Artifact.Digest != good || rep.Scanner.Name != "phtoci" {
 		t.Fatalf("verified train: %s %+v", ct, rep)
 	}
 
 	// Tampered: an extra, unsigned file.
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/train@"+good))(t), oci.Options{}))(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "opt/pht_train/extra.py", Mode: 0o644, Size: 4, Typeflag: tar.TypeReg})
 	tw.Write([]byte("evil"))
 	tw.Close()
 	data := buf.Bytes()
-	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
-	bad := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/bad:latest")), mustT[v1.Image](t)(mutate.AppendLayers(img, l)), oci.Options{}))
+	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	bad := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/bad:latest"))(t), testutil.Must1(mutate.AppendLayers(img, l))(t), oci.Options{}))(t)
 	// Not a train: the master image itself.
-	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{}))
-	plain := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/plain:latest")), base, oci.Options{}))
+	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)
+	plain := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/plain:latest"))(t), base, oci.Options{}))(t)
 	for _, c := range []struct{ repo, digest, check string }{{"pht/bad", bad.String(), "unsigned_file: "}, {"pht/plain", plain.String(), "not_a_train: "}} {
 		rep, ct := scanReport(t, hs.URL, harbor, c.repo, c.digest, "")
-		if ct != MediaTypeHarborReport || rep.Severity != "Critical" || len(rep.Vulnerabilities) != 1 {
+		if ct != mediaTypeHarborReport || rep.Severity != "Critical" || len(rep.Vulnerabilities) != 1 {
 			t.Fatalf("%s: %s %+v", c.repo, ct, rep)
 		}
 		v := rep.Vulnerabilities[0]
-		if v.ID != UnverifiedID || v.Severity != "Critical" || !strings.HasPrefix(v.Description, c.check) || v.Version != c.digest {
-			t.Errorf("%s: vulnerability %+v, want %s Critical %q…", c.repo, v, UnverifiedID, c.check)
+		if v.ID != unverifiedID || v.Severity != "Critical" || !strings.HasPrefix(v.Description, c.check) || v.Version != c.digest {
+			t.Errorf("%s: vulnerability %+v, want %s Critical %q…", c.repo, v, unverifiedID, c.check)
 		}
 	}
 
@@ -154,9 +154,9 @@ func TestHarborScanner(t *testing.T) {
 		{"wrong secret for a report", http.MethodGet, "/api/v1/scan/x/report", "", nil, 401},
 		{"unknown scan id", http.MethodGet, "/api/v1/scan/cGh0L25vQHNoYTI1Njox/report", secret, nil, 404},
 	} {
-		resp, b := scanDo(t, c.method, hs.URL+c.path, c.auth, MediaTypeScanRequest, "", c.body)
+		resp, b := scanDo(t, c.method, hs.URL+c.path, c.auth, mediaTypeScanRequest, "", c.body)
 		var e struct{ Error struct{ Message string } }
-		if resp.StatusCode != c.want || resp.Header.Get("Content-Type") != MediaTypeScanError || json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
+		if resp.StatusCode != c.want || resp.Header.Get("Content-Type") != mediaTypeScanError || json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
 			t.Errorf("%s: %d %s %s, want %d with an error message", c.name, resp.StatusCode, resp.Header.Get("Content-Type"), b, c.want)
 		}
 	}

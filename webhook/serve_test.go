@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -64,7 +65,7 @@ func TestRunTLSAndCredentials(t *testing.T) {
 	go func() { done <- Run(ctx, c, ready) }()
 	addr := <-ready
 	pool := x509.NewCertPool()
-	pool.AddCert(mustT[*x509.Certificate](t)(x509.ParseCertificate(der)))
+	pool.AddCert(testutil.Must1(x509.ParseCertificate(der))(t))
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/events", strings.NewReader(string(distEvent("pht/train", good))))
 	req.Header.Set("Authorization", secret)

@@ -63,7 +63,8 @@ type Config struct {
 	// Secret must equal the Authorization header (compared in constant time).
 	Secret   string
 	Verifier Verifier
-	// Store is a Store (bbolt) or a PGStore shared by replicas.
+	// Store is OpenStore's (bbolt, one process) or OpenVerdictStore's
+	// (also PostgreSQL, shared by replicas).
 	Store VerdictStore
 	// MaxBody bounds request bodies (default 1 MiB).
 	MaxBody int64
@@ -374,7 +375,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		}
 		if a.Tag != "" {
 			reg, _ := s.registryFor(a.Registry)
-			if err := s.cfg.Store.SetTag(a, reg); err != nil {
+			if err := s.cfg.Store.setTag(a, reg); err != nil {
 				reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 				return
 			}

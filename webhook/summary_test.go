@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -23,6 +22,7 @@ import (
 	"github.com/phtoci/phtoci/internal/faultproxy"
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -130,7 +130,7 @@ func TestReplicasShareSummaries(t *testing.T) {
 	b := runServe(t, "store: "+dsn, "registry: "+reg.Host)
 
 	reg.ResetStats()
-	post(t, a+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", digests[0], reg.Host))
+	post(t, a+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", digests[0], reg.Host))
 	if v := waitVerdict(t, a, "pht/train@"+digests[0]); v.Status != StatusVerified {
 		t.Fatalf("replica A: %+v", v)
 	}
@@ -142,7 +142,7 @@ func TestReplicasShareSummaries(t *testing.T) {
 		t.Fatalf("replica A read none of the master's layers %v; the test tests nothing", master)
 	}
 	reg.ResetStats()
-	post(t, b+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", digests[1], reg.Host))
+	post(t, b+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", digests[1], reg.Host))
 	if v := waitVerdict(t, b, "pht/train@"+digests[1]); v.Status != StatusVerified {
 		t.Fatalf("replica B: %+v", v)
 	}
@@ -160,11 +160,11 @@ func TestReplicasShareSummaries(t *testing.T) {
 // top layer, so keyless verify reads every layer, the master's too.
 func buildForeignTrain(t *testing.T, ref string) string {
 	t.Helper()
-	k := func() *rsa.PrivateKey { return mustT[*rsa.PrivateKey](t)(keys.Generate(2048)) }
+	k := func() *rsa.PrivateKey { return testutil.Must1(keys.Generate(2048))(t) }
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('hi')\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "query.json"), []byte(`{"q": 1}`), 0o644)
-	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{}))
+	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)
 	out, err := train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k(), BuilderKey: k(),
 		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &k().PublicKey}}}, train.Options{})
 	if err != nil {
@@ -172,8 +172,8 @@ func buildForeignTrain(t *testing.T, ref string) string {
 	}
 	defer out.Close()
 	img := out.Image
-	ls := mustT[[]v1.Layer](t)(img.Layers())
-	rc := mustT[io.ReadCloser](t)(ls[len(ls)-1].Uncompressed())
+	ls := testutil.Must1(img.Layers())(t)
+	rc := testutil.Must1(ls[len(ls)-1].Uncompressed())(t)
 	defer rc.Close()
 	var buf bytes.Buffer
 	tr, tw := tar.NewReader(rc), tar.NewWriter(&buf)
@@ -199,17 +199,17 @@ func buildForeignTrain(t *testing.T, ref string) string {
 		t.Fatal(err)
 	}
 	data := buf.Bytes()
-	top := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
+	top := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
 	var adds []mutate.Addendum
 	for _, l := range ls[:len(ls)-1] {
 		adds = append(adds, mutate.Addendum{Layer: l})
 	}
-	plain := mustT[v1.Image](t)(mutate.Append(empty.Image, append(adds, mutate.Addendum{Layer: top})...))
-	cf := mustT[*v1.ConfigFile](t)(img.ConfigFile()).DeepCopy()
+	plain := testutil.Must1(mutate.Append(empty.Image, append(adds, mutate.Addendum{Layer: top})...))(t)
+	cf := testutil.Must1(img.ConfigFile())(t).DeepCopy()
 	cf.Config.Labels = nil
-	cf.RootFS.DiffIDs[len(ls)-1] = mustT[v1.Hash](t)(top.DiffID())
-	plain = mustT[v1.Image](t)(mutate.ConfigFile(plain, cf))
-	return mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), plain, oci.Options{})).String()
+	cf.RootFS.DiffIDs[len(ls)-1] = testutil.Must1(top.DiffID())(t)
+	plain = testutil.Must1(mutate.ConfigFile(plain, cf))(t)
+	return testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(ref))(t), plain, oci.Options{}))(t).String()
 }
 
 // TestServeStallTimeout: serve.yaml's stall_timeout reaches the registry
@@ -221,18 +221,18 @@ func TestServeStallTimeout(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{})
 	stuck := buildTrain(t, reg.Host+"/pht/stuck:latest", oci.Options{})
 	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
-	ref := mustT[name.Digest](t)(name.NewDigest(reg.Host+"/pht/stuck@"+stuck, name.Insecure))
-	ls := mustT[[]v1.Layer](t)(mustT[v1.Image](t)(remote.Image(ref)).Layers())
-	top := mustT[v1.Hash](t)(ls[len(ls)-1].Digest())
-	if size := mustT[int64](t)(ls[len(ls)-1].Size()); size <= 100 {
+	ref := testutil.Must1(name.NewDigest(reg.Host+"/pht/stuck@"+stuck, name.Insecure))(t)
+	ls := testutil.Must1(testutil.Must1(remote.Image(ref))(t).Layers())(t)
+	top := testutil.Must1(ls[len(ls)-1].Digest())(t)
+	if size := testutil.Must1(ls[len(ls)-1].Size())(t); size <= 100 {
 		t.Fatalf("top layer of %d bytes: no middle to stall in", size)
 	}
 	proxy := faultproxy.Start(t, "http://"+reg.Host)
 	fault := proxy.Add(faultproxy.Fault{Kind: faultproxy.Stall, Method: http.MethodGet, Path: "/blobs/" + top.String(), Bytes: 100})
 	base := runServe(t, "registry: "+proxy.Host, "stall_timeout: 1s", "verify_timeout: 10m", "retries: -1")
 
-	post(t, base+"/events", secret, MediaTypeDistribution, distEventHost("pht/stuck", stuck, proxy.Host))
-	post(t, base+"/events", secret, MediaTypeDistribution, distEventHost("pht/train", good, proxy.Host))
+	post(t, base+"/events", secret, mediaTypeDistribution, distEventHost("pht/stuck", stuck, proxy.Host))
+	post(t, base+"/events", secret, mediaTypeDistribution, distEventHost("pht/train", good, proxy.Host))
 	if v := waitVerdict(t, base, "pht/train@"+good); v.Status != StatusVerified {
 		t.Fatalf("train next to the stalled one: %+v", v)
 	}

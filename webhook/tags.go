@@ -61,7 +61,7 @@ type cachedTag struct {
 // a Resolver, else taken from the newest push event. A digest without a
 // verdict yet answers pending.
 func (s *Server) tagVerdict(ctx context.Context, repository, tag string) (*Verdict, error) {
-	rec, recErr := s.cfg.Store.Tag(repository, tag)
+	rec, recErr := s.cfg.Store.tag(repository, tag)
 	registry := s.cfg.Registry
 	if rec != nil && rec.Registry != "" {
 		registry = rec.Registry

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -91,31 +91,21 @@ func waitVerdict(t *testing.T, base, ref string) Verdict {
 	return Verdict{}
 }
 
-func mustT[T any](t *testing.T) func(T, error) T {
-	return func(v T, err error) T {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-}
-
 // buildTrain pushes a fresh one-station train to ref and returns its digest.
 func buildTrain(t *testing.T, ref string, opts oci.Options) string {
 	t.Helper()
-	k := func() *rsa.PrivateKey { return mustT[*rsa.PrivateKey](t)(keys.Generate(2048)) }
+	k := func() *rsa.PrivateKey { return testutil.Must1(keys.Generate(2048))(t) }
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('hi')\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "query.json"), []byte(`{"q": 1}`), 0o644)
-	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{}))
+	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)
 	out, err := train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k(), BuilderKey: k(),
 		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &k().PublicKey}}}, train.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	d := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(ref)), out.Image, opts))
+	d := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(ref))(t), out.Image, opts))(t)
 	return d.String()
 }
 
@@ -163,16 +153,16 @@ func TestRegistryDrivesVerdicts(t *testing.T) {
 	}
 
 	// Tampered: an extra, unsigned file in /opt/pht_train.
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/train@"+good)), oci.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/train@"+good))(t), oci.Options{}))(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "opt/pht_train/extra.py", Mode: 0o644, Size: 32, Typeflag: tar.TypeReg})
 	tw.Write(make([]byte, 32))
 	tw.Close()
 	data := buf.Bytes()
-	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
-	bad := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
-	bd := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/bad:latest")), bad, oci.Options{}))
+	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	bad := testutil.Must1(mutate.AppendLayers(img, l))(t)
+	bd := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/bad:latest"))(t), bad, oci.Options{}))(t)
 	v = waitVerdict(t, hs.URL, "pht/bad@"+bd.String())
 	if v.Status != StatusRejected || v.Check != "unsigned_file" || !strings.Contains(v.Message, "extra.py") {
 		t.Fatalf("tampered train: %+v", v)
@@ -182,7 +172,7 @@ func TestRegistryDrivesVerdicts(t *testing.T) {
 	// a real one: retried, then recorded as errors naming what is missing.
 	for _, ref := range []string{"pht/nosuch@sha256:" + strings.Repeat("1", 64), "pht/train@sha256:" + strings.Repeat("2", 64)} {
 		repo, dg, _ := strings.Cut(ref, "@")
-		post(t, hs.URL+"/events", secret, MediaTypeDistribution, distEvent(repo, dg))
+		post(t, hs.URL+"/events", secret, mediaTypeDistribution, distEvent(repo, dg))
 		if v := waitVerdict(t, hs.URL, ref); v.Status != StatusError || v.Attempts != 4 || !strings.Contains(v.Message, repo) {
 			t.Errorf("%s: %+v", ref, v)
 		}
@@ -190,7 +180,7 @@ func TestRegistryDrivesVerdicts(t *testing.T) {
 
 	// A recorded Harbor PUSH_ARTIFACT for the verified digest: accepted,
 	// nothing queued again (idempotent per digest).
-	raw := mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))
+	raw := testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t)
 	body := strings.NewReplacer("DIGEST", good, "REGISTRY", reg.Host, "REPOSITORY", "pht/train", "TAG", "latest").Replace(string(raw))
 	code, resp := post(t, hs.URL+"/events", secret, "application/json", []byte(body))
 	if code != http.StatusAccepted || !strings.Contains(resp, `"queued":null`) {
@@ -235,12 +225,12 @@ func TestBadInput(t *testing.T) {
 		{"malformed JSON", secret, []byte(`{"events": [`), 400},
 		{"not an event", secret, []byte(`{"hello": 1}`), 400},
 		{"oversized", secret, bytes.Repeat([]byte(" "), 5000), 413},
-		{"harbor pull event", secret, mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_pull_artifact.json")), 202},
+		{"harbor pull event", secret, testutil.Must1(os.ReadFile("../testdata/webhook/harbor_pull_artifact.json"))(t), 202},
 		{"blob push only", secret, []byte(`{"events":[{"action":"push","target":{"mediaType":"application/octet-stream","digest":"sha256:1","repository":"pht/x"}}]}`), 202},
 		{"harbor without repository", secret, []byte(`{"type":"PUSH_ARTIFACT","event_data":{"resources":[{"digest":"sha256:1"}],"repository":{}}}`), 400},
 	}
 	for _, c := range cases {
-		if code, body := post(t, hs.URL+"/events", c.auth, MediaTypeDistribution, c.body); code != c.want {
+		if code, body := post(t, hs.URL+"/events", c.auth, mediaTypeDistribution, c.body); code != c.want {
 			t.Errorf("%s: %d %s, want %d", c.name, code, body, c.want)
 		}
 	}
@@ -264,18 +254,18 @@ func TestRetriesAndRestart(t *testing.T) {
 	down := "127.0.0.1:1"
 
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "a.db"), Config{Registry: down, Retries: 2})
-	post(t, hs.URL, secret, MediaTypeDistribution, distEvent("pht/train", good))
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/train", good))
 	v := waitVerdict(t, hs.URL, "pht/train@"+good)
 	if v.Status != StatusError || v.Attempts != 3 || !strings.Contains(v.Message, down) {
 		t.Fatalf("registry down: %+v", v)
 	}
 
 	db := filepath.Join(t.TempDir(), "b.db")
-	st := mustT[VerdictStore](t)(openTestStore(t, db))
-	s := mustT[*Server](t)(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour}))
+	st := testutil.Must1(openTestStore(t, db))(t)
+	s := testutil.Must1(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour}))(t)
 	s.Start(context.Background())
 	hs2 := httptest.NewServer(s)
-	post(t, hs2.URL, secret, MediaTypeDistribution, distEvent("pht/train", good))
+	post(t, hs2.URL, secret, mediaTypeDistribution, distEvent("pht/train", good))
 	time.Sleep(300 * time.Millisecond) // the first attempt fails; the worker waits an hour
 	hs2.Close()
 	if err := s.Shutdown(context.Background()); err != nil {
@@ -302,7 +292,7 @@ func TestBurst(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				if code, body := post(t, hs.URL, secret, MediaTypeDistribution, distEvent(fmt.Sprintf("pht/t%d", i), fmt.Sprintf("sha256:%064d", i))); code != http.StatusAccepted {
+				if code, body := post(t, hs.URL, secret, mediaTypeDistribution, distEvent(fmt.Sprintf("pht/t%d", i), fmt.Sprintf("sha256:%064d", i))); code != http.StatusAccepted {
 					t.Errorf("notification %d: %d %s", i, code, body)
 				}
 			}(i)
@@ -341,7 +331,7 @@ func wholeRoute(t *testing.T, harbor bool) {
 		opts = testreg.Options{} // no registry notifications: we post Harbor's payloads
 	}
 	reg := testreg.Start(t, opts)
-	tmpl := string(mustT[[]byte](t)(os.ReadFile("../testdata/webhook/harbor_push_artifact.json")))
+	tmpl := string(testutil.Must1(os.ReadFile("../testdata/webhook/harbor_push_artifact.json"))(t))
 	notify := func(repo, digest, tag string) {
 		if !harbor {
 			return
@@ -356,14 +346,14 @@ func wholeRoute(t *testing.T, harbor bool) {
 	setTarget(hs.URL)
 
 	// Keys and a train on the sample master.
-	k := func() *rsa.PrivateKey { return mustT[*rsa.PrivateKey](t)(keys.Generate(2048)) }
+	k := func() *rsa.PrivateKey { return testutil.Must1(keys.Generate(2048))(t) }
 	user, builder, ka, kb := k(), k(), k(), k()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('route')\n"), 0o644)
-	base := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")), oci.Options{}))
-	out := mustT[*train.Output](t)(train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: user, BuilderKey: builder,
-		Route: []protocol.RouteStation{{ID: "st-a", PublicKey: &ka.PublicKey}, {ID: "st-b", PublicKey: &kb.PublicKey}}}, train.Options{}))
-	d0 := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:t1")), out.Image, oci.Options{}))
+	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)
+	out := testutil.Must1(train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: user, BuilderKey: builder,
+		Route: []protocol.RouteStation{{ID: "st-a", PublicKey: &ka.PublicKey}, {ID: "st-b", PublicKey: &kb.PublicKey}}}, train.Options{}))(t)
+	d0 := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/incoming:t1"))(t), out.Image, oci.Options{}))(t)
 	out.Close()
 	notify("pht/incoming", d0.String(), "t1")
 	tag := TrainTag(out.Config.ID)
@@ -387,8 +377,8 @@ func wholeRoute(t *testing.T, harbor bool) {
 	hop("st-b", kb, "pht/station-b", "pht/outgoing")
 	// Verifying and routing never downloaded the master's layer: copies mount it.
 	st := reg.Stats()
-	for _, bl := range mustT[[]v1.Layer](t)(base.Layers()) {
-		if d := mustT[v1.Hash](t)(bl.Digest()); st.BlobGets[d.String()] != 0 {
+	for _, bl := range testutil.Must1(base.Layers())(t) {
+		if d := testutil.Must1(bl.Digest())(t); st.BlobGets[d.String()] != 0 {
 			t.Errorf("base layer %s downloaded %d times", d, st.BlobGets[d.String()])
 		}
 	}
@@ -405,22 +395,22 @@ func wholeRoute(t *testing.T, harbor bool) {
 
 	// Tampered (an unsigned file added; keyless verification sees names,
 	// not plaintext): rejected, recorded, not routed.
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming@"+d0.String())), oci.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/incoming@"+d0.String()))(t), oci.Options{}))(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "opt/pht_train/evil.py", Mode: 0o644, Size: 48, Typeflag: tar.TypeReg})
 	tw.Write(make([]byte, 48))
 	tw.Close()
 	data := buf.Bytes()
-	l := mustT[v1.Layer](t)(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))
-	bad := mustT[v1.Image](t)(mutate.AppendLayers(img, l))
-	bd := mustT[v1.Hash](t)(oci.Write(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/incoming:evil")), bad, oci.Options{}))
+	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	bad := testutil.Must1(mutate.AppendLayers(img, l))(t)
+	bd := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/incoming:evil"))(t), bad, oci.Options{}))(t)
 	notify("pht/incoming", bd.String(), "evil")
 	v := waitVerdict(t, hs.URL, "pht/incoming@"+bd.String())
 	if v.Status != StatusRejected || v.RoutedTo != "" {
 		t.Fatalf("tampered: %+v", v)
 	}
-	if _, err := oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/station-a:evil")), oci.Options{}); err == nil {
+	if _, err := oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/station-a:evil"))(t), oci.Options{}); err == nil {
 		t.Error("a rejected train was routed to station a")
 	}
 }
@@ -442,7 +432,7 @@ func TestBackpressure(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		ref := fmt.Sprintf("pht/q%d@sha256:%064d", i, i)
 		repo, dg, _ := strings.Cut(ref, "@")
-		code, _ := post(t, hs.URL, secret, MediaTypeDistribution, distEvent(repo, dg))
+		code, _ := post(t, hs.URL, secret, mediaTypeDistribution, distEvent(repo, dg))
 		codes[code]++
 		if code == http.StatusAccepted {
 			accepted = append(accepted, ref)
@@ -481,8 +471,8 @@ func TestRouterIgnoresOwnPushes(t *testing.T) {
 	ev := func(repo, digest, actor string) []byte {
 		return []byte(fmt.Sprintf(`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"repository":%q,"tag":"t"},"request":{"host":"reg.example"},"actor":{"name":%q}}]}`, digest, repo, actor))
 	}
-	post(t, hs.URL, secret, MediaTypeDistribution, ev("pht/in", "sha256:"+strings.Repeat("5", 64), "router"))
-	post(t, hs.URL, secret, MediaTypeDistribution, ev("pht/in2", "sha256:"+strings.Repeat("6", 64), "station"))
+	post(t, hs.URL, secret, mediaTypeDistribution, ev("pht/in", "sha256:"+strings.Repeat("5", 64), "router"))
+	post(t, hs.URL, secret, mediaTypeDistribution, ev("pht/in2", "sha256:"+strings.Repeat("6", 64), "station"))
 	v1 := waitVerdict(t, hs.URL, "pht/in@sha256:"+strings.Repeat("5", 64))
 	v2 := waitVerdict(t, hs.URL, "pht/in2@sha256:"+strings.Repeat("6", 64))
 	cc.mu.Lock()
@@ -517,15 +507,15 @@ func TestRegistryBurst(t *testing.T) {
 	_, hs, _ := newServer(t, cv, filepath.Join(t.TempDir(), "burst.db"), Config{Registry: reg.Host, Workers: 4, QueueSize: 512})
 	setTarget(hs.URL)
 	good := buildTrain(t, reg.Host+"/pht/base:latest", oci.Options{})
-	img := mustT[v1.Image](t)(oci.Open(context.Background(), mustT[oci.Ref](t)(oci.ParseRef(reg.Host+"/pht/base@"+good)), oci.Options{}))
+	img := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/base@"+good))(t), oci.Options{}))(t)
 	// The 200 variants share every layer and differ only in their config.
 	// Debian's registry (distribution 2.8) races when several pushes upload
 	// the same blob into one repository at once (DIGEST_INVALID), so the
 	// shared layers go in first; the burst then uploads only configs and
 	// manifests, and what is under test is the burst of notifications.
-	seed := mustT[oci.Ref](t)(oci.ParseRef(reg.Host + "/pht/burst:seed"))
-	mustT[v1.Hash](t)(oci.Write(context.Background(), seed, img, oci.Options{}))
-	cf0 := mustT[*v1.ConfigFile](t)(img.ConfigFile())
+	seed := testutil.Must1(oci.ParseRef(reg.Host + "/pht/burst:seed"))(t)
+	testutil.Must1(oci.Write(context.Background(), seed, img, oci.Options{}))(t)
+	cf0 := testutil.Must1(img.ConfigFile())(t)
 	var wg sync.WaitGroup
 	digests := make([]string, 200)
 	errs := make([]error, 200)

@@ -231,7 +231,7 @@ func (s *Server) process(a Artifact) {
 		v.Status = StatusError // the window is over; a new event starts another
 	}
 	if out != nil && out.Config != nil && out.Config.ID != "" && final(v.Status) {
-		s.cfg.Store.AddHop(out.Config.ID, hop(v, out)) // best effort: the verdict is what counts
+		s.cfg.Store.addHop(out.Config.ID, hop(v, out)) // best effort: the verdict is what counts
 	}
 	s.finish(k, v, start)
 }
@@ -309,8 +309,8 @@ func (s *Server) due(k string, gen int) {
 	}
 }
 
-// ErrVerifyTimeout: one verification attempt ran out of time.
-var ErrVerifyTimeout = errors.New("verification timed out")
+// errVerifyTimeout: one verification attempt ran out of time.
+var errVerifyTimeout = errors.New("verification timed out")
 
 // attempt verifies (and routes) a once within the verification deadline.
 // The work runs on its own goroutine so that even a step that ignored the
@@ -336,7 +336,7 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome,
 		done <- result{out, rv, err}
 	}()
 	timedOut := func() error {
-		return fmt.Errorf("%s: %w after %s (verify_timeout)", a.Ref(), ErrVerifyTimeout, s.cfg.VerifyTimeout)
+		return fmt.Errorf("%s: %w after %s (verify_timeout)", a.Ref(), errVerifyTimeout, s.cfg.VerifyTimeout)
 	}
 	select {
 	case r := <-done:
@@ -420,8 +420,8 @@ func (s *Server) poll() {
 
 // hop is a decided push of a train: the station that signed it last is
 // the one before the next on the route (the last one when it is done).
-func hop(v Verdict, out *Outcome) Hop {
-	h := Hop{Repository: v.Artifact.Repository, Digest: v.Artifact.Digest, Tag: v.Artifact.Tag, Next: out.NextStation,
+func hop(v Verdict, out *Outcome) trainHop {
+	h := trainHop{Repository: v.Artifact.Repository, Digest: v.Artifact.Digest, Tag: v.Artifact.Tag, Next: out.NextStation,
 		Status: v.Status, Check: v.Check, Time: time.Now().UTC()}
 	route := out.Config.SortedRoute()
 	switch n := out.Next; {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/dircache"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
@@ -90,14 +91,14 @@ func summaryCache(c *cli.Context) layer.SummaryCache {
 		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
 	}
 	if dir == "" {
-		d, err := layer.DefaultCacheDir()
+		d, err := dircache.DefaultDir()
 		if err != nil {
 			warn(err)
 			return nil
 		}
 		dir = d
 	}
-	dc, err := layer.OpenDirCache(dir, 0, warn)
+	dc, err := dircache.Open(dir, 0, warn)
 	if err != nil {
 		warn(err)
 		return nil

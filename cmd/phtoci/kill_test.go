@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // killWorld is a built train (oci-archive), a results directory of 256
@@ -29,7 +31,7 @@ func newKillWorld(t *testing.T) *killWorld {
 	w.build(t, k.train)
 	k.trainPlain = map[string][]byte{}
 	for _, n := range []string{"entrypoint.py"} {
-		k.trainPlain[n] = must2(os.ReadFile(filepath.Join("../../testdata/sample/train", n)))(t)
+		k.trainPlain[n] = testutil.Must1(os.ReadFile(filepath.Join("../../testdata/sample/train", n)))(t)
 	}
 	must(t, os.MkdirAll(k.results, 0o755))
 	must(t, os.MkdirAll(k.out, 0o755))
@@ -95,20 +97,12 @@ func (k *killWorld) noPlaintext(t *testing.T, dir string) {
 func leftovers(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
-	for _, e := range must2(os.ReadDir(dir))(t) {
+	for _, e := range testutil.Must1(os.ReadDir(dir))(t) {
 		if strings.HasPrefix(e.Name(), ".phtoci-") || strings.HasPrefix(e.Name(), "phtoci-") || strings.Contains(e.Name(), ".tmp-") {
 			out = append(out, e.Name())
 		}
 	}
 	return out
-}
-
-func must2[T any](v T, err error) func(*testing.T) T {
-	return func(t *testing.T) T {
-		t.Helper()
-		must(t, err)
-		return v
-	}
 }
 
 // TestKillMidPostRun: SIGKILL while post-run writes its layer leaves no
@@ -121,7 +115,7 @@ func TestKillMidPostRun(t *testing.T) {
 	must(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	k.noPlaintext(t, k.tmp)
-	stale := must2(filepath.Glob(filepath.Join(k.out, ".phtoci-layer-*")))(t)
+	stale := testutil.Must1(filepath.Glob(filepath.Join(k.out, ".phtoci-layer-*")))(t)
 	t.Logf("after SIGKILL: output dir %v, TMPDIR %v", leftovers(t, k.out), leftovers(t, k.tmp))
 	if len(stale) != 1 {
 		t.Fatalf("layer files after the kill: %v, want the one being written", stale)

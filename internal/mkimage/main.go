@@ -29,7 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/phtoci/phtoci/layer"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // The image's user: 65532 is the "nonroot" id of distroless images, which
@@ -80,7 +80,7 @@ func main() {
 		o.binaries["linux/"+hostArch()] = "bin/phtoci"
 	}
 	o.created = time.Unix(0, 0).UTC()
-	if t, ok := layer.SourceDateEpoch(); ok {
+	if t, ok := fsutil.SourceDateEpoch(); ok {
 		o.created = t
 	}
 	if err := run(o); err != nil {

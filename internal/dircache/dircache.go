@@ -1,4 +1,7 @@
-package layer
+// Package dircache is a layer.SummaryCache of one file per key in a
+// directory, which phtoci's CLI uses. Internal: embedders pass their own
+// layer.SummaryCache (or none).
+package dircache
 
 import (
 	"errors"
@@ -12,18 +15,18 @@ import (
 	"time"
 )
 
-// DefaultCacheSize bounds a DirCache by default.
-const DefaultCacheSize int64 = 64 << 20
+// DefaultSize bounds a Cache by default.
+const DefaultSize int64 = 64 << 20
 
-// maxSummarySize is the largest summary a DirCache stores or reads.
+// maxSummarySize is the largest summary a Cache stores or reads.
 const maxSummarySize = 16 << 20
 
-// DirCache is a SummaryCache of one file per key in a directory, shared by
+// Cache is a layer.SummaryCache of one file per key in a directory, shared by
 // concurrent processes: entries are written to a temporary file and
 // renamed into place, reading one bumps its modification time, and a Put
 // that takes the directory past its size removes the least recently used
-// entries. A damaged entry is ignored (Resolve checks every value).
-type DirCache struct {
+// entries. A damaged entry is ignored (layer.Resolve checks every value).
+type Cache struct {
 	dir  string
 	max  int64
 	warn func(error)
@@ -31,16 +34,16 @@ type DirCache struct {
 	mu   sync.Mutex
 }
 
-// cacheSuffix names the entries a DirCache owns.
+// cacheSuffix names the entries a Cache owns.
 const cacheSuffix = ".summary"
 
-// OpenDirCache makes dir (0700) if needed and checks that it can write
-// there. max bounds the entries' total size (≤ 0: DefaultCacheSize); warn,
+// Open makes dir (0700) if needed and checks that it can write
+// there. max bounds the entries' total size (≤ 0: DefaultSize); warn,
 // if set, is called once with the first error a later Put meets (a full
 // disk), after which Puts are dropped silently.
-func OpenDirCache(dir string, max int64, warn func(error)) (*DirCache, error) {
+func Open(dir string, max int64, warn func(error)) (*Cache, error) {
 	if max <= 0 {
-		max = DefaultCacheSize
+		max = DefaultSize
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("layer summary cache %s: %w", dir, err)
@@ -51,11 +54,11 @@ func OpenDirCache(dir string, max int64, warn func(error)) (*DirCache, error) {
 	}
 	f.Close()
 	os.Remove(f.Name())
-	return &DirCache{dir: dir, max: max, warn: warn}, nil
+	return &Cache{dir: dir, max: max, warn: warn}, nil
 }
 
-// DefaultCacheDir is $XDG_CACHE_HOME/phtoci, else ~/.cache/phtoci.
-func DefaultCacheDir() (string, error) {
+// DefaultDir is $XDG_CACHE_HOME/phtoci, else ~/.cache/phtoci.
+func DefaultDir() (string, error) {
 	d, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
@@ -63,15 +66,15 @@ func DefaultCacheDir() (string, error) {
 	return filepath.Join(d, "phtoci"), nil
 }
 
-func (c *DirCache) path(key string) (string, bool) {
+func (c *Cache) path(key string) (string, bool) {
 	if key == "" || strings.ContainsAny(key, `/\`) || strings.HasPrefix(key, ".") {
 		return "", false
 	}
 	return filepath.Join(c.dir, key+cacheSuffix), true
 }
 
-// Get implements SummaryCache.
-func (c *DirCache) Get(key string) ([]byte, bool) {
+// Get implements layer.SummaryCache.
+func (c *Cache) Get(key string) ([]byte, bool) {
 	p, ok := c.path(key)
 	if !ok {
 		return nil, false
@@ -90,8 +93,8 @@ func (c *DirCache) Get(key string) ([]byte, bool) {
 	return b, true
 }
 
-// Put implements SummaryCache.
-func (c *DirCache) Put(key string, value []byte) {
+// Put implements layer.SummaryCache.
+func (c *Cache) Put(key string, value []byte) {
 	p, ok := c.path(key)
 	if !ok || len(value) > maxSummarySize {
 		return
@@ -107,7 +110,7 @@ func (c *DirCache) Put(key string, value []byte) {
 	c.evict()
 }
 
-func (c *DirCache) put(p string, value []byte) error {
+func (c *Cache) put(p string, value []byte) error {
 	f, err := os.CreateTemp(c.dir, ".tmp-")
 	if err != nil {
 		return err
@@ -128,7 +131,7 @@ func (c *DirCache) put(p string, value []byte) error {
 // evict removes the least recently used entries until the directory's
 // entries fit in max bytes. Concurrent processes may evict the same
 // entries: a missing file is no error.
-func (c *DirCache) evict() {
+func (c *Cache) evict() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ents, err := os.ReadDir(c.dir)
