@@ -225,6 +225,14 @@ func TestStatusPageInBrowser(t *testing.T) {
 // their names.
 func TestPrometheusMetrics(t *testing.T) {
 	base, _, _, _ := readFixture(t, "")
+	// A verdict is in the store before it is counted (finish records it,
+	// then logVerdict counts it): wait for the last count to land.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if metric(t, base, `phtoci_webhook_verify_seconds_count{status="verified"}`) == "3" &&
+			metric(t, base, `phtoci_webhook_verify_seconds_count{status="rejected"}`) == "1" {
+			break
+		}
+	}
 	for name, want := range map[string]string{
 		`phtoci_webhook_events_total{result="accepted"}`:                         "4",
 		`phtoci_webhook_verdicts_total{check="",status="verified"}`:              "3",
