@@ -54,7 +54,7 @@ type Class struct {
 var usages = []error{
 	ErrUsage, ErrResultsRequired,
 	oci.ErrUnknownTransport, oci.ErrAmbiguous, oci.ErrWouldOverwrite, oci.ErrPlainHTTP,
-	keys.ErrWrongPassword, keys.ErrPasswordRequired, protocol.ErrBuild,
+	keys.ErrWrongPassword, keys.ErrPasswordRequired, protocol.ErrBuild, protocol.ErrPostRunOrder,
 }
 
 // checks maps the errors of KindVerification to check names, most

@@ -64,6 +64,7 @@ func TestClassify(t *testing.T) {
 		{"wrong password", keys.ErrWrongPassword, usage},
 		{"password required", keys.ErrPasswordRequired, usage},
 		{"build", protocol.ErrBuild, usage},
+		{"post-run order", fmt.Errorf("finish: %w", protocol.ErrPostRunOrder), usage},
 		{"usage wins over verification", fmt.Errorf("%w: %w", train.ErrUsage, layer.ErrUnsafePath), usage},
 		{"ledger damaged", train.ErrLedgerDamaged, io},
 		{"not found", oci.ErrNotFound, io},
