@@ -15,11 +15,11 @@ const size = 1 << 30
 // random bytes from seed, removed when b ends.
 func bigLayer(b *testing.B, dir string, level int, seed byte) *Layer {
 	w, err := NewWriter(WriterOptions{TempDir: dir, Level: level})
-	must(b, err)
-	must(b, w.Opaque("opt/app"))
-	must(b, w.File("opt/app/big", size, io.LimitReader(newRand(seed), size)))
+	testutil.Must(b, err)
+	testutil.Must(b, w.Opaque("opt/app"))
+	testutil.Must(b, w.File("opt/app/big", size, io.LimitReader(newRand(seed), size)))
 	l, err := w.Close()
-	must(b, err)
+	testutil.Must(b, err)
 	b.Cleanup(func() { l.Cleanup() })
 	return l
 }
@@ -38,18 +38,18 @@ func BenchmarkResolveRewrite1GiB(b *testing.B) {
 	for range b.N {
 		grow := testutil.PeakHeap(func() {
 			res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{TempDir: dir})
-			must(b, err)
+			testutil.Must(b, err)
 			defer res.Close()
 			f, _ := res.Lookup("opt/app/big")
 			rc, err := f.Open()
-			must(b, err)
+			testutil.Must(b, err)
 			defer rc.Close()
 			out, err := NewWriter(WriterOptions{TempDir: dir, Level: gzip.NoCompression})
-			must(b, err)
-			must(b, out.Opaque("opt/app"))
-			must(b, out.File("opt/app/big", f.Size, rc))
+			testutil.Must(b, err)
+			testutil.Must(b, out.Opaque("opt/app"))
+			testutil.Must(b, out.File("opt/app/big", f.Size, rc))
 			l, err := out.Close()
-			must(b, err)
+			testutil.Must(b, err)
 			l.Cleanup()
 		})
 		peak = max(peak, grow)
@@ -73,18 +73,18 @@ func BenchmarkStoredGzipInPlace1GiB(b *testing.B) {
 	for range b.N {
 		grow := testutil.PeakHeap(func() {
 			res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{TempDir: dir, DeferredCheck: true})
-			must(b, err)
+			testutil.Must(b, err)
 			defer res.Close()
 			f, _ := res.Lookup("opt/app/big")
 			rc, err := f.Open()
-			must(b, err)
+			testutil.Must(b, err)
 			defer rc.Close()
 			n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{rc}, buf)
-			must(b, err)
+			testutil.Must(b, err)
 			if n != size {
 				b.Fatalf("read %d bytes, want %d", n, size)
 			}
-			must(b, res.Check())
+			testutil.Must(b, res.Check())
 		})
 		peak = max(peak, grow)
 	}

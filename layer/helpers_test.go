@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 const vectorImages = "../testdata/vectors/images/"
@@ -167,7 +168,7 @@ func gzipBytes(t testing.TB, b []byte) []byte {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	zw.Write(b)
-	must(t, zw.Close())
+	testutil.Must(t, zw.Close())
 	return buf.Bytes()
 }
 

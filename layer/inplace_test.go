@@ -22,11 +22,11 @@ func plainLayer(t *testing.T, dir string) (*Layer, []byte) {
 	big := make([]byte, 3<<20)
 	rand.Read(big)
 	w, err := NewWriter(WriterOptions{TempDir: dir, MediaType: types.OCIUncompressedLayer})
-	must(t, err)
-	must(t, w.File("opt/pht_results/big.bin", int64(len(big)), bytes.NewReader(big)))
-	must(t, w.File("opt/pht_train/entry.py", 5, strings.NewReader("print")))
+	testutil.Must(t, err)
+	testutil.Must(t, w.File("opt/pht_results/big.bin", int64(len(big)), bytes.NewReader(big)))
+	testutil.Must(t, w.File("opt/pht_train/entry.py", 5, strings.NewReader("print")))
 	l, err := w.Close()
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { l.Cleanup() })
 	if d, _ := l.Digest(); d != testutil.Must1(l.DiffID())(t) {
 		t.Fatalf("plain layer digest %s differs from its diff ID", d)
@@ -40,8 +40,8 @@ func resolveNoSpool(t *testing.T, img v1.Image, deferred bool) *Resolved {
 	t.Helper()
 	tmp := t.TempDir()
 	res, err := Resolve(img, trainPrefixes, ResolveOptions{TempDir: tmp, DeferredCheck: deferred})
-	must(t, err)
-	must(t, res.Check())
+	testutil.Must(t, err)
+	testutil.Must(t, res.Check())
 	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
 		t.Errorf("deferred=%v: Resolve made temporary files: %v", deferred, ents)
 	}
@@ -57,7 +57,7 @@ func checkInPlace(t *testing.T, res *Resolved, p string, want []byte) {
 		t.Fatalf("%s not resolved", p)
 	}
 	rc, err := f.Open()
-	must(t, err)
+	testutil.Must(t, err)
 	defer rc.Close()
 	if _, ok := rc.(io.ReaderAt); !ok {
 		t.Errorf("%s: File.Open reader %T does not implement io.ReaderAt", p, rc)
@@ -86,7 +86,7 @@ func TestResolveReadsPlainLayerInPlace(t *testing.T) {
 				t.Errorf("Sum() = %x, %v; want the content's SHA-256", sum, err)
 			}
 		}
-		must(t, res.Close())
+		testutil.Must(t, res.Close())
 	}
 }
 
@@ -96,13 +96,13 @@ func TestResolveReadsPlainLayerInPlace(t *testing.T) {
 func TestResolveDeferredCheckCatchesTampering(t *testing.T) {
 	l, big := plainLayer(t, t.TempDir())
 	b, err := os.ReadFile(l.Path())
-	must(t, err)
+	testutil.Must(t, err)
 	i := bytes.Index(b, big[:64])
 	if i < 0 {
 		t.Fatal("content not found in the layer file")
 	}
 	b[i+1<<20] ^= 0x01
-	must(t, os.WriteFile(l.Path(), b, 0o600))
+	testutil.Must(t, os.WriteFile(l.Path(), b, 0o600))
 	img := imageOf(t, l)
 
 	_, err = Resolve(img, trainPrefixes)
@@ -117,7 +117,7 @@ func TestResolveDeferredCheckCatchesTampering(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "layer 0 (sha256:") {
 		t.Errorf("Check: %v, want ErrDigestMismatch naming layer 0", err)
 	}
-	must(t, res.Close())
+	testutil.Must(t, res.Close())
 }
 
 var _ v1.Layer = (*Layer)(nil)
@@ -165,12 +165,12 @@ func TestResolveTrustsVerifyingStream(t *testing.T) {
 			}
 			continue
 		}
-		must(t, err)
+		testutil.Must(t, err)
 		f, ok := res.Lookup("opt/pht_results/r.txt")
 		if !ok || string(readFile(t, f)) != "result" {
 			t.Errorf("r.txt not read back from the verified stream")
 		}
-		must(t, res.Close())
+		testutil.Must(t, res.Close())
 	}
 	// A stream whose bytes are gzip despite the plain media type goes
 	// through Uncompressed.

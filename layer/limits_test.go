@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // wantLimit fails t unless err is ErrLimit and its message names every
@@ -46,7 +47,7 @@ func TestResolveEntriesLimit(t *testing.T) {
 	_, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxEntries: 100}, TempDir: t.TempDir()})
 	wantLimit(t, err, "tar entries per layer", "more than 100", "layer 0 (sha256:")
 	res, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxEntries: 101}})
-	must(t, err)
+	testutil.Must(t, err)
 	if n := len(res.Files()); n != 100 {
 		t.Errorf("%d files, want 100", n)
 	}
@@ -63,7 +64,7 @@ func TestResolveFileSizeLimits(t *testing.T) {
 	_, err = Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{Paths: map[string]int64{"opt/train_config.json": 1000}}})
 	wantLimit(t, err, "file size", "2000 bytes, more than 1000", "opt/train_config.json")
 	res, err := Resolve(img, trainPrefixes, ResolveOptions{Limits: Limits{MaxFileSize: 2000, Paths: map[string]int64{"opt/train_config.json": 2000}}})
-	must(t, err)
+	testutil.Must(t, err)
 	res.Close()
 }
 
@@ -72,10 +73,10 @@ func TestResolveFileSizeLimits(t *testing.T) {
 func zerosTar(t *testing.T, n int64) *bytes.Buffer {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	must(t, tw.WriteHeader(&tar.Header{Name: "junk", Typeflag: tar.TypeReg, Mode: 0o644, Size: n}))
+	testutil.Must(t, tw.WriteHeader(&tar.Header{Name: "junk", Typeflag: tar.TypeReg, Mode: 0o644, Size: n}))
 	_, err := tw.Write(make([]byte, n))
-	must(t, err)
-	must(t, tw.Close())
+	testutil.Must(t, err)
+	testutil.Must(t, tw.Close())
 	return &buf
 }
 
@@ -93,10 +94,10 @@ func TestResolveDecompressionBomb(t *testing.T) {
 	// gzip: one member per MiB, compressed once (a multi-member gzip).
 	var mib bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&mib, gzip.BestCompression)
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = zw.Write(make([]byte, 1<<20))
-	must(t, err)
-	must(t, zw.Close())
+	testutil.Must(t, err)
+	testutil.Must(t, zw.Close())
 	var gz bytes.Buffer
 	gz.Write(gzipBytes(t, raw.Bytes()[:512]))
 	for range size >> 20 {
@@ -105,15 +106,15 @@ func TestResolveDecompressionBomb(t *testing.T) {
 	gz.Write(gzipBytes(t, raw.Bytes()[512+size:]))
 	var zs bytes.Buffer
 	ze, err := zstd.NewWriter(&zs, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = ze.Write(raw.Bytes())
-	must(t, err)
-	must(t, ze.Close())
+	testutil.Must(t, err)
+	testutil.Must(t, ze.Close())
 	t.Logf("24 MiB of zeros: gzip %d bytes, zstd %d bytes", gz.Len(), zs.Len())
 	gzLayer := bytesLayer(t, gz.Bytes())
 	zsLayer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(zs.Bytes())), nil },
 		tarball.WithMediaType(types.OCILayerZStd))
-	must(t, err)
+	testutil.Must(t, err)
 	for _, c := range []struct {
 		name  string
 		bomb  v1.Layer
@@ -128,13 +129,13 @@ func TestResolveDecompressionBomb(t *testing.T) {
 			_, err := Resolve(img, trainPrefixes, ResolveOptions{BoundaryScan: true, Limits: Limits{MaxRatio: c.limit}})
 			wantLimit(t, err, "decompression ratio", c.want, "layer 0 (sha256:")
 			res, err := Resolve(img, trainPrefixes, ResolveOptions{BoundaryScan: true, Limits: Limits{MaxRatio: 1 << 20}})
-			must(t, err)
+			testutil.Must(t, err)
 			if li := res.Layers(); len(li) != 2 || !li[1].TouchesOutside {
 				t.Errorf("layers read: %+v", li)
 			}
 			res.Close()
 			res, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, ResolveOptions{Limits: Limits{MaxRatio: c.limit}})
-			must(t, err)
+			testutil.Must(t, err)
 			res.Close()
 		})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestPlainStream: digest, diff ID and size are not computed until the
@@ -25,20 +26,20 @@ func TestPlainStream(t *testing.T) {
 		t.Errorf("Size before reading: %v, want stream.ErrNotComputed", err)
 	}
 	rc, err := l.Compressed()
-	must(t, err)
+	testutil.Must(t, err)
 	got, err := io.ReadAll(rc)
-	must(t, err)
-	must(t, rc.Close())
+	testutil.Must(t, err)
+	testutil.Must(t, rc.Close())
 	if !bytes.Equal(got, b) {
 		t.Fatal("stream bytes differ")
 	}
 	sum := sha256.Sum256(b)
 	d, err := l.Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	diff, err := l.DiffID()
-	must(t, err)
+	testutil.Must(t, err)
 	n, err := l.Size()
-	must(t, err)
+	testutil.Must(t, err)
 	if d.Hex != hex.EncodeToString(sum[:]) || diff != d || n != int64(len(b)) {
 		t.Errorf("digest %s, diff ID %s, size %d; want sha256:%x twice and %d", d, diff, n, sum, len(b))
 	}

@@ -11,18 +11,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 func newTrainLayer(t *testing.T, cfg string) *Layer {
 	t.Helper()
 	w, err := NewWriter(WriterOptions{TempDir: t.TempDir(), Level: gzip.BestSpeed})
-	must(t, err)
-	must(t, w.Whiteout("opt/user_sym_key.key"))
-	must(t, w.Opaque("opt/pht_results"))
-	must(t, w.Opaque("opt/pht_train"))
-	must(t, w.File("opt/train_config.json", int64(len(cfg)), strings.NewReader(cfg)))
+	testutil.Must(t, err)
+	testutil.Must(t, w.Whiteout("opt/user_sym_key.key"))
+	testutil.Must(t, w.Opaque("opt/pht_results"))
+	testutil.Must(t, w.Opaque("opt/pht_train"))
+	testutil.Must(t, w.File("opt/train_config.json", int64(len(cfg)), strings.NewReader(cfg)))
 	l, err := w.Close()
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { l.Cleanup() })
 	return l
 }
@@ -47,7 +48,7 @@ func TestRebaseVectors(t *testing.T) {
 				}
 				cf.Config.Labels["x"] = "y"
 			})
-			must(t, err)
+			testutil.Must(t, err)
 			if err := validate.Image(out); err != nil {
 				t.Fatalf("validate.Image: %v", err)
 			}
@@ -89,7 +90,7 @@ func TestRebaseVectors(t *testing.T) {
 			}
 			// The rebased image resolves to the new layer's view only.
 			res, err := Resolve(out, trainPrefixes)
-			must(t, err)
+			testutil.Must(t, err)
 			defer res.Close()
 			if got := paths(res.Files()); len(got) != 1 || got[0] != "opt/train_config.json" || len(res.Layers()) != 1 {
 				t.Fatalf("rebased view %v, layers read %d", got, len(res.Layers()))
@@ -113,15 +114,15 @@ func TestRebaseHistoryAndRepeat(t *testing.T) {
 		mutate.Addendum{Layer: l1, History: v1.History{CreatedBy: "COPY train"}},
 		mutate.Addendum{History: v1.History{CreatedBy: "CMD x", EmptyLayer: true}},
 	)
-	must(t, err)
+	testutil.Must(t, err)
 	if _, ok, err := BaseFromLabel(img); ok || err != nil {
 		t.Fatalf("label-less image: ok=%v err=%v", ok, err)
 	}
 	out := img
 	for i := range 3 {
 		out, err = Rebase(out, 1, newTrainLayer(t, strconv.Itoa(i)), "step", nil)
-		must(t, err)
-		must(t, validate.Image(out))
+		testutil.Must(t, err)
+		testutil.Must(t, validate.Image(out))
 		ls, _ := out.Layers()
 		if len(ls) != 2 {
 			t.Fatalf("round %d: %d layers", i, len(ls))
@@ -139,7 +140,7 @@ func TestRebaseHistoryAndRepeat(t *testing.T) {
 		t.Fatalf("base 3 of 2 layers: %v", err)
 	}
 	bad, err := mutate.Config(img, v1.Config{Labels: map[string]string{BaseLabel: "7"}})
-	must(t, err)
+	testutil.Must(t, err)
 	if _, _, err := BaseFromLabel(bad); !errors.Is(err, ErrBadBase) {
 		t.Fatalf("label 7 of 2 layers: %v", err)
 	}

@@ -165,12 +165,12 @@ func TestResolveStopsAtSettlingLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(t, w.Dir("opt"))
-	must(t, w.Whiteout("opt/user_sym_key.key"))
-	must(t, w.Opaque("opt/pht_results"))
-	must(t, w.Opaque("opt/pht_train"))
-	must(t, w.File("opt/pht_train/a.py", 3, strings.NewReader("new")))
-	must(t, w.File("opt/train_config.json", 2, strings.NewReader("{}")))
+	testutil.Must(t, w.Dir("opt"))
+	testutil.Must(t, w.Whiteout("opt/user_sym_key.key"))
+	testutil.Must(t, w.Opaque("opt/pht_results"))
+	testutil.Must(t, w.Opaque("opt/pht_train"))
+	testutil.Must(t, w.File("opt/pht_train/a.py", 3, strings.NewReader("new")))
+	testutil.Must(t, w.File("opt/train_config.json", 2, strings.NewReader("{}")))
 	top, err := w.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -201,9 +201,9 @@ func TestResolveStopsAtSettlingLayer(t *testing.T) {
 	// Without the user key whiteout the walk must go down until it is
 	// settled or the layers end; the middle layer has the key.
 	w2, _ := NewWriter(WriterOptions{TempDir: t.TempDir()})
-	must(t, w2.Opaque("opt/pht_results"))
-	must(t, w2.Opaque("opt/pht_train"))
-	must(t, w2.File("opt/train_config.json", 2, strings.NewReader("{}")))
+	testutil.Must(t, w2.Opaque("opt/pht_results"))
+	testutil.Must(t, w2.Opaque("opt/pht_train"))
+	testutil.Must(t, w2.File("opt/train_config.json", 2, strings.NewReader("{}")))
 	top2, err := w2.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -253,8 +253,6 @@ func TestResolveStopsAtSettlingLayer(t *testing.T) {
 		t.Errorf("boundary scan saw %d files of layer 0, expected 2", n)
 	}
 }
-
-func must(t testing.TB, err error) { t.Helper(); testutil.Must(t, err) }
 
 // Overlay rules, layer by layer (bottom first in each case).
 func TestResolveWhiteoutRules(t *testing.T) {
@@ -324,7 +322,7 @@ func TestResolveSpoolsLargeFiles(t *testing.T) {
 	if string(readFile(t, f)) != big || f.Size != int64(len(big)) {
 		t.Fatal("spooled content differs")
 	}
-	must(t, res.Close())
+	testutil.Must(t, res.Close())
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Fatalf("Close left %v", left)
 	}
@@ -385,13 +383,13 @@ func TestResolveCorruptLayers(t *testing.T) {
 		// A real gzip layer with its middle overwritten, claiming the
 		// original digest and diff ID (as a registry's config would).
 		w, err := NewWriter(WriterOptions{TempDir: t.TempDir(), Level: 6})
-		must(t, err)
-		must(t, w.File("opt/app/a", int64(len(good)), bytes.NewReader(good)))
+		testutil.Must(t, err)
+		testutil.Must(t, w.File("opt/app/a", int64(len(good)), bytes.NewReader(good)))
 		l, err := w.Close()
-		must(t, err)
+		testutil.Must(t, err)
 		defer l.Cleanup()
 		gz, err := os.ReadFile(l.Path())
-		must(t, err)
+		testutil.Must(t, err)
 		for i := 20; i < len(gz)-20; i++ {
 			gz[i] = byte(i * 7)
 		}
@@ -429,7 +427,7 @@ func TestResolveDigestMismatchDockerArchive(t *testing.T) {
 		t.Fatal("config entry not found in the top layer")
 	}
 	b[i+512+10] ^= 0x20 // a byte of the config's content
-	must(t, os.WriteFile(blob, b, 0o644))
+	testutil.Must(t, os.WriteFile(blob, b, 0o644))
 	out := filepath.Join(t.TempDir(), "bad.tar")
 	retar(t, src, out)
 	img, err := tarballImage(out)
@@ -452,7 +450,7 @@ func TestResolveDigestMismatchOCILayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	b[len(b)-6] ^= 0xff // inside the gzip trailer's CRC
-	must(t, os.WriteFile(blob, b, 0o644))
+	testutil.Must(t, os.WriteFile(blob, b, 0o644))
 	_, err = Resolve(img, trainPrefixes)
 	if !errors.Is(err, ErrCorruptLayer) && !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("error %v, expected ErrCorruptLayer or ErrDigestMismatch", err)
@@ -485,7 +483,7 @@ func TestResolveSpoolsPastOpenLimit(t *testing.T) {
 			t.Fatalf("%s: content differs", f.Path)
 		}
 	}
-	must(t, res.Close())
+	testutil.Must(t, res.Close())
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Fatalf("Close left %v", left)
 	}

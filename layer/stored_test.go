@@ -38,27 +38,27 @@ func storedForms(t *testing.T, content []byte) map[string][]byte {
 	forms := map[string][]byte{}
 	var kb bytes.Buffer
 	kw, err := kgzip.NewWriterLevel(&kb, kgzip.NoCompression)
-	must(t, err)
+	testutil.Must(t, err)
 	testutil.Must1(kw.Write(content))(t)
-	must(t, kw.Close())
+	testutil.Must(t, kw.Close())
 	forms["klauspost"] = kb.Bytes()
 
 	var sb bytes.Buffer
 	sw, err := gzip.NewWriterLevel(&sb, gzip.NoCompression)
-	must(t, err)
+	testutil.Must(t, err)
 	for i := 0; i < len(content); i += 3 << 20 {
 		testutil.Must1(sw.Write(content[i:min(i+3<<20, len(content))]))(t)
-		must(t, sw.Flush())
+		testutil.Must(t, sw.Flush())
 	}
-	must(t, sw.Close())
+	testutil.Must(t, sw.Close())
 	forms["stdlib, flushed"] = sb.Bytes()
 
 	var hb bytes.Buffer
 	hw, err := gzip.NewWriterLevel(&hb, gzip.NoCompression)
-	must(t, err)
+	testutil.Must(t, err)
 	hw.Name, hw.Comment, hw.Extra = "results.tar", "made by a test", []byte("xy\x04\x00abcd")
 	testutil.Must1(hw.Write(content))(t)
-	must(t, hw.Close())
+	testutil.Must(t, hw.Close())
 	h := hb.Bytes()
 	if h[3]&0x1c != 0x1c {
 		t.Fatalf("header flags %#x: extra, name and comment not all set", h[3])
@@ -135,9 +135,9 @@ func TestStoredGzipRejects(t *testing.T) {
 	good := storedForms(t, content)["klauspost"]
 	var fast bytes.Buffer
 	fw, err := kgzip.NewWriterLevel(&fast, kgzip.BestSpeed)
-	must(t, err)
+	testutil.Must(t, err)
 	testutil.Must1(fw.Write(content))(t)
-	must(t, fw.Close())
+	testutil.Must(t, fw.Close())
 	wrongSize := bytes.Clone(good)
 	wrongSize[len(wrongSize)-1] ^= 0x01
 	reserved := bytes.Clone(good)
@@ -169,11 +169,11 @@ func storedLayer(t *testing.T, dir string) (*Layer, []byte) {
 	big := make([]byte, 3<<20)
 	rand.Read(big)
 	w, err := NewWriter(WriterOptions{TempDir: dir, MediaType: types.OCILayer, Level: gzip.NoCompression})
-	must(t, err)
-	must(t, w.File("opt/pht_results/big.bin", int64(len(big)), bytes.NewReader(big)))
-	must(t, w.File("opt/pht_train/entry.py", 5, strings.NewReader("print")))
+	testutil.Must(t, err)
+	testutil.Must(t, w.File("opt/pht_results/big.bin", int64(len(big)), bytes.NewReader(big)))
+	testutil.Must(t, w.File("opt/pht_train/entry.py", 5, strings.NewReader("print")))
 	l, err := w.Close()
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { l.Cleanup() })
 	return l, big
 }
@@ -194,7 +194,7 @@ func TestResolveReadsStoredGzipInPlace(t *testing.T) {
 		if got := readFile(t, mustLookup(t, res, "opt/pht_train/entry.py")); string(got) != "print" {
 			t.Errorf("deferred=%v: entry.py = %q", deferred, got)
 		}
-		must(t, res.Close())
+		testutil.Must(t, res.Close())
 	}
 }
 
@@ -213,13 +213,13 @@ func mustLookup(t *testing.T, res *Resolved, p string) *File {
 func TestResolveStoredGzipTampered(t *testing.T) {
 	l, big := storedLayer(t, t.TempDir())
 	b, err := os.ReadFile(l.Path())
-	must(t, err)
+	testutil.Must(t, err)
 	i := bytes.Index(b, big[1<<20:1<<20+16])
 	if i < 0 {
 		t.Fatal("content not found in the layer file")
 	}
 	b[i+3] ^= 0x01
-	must(t, os.WriteFile(l.Path(), b, 0o600))
+	testutil.Must(t, os.WriteFile(l.Path(), b, 0o600))
 	img := imageOf(t, l)
 	if _, err := Resolve(img, trainPrefixes); err == nil {
 		t.Error("Resolve of a changed layer succeeded")
@@ -232,7 +232,7 @@ func TestResolveStoredGzipTampered(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "layer 0 (sha256:") || !strings.Contains(err.Error(), "blob has digest") {
 		t.Errorf("Check: %v, want ErrDigestMismatch naming layer 0 and its blob digest", err)
 	}
-	must(t, res.Close())
+	testutil.Must(t, res.Close())
 }
 
 // FuzzStoredGzip: whatever the bytes, mapping them never panics, and when

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // checkedLayer serves its blob as a registry's does through the oci
@@ -87,7 +88,7 @@ func outcome(t *testing.T, res *Resolved) string {
 	}
 	for _, s := range res.Seen() {
 		sum, err := s.Sum()
-		must(t, err)
+		testutil.Must(t, err)
 		fmt.Fprintf(&b, "seen %s %d %d %x\n", s.Path, s.Layer, s.Size, sum)
 	}
 	for _, l := range res.Layers() {
@@ -127,7 +128,7 @@ func TestSummaryReplaysLikeARead(t *testing.T) {
 				img := imageOf(t, ls...)
 				opts := ResolveOptions{BoundaryScan: scan}
 				plain, err := Resolve(img, pfx, opts)
-				must(t, err)
+				testutil.Must(t, err)
 				want := outcome(t, plain)
 				plain.Close()
 
@@ -138,7 +139,7 @@ func TestSummaryReplaysLikeARead(t *testing.T) {
 						cl.opens = 0
 					}
 					res, err := Resolve(img, pfx, opts)
-					must(t, err)
+					testutil.Must(t, err)
 					if got := outcome(t, res); got != want {
 						t.Errorf("run %d with the cache:\n%s\nwithout:\n%s", run, got, want)
 					}
@@ -168,7 +169,7 @@ func TestSummaryNotFromUncheckedBlob(t *testing.T) {
 	cache := &memCache{m: map[string][]byte{}}
 	img := imageOf(t, tarLayer(t, reg("opt/app/a", "1"), reg("usr/x", "x")), tarLayer(t, reg("opt/app/a", "2")))
 	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
-	must(t, err)
+	testutil.Must(t, err)
 	res.Close()
 	if len(cache.m) != 0 {
 		t.Errorf("%d summaries stored from blobs whose digest nobody checked", len(cache.m))
@@ -207,13 +208,13 @@ func TestSummaryOtherDiffID(t *testing.T) {
 	top := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))}
 	img := imageOf(t, base, top)
 	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
-	must(t, err)
+	testutil.Must(t, err)
 	res.Close()
 	if len(cache.m) != 1 {
 		t.Fatalf("%d summaries stored, want the base's", len(cache.m))
 	}
 	cf, err := img.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	cf = cf.DeepCopy()
 	cf.RootFS.DiffIDs[0] = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)}
 	lied := configImage{Image: img, cf: cf}
@@ -238,7 +239,7 @@ func TestSummaryLimitsStillApply(t *testing.T) {
 	base := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "1234"), reg("usr/x", "x"), reg("usr/y", "y"))}
 	img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))})
 	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
-	must(t, err)
+	testutil.Must(t, err)
 	res.Close()
 	base.opens = 0
 	if _, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache, Limits: Limits{MaxEntries: 2}}); !errors.Is(err, ErrLimit) || base.opens != 0 {
@@ -257,20 +258,20 @@ func TestSummaryBadHashReadsLayer(t *testing.T) {
 		base := &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "1"), reg("usr/x", "x"))}
 		img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/a", "2"))})
 		res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
-		must(t, err)
+		testutil.Must(t, err)
 		want := outcome(t, res)
 		res.Close()
 		for k, v := range cache.m {
 			d, _ := base.Digest()
 			diff, _ := base.DiffID()
 			s, err := decodeSummary(v, d, diff, []string{"opt/app"})
-			must(t, err)
+			testutil.Must(t, err)
 			s.Records[0].SHA256 = h
 			cache.m[k] = encodeSummary(s)
 		}
 		base.opens = 0
 		res, err = Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache})
-		must(t, err)
+		testutil.Must(t, err)
 		if got := outcome(t, res); got != want || base.opens == 0 {
 			t.Errorf("hash %q: base read %d times; got\n%s\nwant\n%s", h, base.opens, got, want)
 		}
@@ -289,7 +290,7 @@ func TestSummaryNotForManyFiles(t *testing.T) {
 	base := &checkedLayer{Layer: tarLayer(t, append(many, reg("usr/x", "x"))...)}
 	img := imageOf(t, base, &checkedLayer{Layer: tarLayer(t, reg("opt/app/.wh.r", ""))})
 	res, err := Resolve(img, []string{"opt/app"}, ResolveOptions{SummaryCache: cache, BoundaryScan: true})
-	must(t, err)
+	testutil.Must(t, err)
 	res.Close()
 	d, _ := base.Digest()
 	for k := range cache.m {

@@ -20,21 +20,21 @@ import (
 func writeSample(t *testing.T, level int, chunk int) *Layer {
 	t.Helper()
 	w, err := NewWriter(WriterOptions{ModTime: time.Unix(1700000000, 999), TempDir: t.TempDir(), Level: level})
-	must(t, err)
+	testutil.Must(t, err)
 	body := strings.Repeat("payload ", 5000)
-	must(t, w.Whiteout("opt/user_sym_key.key"))
-	must(t, w.Opaque("opt/pht_results"))
-	must(t, w.File("opt/pht_results/a/A.txt", 3, strings.NewReader("AAA")))
-	must(t, w.File("opt/pht_results/a-b.txt", -1, io.LimitReader(&chunkedReader{s: body, n: chunk}, int64(len(body)))))
-	must(t, w.Dir("opt/pht_train"))
-	must(t, w.Dir("opt/pht_train")) // the same directory again is a no-op
-	must(t, w.Opaque("opt/pht_train"))
-	must(t, w.Executable("opt/pht_train/run.sh", 9, strings.NewReader("#!/bin/sh")))
-	must(t, w.File("opt/train_config.json", int64(len(body)), &chunkedReader{s: body, n: chunk}))
+	testutil.Must(t, w.Whiteout("opt/user_sym_key.key"))
+	testutil.Must(t, w.Opaque("opt/pht_results"))
+	testutil.Must(t, w.File("opt/pht_results/a/A.txt", 3, strings.NewReader("AAA")))
+	testutil.Must(t, w.File("opt/pht_results/a-b.txt", -1, io.LimitReader(&chunkedReader{s: body, n: chunk}, int64(len(body)))))
+	testutil.Must(t, w.Dir("opt/pht_train"))
+	testutil.Must(t, w.Dir("opt/pht_train")) // the same directory again is a no-op
+	testutil.Must(t, w.Opaque("opt/pht_train"))
+	testutil.Must(t, w.Executable("opt/pht_train/run.sh", 9, strings.NewReader("#!/bin/sh")))
+	testutil.Must(t, w.File("opt/train_config.json", int64(len(body)), &chunkedReader{s: body, n: chunk}))
 	long := "opt/zz/" + strings.Repeat("long-name-", 20) + "/f"
-	must(t, w.File(long, 1, strings.NewReader("L")))
+	testutil.Must(t, w.File(long, 1, strings.NewReader("L")))
 	l, err := w.Close()
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { l.Cleanup() })
 	return l
 }
@@ -68,26 +68,26 @@ func TestWriterDeterministicAndNormalized(t *testing.T) {
 		}
 		// Precomputed digest, diff ID and size match the file.
 		fb, err := os.ReadFile(a.Path())
-		must(t, err)
+		testutil.Must(t, err)
 		if sz, _ := a.Size(); sz != int64(len(fb)) {
 			t.Fatalf("Size %d, file has %d", sz, len(fb))
 		}
 		rc, _ := a.Compressed()
 		h, _, err := v1SHA256(rc)
-		must(t, err)
+		testutil.Must(t, err)
 		if h != da {
 			t.Fatalf("digest %s, file hashes to %s", da, h)
 		}
 		rc, _ = a.Uncompressed()
 		h, _, err = v1SHA256(rc)
-		must(t, err)
+		testutil.Must(t, err)
 		if h != ia {
 			t.Fatalf("diff ID %s, tar hashes to %s", ia, h)
 		}
 	}
 	l := writeSample(t, gzip.BestSpeed, 100)
 	rc, err := l.Uncompressed()
-	must(t, err)
+	testutil.Must(t, err)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	var names []string
@@ -96,7 +96,7 @@ func TestWriterDeterministicAndNormalized(t *testing.T) {
 		if err == io.EOF {
 			break
 		}
-		must(t, err)
+		testutil.Must(t, err)
 		names = append(names, hdr.Name)
 		if hdr.Uid != 0 || hdr.Gid != 0 || hdr.Uname != "" || hdr.Gname != "" {
 			t.Errorf("%s: owner %d:%d %q:%q", hdr.Name, hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname)
@@ -130,7 +130,7 @@ func TestWriterRoundTripThroughResolve(t *testing.T) {
 	l := writeSample(t, gzip.BestSpeed, 333)
 	lower := &countingLayer{Layer: tarLayer(t, reg("opt/pht_train/old.py", "old"), reg("opt/user_sym_key.key", "k"))}
 	res, err := Resolve(imageOf(t, lower, l), trainPrefixes, ResolveOptions{MemLimit: 1000, TempDir: t.TempDir()})
-	must(t, err)
+	testutil.Must(t, err)
 	defer res.Close()
 	if lower.reads() != 0 {
 		t.Fatal("lower layer read although the written layer settles every prefix")
@@ -155,29 +155,29 @@ func TestWriterRoundTripThroughResolve(t *testing.T) {
 func testWriter(t *testing.T) *Writer {
 	t.Helper()
 	w, err := NewWriter(WriterOptions{TempDir: t.TempDir()})
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(w.Abort)
 	return w
 }
 
 func TestWriterRejects(t *testing.T) {
 	w := testWriter(t)
-	must(t, w.File("b", 0, strings.NewReader("")))
+	testutil.Must(t, w.File("b", 0, strings.NewReader("")))
 	if err := w.File("a", 0, strings.NewReader("")); !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("a after b: %v", err)
 	}
 	w = testWriter(t)
-	must(t, w.File("a.txt", 0, strings.NewReader("")))
+	testutil.Must(t, w.File("a.txt", 0, strings.NewReader("")))
 	if err := w.File("a/b", 0, strings.NewReader("")); !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("a/b after a.txt (component order): %v", err)
 	}
 	w = testWriter(t)
-	must(t, w.File("a", 0, strings.NewReader("")))
+	testutil.Must(t, w.File("a", 0, strings.NewReader("")))
 	if err := w.File("a", 0, strings.NewReader("")); !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("duplicate: %v", err)
 	}
 	w = testWriter(t)
-	must(t, w.File("a", 0, strings.NewReader("")))
+	testutil.Must(t, w.File("a", 0, strings.NewReader("")))
 	if err := w.File("a/b", 0, strings.NewReader("")); !errors.Is(err, ErrNotDir) {
 		t.Fatalf("under a file: %v", err)
 	}
@@ -201,8 +201,8 @@ func TestWriterRejects(t *testing.T) {
 	// Abort removes the temporary layer file.
 	dir := t.TempDir()
 	w, err := NewWriter(WriterOptions{TempDir: dir})
-	must(t, err)
-	must(t, w.File("x", 1, strings.NewReader("x")))
+	testutil.Must(t, err)
+	testutil.Must(t, w.File("x", 1, strings.NewReader("x")))
 	w.Abort()
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Fatalf("Abort left %v", left)
@@ -229,10 +229,10 @@ func TestWriterLargeFileFlatMemory(t *testing.T) {
 	var l *Layer
 	grow := testutil.PeakHeap(func() {
 		w, err := NewWriter(WriterOptions{TempDir: dir, Level: gzip.NoCompression})
-		must(t, err)
-		must(t, w.File("opt/app/big", -1, io.LimitReader(newRand(1), size)))
+		testutil.Must(t, err)
+		testutil.Must(t, w.File("opt/app/big", -1, io.LimitReader(newRand(1), size)))
 		l, err = w.Close()
-		must(t, err)
+		testutil.Must(t, err)
 	})
 	defer l.Cleanup()
 	t.Logf("writer: peak heap growth %.1f MiB for a %d MiB file", float64(grow)/(1<<20), size>>20)
@@ -243,7 +243,7 @@ func TestWriterLargeFileFlatMemory(t *testing.T) {
 	grow = testutil.PeakHeap(func() {
 		var err error
 		res, err = Resolve(imageOf(t, l), []string{"opt/app"}, ResolveOptions{TempDir: dir})
-		must(t, err)
+		testutil.Must(t, err)
 	})
 	defer res.Close()
 	t.Logf("resolve: peak heap growth %.1f MiB", float64(grow)/(1<<20))
@@ -255,7 +255,7 @@ func TestWriterLargeFileFlatMemory(t *testing.T) {
 		t.Fatalf("big file: %v %+v", ok, f)
 	}
 	rc, err := f.Open()
-	must(t, err)
+	testutil.Must(t, err)
 	defer rc.Close()
 	if !sameStream(rc, io.LimitReader(newRand(1), size)) {
 		t.Fatal("resolved content differs from the generated stream")
@@ -288,16 +288,16 @@ func (w writerToOnly) WriteTo(dst io.Writer) (int64, error) {
 
 func TestWriterUsesWriteTo(t *testing.T) {
 	w := testWriter(t)
-	must(t, w.File("a", 3, writerToOnly{[]byte("abc")}))
+	testutil.Must(t, w.File("a", 3, writerToOnly{[]byte("abc")}))
 	l, err := w.Close()
-	must(t, err)
+	testutil.Must(t, err)
 	defer l.Cleanup()
 	rc, err := l.Uncompressed()
-	must(t, err)
+	testutil.Must(t, err)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	h, err := tr.Next()
-	must(t, err)
+	testutil.Must(t, err)
 	got, _ := io.ReadAll(tr)
 	if h.Name != "a" || string(got) != "abc" {
 		t.Fatalf("entry %q = %q", h.Name, got)
@@ -316,8 +316,8 @@ func TestWriterUsesWriteTo(t *testing.T) {
 func TestWriterFail(t *testing.T) {
 	dir := t.TempDir()
 	w, err := NewWriter(WriterOptions{TempDir: dir})
-	must(t, err)
-	must(t, w.File("a", 3, strings.NewReader("abc")))
+	testutil.Must(t, err)
+	testutil.Must(t, w.File("a", 3, strings.NewReader("abc")))
 	boom := errors.New("check failed")
 	done := make(chan struct{})
 	go func() { w.Fail(boom); close(done) }()

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // rewriteTar copies a tar; edit may change an entry's content or drop it
@@ -37,7 +38,7 @@ func rewriteTar(t *testing.T, in, out string, edit func(name string, b []byte) [
 }
 
 func manifestOf(t *testing.T, p string) *v1.Manifest {
-	return must(open(t, parse(t, p), Options{}).Manifest())(t)
+	return testutil.Must1(open(t, parse(t, p), Options{}).Manifest())(t)
 }
 
 // TestBadArchives: truncated tars, a missing blob, a corrupted blob and an
@@ -49,12 +50,12 @@ func TestBadArchives(t *testing.T) {
 	m := manifestOf(t, ociTar)
 	layer1 := m.Layers[1].Digest
 
-	full := must(os.ReadFile(ociTar))(t)
+	full := testutil.Must1(os.ReadFile(ociTar))(t)
 	// Cut in the middle of the last layer's blob.
-	ix := must(indexTar(ociTar, "oci-archive", Limits{}))(t)
+	ix := testutil.Must1(indexTar(ociTar, "oci-archive", Limits{}))(t)
 	e := ix.entries["blobs/sha256/"+layer1.Hex]
 	midLayer := e.off + e.size/2
-	dfull := must(os.ReadFile(dockerTar))(t)
+	dfull := testutil.Must1(os.ReadFile(dockerTar))(t)
 	for _, c := range []struct {
 		name string
 		data []byte
@@ -67,7 +68,7 @@ func TestBadArchives(t *testing.T) {
 		{"docker 700 bytes", dfull[:700], "docker-archive"},
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".tar")
-		noErr(t, os.WriteFile(p, c.data, 0o644))
+		testutil.Must(t, os.WriteFile(p, c.data, 0o644))
 		_, err := Open(ctx, kindRef(c.tr, p, ""), Options{})
 		if err == nil {
 			t.Errorf("%s: Open of a truncated archive succeeded", c.name)
@@ -91,7 +92,7 @@ func TestBadArchives(t *testing.T) {
 		return b
 	})
 	img := open(t, parse(t, missing), Options{})
-	l := must(img.LayerByDigest(layer1))(t)
+	l := testutil.Must1(img.LayerByDigest(layer1))(t)
 	if _, err := l.Compressed(); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), layer1.String()) {
 		t.Errorf("missing blob: %v, want ErrNotFound naming %s", err, layer1)
 	}
@@ -116,7 +117,7 @@ func TestBadArchives(t *testing.T) {
 		}
 		return b
 	})
-	rc := must(must(open(t, parse(t, corrupt), Options{}).LayerByDigest(layer1))(t).Compressed())(t)
+	rc := testutil.Must1(testutil.Must1(open(t, parse(t, corrupt), Options{}).LayerByDigest(layer1))(t).Compressed())(t)
 	if _, err := io.Copy(io.Discard, rc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), layer1.String()) {
 		t.Errorf("corrupt blob: %v, want ErrCorrupt naming %s", err, layer1)
 	}
@@ -149,7 +150,7 @@ func TestBadArchives(t *testing.T) {
 	if _, err := Open(ctx, Ref{}, Options{}); !errors.Is(err, ErrUnknownTransport) {
 		t.Errorf("the zero Ref: %v, want ErrUnknownTransport", err)
 	}
-	if _, err := Write(ctx, Ref{}, must(random.Image(10, 1))(t), Options{}); !errors.Is(err, ErrUnknownTransport) {
+	if _, err := Write(ctx, Ref{}, testutil.Must1(random.Image(10, 1))(t), Options{}); !errors.Is(err, ErrUnknownTransport) {
 		t.Errorf("writing to the zero Ref: %v, want ErrUnknownTransport", err)
 	}
 	if _, err := ParseRef("ftp:/x"); !errors.Is(err, ErrUnknownTransport) {
@@ -182,10 +183,10 @@ func TestPlatforms(t *testing.T) {
 	}
 
 	plat := func(p *v1.Platform) v1.Image {
-		img := must(random.Image(512, 1))(t)
-		cf := must(img.ConfigFile())(t).DeepCopy()
+		img := testutil.Must1(random.Image(512, 1))(t)
+		cf := testutil.Must1(img.ConfigFile())(t).DeepCopy()
 		cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
-		return must(mutate.ConfigFile(img, cf))(t)
+		return testutil.Must1(mutate.ConfigFile(img, cf))(t)
 	}
 	imgs := map[string]v1.Image{"amd": plat(amd), "arm": plat(arm), "s390": plat(s390)}
 	index := func(keys ...string) v1.ImageIndex {
@@ -212,10 +213,10 @@ func TestPlatforms(t *testing.T) {
 	} {
 		name := strings.Join(c.keys, "-")
 		lay := filepath.Join(dir, name)
-		p := must(layout.Write(lay, empty.Index))(t)
-		noErr(t, p.AppendIndex(index(c.keys...), layout.WithAnnotations(map[string]string{refNameAnnotation: "multi"})))
+		p := testutil.Must1(layout.Write(lay, empty.Index))(t)
+		testutil.Must(t, p.AppendIndex(index(c.keys...), layout.WithAnnotations(map[string]string{refNameAnnotation: "multi"})))
 		regRef := regRef(t, reg, "multi/"+name+":v1")
-		noErr(t, remote.WriteIndex(regRef.Name(), index(c.keys...), remote.WithTransport(reg.Transport())))
+		testutil.Must(t, remote.WriteIndex(regRef.Name(), index(c.keys...), remote.WithTransport(reg.Transport())))
 		for _, ref := range []Ref{kindRef("oci", lay, "multi"), regRef} {
 			img, err := Open(ctx, ref, Options{Platform: c.want, Transport: reg.Transport()})
 			if c.got == "" {
@@ -251,12 +252,12 @@ func TestNeverOverwriteInput(t *testing.T) {
 		if tr == "docker-archive" {
 			src = vector("train_initial.docker.tar")
 		}
-		orig := must(os.ReadFile(src))(t)
-		noErr(t, os.WriteFile(p, orig, 0o644))
+		orig := testutil.Must1(os.ReadFile(src))(t)
+		testutil.Must(t, os.WriteFile(p, orig, 0o644))
 		link := p + ".link.tar"
-		noErr(t, os.Symlink(p, link))
+		testutil.Must(t, os.Symlink(p, link))
 		hard := p + ".hard.tar"
-		noErr(t, os.Link(p, hard))
+		testutil.Must(t, os.Link(p, hard))
 		in := kindRef(tr, p, "")
 		img := open(t, in, Options{})
 		o := Options{Inputs: []Ref{in}}
@@ -267,7 +268,7 @@ func TestNeverOverwriteInput(t *testing.T) {
 				}
 			}
 		}
-		if b := must(os.ReadFile(p))(t); !bytes.Equal(b, orig) {
+		if b := testutil.Must1(os.ReadFile(p))(t); !bytes.Equal(b, orig) {
 			t.Errorf("%s input changed", tr)
 		}
 		// The input named through a link protects the file too.
@@ -275,16 +276,16 @@ func TestNeverOverwriteInput(t *testing.T) {
 			t.Errorf("%s over an input named by a hard link: %v, want ErrWouldOverwrite", tr, err)
 		}
 		// Another file is fine.
-		must(Write(ctx, kindRef(tr, p+".out.tar", ""), img, o))(t)
+		testutil.Must1(Write(ctx, kindRef(tr, p+".out.tar", ""), img, o))(t)
 	}
 	lay := filepath.Join(dir, "layout")
 	laylink := filepath.Join(dir, "layout-link")
-	noErr(t, os.Symlink(lay, laylink))
-	must(Write(ctx, kindRef("oci", lay, "in"), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	testutil.Must(t, os.Symlink(lay, laylink))
+	testutil.Must1(Write(ctx, kindRef("oci", lay, "in"), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
 	in := kindRef("oci", lay, "in")
 	img := open(t, in, Options{})
 	o := Options{Inputs: []Ref{in}}
-	other := must(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "x.txt", "x")}))(t)
+	other := testutil.Must1(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "x.txt", "x")}))(t)
 	for _, target := range []string{lay, laylink} {
 		if _, err := Write(ctx, kindRef("oci", target, "in"), other, o); !errors.Is(err, ErrWouldOverwrite) {
 			t.Errorf("layout tag over its input (as %s): %v, want ErrWouldOverwrite", target, err)
@@ -297,9 +298,9 @@ func TestNeverOverwriteInput(t *testing.T) {
 		t.Errorf("another tag of the input layout: %v", err)
 	}
 	// Replacing a tag that was not read replaces it (one entry, new digest).
-	third := must(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "y.txt", "y")}))(t)
-	must(Write(ctx, kindRef("oci", lay, "out"), third, o))(t)
-	im := must(must(layout.ImageIndexFromPath(lay))(t).IndexManifest())(t)
+	third := testutil.Must1(mutate.Append(img, mutate.Addendum{Layer: tarLayer(t, "y.txt", "y")}))(t)
+	testutil.Must1(Write(ctx, kindRef("oci", lay, "out"), third, o))(t)
+	im := testutil.Must1(testutil.Must1(layout.ImageIndexFromPath(lay))(t).IndexManifest())(t)
 	tags := map[string]v1.Hash{}
 	for _, d := range im.Manifests {
 		if _, dup := tags[d.Annotations[refNameAnnotation]]; dup {
@@ -316,11 +317,11 @@ func TestNeverOverwriteInput(t *testing.T) {
 // (ErrAmbiguous without one) and yields the tagged image with one.
 func TestDockerArchiveSeveralImages(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "two.tar")
-	a, b := must(random.Image(100, 1))(t), must(random.Image(100, 1))(t)
-	ta, tb := must(name.NewTag("pht/a:v1"))(t), must(name.NewTag("pht/b:v1"))(t)
-	f := must(os.Create(p))(t)
-	noErr(t, tarball.MultiWrite(map[name.Tag]v1.Image{ta: a, tb: b}, f))
-	noErr(t, f.Close())
+	a, b := testutil.Must1(random.Image(100, 1))(t), testutil.Must1(random.Image(100, 1))(t)
+	ta, tb := testutil.Must1(name.NewTag("pht/a:v1"))(t), testutil.Must1(name.NewTag("pht/b:v1"))(t)
+	f := testutil.Must1(os.Create(p))(t)
+	testutil.Must(t, tarball.MultiWrite(map[name.Tag]v1.Image{ta: a, tb: b}, f))
+	testutil.Must(t, f.Close())
 	if _, err := Open(ctx, parse(t, p), Options{}); !errors.Is(err, ErrAmbiguous) {
 		t.Errorf("two images, no tag: %v, want ErrAmbiguous", err)
 	}

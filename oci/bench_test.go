@@ -24,22 +24,22 @@ import (
 func bigArchive(tb testing.TB, dir string, size int64) string {
 	tb.Helper()
 	lp := filepath.Join(dir, "layer.tar.gz")
-	f := must(os.Create(lp))(tb)
-	gz := must(gzip.NewWriterLevel(f, gzip.BestSpeed))(tb)
+	f := testutil.Must1(os.Create(lp))(tb)
+	gz := testutil.Must1(gzip.NewWriterLevel(f, gzip.BestSpeed))(tb)
 	tw := tar.NewWriter(gz)
-	noErr(tb, tw.WriteHeader(&tar.Header{Name: "opt/pht_train/big.bin", Mode: 0o644, Size: size, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}))
+	testutil.Must(tb, tw.WriteHeader(&tar.Header{Name: "opt/pht_train/big.bin", Mode: 0o644, Size: size, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}))
 	rng := rand.NewChaCha8([32]byte{1})
-	must(io.CopyN(tw, rng, size))(tb)
-	noErr(tb, tw.Close())
-	noErr(tb, gz.Close())
-	noErr(tb, f.Close())
-	l := must(tarball.LayerFromFile(lp, tarball.WithMediaType(types.OCILayer)))(tb)
+	testutil.Must1(io.CopyN(tw, rng, size))(tb)
+	testutil.Must(tb, tw.Close())
+	testutil.Must(tb, gz.Close())
+	testutil.Must(tb, f.Close())
+	l := testutil.Must1(tarball.LayerFromFile(lp, tarball.WithMediaType(types.OCILayer)))(tb)
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img = must(mutate.AppendLayers(img, l))(tb)
+	img = testutil.Must1(mutate.AppendLayers(img, l))(tb)
 	p := filepath.Join(dir, "big.oci.tar")
-	must(Write(ctx, kindRef("oci-archive", p, ""), img, Options{}))(tb)
-	noErr(tb, os.Remove(lp))
+	testutil.Must1(Write(ctx, kindRef("oci-archive", p, ""), img, Options{}))(tb)
+	testutil.Must(tb, os.Remove(lp))
 	return p
 }
 
@@ -57,19 +57,19 @@ func TestStreamingMemory(t *testing.T) {
 		f    func()
 	}{
 		{"oci-archive", func() {
-			must(Write(ctx, kindRef("oci-archive", filepath.Join(dir, "out.oci.tar"), ""), open(t, src, o), o))(t)
+			testutil.Must1(Write(ctx, kindRef("oci-archive", filepath.Join(dir, "out.oci.tar"), ""), open(t, src, o), o))(t)
 		}},
 		{"docker-archive", func() {
-			must(Write(ctx, kindRef("docker-archive", filepath.Join(dir, "out.docker.tar"), ""), open(t, src, o), o))(t)
+			testutil.Must1(Write(ctx, kindRef("docker-archive", filepath.Join(dir, "out.docker.tar"), ""), open(t, src, o), o))(t)
 		}},
 		{"oci layout", func() {
-			must(Write(ctx, kindRef("oci", filepath.Join(dir, "layout"), ""), open(t, src, o), o))(t)
+			testutil.Must1(Write(ctx, kindRef("oci", filepath.Join(dir, "layout"), ""), open(t, src, o), o))(t)
 		}},
-		{"push", func() { must(Write(ctx, regRef(t, reg, "mem/big:v1"), open(t, src, o), o))(t) }},
+		{"push", func() { testutil.Must1(Write(ctx, regRef(t, reg, "mem/big:v1"), open(t, src, o), o))(t) }},
 		{"pull", func() {
-			l := must(open(t, regRef(t, reg, "mem/big:v1"), o).Layers())(t)
-			rc := must(l[0].Compressed())(t)
-			must(io.Copy(io.Discard, rc))(t)
+			l := testutil.Must1(open(t, regRef(t, reg, "mem/big:v1"), o).Layers())(t)
+			rc := testutil.Must1(l[0].Compressed())(t)
+			testutil.Must1(io.Copy(io.Discard, rc))(t)
 			rc.Close()
 		}},
 	}
@@ -95,7 +95,7 @@ func benchCopy(b *testing.B, out func(i int, dir string) Ref) {
 		if kind, _, _ := refParts(ref); kind == "docker" {
 			ref = regRef(b, reg, fmt.Sprintf("bench/r%d:v1", i))
 		}
-		must(Write(ctx, ref, open(b, src, o), o))(b)
+		testutil.Must1(Write(ctx, ref, open(b, src, o), o))(b)
 	}
 }
 
@@ -133,9 +133,9 @@ func BenchmarkReadOCIArchive(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for _, l := range must(open(b, src, Options{}).Layers())(b) {
-			rc := must(l.Compressed())(b)
-			must(io.Copy(io.Discard, rc))(b)
+		for _, l := range testutil.Must1(open(b, src, Options{}).Layers())(b) {
+			rc := testutil.Must1(l.Compressed())(b)
+			testutil.Must1(io.Copy(io.Discard, rc))(b)
 			rc.Close()
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // testCA is a CA made in the test.
@@ -35,18 +36,18 @@ type testCA struct {
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
+	key := testutil.Must1(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "phtoci test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))(t)
-	return &testCA{cert: must(x509.ParseCertificate(der))(t), key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	der := testutil.Must1(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))(t)
+	return &testCA{cert: testutil.Must1(x509.ParseCertificate(der))(t), key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
 // issue returns a certificate and key (PEM) signed by the CA.
 func (ca *testCA) issue(t *testing.T, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
+	key := testutil.Must1(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "phtoci test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
@@ -54,16 +55,16 @@ func (ca *testCA) issue(t *testing.T, server bool) (certPEM, keyPEM []byte) {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
 	}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key))(t)
-	kder := must(x509.MarshalECPrivateKey(key))(t)
+	der := testutil.Must1(x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key))(t)
+	kder := testutil.Must1(x509.MarshalECPrivateKey(key))(t)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
 func writeFiles(t *testing.T, dir string, files map[string][]byte) {
 	t.Helper()
-	noErr(t, os.MkdirAll(dir, 0o755))
+	testutil.Must(t, os.MkdirAll(dir, 0o755))
 	for n, b := range files {
-		noErr(t, os.WriteFile(filepath.Join(dir, n), b, 0o600))
+		testutil.Must(t, os.WriteFile(filepath.Join(dir, n), b, 0o600))
 	}
 }
 
@@ -76,7 +77,7 @@ func TestCertDirsClientCertificates(t *testing.T) {
 	serverCA, clientCA := newTestCA(t), newTestCA(t)
 	srvCert, srvKey := serverCA.issue(t, true)
 	cliCert, cliKey := clientCA.issue(t, false)
-	pair := must(tls.X509KeyPair(srvCert, srvKey))(t)
+	pair := testutil.Must1(tls.X509KeyPair(srvCert, srvKey))(t)
 	clientPool := x509.NewCertPool()
 	clientPool.AddCert(clientCA.cert)
 	srv := httptest.NewUnstartedServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
@@ -89,11 +90,11 @@ func TestCertDirsClientCertificates(t *testing.T) {
 	// Push with a transport made here.
 	rootPool := x509.NewCertPool()
 	rootPool.AddCert(serverCA.cert)
-	cp := must(tls.X509KeyPair(cliCert, cliKey))(t)
+	cp := testutil.Must1(tls.X509KeyPair(cliCert, cliKey))(t)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rootPool, Certificates: []tls.Certificate{cp}}}
-	img := must(random.Image(1024, 1))(t)
-	tag := must(name.NewTag(host + "/pht/x:latest"))(t)
-	noErr(t, remote.Write(tag, img, remote.WithTransport(tr)))
+	img := testutil.Must1(random.Image(1024, 1))(t)
+	tag := testutil.Must1(name.NewTag(host + "/pht/x:latest"))(t)
+	testutil.Must(t, remote.Write(tag, img, remote.WithTransport(tr)))
 	ref := parse(t, host+"/pht/x:latest")
 
 	full := t.TempDir()

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestCheckLayersPerTransport: CheckLayers finds every layer blob without
@@ -19,7 +20,7 @@ import (
 // that is missing (ErrNotFound) or of another size (ErrCorrupt).
 func TestCheckLayersPerTransport(t *testing.T) {
 	src := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
-	m := must(src.Manifest())(t)
+	m := testutil.Must1(src.Manifest())(t)
 	top := m.Layers[len(m.Layers)-1].Digest
 	dir := t.TempDir()
 	reg := testreg.Start(t, testreg.Options{})
@@ -30,7 +31,7 @@ func TestCheckLayersPerTransport(t *testing.T) {
 		parseOut(t, "docker-archive:"+filepath.Join(dir, "x.docker.tar")),
 		regRef(t, reg, "check/layers:v1"),
 	} {
-		must(Write(ctx, ref, src, o))(t)
+		testutil.Must1(Write(ctx, ref, src, o))(t)
 		if err := CheckLayers(ctx, ref, open(t, ref, o), o); err != nil {
 			t.Errorf("%s: CheckLayers of a whole image: %v", ref, err)
 		}
@@ -40,12 +41,12 @@ func TestCheckLayersPerTransport(t *testing.T) {
 	lay := parseOut(t, "oci:"+filepath.Join(dir, "layout"))
 	img := open(t, lay, o)
 	blob := filepath.Join(dir, "layout", "blobs", "sha256", top.Hex)
-	b := must(os.ReadFile(blob))(t)
-	noErr(t, os.Remove(blob))
+	b := testutil.Must1(os.ReadFile(blob))(t)
+	testutil.Must(t, os.Remove(blob))
 	if err := CheckLayers(ctx, lay, img, o); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), top.String()) {
 		t.Errorf("layout without a blob: %v, want ErrNotFound naming %s", err, top)
 	}
-	noErr(t, os.WriteFile(blob, b[:len(b)-1], 0o644))
+	testutil.Must(t, os.WriteFile(blob, b[:len(b)-1], 0o644))
 	if err := CheckLayers(ctx, lay, img, o); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), top.String()) {
 		t.Errorf("layout with a short blob: %v, want ErrCorrupt naming %s", err, top)
 	}
@@ -76,18 +77,18 @@ func TestCheckLayersPerTransport(t *testing.T) {
 func TestCheckLayersCredentialsAsOpen(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{Auth: true})
 	ref := regRef(t, reg, "check/auth:v1")
-	must(Write(ctx, ref, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), regOpts(reg)))(t)
+	testutil.Must1(Write(ctx, ref, open(t, parse(t, vector("train_initial.oci.tar")), Options{}), regOpts(reg)))(t)
 	home := t.TempDir()
 	authFile := filepath.Join(home, ".config", "containers", "auth.json")
-	noErr(t, os.MkdirAll(filepath.Dir(authFile), 0o700))
-	b := must(json.Marshal(map[string]any{"auths": map[string]any{reg.Host + "/check": map[string]string{
+	testutil.Must(t, os.MkdirAll(filepath.Dir(authFile), 0o700))
+	b := testutil.Must1(json.Marshal(map[string]any{"auths": map[string]any{reg.Host + "/check": map[string]string{
 		"auth": base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))}}}))(t)
-	noErr(t, os.WriteFile(authFile, b, 0o600))
+	testutil.Must(t, os.WriteFile(authFile, b, 0o600))
 	t.Setenv("HOME", home)
 	t.Setenv("REGISTRY_AUTH_FILE", "")
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	dockerConfig := t.TempDir()
-	noErr(t, os.WriteFile(filepath.Join(dockerConfig, "config.json"), []byte(`{"auths":{}}`), 0o600))
+	testutil.Must(t, os.WriteFile(filepath.Join(dockerConfig, "config.json"), []byte(`{"auths":{}}`), 0o600))
 	t.Setenv("DOCKER_CONFIG", dockerConfig)
 	o := Options{Transport: reg.Transport()}
 	img := open(t, ref, o)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -30,9 +31,9 @@ func TestChunkedUpload(t *testing.T) {
 	rand.Read(blob)
 	ps := layer.NewPlainStream(bytes.NewReader(blob), types.OCIUncompressedLayer)
 	l := ChunkedUpload(ps)
-	rc := must(l.Compressed())(t)
+	rc := testutil.Must1(l.Compressed())(t)
 	var w recordWriter
-	must(io.Copy(&w, rc))(t) // WriteTo first, as in net/http
+	testutil.Must1(io.Copy(&w, rc))(t) // WriteTo first, as in net/http
 	rc.Close()
 	if !bytes.Equal(w.Bytes(), blob) {
 		t.Fatal("uploaded bytes differ from the blob")
@@ -40,11 +41,11 @@ func TestChunkedUpload(t *testing.T) {
 	if want := []int{1 << 20, 1 << 20, 1 << 20, 12345}; len(w.sizes) != len(want) || w.sizes[0] != want[0] || w.sizes[3] != want[3] {
 		t.Errorf("write sizes %v, want %v", w.sizes, want)
 	}
-	d := must(l.Digest())(t)
-	if want := must(ps.Digest())(t); d != want {
+	d := testutil.Must1(l.Digest())(t)
+	if want := testutil.Must1(ps.Digest())(t); d != want {
 		t.Errorf("digest %s, the wrapped layer says %s", d, want)
 	}
-	if n := must(l.Size())(t); n != int64(len(blob)) {
+	if n := testutil.Must1(l.Size())(t); n != int64(len(blob)) {
 		t.Errorf("size %d, want %d", n, len(blob))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -32,15 +33,15 @@ func stagedDockerLayer(t *testing.T, dst Ref, content []byte, mt types.MediaType
 	t.Helper()
 	st := dst.Staging(nil)
 	dir, reserve := st.Dir, st.Reserve
-	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: mt, Level: gzip.NoCompression}))(t)
-	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
-	return must(w.Close())(t)
+	w := testutil.Must1(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: mt, Level: gzip.NoCompression}))(t)
+	testutil.Must(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
+	return testutil.Must1(w.Close())(t)
 }
 
 // tarEntries reads every entry of a tar file: name → header and content.
 func tarEntries(t testing.TB, path string) (map[string]*tar.Header, map[string][]byte) {
 	t.Helper()
-	f := must(os.Open(path))(t)
+	f := testutil.Must1(os.Open(path))(t)
 	defer f.Close()
 	hdrs, data := map[string]*tar.Header{}, map[string][]byte{}
 	tr := tar.NewReader(f)
@@ -49,8 +50,8 @@ func tarEntries(t testing.TB, path string) (map[string]*tar.Header, map[string][
 		if err == io.EOF {
 			return hdrs, data
 		}
-		noErr(t, err)
-		hdrs[h.Name], data[h.Name] = h, must(io.ReadAll(tr))(t)
+		testutil.Must(t, err)
+		hdrs[h.Name], data[h.Name] = h, testutil.Must1(io.ReadAll(tr))(t)
 	}
 }
 
@@ -71,27 +72,27 @@ func TestDockerArchiveTakesLayerFileOver(t *testing.T) {
 	content := make([]byte, 3<<20+7)
 	rand.Read(content)
 	l := stagedGzipLayer(t, dst, content)
-	img := must(mutate.AppendLayers(base, l))(t)
+	img := testutil.Must1(mutate.AppendLayers(base, l))(t)
 
 	// What go-containerregistry writes for the same image, for comparison.
 	ref := filepath.Join(t.TempDir(), "ggcr.tar")
-	noErr(t, tarball.WriteToFile(ref, must(name.NewTag("pht/train:st1"))(t), img))
+	testutil.Must(t, tarball.WriteToFile(ref, testutil.Must1(name.NewTag("pht/train:st1"))(t), img))
 
-	d := must(Write(ctx, dst, img, Options{}))(t)
+	d := testutil.Must1(Write(ctx, dst, img, Options{}))(t)
 	if _, err := os.Stat(l.Path()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the layer file %s is still there (err %v): it was copied, not taken over", l.Path(), err)
 	}
-	if ents := must(os.ReadDir(dir))(t); len(ents) != 1 {
+	if ents := testutil.Must1(os.ReadDir(dir))(t); len(ents) != 1 {
 		t.Errorf("directory holds %d entries, want only out.tar", len(ents))
 	}
-	if fi := must(os.Stat(out))(t); fi.Mode().Perm() != 0o644 {
+	if fi := testutil.Must1(os.Stat(out))(t); fi.Mode().Perm() != 0o644 {
 		t.Errorf("archive mode %v, want 0644", fi.Mode().Perm())
 	}
-	back := must(tarball.ImageFromPath(out, nil))(t)
+	back := testutil.Must1(tarball.ImageFromPath(out, nil))(t)
 	if want := digest(t, back); d != want {
 		t.Errorf("Write returned %s, a reader of the archive computes %s", d, want)
 	}
-	if got := digest(t, must(tarball.ImageFromPath(ref, nil))(t)); got != d {
+	if got := digest(t, testutil.Must1(tarball.ImageFromPath(ref, nil))(t)); got != d {
 		t.Errorf("tarball.Write's archive reads as %s, ours as %s", got, d)
 	}
 	gh, gd := tarEntries(t, ref)
@@ -130,23 +131,23 @@ func TestDockerArchiveTakesLayerFileOver(t *testing.T) {
 func TestDockerArchiveUncompressedFirstLayer(t *testing.T) {
 	var plain bytes.Buffer
 	tw := tar.NewWriter(&plain)
-	noErr(t, tw.WriteHeader(&tar.Header{Name: "etc/hostname", Mode: 0o644, Size: 5, Typeflag: tar.TypeReg}))
-	must(tw.Write([]byte("base\n")))(t)
-	noErr(t, tw.Close())
-	base := must(mutate.AppendLayers(mutate.MediaType(empty.Image, types.DockerManifestSchema2),
+	testutil.Must(t, tw.WriteHeader(&tar.Header{Name: "etc/hostname", Mode: 0o644, Size: 5, Typeflag: tar.TypeReg}))
+	testutil.Must1(tw.Write([]byte("base\n")))(t)
+	testutil.Must(t, tw.Close())
+	base := testutil.Must1(mutate.AppendLayers(mutate.MediaType(empty.Image, types.DockerManifestSchema2),
 		static.NewLayer(plain.Bytes(), types.DockerUncompressedLayer)))(t)
-	base = must(mutate.ConfigFile(base, must(base.ConfigFile())(t)))(t)
+	base = testutil.Must1(mutate.ConfigFile(base, testutil.Must1(base.ConfigFile())(t)))(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.tar")
 	dst := parseOut(t, "docker-archive:"+out)
 	l := stagedDockerLayer(t, dst, []byte("results"), types.DockerUncompressedLayer)
-	img := must(mutate.AppendLayers(base, l))(t)
-	d := must(Write(ctx, dst, img, Options{}))(t)
+	img := testutil.Must1(mutate.AppendLayers(base, l))(t)
+	d := testutil.Must1(Write(ctx, dst, img, Options{}))(t)
 	if _, err := os.Stat(l.Path()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the layer file is still there: not taken over")
 	}
-	if hs, _ := tarEntries(t, out); hs[must(l.Digest())(t).Hex+".tar"] == nil {
-		t.Errorf("no %s.tar entry for the plain layer", must(l.Digest())(t).Hex)
+	if hs, _ := tarEntries(t, out); hs[testutil.Must1(l.Digest())(t).Hex+".tar"] == nil {
+		t.Errorf("no %s.tar entry for the plain layer", testutil.Must1(l.Digest())(t).Hex)
 	}
 	back := open(t, parse(t, "docker-archive:"+out), Options{})
 	if got := digest(t, back); d != got {
@@ -156,7 +157,7 @@ func TestDockerArchiveUncompressedFirstLayer(t *testing.T) {
 	if got := fileIn(t, back, "opt/x"); string(got) != "results" {
 		t.Errorf("opt/x = %q", got)
 	}
-	ggcr := must(tarball.ImageFromPath(out, nil))(t)
+	ggcr := testutil.Must1(tarball.ImageFromPath(out, nil))(t)
 	if !slices.Equal(diffIDs(t, ggcr), diffIDs(t, img)) {
 		t.Errorf("go-containerregistry reads diff IDs %v, want %v", diffIDs(t, ggcr), diffIDs(t, img))
 	}

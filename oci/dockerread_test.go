@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // retar copies the tar in to out, passing every entry through edit, which
@@ -25,7 +26,7 @@ import (
 // then appends extra entries.
 func retar(t *testing.T, in, out string, edit func(h *tar.Header, b []byte) (*tar.Header, []byte), extra ...*tar.Header) {
 	t.Helper()
-	r := must(os.Open(in))(t)
+	r := testutil.Must1(os.Open(in))(t)
 	defer r.Close()
 	var buf bytes.Buffer
 	tr, tw := tar.NewReader(r), tar.NewWriter(&buf)
@@ -34,22 +35,22 @@ func retar(t *testing.T, in, out string, edit func(h *tar.Header, b []byte) (*ta
 		if err == io.EOF {
 			break
 		}
-		noErr(t, err)
-		b := must(io.ReadAll(tr))(t)
+		testutil.Must(t, err)
+		b := testutil.Must1(io.ReadAll(tr))(t)
 		if h, b = edit(h, b); h == nil {
 			continue
 		}
 		if h.Typeflag == tar.TypeReg {
 			h.Size = int64(len(b))
 		}
-		noErr(t, tw.WriteHeader(h))
-		must(tw.Write(b))(t)
+		testutil.Must(t, tw.WriteHeader(h))
+		testutil.Must1(tw.Write(b))(t)
 	}
 	for _, h := range extra {
-		noErr(t, tw.WriteHeader(h))
+		testutil.Must(t, tw.WriteHeader(h))
 	}
-	noErr(t, tw.Close())
-	noErr(t, os.WriteFile(out, buf.Bytes(), 0o644))
+	testutil.Must(t, tw.Close())
+	testutil.Must(t, os.WriteFile(out, buf.Bytes(), 0o644))
 }
 
 // dockerManifestJSON reads manifest.json of a docker-archive.
@@ -57,7 +58,7 @@ func dockerManifestJSON(t *testing.T, p string) tarball.Manifest {
 	t.Helper()
 	_, data := tarEntries(t, p)
 	var m tarball.Manifest
-	noErr(t, json.Unmarshal(data["manifest.json"], &m))
+	testutil.Must(t, json.Unmarshal(data["manifest.json"], &m))
 	return m
 }
 
@@ -67,7 +68,7 @@ func withManifest(t *testing.T, in, out string, m any, extra ...*tar.Header) {
 	t.Helper()
 	mb, raw := m.([]byte)
 	if !raw {
-		mb = must(json.Marshal(m))(t)
+		mb = testutil.Must1(json.Marshal(m))(t)
 	}
 	retar(t, in, out, func(h *tar.Header, b []byte) (*tar.Header, []byte) {
 		if h.Name == "manifest.json" {
@@ -92,12 +93,12 @@ func skopeoDockerArchive(t *testing.T) (src v1.Image, p string) {
 // ID as digest) and readable at offsets, and that img is valid.
 func readAsStoredPlain(t *testing.T, img v1.Image) {
 	t.Helper()
-	for i, l := range must(img.Layers())(t) {
-		mt, d, di := must(l.MediaType())(t), must(l.Digest())(t), must(l.DiffID())(t)
+	for i, l := range testutil.Must1(img.Layers())(t) {
+		mt, d, di := testutil.Must1(l.MediaType())(t), testutil.Must1(l.Digest())(t), testutil.Must1(l.DiffID())(t)
 		if mt != types.DockerUncompressedLayer || d != di {
 			t.Errorf("layer %d: %s, digest %s, diff ID %s; want %s, digest = diff ID", i, mt, d, di, types.DockerUncompressedLayer)
 		}
-		rc := must(l.Compressed())(t)
+		rc := testutil.Must1(l.Compressed())(t)
 		if _, ok := rc.(io.ReaderAt); !ok {
 			t.Errorf("layer %d: %T cannot be read at offsets", i, rc)
 		}
@@ -116,7 +117,7 @@ func readAsStoredPlain(t *testing.T, img v1.Image) {
 func TestDockerArchiveAsStored(t *testing.T) {
 	src, p := skopeoDockerArchive(t)
 	img := open(t, parse(t, "docker-archive:"+p), Options{})
-	if mt := must(img.MediaType())(t); mt != types.DockerManifestSchema2 {
+	if mt := testutil.Must1(img.MediaType())(t); mt != types.DockerManifestSchema2 {
 		t.Errorf("manifest media type %s, want %s", mt, types.DockerManifestSchema2)
 	}
 	if !slices.Equal(diffIDs(t, img), diffIDs(t, src)) {
@@ -177,7 +178,7 @@ func renameLayers(t *testing.T, p string, rename func(i int, old string) string)
 		renamed[l] = rename(i, l)
 		m[0].Layers[i] = renamed[l]
 	}
-	mb := must(json.Marshal(m))(t)
+	mb := testutil.Must1(json.Marshal(m))(t)
 	q := filepath.Join(t.TempDir(), "renamed.tar")
 	retar(t, p, q, func(h *tar.Header, b []byte) (*tar.Header, []byte) {
 		if h.Name == "manifest.json" {
@@ -200,8 +201,8 @@ func renameLayers(t *testing.T, p string, rename func(i int, old string) string)
 func TestDockerArchiveGzipDigests(t *testing.T) {
 	img := open(t, parse(t, "oci-archive:"+vector("after_station_1.oci.tar")), Options{})
 	p := filepath.Join(t.TempDir(), "ggcr.tar")
-	noErr(t, tarball.WriteToFile(p, must(name.NewTag("pht/train:v1"))(t), img))
-	want := digest(t, must(tarball.ImageFromPath(p, nil))(t))
+	testutil.Must(t, tarball.WriteToFile(p, testutil.Must1(name.NewTag("pht/train:v1"))(t), img))
+	want := digest(t, testutil.Must1(tarball.ImageFromPath(p, nil))(t))
 	if got := digest(t, open(t, parse(t, "docker-archive:"+p), Options{})); got != want {
 		t.Errorf("phtoci reads %s, go-containerregistry %s", got, want)
 	}
@@ -228,11 +229,11 @@ func TestDockerArchiveGzipDigests(t *testing.T) {
 		return old
 	})
 	back := open(t, parse(t, "docker-archive:"+q), Options{})
-	l := must(back.Layers())(t)[0]
-	if d := must(l.Digest())(t); d.Hex != wrong {
+	l := testutil.Must1(back.Layers())(t)[0]
+	if d := testutil.Must1(l.Digest())(t); d.Hex != wrong {
 		t.Errorf("layer 0 under blobs/sha256/%s…: digest %s, want the name's", wrong[:8], d)
 	}
-	rc := must(l.Compressed())(t)
+	rc := testutil.Must1(l.Compressed())(t)
 	defer rc.Close()
 	if _, err := io.Copy(io.Discard, rc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), wrong) {
 		t.Errorf("reading a layer named by a wrong digest: %v, want ErrCorrupt naming it", err)
@@ -282,7 +283,7 @@ func TestDockerArchiveBadManifests(t *testing.T) {
 				&tar.Header{Name: "a/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../b/layer.tar"},
 				&tar.Header{Name: "b/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../a/layer.tar"})
 		}, "", ErrCorrupt, "links"},
-		{"tag not there", func(out string) { noErr(t, os.Link(p, out)) }, "pht/other:v1", ErrNotFound, "pht/other:v1"},
+		{"tag not there", func(out string) { testutil.Must(t, os.Link(p, out)) }, "pht/other:v1", ErrNotFound, "pht/other:v1"},
 	} {
 		out := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".tar")
 		c.make(out)
@@ -307,11 +308,11 @@ func TestDockerArchiveBadManifests(t *testing.T) {
 		}
 		return h, b
 	})
-	l := must(open(t, parse(t, "docker-archive:"+corrupt), Options{}).Layers())(t)[1]
-	rc := must(l.Compressed())(t)
+	l := testutil.Must1(open(t, parse(t, "docker-archive:"+corrupt), Options{}).Layers())(t)[1]
+	rc := testutil.Must1(l.Compressed())(t)
 	defer rc.Close()
-	if _, err := io.Copy(io.Discard, rc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), must(l.Digest())(t).String()) {
-		t.Errorf("changed plain layer: %v, want ErrCorrupt naming %s", err, must(l.Digest())(t))
+	if _, err := io.Copy(io.Discard, rc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), testutil.Must1(l.Digest())(t).String()) {
+		t.Errorf("changed plain layer: %v, want ErrCorrupt naming %s", err, testutil.Must1(l.Digest())(t))
 	}
 }
 

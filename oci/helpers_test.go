@@ -28,16 +28,14 @@ func vector(name string) string { return filepath.Join(vectorsAbs, name) }
 
 var ctx = context.Background()
 
-// must(f())(t) returns f's value or fails t with f's error.
-func must[T any](v T, err error) func(testing.TB) T { return testutil.Must1(v, err) }
+func parse(t testing.TB, s string) Ref { t.Helper(); return testutil.Must1(ParseRef(s))(t) }
 
-func noErr(t testing.TB, err error) { t.Helper(); testutil.Must(t, err) }
+func parseOut(t testing.TB, s string) Ref { t.Helper(); return testutil.Must1(ParseOutputRef(s))(t) }
 
-func parse(t testing.TB, s string) Ref { t.Helper(); return must(ParseRef(s))(t) }
-
-func parseOut(t testing.TB, s string) Ref { t.Helper(); return must(ParseOutputRef(s))(t) }
-
-func open(t testing.TB, r Ref, o Options) v1.Image { t.Helper(); return must(Open(ctx, r, o))(t) }
+func open(t testing.TB, r Ref, o Options) v1.Image {
+	t.Helper()
+	return testutil.Must1(Open(ctx, r, o))(t)
+}
 
 // regOpts are Options for a test registry (credentials, CA).
 func regOpts(r *testreg.Registry) Options {
@@ -77,14 +75,14 @@ func tarLayer(t testing.TB, entries ...string) v1.Layer {
 		t.Fatal(err)
 	}
 	b := buf.Bytes()
-	return must(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }))(t)
+	return testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }))(t)
 }
 
-func digest(t testing.TB, img v1.Image) v1.Hash { t.Helper(); return must(img.Digest())(t) }
+func digest(t testing.TB, img v1.Image) v1.Hash { t.Helper(); return testutil.Must1(img.Digest())(t) }
 
 func diffIDs(t testing.TB, img v1.Image) []v1.Hash {
 	t.Helper()
-	cf := must(img.ConfigFile())(t)
+	cf := testutil.Must1(img.ConfigFile())(t)
 	return cf.RootFS.DiffIDs
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 func run(t *testing.T, name string, args ...string) string {
@@ -34,9 +35,9 @@ func TestSkopeoAcceptsOurOutputs(t *testing.T) {
 	dir := t.TempDir()
 
 	ref := regRef(t, reg, "pht/skopeo:v1")
-	must(Write(ctx, ref, img, o))(t)
+	testutil.Must1(Write(ctx, ref, img, o))(t)
 	var insp struct{ Digest string }
-	noErr(t, json.Unmarshal([]byte(run(t, "skopeo", "inspect", "--cert-dir", reg.CertDir, "--creds", creds, "docker://"+reg.Host+"/pht/skopeo:v1")), &insp))
+	testutil.Must(t, json.Unmarshal([]byte(run(t, "skopeo", "inspect", "--cert-dir", reg.CertDir, "--creds", creds, "docker://"+reg.Host+"/pht/skopeo:v1")), &insp))
 	if insp.Digest != d0.String() {
 		t.Errorf("skopeo inspect of our push: digest %s, want %s", insp.Digest, d0)
 	}
@@ -47,9 +48,9 @@ func TestSkopeoAcceptsOurOutputs(t *testing.T) {
 	}
 
 	ociTar := filepath.Join(dir, "ours.oci.tar")
-	must(Write(ctx, parseOut(t, "oci-archive:"+ociTar+":v1"), img, Options{}))(t)
+	testutil.Must1(Write(ctx, parseOut(t, "oci-archive:"+ociTar+":v1"), img, Options{}))(t)
 	raw := run(t, "skopeo", "inspect", "--raw", "oci-archive:"+ociTar+":v1")
-	if want := string(must(img.RawManifest())(t)); strings.TrimSpace(raw) != strings.TrimSpace(want) {
+	if want := string(testutil.Must1(img.RawManifest())(t)); strings.TrimSpace(raw) != strings.TrimSpace(want) {
 		t.Errorf("skopeo inspect --raw of our oci-archive:\n%s\nwant\n%s", raw, want)
 	}
 	fromOCITar := filepath.Join(dir, "from-oci-tar")
@@ -60,12 +61,12 @@ func TestSkopeoAcceptsOurOutputs(t *testing.T) {
 
 	dockerTar := filepath.Join(dir, "ours.docker.tar")
 	dImg := open(t, parse(t, vector("train_initial.docker.tar")), Options{})
-	must(Write(ctx, parseOut(t, "docker-archive:"+dockerTar+":pht/train:v1"), dImg, Options{}))(t)
+	testutil.Must1(Write(ctx, parseOut(t, "docker-archive:"+dockerTar+":pht/train:v1"), dImg, Options{}))(t)
 	var dinsp struct {
 		RepoTags []string
 		Layers   []string
 	}
-	noErr(t, json.Unmarshal([]byte(run(t, "skopeo", "inspect", "docker-archive:"+dockerTar)), &dinsp))
+	testutil.Must(t, json.Unmarshal([]byte(run(t, "skopeo", "inspect", "docker-archive:"+dockerTar)), &dinsp))
 	if len(dinsp.Layers) != 2 {
 		t.Errorf("skopeo inspect of our docker-archive: %d layers, want 2", len(dinsp.Layers))
 	}
@@ -89,10 +90,10 @@ func TestUmociUnpacksOurLayout(t *testing.T) {
 	img := open(t, parse(t, vector("train_initial.oci.tar")), Options{})
 	dir := t.TempDir()
 	lay := filepath.Join(dir, "layout")
-	must(Write(ctx, parseOut(t, "oci:"+lay+":v1"), img, Options{}))(t)
+	testutil.Must1(Write(ctx, parseOut(t, "oci:"+lay+":v1"), img, Options{}))(t)
 	bundle := filepath.Join(dir, "bundle")
 	run(t, "umoci", "unpack", "--rootless", "--image", lay+":v1", bundle)
-	b := must(os.ReadFile(filepath.Join(bundle, "rootfs", "opt", "train_config.json")))(t)
+	b := testutil.Must1(os.ReadFile(filepath.Join(bundle, "rootfs", "opt", "train_config.json")))(t)
 	if !json.Valid(b) {
 		t.Errorf("umoci-unpacked /opt/train_config.json is not JSON: %.80q", b)
 	}

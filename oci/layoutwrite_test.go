@@ -14,12 +14,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // smallImage is an image with one layer holding a file with content c.
 func smallImage(t testing.TB, c string) v1.Image {
 	t.Helper()
-	return must(mutate.AppendLayers(empty.Image, tarLayer(t, "f.txt", c)))(t)
+	return testutil.Must1(mutate.AppendLayers(empty.Image, tarLayer(t, "f.txt", c)))(t)
 }
 
 // tmpfs mounts a tmpfs of the given size (mount -o size=…) on a new
@@ -45,7 +46,7 @@ func tmpfs(t *testing.T, size string) string {
 // fill writes a file into dir until the file system is full.
 func fill(t *testing.T, dir string) {
 	t.Helper()
-	f := must(os.Create(filepath.Join(dir, "filler")))(t)
+	f := testutil.Must1(os.Create(filepath.Join(dir, "filler")))(t)
 	defer f.Close()
 	buf := make([]byte, 4096)
 	for {
@@ -80,9 +81,9 @@ func TestLayoutDiskFull(t *testing.T) {
 	img := smallImage(t, "base")
 	const n = 80 // index.json of about 20 KiB
 	for i := range n {
-		must(Write(ctx, kindRef("oci", dir, fmt.Sprintf("tag-%03d", i)), img, Options{}))(t)
+		testutil.Must1(Write(ctx, kindRef("oci", dir, fmt.Sprintf("tag-%03d", i)), img, Options{}))(t)
 	}
-	fi := must(os.Stat(filepath.Join(dir, "index.json")))(t)
+	fi := testutil.Must1(os.Stat(filepath.Join(dir, "index.json")))(t)
 	t.Logf("index.json: %d bytes, %d tags", fi.Size(), n)
 	fill(t, mnt)
 
@@ -103,7 +104,7 @@ func TestLayoutDiskFull(t *testing.T) {
 	if tags := layoutTags(t, dir); len(tags) != n {
 		t.Errorf("index.json holds %d tags after the failed write, want %d", len(tags), n)
 	}
-	for _, e := range must(os.ReadDir(dir))(t) {
+	for _, e := range testutil.Must1(os.ReadDir(dir))(t) {
 		if strings.Contains(e.Name(), ".tmp-") {
 			t.Errorf("temp file %s left in the layout", e.Name())
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -35,11 +36,11 @@ import (
 func handLayout(t *testing.T, n, cfgPad, manPad int) (dir, archive string) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "layout")
-	must(t, os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755))
+	testutil.Must1(t, os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755))
 	put := func(b []byte) v1.Descriptor {
 		sum := sha256.Sum256(b)
 		h := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
-		must(t, os.WriteFile(filepath.Join(dir, "blobs", "sha256", h.Hex), b, 0o644))
+		testutil.Must1(t, os.WriteFile(filepath.Join(dir, "blobs", "sha256", h.Hex), b, 0o644))
 		return v1.Descriptor{Digest: h, Size: int64(len(b))}
 	}
 	cf := v1.ConfigFile{Architecture: "amd64", OS: "linux", RootFS: v1.RootFS{Type: "layers"}}
@@ -48,30 +49,30 @@ func handLayout(t *testing.T, n, cfgPad, manPad int) (dir, archive string) {
 	for i := range n {
 		var buf bytes.Buffer
 		tw := tar.NewWriter(&buf)
-		must(t, tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l/%d", i), Typeflag: tar.TypeReg, Mode: 0o644, ModTime: time.Unix(0, 0)}))
-		must(t, tw.Close())
+		testutil.Must1(t, tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l/%d", i), Typeflag: tar.TypeReg, Mode: 0o644, ModTime: time.Unix(0, 0)}))
+		testutil.Must1(t, tw.Close())
 		d := put(buf.Bytes())
 		d.MediaType = types.OCIUncompressedLayer
 		m.Layers = append(m.Layers, d)
 		cf.RootFS.DiffIDs = append(cf.RootFS.DiffIDs, d.Digest)
 	}
-	m.Config = put(must(json.Marshal(cf))(t))
+	m.Config = put(testutil.Must1(json.Marshal(cf))(t))
 	m.Config.MediaType = types.OCIConfigJSON
 	if manPad > 0 {
 		m.Annotations = map[string]string{"pad": strings.Repeat("m", manPad)}
 	}
-	md := put(must(json.Marshal(m))(t))
+	md := put(testutil.Must1(json.Marshal(m))(t))
 	md.MediaType = types.OCIManifestSchema1
 	md.Annotations = map[string]string{"org.opencontainers.image.ref.name": "t"}
-	must(t, os.WriteFile(filepath.Join(dir, "index.json"), must(json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{md}}))(t), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644))
+	testutil.Must1(t, os.WriteFile(filepath.Join(dir, "index.json"), testutil.Must1(json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{md}}))(t), 0o644))
+	testutil.Must1(t, os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644))
 
 	archive = dir + ".tar"
-	f := must(os.Create(archive))(t)
+	f := testutil.Must1(os.Create(archive))(t)
 	tw := tar.NewWriter(f)
-	must(t, tw.AddFS(os.DirFS(dir)))
-	must(t, tw.Close())
-	must(t, f.Close())
+	testutil.Must1(t, tw.AddFS(os.DirFS(dir)))
+	testutil.Must1(t, tw.Close())
+	testutil.Must1(t, f.Close())
 	return dir, archive
 }
 
@@ -97,13 +98,13 @@ func TestOpenManyLayers(t *testing.T) {
 		_, err := Open(ctx, parse(t, ref), Options{})
 		wantLimit(t, err, "5000 layers", "layers per image, at most 256")
 		start := time.Now()
-		img := must(Open(ctx, parse(t, ref), Options{Limits: Limits{MaxLayers: 10000}}))(t)
-		ls := must(img.Layers())(t)
+		img := testutil.Must1(Open(ctx, parse(t, ref), Options{Limits: Limits{MaxLayers: 10000}}))(t)
+		ls := testutil.Must1(img.Layers())(t)
 		for _, l := range ls {
-			must(l.DiffID())(t)
-			must(l.MediaType())(t)
+			testutil.Must1(l.DiffID())(t)
+			testutil.Must1(l.MediaType())(t)
 		}
-		res := must(layer.Resolve(img, []string{"opt/train_config.json"}))(t)
+		res := testutil.Must1(layer.Resolve(img, []string{"opt/train_config.json"}))(t)
 		res.Close()
 		t.Logf("%s: opened, %d layers listed and resolved in %v", ref[:strings.Index(ref, ":")], len(ls), time.Since(start))
 	}
@@ -118,31 +119,31 @@ func TestOpenManifestAndConfigLimits(t *testing.T) {
 	for _, ref := range []string{"oci:" + dir + ":t", "oci-archive:" + archive + ":t"} {
 		_, err := Open(ctx, parse(t, ref), Options{})
 		wantLimit(t, err, "manifest blob sha256:", "manifest size, at most 4194304")
-		must(Open(ctx, parse(t, ref), Options{Limits: Limits{MaxManifestSize: 6 << 20}}))(t)
+		testutil.Must1(Open(ctx, parse(t, ref), Options{Limits: Limits{MaxManifestSize: 6 << 20}}))(t)
 	}
 	dir, archive = handLayout(t, 1, 5<<20, 0)
 	for _, ref := range []string{"oci:" + dir + ":t", "oci-archive:" + archive + ":t"} {
 		_, err := Open(ctx, parse(t, ref), Options{})
 		wantLimit(t, err, "config blob sha256:", "config size, at most 4194304")
-		img := must(Open(ctx, parse(t, ref), Options{Limits: Limits{MaxConfigSize: 6 << 20}}))(t)
-		must(img.ConfigFile())(t)
+		img := testutil.Must1(Open(ctx, parse(t, ref), Options{Limits: Limits{MaxConfigSize: 6 << 20}}))(t)
+		testutil.Must1(img.ConfigFile())(t)
 	}
 	// docker-archive: manifest.json and config with small limits.
 	img := open(t, parse(t, "oci-archive:"+archive+":t"), Options{Limits: Limits{MaxConfigSize: 6 << 20}})
 	da := filepath.Join(t.TempDir(), "d.tar")
-	must(Write(ctx, parseOut(t, "docker-archive:"+da), img, Options{Quiet: true}))(t)
+	testutil.Must1(Write(ctx, parseOut(t, "docker-archive:"+da), img, Options{Quiet: true}))(t)
 	_, err := Open(ctx, parse(t, "docker-archive:"+da), Options{})
 	wantLimit(t, err, "config size, at most 4194304")
 	_, err = Open(ctx, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxConfigSize: 6 << 20, MaxManifestSize: 100}})
 	wantLimit(t, err, "manifest.json is", "manifest size, at most 100")
 	_, err = Open(ctx, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxConfigSize: 6 << 20, MaxLayers: 0}})
-	noErr(t, err)
+	testutil.Must(t, err)
 
 	// docker-archive: layers, counted from manifest.json before any
 	// layer is opened.
 	_, archive = handLayout(t, 3, 0, 0)
 	da = filepath.Join(t.TempDir(), "d3.tar")
-	must(Write(ctx, parseOut(t, "docker-archive:"+da), open(t, parse(t, "oci-archive:"+archive+":t"), Options{}), Options{Quiet: true}))(t)
+	testutil.Must1(Write(ctx, parseOut(t, "docker-archive:"+da), open(t, parse(t, "oci-archive:"+archive+":t"), Options{}), Options{Quiet: true}))(t)
 	_, err = Open(ctx, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxLayers: 2}})
 	wantLimit(t, err, "manifest.json lists 3 layers", "layers per image, at most 2")
 	open(t, parse(t, "docker-archive:"+da), Options{Limits: Limits{MaxLayers: 3}})
@@ -189,11 +190,11 @@ func TestRegistryManifestLimit(t *testing.T) {
 func TestLayoutEndlessBlob(t *testing.T) {
 	dir, _ := handLayout(t, 1, 0, 0)
 	img := open(t, parse(t, "oci:"+dir+":t"), Options{})
-	l := must(img.Layers())(t)[0]
-	d := must(l.Digest())(t)
+	l := testutil.Must1(img.Layers())(t)[0]
+	d := testutil.Must1(l.Digest())(t)
 	p := filepath.Join(dir, "blobs", "sha256", d.Hex)
-	must(t, os.Remove(p))
-	must(t, os.Symlink("/dev/zero", p))
+	testutil.Must1(t, os.Remove(p))
+	testutil.Must1(t, os.Symlink("/dev/zero", p))
 	res, err := layer.Resolve(img, []string{"l"})
 	if err == nil {
 		res.Close()
@@ -228,11 +229,11 @@ func TestRegistryEndlessLayerBody(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{})
 	ref := regRef(t, reg, "endless/train:1")
 	src := empty.Image
-	src = must(mutate.AppendLayers(src, tarLayer(t, "opt/train_config.json", "{}")))(t)
-	must(Write(ctx, ref, src, regOpts(reg)))(t)
-	l := must(src.Layers())(t)[0]
-	d := must(l.Digest())(t)
-	blob := must(io.ReadAll(must(l.Compressed())(t)))(t)
+	src = testutil.Must1(mutate.AppendLayers(src, tarLayer(t, "opt/train_config.json", "{}")))(t)
+	testutil.Must1(Write(ctx, ref, src, regOpts(reg)))(t)
+	l := testutil.Must1(src.Layers())(t)[0]
+	d := testutil.Must1(l.Digest())(t)
+	blob := testutil.Must1(io.ReadAll(testutil.Must1(l.Compressed())(t)))(t)
 	for _, realFirst := range []bool{false, true} {
 		var served atomic.Int64
 		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 // bars on a terminal, and write nothing to a buffer, a regular file, or a
 // terminal with Quiet.
 func TestProgressOnlyOnTerminal(t *testing.T) {
-	img := must(random.Image(2<<20, 3))(t)
+	img := testutil.Must1(random.Image(2<<20, 3))(t)
 	reg := testreg.Start(t, testreg.Options{})
 	dir := t.TempDir()
 	n := 0
@@ -53,7 +54,7 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 			regRef(t, reg, fmt.Sprintf("progress/img:%d", n)),
 		} {
 			o.Transport = reg.Transport()
-			must(Write(ctx, ref, img, o))(t)
+			testutil.Must1(Write(ctx, ref, img, o))(t)
 		}
 	}
 
@@ -62,10 +63,10 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Errorf("progress written to a buffer: %q", buf.String())
 	}
-	f := must(os.Create(filepath.Join(dir, "progress.txt")))(t)
+	f := testutil.Must1(os.Create(filepath.Join(dir, "progress.txt")))(t)
 	write(Options{Progress: f})
 	f.Close()
-	if b := must(os.ReadFile(f.Name()))(t); len(b) != 0 {
+	if b := testutil.Must1(os.ReadFile(f.Name()))(t); len(b) != 0 {
 		t.Errorf("progress written to a regular file: %q", b)
 	}
 

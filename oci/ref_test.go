@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestParseRefForms: every accepted input form parses to the transport,
@@ -16,7 +18,7 @@ import (
 func TestParseRefForms(t *testing.T) {
 	dir := t.TempDir()
 	layoutDir := filepath.Join(dir, "layout")
-	must(Write(ctx, kindRef("oci", layoutDir, ""), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	testutil.Must1(Write(ctx, kindRef("oci", layoutDir, ""), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
 	both := filepath.Join(dir, "both.tar")
 	dockerPlusLayout(t, vector("train_initial.docker.tar"), vector("train_initial.oci.tar"), both)
 	// A Docker 25+ style save (both layouts) reads as its OCI manifest, verbatim.
@@ -75,13 +77,13 @@ func TestParseRefErrors(t *testing.T) {
 	plainTar := filepath.Join(dir, "plain.tar")
 	writeTar(t, plainTar, map[string]string{"hello.txt": "hi"})
 	notTar := filepath.Join(dir, "junk")
-	noErr(t, os.WriteFile(notTar, []byte("this is not a tar archive, not at all, just text\n"), 0o644))
+	testutil.Must(t, os.WriteFile(notTar, []byte("this is not a tar archive, not at all, just text\n"), 0o644))
 	emptyDir := filepath.Join(dir, "empty")
-	noErr(t, os.Mkdir(emptyDir, 0o755))
+	testutil.Must(t, os.Mkdir(emptyDir, 0o755))
 	// A directory whose name is also a registry reference.
 	t.Chdir(dir)
-	noErr(t, os.MkdirAll("reg.example/pht/plain", 0o755))
-	must(Write(ctx, kindRef("oci", "reg.example/pht/train", ""), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
+	testutil.Must(t, os.MkdirAll("reg.example/pht/plain", 0o755))
+	testutil.Must1(Write(ctx, kindRef("oci", "reg.example/pht/train", ""), open(t, parse(t, vector("train_initial.oci.tar")), Options{}), Options{}))(t)
 	if r, err := ParseRef("reg.example/pht/plain"); err != nil || r.Name() == nil {
 		t.Errorf("ParseRef of a registry reference that is also a directory holding no image = %v, %v; want the registry", r, err)
 	}
@@ -183,43 +185,43 @@ func TestDefaultOutput(t *testing.T) {
 
 func writeTar(t testing.TB, p string, files map[string]string) {
 	t.Helper()
-	f := must(os.Create(p))(t)
+	f := testutil.Must1(os.Create(p))(t)
 	tw := tar.NewWriter(f)
 	for n, c := range files {
-		noErr(t, tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg}))
-		must(io.WriteString(tw, c))(t)
+		testutil.Must(t, tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg}))
+		testutil.Must1(io.WriteString(tw, c))(t)
 	}
-	noErr(t, tw.Close())
-	noErr(t, f.Close())
+	testutil.Must(t, tw.Close())
+	testutil.Must(t, f.Close())
 }
 
 // dockerPlusLayout writes what Docker 25+ `docker save` writes: the docker
 // save manifest.json and an OCI layout in one tar (entries of both inputs).
 func dockerPlusLayout(t testing.TB, dockerTar, ociTar, out string) {
 	t.Helper()
-	f := must(os.Create(out))(t)
+	f := testutil.Must1(os.Create(out))(t)
 	tw := tar.NewWriter(f)
 	seen := map[string]bool{}
 	for _, in := range []string{dockerTar, ociTar} {
-		r := must(os.Open(in))(t)
+		r := testutil.Must1(os.Open(in))(t)
 		tr := tar.NewReader(r)
 		for {
 			h, err := tr.Next()
 			if err == io.EOF {
 				break
 			}
-			noErr(t, err)
+			testutil.Must(t, err)
 			if seen[h.Name] {
 				continue
 			}
 			seen[h.Name] = true
-			noErr(t, tw.WriteHeader(h))
-			must(io.Copy(tw, tr))(t)
+			testutil.Must(t, tw.WriteHeader(h))
+			testutil.Must1(io.Copy(tw, tr))(t)
 		}
 		r.Close()
 	}
-	noErr(t, tw.Close())
-	noErr(t, f.Close())
+	testutil.Must(t, tw.Close())
+	testutil.Must(t, f.Close())
 }
 
 func TestRefLoopback(t *testing.T) {

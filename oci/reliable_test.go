@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/phtoci/phtoci/internal/faultproxy"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestRegistryFaults: pushes and pulls through a fault proxy in front of
@@ -30,7 +31,7 @@ func TestRegistryFaults(t *testing.T) {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	img := must(mutate.AppendLayers(empty.Image, tarLayer(t, "random.bin", string(b))))(t)
+	img := testutil.Must1(mutate.AppendLayers(empty.Image, tarLayer(t, "random.bin", string(b))))(t)
 	via := func(tag string) Ref { return parse(t, "docker://"+p.Host+"/faults/img:"+tag) }
 	opts := Options{StallTimeout: 500 * time.Millisecond}
 
@@ -86,12 +87,12 @@ func TestStreamUploadSpoolDiskFull(t *testing.T) {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	tarred := must(tarLayer(t, "random.bin", string(b)).Uncompressed())(t)
+	tarred := testutil.Must1(tarLayer(t, "random.bin", string(b)).Uncompressed())(t)
 	defer tarred.Close()
-	raw := must(io.ReadAll(tarred))(t)
+	raw := testutil.Must1(io.ReadAll(tarred))(t)
 	streamed := func() v1.Image {
 		sl := stream.NewLayer(io.NopCloser(bytes.NewReader(raw)), stream.WithCompressionLevel(0))
-		return must(mutate.AppendLayers(empty.Image, sl))(t)
+		return testutil.Must1(mutate.AppendLayers(empty.Image, sl))(t)
 	}
 	opts := Options{TempDir: tmp, StallTimeout: 5 * time.Second}
 
@@ -101,7 +102,7 @@ func TestStreamUploadSpoolDiskFull(t *testing.T) {
 	if err := validImage(open(t, regRef(t, reg, "faults/stream:ok"), Options{})); err != nil {
 		t.Fatal(err)
 	}
-	if ents := must(os.ReadDir(tmp))(t); len(ents) != 0 {
+	if ents := testutil.Must1(os.ReadDir(tmp))(t); len(ents) != 0 {
 		t.Errorf("TempDir holds %v", ents)
 	}
 

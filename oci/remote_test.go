@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // flaky is a RoundTripper in front of the real registry that answers the
@@ -57,17 +58,17 @@ func TestRetries(t *testing.T) {
 	retryBackoff = remote.Backoff{Duration: 20 * time.Millisecond, Factor: 3, Jitter: 0.1, Steps: 4}
 	t.Cleanup(func() { retryBackoff = saved })
 	reg := testreg.Start(t, testreg.Options{})
-	img := must(random.Image(1<<16, 1))(t)
+	img := testutil.Must1(random.Image(1<<16, 1))(t)
 	ref := regRef(t, reg, "flaky/img:v1")
-	must(Write(ctx, ref, img, Options{Transport: reg.Transport()}))(t)
+	testutil.Must1(Write(ctx, ref, img, Options{Transport: reg.Transport()}))(t)
 
 	f := &flaky{next: reg.Transport(), fail503: 2, drops: 1}
 	pulled := open(t, ref, Options{Transport: f})
-	layers := must(pulled.Layers())(t)
-	rc := must(layers[0].Compressed())(t)
-	n := must(io.Copy(io.Discard, rc))(t)
+	layers := testutil.Must1(pulled.Layers())(t)
+	rc := testutil.Must1(layers[0].Compressed())(t)
+	n := testutil.Must1(io.Copy(io.Discard, rc))(t)
 	rc.Close()
-	if want := must(layers[0].Size())(t); n != want {
+	if want := testutil.Must1(layers[0].Size())(t); n != want {
 		t.Errorf("read %d bytes of the layer, want %d", n, want)
 	}
 	if f.seen503 != 2 || f.seenDropped != 1 {
@@ -119,10 +120,10 @@ func TestPlainHTTPOnlyLoopbackOrInsecure(t *testing.T) {
 	if u.Scheme != "http" {
 		t.Fatalf("test registry scheme %s", u.Scheme)
 	}
-	img := must(random.Image(64, 1))(t)
-	must(Write(ctx, regRef(t, reg, "loop/img:v1"), img, Options{}))(t)
+	img := testutil.Must1(random.Image(64, 1))(t)
+	testutil.Must1(Write(ctx, regRef(t, reg, "loop/img:v1"), img, Options{}))(t)
 	for _, host := range []string{"localhost" + reg.Host[strings.LastIndex(reg.Host, ":"):]} {
-		n := must(name.ParseReference(host + "/loop/img:v1"))(t)
+		n := testutil.Must1(name.ParseReference(host + "/loop/img:v1"))(t)
 		if got := digest(t, open(t, Ref{remoteRegistry{name: n}}, Options{})); got != digest(t, img) {
 			t.Errorf("%s: %s, want %s", host, got, digest(t, img))
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // outputs are one output reference per file transport under dir.
@@ -28,7 +29,7 @@ func fileOutputs(t *testing.T, dir, name string) []Ref {
 // digest and size checked). It returns the image read back.
 func checkRoundTrip(t *testing.T, img v1.Image, out, out2 Ref, o Options) v1.Image {
 	t.Helper()
-	d1 := must(Write(ctx, out, img, o))(t)
+	d1 := testutil.Must1(Write(ctx, out, img, o))(t)
 	back := open(t, out, o)
 	if got := digest(t, back); got != d1 {
 		t.Errorf("%s: Write returned %s, Open reads %s", out, d1, got)
@@ -39,7 +40,7 @@ func checkRoundTrip(t *testing.T, img v1.Image, out, out2 Ref, o Options) v1.Ima
 	if err := validImage(back); err != nil {
 		t.Errorf("%s: read back image is invalid: %v", out, err)
 	}
-	d2 := must(Write(ctx, out2, back, o))(t)
+	d2 := testutil.Must1(Write(ctx, out2, back, o))(t)
 	if d2 != d1 {
 		t.Errorf("%s → %s: digest %s became %s on the second trip", out, out2, d1, d2)
 	}
@@ -58,7 +59,7 @@ func TestRoundTripVectorsFiles(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			in := parse(t, vector(v))
 			img := open(t, in, Options{})
-			d0, mt0 := digest(t, img), must(img.MediaType())(t)
+			d0, mt0 := digest(t, img), testutil.Must1(img.MediaType())(t)
 			kind, _, _ := refParts(in)
 			if kind == "docker-archive" && mt0 != types.DockerManifestSchema2 || kind == "oci-archive" && mt0 != types.OCIManifestSchema1 {
 				t.Fatalf("%s read as %s has media type %s", v, kind, mt0)
@@ -67,7 +68,7 @@ func TestRoundTripVectorsFiles(t *testing.T) {
 			outs, outs2 := fileOutputs(t, dir, "a"), fileOutputs(t, dir2, "b")
 			for i, out := range outs {
 				back := checkRoundTrip(t, img, out, outs2[i], Options{})
-				mt := must(back.MediaType())(t)
+				mt := testutil.Must1(back.MediaType())(t)
 				outKind, _, _ := refParts(out)
 				keeps := outKind != "docker-archive" || mt0 == types.DockerManifestSchema2
 				if keeps && (digest(t, back) != d0 || mt != mt0) {
@@ -89,18 +90,18 @@ func TestRoundTripRegistry(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			reg := testreg.Start(t, c.o)
 			o := regOpts(reg)
-			rnd := must(random.Image(4096, 3))(t)
+			rnd := testutil.Must1(random.Image(4096, 3))(t)
 			imgs := map[string]v1.Image{
 				"docker": open(t, parse(t, vector("train_initial.docker.tar")), Options{}),
 				"oci":    open(t, parse(t, vector("train_initial.oci.tar")), Options{}),
 				"random": rnd,
 			}
 			for n, img := range imgs {
-				d0, mt0 := digest(t, img), must(img.MediaType())(t)
+				d0, mt0 := digest(t, img), testutil.Must1(img.MediaType())(t)
 				out, out2 := regRef(t, reg, "rt/"+n+":a"), regRef(t, reg, "rt/"+n+"-copy:b")
 				back := checkRoundTrip(t, img, out, out2, o)
-				if digest(t, back) != d0 || must(back.MediaType())(t) != mt0 {
-					t.Errorf("%s: pushed %s %s, pulled %s %s", n, mt0, d0, must(back.MediaType())(t), digest(t, back))
+				if digest(t, back) != d0 || testutil.Must1(back.MediaType())(t) != mt0 {
+					t.Errorf("%s: pushed %s %s, pulled %s %s", n, mt0, d0, testutil.Must1(back.MediaType())(t), digest(t, back))
 				}
 				dir := t.TempDir()
 				for i, f := range fileOutputs(t, dir, n) {

@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -24,16 +25,16 @@ func stagedLayer(t *testing.T, dst Ref, content []byte) *layer.Layer {
 	t.Helper()
 	st := dst.Staging(nil)
 	dir, reserve := st.Dir, st.Reserve
-	w := must(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: types.OCIUncompressedLayer}))(t)
-	noErr(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
-	return must(w.Close())(t)
+	w := testutil.Must1(layer.NewWriter(layer.WriterOptions{FileDir: dir, Reserve: reserve, MediaType: types.OCIUncompressedLayer}))(t)
+	testutil.Must(t, w.File("opt/x", int64(len(content)), bytes.NewReader(content)))
+	return testutil.Must1(w.Close())(t)
 }
 
 // fileIn returns the content of path in img's top layer.
 func fileIn(t *testing.T, img v1.Image, path string) []byte {
 	t.Helper()
-	ls := must(img.Layers())(t)
-	rc := must(ls[len(ls)-1].Uncompressed())(t)
+	ls := testutil.Must1(img.Layers())(t)
+	rc := testutil.Must1(ls[len(ls)-1].Uncompressed())(t)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	for {
@@ -42,7 +43,7 @@ func fileIn(t *testing.T, img v1.Image, path string) []byte {
 			t.Fatalf("%s not in the top layer: %v", path, err)
 		}
 		if h.Name == path {
-			return must(io.ReadAll(tr))(t)
+			return testutil.Must1(io.ReadAll(tr))(t)
 		}
 	}
 }
@@ -63,18 +64,18 @@ func TestArchiveTakesLayerFileOver(t *testing.T) {
 	content := make([]byte, 3<<20+7)
 	rand.Read(content)
 	l := stagedLayer(t, dst, content)
-	img := must(mutate.AppendLayers(base, l))(t)
-	d := must(Write(ctx, dst, img, Options{}))(t)
+	img := testutil.Must1(mutate.AppendLayers(base, l))(t)
+	d := testutil.Must1(Write(ctx, dst, img, Options{}))(t)
 	if d != digest(t, img) {
 		t.Errorf("Write returned %s, the image is %s", d, digest(t, img))
 	}
 	if _, err := os.Stat(l.Path()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the layer file %s is still there (err %v): it was copied, not taken over", l.Path(), err)
 	}
-	if ents := must(os.ReadDir(dir))(t); len(ents) != 1 {
+	if ents := testutil.Must1(os.ReadDir(dir))(t); len(ents) != 1 {
 		t.Errorf("directory holds %d entries, want only out.tar", len(ents))
 	}
-	if fi := must(os.Stat(out))(t); fi.Mode().Perm() != 0o644 {
+	if fi := testutil.Must1(os.Stat(out))(t); fi.Mode().Perm() != 0o644 {
 		t.Errorf("archive mode %v, want 0644", fi.Mode().Perm())
 	}
 	back := open(t, parse(t, "oci-archive:"+out+":v1"), Options{})
@@ -85,7 +86,7 @@ func TestArchiveTakesLayerFileOver(t *testing.T) {
 		t.Errorf("opt/x read back: %d bytes, differs from the %d written", len(got), len(content))
 	}
 	raw := run(t, "skopeo", "inspect", "--raw", "oci-archive:"+out+":v1")
-	if want := string(must(img.RawManifest())(t)); strings.TrimSpace(raw) != strings.TrimSpace(want) {
+	if want := string(testutil.Must1(img.RawManifest())(t)); strings.TrimSpace(raw) != strings.TrimSpace(want) {
 		t.Errorf("skopeo inspect --raw:\n%s\nwant\n%s", raw, want)
 	}
 	// skopeo copy checks every blob against its digest.
@@ -108,8 +109,8 @@ func TestArchiveTakeoverFailureRestores(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.tar")
 			dst := parseOut(t, c.transport+":"+out)
 			l := c.staged(t, dst, []byte("results"))
-			before := must(os.Stat(l.Path()))(t).Size()
-			img := must(mutate.AppendLayers(base, l))(t)
+			before := testutil.Must1(os.Stat(l.Path()))(t).Size()
+			img := testutil.Must1(mutate.AppendLayers(base, l))(t)
 			cctx, cancel := context.WithCancel(ctx)
 			cancel()
 			if _, err := Write(cctx, dst, img, Options{}); !errors.Is(err, context.Canceled) {
@@ -118,10 +119,10 @@ func TestArchiveTakeoverFailureRestores(t *testing.T) {
 			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("failed write left %s (err %v)", out, err)
 			}
-			if after := must(os.Stat(l.Path()))(t).Size(); after != before {
+			if after := testutil.Must1(os.Stat(l.Path()))(t).Size(); after != before {
 				t.Errorf("layer file is %d bytes after the failed write, was %d", after, before)
 			}
-			d := must(Write(ctx, dst, img, Options{}))(t)
+			d := testutil.Must1(Write(ctx, dst, img, Options{}))(t)
 			back := open(t, parse(t, c.transport+":"+out), Options{})
 			if got := fileIn(t, back, "opt/x"); string(got) != "results" {
 				t.Errorf("after retry: opt/x = %q", got)
@@ -164,12 +165,12 @@ func hugeArchive(t *testing.T, transport string, reserve, size int64) []*tar.Hea
 	dir := t.TempDir()
 	out := filepath.Join(dir, "huge.tar")
 	p := filepath.Join(dir, ".layer")
-	f := must(os.Create(p))(t)
-	noErr(t, f.Truncate(reserve+size))
-	noErr(t, f.Close())
-	img := must(mutate.AppendLayers(base, &sparseLayer{path: p, size: size, reserve: reserve}))(t)
-	must(Write(ctx, parseOut(t, transport+":"+out), img, Options{}))(t)
-	tf := must(os.Open(out))(t)
+	f := testutil.Must1(os.Create(p))(t)
+	testutil.Must(t, f.Truncate(reserve+size))
+	testutil.Must(t, f.Close())
+	img := testutil.Must1(mutate.AppendLayers(base, &sparseLayer{path: p, size: size, reserve: reserve}))(t)
+	testutil.Must1(Write(ctx, parseOut(t, transport+":"+out), img, Options{}))(t)
+	tf := testutil.Must1(os.Open(out))(t)
 	defer tf.Close()
 	tr := tar.NewReader(tf)
 	var hdrs []*tar.Header
@@ -178,7 +179,7 @@ func hugeArchive(t *testing.T, transport string, reserve, size int64) []*tar.Hea
 		if err == io.EOF {
 			return hdrs
 		}
-		noErr(t, err)
+		testutil.Must(t, err)
 		hdrs = append(hdrs, h)
 	}
 }
@@ -232,14 +233,14 @@ func TestLayoutLinksLayerFile(t *testing.T) {
 		t.Fatalf("%s.Staging = %+v", dst, st)
 	}
 	l := stagedLayer(t, dst, []byte("results"))
-	img := must(mutate.AppendLayers(base, l))(t)
-	must(Write(ctx, dst, img, Options{}))(t)
-	h := must(l.Digest())(t)
-	blob := must(os.Stat(filepath.Join(lay, "blobs", h.Algorithm, h.Hex)))(t)
-	if !os.SameFile(blob, must(os.Stat(l.Path()))(t)) {
+	img := testutil.Must1(mutate.AppendLayers(base, l))(t)
+	testutil.Must1(Write(ctx, dst, img, Options{}))(t)
+	h := testutil.Must1(l.Digest())(t)
+	blob := testutil.Must1(os.Stat(filepath.Join(lay, "blobs", h.Algorithm, h.Hex)))(t)
+	if !os.SameFile(blob, testutil.Must1(os.Stat(l.Path()))(t)) {
 		t.Errorf("the layout's blob is a copy, not a link of %s", l.Path())
 	}
-	noErr(t, l.Cleanup())
+	testutil.Must(t, l.Cleanup())
 	if got := fileIn(t, open(t, parse(t, "oci:"+lay+":v1"), Options{}), "opt/x"); string(got) != "results" {
 		t.Errorf("after the layer's cleanup: opt/x = %q", got)
 	}

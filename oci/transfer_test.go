@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -18,31 +19,31 @@ import (
 func TestResolveFetchesOnlyOpaqueTopLayer(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{Auth: true})
 	o := regOpts(reg)
-	base := must(random.Image(1<<20, 3))(t)
+	base := testutil.Must1(random.Image(1<<20, 3))(t)
 	top := tarLayer(t, "opt/", "", "opt/.wh..wh..opq", "", "opt/pht_train/", "", "opt/pht_train/main.py", "print('hi')\n")
-	img := must(mutate.Append(base, mutate.Addendum{Layer: top, MediaType: types.DockerLayer}))(t)
+	img := testutil.Must1(mutate.Append(base, mutate.Addendum{Layer: top, MediaType: types.DockerLayer}))(t)
 	ref := regRef(t, reg, "pht/opaque:v1")
-	must(Write(ctx, ref, img, o))(t)
+	testutil.Must1(Write(ctx, ref, img, o))(t)
 
 	reg.ResetStats()
 	pulled := open(t, ref, o)
-	res := must(layer.Resolve(pulled, []string{"opt/"}))(t)
+	res := testutil.Must1(layer.Resolve(pulled, []string{"opt/"}))(t)
 	defer res.Close()
 	f, ok := res.Lookup("opt/pht_train/main.py")
 	if !ok {
 		t.Fatalf("opt/pht_train/main.py not resolved; files: %v", res.Files())
 	}
-	rc := must(f.Open())(t)
-	b := must(io.ReadAll(rc))(t)
+	rc := testutil.Must1(f.Open())(t)
+	b := testutil.Must1(io.ReadAll(rc))(t)
 	rc.Close()
 	if string(b) != "print('hi')\n" {
 		t.Errorf("main.py = %q", b)
 	}
 
 	s := reg.Stats()
-	topDigest := must(top.Digest())(t)
-	cfg := must(pulled.ConfigName())(t)
-	topSize := must(top.Size())(t)
+	topDigest := testutil.Must1(top.Digest())(t)
+	cfg := testutil.Must1(pulled.ConfigName())(t)
+	topSize := testutil.Must1(top.Size())(t)
 	for d, n := range s.BlobGets {
 		if d != topDigest.String() && d != cfg.String() {
 			t.Errorf("blob %s fetched %d times; only the top layer %s and config %s should be", d, n, topDigest, cfg)
@@ -51,7 +52,7 @@ func TestResolveFetchesOnlyOpaqueTopLayer(t *testing.T) {
 	if s.BlobGets[topDigest.String()] != 1 {
 		t.Errorf("top layer fetched %d times, want 1 (gets %v)", s.BlobGets[topDigest.String()], s.BlobGets)
 	}
-	cfgSize := int64(len(must(pulled.RawConfigFile())(t)))
+	cfgSize := int64(len(testutil.Must1(pulled.RawConfigFile())(t)))
 	if s.BlobBytesDown > topSize+cfgSize {
 		t.Errorf("downloaded %d blob bytes, want at most top layer %d + config %d (base layers are ~3 MiB)", s.BlobBytesDown, topSize, cfgSize)
 	}
@@ -70,20 +71,20 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			reg := testreg.Start(t, c.o)
 			o := regOpts(reg)
-			base := must(random.Image(256<<10, 4))(t)
+			base := testutil.Must1(random.Image(256<<10, 4))(t)
 			baseRef := regRef(t, reg, "pht/base:v1")
-			must(Write(ctx, baseRef, base, o))(t)
+			testutil.Must1(Write(ctx, baseRef, base, o))(t)
 
 			for _, target := range []string{"pht/base:v2", "other/train:v1"} {
 				remoteBase := open(t, baseRef, o)
 				newLayer := tarLayer(t, "opt/", "", "opt/pht_results/", "", "opt/pht_results/out.txt", "42\n")
-				rebased := must(mutate.Append(remoteBase, mutate.Addendum{Layer: newLayer}))(t)
+				rebased := testutil.Must1(mutate.Append(remoteBase, mutate.Addendum{Layer: newLayer}))(t)
 				reg.ResetStats()
 				out := regRef(t, reg, target)
-				d := must(Write(ctx, out, rebased, o))(t)
+				d := testutil.Must1(Write(ctx, out, rebased, o))(t)
 				s := reg.Stats()
-				nl := must(newLayer.Digest())(t)
-				cfg := must(rebased.ConfigName())(t)
+				nl := testutil.Must1(newLayer.Digest())(t)
+				cfg := testutil.Must1(rebased.ConfigName())(t)
 				want := map[string]int{nl.String(): 1, cfg.String(): 1}
 				if len(s.BlobUploads) != 2 || s.BlobUploads[nl.String()] != 1 || s.BlobUploads[cfg.String()] != 1 {
 					t.Errorf("%s: uploads %v, want %v", target, s.BlobUploads, want)
@@ -91,8 +92,8 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 				if s.ManifestPuts != 1 {
 					t.Errorf("%s: %d manifest PUTs, want 1", target, s.ManifestPuts)
 				}
-				newSize := must(newLayer.Size())(t)
-				cfgSize := int64(len(must(rebased.RawConfigFile())(t)))
+				newSize := testutil.Must1(newLayer.Size())(t)
+				cfgSize := int64(len(testutil.Must1(rebased.RawConfigFile())(t)))
 				if s.BlobBytesUp > newSize+cfgSize {
 					t.Errorf("%s: uploaded %d blob bytes, want at most new layer %d + config %d (base layers are 1 MiB)", target, s.BlobBytesUp, newSize, cfgSize)
 				}
@@ -104,7 +105,7 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 					t.Errorf("%s: %d cross-repository mounts, want %d", target, s.Mounts, wantMounts)
 				}
 				// Building the new config reads the base config; no layer is downloaded.
-				baseCfg := must(base.ConfigName())(t)
+				baseCfg := testutil.Must1(base.ConfigName())(t)
 				for d := range s.BlobGets {
 					if d != baseCfg.String() {
 						t.Errorf("%s: rebasing and pushing downloaded blob %s (gets %v); only the base config %s may be", target, d, s.BlobGets, baseCfg)
@@ -116,7 +117,7 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 
 				// The same push again: the registry has everything.
 				reg.ResetStats()
-				must(Write(ctx, out, rebased, o))(t)
+				testutil.Must1(Write(ctx, out, rebased, o))(t)
 				if s := reg.Stats(); len(s.BlobUploads) != 0 || s.Mounts != 0 || s.BlobBytesUp != 0 {
 					t.Errorf("%s: second push uploaded %v, mounted %d, %d bytes", target, s.BlobUploads, s.Mounts, s.BlobBytesUp)
 				}
@@ -132,22 +133,22 @@ func TestPushRebasedUploadsOnlyNewLayer(t *testing.T) {
 func TestPushLayerRebase(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{Auth: true})
 	o := regOpts(reg)
-	img := must(random.Image(256<<10, 4))(t)
+	img := testutil.Must1(random.Image(256<<10, 4))(t)
 	src := regRef(t, reg, "pht/train:v1")
-	must(Write(ctx, src, img, o))(t)
-	baseLayers := must(img.Layers())(t)[:3]
+	testutil.Must1(Write(ctx, src, img, o))(t)
+	baseLayers := testutil.Must1(img.Layers())(t)[:3]
 	for _, c := range []struct {
 		target string
 		mounts int
 	}{{"pht/train:v2", 0}, {"station-b/train:v1", 3}} {
 		reg.ResetStats()
 		newLayer := tarLayer(t, "opt/", "", "opt/pht_results/", "", "opt/pht_results/r.txt", c.target)
-		rebased := must(layer.Rebase(open(t, src, o), 3, newLayer, "post-run", nil))(t)
+		rebased := testutil.Must1(layer.Rebase(open(t, src, o), 3, newLayer, "post-run", nil))(t)
 		out := regRef(t, reg, c.target)
-		d := must(Write(ctx, out, rebased, o))(t)
+		d := testutil.Must1(Write(ctx, out, rebased, o))(t)
 		s := reg.Stats()
-		nl := must(newLayer.Digest())(t)
-		cfg := must(rebased.ConfigName())(t)
+		nl := testutil.Must1(newLayer.Digest())(t)
+		cfg := testutil.Must1(rebased.ConfigName())(t)
 		if len(s.BlobUploads) != 2 || s.BlobUploads[nl.String()] != 1 || s.BlobUploads[cfg.String()] != 1 {
 			t.Errorf("%s: uploads %v, want only new layer %s and config %s", c.target, s.BlobUploads, nl, cfg)
 		}
@@ -155,7 +156,7 @@ func TestPushLayerRebase(t *testing.T) {
 			t.Errorf("%s: %d mounts, %d manifest PUTs; want %d and 1", c.target, s.Mounts, s.ManifestPuts, c.mounts)
 		}
 		for _, l := range baseLayers {
-			if h := must(l.Digest())(t); s.BlobGets[h.String()] != 0 {
+			if h := testutil.Must1(l.Digest())(t); s.BlobGets[h.String()] != 0 {
 				t.Errorf("%s: base layer %s downloaded", c.target, h)
 			}
 		}

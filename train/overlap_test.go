@@ -3,7 +3,6 @@ package train
 import (
 	"bytes"
 	"context"
-	"crypto/rsa"
 	"errors"
 	"io"
 	"io/fs"
@@ -56,8 +55,6 @@ func (g *gatedLayer) Uncompressed() (io.ReadCloser, error) {
 	return g.Layer.Uncompressed()
 }
 
-func mustKey(t *testing.T) *rsa.PrivateKey { t.Helper(); return testutil.Must1(keys.Generate(2048))(t) }
-
 // TestPostRunEncryptsResultsWhileReading: with a results directory,
 // post-run encrypts the new results into the layer before the image has
 // been read (a registry input downloads meanwhile); the output is a train
@@ -68,7 +65,7 @@ func TestPostRunEncryptsResultsWhileReading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, builder, st1, st2 := mustKey(t), mustKey(t), mustKey(t), mustKey(t)
+	user, builder, st1, st2 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
 	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
 		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
 		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}, {ID: "st2", PublicKey: &st2.PublicKey}},
@@ -177,7 +174,7 @@ func TestPostRunStopsEncryptingWhenTheCheckFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, builder, st1 := mustKey(t), mustKey(t), mustKey(t)
+	user, builder, st1 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
 	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
 		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
 		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}},
@@ -205,7 +202,7 @@ func TestPostRunStopsEncryptingWhenTheCheckFails(t *testing.T) {
 	}
 	defer func() { afterPostRunCheck = nil }()
 	layerDir := t.TempDir()
-	_, err = PostRun(&gatedImage{Image: built.Image, gate: imageGate}, results, protocol.Station{ID: "st9", Key: mustKey(t)}, Options{TempDir: t.TempDir(), LayerDir: layerDir})
+	_, err = PostRun(&gatedImage{Image: built.Image, gate: imageGate}, results, protocol.Station{ID: "st9", Key: testutil.Must1(keys.Generate(2048))(t)}, Options{TempDir: t.TempDir(), LayerDir: layerDir})
 	if !errors.Is(err, protocol.ErrStationNotOnRoute) {
 		t.Fatalf("post-run by a station not on the route: %v, want ErrStationNotOnRoute", err)
 	}

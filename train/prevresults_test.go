@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testutil"
+	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -23,7 +24,7 @@ func TestPreRunPreviousResultsDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, builder, st1, st2 := mustKey(t), mustKey(t), mustKey(t), mustKey(t)
+	user, builder, st1, st2 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
 	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
 		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
 		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}, {ID: "st2", PublicKey: &st2.PublicKey}},

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testutil"
+	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
@@ -31,7 +32,7 @@ func TestPostRunResultsSwappedForSymlink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, builder, st1 := mustKey(t), mustKey(t), mustKey(t)
+	user, builder, st1 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
 	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
 		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
 		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}},

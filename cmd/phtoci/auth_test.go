@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -18,9 +19,9 @@ func authJSON(t *testing.T, path, host, user, pass string) {
 	t.Helper()
 	b, err := json.Marshal(map[string]any{"auths": map[string]any{host: map[string]string{
 		"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))}}})
-	must(t, err)
-	must(t, os.MkdirAll(filepath.Dir(path), 0o700))
-	must(t, os.WriteFile(path, b, 0o600))
+	testutil.Must(t, err)
+	testutil.Must(t, os.MkdirAll(filepath.Dir(path), 0o700))
+	testutil.Must(t, os.WriteFile(path, b, 0o600))
 }
 
 // TestCredentialsWherePodmanPutsThem (issue 16 item 10): a real `skopeo
@@ -82,7 +83,7 @@ func TestCredentialsWherePodmanPutsThem(t *testing.T) {
 func readOnlyDir(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "ro")
-	must(t, os.Mkdir(dir, 0o755))
+	testutil.Must(t, os.Mkdir(dir, 0o755))
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount -t tmpfs -o ro: %v\n%s", err, out)
 	}

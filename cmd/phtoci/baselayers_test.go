@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -72,7 +73,7 @@ func (r *refuseHTTPS) RoundTrip(req *http.Request) (*http.Response, error) {
 // so this runs the library's real open on a transport that fails HTTPS.)
 func TestPlainHTTPIsUsage(t *testing.T) {
 	ref, err := oci.ParseRef("docker://10.11.12.13:5000/pht/train:v1")
-	must(t, err)
+	testutil.Must(t, err)
 	rt := &refuseHTTPS{}
 	_, err = oci.Open(context.Background(), ref, oci.Options{Transport: rt})
 	if rt.plain != 0 {

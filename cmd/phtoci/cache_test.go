@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -44,9 +45,9 @@ func newCacheWorld(t *testing.T, bigSize int, extra map[string][]byte) *cacheWor
 	}
 	img := appendFiles(t, openRef(t, "../../testdata/sample/master.oci.tar", oci.Options{}), files)
 	ls, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	w.big, err = ls[len(ls)-1].Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	w.master = "oci-archive:" + w.path("master.tar")
 	writeRef(t, img, w.master, oci.Options{})
 	return w
@@ -73,9 +74,9 @@ func (w *cacheWorld) train(t *testing.T, name string) string {
 func withoutWhiteouts(t *testing.T, img v1.Image) v1.Image {
 	t.Helper()
 	ls, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	rc, err := ls[len(ls)-1].Uncompressed()
-	must(t, err)
+	testutil.Must(t, err)
 	defer rc.Close()
 	var buf bytes.Buffer
 	tr, tw := tar.NewReader(rc), tar.NewWriter(&buf)
@@ -84,31 +85,31 @@ func withoutWhiteouts(t *testing.T, img v1.Image) v1.Image {
 		if err == io.EOF {
 			break
 		}
-		must(t, err)
+		testutil.Must(t, err)
 		if strings.HasPrefix(path.Base(h.Name), ".wh.") {
 			continue
 		}
-		must(t, tw.WriteHeader(h))
+		testutil.Must(t, tw.WriteHeader(h))
 		_, err = io.Copy(tw, tr)
-		must(t, err)
+		testutil.Must(t, err)
 	}
-	must(t, tw.Close())
+	testutil.Must(t, tw.Close())
 	data := buf.Bytes()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	must(t, err)
+	testutil.Must(t, err)
 	adds := make([]mutate.Addendum, 0, len(ls))
 	for _, x := range ls[:len(ls)-1] {
 		adds = append(adds, mutate.Addendum{Layer: x})
 	}
 	out, err := mutate.Append(empty.Image, append(adds, mutate.Addendum{Layer: l})...)
-	must(t, err)
+	testutil.Must(t, err)
 	cf, err := img.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	cf = cf.DeepCopy()
 	cf.RootFS.DiffIDs[len(ls)-1], err = l.DiffID()
-	must(t, err)
+	testutil.Must(t, err)
 	out, err = mutate.ConfigFile(out, cf)
-	must(t, err)
+	testutil.Must(t, err)
 	return out
 }
 
@@ -127,11 +128,11 @@ func unlabelled(t *testing.T, ref string) v1.Image {
 	t.Helper()
 	img := openRef(t, ref, oci.Options{})
 	cf, err := img.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	cf = cf.DeepCopy()
 	cf.Config.Labels = nil
 	img, err = mutate.ConfigFile(img, cf)
-	must(t, err)
+	testutil.Must(t, err)
 	return img
 }
 
@@ -145,7 +146,7 @@ func TestCacheReadsBaseOnce(t *testing.T) {
 	mib := 8
 	if v := os.Getenv("PHTOCI_CACHE_BENCH_MIB"); v != "" {
 		n, err := strconv.Atoi(v)
-		must(t, err)
+		testutil.Must(t, err)
 		mib = n
 	}
 	w := newCacheWorld(t, mib<<20, nil)
@@ -175,7 +176,7 @@ func TestCacheReadsBaseOnce(t *testing.T) {
 		t.Fatalf("first post-run did not read the master's big layer: %+v", first.BlobGets)
 	}
 	ents, err := os.ReadDir(cache)
-	must(t, err)
+	testutil.Must(t, err)
 	if len(ents) == 0 {
 		t.Fatal("the first post-run left the cache empty")
 	}
@@ -202,7 +203,7 @@ func TestCacheReadsBaseOnce(t *testing.T) {
 // it only replays the base's cached summary.
 func TestCacheHiddenTrainFile(t *testing.T) {
 	plain, err := os.ReadFile("../../testdata/sample/train/entrypoint.py")
-	must(t, err)
+	testutil.Must(t, err)
 	w := newCacheWorld(t, 4<<20, map[string][]byte{"opt/pht_train/entrypoint.py": plain})
 	cache := w.path("cache")
 	results := w.results(t, "st1")
@@ -223,7 +224,7 @@ func TestCacheHiddenTrainFile(t *testing.T) {
 func mustRef(t *testing.T, s string) oci.Ref {
 	t.Helper()
 	r, err := oci.ParseRef(s)
-	must(t, err)
+	testutil.Must(t, err)
 	return r
 }
 
@@ -246,7 +247,7 @@ func TestCacheCorruptEntry(t *testing.T) {
 	}
 	entry := ""
 	ents, err := os.ReadDir(cache)
-	must(t, err)
+	testutil.Must(t, err)
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), w.big.Algorithm+"-"+w.big.Hex) {
 			entry = filepath.Join(cache, e.Name())
@@ -256,12 +257,12 @@ func TestCacheCorruptEntry(t *testing.T) {
 		t.Fatalf("no cache entry for %s among %d", w.big, len(ents))
 	}
 	good, err := os.ReadFile(entry)
-	must(t, err)
+	testutil.Must(t, err)
 	var other []byte
 	for _, e := range ents {
 		if p := filepath.Join(cache, e.Name()); p != entry {
 			other, err = os.ReadFile(p)
-			must(t, err)
+			testutil.Must(t, err)
 			break
 		}
 	}
@@ -271,7 +272,7 @@ func TestCacheCorruptEntry(t *testing.T) {
 		name string
 		bad  []byte
 	}{{"flipped", flipped}, {"truncated", good[:len(good)/2]}, {"another layer's", other}, {"empty", nil}} {
-		must(t, os.WriteFile(entry, tc.bad, 0o600))
+		testutil.Must(t, os.WriteFile(entry, tc.bad, 0o600))
 		if run(fmt.Sprintf("p%d", i+2)) == 0 {
 			t.Errorf("%s entry trusted: the big layer was not read", tc.name)
 		}
@@ -300,7 +301,7 @@ func TestCacheSwappedBlob(t *testing.T) {
 
 	// Other bytes uploaded under the cached digest: the registry's check.
 	resp, err := http.Post(w.reg.URL()+"/v2/pht/evil/blobs/uploads/", "", nil)
-	must(t, err)
+	testutil.Must(t, err)
 	resp.Body.Close()
 	loc, err := resp.Location()
 	if err != nil || resp.StatusCode != http.StatusAccepted {
@@ -310,9 +311,9 @@ func TestCacheSwappedBlob(t *testing.T) {
 	q.Set("digest", w.big.String())
 	loc.RawQuery = q.Encode()
 	req, err := http.NewRequest(http.MethodPut, loc.String(), strings.NewReader("other content"))
-	must(t, err)
+	testutil.Must(t, err)
 	resp, err = http.DefaultClient.Do(req)
-	must(t, err)
+	testutil.Must(t, err)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("registry answered %s to other content uploaded under %s, want 400 Bad Request", resp.Status, w.big)
@@ -321,10 +322,10 @@ func TestCacheSwappedBlob(t *testing.T) {
 	// Bytes swapped in the registry's storage: our digest check.
 	data := filepath.Join(w.reg.StorageDir, "docker/registry/v2/blobs/sha256", w.big.Hex[:2], w.big.Hex, "data")
 	orig, err := os.ReadFile(data)
-	must(t, err)
+	testutil.Must(t, err)
 	swapped := bytes.Clone(orig)
 	swapped[len(swapped)/2] ^= 0xff
-	must(t, os.WriteFile(data, swapped, 0o644))
+	testutil.Must(t, os.WriteFile(data, swapped, 0o644))
 	fails(t, exitIO, nil, args("p2", "none"), w.big.Hex[:12])
 	// A fresh cache reads it, and is not filled from it.
 	fresh := w.path("fresh")
@@ -351,7 +352,7 @@ func TestCacheUnusableDir(t *testing.T) {
 	train := "oci-archive:" + w.path("train.tar")
 	w.build(t, train)
 	file := w.path("file")
-	must(t, os.WriteFile(file, nil, 0o600))
+	testutil.Must(t, os.WriteFile(file, nil, 0o600))
 	r := phtoci(t, "", []string{"PHTOCI_CACHE=" + filepath.Join(file, "cache")}, "verify", train, "--quiet")
 	if r.code != 0 || strings.Count(r.stderr, "warning") != 1 || !strings.Contains(r.stderr, filepath.Join(file, "cache")) {
 		t.Errorf("unusable cache: exit %d, stderr %q; want 0 and one warning naming it", r.code, r.stderr)

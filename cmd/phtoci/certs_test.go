@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -26,17 +27,17 @@ func TestPrivateCA(t *testing.T) {
 	fails(t, exitUsage, nil, []string{"verify", ref, "--quiet", "--cert-dir", filepath.Join(t.TempDir(), "none")}, "--cert-dir")
 
 	ca, err := os.ReadFile(reg.CAFile)
-	must(t, err)
+	testutil.Must(t, err)
 	for _, root := range oci.DefaultCertsDirs {
 		dir := filepath.Join(root, reg.Host)
 		if !exists(root) {
 			t.Cleanup(func() { os.Remove(root) }) // only if still empty
 		}
-		must(t, os.MkdirAll(dir, 0o755))
+		testutil.Must(t, os.MkdirAll(dir, 0o755))
 		t.Cleanup(func() { os.RemoveAll(dir) })
-		must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), ca, 0o644))
+		testutil.Must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), ca, 0o644))
 		ok(t, "verify", ref, "--quiet")
-		must(t, os.RemoveAll(dir))
+		testutil.Must(t, os.RemoveAll(dir))
 		fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, "certificate")
 	}
 }

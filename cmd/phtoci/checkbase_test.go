@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -16,11 +17,11 @@ const sampleMaster = "oci-archive:../../testdata/sample/master.oci.tar"
 func editConfig(t *testing.T, img v1.Image, fn func(*v1.ConfigFile)) v1.Image {
 	t.Helper()
 	cf, err := img.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	cf = cf.DeepCopy()
 	fn(cf)
 	out, err := mutate.ConfigFile(img, cf)
-	must(t, err)
+	testutil.Must(t, err)
 	return out
 }
 
@@ -38,9 +39,9 @@ func TestCheckBase(t *testing.T) {
 	img := openRef(t, built, oci.Options{})
 	other := appendFiles(t, empty.Image, map[string][]byte{"etc/os-release": []byte("ID=another-distro\n")})
 	layers, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	swapped, err := mutate.AppendLayers(other, layers[1:]...)
-	must(t, err)
+	testutil.Must(t, err)
 	cfOrig, _ := img.ConfigFile()
 	swapped = editConfig(t, swapped, func(cf *v1.ConfigFile) {
 		cf.Config = cfOrig.Config
@@ -75,11 +76,11 @@ func TestCheckBaseReferenceTrains(t *testing.T) {
 		}
 		img := openRef(t, f, oci.Options{})
 		layers, err := img.Layers()
-		must(t, err)
+		testutil.Must(t, err)
 		cf, err := img.ConfigFile()
-		must(t, err)
+		testutil.Must(t, err)
 		master, err := mutate.AppendLayers(empty.Image, layers[0])
-		must(t, err)
+		testutil.Must(t, err)
 		master = editConfig(t, master, func(m *v1.ConfigFile) {
 			diff := m.RootFS
 			*m = *cf.DeepCopy()
@@ -106,10 +107,10 @@ func TestCheckBaseReadsNoBaseBlob(t *testing.T) {
 	reg.ResetStats()
 	ok(t, "check-base", trainRef, masterRef, "--quiet")
 	ml, err := master.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	for _, l := range ml {
 		d, err := l.Digest()
-		must(t, err)
+		testutil.Must(t, err)
 		if n := reg.Stats().BlobGets[d.String()]; n != 0 {
 			t.Errorf("check-base downloaded base layer %s %d times", d, n)
 		}
@@ -154,13 +155,13 @@ func TestCheckBaseOnOpenedImage(t *testing.T) {
 		"--route", "st-a="+w.path("st-a")+".pub.pem", "-o", trainRef, "--quiet")
 	img := openRef(t, trainRef, oci.Options{})
 	layers, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	top, err := layers[len(layers)-1].Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	cfgName, err := img.ConfigName()
-	must(t, err)
+	testutil.Must(t, err)
 	ml, err := master.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 
 	reg.ResetStats()
 	ok(t, append([]string{"pre-run", trainRef, "--check-base", "-o", w.path("dec.tar"), "--ledger", "none"}, w.stationArgs("st-a")...)...)
@@ -179,7 +180,7 @@ func TestCheckBaseOnOpenedImage(t *testing.T) {
 	}
 	for _, l := range ml {
 		d, err := l.Digest()
-		must(t, err)
+		testutil.Must(t, err)
 		if n := reg.Stats().BlobGets[d.String()]; n != 0 {
 			t.Errorf("verify --check-base downloaded base layer %s %d times", d, n)
 		}
@@ -199,7 +200,7 @@ func TestCheckBaseOnOpenedImage(t *testing.T) {
 func mustAbs(t *testing.T, p string) string {
 	t.Helper()
 	a, err := filepath.Abs(p)
-	must(t, err)
+	testutil.Must(t, err)
 	return a
 }
 

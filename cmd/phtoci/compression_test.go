@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -47,20 +48,20 @@ func TestCompressionByDestination(t *testing.T) {
 			ok(t, args...)
 			img := openRef(t, c.out, oci.Options{})
 			ls, err := img.Layers()
-			must(t, err)
+			testutil.Must(t, err)
 			top := ls[len(ls)-1]
 			mt, err := top.MediaType()
-			must(t, err)
+			testutil.Must(t, err)
 			if mt != c.want {
 				t.Errorf("top layer media type %s, want %s", mt, c.want)
 			}
 			if c.gzipLevel != "" {
 				rc, err := top.Compressed()
-				must(t, err)
+				testutil.Must(t, err)
 				head := make([]byte, 11)
 				_, err = rc.Read(head)
 				rc.Close()
-				must(t, err)
+				testutil.Must(t, err)
 				// gzip header (10 bytes), then the first deflate block's
 				// header: BTYPE 00 (stored) or not.
 				if head[0] != 0x1f || head[1] != 0x8b {
@@ -98,7 +99,7 @@ func TestTamperedPlainLayerInArchive(t *testing.T) {
 		post := w.path("post-" + c.transport + ".tar")
 		ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", c.transport + ":" + post}, w.stationArgs("st1")...)...)
 		b, err := os.ReadFile(post)
-		must(t, err)
+		testutil.Must(t, err)
 		// The new layer is the archive's first entry (taken over in
 		// place): 1 MiB in is inside the 3 MiB result's ciphertext (in a
 		// gzip, inside a stored block's data, not its header).
@@ -107,7 +108,7 @@ func TestTamperedPlainLayerInArchive(t *testing.T) {
 			at = storedData(t, b[c.reserve:], 1<<20) + c.reserve
 		}
 		b[at] ^= 0x01
-		must(t, os.WriteFile(post, b, 0o644))
+		testutil.Must(t, os.WriteFile(post, b, 0o644))
 		out := w.path("pre-" + c.transport + ".tar")
 		fails(t, 3, nil, append([]string{"pre-run", c.transport + ":" + post, "-o", "oci-archive:" + out}, w.stationArgs("st2")...), "blob sha256:", "has digest")
 		if _, err := os.Stat(out); !os.IsNotExist(err) {
@@ -157,22 +158,22 @@ func TestDockerArchiveOnPlainMaster(t *testing.T) {
 	w := newWorld(t, "st1", "st2")
 	m := openRef(t, sampleMaster, oci.Options{})
 	ls, err := m.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	var plain []v1.Layer
 	for _, l := range ls {
 		rc, err := l.Uncompressed()
-		must(t, err)
+		testutil.Must(t, err)
 		b, err := io.ReadAll(rc)
 		rc.Close()
-		must(t, err)
+		testutil.Must(t, err)
 		plain = append(plain, static.NewLayer(b, types.OCIUncompressedLayer))
 	}
 	cf, err := m.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	pm, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), plain...)
-	must(t, err)
+	testutil.Must(t, err)
 	pm, err = mutate.ConfigFile(pm, cf)
-	must(t, err)
+	testutil.Must(t, err)
 	pm = mutate.ConfigMediaType(pm, types.OCIConfigJSON)
 	master := w.path("plain-master.tar")
 	writeRef(t, pm, "oci-archive:"+master, oci.Options{})
@@ -184,7 +185,7 @@ func TestDockerArchiveOnPlainMaster(t *testing.T) {
 	out := w.path("post.docker.tar")
 	ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", "docker-archive:" + out}, w.stationArgs("st1")...)...)
 	f, err := os.Open(out)
-	must(t, err)
+	testutil.Must(t, err)
 	defer f.Close()
 	tr := tar.NewReader(f)
 	layers := 0
@@ -193,7 +194,7 @@ func TestDockerArchiveOnPlainMaster(t *testing.T) {
 		if err == io.EOF {
 			break
 		}
-		must(t, err)
+		testutil.Must(t, err)
 		if !strings.HasSuffix(h.Name, ".tar") && !strings.HasSuffix(h.Name, ".tar.gz") {
 			continue
 		}
@@ -215,10 +216,10 @@ func TestDockerArchiveOnPlainMaster(t *testing.T) {
 	// The new layer is the archive's first entry (taken over in place):
 	// 1 MiB in is inside the 3 MiB result's ciphertext.
 	b, err := os.ReadFile(out)
-	must(t, err)
+	testutil.Must(t, err)
 	b[reserve(t, "docker-archive")+1<<20] ^= 0x01
 	tampered := w.path("tampered.docker.tar")
-	must(t, os.WriteFile(tampered, b, 0o644))
+	testutil.Must(t, os.WriteFile(tampered, b, 0o644))
 	pre2 := w.path("pre2.tar")
 	fails(t, 3, nil, append([]string{"pre-run", "docker-archive:" + tampered, "-o", "oci-archive:" + pre2}, w.stationArgs("st2")...), "blob sha256:", "has digest")
 	if _, err := os.Stat(pre2); !os.IsNotExist(err) {
@@ -231,6 +232,6 @@ func TestDockerArchiveOnPlainMaster(t *testing.T) {
 func reserve(t *testing.T, kind string) int64 {
 	t.Helper()
 	ref, err := oci.ParseOutputRef(kind + ":" + filepath.Join(t.TempDir(), "x.tar"))
-	must(t, err)
+	testutil.Must(t, err)
 	return ref.Staging(nil).Reserve
 }

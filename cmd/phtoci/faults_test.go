@@ -15,6 +15,7 @@ import (
 
 	"github.com/phtoci/phtoci/internal/faultproxy"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -38,9 +39,9 @@ func newFaultWorld(t *testing.T) *faultWorld {
 	train := reg.Host + "/pht/faults:st1"
 	ok(t, append([]string{"post-run", built, "--results", w.results(t, "st1"), "-o", train}, w.stationArgs("st1")...)...)
 	ls, err := openRef(t, train, oci.Options{}).Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	d, err := ls[len(ls)-1].Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	if sz, _ := ls[len(ls)-1].Size(); sz < 2<<20 {
 		t.Fatalf("results layer is %d bytes; the tests need more than 2 MiB", sz)
 	}
@@ -53,13 +54,13 @@ func (f *faultWorld) via(tag string) string { return f.proxy.Host + "/pht/faults
 func (f *faultWorld) digest(t *testing.T, tag string) string {
 	t.Helper()
 	ref, err := oci.ParseRef(f.reg.Host + "/pht/faults:" + tag)
-	must(t, err)
+	testutil.Must(t, err)
 	img, err := oci.Open(context.Background(), ref, oci.Options{})
 	if err != nil {
 		return ""
 	}
 	d, err := img.Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	return d.String()
 }
 
@@ -165,7 +166,7 @@ func TestLostUpdateReported(t *testing.T) {
 	f := newFaultWorld(t)
 	other := openRef(t, f.train, oci.Options{})
 	otherDigest, err := other.Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	var pushed atomic.Bool
 	var once sync.Once
 	var raceErr error
@@ -189,7 +190,7 @@ func TestLostUpdateReported(t *testing.T) {
 	})
 	r := fails(t, exitIO, nil, append([]string{"post-run", f.via("st1"), "--results", f.world.results(t, "st2"), "-o", f.via("race"), "--json"}, f.stationArgs("st2")...),
 		"pht/faults:race", "points at "+otherDigest.String(), "another writer")
-	must(t, raceErr)
+	testutil.Must(t, raceErr)
 	var out struct {
 		OK         bool
 		LostUpdate struct{ Tag, Pushed, Now string }
@@ -214,9 +215,9 @@ func TestVerifyMissingLayer(t *testing.T) {
 	w.build(t, built)
 	img := openRef(t, built, oci.Options{})
 	ls, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	base, err := ls[0].Digest()
-	must(t, err)
+	testutil.Must(t, err)
 
 	t.Run("registry", func(t *testing.T) {
 		ref := reg.Host + "/pht/missing:v1"
@@ -228,7 +229,7 @@ func TestVerifyMissingLayer(t *testing.T) {
 			t.Errorf("verify downloaded the base layer %d times", n)
 		}
 		data := filepath.Join(reg.StorageDir, "docker/registry/v2/blobs/sha256", base.Hex[:2], base.Hex, "data")
-		must(t, os.Remove(data))
+		testutil.Must(t, os.Remove(data))
 		fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, "layer 0 ("+base.String()+")", "no such blob")
 	})
 
@@ -238,10 +239,10 @@ func TestVerifyMissingLayer(t *testing.T) {
 		ok(t, "verify", "oci:"+dir+":v1", "--quiet")
 		blob := filepath.Join(dir, "blobs/sha256", base.Hex)
 		fi, err := os.Stat(blob)
-		must(t, err)
-		must(t, os.Truncate(blob, fi.Size()/2))
+		testutil.Must(t, err)
+		testutil.Must(t, os.Truncate(blob, fi.Size()/2))
 		fails(t, exitIO, nil, []string{"verify", "oci:" + dir + ":v1", "--quiet"}, "layer 0 ("+base.String()+")", "the manifest says")
-		must(t, os.Remove(blob))
+		testutil.Must(t, os.Remove(blob))
 		fails(t, exitIO, nil, []string{"verify", "oci:" + dir + ":v1", "--quiet"}, "layer 0 ("+base.String()+")", "not in the layout")
 	})
 }
@@ -274,14 +275,14 @@ func TestSignalDuringStalledDownload(t *testing.T) {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	must(t, cmd.Start())
+	testutil.Must(t, cmd.Start())
 	deadline := time.Now().Add(time.Minute)
 	for f.proxy.Fired(i) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // into the stall
 	start := time.Now()
-	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGTERM))
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var err error

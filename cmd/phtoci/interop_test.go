@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -61,26 +62,26 @@ func TestReferenceTrains(t *testing.T) {
 			// Station 2's pre-run on the reference's terms (vectors README).
 			got1 := referencePreRun(t, img, "station_2", loadPriv(t, key("station_2")))
 			want1, err := os.ReadFile(filepath.Join(results1, "sub", "data.bin"))
-			must(t, err)
+			testutil.Must(t, err)
 			if !bytes.Equal(got1["sub/data.bin"], want1) {
 				t.Error("station 2 on the reference's terms: sub/data.bin differs from results_station_1")
 			}
 			raw := rawConfigOf(t, img)
 			enc, err := cfg.Encode()
-			must(t, err)
+			testutil.Must(t, err)
 			if !bytes.Equal(raw, enc) {
 				t.Error("post-run config bytes are not in the reference's canonical form")
 			}
 			// Station 2 accepts our output, and the chain goes on.
 			ok(t, "pre-run", out, "--station", "station_2", "--key", key("station_2"), "-o", filepath.Join(dir, "dec2.tar"), "--quiet")
 			res2 := filepath.Join(dir, "res2")
-			must(t, os.MkdirAll(res2, 0o755))
-			must(t, os.WriteFile(filepath.Join(res2, "r.txt"), []byte("station 2 says hi\n"), 0o644))
+			testutil.Must(t, os.MkdirAll(res2, 0o755))
+			testutil.Must(t, os.WriteFile(filepath.Join(res2, "r.txt"), []byte("station 2 says hi\n"), 0o644))
 			final := filepath.Join(dir, "after2.tar")
 			ok(t, "post-run", out, "--results", res2, "--station", "station_2", "--key", key("station_2"), "-o", final, "--quiet")
 			ok(t, "decrypt", final, "--key", key("user"), "--out", filepath.Join(dir, "final"), "--quiet")
 			got, err := os.ReadFile(filepath.Join(dir, "final", "pht_results", "r.txt"))
-			must(t, err)
+			testutil.Must(t, err)
 			if string(got) != "station 2 says hi\n" {
 				t.Errorf("researcher got %q", got)
 			}
@@ -103,9 +104,9 @@ func TestReferenceTrains(t *testing.T) {
 			referencePreRun(t, openRef(t, initial, oci.Options{}), "station_1", loadPriv(t, key("station_1")))
 			ok(t, "decrypt", after1, "--key", key("user"), "--out", filepath.Join(dir, "ref-final"), "--quiet")
 			want, err := os.ReadFile(filepath.Join(results1, "sub", "data.bin"))
-			must(t, err)
+			testutil.Must(t, err)
 			got, err = os.ReadFile(filepath.Join(dir, "ref-final", "pht_results", "sub", "data.bin"))
-			must(t, err)
+			testutil.Must(t, err)
 			if !bytes.Equal(got, want) {
 				t.Error("user-decrypted results of the reference's after_station_1 differ from results_station_1")
 			}
@@ -117,7 +118,7 @@ func TestReferenceTrains(t *testing.T) {
 func checkMerged(t *testing.T, img v1.Image, want map[string]bool) {
 	t.Helper()
 	res, err := layer.Resolve(img, []string{train.ConfigPath, train.TrainDir, train.ResultsDir, train.UserKeyPath})
-	must(t, err)
+	testutil.Must(t, err)
 	defer res.Close()
 	for p, present := range want {
 		if _, got := res.Lookup(p); got != present {
@@ -129,7 +130,7 @@ func checkMerged(t *testing.T, img v1.Image, want map[string]bool) {
 func openTrain(t *testing.T, img v1.Image) *train.Train {
 	t.Helper()
 	tr, err := train.Open(img, train.Options{})
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }

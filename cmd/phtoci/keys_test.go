@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestKeysCommands: generate, public (the config's hex form) and
@@ -14,7 +16,7 @@ func TestKeysCommands(t *testing.T) {
 	dir := t.TempDir()
 	ok(t, "keys", "generate", filepath.Join(dir, "k"))
 	fi, err := os.Stat(filepath.Join(dir, "k.pem"))
-	must(t, err)
+	testutil.Must(t, err)
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("private key mode %v", fi.Mode().Perm())
 	}
@@ -32,7 +34,7 @@ func TestKeysCommands(t *testing.T) {
 	// The reference's station key gives exactly the vectors' config hex.
 	got := strings.TrimSpace(ok(t, "keys", "public", filepath.Join(vectors, "keys", "station_1.pem")).stdout)
 	want, err := os.ReadFile(filepath.Join(vectors, "keys", "station_1.pub.pem"))
-	must(t, err)
+	testutil.Must(t, err)
 	if !strings.EqualFold(got, hex.EncodeToString(want)) {
 		t.Error("keys public of the reference's station_1 key differs from its public PEM's hex")
 	}

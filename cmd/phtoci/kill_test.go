@@ -33,12 +33,12 @@ func newKillWorld(t *testing.T) *killWorld {
 	for _, n := range []string{"entrypoint.py"} {
 		k.trainPlain[n] = testutil.Must1(os.ReadFile(filepath.Join("../../testdata/sample/train", n)))(t)
 	}
-	must(t, os.MkdirAll(k.results, 0o755))
-	must(t, os.MkdirAll(k.out, 0o755))
-	must(t, os.MkdirAll(k.tmp, 0o755))
+	testutil.Must(t, os.MkdirAll(k.results, 0o755))
+	testutil.Must(t, os.MkdirAll(k.out, 0o755))
+	testutil.Must(t, os.MkdirAll(k.tmp, 0o755))
 	chunk := bytes.Repeat(k.marker, (64<<20)/len(k.marker))
 	for _, n := range []string{"a.bin", "b.bin", "c.bin", "d.bin"} {
-		must(t, os.WriteFile(filepath.Join(k.results, n), chunk, 0o644))
+		testutil.Must(t, os.WriteFile(filepath.Join(k.results, n), chunk, 0o644))
 	}
 	return k
 }
@@ -56,7 +56,7 @@ func (k *killWorld) postRun(t *testing.T, extra ...string) *exec.Cmd {
 // output directory holds more than 8 MiB (the layer is being written).
 func (k *killWorld) startWriting(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
-	must(t, cmd.Start())
+	testutil.Must(t, cmd.Start())
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		if fs, _ := filepath.Glob(filepath.Join(k.out, ".phtoci-layer-*")); len(fs) == 1 {
@@ -74,7 +74,7 @@ func (k *killWorld) startWriting(t *testing.T, cmd *exec.Cmd) {
 // noPlaintext fails if any file under dir holds the results' plaintext.
 func (k *killWorld) noPlaintext(t *testing.T, dir string) {
 	t.Helper()
-	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	testutil.Must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
@@ -112,7 +112,7 @@ func TestKillMidPostRun(t *testing.T) {
 	k := newKillWorld(t)
 	cmd := k.postRun(t)
 	k.startWriting(t, cmd)
-	must(t, cmd.Process.Signal(syscall.SIGKILL))
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	k.noPlaintext(t, k.tmp)
 	stale := testutil.Must1(filepath.Glob(filepath.Join(k.out, ".phtoci-layer-*")))(t)
@@ -160,7 +160,7 @@ func TestSignalStopsStep(t *testing.T) {
 				if i > 0 {
 					time.Sleep(50 * time.Millisecond) // two signals sent at once are delivered as one
 				}
-				must(t, cmd.Process.Signal(s))
+				testutil.Must(t, cmd.Process.Signal(s))
 			}
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
@@ -217,7 +217,7 @@ func TestConcurrentPostRunsIntoOneLayout(t *testing.T) {
 		cmds[i] = exec.Command(phtociBin, args...)
 		cmds[i].Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
 		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
-		must(t, cmds[i].Start())
+		testutil.Must(t, cmds[i].Start())
 	}
 	for i, c := range cmds {
 		if err := c.Wait(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -29,16 +30,16 @@ func resultsBombLayer(t *testing.T, size int64) v1.Layer {
 	member := func(b []byte) []byte {
 		var buf bytes.Buffer
 		zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		must(t, err)
+		testutil.Must(t, err)
 		_, err = zw.Write(b)
-		must(t, err)
-		must(t, zw.Close())
+		testutil.Must(t, err)
+		testutil.Must(t, zw.Close())
 		return buf.Bytes()
 	}
 	var head bytes.Buffer
 	tw := tar.NewWriter(&head)
-	must(t, tw.WriteHeader(&tar.Header{Name: "opt/pht_results/", Typeflag: tar.TypeDir, Mode: 0o755}))
-	must(t, tw.WriteHeader(&tar.Header{Name: "opt/pht_results/big.csv", Typeflag: tar.TypeReg, Mode: 0o644, Size: size}))
+	testutil.Must(t, tw.WriteHeader(&tar.Header{Name: "opt/pht_results/", Typeflag: tar.TypeDir, Mode: 0o755}))
+	testutil.Must(t, tw.WriteHeader(&tar.Header{Name: "opt/pht_results/big.csv", Typeflag: tar.TypeReg, Mode: 0o644, Size: size}))
 	headGz := member(head.Bytes())
 	mib := member(make([]byte, 1<<20))
 	tailGz := member(make([]byte, 1024)) // end-of-archive: two zero blocks
@@ -50,7 +51,7 @@ func resultsBombLayer(t *testing.T, size int64) v1.Layer {
 	}
 	blob = append(blob, tailGz...)
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(blob)), nil })
-	must(t, err)
+	testutil.Must(t, err)
 	return l
 }
 
@@ -64,16 +65,16 @@ func TestKeylessVerifyReadsNoResults(t *testing.T) {
 	built := w.path("train.tar")
 	w.build(t, "oci-archive:"+built)
 	notADir := w.path("tmp-is-a-file")
-	must(t, os.WriteFile(notADir, nil, 0o644))
+	testutil.Must(t, os.WriteFile(notADir, nil, 0o644))
 	env := []string{"TMPDIR=" + notADir}
 
 	// The attack's shape: about a MiB of blob, a GiB of results.
 	img, err := mutate.AppendLayers(openRef(t, built, oci.Options{}), resultsBombLayer(t, 1<<30))
-	must(t, err)
+	testutil.Must(t, err)
 	in := "oci-archive:" + w.path("bomb.tar")
 	writeRef(t, img, in, oci.Options{})
 	fi, err := os.Stat(w.path("bomb.tar"))
-	must(t, err)
+	testutil.Must(t, err)
 	t.Logf("bomb archive: %d bytes for 1 GiB of results", fi.Size())
 	if r := phtoci(t, "", env, "verify", in, "--quiet"); r.code != 0 {
 		t.Fatalf("keyless verify: exit %d: %s", r.code, r.stderr)
@@ -81,7 +82,7 @@ func TestKeylessVerifyReadsNoResults(t *testing.T) {
 
 	// Every transport, with an 8 MiB result (past the in-memory limit).
 	small, err := mutate.AppendLayers(openRef(t, built, oci.Options{}), resultsBombLayer(t, 8<<20))
-	must(t, err)
+	testutil.Must(t, err)
 	reg := testreg.Start(t, testreg.Options{})
 	refs := []string{
 		"docker-archive:" + w.path("small-docker.tar"),

@@ -142,15 +142,13 @@ func (w *world) stationArgs(st string) []string {
 func (w *world) results(t *testing.T, st string) string {
 	t.Helper()
 	dir := w.path("results-" + st)
-	must(t, os.MkdirAll(filepath.Join(dir, "sub", "deeper"), 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, "count.txt"), []byte("count at "+st+" = 42\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "sub", "deeper", "table.csv"), []byte("station,count\n"+st+",42\n"), 0o644))
+	testutil.Must(t, os.MkdirAll(filepath.Join(dir, "sub", "deeper"), 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "count.txt"), []byte("count at "+st+" = 42\n"), 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "sub", "deeper", "table.csv"), []byte("station,count\n"+st+",42\n"), 0o644))
 	big := bytes.Repeat([]byte("plaintext-result-"+st+"|"), 3<<20/20)
-	must(t, os.WriteFile(filepath.Join(dir, "sub", "big.bin"), big, 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "sub", "big.bin"), big, 0o644))
 	return dir
 }
-
-func must(t *testing.T, err error) { t.Helper(); testutil.Must(t, err) }
 
 // plaintexts returns the contents a post-run output must not hold in any
 // layer: the sample train's files and the given results directories.
@@ -158,7 +156,7 @@ func plaintexts(t *testing.T, dirs ...string) map[[32]byte]string {
 	t.Helper()
 	m := map[[32]byte]string{}
 	for _, d := range append([]string{"../../testdata/sample/train"}, dirs...) {
-		must(t, filepath.WalkDir(d, func(p string, de fs.DirEntry, err error) error {
+		testutil.Must(t, filepath.WalkDir(d, func(p string, de fs.DirEntry, err error) error {
 			if err != nil || !de.Type().IsRegular() {
 				return err
 			}
@@ -171,7 +169,7 @@ func plaintexts(t *testing.T, dirs ...string) map[[32]byte]string {
 		}))
 	}
 	b, err := os.ReadFile("../../testdata/sample/query.json")
-	must(t, err)
+	testutil.Must(t, err)
 	m[sha256.Sum256(b)] = "query.json"
 	return m
 }
@@ -180,9 +178,9 @@ func plaintexts(t *testing.T, dirs ...string) map[[32]byte]string {
 func openRef(t *testing.T, s string, opts oci.Options) v1.Image {
 	t.Helper()
 	ref, err := oci.ParseRef(s)
-	must(t, err)
+	testutil.Must(t, err)
 	img, err := oci.Open(context.Background(), ref, opts)
-	must(t, err)
+	testutil.Must(t, err)
 	return img
 }
 
@@ -192,17 +190,17 @@ func openRef(t *testing.T, s string, opts oci.Options) v1.Image {
 func scanLayers(t *testing.T, img v1.Image, plain map[[32]byte]string) {
 	t.Helper()
 	layers, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	for i, l := range layers {
 		rc, err := l.Uncompressed()
-		must(t, err)
+		testutil.Must(t, err)
 		tr := tar.NewReader(rc)
 		for {
 			h, err := tr.Next()
 			if err == io.EOF {
 				break
 			}
-			must(t, err)
+			testutil.Must(t, err)
 			if h.Typeflag != tar.TypeReg {
 				continue
 			}
@@ -224,9 +222,9 @@ func scanLayers(t *testing.T, img v1.Image, plain map[[32]byte]string) {
 func labels(t *testing.T, img v1.Image) (int, map[string]string) {
 	t.Helper()
 	layers, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	cf, err := img.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	return len(layers), cf.Config.Labels
 }
 
@@ -249,16 +247,16 @@ func appendFiles(t *testing.T, img v1.Image, files map[string][]byte) v1.Image {
 		if strings.HasSuffix(name, "/") {
 			h.Typeflag, h.Mode, h.Size = tar.TypeDir, 0o755, 0
 		}
-		must(t, tw.WriteHeader(h))
+		testutil.Must(t, tw.WriteHeader(h))
 		_, err := tw.Write(b)
-		must(t, err)
+		testutil.Must(t, err)
 	}
-	must(t, tw.Close())
+	testutil.Must(t, tw.Close())
 	data := buf.Bytes()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	must(t, err)
+	testutil.Must(t, err)
 	out, err := mutate.AppendLayers(img, l)
-	must(t, err)
+	testutil.Must(t, err)
 	return out
 }
 
@@ -274,9 +272,9 @@ func sortedKeys(m map[string][]byte) []string {
 func writeRef(t *testing.T, img v1.Image, s string, opts oci.Options) {
 	t.Helper()
 	ref, err := oci.ParseOutputRef(s)
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = oci.Write(context.Background(), ref, img, opts)
-	must(t, err)
+	testutil.Must(t, err)
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/trust"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestOfflineMaster(t *testing.T) {
 	w := newWorld(t, "st-a")
 	master, err := filepath.Abs("../../testdata/sample/master.oci.tar")
-	must(t, err)
+	testutil.Must(t, err)
 	other := w.path("other.tar")
 	// The config names a registry this station cannot reach.
 	built := w.path("train.tar")

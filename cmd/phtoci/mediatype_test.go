@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -32,7 +33,7 @@ func TestNewLayerMediaTypeFollowsManifest(t *testing.T) {
 		docker bool
 	}{{built, true}, {posted, true}, {dec, true}, {ociTrain, false}} {
 		m, err := openRef(t, c.ref, oci.Options{}).Manifest()
-		must(t, err)
+		testutil.Must(t, err)
 		if docker := m.MediaType == types.DockerManifestSchema2; docker != c.docker {
 			t.Errorf("%s: manifest media type %s", c.ref, m.MediaType)
 		}

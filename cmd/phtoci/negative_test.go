@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -37,19 +38,19 @@ func newTamperWorld(t *testing.T) *tamperWorld {
 func (w *tamperWorld) symKey(t *testing.T, img v1.Image, st string, idx int) []byte {
 	t.Helper()
 	k, err := keys.LoadPrivateKey(w.key(st), nil)
-	must(t, err)
+	testutil.Must(t, err)
 	cfg := configOf(t, img)
 	ek, err := hex.DecodeString(*cfg.Route[idx].EncryptedKey)
-	must(t, err)
+	testutil.Must(t, err)
 	sym, err := unwrapKey(k, ek)
-	must(t, err)
+	testutil.Must(t, err)
 	return sym
 }
 
 func encrypt(t *testing.T, key, plain []byte) []byte {
 	t.Helper()
 	c, err := encryptCBC(key, plain)
-	must(t, err)
+	testutil.Must(t, err)
 	return c
 }
 
@@ -58,7 +59,7 @@ func withConfig(t *testing.T, img v1.Image, edit func(*protocol.Config)) v1.Imag
 	cfg := configOf(t, img).Clone()
 	edit(cfg)
 	raw, err := cfg.Encode()
-	must(t, err)
+	testutil.Must(t, err)
 	return appendFiles(t, img, map[string][]byte{train.ConfigPath: raw})
 }
 
@@ -133,19 +134,19 @@ func TestStationErrors(t *testing.T) {
 	// A password-protected key: the wrong password is a usage error and the
 	// password never appears in the message.
 	k, err := keys.LoadPrivateKey(w.key("st-a"), nil)
-	must(t, err)
+	testutil.Must(t, err)
 	//lint:ignore SA1019 legacy encrypted PEM is what stations in the field have
 	blk, err := x509.EncryptPEMBlock(rand.Reader, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k), []byte("s3cret-pass"), x509.PEMCipherAES256) //nolint:staticcheck
-	must(t, err)
+	testutil.Must(t, err)
 	encKey := w.path("st-a-enc.pem")
-	must(t, os.WriteFile(encKey, pem.EncodeToMemory(blk), 0o600))
+	testutil.Must(t, os.WriteFile(encKey, pem.EncodeToMemory(blk), 0o600))
 	r := fails(t, exitUsage, []string{"PRIVATE_KEY_PASSWORD=wrong-pass-123"}, []string{"pre-run", w.built, "--station", "st-a", "--key", encKey, "-o", out}, "st-a-enc.pem")
 	if strings.Contains(r.stderr, "wrong-pass-123") {
 		t.Error("the password appears in the error")
 	}
 	fails(t, exitUsage, nil, []string{"verify", w.built, "--station", "st-a", "--key", encKey}, "st-a-enc.pem")
 	passFile := w.path("pass")
-	must(t, os.WriteFile(passFile, []byte("s3cret-pass\n"), 0o600))
+	testutil.Must(t, os.WriteFile(passFile, []byte("s3cret-pass\n"), 0o600))
 	ok(t, "pre-run", w.built, "--station", "st-a", "--key", encKey, "--key-password-file", passFile, "-o", w.path("dec-with-pass.tar"), "--quiet")
 
 	fails(t, exitIO, nil, append([]string{"post-run", w.built, "--results", w.path("no-such-results"), "-o", out}, w.stationArgs("st-a")...), "no-such-results")
@@ -167,11 +168,11 @@ func TestLeakRefused(t *testing.T) {
 	ok(t, append([]string{"pre-run", w.built, "-o", dec}, w.stationArgs("st-a")...)...)
 	img := openRef(t, dec, oci.Options{})
 	cf, err := img.ConfigFile()
-	must(t, err)
+	testutil.Must(t, err)
 	cf = cf.DeepCopy()
 	cf.Config.Labels = nil // another tool's image: no phtoci labels
 	img, err = mutate.ConfigFile(img, cf)
-	must(t, err)
+	testutil.Must(t, err)
 	committed := appendFiles(t, img, map[string][]byte{"tmp/run.log": []byte("ran\n"), "opt/pht_results/count.txt": []byte("42\n")})
 	in := w.path("committed.tar")
 	writeRef(t, committed, in, oci.Options{})

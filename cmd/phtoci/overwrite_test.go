@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"testing"
+
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestNeverOverwriteInputCLI: pre-run, post-run and build refuse an output
@@ -15,10 +17,10 @@ func TestNeverOverwriteInputCLI(t *testing.T) {
 	in := w.path("train.tar")
 	w.build(t, in)
 	hard, sym := w.path("hard.tar"), w.path("sym.tar")
-	must(t, os.Link(in, hard))
-	must(t, os.Symlink(in, sym))
+	testutil.Must(t, os.Link(in, hard))
+	testutil.Must(t, os.Symlink(in, sym))
 	orig, err := os.ReadFile(in)
-	must(t, err)
+	testutil.Must(t, err)
 	results := w.results(t, "s1")
 	for _, out := range []string{hard, sym, "oci-archive:" + hard, "docker-archive:" + sym} {
 		fails(t, 2, nil, append([]string{"pre-run", in, "-o", out}, w.stationArgs("s1")...), "would overwrite an input", in)
@@ -34,10 +36,10 @@ func TestNeverOverwriteInputCLI(t *testing.T) {
 	// build: the base image's file under another name.
 	master := w.path("master.oci.tar")
 	b, err := os.ReadFile("../../testdata/sample/master.oci.tar")
-	must(t, err)
-	must(t, os.WriteFile(master, b, 0o644))
+	testutil.Must(t, err)
+	testutil.Must(t, os.WriteFile(master, b, 0o644))
 	link := w.path("master-link.tar")
-	must(t, os.Link(master, link))
+	testutil.Must(t, os.Link(master, link))
 	fails(t, 2, nil, []string{"build", master, "--files", "../../testdata/sample/train",
 		"--query", "../../testdata/sample/query.json", "--creator-id", "researcher-1",
 		"--user-key", w.key("researcher"), "--builder-key", w.key("builder"), "-o", "oci-archive:" + link,
@@ -48,7 +50,7 @@ func TestNeverOverwriteInputCLI(t *testing.T) {
 		t.Errorf("the base image changed (err %v)", err)
 	}
 	ents, err := os.ReadDir(w.dir)
-	must(t, err)
+	testutil.Must(t, err)
 	for _, e := range ents {
 		if e.Name()[0] == '.' {
 			t.Errorf("left behind: %s", e.Name())

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // phtociUmask runs the binary as phtoci does, under umask mask.
@@ -25,7 +27,7 @@ func phtociUmask(t *testing.T, mask string, args ...string) result {
 func mode(t *testing.T, p string) fs.FileMode {
 	t.Helper()
 	fi, err := os.Lstat(p)
-	must(t, err)
+	testutil.Must(t, err)
 	return fi.Mode().Perm()
 }
 
@@ -58,7 +60,7 @@ func TestPlaintextOutputsPrivate(t *testing.T) {
 				"-o", "oci:"+layout+":t", "--quiet")
 			before := map[string]fs.FileMode{}
 			ents, err := os.ReadDir(filepath.Join(layout, "blobs", "sha256"))
-			must(t, err)
+			testutil.Must(t, err)
 			for _, e := range ents {
 				before[e.Name()] = mode(t, filepath.Join(layout, "blobs", "sha256", e.Name()))
 			}
@@ -75,7 +77,7 @@ func TestPlaintextOutputsPrivate(t *testing.T) {
 			// input): the blobs pre-run adds are 0600, the others as they were.
 			phtociUmask(t, mask, append([]string{"pre-run", "oci:" + layout + ":t"}, st...)...)
 			ents, err = os.ReadDir(filepath.Join(layout, "blobs", "sha256"))
-			must(t, err)
+			testutil.Must(t, err)
 			added := 0
 			for _, e := range ents {
 				p := filepath.Join(layout, "blobs", "sha256", e.Name())
@@ -99,7 +101,7 @@ func TestPlaintextOutputsPrivate(t *testing.T) {
 			out := w.path("final")
 			phtociUmask(t, mask, "decrypt", w.path("post.tar"), "--key", w.key("researcher"), "--out", out, "--train", "--quiet")
 			files := 0
-			must(t, filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
+			testutil.Must(t, filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
 				if err != nil {
 					return err
 				}
@@ -129,7 +131,7 @@ func TestPrivateKeyModeWarning(t *testing.T) {
 	if r.code != 0 || strings.Contains(r.stderr, "warning") {
 		t.Fatalf("0600 key: exit %d, stderr %q; want 0 and no warning", r.code, r.stderr)
 	}
-	must(t, os.Chmod(key, 0o644))
+	testutil.Must(t, os.Chmod(key, 0o644))
 	r = phtoci(t, "", nil, "verify", in, "--station", "st-a", "--key", key, "--quiet")
 	if r.code != 0 {
 		t.Fatalf("0644 key: exit %d: %s", r.code, r.stderr)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 )
@@ -18,9 +19,9 @@ import (
 func tags(t *testing.T, reg *testreg.Registry, repo string) []string {
 	t.Helper()
 	r, err := name.NewRepository(reg.Host + "/" + repo)
-	must(t, err)
+	testutil.Must(t, err)
 	ts, err := remote.List(r, remote.WithTransport(reg.Transport()))
-	must(t, err)
+	testutil.Must(t, err)
 	slices.Sort(ts)
 	return ts
 }
@@ -64,7 +65,7 @@ func TestPreRunRegistryDefaultIsLocalFile(t *testing.T) {
 
 	// By digest: the file is named after the digest.
 	d, err := openRef(t, ref, oci.Options{}).Digest()
-	must(t, err)
+	testutil.Must(t, err)
 	r = runCmdIn(t, cwd, phtociBin, append([]string{"pre-run", reg.Host + "/" + repo + "@" + d.String()}, st...)...)
 	if r.code != 0 {
 		t.Fatalf("pre-run by digest: exit %d: %s", r.code, r.stderr)
@@ -92,7 +93,7 @@ func TestPreRunRegistryDefaultIsLocalFile(t *testing.T) {
 		t.Errorf("registry tags: %v, want latest, local-dec, remote-dec", got)
 	}
 	ents, err := os.ReadDir(cwd)
-	must(t, err)
+	testutil.Must(t, err)
 	if len(ents) != 2 {
 		var names []string
 		for _, e := range ents {

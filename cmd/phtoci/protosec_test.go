@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/train"
 
@@ -33,9 +34,9 @@ import (
 func injectStation(t *testing.T, w *world, in, out, id string) {
 	t.Helper()
 	pub, err := keys.LoadPublicKey(w.path(id) + ".pub.pem")
-	must(t, err)
+	testutil.Must(t, err)
 	hexKey, err := keys.EncodePublicKeyHex(pub)
-	must(t, err)
+	testutil.Must(t, err)
 	img := withConfig(t, openRef(t, in, oci.Options{}), func(c *protocol.Config) {
 		c.Route = append(c.Route, protocol.RouteEntry{Station: id, EcoSystem: "tue", RSAPublicKey: hexKey, Index: len(c.Route)})
 	})
@@ -81,7 +82,7 @@ func TestRouteInjection(t *testing.T) {
 func unwrapsAny(t *testing.T, w *world, img v1.Image, st string) bool {
 	t.Helper()
 	k, err := keys.LoadPrivateKey(w.key(st), nil)
-	must(t, err)
+	testutil.Must(t, err)
 	cfg := configOf(t, img)
 	wrapped := []*string{cfg.Creator.EncryptedKey}
 	for _, r := range cfg.Route {
@@ -92,7 +93,7 @@ func unwrapsAny(t *testing.T, w *world, img v1.Image, st string) bool {
 			continue
 		}
 		b, err := hex.DecodeString(*ek)
-		must(t, err)
+		testutil.Must(t, err)
 		if _, err := unwrapKey(k, b); err == nil {
 			return true
 		}
@@ -173,18 +174,18 @@ func appendEntries(t *testing.T, img v1.Image, hdrs ...*tar.Header) v1.Image {
 		if h.Mode == 0 {
 			h.Mode = 0o644
 		}
-		must(t, tw.WriteHeader(h))
+		testutil.Must(t, tw.WriteHeader(h))
 		if h.Typeflag == tar.TypeReg {
 			_, err := tw.Write([]byte("x"))
-			must(t, err)
+			testutil.Must(t, err)
 		}
 	}
-	must(t, tw.Close())
+	testutil.Must(t, tw.Close())
 	data := buf.Bytes()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	must(t, err)
+	testutil.Must(t, err)
 	out, err := mutate.AppendLayers(img, l)
-	must(t, err)
+	testutil.Must(t, err)
 	return out
 }
 
@@ -237,11 +238,11 @@ func TestUnsafeEntriesAreVerificationFailures(t *testing.T) {
 func TestSmallKeysAndDuplicateStations(t *testing.T) {
 	w := newTamperWorld(t)
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
-	must(t, err)
+	testutil.Must(t, err)
 	pemPub, err := keys.EncodePublicKeyPEM(&small.PublicKey)
-	must(t, err)
+	testutil.Must(t, err)
 	smallPub := w.path("small.pub.pem")
-	must(t, os.WriteFile(smallPub, pemPub, 0o644))
+	testutil.Must(t, os.WriteFile(smallPub, pemPub, 0o644))
 	buildArgs := func(routes ...string) []string {
 		args := []string{"build", "../../testdata/sample/master.oci.tar", "--files", "../../testdata/sample/train",
 			"--creator-id", "researcher-1", "--user-key", w.key("researcher"), "--builder-key", w.key("builder"), "-o", w.path("b.tar"), "--quiet"}
@@ -314,8 +315,8 @@ func TestStationLedger(t *testing.T) {
 	// same train at st-b's position, with different "previous results".
 	after1b := w.path("after1b.tar")
 	resB := w.path("results-st-a-b")
-	must(t, os.MkdirAll(resB, 0o755))
-	must(t, os.WriteFile(filepath.Join(resB, "count.txt"), []byte("count at st-a = 7\n"), 0o644))
+	testutil.Must(t, os.MkdirAll(resB, 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(resB, "count.txt"), []byte("count at st-a = 7\n"), 0o644))
 	ok(t, append([]string{"post-run", w.built, "--results", resB, "-o", after1b, "--ledger", "none"}, w.stationArgs("st-a")...)...)
 
 	ledger := w.path("st-b-ledger.jsonl")
@@ -335,7 +336,7 @@ func TestStationLedger(t *testing.T) {
 	run(0, append([]string{"post-run", w.after1, "--results", w.results(t, "st-b"), "-o", out}, w.stationArgs("st-b")...))
 	digest := func(p string) string {
 		d, err := openRef(t, p, oci.Options{}).Digest()
-		must(t, err)
+		testutil.Must(t, err)
 		return d.String()
 	}
 	// The replay: another image of the same train at route[1].
@@ -360,7 +361,7 @@ func TestStationLedger(t *testing.T) {
 		t.Fatalf("post-run with the default ledger: %s", r.stderr)
 	}
 	b, err := os.ReadFile(filepath.Join(state, "phtoci", "ledger.jsonl"))
-	must(t, err)
+	testutil.Must(t, err)
 	if !strings.Contains(string(b), `"route_index":1`) || !strings.Contains(string(b), digest(w.after1)) {
 		t.Errorf("default ledger: %s", b)
 	}
@@ -374,7 +375,7 @@ func TestStationLedger(t *testing.T) {
 
 	// A damaged ledger: an I/O error naming the file, no panic.
 	damaged := w.path("damaged.jsonl")
-	must(t, os.WriteFile(damaged, []byte("not a ledger\n"), 0o600))
+	testutil.Must(t, os.WriteFile(damaged, []byte("not a ledger\n"), 0o600))
 	fails(t, exitIO, nil, append([]string{"pre-run", w.built, "-o", w.path("x.tar"), "--ledger", damaged}, w.stationArgs("st-a")...), damaged, "line 1")
 }
 
@@ -444,7 +445,7 @@ func TestConcurrentPostRunsShareTheLedger(t *testing.T) {
 		}
 	}
 	b, err := os.ReadFile(ledger)
-	must(t, err)
+	testutil.Must(t, err)
 	if lines := strings.Count(string(b), "\n"); lines != n {
 		t.Errorf("ledger holds %d entries after %d concurrent post-runs:\n%s", lines, n, b)
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // referencePreRun is a station's pre-run done on the reference's terms, as
@@ -33,7 +34,7 @@ func referencePreRun(t *testing.T, img v1.Image, station string, priv *rsa.Priva
 	t.Helper()
 	tr := openTrain(t, img)
 	var cfg map[string]any
-	must(t, json.Unmarshal(tr.ConfigRaw, &cfg))
+	testutil.Must(t, json.Unmarshal(tr.ConfigRaw, &cfg))
 	route, _ := cfg["route"].([]any)
 	sort.SliceStable(route, func(i, j int) bool {
 		return route[i].(map[string]any)["index"].(float64) < route[j].(map[string]any)["index"].(float64)
@@ -82,12 +83,12 @@ func referencePreRun(t *testing.T, img v1.Image, station string, priv *rsa.Priva
 	}
 	decrypt := func(fsys fs.FS, name string) []byte {
 		b, err := fs.ReadFile(fsys, name)
-		must(t, err)
+		testutil.Must(t, err)
 		if len(b) < 32 || len(b)%16 != 0 {
 			t.Fatalf("%s: %d bytes is not IV || CBC blocks", name, len(b))
 		}
 		blk, err := aes.NewCipher(key)
-		must(t, err)
+		testutil.Must(t, err)
 		out := make([]byte, len(b)-16)
 		cipher.NewCBCDecrypter(blk, b[:16]).CryptBlocks(out, b[16:])
 		p := int(out[len(out)-1])
@@ -120,7 +121,7 @@ func referencePreRun(t *testing.T, img v1.Image, station string, priv *rsa.Priva
 		return results
 	}
 	var names []string
-	must(t, fs.WalkDir(tr.ResultsFS(), ".", func(p string, d fs.DirEntry, err error) error {
+	testutil.Must(t, fs.WalkDir(tr.ResultsFS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			names = append(names, p)
 		}
@@ -154,9 +155,9 @@ func referencePreRun(t *testing.T, img v1.Image, station string, priv *rsa.Priva
 func loadPriv(t *testing.T, path string) *rsa.PrivateKey {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	must(t, err)
+	testutil.Must(t, err)
 	blk, _ := pem.Decode(b)
 	k, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
-	must(t, err)
+	testutil.Must(t, err)
 	return k
 }

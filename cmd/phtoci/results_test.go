@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -42,7 +43,7 @@ func runAlgorithm(t *testing.T, dir, station string) {
 func tree(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	m := map[string]string{}
-	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	testutil.Must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -68,7 +69,7 @@ func imageResults(t *testing.T, ref string) map[string]string {
 	defer tr.Close()
 	m := map[string]string{}
 	fsys := tr.ResultsFS()
-	must(t, fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+	testutil.Must(t, fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == "." {
 				return fs.SkipAll // no results yet
@@ -94,7 +95,7 @@ func imageResults(t *testing.T, ref string) map[string]string {
 // (directories) or 0600 (files).
 func checkPrivate(t *testing.T, dir string) {
 	t.Helper()
-	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	testutil.Must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -187,10 +188,10 @@ func TestPreRunResultsDirRefused(t *testing.T) {
 	w.build(t, in)
 
 	full := w.path("full")
-	must(t, os.MkdirAll(full, 0o755))
-	must(t, os.WriteFile(filepath.Join(full, "old.txt"), []byte("old"), 0o644))
+	testutil.Must(t, os.MkdirAll(full, 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(full, "old.txt"), []byte("old"), 0o644))
 	file := w.path("file")
-	must(t, os.WriteFile(file, []byte("x"), 0o644))
+	testutil.Must(t, os.WriteFile(file, []byte("x"), 0o644))
 	for _, dir := range []string{full, file} {
 		out := w.path("dec.tar")
 		fails(t, exitUsage, nil, append([]string{"pre-run", in, "-o", out, "--results-dir", dir}, w.stationArgs("st-a")...), dir)
@@ -209,7 +210,7 @@ func TestPreRunResultsDirRefused(t *testing.T) {
 		t.Errorf("failed pre-run left %s", dir)
 	}
 	ents, err := os.ReadDir(w.dir)
-	must(t, err)
+	testutil.Must(t, err)
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), ".phtoci-") {
 			t.Errorf("failed pre-run left %s", e.Name())
@@ -218,7 +219,7 @@ func TestPreRunResultsDirRefused(t *testing.T) {
 
 	// An existing empty directory is taken.
 	empty := w.path("empty")
-	must(t, os.Mkdir(empty, 0o755))
+	testutil.Must(t, os.Mkdir(empty, 0o755))
 	ok(t, append([]string{"pre-run", in, "-o", w.path("dec-a.tar"), "--results-dir", empty}, w.stationArgs("st-a")...)...)
 	checkPrivate(t, empty)
 }
@@ -233,7 +234,7 @@ func TestPostRunRefusesSpecialResults(t *testing.T) {
 	in := w.path("train.tar")
 	w.build(t, in)
 	secret := w.path("secret")
-	must(t, os.WriteFile(secret, []byte("host secret\n"), 0o600))
+	testutil.Must(t, os.WriteFile(secret, []byte("host secret\n"), 0o600))
 	cases := []struct {
 		name, entry string
 		make        func(p string) error
@@ -254,9 +255,9 @@ func TestPostRunRefusesSpecialResults(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := w.path(fmt.Sprintf("results-%d", i))
-			must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
-			must(t, os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("result\n"), 0o644))
-			must(t, c.make(filepath.Join(dir, filepath.FromSlash(c.entry))))
+			testutil.Must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
+			testutil.Must(t, os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("result\n"), 0o644))
+			testutil.Must(t, c.make(filepath.Join(dir, filepath.FromSlash(c.entry))))
 			out := w.path(fmt.Sprintf("out-%d.tar", i))
 			fails(t, exitUsage, nil, append([]string{"post-run", in, "--results", dir, "-o", out}, w.stationArgs("st-a")...), c.entry, "regular files and directories")
 			if exists(out) {

@@ -2,13 +2,15 @@ package main
 
 import (
 	"crypto/sha256"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 )
@@ -95,14 +97,14 @@ func TestRouteAcrossTransports(t *testing.T) {
 	out := w.path("final-out")
 	ok(t, "decrypt", final, "--key", w.key("researcher"), "--out", out, "--train", "--quiet")
 	got, err := os.ReadFile(filepath.Join(out, "pht_results", "sub", "big.bin"))
-	must(t, err)
+	testutil.Must(t, err)
 	want, err := os.ReadFile(filepath.Join(dirs[2], "sub", "big.bin"))
-	must(t, err)
+	testutil.Must(t, err)
 	if string(got) != string(want) {
 		t.Errorf("decrypted big.bin differs from the last station's results (%d vs %d bytes)", len(got), len(want))
 	}
 	ep, err := os.ReadFile(filepath.Join(out, "pht_train", "entrypoint.py"))
-	must(t, err)
+	testutil.Must(t, err)
 	orig, _ := os.ReadFile("../../testdata/sample/train/entrypoint.py")
 	if string(ep) != string(orig) {
 		t.Error("decrypted entrypoint.py differs from the sample's")
@@ -128,11 +130,11 @@ func TestPostRunOfCommittedImage(t *testing.T) {
 		img := openRef(t, dec, oci.Options{})
 		if !keepLabels {
 			cf, err := img.ConfigFile()
-			must(t, err)
+			testutil.Must(t, err)
 			cf = cf.DeepCopy()
 			cf.Config.Labels = nil
 			img, err = mutate.ConfigFile(img, cf)
-			must(t, err)
+			testutil.Must(t, err)
 		}
 		result := []byte("committed result of the run\n")
 		committed := appendFiles(t, img, map[string][]byte{"opt/pht_results/": nil, "opt/pht_results/out.txt": result})
@@ -153,7 +155,7 @@ func TestPostRunOfCommittedImage(t *testing.T) {
 		os.RemoveAll(final)
 		ok(t, "decrypt", out, "--key", w.key("researcher"), "--out", final, "--quiet")
 		got, err := os.ReadFile(filepath.Join(final, "pht_results", "out.txt"))
-		must(t, err)
+		testutil.Must(t, err)
 		if string(got) != string(result) {
 			t.Errorf("researcher got %q", got)
 		}

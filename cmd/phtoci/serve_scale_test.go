@@ -15,6 +15,7 @@ import (
 
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestServeJSONLogsOnPostgres: the built binary on a PostgreSQL store
@@ -31,19 +32,19 @@ func TestServeJSONLogsOnPostgres(t *testing.T) {
 
 	dir := t.TempDir()
 	dsn := filepath.Join(dir, "dsn")
-	must(t, os.WriteFile(dsn, []byte(pg.NewDB(t)+"\n"), 0o600))
+	testutil.Must(t, os.WriteFile(dsn, []byte(pg.NewDB(t)+"\n"), 0o600))
 	cfg := filepath.Join(dir, "serve.yaml")
-	must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore_file: "+dsn+"\nregistry: "+reg.Host+"\n"), 0o600))
+	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore_file: "+dsn+"\nregistry: "+reg.Host+"\n"), 0o600))
 	fails(t, exitUsage, nil, []string{"serve", "--config", cfg, "--log-format", "xml"}, "--log-format: want text or json")
 
 	cmd := exec.Command(phtociBin, "serve", "--config", cfg, "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
-	must(t, err)
-	must(t, cmd.Start())
+	testutil.Must(t, err)
+	testutil.Must(t, cmd.Start())
 	defer cmd.Process.Kill()
 	r := bufio.NewReader(stderr)
 	line, err := r.ReadString('\n')
-	must(t, err)
+	testutil.Must(t, err)
 	base := "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
 	lines := make(chan map[string]any, 64)
 	go func() {
@@ -65,7 +66,7 @@ func TestServeJSONLogsOnPostgres(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, base+"/events", strings.NewReader(ev))
 		req.Header.Set("Authorization", auth)
 		resp, err := http.DefaultClient.Do(req)
-		must(t, err)
+		testutil.Must(t, err)
 		resp.Body.Close()
 	}
 	var got []map[string]any
@@ -100,7 +101,7 @@ func TestServeJSONLogsOnPostgres(t *testing.T) {
 	if _, ok := got[len(got)-1]["duration"]; !ok {
 		t.Errorf("verdict line without duration: %v", got[len(got)-1])
 	}
-	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGTERM))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("serve on SIGTERM: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestServeCommand: `phtoci serve` listens, answers health and refuses a
@@ -26,24 +27,24 @@ import (
 func TestServeCommand(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	must(t, os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nstore: "+filepath.Join(dir, "v.db")+"\n"), 0o644))
+	testutil.Must(t, os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nstore: "+filepath.Join(dir, "v.db")+"\n"), 0o644))
 	fails(t, exitUsage, nil, []string{"serve", "--config", bad}, "secret")
 	noReg := filepath.Join(dir, "noreg.yaml")
-	must(t, os.WriteFile(noReg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\n"), 0o644))
+	testutil.Must(t, os.WriteFile(noReg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\n"), 0o644))
 	fails(t, exitUsage, nil, []string{"serve", "--config", noReg}, "no registry configured: add `registry: HOST[:PORT]`")
 
 	cfg := filepath.Join(dir, "serve.yaml")
-	must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\nregistry: reg.example\nworkers: 2\n"), 0o644))
+	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\nregistry: reg.example\nworkers: 2\n"), 0o644))
 	cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 	stderr, err := cmd.StderrPipe()
-	must(t, err)
-	must(t, cmd.Start())
+	testutil.Must(t, err)
+	testutil.Must(t, cmd.Start())
 	defer cmd.Process.Kill()
 	line, err := bufio.NewReader(stderr).ReadString('\n')
-	must(t, err)
+	testutil.Must(t, err)
 	addr := strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
 	resp, err := http.Get("http://" + addr + "/healthz")
-	must(t, err)
+	testutil.Must(t, err)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("healthz: %d", resp.StatusCode)
@@ -51,12 +52,12 @@ func TestServeCommand(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/events", strings.NewReader(`{"events":[]}`))
 	req.Header.Set("Authorization", "Bearer wrong")
 	resp, err = http.DefaultClient.Do(req)
-	must(t, err)
+	testutil.Must(t, err)
 	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Fatalf("wrong secret: %d", resp.StatusCode)
 	}
-	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGTERM))
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -80,7 +81,7 @@ func TestServeKilledMidVerification(t *testing.T) {
 	digest := strings.TrimSpace(skopeo(t, "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+reg.Host+"/pht/train:latest"))
 
 	stall, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
+	testutil.Must(t, err)
 	defer stall.Close()
 	accepted := make(chan net.Conn, 16)
 	go func() {
@@ -96,14 +97,14 @@ func TestServeKilledMidVerification(t *testing.T) {
 	dir := t.TempDir()
 	start := func(registry string) (*exec.Cmd, string) {
 		cfg := filepath.Join(dir, "serve.yaml")
-		must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+
+		testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+
 			"\nregistries: {reg.example: \""+registry+"\"}\n"), 0o600))
 		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 		stderr, err := cmd.StderrPipe()
-		must(t, err)
-		must(t, cmd.Start())
+		testutil.Must(t, err)
+		testutil.Must(t, cmd.Start())
 		line, err := bufio.NewReader(stderr).ReadString('\n')
-		must(t, err)
+		testutil.Must(t, err)
 		return cmd, "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
 	}
 	cmd, base := start(stall.Addr().String())
@@ -112,14 +113,14 @@ func TestServeKilledMidVerification(t *testing.T) {
 		`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"`+digest+`","repository":"pht/train","tag":"latest"},"request":{"host":"reg.example"}}]}`))
 	req.Header.Set("Authorization", "Bearer xyz")
 	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
+	testutil.Must(t, err)
 	resp.Body.Close()
 	select {
 	case <-accepted: // the verification is in progress, hanging
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve never contacted the registry")
 	}
-	must(t, cmd.Process.Kill())
+	testutil.Must(t, cmd.Process.Kill())
 	cmd.Wait()
 
 	cmd, base = start(reg.Host)
@@ -136,7 +137,7 @@ func TestServeKilledMidVerification(t *testing.T) {
 		t.Fatalf("after the restart: %+v", v)
 	}
 	r, err := http.Get(base + "/metrics")
-	must(t, err)
+	testutil.Must(t, err)
 	m, _ := io.ReadAll(r.Body)
 	r.Body.Close()
 	if !strings.Contains(string(m), "phtoci_webhook_verified_total 1\n") {
@@ -168,15 +169,15 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "serve.yaml")
-	must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+
+	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+
 		"\nregistry: "+strings.TrimPrefix(slow.URL, "http://")+"\nshutdown_grace: 60s\n"), 0o600))
 	start := func() (*exec.Cmd, string) {
 		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 		stderr, err := cmd.StderrPipe()
-		must(t, err)
-		must(t, cmd.Start())
+		testutil.Must(t, err)
+		testutil.Must(t, cmd.Start())
 		line, err := bufio.NewReader(stderr).ReadString('\n')
-		must(t, err)
+		testutil.Must(t, err)
 		return cmd, "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
 	}
 	cmd, base := start()
@@ -185,14 +186,14 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 		`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"`+digest+`","repository":"pht/train","tag":"latest"},"request":{"host":"reg.example"}}]}`))
 	req.Header.Set("Authorization", "Bearer xyz")
 	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
+	testutil.Must(t, err)
 	resp.Body.Close()
 	select {
 	case <-slowHit:
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve never asked the registry for the manifest")
 	}
-	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGTERM))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v", err)
 	}
@@ -200,7 +201,7 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 	cmd, base = start()
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	r, err := http.Get(base + "/v1/verdicts/pht/train@" + digest)
-	must(t, err)
+	testutil.Must(t, err)
 	var v struct{ Status string }
 	json.NewDecoder(r.Body).Decode(&v)
 	r.Body.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
 
@@ -38,13 +39,13 @@ func TestRegistryStreamedLayer(t *testing.T) {
 		Digest string
 		Layers []string
 	}
-	must(t, json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "docker://"+dec)), &insp))
+	testutil.Must(t, json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "docker://"+dec)), &insp))
 	img := openRef(t, dec, oci.Options{})
 	if d, _ := img.Digest(); d.String() != insp.Digest {
 		t.Errorf("skopeo sees %s, we read %s", insp.Digest, d)
 	}
 	ls, err := img.Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	if mt, _ := ls[len(ls)-1].MediaType(); mt != types.OCILayer && mt != types.DockerLayer {
 		t.Errorf("streamed layer media type %s, want a gzip layer", mt)
 	}
@@ -63,7 +64,7 @@ func TestRegistryStreamedLayer(t *testing.T) {
 	} {
 		fails(t, exitVerification, nil, append(args, w.stationArgs("st-b")...), "result")
 		ref, err := oci.ParseRef(args[len(args)-1])
-		must(t, err)
+		testutil.Must(t, err)
 		if _, err := oci.Open(context.Background(), ref, oci.Options{}); err == nil {
 			t.Errorf("%s of a tampered train pushed %s", args[0], ref)
 		}
@@ -89,7 +90,7 @@ func TestRegistryStreamedLayerAnnotatedManifest(t *testing.T) {
 		"--route", "st1=" + w.path("st1") + ".pub.pem"}
 	ok(t, args...)
 	m, err := openRef(t, out, oci.Options{}).Manifest()
-	must(t, err)
+	testutil.Must(t, err)
 	if m.Annotations["org.opencontainers.image.source"] != "https://example.org/master" {
 		t.Errorf("manifest annotations %v, want the base's", m.Annotations)
 	}
@@ -118,7 +119,7 @@ func TestRegistryLayerTampered(t *testing.T) {
 			ok(t, append([]string{"post-run", train, "--results", w.results(t, "st1"), "-o", post, "--compression", tc.compression}, w.stationArgs("st1")...)...)
 			img := openRef(t, post, oci.Options{})
 			ls, err := img.Layers()
-			must(t, err)
+			testutil.Must(t, err)
 			top := ls[len(ls)-1]
 			if mt, _ := top.MediaType(); mt != tc.mt {
 				t.Fatalf("post-run layer media type %s, want %s", mt, tc.mt)
@@ -128,16 +129,16 @@ func TestRegistryLayerTampered(t *testing.T) {
 			ok(t, append([]string{"pre-run", ref, "-o", "oci-archive:" + w.path("pre.tar")}, w.stationArgs("st2")...)...)
 
 			d, err := top.Digest()
-			must(t, err)
+			testutil.Must(t, err)
 			blob := filepath.Join(reg.StorageDir, "docker", "registry", "v2", "blobs", "sha256", d.Hex[:2], d.Hex, "data")
 			b, err := os.ReadFile(blob)
-			must(t, err)
+			testutil.Must(t, err)
 			b[len(b)/2] ^= 0x01 // inside big.bin's ciphertext (gzip of stored blocks keeps it verbatim)
-			must(t, os.WriteFile(blob, b, 0o644))
+			testutil.Must(t, os.WriteFile(blob, b, 0o644))
 			out := reg.Host + "/pht/" + tc.name + ":st1-decrypted"
 			fails(t, exitIO, nil, append([]string{"pre-run", ref, "-o", out}, w.stationArgs("st2")...), d.Hex[:12])
 			o, err := oci.ParseRef(out)
-			must(t, err)
+			testutil.Must(t, err)
 			if _, err := oci.Open(context.Background(), o, oci.Options{}); err == nil {
 				t.Errorf("pre-run of a tampered blob pushed %s", out)
 			}
@@ -160,7 +161,7 @@ func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
 	in := reg.Host + "/pht/once:built"
 	writeRef(t, openRef(t, train, oci.Options{}), in, oci.Options{})
 	base, err := openRef(t, sampleMaster, oci.Options{}).Layers()
-	must(t, err)
+	testutil.Must(t, err)
 	results := w.results(t, "st1")
 
 	for _, c := range []struct {
@@ -173,14 +174,14 @@ func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
 			ok(t, append([]string{"post-run", in, "--results", results, "-o", out, "--compression", c.compression}, w.stationArgs("st1")...)...)
 			s := reg.Stats()
 			ls, err := openRef(t, out, oci.Options{}).Layers()
-			must(t, err)
+			testutil.Must(t, err)
 			top := ls[len(ls)-1]
 			d, err := top.Digest()
-			must(t, err)
+			testutil.Must(t, err)
 			diff, err := top.DiffID()
-			must(t, err)
+			testutil.Must(t, err)
 			size, err := top.Size()
-			must(t, err)
+			testutil.Must(t, err)
 			mt, _ := top.MediaType()
 			if plain := mt == types.OCIUncompressedLayer || mt == types.DockerUncompressedLayer; plain != c.plain {
 				t.Errorf("top layer media type %s, want plain=%v", mt, c.plain)
@@ -193,7 +194,7 @@ func TestRegistryPostRunUploadsLayerOnce(t *testing.T) {
 			}
 			for _, l := range base {
 				bd, err := l.Digest()
-				must(t, err)
+				testutil.Must(t, err)
 				if s.BlobGets[bd.String()] != 0 || s.BlobUploads[bd.String()] != 0 {
 					t.Errorf("base layer %s moved: %d GETs, %d uploads", bd, s.BlobGets[bd.String()], s.BlobUploads[bd.String()])
 				}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/phtoci/phtoci/internal/testreg"
+	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/trust"
@@ -15,16 +16,16 @@ import (
 func writeTrust(t *testing.T, w *world, name string, f trust.File) string {
 	t.Helper()
 	b, err := json.Marshal(f)
-	must(t, err)
+	testutil.Must(t, err)
 	p := w.path(name + ".json")
-	must(t, os.WriteFile(p, b, 0o644))
+	testutil.Must(t, os.WriteFile(p, b, 0o644))
 	return p
 }
 
 func fp(t *testing.T, pub string) string {
 	t.Helper()
 	k, err := keys.LoadPublicKey(pub)
-	must(t, err)
+	testutil.Must(t, err)
 	return keys.Fingerprint(k)
 }
 
