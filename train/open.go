@@ -37,7 +37,7 @@ type Options struct {
 	// Compression of the new layer a step writes.
 	Compression Compression
 	// LayerDir and LayerReserve place the new layer's file so that the
-	// destination can take it over instead of copying it (oci.Staging;
+	// destination can take it over instead of copying it (oci.Ref.Staging;
 	// the jobs set them). LayerDir "" means TempDir.
 	LayerDir     string
 	LayerReserve int64
