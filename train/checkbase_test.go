@@ -1,22 +1,14 @@
 package train
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
-	"crypto/rsa"
 	"errors"
 	"io"
-	"os"
 	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/layer"
-	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -53,69 +45,14 @@ func (l countedLayer) Uncompressed() (io.ReadCloser, error) {
 	return l.Layer.Uncompressed()
 }
 
-// builtOnSample builds a train on the sample master image.
-func builtOnSample(t *testing.T) (train, master v1.Image) {
-	t.Helper()
-	ref, err := oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar")
-	if err != nil {
-		t.Fatal(err)
-	}
-	master, err = oci.Open(context.Background(), ref, oci.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ks [3]*rsa.PrivateKey
-	for i := range ks {
-		if ks[i], err = keys.Generate(2048); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
-		CreatorID: "researcher-1", CreatorPublic: &ks[0].PublicKey, UserKey: ks[0], BuilderKey: ks[1],
-		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &ks[2].PublicKey}},
-	}, Options{TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { out.Close() })
-	return out.Image, master
-}
-
-// appendTar puts a layer of the given files on img.
-func appendTar(t *testing.T, img v1.Image, files map[string]string) v1.Image {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for name, body := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := mutate.AppendLayers(img, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestCheckBaseOnValues: a train built on its master passes, reading its
 // protocol layer once; a check on a train a step has opened reads no layer
 // again; a layer above the base touching /etc is a violation naming it; an
 // upper layer whose content is not what the config's diff ID says is
 // refused (the check used to walk it without checking).
 func TestCheckBaseOnValues(t *testing.T) {
-	built, master := builtOnSample(t)
+	s := buildSample(t, 1)
+	built, master := s.built.Image, s.master
 	img := &readCounting{Image: built, reads: make([]atomic.Int32, 2)}
 	rep, err := CheckBase(img, master)
 	if err != nil {

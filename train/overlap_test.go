@@ -60,20 +60,8 @@ func (g *gatedLayer) Uncompressed() (io.ReadCloser, error) {
 // been read (a registry input downloads meanwhile); the output is a train
 // the next station's pre-run accepts.
 func TestPostRunEncryptsResultsWhileReading(t *testing.T) {
-	ctx := context.Background()
-	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	user, builder, st1, st2 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
-	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
-		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
-		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}, {ID: "st2", PublicKey: &st2.PublicKey}},
-	}, Options{TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer built.Close()
+	s := buildSample(t, 2)
+	built, st1, st2 := s.built, s.stations[0], s.stations[1]
 
 	results := t.TempDir()
 	big := bytes.Repeat([]byte("result row, plaintext\n"), 8<<20/22)

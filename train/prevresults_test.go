@@ -1,15 +1,11 @@
 package train
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/phtoci/phtoci/internal/testutil"
-	"github.com/phtoci/phtoci/keys"
-	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -18,21 +14,9 @@ import (
 // (0700, files 0600) once every check passed; a pre-run that fails
 // verification, or a directory that is not empty, leaves nothing.
 func TestPreRunPreviousResultsDir(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
-	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	user, builder, st1, st2 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
-	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
-		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
-		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}, {ID: "st2", PublicKey: &st2.PublicKey}},
-	}, Options{TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer built.Close()
+	s := buildSample(t, 2)
+	built, st1, st2 := s.built, s.stations[0], s.stations[1]
 	results := filepath.Join(dir, "run1")
 	if err := os.MkdirAll(filepath.Join(results, "sub"), 0o755); err != nil {
 		t.Fatal(err)
