@@ -2,7 +2,6 @@ package train
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -17,7 +16,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
-	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -157,20 +155,17 @@ func (f *gatedFile) Read(p []byte) (int, error) {
 // that check's error. The results' second file is held until the failed
 // check has stopped the layer writer; the third is never opened.
 func TestPostRunStopsEncryptingWhenTheCheckFails(t *testing.T) {
-	ctx := context.Background()
-	master, err := oci.Open(ctx, testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	user, builder, st1 := testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t), testutil.Must1(keys.Generate(2048))(t)
-	built, err := Build(master, os.DirFS("../testdata/sample/train"), protocol.BuildOptions{
-		CreatorID: "researcher-1", CreatorPublic: &user.PublicKey, UserKey: user, BuilderKey: builder,
-		Route: []protocol.RouteStation{{ID: "st1", PublicKey: &st1.PublicKey}},
-	}, Options{TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer built.Close()
+	built := buildSample(t, 1).built
+	stopsEncrypting(t, built.Image, protocol.Station{ID: "st9", Key: testutil.Must1(keys.Generate(2048))(t)}, protocol.ErrStationNotOnRoute)
+}
+
+// stopsEncrypting runs a post-run of img by st with results whose second
+// file is held until the train's checks are over, and whose third file
+// must never be opened: a check failing with want has to fail the layer
+// writer at once. It checks the error, that the third file stayed
+// closed and that nothing is left beside the output.
+func stopsEncrypting(t *testing.T, img v1.Image, st protocol.Station, want error) {
+	t.Helper()
 	dir := t.TempDir()
 	for name, size := range map[string]int{"a.bin": 1 << 20, "b.bin": 4 << 20, "c.bin": 1 << 20} {
 		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte{1}, size), 0o644); err != nil {
@@ -183,16 +178,19 @@ func TestPostRunStopsEncryptingWhenTheCheckFails(t *testing.T) {
 		<-results.reached // encryption has started: let the train be read
 		close(imageGate)
 	}()
+	var checkErr error
 	afterPostRunCheck = func(err error) {
-		if err != nil {
-			close(results.gate) // the writer has been failed: let the encryption go on
-		}
+		checkErr = err
+		close(results.gate) // the checks are over (and a failure has failed the writer)
 	}
 	defer func() { afterPostRunCheck = nil }()
 	layerDir := t.TempDir()
-	_, err = PostRun(&gatedImage{Image: built.Image, gate: imageGate}, results, protocol.Station{ID: "st9", Key: testutil.Must1(keys.Generate(2048))(t)}, Options{TempDir: t.TempDir(), LayerDir: layerDir})
-	if !errors.Is(err, protocol.ErrStationNotOnRoute) {
-		t.Fatalf("post-run by a station not on the route: %v, want ErrStationNotOnRoute", err)
+	_, err := PostRun(&gatedImage{Image: img, gate: imageGate}, results, st, Options{TempDir: t.TempDir(), LayerDir: layerDir})
+	if !errors.Is(err, want) {
+		t.Fatalf("post-run: %v, want %v", err, want)
+	}
+	if !errors.Is(checkErr, want) {
+		t.Errorf("the check ended with %v, want %v", checkErr, want)
 	}
 	if n := results.cOpened.Load(); n != 0 {
 		t.Errorf("c.bin was opened %d times: the encryption went on after the check failed", n)
