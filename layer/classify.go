@@ -22,23 +22,11 @@ import (
 func Classify(img v1.Image, prefixes []string, indexes []int, lim Limits, cache SummaryCache) ([]LayerInfo, error) {
 	// Nothing is kept: no spool directory, no memory limit.
 	o := options{limits: lim.withDefaults(), cache: cache}
-	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
-	defer r.Close()
-	for _, p := range prefixes {
-		c, err := cleanPath(p)
-		if err != nil {
-			return nil, fmt.Errorf("prefix: %w", err)
-		}
-		r.prefixes = append(r.prefixes, c)
-	}
-	layers, err := img.Layers()
+	r, layers, diffIDs, err := start(img, prefixes)
 	if err != nil {
-		return nil, fmt.Errorf("reading image layers: %w", err)
+		return nil, err
 	}
-	var diffIDs []v1.Hash
-	if cf, err := img.ConfigFile(); err == nil && len(cf.RootFS.DiffIDs) == len(layers) {
-		diffIDs = cf.RootFS.DiffIDs
-	}
+	defer r.Close()
 	order := slices.Clone(indexes)
 	slices.Sort(order)
 	order = slices.Compact(order)

@@ -91,7 +91,7 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 	}
 	if fi.IsDir() {
 		ents, _ := t.ReadDir(name)
-		return &dirFile{fi: fi, ents: ents}, nil
+		return &dirFile{info: fi, ents: ents}, nil
 	}
 	rc, err := t.files[name].Open()
 	if err != nil {
@@ -168,19 +168,20 @@ func (f *openFile) ReadAt(b []byte, off int64) (int, error) {
 	return 0, fmt.Errorf("%s: %w: reading at an offset", f.fi.name, errors.ErrUnsupported)
 }
 
+// dirFile is an open directory of one of layer's file systems (Resolved's
+// merged view, Spool's files).
 type dirFile struct {
-	fi   *fileInfo
+	info fs.FileInfo
 	ents []fs.DirEntry
 	off  int
 }
 
-func (d *dirFile) Stat() (fs.FileInfo, error) { return d.fi, nil }
+func (d *dirFile) Stat() (fs.FileInfo, error) { return d.info, nil }
 func (d *dirFile) Read([]byte) (int, error) {
-	return 0, &fs.PathError{Op: "read", Path: d.fi.name, Err: errors.New("is a directory")}
+	return 0, &fs.PathError{Op: "read", Path: d.info.Name(), Err: errors.New("is a directory")}
 }
 func (d *dirFile) Close() error { return nil }
 
-// ReadDir implements fs.ReadDirFile.
 func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	rest := d.ents[d.off:]
 	if n <= 0 {

@@ -116,21 +116,9 @@ func Resolve(img v1.Image, prefixes []string, opts ...ResolveOptions) (*Resolved
 		return nil, fmt.Errorf("layer.Resolve: %d ResolveOptions given, at most one expected", len(opts))
 	}
 	o.limits = o.limits.withDefaults()
-	r := &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
-	for _, p := range prefixes {
-		c, err := cleanPath(p)
-		if err != nil {
-			return nil, fmt.Errorf("prefix: %w", err)
-		}
-		r.prefixes = append(r.prefixes, c)
-	}
-	layers, err := img.Layers()
+	r, layers, diffIDs, err := start(img, prefixes)
 	if err != nil {
-		return nil, fmt.Errorf("reading image layers: %w", err)
-	}
-	var diffIDs []v1.Hash
-	if cf, err := img.ConfigFile(); err == nil && len(cf.RootFS.DiffIDs) == len(layers) {
-		diffIDs = cf.RootFS.DiffIDs
+		return nil, err
 	}
 	st := newHides()
 	touched := false
@@ -170,6 +158,27 @@ func Resolve(img v1.Image, prefixes []string, opts ...ResolveOptions) (*Resolved
 	}
 	slices.SortFunc(r.sorted, func(a, b *File) int { return comparePaths(a.Path, b.Path) })
 	return r, nil
+}
+
+// start is where Resolve and Classify begin: an empty Resolved for the
+// cleaned prefixes, img's layers and, when the config lists one per layer,
+// their diff IDs (else nil: each layer's own DiffID is asked).
+func start(img v1.Image, prefixes []string) (r *Resolved, layers []v1.Layer, diffIDs []v1.Hash, err error) {
+	r = &Resolved{files: map[string]*File{}, dirs: map[string]bool{}}
+	for _, p := range prefixes {
+		c, err := cleanPath(p)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("prefix: %w", err)
+		}
+		r.prefixes = append(r.prefixes, c)
+	}
+	if layers, err = img.Layers(); err != nil {
+		return nil, nil, nil, fmt.Errorf("reading image layers: %w", err)
+	}
+	if cf, err := img.ConfigFile(); err == nil && len(cf.RootFS.DiffIDs) == len(layers) {
+		diffIDs = cf.RootFS.DiffIDs
+	}
+	return r, layers, diffIDs, nil
 }
 
 func (r *Resolved) allSettled(st hides) bool {

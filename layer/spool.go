@@ -128,7 +128,7 @@ func (f *spoolFS) Open(name string) (fs.File, error) {
 	}
 	if _, ok := f.dirs[name]; ok {
 		ents, _ := f.ReadDir(name)
-		return &spoolDirFile{info: spoolInfo{path.Base(name), 0, true}, ents: ents}, nil
+		return &dirFile{info: spoolInfo{path.Base(name), 0, true}, ents: ents}, nil
 	}
 	return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 }
@@ -175,31 +175,3 @@ type spoolEntry struct {
 
 func (f *spoolEntry) Stat() (fs.FileInfo, error) { return f.info, nil }
 func (f *spoolEntry) Close() error               { return nil }
-
-type spoolDirFile struct {
-	info spoolInfo
-	ents []fs.DirEntry
-	off  int
-}
-
-func (d *spoolDirFile) Stat() (fs.FileInfo, error) { return d.info, nil }
-func (d *spoolDirFile) Close() error               { return nil }
-func (d *spoolDirFile) Read([]byte) (int, error) {
-	return 0, &fs.PathError{Op: "read", Path: d.info.name, Err: fs.ErrInvalid}
-}
-
-func (d *spoolDirFile) ReadDir(n int) ([]fs.DirEntry, error) {
-	rest := d.ents[d.off:]
-	if n <= 0 {
-		d.off = len(d.ents)
-		return rest, nil
-	}
-	if len(rest) == 0 {
-		return nil, io.EOF
-	}
-	if n > len(rest) {
-		n = len(rest)
-	}
-	d.off += n
-	return rest[:n], nil
-}
