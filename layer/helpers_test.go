@@ -144,10 +144,7 @@ func tarBytes(t testing.TB, ents ...ent) []byte {
 
 func bytesLayer(t testing.TB, b []byte) v1.Layer {
 	t.Helper()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := testutil.Layer(t, b)
 	return l
 }
 

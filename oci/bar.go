@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/phtoci/phtoci/internal/units"
 )
 
 // bar is a byte progress line on a terminal: description, bytes of total,
@@ -108,15 +110,15 @@ func (b *bar) draw(now time.Time) {
 	var s strings.Builder
 	s.WriteString(b.desc)
 	s.WriteString("  ")
-	s.WriteString(humanBytes(b.n))
+	s.WriteString(units.Bytes(b.n))
 	if b.total > 0 {
-		fmt.Fprintf(&s, " / %s  %3d%%", humanBytes(b.total), min(100, b.n*100/b.total))
+		fmt.Fprintf(&s, " / %s  %3d%%", units.Bytes(b.total), min(100, b.n*100/b.total))
 	}
 	// A rate needs some time to mean anything, except in the last frame,
 	// which shows the average.
 	if el > 0.05 || (b.done && el > 0) {
 		rate := float64(b.n) / el
-		fmt.Fprintf(&s, "  %s/s", humanBytes(int64(rate)))
+		fmt.Fprintf(&s, "  %s/s", units.Bytes(int64(rate)))
 		if b.total > 0 && rate > 0 && b.n < b.total && !b.done {
 			fmt.Fprintf(&s, "  ETA %s", time.Duration(float64(b.total-b.n)/rate*float64(time.Second)).Round(time.Second))
 		}
@@ -128,20 +130,6 @@ func (b *bar) draw(now time.Time) {
 	}
 	b.width = len(line)
 	io.WriteString(b.w, "\r"+line+pad)
-}
-
-// humanBytes writes n as B, KiB, MiB, GiB or TiB with one decimal.
-func humanBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, units := float64(n)/1024, []string{"KiB", "MiB", "GiB", "TiB"}
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
 }
 
 // Progress is a byte progress bar for steps outside this package (a new

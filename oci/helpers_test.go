@@ -11,7 +11,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
@@ -75,7 +74,7 @@ func tarLayer(t testing.TB, entries ...string) v1.Layer {
 		t.Fatal(err)
 	}
 	b := buf.Bytes()
-	return testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }))(t)
+	return testutil.Layer(t, b)
 }
 
 func digest(t testing.TB, img v1.Image) v1.Hash { t.Helper(); return testutil.Must1(img.Digest())(t) }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/phtoci/phtoci/internal/units"
 )
 
 // transferRetries is how many times a stalled or dropped transfer is tried
@@ -158,7 +160,7 @@ func (t *reliable) fail(req *http.Request, what string, cause error, off int64, 
 	}
 	at := ""
 	if off > 0 {
-		at = " after " + humanBytes(off) + " of"
+		at = " after " + units.Bytes(off) + " of"
 	} else {
 		at = " on"
 	}

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/phtoci/phtoci/internal/units"
 )
 
 // upload sends a streamed blob (PATCH), keeping what was read in a spool
@@ -48,7 +50,7 @@ func (t *reliable) upload(req *http.Request) (*http.Response, error) {
 			if resp != nil {
 				drain(resp)
 			}
-			return nil, fmt.Errorf("registry %s: %s after %s of %s, not sent again: %v: %w", req.URL.Host, what, humanBytes(sp.n), subject(req), sp.lost, ErrTransfer)
+			return nil, fmt.Errorf("registry %s: %s after %s of %s, not sent again: %v: %w", req.URL.Host, what, units.Bytes(sp.n), subject(req), sp.lost, ErrTransfer)
 		}
 		if resp != nil {
 			drain(resp)

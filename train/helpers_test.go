@@ -12,7 +12,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
@@ -65,10 +64,7 @@ func appendTar(t *testing.T, img v1.Image, files map[string]string) v1.Image {
 		t.Fatal(err)
 	}
 	b := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := testutil.Layer(t, b)
 	out, err := mutate.AppendLayers(img, l)
 	if err != nil {
 		t.Fatal(err)

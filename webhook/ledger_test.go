@@ -4,13 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
@@ -36,7 +34,7 @@ func withConfig(t *testing.T, ref, to string, edit func(c *protocol.Config)) str
 	tw.Write(b)
 	tw.Close()
 	data := buf.Bytes()
-	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	l := testutil.Layer(t, data)
 	out := testutil.Must1(mutate.AppendLayers(img, l))(t)
 	return testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(to))(t), out, oci.Options{}))(t).String()
 }

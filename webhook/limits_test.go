@@ -4,14 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
@@ -48,7 +46,7 @@ func TestLimitRejected(t *testing.T) {
 	}
 	tw.Close()
 	data := buf.Bytes()
-	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	l := testutil.Layer(t, data)
 	many := testutil.Must1(mutate.AppendLayers(img, l))(t)
 	d := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/many:latest"))(t), many, oci.Options{}))(t)
 	v := waitVerdict(t, hs.URL, "pht/many@"+d.String())

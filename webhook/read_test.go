@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
@@ -32,7 +30,7 @@ func tamper(t *testing.T, regHost, good, repo string) string {
 	tw.Write([]byte("evil"))
 	tw.Close()
 	data := buf.Bytes()
-	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	l := testutil.Layer(t, data)
 	return testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(regHost+"/"+repo+":latest"))(t), testutil.Must1(mutate.AppendLayers(img, l))(t), oci.Options{}))(t).String()
 }
 

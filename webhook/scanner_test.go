@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
@@ -126,7 +125,7 @@ func TestHarborScanner(t *testing.T) {
 	tw.Write([]byte("evil"))
 	tw.Close()
 	data := buf.Bytes()
-	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	l := testutil.Layer(t, data)
 	bad := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/bad:latest"))(t), testutil.Must1(mutate.AppendLayers(img, l))(t), oci.Options{}))(t)
 	// Not a train: the master image itself.
 	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)

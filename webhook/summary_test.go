@@ -4,13 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/rsa"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,15 +15,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/faultproxy"
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
-	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/oci"
-	"github.com/phtoci/phtoci/protocol"
-	"github.com/phtoci/phtoci/train"
 )
 
 // TestSummaryStore: layer summaries round trip through both backends; a
@@ -160,17 +153,7 @@ func TestReplicasShareSummaries(t *testing.T) {
 // top layer, so keyless verify reads every layer, the master's too.
 func buildForeignTrain(t *testing.T, ref string) string {
 	t.Helper()
-	k := func() *rsa.PrivateKey { return testutil.Must1(keys.Generate(2048))(t) }
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('hi')\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "query.json"), []byte(`{"q": 1}`), 0o644)
-	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)
-	out, err := train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k(), BuilderKey: k(),
-		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &k().PublicKey}}}, train.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	out := buildOne(t)
 	img := out.Image
 	ls := testutil.Must1(img.Layers())(t)
 	rc := testutil.Must1(ls[len(ls)-1].Uncompressed())(t)
@@ -199,7 +182,7 @@ func buildForeignTrain(t *testing.T, ref string) string {
 		t.Fatal(err)
 	}
 	data := buf.Bytes()
-	top := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	top := testutil.Layer(t, data)
 	var adds []mutate.Addendum
 	for _, l := range ls[:len(ls)-1] {
 		adds = append(adds, mutate.Addendum{Layer: l})

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
@@ -94,19 +93,24 @@ func waitVerdict(t *testing.T, base, ref string) Verdict {
 // buildTrain pushes a fresh one-station train to ref and returns its digest.
 func buildTrain(t *testing.T, ref string, opts oci.Options) string {
 	t.Helper()
+	out := buildOne(t)
+	d := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(ref))(t), out.Image, opts))(t)
+	return d.String()
+}
+
+// buildOne builds a fresh one-station train (station st-1) on the sample
+// master; it is closed when t ends.
+func buildOne(t *testing.T) *train.Output {
+	t.Helper()
 	k := func() *rsa.PrivateKey { return testutil.Must1(keys.Generate(2048))(t) }
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "entrypoint.py"), []byte("print('hi')\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "query.json"), []byte(`{"q": 1}`), 0o644)
 	base := testutil.Must1(oci.Open(context.Background(), testutil.Must1(oci.ParseRef("oci-archive:../testdata/sample/master.oci.tar"))(t), oci.Options{}))(t)
-	out, err := train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k(), BuilderKey: k(),
-		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &k().PublicKey}}}, train.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	d := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(ref))(t), out.Image, opts))(t)
-	return d.String()
+	out := testutil.Must1(train.Build(base, os.DirFS(dir), protocol.BuildOptions{CreatorID: "r", UserKey: k(), BuilderKey: k(),
+		Route: []protocol.RouteStation{{ID: "st-1", EcoSystem: "tue", PublicKey: &k().PublicKey}}}, train.Options{}))(t)
+	t.Cleanup(func() { out.Close() })
+	return out
 }
 
 // relay is a stable URL for the registry's notifications (the registry
@@ -160,7 +164,7 @@ func TestRegistryDrivesVerdicts(t *testing.T) {
 	tw.Write(make([]byte, 32))
 	tw.Close()
 	data := buf.Bytes()
-	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	l := testutil.Layer(t, data)
 	bad := testutil.Must1(mutate.AppendLayers(img, l))(t)
 	bd := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/bad:latest"))(t), bad, oci.Options{}))(t)
 	v = waitVerdict(t, hs.URL, "pht/bad@"+bd.String())
@@ -402,7 +406,7 @@ func wholeRoute(t *testing.T, harbor bool) {
 	tw.Write(make([]byte, 48))
 	tw.Close()
 	data := buf.Bytes()
-	l := testutil.Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }))(t)
+	l := testutil.Layer(t, data)
 	bad := testutil.Must1(mutate.AppendLayers(img, l))(t)
 	bd := testutil.Must1(oci.Write(context.Background(), testutil.Must1(oci.ParseRef(reg.Host+"/pht/incoming:evil"))(t), bad, oci.Options{}))(t)
 	notify("pht/incoming", bd.String(), "evil")

@@ -18,7 +18,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
@@ -95,8 +94,7 @@ func withoutWhiteouts(t *testing.T, img v1.Image) v1.Image {
 	}
 	testutil.Must(t, tw.Close())
 	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	testutil.Must(t, err)
+	l := testutil.Layer(t, data)
 	adds := make([]mutate.Addendum, 0, len(ls))
 	for _, x := range ls[:len(ls)-1] {
 		adds = append(adds, mutate.Addendum{Layer: x})

@@ -5,13 +5,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
-	"io"
 	"os"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
@@ -50,8 +48,7 @@ func resultsBombLayer(t *testing.T, size int64) v1.Layer {
 		blob = append(blob, mib...)
 	}
 	blob = append(blob, tailGz...)
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(blob)), nil })
-	testutil.Must(t, err)
+	l := testutil.Layer(t, blob)
 	return l
 }
 

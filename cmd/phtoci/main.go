@@ -21,6 +21,7 @@ import (
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
+
 	// Trusted roots compiled in, used when the system has none (the
 	// container image, a minimal chroot): registries over TLS still verify.
 	_ "golang.org/x/crypto/x509roots/fallback"

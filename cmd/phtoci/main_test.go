@@ -19,7 +19,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
 )
@@ -253,8 +252,7 @@ func appendFiles(t *testing.T, img v1.Image, files map[string][]byte) v1.Image {
 	}
 	testutil.Must(t, tw.Close())
 	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	testutil.Must(t, err)
+	l := testutil.Layer(t, data)
 	out, err := mutate.AppendLayers(img, l)
 	testutil.Must(t, err)
 	return out

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
@@ -55,25 +56,11 @@ func inspectCommand() *cli.Command {
 				}
 				fmt.Fprintf(w, "layers (base boundary %d, from %s):\n  %-5s %-8s %-71s %10s %s\n", r.Base, from, "INDEX", "ROLE", "DIGEST", "SIZE", "MEDIA TYPE")
 				for _, l := range r.Layers {
-					fmt.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, humanSize(l.Size), l.MediaType)
+					fmt.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, units.Bytes(l.Size), l.MediaType)
 				}
 			})
 		},
 	}
-}
-
-// humanSize writes n bytes as B, KiB, MiB or GiB with one decimal.
-func humanSize(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, units := float64(n)/1024, []string{"KiB", "MiB", "GiB", "TiB"}
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
 }
 
 func buildCommand() *cli.Command {

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +17,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/train"
@@ -182,8 +180,7 @@ func appendEntries(t *testing.T, img v1.Image, hdrs ...*tar.Header) v1.Image {
 	}
 	testutil.Must(t, tw.Close())
 	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	testutil.Must(t, err)
+	l := testutil.Layer(t, data)
 	out, err := mutate.AppendLayers(img, l)
 	testutil.Must(t, err)
 	return out

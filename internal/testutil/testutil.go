@@ -3,10 +3,15 @@
 package testutil
 
 import (
+	"bytes"
+	"io"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // Must fails t at once when err is not nil.
@@ -71,4 +76,11 @@ func PeakHeap(f func()) uint64 {
 	wg.Wait()
 	sample(&ms)
 	return peak
+}
+
+// Layer is a layer whose blob is b (a tar, or a compressed tar), read from
+// memory; go-containerregistry works out the media type and digests.
+func Layer(t testing.TB, b []byte) v1.Layer {
+	t.Helper()
+	return Must1(tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }))(t)
 }
