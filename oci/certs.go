@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,11 @@ func (c *certsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" {
 		return c.base.RoundTrip(req)
 	}
+	if compiledRoots.Load() {
+		// Before the handshake, not before the dial: a refused or
+		// plain-HTTP registry never loads any roots.
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{TLSHandshakeStart: fallbackRoots}))
+	}
 	rt, err := c.forHost(req.URL.Host)
 	if err != nil {
 		if req.Body != nil {
@@ -95,10 +101,6 @@ func (c *certsTransport) forHost(host string) (http.RoundTripper, error) {
 }
 
 func (c *certsTransport) build(host string) (http.RoundTripper, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
 	var dirs []string
 	if c.certDir != "" {
 		dirs = append(dirs, c.certDir)
@@ -106,20 +108,30 @@ func (c *certsTransport) build(host string) (http.RoundTripper, error) {
 	for _, root := range c.certsDirs {
 		dirs = append(dirs, filepath.Join(root, host))
 	}
-	var certs []tls.Certificate
 	found := false
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			found = true // present, or unreadable: loadCertDir says which
+		}
+	}
+	if !found {
+		// No directory for this host: the base transport verifies with
+		// the system's roots, which Go loads only for a TLS handshake.
+		// Loading them here would cost ~30 ms of CPU on every run, even
+		// against a plain-HTTP registry (issue 29, start-up).
+		return c.base, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	var certs []tls.Certificate
 	for _, d := range dirs {
 		cs, err := loadCertDir(d, pool)
 		if err != nil {
 			return nil, fmt.Errorf("registry %s: %w", host, err)
 		}
 		certs = append(certs, cs...)
-		if _, err := os.Stat(d); err == nil {
-			found = true
-		}
-	}
-	if !found {
-		return c.base, nil
 	}
 	t := c.base.Clone()
 	tc := &tls.Config{}

@@ -21,10 +21,6 @@ import (
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
-
-	// Trusted roots compiled in, used when the system has none (the
-	// container image, a minimal chroot): registries over TLS still verify.
-	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 // Exit codes, documented in --help.
@@ -50,6 +46,9 @@ const exitHelp = `EXIT CODES:
 const defaultMemoryLimit = 48 << 20
 
 func main() {
+	// Trusted roots compiled in, used when the system has none (the
+	// container image, a minimal chroot): registries over TLS still verify.
+	oci.UseCompiledRoots()
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
