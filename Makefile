@@ -71,7 +71,8 @@ man: build
 # architecture, the container image and SHA256SUMS. Offline (Go module proxy
 # cache) and reproducible; tools/release is its own module.
 release:
-	cd tools/release && $(GO) run . -root ../.. -o $(abspath $(DIST)) -version $(VERSION) -revision $(REVISION) -epoch $(EPOCH) -platforms $(PLATFORMS)
+	cd tools/release && $(GO) run . -root ../.. -o $(abspath $(DIST)) -version $(VERSION) -revision $(REVISION) -epoch $(EPOCH) -platforms $(PLATFORMS) \
+	  $(if $(SIGN_KEY),-sign-key $(abspath $(SIGN_KEY))) $(if $(SIGN_PASSWORD_FILE),-sign-password-file $(abspath $(SIGN_PASSWORD_FILE)))
 
 # Two whole releases of this commit from two copies of the tree, each with its
 # own build cache, must be byte-identical (both architectures; make test

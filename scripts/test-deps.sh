@@ -14,6 +14,8 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # Headless Chromium loads serve's status page in a test.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The release test checks the release signature with Debian's minisign.
+command -v minisign >/dev/null 2>&1 || need+=(minisign)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")

@@ -28,6 +28,8 @@ func main() {
 	flag.Int64Var(&c.epoch, "epoch", -1, "SOURCE_DATE_EPOCH: the last commit's time, used for every time stamp")
 	flag.StringVar(&plats, "platforms", "linux/amd64,linux/arm64", "comma-separated OS/ARCH list")
 	flag.BoolVar(&c.image, "image", true, "also build the container image of the linux platforms")
+	flag.StringVar(&c.signKey, "sign-key", "", "minisign private key that signs SHA256SUMS (read, never copied)")
+	flag.StringVar(&c.signPassword, "sign-password-file", "", "file holding the signing key's password")
 	flag.Parse()
 	c.platforms = strings.Split(plats, ",")
 	if c.version == "" || c.revision == "" || c.epoch < 0 || flag.NArg() > 0 {

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +24,9 @@ type config struct {
 	epoch             int64
 	platforms         []string
 	image             bool
+	// signKey (a minisign private key file) and signPassword (a file with
+	// its password) sign SHA256SUMS; empty: unsigned.
+	signKey, signPassword string
 }
 
 // extras are the files made from the command tree by running phtoci
@@ -112,9 +116,17 @@ func release(c config) error {
 		if o, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("container image: %v\n%s", err, o)
 		}
+		if err := writeImageDigest(filepath.Join(work, fmt.Sprintf("phtoci_%s.oci.tar", c.version))); err != nil {
+			return fmt.Errorf("container image: %w", err)
+		}
 	}
 	if err := writeSums(work); err != nil {
 		return err
+	}
+	if c.signKey != "" {
+		if err := signSums(work, c.signKey, c.signPassword, "phtoci "+c.version+" "+c.revision); err != nil {
+			return err
+		}
 	}
 	if err := os.RemoveAll(out); err != nil {
 		return err
@@ -265,4 +277,39 @@ func writeSums(dir string) error {
 		fmt.Fprintf(&sb, "%s  %s\n", hex.EncodeToString(h.Sum(nil)), n)
 	}
 	return os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sb.String()), 0o644)
+}
+
+// writeImageDigest writes ARCHIVE.digest beside an OCI archive: the digest
+// of the image index it holds, the digest a registry serves for the image
+// once it is copied there (skopeo copy keeps the index as it is). It is
+// listed in SHA256SUMS and so covered by the release signature: a pulled
+// image is checked against it without the archive.
+func writeImageDigest(archive string) error {
+	f, err := os.Open(archive)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return fmt.Errorf("%s: no index.json: %w", archive, err)
+		}
+		if strings.TrimPrefix(h.Name, "./") != "index.json" {
+			continue
+		}
+		var idx struct {
+			Manifests []struct {
+				Digest string `json:"digest"`
+			} `json:"manifests"`
+		}
+		if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&idx); err != nil {
+			return fmt.Errorf("%s: index.json: %w", archive, err)
+		}
+		if len(idx.Manifests) != 1 {
+			return fmt.Errorf("%s: index.json lists %d images, want 1", archive, len(idx.Manifests))
+		}
+		return os.WriteFile(archive+".digest", []byte(idx.Manifests[0].Digest+"\n"), 0o644)
+	}
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"aead.dev/minisign"
 	cdx "github.com/CycloneDX/cyclonedx-go"
 )
 
@@ -87,9 +90,25 @@ func TestRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := config{version: "1.2.3-test", revision: git(t, root, "rev-parse", "HEAD"), epoch: epoch,
-		platforms: strings.Split(plats, ","), image: full}
 	tmp := t.TempDir()
+	// A signing key of the test's own, encrypted as minisign keeps keys.
+	pub, priv, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encKey, err := minisign.EncryptKey("release test password", priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, pwFile, pubFile := filepath.Join(tmp, "release.key"), filepath.Join(tmp, "release.pw"), filepath.Join(tmp, "release.pub")
+	pubText, _ := pub.MarshalText()
+	for f, b := range map[string][]byte{keyFile: encKey, pwFile: []byte("release test password\n"), pubFile: append(pubText, '\n')} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := config{version: "1.2.3-test", revision: git(t, root, "rev-parse", "HEAD"), epoch: epoch,
+		platforms: strings.Split(plats, ","), image: full, signKey: keyFile, signPassword: pwFile}
 	var outs [2]string
 	srcs := []string{filepath.Join(tmp, "a", "phtoci"), filepath.Join(tmp, "b", "elsewhere", "src")}
 	for _, src := range srcs {
@@ -121,10 +140,10 @@ func TestRelease(t *testing.T) {
 		t.Fatalf("the two releases hold different files:\n%v\n%v", first, second)
 	}
 	arch := runtime.GOARCH
-	want := []string{"SHA256SUMS", "phtoci_1.2.3-test_" + arch + ".deb", "phtoci_1.2.3-test_linux_" + arch,
+	want := []string{"SHA256SUMS", "SHA256SUMS.minisig", "phtoci_1.2.3-test_" + arch + ".deb", "phtoci_1.2.3-test_linux_" + arch,
 		"phtoci_1.2.3-test_linux_" + arch + ".cdx.json", "phtoci_1.2.3-test_linux_" + arch + ".tar.gz"}
 	if full {
-		want = append(want, "phtoci_1.2.3-test.oci.tar")
+		want = append(want, "phtoci_1.2.3-test.oci.tar", "phtoci_1.2.3-test.oci.tar.digest")
 	}
 	for _, w := range want {
 		if !strings.Contains(" "+strings.Join(first, " ")+" ", " "+w+" ") {
@@ -140,6 +159,41 @@ func TestRelease(t *testing.T) {
 	}
 	dist := outs[0]
 	run(t, dist, "sha256sum", "--check", "--strict", "SHA256SUMS")
+
+	// The README's check, with Debian's minisign: the signature holds, and
+	// a changed SHA256SUMS or a changed artifact fails.
+	t.Run("signature", func(t *testing.T) {
+		run(t, dist, "minisign", "-V", "-m", "SHA256SUMS", "-p", pubFile)
+		for _, n := range first {
+			b, _ := os.ReadFile(filepath.Join(dist, n))
+			if bytes.Contains(b, encKey) || bytes.Contains(b, []byte("release test password")) {
+				t.Errorf("%s holds the signing key or its password", n)
+			}
+		}
+		changed := filepath.Join(t.TempDir(), "dist")
+		run(t, dist, "cp", "-a", dist, changed)
+		sums, _ := os.ReadFile(filepath.Join(changed, "SHA256SUMS"))
+		bad := append([]byte(nil), sums...)
+		bad[0] ^= 1 // another hash for the first file
+		if err := os.WriteFile(filepath.Join(changed, "SHA256SUMS"), bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("minisign", "-V", "-m", filepath.Join(changed, "SHA256SUMS"), "-p", pubFile).CombinedOutput(); err == nil {
+			t.Errorf("minisign accepted a changed SHA256SUMS: %s", out)
+		}
+		if err := os.WriteFile(filepath.Join(changed, "SHA256SUMS"), sums, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sbom := filepath.Join(changed, "phtoci_1.2.3-test_linux_"+arch+".cdx.json")
+		if err := os.WriteFile(sbom, []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sha256sum", "--check", "--strict", "--quiet", "SHA256SUMS")
+		cmd.Dir = changed
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), ".cdx.json: FAILED") {
+			t.Errorf("sha256sum --check passed a changed SBOM (%v): %s", err, out)
+		}
+	})
 
 	t.Run("sbom", func(t *testing.T) {
 		bin := filepath.Join(dist, "phtoci_1.2.3-test_linux_"+arch)
@@ -167,6 +221,9 @@ func TestRelease(t *testing.T) {
 			if found[mod] == "" || !strings.Contains(string(gomod), mod+" "+found[mod]) {
 				t.Errorf("SBOM lists %s at %q, go.mod says otherwise", mod, found[mod])
 			}
+		}
+		if want := "go" + strings.TrimPrefix(runtime.Version(), "go"); found["stdlib"] != want {
+			t.Errorf("SBOM lists the Go standard library at %q, want %q (this test's toolchain builds the release)", found["stdlib"], want)
 		}
 		if found["github.com/goreleaser/nfpm/v2"] != "" {
 			t.Errorf("the release tool's own dependencies are in the binary's SBOM")
@@ -220,4 +277,32 @@ func TestRelease(t *testing.T) {
 			t.Errorf("fingerprint of the generated key: %q", pub)
 		}
 	})
+}
+
+// TestImageDigest: the digest file beside an OCI archive names the image
+// index that index.json points at, which a registry serves as the image.
+func TestImageDigest(t *testing.T) {
+	archive := filepath.Join(t.TempDir(), "img.oci.tar")
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, body := range map[string]string{
+		"oci-layout": `{"imageLayoutVersion":"1.0.0"}`,
+		"index.json": `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:` + strings.Repeat("ab", 32) + `","size":1}]}`,
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(body))
+	}
+	tw.Close()
+	if err := os.WriteFile(archive, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeImageDigest(archive); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(archive + ".digest")
+	if want := "sha256:" + strings.Repeat("ab", 32) + "\n"; string(got) != want {
+		t.Errorf("digest file %q, want %q", got, want)
+	}
 }

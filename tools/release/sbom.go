@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"time"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
@@ -64,6 +65,15 @@ func writeSBOM(out, bin string, c config, goos, goarch string, mtime time.Time) 
 			comp.Pedigree = &cdx.Pedigree{Notes: "replaces " + d.Path + "@" + d.Version}
 		}
 		comps = append(comps, comp)
+		refs = append(refs, ref)
+	}
+	// The Go standard library is linked in too, and has its own CVEs:
+	// scanners (grype, trivy, govulncheck's SBOM mode) match them on this
+	// component, named as syft names it.
+	if gov := strings.TrimPrefix(strings.Fields(info.GoVersion + " ")[0], "go"); gov != "" {
+		ref := "pkg:golang/stdlib@" + gov
+		comps = append(comps, cdx.Component{BOMRef: ref, Type: cdx.ComponentTypeLibrary, Name: "stdlib", Version: "go" + gov,
+			PackageURL: ref, Scope: cdx.ScopeRequired, Description: "the Go standard library of the toolchain that built the binary"})
 		refs = append(refs, ref)
 	}
 	bom := cdx.NewBOM()
