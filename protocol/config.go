@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -182,6 +183,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	if err := checkReadBack(c); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -323,8 +327,16 @@ func (c *Config) StationIndex(id string) (int, error) {
 
 // Encode writes the config exactly as the reference does (vectors §10):
 // fixed key order, 2-space indent, nulls, \u escapes, no trailing newline.
-func (c *Config) Encode() ([]byte, error) {
-	var e enc
+func (c *Config) Encode() ([]byte, error) { return c.encode(0) }
+
+// errOverLimit stops an encoding that outgrew its limit.
+var errOverLimit = errors.New("encoded config over the limit")
+
+// encode is Encode; with limit > 0 it stops with errOverLimit as soon as
+// the output is longer than limit (re-indenting a free-form value can
+// multiply its size).
+func (c *Config) encode(limit int) ([]byte, error) {
+	e := enc{limit: limit}
 	e.open('{')
 	e.key("source")
 	e.open('{')
@@ -420,6 +432,9 @@ func (c *Config) Encode() ([]byte, error) {
 	e.key("result_signature")
 	e.strp(c.ResultSignature)
 	e.close('}')
+	if e.over() {
+		return nil, errOverLimit
+	}
 	return e.b.Bytes(), nil
 }
 
@@ -430,7 +445,10 @@ type enc struct {
 	b     bytes.Buffer
 	depth int
 	first []bool
+	limit int // > 0: raw values stop with errOverLimit past it
 }
+
+func (e *enc) over() bool { return e.limit > 0 && e.b.Len() > e.limit }
 
 func (e *enc) newline() {
 	e.b.WriteByte('\n')
@@ -529,6 +547,9 @@ func (e *enc) raw(m json.RawMessage) error {
 }
 
 func (e *enc) value(d *json.Decoder) error {
+	if e.over() {
+		return errOverLimit
+	}
 	t, err := d.Token()
 	if err != nil {
 		return err
