@@ -2,8 +2,8 @@ package protocol
 
 import (
 	"crypto/rsa"
-	"errors"
 	"crypto/sha512"
+	"errors"
 	"fmt"
 	"strings"
 )
