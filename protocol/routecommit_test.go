@@ -191,3 +191,36 @@ func TestBuildCommitsRoute(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", st, err)
 	}
 }
+
+// TestContextWrittenBackAsPythonDoes: Encode writes @context (any JSON
+// the config carries there) back as the reference's json.dumps(indent=2)
+// does: member order, empty containers, every escape (DEL and non-ASCII
+// as \u escapes, characters beyond the BMP as pairs), lone surrogates
+// kept, integers of any size. The wants are Python 3's own output. Number
+// literals and repeated members stay as received.
+func TestContextWrittenBackAsPythonDoes(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`{"b":1,"a":{"z":[],"y":{}},"c":[1,"x",null,true,false]}`,
+			"{\n  \"b\": 1,\n  \"a\": {\n    \"z\": [],\n    \"y\": {}\n  },\n  \"c\": [\n    1,\n    \"x\",\n    null,\n    true,\n    false\n  ]\n}"},
+		{`{"s":"é ü 😀 \u00e9 \/ \" \\ \n \u0001 \u007f ` + "\x7f" + ` \t\b\f\r"}`,
+			"{\n  \"s\": \"\\u00e9 \\u00fc \\ud83d\\ude00 \\u00e9 / \\\" \\\\ \\n \\u0001 \\u007f \\u007f \\t\\b\\f\\r\"\n}"},
+		{`{"lone":"\ud800x\udc00","pair":"\ud83d\ude00","lone key \udfff":1}`,
+			"{\n  \"lone\": \"\\ud800x\\udc00\",\n  \"pair\": \"\\ud83d\\ude00\",\n  \"lone key \\udfff\": 1\n}"},
+		{`{"n":[0,-1,123456789012345678901234567890]}`, "{\n  \"n\": [\n    0,\n    -1,\n    123456789012345678901234567890\n  ]\n}"},
+		{`[{"k":"v"},[],{}]`, "[\n  {\n    \"k\": \"v\"\n  },\n  [],\n  {}\n]"},
+		// As received (Python would write 1.5 and one "d"): phtoci changes nothing it need not.
+		{`{"f":1.50,"d":1,"d":2}`, "{\n  \"f\": 1.50,\n  \"d\": 1,\n  \"d\": 2\n}"},
+	} {
+		var e enc
+		if err := e.raw(json.RawMessage(c.in)); err != nil {
+			t.Fatalf("%s: %v", c.in, err)
+		}
+		if got := e.b.String(); got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.in, got, c.want)
+		}
+		var again enc // what the next station writes
+		if err := again.raw(e.b.Bytes()); err != nil || again.b.String() != e.b.String() {
+			t.Errorf("%s: written back again: %q, %v", c.in, again.b.String(), err)
+		}
+	}
+}

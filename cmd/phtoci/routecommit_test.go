@@ -426,7 +426,7 @@ func pyDump(b *bytes.Buffer, v any, depth int) {
 				b.WriteString(`\b`)
 			case u == '\f':
 				b.WriteString(`\f`)
-			case u < 0x20 || u > 0x7e && u != 0x7f:
+			case u < 0x20 || u > 0x7e:
 				fmt.Fprintf(b, `\u%04x`, u)
 			default:
 				b.WriteByte(byte(u))
