@@ -104,20 +104,21 @@ func checkWriteBack(cfg *Config, pos int) error {
 
 // checkReadBack is checkWriteBack where a config is first read
 // (ParseConfig), for the next post-run (the first station that has not
-// signed; none: the config as it is), so that verify and pre-run refuse
-// what that post-run would refuse. A route key that does not parse leaves
-// the placeholders out (Verify names the key).
+// signed), so that verify and pre-run refuse what that post-run would
+// refuse. A finished route has no post-run to come: the researcher reads
+// it as it is. A route key that does not parse leaves the placeholders
+// out (Verify names the key).
 func checkReadBack(cfg *Config) error {
-	next := cfg
 	for i, r := range cfg.sortedRoute() {
 		if r.Signature == nil {
+			next := cfg
 			if wb, err := writeBack(cfg, i); err == nil {
 				next = wb
 			}
-			break
+			return checkEncodedSize(cfg, next, "the next post-run")
 		}
 	}
-	return checkEncodedSize(cfg, next, "the next post-run")
+	return nil
 }
 
 // checkEncodedSize encodes next (what who writes for cfg) up to

@@ -118,7 +118,8 @@ func TestPostRunConfigWriteBack(t *testing.T) {
 // TestParseConfigRefusesWhatPostRunCannotWriteBack: the same small
 // @context is refused where the config is first read, naming the limit,
 // so verify and pre-run do not accept what the post-run after them
-// refuses; a config just under the limit is read.
+// refuses; a config under the limit, and a finished route (no post-run to
+// come), are read.
 func TestParseConfigRefusesWhatPostRunCannotWriteBack(t *testing.T) {
 	cfg, _ := buildTrain(t, "st-1", "st-2")
 	compact := func(c *Config) []byte {
@@ -146,5 +147,12 @@ func TestParseConfigRefusesWhatPostRunCannotWriteBack(t *testing.T) {
 	fits.Context = deepContext(2, 1000)
 	if _, err := ParseConfig(compact(fits)); err != nil {
 		t.Fatalf("ParseConfig of a config that fits: %v", err)
+	}
+	// A finished route has no post-run to come: the researcher reads it.
+	for i := range big.Route {
+		big.Route[i].Signature = &ChainSignature{Digest: strings.Repeat("00", 64), Signature: strings.Repeat("00", 256)}
+	}
+	if _, err := ParseConfig(compact(big)); err != nil {
+		t.Fatalf("ParseConfig of a finished route: %v", err)
 	}
 }
