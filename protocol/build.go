@@ -35,7 +35,8 @@ type RouteStation struct {
 
 // Build makes a train the way the central builder does: file_list is every
 // file of trainPlain except query.json, in walk order; hash, user and builder
-// signatures; a fresh key wrapped for the first station only. The encrypted
+// signatures; the builder's route commitment in @context; a fresh key
+// wrapped for the first station only. The encrypted
 // files go to out as "pht_train/…" in walk order.
 func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 	if opts.CreatorID == "" || opts.BuilderKey == nil || len(opts.Route) == 0 {
@@ -130,6 +131,9 @@ func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 			return nil, err
 		}
 		cfg.Route = append(cfg.Route, RouteEntry{Station: s.ID, EcoSystem: eco, RSAPublicKey: h, Index: i})
+	}
+	if err := commitRoute(cfg, opts.BuilderKey); err != nil {
+		return nil, err
 	}
 	if err := wrapFor(&cfg.Route[0].EncryptedKey, cfg.Route[0].RSAPublicKey, key, "route[0]"); err != nil {
 		return nil, err

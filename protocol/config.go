@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -182,6 +184,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	if err := checkReadBack(c); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -323,8 +328,16 @@ func (c *Config) StationIndex(id string) (int, error) {
 
 // Encode writes the config exactly as the reference does (vectors §10):
 // fixed key order, 2-space indent, nulls, \u escapes, no trailing newline.
-func (c *Config) Encode() ([]byte, error) {
-	var e enc
+func (c *Config) Encode() ([]byte, error) { return c.encode(0) }
+
+// errOverLimit stops an encoding that outgrew its limit.
+var errOverLimit = errors.New("encoded config over the limit")
+
+// encode is Encode; with limit > 0 it stops with errOverLimit as soon as
+// the output is longer than limit (re-indenting a free-form value can
+// multiply its size).
+func (c *Config) encode(limit int) ([]byte, error) {
+	e := enc{limit: limit}
 	e.open('{')
 	e.key("source")
 	e.open('{')
@@ -420,6 +433,9 @@ func (c *Config) Encode() ([]byte, error) {
 	e.key("result_signature")
 	e.strp(c.ResultSignature)
 	e.close('}')
+	if e.over() {
+		return nil, errOverLimit
+	}
 	return e.b.Bytes(), nil
 }
 
@@ -430,7 +446,11 @@ type enc struct {
 	b     bytes.Buffer
 	depth int
 	first []bool
+	limit int    // > 0: raw values stop with errOverLimit past it
+	src   []byte // the free-form value raw is writing
 }
+
+func (e *enc) over() bool { return e.limit > 0 && e.b.Len() > e.limit }
 
 func (e *enc) newline() {
 	e.b.WriteByte('\n')
@@ -477,40 +497,98 @@ func (e *enc) strp(s *string) {
 func (e *enc) str(s string) {
 	e.b.WriteByte('"')
 	for _, r := range s {
-		switch r {
-		case '"':
-			e.b.WriteString(`\"`)
-		case '\\':
-			e.b.WriteString(`\\`)
-		case '\n':
-			e.b.WriteString(`\n`)
-		case '\r':
-			e.b.WriteString(`\r`)
-		case '\t':
-			e.b.WriteString(`\t`)
-		case '\b':
-			e.b.WriteString(`\b`)
-		case '\f':
-			e.b.WriteString(`\f`)
-		default:
-			switch {
-			case r < 0x20 || (r >= 0x7f && r < 0x10000):
-				if r == 0x7f {
-					e.b.WriteRune(r)
-				} else {
-					fmt.Fprintf(&e.b, `\u%04x`, r)
-				}
-			case r >= 0x10000:
-				r -= 0x10000
-				fmt.Fprintf(&e.b, `\u%04x\u%04x`, 0xd800+(r>>10), 0xdc00+(r&0x3ff))
-			case r == utf8.RuneError:
-				e.b.WriteString(`\ufffd`)
-			default:
-				e.b.WriteRune(r)
-			}
-		}
+		e.char(r)
 	}
 	e.b.WriteByte('"')
+}
+
+// char writes one character of a string as json.dumps does (ensure_ascii).
+// A lone surrogate (a rune in 0xd800–0xdfff, see literalRunes) is written
+// as its \u escape, as Python keeps it.
+func (e *enc) char(r rune) {
+	switch {
+	case r == '"':
+		e.b.WriteString(`\"`)
+	case r == '\\':
+		e.b.WriteString(`\\`)
+	case r == '\n':
+		e.b.WriteString(`\n`)
+	case r == '\r':
+		e.b.WriteString(`\r`)
+	case r == '\t':
+		e.b.WriteString(`\t`)
+	case r == '\b':
+		e.b.WriteString(`\b`)
+	case r == '\f':
+		e.b.WriteString(`\f`)
+	case r < 0x20 || (r >= 0x7f && r < 0x10000): // DEL and lone surrogates too
+		fmt.Fprintf(&e.b, `\u%04x`, r)
+	case r >= 0x10000:
+		r -= 0x10000
+		fmt.Fprintf(&e.b, `\u%04x\u%04x`, 0xd800+(r>>10), 0xdc00+(r&0x3ff))
+	default:
+		e.b.WriteRune(r)
+	}
+}
+
+// strLit writes a string of a free-form value from its literal as
+// received (lit, with the separators before it), so that escapes of lone
+// surrogates, which Python reads and writes back but Go's decoder turns
+// into U+FFFD, stay as they were; decoded is the decoder's reading.
+func (e *enc) strLit(lit []byte, decoded string) {
+	lit = bytes.TrimLeft(lit, " \t\r\n,:")
+	if !bytes.Contains(lit, []byte(`\u`)) || len(lit) < 2 || lit[0] != '"' {
+		e.str(decoded)
+		return
+	}
+	e.b.WriteByte('"')
+	for _, r := range literalRunes(lit[1 : len(lit)-1]) {
+		e.char(r)
+	}
+	e.b.WriteByte('"')
+}
+
+// literalRunes decodes the inside of a valid JSON string literal as
+// Python does: a \u escape of a surrogate that is not half of a pair stays
+// a lone surrogate rune; invalid UTF-8 becomes U+FFFD.
+func literalRunes(lit []byte) []rune {
+	var rs []rune
+	hex4 := func(b []byte) rune { v, _ := strconv.ParseUint(string(b), 16, 16); return rune(v) }
+	for i := 0; i < len(lit); {
+		if lit[i] != '\\' {
+			r, n := utf8.DecodeRune(lit[i:])
+			rs = append(rs, r)
+			i += n
+			continue
+		}
+		c := lit[i+1]
+		i += 2
+		switch c {
+		case 'u':
+			r := hex4(lit[i : i+4])
+			i += 4
+			if r >= 0xd800 && r < 0xdc00 && i+6 <= len(lit) && lit[i] == '\\' && lit[i+1] == 'u' {
+				if lo := hex4(lit[i+2 : i+6]); lo >= 0xdc00 && lo < 0xe000 {
+					r = utf16.DecodeRune(r, lo)
+					i += 6
+				}
+			}
+			rs = append(rs, r)
+		case 'b':
+			rs = append(rs, '\b')
+		case 'f':
+			rs = append(rs, '\f')
+		case 'n':
+			rs = append(rs, '\n')
+		case 'r':
+			rs = append(rs, '\r')
+		case 't':
+			rs = append(rs, '\t')
+		default: // " \\ /
+			rs = append(rs, rune(c))
+		}
+	}
+	return rs
 }
 
 // raw re-emits arbitrary JSON (the @context and Paillier key) in Python's
@@ -522,6 +600,7 @@ func (e *enc) raw(m json.RawMessage) error {
 	}
 	d := json.NewDecoder(bytes.NewReader(m))
 	d.UseNumber()
+	e.src = m
 	if err := e.value(d); err != nil {
 		return err
 	}
@@ -529,6 +608,10 @@ func (e *enc) raw(m json.RawMessage) error {
 }
 
 func (e *enc) value(d *json.Decoder) error {
+	if e.over() {
+		return errOverLimit
+	}
+	start := d.InputOffset()
 	t, err := d.Token()
 	if err != nil {
 		return err
@@ -548,11 +631,14 @@ func (e *enc) value(d *json.Decoder) error {
 		e.open(byte(v))
 		for d.More() {
 			if v == '{' {
+				kstart := d.InputOffset()
 				k, err := d.Token()
 				if err != nil {
 					return err
 				}
-				e.key(k.(string))
+				e.item()
+				e.strLit(e.src[kstart:d.InputOffset()], k.(string))
+				e.b.WriteString(": ")
 			} else {
 				e.item()
 			}
@@ -565,7 +651,7 @@ func (e *enc) value(d *json.Decoder) error {
 		}
 		e.close(closing)
 	case string:
-		e.str(v)
+		e.strLit(e.src[start:d.InputOffset()], v)
 	case json.Number:
 		e.b.WriteString(v.String())
 	case bool:

@@ -6,9 +6,12 @@
 //
 // The steps:
 //
-//   - Build makes a train the way the central builder does.
-//   - Verify checks a config without any key, CheckFileNames the train's
-//     file set against it, CheckTrain plaintext train files.
+//   - Build makes a train the way the central builder does, with the
+//     builder's route commitment in @context (a phtoci extension:
+//     testdata/route_commitment/README.md).
+//   - Verify checks a config without any key (CheckRouteCommitment among
+//     it), CheckFileNames the train's file set against it, CheckTrain
+//     plaintext train files.
 //   - PreRunCheck is a station's pre-run: it decrypts and checks the train
 //     files and the previous results.
 //   - PostRun is a station's post-run as a session that keeps the

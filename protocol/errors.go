@@ -45,6 +45,10 @@ var (
 	ErrWrongPrivateKey        = sentinel("wrong private key")
 	ErrUnsignedFile           = sentinel("unsigned train file")
 	ErrDecryption             = sentinel("decryption failed")
+	// ErrRouteCommitment: the route differs from the one the builder
+	// signed in the route commitment (a station added, removed, moved or
+	// re-keyed since the build), or the commitment does not verify.
+	ErrRouteCommitment = sentinel("route differs from the builder's route commitment")
 	// ErrIntegrity is every failure to decrypt or validate the train files
 	// or the previous results with a station's or the creator's key: bad
 	// padding, a bad length and a hash mismatch give one message and one

@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/rsa"
 	"crypto/sha512"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -94,19 +95,62 @@ func checkBuildParties(opts BuildOptions) error {
 // not read the train. The new config is encoded with placeholders of the
 // exact sizes the post-run writes (hashes, signatures, wrapped keys).
 func checkWriteBack(cfg *Config, pos int) error {
-	n, err := writeBackSize(cfg, pos)
+	next, err := writeBack(cfg, pos)
 	if err != nil {
 		return err
 	}
-	if n > MaxConfigSize {
-		return fmt.Errorf("%w: train_config.json: %d bytes once this post-run writes it back, more than the %d-byte limit a station reads (@context %d bytes, creator.paillier_public_key %d bytes as received)",
-			ErrInvalidConfig, n, MaxConfigSize, len(cfg.Context), len(cfg.Creator.PaillierPublicKey))
+	return checkEncodedSize(cfg, next, "this post-run")
+}
+
+// checkReadBack is checkWriteBack where a config is first read
+// (ParseConfig), for the next post-run (the first station that has not
+// signed), so that verify and pre-run refuse what that post-run would
+// refuse. A finished route has no post-run to come: the researcher reads
+// it as it is. A route key that does not parse leaves the placeholders
+// out (Verify names the key).
+func checkReadBack(cfg *Config) error {
+	for i, r := range cfg.sortedRoute() {
+		if r.Signature == nil {
+			next := cfg
+			if wb, err := writeBack(cfg, i); err == nil {
+				next = wb
+			}
+			return checkEncodedSize(cfg, next, "the next post-run")
+		}
+	}
+	return nil
+}
+
+// checkEncodedSize encodes next (what who writes for cfg) up to
+// MaxConfigSize.
+func checkEncodedSize(cfg, next *Config, who string) error {
+	_, err := next.encode(MaxConfigSize)
+	if errors.Is(err, errOverLimit) {
+		return fmt.Errorf("%w: train_config.json: more than the %d-byte limit (MaxConfigSize) a station reads once %s writes it back in the reference's layout (@context %d bytes, creator.paillier_public_key %d bytes as received)",
+			ErrInvalidConfig, MaxConfigSize, who, len(cfg.Context), len(cfg.Creator.PaillierPublicKey))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	return nil
 }
 
 // writeBackSize is the size of the config a post-run at pos writes.
 func writeBackSize(cfg *Config, pos int) (int, error) {
+	next, err := writeBack(cfg, pos)
+	if err != nil {
+		return 0, err
+	}
+	raw, err := next.Encode()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	return len(raw), nil
+}
+
+// writeBack is the config a post-run at pos writes, with placeholders of
+// the exact sizes of what it signs and wraps.
+func writeBack(cfg *Config, pos int) (*Config, error) {
 	next := cfg.Clone()
 	next.Route = next.sortedRoute()
 	placeholder := func(field, pubHex string) (*string, error) {
@@ -122,23 +166,19 @@ func writeBackSize(cfg *Config, pos int) (int, error) {
 		next.Route[i].EncryptedKey = nil
 		if i > pos {
 			if next.Route[i].EncryptedKey, err = placeholder(fmt.Sprintf("route[%d].rsa_public_key", i), next.Route[i].RSAPublicKey); err != nil {
-				return 0, err
+				return nil, err
 			}
 		}
 	}
 	if next.Creator.EncryptedKey, err = placeholder("creator.rsa_public_key", next.Creator.RSAPublicKey); err != nil {
-		return 0, err
+		return nil, err
 	}
 	sig, err := placeholder(fmt.Sprintf("route[%d].rsa_public_key", pos), next.Route[pos].RSAPublicKey)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	digest := strings.Repeat("0", 2*sha512.Size)
 	next.Route[pos].Signature = &ChainSignature{Digest: digest, Signature: *sig}
 	next.ResultHash, next.ResultSignature = &digest, sig
-	raw, err := next.Encode()
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
-	return len(raw), nil
+	return next, nil
 }

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
@@ -111,5 +112,47 @@ func TestPostRunConfigWriteBack(t *testing.T) {
 	_, err = postRunUpdate(big, plain.asFS("pht_train"), fstest.MapFS{}, st(t, "st-1"), memSink{})
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "train_config.json") || !strings.Contains(err.Error(), "1048576-byte limit") {
 		t.Fatalf("oversized write-back: %v", err)
+	}
+}
+
+// TestParseConfigRefusesWhatPostRunCannotWriteBack: the same small
+// @context is refused where the config is first read, naming the limit,
+// so verify and pre-run do not accept what the post-run after them
+// refuses; a config under the limit, and a finished route (no post-run to
+// come), are read.
+func TestParseConfigRefusesWhatPostRunCannotWriteBack(t *testing.T) {
+	cfg, _ := buildTrain(t, "st-1", "st-2")
+	compact := func(c *Config) []byte {
+		raw, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	big := cfg.Clone()
+	big.Context = deepContext(30, 40000)
+	in := compact(big)
+	if len(in) > MaxConfigSize/8 {
+		t.Fatalf("the input config is %d bytes; the attack is a small input", len(in))
+	}
+	_, err := ParseConfig(in)
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "1048576-byte limit (MaxConfigSize)") || !strings.Contains(err.Error(), "next post-run") {
+		t.Fatalf("ParseConfig of a config the next post-run cannot write back: %v", err)
+	}
+	fits := cfg.Clone()
+	fits.Context = deepContext(2, 1000)
+	if _, err := ParseConfig(compact(fits)); err != nil {
+		t.Fatalf("ParseConfig of a config that fits: %v", err)
+	}
+	// A finished route has no post-run to come: the researcher reads it.
+	for i := range big.Route {
+		big.Route[i].Signature = &ChainSignature{Digest: strings.Repeat("00", 64), Signature: strings.Repeat("00", 256)}
+	}
+	if _, err := ParseConfig(compact(big)); err != nil {
+		t.Fatalf("ParseConfig of a finished route: %v", err)
 	}
 }

@@ -30,6 +30,9 @@ type Station struct {
 type Status struct {
 	Done []int `json:"done"` // positions (route ordered by index) that have signed
 	Next int   `json:"next"` // position of the next station, -1 when finished
+	// RouteCommitment tells whether the config carries a route commitment
+	// (which Verify then checked).
+	RouteCommitment bool `json:"route_commitment"`
 }
 
 func mustHex(field, s string) ([]byte, error) {

@@ -12,8 +12,9 @@ import (
 // Verify runs every check that needs no private key: user signature over
 // hash, builder signature, the result signature with the last signing
 // station's key, every chain signature, the recomputation of the last chain
-// digest, and the structural rules (no false "first station", keys of at
-// least MinKeyBits, no station twice on the route).
+// digest, the route commitment when the config carries one, and the
+// structural rules (no false "first station", keys of at least
+// MinKeyBits, no station twice on the route).
 func Verify(cfg *Config) (*Status, error) {
 	if err := checkParties(cfg); err != nil {
 		return nil, err
@@ -41,9 +42,13 @@ func Verify(cfg *Config) (*Status, error) {
 	if err := verifyBuilder(builder, hash, userSig, buildSig); err != nil {
 		return nil, fmt.Errorf("build.signature: %w", ErrBuilderSignature)
 	}
+	committed, err := CheckRouteCommitment(cfg)
+	if err != nil {
+		return nil, err
+	}
 	sid, _ := hex.DecodeString(cfg.SessionID)
 	route := cfg.sortedRoute()
-	st := &Status{Next: -1}
+	st := &Status{Next: -1, RouteCommitment: committed}
 	var digests [][]byte
 	for i, r := range route {
 		if r.Signature == nil {

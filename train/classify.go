@@ -70,7 +70,7 @@ var checks = []struct {
 	{protocol.ErrUnsignedFile, "unsigned_file"}, {protocol.ErrDecryption, "decryption"},
 	{protocol.ErrInvalidConfig, "config"}, {ErrNotATrain, "not_a_train"}, {ErrBaseMismatch, "master_image"},
 	{oci.ErrLimit, "limit"},
-	{trust.ErrUntrusted, "untrusted"}, {ErrLeak, "leak"}, {ErrAlreadyProcessed, "already_processed"},
+	{protocol.ErrRouteCommitment, CheckRouteCommitment}, {trust.ErrUntrusted, "untrusted"}, {ErrLeak, "leak"}, {ErrAlreadyProcessed, "already_processed"},
 	{protocol.ErrAlreadySigned, "already_signed"}, {protocol.ErrNotYourTurn, "not_your_turn"},
 	{protocol.ErrStationNotOnRoute, "station_not_on_route"}, {protocol.ErrWrongPrivateKey, "wrong_private_key"},
 	{ErrAlreadyDecrypted, "already_decrypted"},

@@ -46,6 +46,8 @@ func TestClassify(t *testing.T) {
 		{"master image", train.ErrBaseMismatch, v("master_image")},
 		{"limit", oci.ErrLimit, v("limit")},
 		{"untrusted", trust.ErrUntrusted, v("untrusted")},
+		{"route commitment", protocol.ErrRouteCommitment, v("route_commitment")},
+		{"route commitment required by the trust store", fmt.Errorf("%w: none%.0w", trust.ErrUntrusted, protocol.ErrRouteCommitment), v("route_commitment")},
 		{"leak", train.ErrLeak, v("leak")},
 		{"already processed", train.ErrAlreadyProcessed, v("already_processed")},
 		{"already signed", protocol.ErrAlreadySigned, v("already_signed")},

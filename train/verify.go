@@ -28,8 +28,9 @@ type VerifyReport struct {
 	// Config is the verified train's config.
 	Config *protocol.Config `json:"-"`
 	// Checked lists what was verified; NotChecked what was not and why
-	// (a keyless verify cannot read the train files, and the route is
-	// signed by no one unless a trust store pins the stations).
+	// (a keyless verify cannot read the train files, and a route without
+	// a route commitment is signed by no one unless a trust store pins the
+	// stations).
 	Checked    []string `json:"checked"`
 	NotChecked []string `json:"not_checked"`
 }
@@ -42,7 +43,10 @@ const (
 	CheckConfig       = "config"
 	CheckFileContents = "train file contents"
 	CheckRoute        = "route stations"
-	CheckTrust        = "creator and builder keys against the trust store"
+	// CheckRouteCommitment is the builder's signature over the route
+	// (protocol.CheckRouteCommitment), also the failed check's name.
+	CheckRouteCommitment = "route_commitment"
+	CheckTrust           = "creator and builder keys against the trust store"
 )
 
 // Verify checks img without any station key: the config's signatures and
@@ -75,10 +79,15 @@ func Verify(img v1.Image, st *protocol.Station, o Options) (*VerifyReport, error
 	if o.Trust != nil {
 		rep.Checked = append(rep.Checked, CheckTrust)
 	}
-	if o.Trust != nil && len(o.Trust.Stations) > 0 {
+	switch {
+	case status.RouteCommitment:
+		rep.Checked = append(rep.Checked, CheckRouteCommitment, CheckRoute+" (signed by the builder's route commitment)")
+	case o.Trust != nil && len(o.Trust.Stations) > 0:
 		rep.Checked = append(rep.Checked, CheckRoute+" (pinned by the trust store)")
-	} else {
-		rep.NotChecked = append(rep.NotChecked, CheckRoute+" (the route is unsigned unless a trust store pins the stations)")
+		rep.NotChecked = append(rep.NotChecked, CheckRouteCommitment+" (the config carries none)")
+	default:
+		rep.NotChecked = append(rep.NotChecked, CheckRouteCommitment+" (the config carries none)",
+			CheckRoute+" (the route is unsigned: no route commitment, and no trust store pins the stations)")
 	}
 	contents := false
 	for _, r := range t.Config.SortedRoute() {

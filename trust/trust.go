@@ -12,6 +12,7 @@
 //	  "builders": ["keys/builder.pub.pem"],
 //	  "stations": {"station-aachen": "2d2d2d2d2d424547494e..."},
 //	  "allowUnknownStations": false,
+//	  "requireRouteCommitment": true,
 //	  "masters": [{"repository": "harbor.example/master/*", "digests": ["sha256:…"]}],
 //	  "checkBase": true
 //	}
@@ -49,12 +50,18 @@ type File struct {
 	// Builders lists the builder keys allowed to sign trains.
 	Builders []string `json:"builders,omitempty"`
 	// Stations pins station ids to public keys. When it is not empty,
-	// every route entry must name a pinned station: the route is signed by
-	// no one, so an unpinned entry could be an outsider added in transit.
+	// every route entry must name a pinned station unless the route
+	// carries a route commitment by a pinned builder: the original
+	// protocol signs no route, so an unpinned entry could be an outsider
+	// added in transit.
 	Stations map[string]string `json:"stations,omitempty"`
 	// AllowUnknownStations accepts route entries whose station is not in
 	// Stations (the pinned ones are still checked).
 	AllowUnknownStations bool `json:"allowUnknownStations,omitempty"`
+	// RequireRouteCommitment refuses trains whose config carries no route
+	// commitment (protocol.CheckRouteCommitment), such as trains built by
+	// the original implementation.
+	RequireRouteCommitment bool `json:"requireRouteCommitment,omitempty"`
 	// Masters lists allowed master images: repository patterns (path.Match
 	// syntax) with optional pinned manifest digests.
 	Masters []Master `json:"masters,omitempty"`
@@ -178,11 +185,22 @@ func (s *Store) CheckConfig(cfg *protocol.Config) error {
 			return fmt.Errorf("builder: %w: the config's key %s is not a pinned builder key (%s)", ErrUntrusted, keys.Fingerprint(bk), strings.Join(fps, ", "))
 		}
 	}
-	for i, r := range cfg.Route {
+	committed, err := protocol.CheckRouteCommitment(cfg)
+	if err != nil {
+		return err
+	}
+	if !committed && s.RequireRouteCommitment {
+		return fmt.Errorf("route_commitment (@context.%s): %w: the config carries no route commitment and the trust store requires one%.0w",
+			protocol.RouteCommitmentKey, ErrUntrusted, protocol.ErrRouteCommitment)
+	}
+	// A route the pinned builder committed to needs no pinned stations:
+	// nobody could have added one in transit.
+	signedRoute := committed && len(s.builders) > 0
+	for i, r := range cfg.SortedRoute() {
 		pin, ok := s.stations[r.Station]
 		if !ok {
-			if len(s.stations) > 0 && !s.AllowUnknownStations {
-				return fmt.Errorf("route[%d] (station %s): %w: station not pinned in the trust store (pinned: %s); the route is unsigned, so an unpinned station may have been added in transit (allowUnknownStations accepts it)",
+			if len(s.stations) > 0 && !s.AllowUnknownStations && !signedRoute {
+				return fmt.Errorf("route[%d] (station %s): %w: station not pinned in the trust store (pinned: %s); the route carries no route commitment by a pinned builder, so an unpinned station may have been added in transit (allowUnknownStations accepts it)",
 					i, r.Station, ErrUntrusted, s.stationIDs())
 			}
 			continue

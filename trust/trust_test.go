@@ -204,3 +204,98 @@ func TestCheckMaster(t *testing.T) {
 		})
 	}
 }
+
+// committedVectorConfig is the reference train with the route commitment
+// of testdata/route_commitment/vector.json (by the vector builder key).
+func committedVectorConfig(t *testing.T) *protocol.Config {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/route_commitment/vector.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Context json.RawMessage `json:"context"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	cfg := vectorConfig(t)
+	cfg.Context = v.Context
+	if ok, err := protocol.CheckRouteCommitment(cfg); !ok || err != nil {
+		t.Fatalf("the vector's commitment: %v, %v", ok, err)
+	}
+	return cfg
+}
+
+// TestCheckConfigRouteCommitment: requireRouteCommitment refuses a train
+// without a commitment; a commitment by a pinned builder stands in for
+// pinning every station (the pinned ones are still checked), and a broken
+// one is refused before anything is relaxed.
+func TestCheckConfigRouteCommitment(t *testing.T) {
+	builder, st1, st2 := keyFile(t, "builder"), keyFile(t, "station_1"), keyFile(t, "station_2")
+	outsider, err := keys.LoadPublicKey(keyFile(t, "user"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outsiderHex, err := keys.EncodePublicKeyHex(outsider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	partial := trust.File{Builders: []string{builder}, Stations: map[string]string{"station_1": st1}}
+	for _, c := range []struct {
+		name      string
+		store     trust.File
+		committed bool
+		edit      func(*protocol.Config)
+		wantErr   []error
+		mentions  string
+	}{
+		{name: "required and absent", store: trust.File{RequireRouteCommitment: true},
+			wantErr: []error{trust.ErrUntrusted, protocol.ErrRouteCommitment}, mentions: "route_commitment"},
+		{name: "required and present", store: trust.File{RequireRouteCommitment: true}, committed: true},
+		{name: "pinned builder's commitment: unpinned stations accepted", store: partial, committed: true},
+		{name: "no commitment: every station must be pinned", store: partial,
+			wantErr: []error{trust.ErrUntrusted}, mentions: "route[1] (station station_2)"},
+		{name: "commitment by an unpinned builder relaxes nothing", store: trust.File{Stations: partial.Stations}, committed: true,
+			wantErr: []error{trust.ErrUntrusted}, mentions: "route[1] (station station_2)"},
+		{name: "pinned station still checked", store: trust.File{Builders: []string{builder}, Stations: map[string]string{"station_1": st2}}, committed: true,
+			wantErr: []error{trust.ErrUntrusted}, mentions: "station station_1"},
+		{name: "station added to a committed route", store: partial, committed: true,
+			edit: func(c *protocol.Config) {
+				c.Route = append(c.Route, protocol.RouteEntry{Station: "outsider", EcoSystem: "tue", RSAPublicKey: outsiderHex, Index: 2})
+			},
+			wantErr: []error{protocol.ErrRouteCommitment, protocol.ErrVerification}, mentions: `"outsider"`},
+		{name: "station re-keyed in a committed route", store: trust.File{}, committed: true,
+			edit:    func(c *protocol.Config) { c.Route[1].RSAPublicKey = outsiderHex },
+			wantErr: []error{protocol.ErrRouteCommitment}, mentions: `"station_2"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := trust.Load(writeStore(t, c.store))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := vectorConfig(t)
+			if c.committed {
+				cfg = committedVectorConfig(t)
+			}
+			if c.edit != nil {
+				c.edit(cfg)
+			}
+			err = s.CheckConfig(cfg)
+			if c.wantErr == nil {
+				if err != nil {
+					t.Fatalf("CheckConfig: %v", err)
+				}
+				return
+			}
+			for _, w := range c.wantErr {
+				if !errors.Is(err, w) {
+					t.Errorf("CheckConfig: %v, want %v", err, w)
+				}
+			}
+			if err != nil && !strings.Contains(err.Error(), c.mentions) {
+				t.Errorf("CheckConfig: %q does not mention %q", err, c.mentions)
+			}
+		})
+	}
+}

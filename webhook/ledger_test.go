@@ -64,7 +64,8 @@ func TestLedgerChangedInTransit(t *testing.T) {
 	}
 	for _, c := range cases {
 		repo := "pht/" + strings.ReplaceAll(c.name, " ", "-")
-		d := withConfig(t, reg.Host+"/pht/train@"+good, reg.Host+"/"+repo+":latest", c.edit)
+		// Without the route commitment, which would refuse the edit on its own.
+		d := withConfig(t, reg.Host+"/pht/train@"+good, reg.Host+"/"+repo+":latest", func(cfg *protocol.Config) { c.edit(cfg); cfg.Context = nil })
 		// Keyless verification alone takes it: the ledger is what notices.
 		if _, err := train.VerifyJob(context.Background(), reg.Host+"/"+repo+"@"+d, nil, train.Env{}); err != nil {
 			t.Fatalf("%s: keyless verify already fails (%v): the test tests nothing", c.name, err)

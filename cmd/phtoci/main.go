@@ -105,6 +105,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if jsonWanted(args) {
 		out := map[string]any{"ok": false, "error": msg, "exitCode": code}
+		if check := train.Classify(err).Check; check != "" {
+			out["check"] = check // the failed check, as serve's verdicts name it
+		}
 		var lost *oci.LostUpdateError
 		if errors.As(err, &lost) {
 			out["lostUpdate"] = map[string]string{"tag": lost.Tag, "pushed": lost.Pushed.String(), "now": lost.Now.String()}

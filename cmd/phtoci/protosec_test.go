@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -28,7 +29,8 @@ import (
 )
 
 // injectStation returns the train at in with a route entry for station id
-// (key pubPEM) appended, as an attacker in transit would add it.
+// (key pubPEM) appended, as an attacker in transit would add it, and the
+// route commitment removed from @context (which would refuse the entry).
 func injectStation(t *testing.T, w *world, in, out, id string) {
 	t.Helper()
 	pub, err := keys.LoadPublicKey(w.path(id) + ".pub.pem")
@@ -37,13 +39,16 @@ func injectStation(t *testing.T, w *world, in, out, id string) {
 	testutil.Must(t, err)
 	img := withConfig(t, openRef(t, in, oci.Options{}), func(c *protocol.Config) {
 		c.Route = append(c.Route, protocol.RouteEntry{Station: id, EcoSystem: "tue", RSAPublicKey: hexKey, Index: len(c.Route)})
+		c.Context = nil
 	})
 	writeRef(t, img, out, oci.Options{})
 }
 
-// TestRouteInjection: a station added to the route in transit is refused by
-// verify, pre-run and post-run with a trust store that pins stations, naming
-// the route entry; allowUnknownStations restores the old acceptance.
+// TestRouteInjection: a station added to a route without a route
+// commitment (removed in transit, or a train built by the original
+// implementation) is refused by verify, pre-run and post-run with a trust
+// store that pins stations, naming the route entry; allowUnknownStations
+// restores the old acceptance.
 func TestRouteInjection(t *testing.T) {
 	w := newTamperWorld(t)
 	ok(t, "keys", "generate", w.path("evil"))
@@ -279,26 +284,36 @@ func TestSmallKeysAndDuplicateStations(t *testing.T) {
 	}
 }
 
-// TestPostRunRefusesConfigItCannotWriteBack: a compact @context added in
-// transit, small as received but over the config size limit once written
-// back in the reference's layout, is refused by post-run (exit 1) before
-// it writes a train the next station could not read.
+// TestPostRunRefusesConfigItCannotWriteBack: a compact @context member
+// added in transit, small as received but over the config size limit once
+// written back in the reference's layout, is refused (exit 1, naming the
+// limit) where the config is first read: by verify and pre-run as by
+// post-run, which writes nothing.
 func TestPostRunRefusesConfigItCannotWriteBack(t *testing.T) {
 	w := newTamperWorld(t)
 	built := openRef(t, w.built, oci.Options{})
 	raw := rawConfigOf(t, built)
 	ctx := strings.Repeat("[", 30) + strings.TrimSuffix(strings.Repeat("1,", 40000), ",") + strings.Repeat("]", 30)
-	edited := bytes.Replace(raw, []byte(`"@context": null`), []byte(`"@context": `+ctx), 1)
-	if bytes.Equal(edited, raw) || len(edited) > protocol.MaxConfigSize/8 {
-		t.Fatalf("could not add a small @context (%d bytes)", len(edited))
+	var compact bytes.Buffer
+	testutil.Must(t, json.Compact(&compact, raw))
+	// Next to the route commitment, which covers the route, not @context
+	// (or as the whole @context of a train without one).
+	edited := bytes.Replace(compact.Bytes(), []byte(`"@context":{`), []byte(`"@context":{"deep":`+ctx+`,`), 1)
+	if bytes.Equal(edited, compact.Bytes()) {
+		edited = bytes.Replace(compact.Bytes(), []byte(`"@context":null`), []byte(`"@context":{"deep":`+ctx+`}`), 1)
+	}
+	if bytes.Equal(edited, compact.Bytes()) || len(edited) > protocol.MaxConfigSize/8 {
+		t.Fatalf("could not add a small @context member (%d bytes)", len(edited))
 	}
 	in := w.path("deep-context.tar")
 	writeRef(t, appendFiles(t, built, map[string][]byte{train.ConfigPath: edited}), in, oci.Options{})
-	ok(t, "verify", in, "--quiet") // @context is signed by no one
 	out := w.path("out.tar")
-	fails(t, exitVerification, nil, append([]string{"post-run", in, "--results", w.results(t, "st-a"), "-o", out}, w.stationArgs("st-a")...), "train_config.json", "limit")
+	limit := fmt.Sprintf("%d-byte limit (MaxConfigSize)", protocol.MaxConfigSize)
+	fails(t, exitVerification, nil, []string{"verify", in}, "train_config.json", limit)
+	fails(t, exitVerification, nil, append([]string{"pre-run", in, "-o", out}, w.stationArgs("st-a")...), "train_config.json", limit)
+	fails(t, exitVerification, nil, append([]string{"post-run", in, "--results", w.results(t, "st-a"), "-o", out}, w.stationArgs("st-a")...), "train_config.json", limit)
 	if exists(out) {
-		t.Errorf("post-run wrote %s", out)
+		t.Errorf("a step wrote %s", out)
 	}
 }
 

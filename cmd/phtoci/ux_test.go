@@ -12,9 +12,10 @@ func (w *world) postRun(t *testing.T, st, in, out string) result {
 	return ok(t, append([]string{"post-run", in, "--results", w.results(t, st), "-o", out, "--ledger", "none"}, w.stationArgs(st)...)...)
 }
 
-// TestVerifySaysWhatItChecked: keyless verify names what it checked and
-// what it could not (train file contents, an unpinned route), in text and
-// --json; with the next station's key the contents are checked too.
+// TestVerifySaysWhatItChecked: keyless verify names what it checked (the
+// built train's route commitment among it) and what it could not (train
+// file contents), in text and --json; with the next station's key the
+// contents are checked too.
 func TestVerifySaysWhatItChecked(t *testing.T) {
 	w := newWorld(t, "station-aachen", "station-leipzig")
 	built := w.path("train.tar")
@@ -23,9 +24,8 @@ func TestVerifySaysWhatItChecked(t *testing.T) {
 	w.postRun(t, "station-aachen", built, after)
 
 	r := ok(t, "verify", after, "--quiet")
-	for _, m := range []string{"signatures, chain, file set, config checked", "1 of 2 station(s) signed (station-aachen)",
-		"next station: station-leipzig (route[1])", "not checked: train file contents", "verify --station",
-		"not checked: route stations (the route is unsigned unless a trust store pins the stations)"} {
+	for _, m := range []string{"signatures, chain, file set, config, route_commitment, route stations (signed by the builder's route commitment) checked",
+		"1 of 2 station(s) signed (station-aachen)", "next station: station-leipzig (route[1])", "not checked: train file contents", "verify --station"} {
 		if !strings.Contains(r.stdout, m) {
 			t.Errorf("verify output does not say %q:\n%s", m, r.stdout)
 		}
@@ -37,7 +37,7 @@ func TestVerifySaysWhatItChecked(t *testing.T) {
 		Done        []string `json:"done_stations"`
 	}
 	readJSON(t, ok(t, "verify", after, "--json").stdout, &v)
-	if strings.Join(v.Checked, ",") != "signatures,chain,file set,config" || len(v.NotChecked) != 2 ||
+	if strings.Join(v.Checked, ",") != "signatures,chain,file set,config,route_commitment,route stations (signed by the builder's route commitment)" || len(v.NotChecked) != 1 ||
 		!strings.HasPrefix(v.NotChecked[0], "train file contents") || v.NextStation != "station-leipzig" ||
 		strings.Join(v.Done, ",") != "station-aachen" {
 		t.Errorf("verify --json: %+v", v)
@@ -45,7 +45,7 @@ func TestVerifySaysWhatItChecked(t *testing.T) {
 
 	v.Checked, v.NotChecked = nil, nil
 	readJSON(t, ok(t, "verify", after, "--json", "--station", "station-leipzig", "--key", w.key("station-leipzig")).stdout, &v)
-	if !strings.Contains(strings.Join(v.Checked, ","), "train file contents") || len(v.NotChecked) != 1 {
+	if !strings.Contains(strings.Join(v.Checked, ","), "train file contents") || len(v.NotChecked) != 0 {
 		t.Errorf("verify --json with the next station's key: %+v", v)
 	}
 }
