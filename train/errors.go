@@ -48,4 +48,10 @@ var (
 	// is not at fault, and nothing is checked until the file is repaired or
 	// moved aside.
 	ErrLedgerDamaged = errors.New("station ledger damaged")
+	// ErrLedgerUnusable reports a station ledger that cannot be used
+	// safely: its directory is not the running user's alone
+	// (fsutil.ErrNotPrivate), the file or its lock is a symbolic link or
+	// another user's, or it cannot be made. A station does not sign
+	// without its ledger; it is a usage error (errors.Is finds ErrUsage).
+	ErrLedgerUnusable = fmt.Errorf("unusable%.0w", ErrUsage)
 )

@@ -199,6 +199,16 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		return nil, err
 	}
 	env.Options = env.checkBaseIfAsked(ctx, in)
+	// The train is reserved in the ledger by the check (one step with
+	// looking it up); a failure drops the reservation once the step's
+	// goroutines are done (p.close, deferred after this).
+	hold := &ledgerHold{}
+	env.hold = hold
+	defer func() {
+		if r := hold.take(); r != nil {
+			r.Release()
+		}
+	}()
 	p, err := planPostRun(img, results, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
@@ -208,7 +218,12 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	if err != nil {
 		return nil, err
 	}
-	if err := env.recordLedger(img, res.Config, st); err != nil {
+	if r := hold.take(); r != nil {
+		err = r.Commit()
+	} else {
+		err = env.recordLedger(img, res.Config, st)
+	}
+	if err != nil {
 		return res, fmt.Errorf("post-run wrote %s (%s) but %w", res.Output, res.Digest, err)
 	}
 	return res, nil

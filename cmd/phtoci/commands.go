@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -46,6 +45,7 @@ var flagHints = []struct {
 	{oci.ErrPlatform, " (choose one with --platform OS/ARCH[/VARIANT])"},
 	{train.ErrResultsRequired, " (--results DIR)"},
 	{train.ErrLeak, " (drop that layer with --base-layers, or post-run the image as received with --results)"},
+	{train.ErrAlreadyProcessed, " (phtoci ledger list shows the ledger; phtoci ledger forget TRAIN --yes lets this station run the train again)"},
 }
 
 // limitHint tells which flag changes what err reports: how to raise a
@@ -252,48 +252,6 @@ func station(c *cli.Context) (protocol.Station, error) {
 		return protocol.Station{}, err
 	}
 	return protocol.Station{ID: id, Key: k}, nil
-}
-
-// ledgerFlag is the station ledger of pre-run and post-run.
-func ledgerFlag() cli.Flag {
-	return &cli.StringFlag{Name: "ledger", EnvVars: []string{"PHTOCI_LEDGER"},
-		Usage: "station ledger `FILE` of the trains this station signed, refusing replays (default $XDG_STATE_HOME/phtoci/ledger.jsonl or ~/.local/state/phtoci/ledger.jsonl; none: off)"}
-}
-
-// stationLedger sets e.Ledger from --ledger. An explicit FILE must work;
-// the default one is skipped with a warning where it cannot be (no home
-// directory, or for post-run, which writes it, a directory it cannot
-// write: a read-only container), so that a run is never lost to it.
-func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
-	p := c.String("ledger")
-	switch p {
-	case "none":
-		return nil
-	case "":
-		var err error
-		if p, err = train.DefaultLedgerPath(); err == nil && writes {
-			err = writableDir(filepath.Dir(p))
-		}
-		if err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
-			return nil
-		}
-	}
-	e.Ledger = &train.Ledger{Path: p}
-	return nil
-}
-
-// writableDir creates dir (0700) and checks that a file can be made in it.
-func writableDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".probe-*")
-	if err != nil {
-		return err
-	}
-	f.Close()
-	return os.Remove(f.Name())
 }
 
 func oneArg(c *cli.Context, what string) (string, error) {
