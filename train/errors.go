@@ -43,6 +43,11 @@ var (
 	// errors.Is(err, protocol.ErrVerification) holds. (The webhook's ledger
 	// reports it; it is declared here so that Classify knows it.)
 	ErrChangedInTransit = protocol.AlsoVerification(errors.New("changed in transit"))
+	// ErrTrainID: a train's @id the webhook's ledger cannot keep (empty,
+	// invalid UTF-8, control characters, too long) or one that already
+	// names another train (another creator id or immutable hash). It is a
+	// verification failure (declared here so that Classify knows it).
+	ErrTrainID = protocol.AlsoVerification(errors.New("invalid train id"))
 	// ErrLedgerDamaged reports a station ledger file that cannot be read as a
 	// ledger (not JSON lines, too large). It is an I/O-class error: the train
 	// is not at fault, and nothing is checked until the file is repaired or
