@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/jackc/pgx/v5"
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
@@ -194,5 +195,37 @@ func TestCheckTrainID(t *testing.T) {
 		if bad != (err != nil) || (bad && train.Classify(err).Check != "train_id") {
 			t.Errorf("checkTrainID(%.40q) = %v, want refused: %v", id, err, bad)
 		}
+	}
+}
+
+// TestLedgerPGMigrateToV4: a version 3 database's ledger records (keyed
+// by @id, JSON bodies) are keyed on creator id and hash after the
+// migration: the same train under a new @id finds its first record.
+func TestLedgerPGMigrateToV4(t *testing.T) {
+	pg := testpg.Start(t)
+	ctx := context.Background()
+	dsn := pg.NewDB(t)
+	testutil.Must1(openPG(ctx, dsn, 3))(t).Close()
+	hash := strings.Repeat("ab", 32)
+	c := testutil.Must1(pgx.Connect(ctx, dsn))(t)
+	if _, err := c.Exec(ctx, `INSERT INTO trains (id, body) VALUES ($1, $2)`, "old-id",
+		fmt.Sprintf(`{"id":"old-id","repository":"pht/old","digest":"sha256:1","creatorId":"r","hash":%q,"time":"2026-01-02T03:04:05Z"}`, strings.ToUpper(hash))); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	st := testutil.Must1(openPGStore(ctx, dsn))(t)
+	defer st.Close()
+	rec := trainRecord{Key: ledgerKey("r", hash), ID: "new-id", CreatorID: "r", Hash: hash, Repository: "pht/new", Digest: "sha256:2"}
+	first := testutil.Must1(st.recordTrain(rec))(t)
+	if first == nil || first.ID != "old-id" || first.key() != rec.Key {
+		t.Fatalf("the same train under a new @id after the migration: first record %+v", first)
+	}
+	if r := testutil.Must1(st.trainByID("old-id"))(t); r.Repository != "pht/old" {
+		t.Fatalf("trainByID after the migration: %+v", r)
+	}
+	// A NUL anywhere in a record is stored (bytes, not jsonb).
+	nul := trainRecord{Key: ledgerKey("r\x00x", hash), ID: "nul-id", CreatorID: "r\x00x", Hash: hash, Route: []routeKey{{Station: "st\x00"}}}
+	if first, err := st.recordTrain(nul); err != nil || first != nil {
+		t.Fatalf("record holding NUL: %v %+v", err, first)
 	}
 }
