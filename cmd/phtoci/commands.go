@@ -267,6 +267,10 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 		if r.Station != "" {
 			fmt.Fprintf(w, " (station %s)", r.Station)
 		}
+		if r.DryRun {
+			printDryRun(w, r)
+			return
+		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
 		if r.ResultsDir != "" {
 			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
@@ -293,7 +297,7 @@ func preRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag(), masterFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag(), dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -307,6 +311,7 @@ func preRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			e.DryRun = c.Bool("dry-run")
 			if err := stationLedger(c, &e, false); err != nil {
 				return err
 			}
@@ -343,7 +348,7 @@ func postRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag(), masterFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag(), dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -357,7 +362,8 @@ func postRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := stationLedger(c, &e, true); err != nil {
+			e.DryRun = c.Bool("dry-run")
+			if err := stationLedger(c, &e, !e.DryRun); err != nil {
 				return err
 			}
 			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)

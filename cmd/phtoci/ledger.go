@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
 )
@@ -123,4 +124,23 @@ func printLedgerEntry(w io.Writer, e train.LedgerEntry) {
 	// %q: ids come from trains, which may hold control characters.
 	fmt.Fprintf(w, "  %s  train %q  station %q route[%d]  %s  input %q\n    session %q\n",
 		e.Time.UTC().Format("2006-01-02T15:04:05Z"), e.TrainID, e.Station, e.Index, state, e.Digest, e.SessionID)
+}
+
+// dryRunFlag is --dry-run of pre-run and post-run.
+func dryRunFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "dry-run", Usage: "run every check and make the new layer (in a temporary file), then say what would be written and its size: nothing is written, nothing recorded in the ledger"}
+}
+
+// printDryRun ends printJob's line for a dry run.
+func printDryRun(w io.Writer, r *train.JobResult) {
+	fmt.Fprintf(w, ": dry run: every check passed; would write %s\n  size %s (%d bytes; new layer %s)\n",
+		r.Output, units.Bytes(r.Size), r.Size, units.Bytes(r.LayerSize))
+	if r.Step == "post-run" {
+		if r.Next >= 0 && r.NextStation != "" {
+			fmt.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
+		} else if r.Next < 0 {
+			fmt.Fprintf(w, "  route complete after this station\n")
+		}
+	}
+	fmt.Fprintf(w, "  nothing written, nothing recorded in the station ledger\n")
 }

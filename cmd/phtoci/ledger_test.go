@@ -292,3 +292,74 @@ func TestLedgerListAndForget(t *testing.T) {
 		t.Errorf("ledger after forgetting: %s", r.stdout)
 	}
 }
+
+// TestDryRun: pre-run --dry-run and post-run --dry-run run every check,
+// say what they would write and its size, and write nothing: no output,
+// no previous results directory, no temporary file left, nothing in the
+// ledger; a real run afterwards succeeds. A dry run of a train the
+// ledger refuses is refused too.
+func TestDryRun(t *testing.T) {
+	w := newLedgerWorld(t)
+	tmp := w.path("tmp")
+	testutil.Must(t, os.Mkdir(tmp, 0o700))
+	// Another train in the ledger already: a dry run leaves it as it is.
+	testutil.Must(t, (&train.Ledger{Path: w.ledger}).Record(train.LedgerEntry{TrainID: "other", SessionID: strings.Repeat("0f", 64), Station: "st-b", Digest: "sha256:1"}))
+	ledgerBefore, err := os.ReadFile(w.ledger)
+	testutil.Must(t, err)
+	run := func(args ...string) result {
+		t.Helper()
+		args = append(append(args, "--ledger", w.ledger), w.stationArgs("st-b")...)
+		return phtoci(t, "", []string{"TMPDIR=" + tmp}, args...)
+	}
+	unchanged := func(outs ...string) {
+		t.Helper()
+		for _, o := range outs {
+			if _, err := os.Lstat(o); err == nil {
+				t.Errorf("a dry run wrote %s", o)
+			}
+		}
+		if b, err := os.ReadFile(w.ledger); err != nil || !bytes.Equal(b, ledgerBefore) {
+			t.Errorf("a dry run changed the ledger: %q (%v)", b, err)
+		}
+		if left, _ := os.ReadDir(tmp); len(left) != 0 {
+			t.Errorf("a dry run left %d temporary files, the first %s", len(left), left[0].Name())
+		}
+		if left, _ := filepath.Glob(w.path(".phtoci-*")); len(left) != 0 {
+			t.Errorf("a dry run left %v beside its output", left)
+		}
+	}
+
+	dec, resDir := w.path("dec.tar"), w.path("prev-results")
+	r := run("pre-run", w.after1, "-o", dec, "--results-dir", resDir, "--dry-run")
+	mustExit(t, r, 0)
+	if !strings.Contains(r.stdout, "dry run") || !strings.Contains(r.stdout, "would write docker-archive:"+dec) || !strings.Contains(r.stdout, " bytes; new layer ") {
+		t.Errorf("pre-run --dry-run said: %s", r.stdout)
+	}
+	unchanged(dec, resDir)
+
+	out := w.path("after2.tar")
+	r = run("post-run", w.after1, "--results", w.results(t, "st-b"), "-o", out, "--dry-run", "--json")
+	mustExit(t, r, 0)
+	var j train.JobResult
+	testutil.Must(t, json.Unmarshal([]byte(r.stdout), &j))
+	if !j.DryRun || j.Output != "docker-archive:"+out || j.Size <= j.LayerSize || j.LayerSize <= 0 || j.Digest != "" {
+		t.Errorf("post-run --dry-run --json: %s", r.stdout)
+	}
+	unchanged(out)
+
+	// The real runs afterwards.
+	mustExit(t, run("pre-run", w.after1, "-o", dec, "--results-dir", resDir), 0)
+	if !exists(dec) || !exists(filepath.Join(resDir, "count.txt")) {
+		t.Fatal("the real pre-run wrote nothing")
+	}
+	mustExit(t, run("post-run", w.after1, "--results", w.results(t, "st-b"), "-o", out), 0)
+	if !exists(out) {
+		t.Fatal("the real post-run wrote nothing")
+	}
+	// Now the ledger refuses the train, dry run or not.
+	ledgerBefore, err = os.ReadFile(w.ledger)
+	testutil.Must(t, err)
+	out2 := w.path("again.tar")
+	mustExit(t, run("post-run", w.after1, "--results", w.results(t, "st-b"), "-o", out2, "--dry-run"), exitVerification, "already processed")
+	unchanged(out2)
+}
