@@ -226,19 +226,36 @@ func nullable(m json.RawMessage) json.RawMessage {
 	return m
 }
 
+// lowerHex reports whether s is written with lower-case hex digits only
+// (what the reference implementation writes).
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'F' {
+			return false
+		}
+	}
+	return true
+}
+
+// validate checks the hex fields. Every hex field is lower-case, as the
+// reference writes them: signatures cover the decoded bytes, so an
+// upper-cased copy of a field would verify as the same train while
+// comparing unequal as text (a station ledger, a central ledger).
 func (c *Config) validate() error {
-	sid, err := hex.DecodeString(c.SessionID)
-	if err != nil {
-		return invalid("session_id", "not hex")
-	}
-	if len(sid) != 64 {
-		return invalid("session_id", "%d bytes, expected 64", len(sid))
-	}
 	check := func(field string, v string) error {
 		if _, err := hex.DecodeString(v); err != nil {
 			return invalid(field, "not hex")
 		}
+		if !lowerHex(v) {
+			return invalid(field, "upper-case hex; the protocol writes lower-case hex only")
+		}
 		return nil
+	}
+	if err := check("session_id", c.SessionID); err != nil {
+		return err
+	}
+	if n := len(c.SessionID) / 2; n != 64 {
+		return invalid("session_id", "%d bytes, expected 64", n)
 	}
 	checkp := func(field string, v *string) error {
 		if v == nil {

@@ -63,7 +63,7 @@ var checks = []struct {
 	err  error
 	name string
 }{
-	{ErrChangedInTransit, "changed_in_transit"}, {protocol.ErrIntegrity, "integrity"}, {layer.ErrUnsafeEntry, "unsafe_entry"},
+	{ErrChangedInTransit, "changed_in_transit"}, {ErrTrainID, "train_id"}, {protocol.ErrIntegrity, "integrity"}, {layer.ErrUnsafeEntry, "unsafe_entry"},
 	{protocol.ErrImmutableChanged, "immutable_files"}, {protocol.ErrUserSignature, "user_signature"},
 	{protocol.ErrBuilderSignature, "builder_signature"}, {protocol.ErrPreviousResultsChanged, "previous_results"},
 	{protocol.ErrResultSignature, "result_signature"}, {protocol.ErrChainSignature, "chain_signature"},

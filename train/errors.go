@@ -43,9 +43,20 @@ var (
 	// errors.Is(err, protocol.ErrVerification) holds. (The webhook's ledger
 	// reports it; it is declared here so that Classify knows it.)
 	ErrChangedInTransit = protocol.AlsoVerification(errors.New("changed in transit"))
+	// ErrTrainID: a train's @id the webhook's ledger cannot keep (empty,
+	// invalid UTF-8, control characters, too long) or one that already
+	// names another train (another creator id or immutable hash). It is a
+	// verification failure (declared here so that Classify knows it).
+	ErrTrainID = protocol.AlsoVerification(errors.New("invalid train id"))
 	// ErrLedgerDamaged reports a station ledger file that cannot be read as a
 	// ledger (not JSON lines, too large). It is an I/O-class error: the train
 	// is not at fault, and nothing is checked until the file is repaired or
 	// moved aside.
 	ErrLedgerDamaged = errors.New("station ledger damaged")
+	// ErrLedgerUnusable reports a station ledger that cannot be used
+	// safely: its directory is not the running user's alone
+	// (fsutil.ErrNotPrivate), the file or its lock is a symbolic link or
+	// another user's, or it cannot be made. A station does not sign
+	// without its ledger; it is a usage error (errors.Is finds ErrUsage).
+	ErrLedgerUnusable = fmt.Errorf("unusable%.0w", ErrUsage)
 )

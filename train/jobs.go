@@ -22,6 +22,11 @@ import (
 type Env struct {
 	OCI oci.Options
 	Options
+	// DryRun makes PreRunJob and PostRunJob run every check and make the
+	// new layer (in a temporary file, removed), then report the output
+	// and its size (JobResult.DryRun) without writing it: no output, no
+	// previous results directory, nothing recorded in the station ledger.
+	DryRun bool
 }
 
 // JobResult describes an image a job wrote.
@@ -39,6 +44,13 @@ type JobResult struct {
 	// ResultsDir is where pre-run wrote the previous results
 	// (Options.PreviousResultsDir).
 	ResultsDir string `json:"resultsDir,omitempty"`
+	// DryRun: every check ran and the new layer was made, but nothing was
+	// written (Env.DryRun); Output is where it would go, Size the bytes
+	// of the image's blobs and manifest, LayerSize the new layer's. Digest
+	// is empty: the destination decides the final form.
+	DryRun    bool  `json:"dryRun,omitempty"`
+	Size      int64 `json:"size,omitempty"`
+	LayerSize int64 `json:"layerSize,omitempty"`
 }
 
 func usagef(format string, a ...any) error {
@@ -121,8 +133,14 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 		}
 		cfg = out.Config
 	}
-	res.Output, res.Digest, res.Config = dst.String(), d.String(), cfg
-	res.Next = -1
+	res.Output, res.Digest = dst.String(), d.String()
+	res.setNext(cfg)
+	return res, nil
+}
+
+// setNext sets the config the step wrote and the station it says is next.
+func (res *JobResult) setNext(cfg *protocol.Config) {
+	res.Config, res.Next = cfg, -1
 	if cfg != nil {
 		if st, err := protocol.Verify(cfg); err == nil {
 			res.Next = st.Next
@@ -131,7 +149,6 @@ func (p *plan) write(ctx context.Context, dst oci.Ref, env Env, res *JobResult) 
 			}
 		}
 	}
-	return res, nil
 }
 
 // PreRunJob runs pre-run on the image at input and writes the decrypted
@@ -157,11 +174,17 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 		return nil, err
 	}
 	env.Options = env.checkBaseIfAsked(ctx, in)
+	if env.DryRun {
+		env.PreviousResultsDir = "" // checked above; made by a real run only
+	}
 	p, err := planPreRun(img, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
+	if env.DryRun {
+		return p.dryRun(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	}
 	env.OCI.Private = true // plaintext: 0600 files, whatever the umask
 	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
 	if err != nil {
@@ -199,16 +222,36 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		return nil, err
 	}
 	env.Options = env.checkBaseIfAsked(ctx, in)
+	// The train is reserved in the ledger by the check (one step with
+	// looking it up); a failure drops the reservation once the step's
+	// goroutines are done (p.close, deferred after this).
+	hold := &ledgerHold{}
+	if !env.DryRun { // a dry run only checks the ledger
+		env.hold = hold
+	}
+	defer func() {
+		if r := hold.take(); r != nil {
+			r.Release()
+		}
+	}()
 	p, err := planPostRun(img, results, st, env.forOutput(dst, img))
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
+	if env.DryRun {
+		return p.dryRun(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	}
 	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
 	if err != nil {
 		return nil, err
 	}
-	if err := env.recordLedger(img, res.Config, st); err != nil {
+	if r := hold.take(); r != nil {
+		err = r.Commit()
+	} else {
+		err = env.recordLedger(img, res.Config, st)
+	}
+	if err != nil {
 		return res, fmt.Errorf("post-run wrote %s (%s) but %w", res.Output, res.Digest, err)
 	}
 	return res, nil

@@ -143,3 +143,70 @@ func TestLedgerBoundedAndDamaged(t *testing.T) {
 		})
 	}
 }
+
+// TestLedgerReserve: of many post-runs reserving one train at once, one
+// wins; a pending reservation refuses other post-runs (Reserve) but not
+// pre-run (Check); Release gives the train back, Commit records it.
+func TestLedgerReserve(t *testing.T) {
+	l := &Ledger{Path: filepath.Join(t.TempDir(), "ledger.jsonl")}
+	cfg := &protocol.Config{ID: "train-1", SessionID: sid(1)}
+	const n = 8
+	var wg sync.WaitGroup
+	got := make(chan *Reservation, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := l.Reserve(cfg, "st", 1, "sha256:x")
+			if err != nil {
+				errs <- err
+				return
+			}
+			got <- r
+		}()
+	}
+	wg.Wait()
+	close(got)
+	close(errs)
+	if len(got) != 1 || len(errs) != n-1 {
+		t.Fatalf("%d reservations, %d refusals of one train; want 1 and %d", len(got), len(errs), n-1)
+	}
+	for err := range errs {
+		if !errors.Is(err, ErrAlreadyProcessed) || !strings.Contains(err.Error(), "has not finished") || !strings.Contains(err.Error(), l.Path) {
+			t.Fatalf("refusal: %v", err)
+		}
+	}
+	r := <-got
+	if err := l.Check(cfg, "st", 1, "sha256:x"); err != nil {
+		t.Fatalf("Check with a pending reservation: %v", err)
+	}
+	if err := r.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := l.Entries(); err != nil || len(entries) != 0 {
+		t.Fatalf("after Release: %v %v", entries, err)
+	}
+	r, err := l.Reserve(cfg, "st", 1, "sha256:x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := l.Entries()
+	if err != nil || len(entries) != 1 || entries[0].Pending || entries[0].Reservation != "" {
+		t.Fatalf("after Commit: %+v %v", entries, err)
+	}
+	// Upper-case hex is the same session.
+	upper := &protocol.Config{ID: "train-1-again", SessionID: strings.ToUpper(sid(0xabc))}
+	if err := l.Record(LedgerEntry{SessionID: sid(0xabc), Station: "st", Digest: "sha256:y"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(upper, "st", 0, "sha256:z"); !errors.Is(err, ErrAlreadyProcessed) {
+		t.Fatalf("upper-cased session id: %v", err)
+	}
+	if gone, err := l.Forget(strings.ToUpper(sid(0xabc))); err != nil || len(gone) != 1 {
+		t.Fatalf("Forget by upper-cased session id: %v %v", gone, err)
+	}
+}

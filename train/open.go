@@ -24,8 +24,9 @@ type Options struct {
 	// Trust, when set, pins the config's parties and allowed master images.
 	Trust *trust.Store
 	// Ledger, when set, is the station ledger: pre-run and post-run refuse
-	// a train this station has already signed, and PostRunJob records each
-	// post-run (embedders calling PostRun record with Ledger.Record).
+	// a train this station has already signed, and PostRunJob reserves the
+	// train before its checks and records it once the output is written
+	// (embedders calling PostRun record with Ledger.Record).
 	Ledger *Ledger
 	// CheckBase runs the master image check (CheckBase) in the pre-run,
 	// post-run and verify jobs; a trust store can ask for it too.
@@ -71,6 +72,9 @@ type Options struct {
 	// baseCheck, when set (the jobs, see checkBaseIfAsked), runs on the
 	// opened train before any step's check: the master image check.
 	baseCheck func(*Train) error
+	// hold, when set (PostRunJob), receives post-run's reservation of
+	// the train in Ledger (see reserveLedger).
+	hold *ledgerHold
 }
 
 func (o Options) maxConfigSize() int64 {

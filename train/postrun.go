@@ -175,7 +175,7 @@ func (r *postRunOverlap) close() {
 // image's when it holds plaintext and results is nil; the previous
 // results are replaced by the new ones. Close s before t.
 func checkPostRun(t *Train, s *protocol.PostRun, st protocol.Station, results fs.FS, o Options) (trainPlain, resultsPlain fs.FS, err error) {
-	if err := o.checkLedger(t, st); err != nil {
+	if err := o.reserveLedger(t, st); err != nil {
 		return nil, nil, err
 	}
 	resultsPlain = results

@@ -4,11 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/jackc/pgx/v5"
+	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/keys"
@@ -88,5 +92,141 @@ func TestLedgerChangedInTransit(t *testing.T) {
 	rec := testutil.Must1(st.trainByID(tr.Config.ID))(t)
 	if rec.Digest != good || len(rec.Route) != 1 || rec.Route[0].Station != "st-1" || rec.SessionID == "" {
 		t.Errorf("ledger record: %+v", rec)
+	}
+}
+
+// TestLedgerKeyedOnSignedValues: the central ledger knows a train by its
+// creator id and immutable hash, which are signed, not by its @id, which
+// nobody signs. A station injected into the route under a new @id is
+// rejected, not verified and routed; an empty @id, or one holding a NUL
+// (which PostgreSQL cannot store) is rejected at its first attempt with
+// the check train_id; a train pushed under another train's @id is
+// rejected and does not join that train's history.
+func TestLedgerKeyedOnSignedValues(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	policy := &RoutePolicy{Stations: map[string]string{"st-1": "pht/station-1"}, Incoming: "pht/incoming", Outgoing: "pht/outgoing"}
+	// Retries as configured by default: what fails here must not wait
+	// for a retry.
+	_, hs, st := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "k.db"), Config{Registry: reg.Host, Route: policy, Copier: OCICopier{}})
+	good := buildTrain(t, reg.Host+"/pht/incoming:good", oci.Options{})
+	goodID := trainID(t, reg.Host+"/pht/incoming@"+good)
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/incoming", good))
+	if v := waitVerdict(t, hs.URL, "pht/incoming@"+good); v.Status != StatusVerified || v.RoutedTo != "pht/station-1:"+TrainTag(goodID) {
+		t.Fatalf("first push: %+v", v)
+	}
+	evilKey := testutil.Must1(keys.EncodePublicKeyHex(&testutil.Must1(keys.Generate(2048))(t).PublicKey))(t)
+
+	t.Run("injected station under a new @id", func(t *testing.T) {
+		newID := goodID + "-2"
+		d := withConfig(t, reg.Host+"/pht/incoming@"+good, reg.Host+"/pht/incoming:injected", func(c *protocol.Config) {
+			c.ID = newID
+			c.Route = append(c.Route, protocol.RouteEntry{Station: "evil", EcoSystem: "tue", RSAPublicKey: evilKey, Index: 1})
+		})
+		if _, err := train.VerifyJob(context.Background(), reg.Host+"/pht/incoming@"+d, nil, train.Env{}); err != nil {
+			t.Fatalf("keyless verify already fails (%v): the test tests nothing", err)
+		}
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/incoming", d))
+		v := waitVerdict(t, hs.URL, "pht/incoming@"+d)
+		if v.Status != StatusRejected || v.Check != "changed_in_transit" || v.RoutedTo != "" || !strings.Contains(v.Message, "pht/incoming@"+good) {
+			t.Fatalf("injected station under a new @id: %+v", v)
+		}
+		if slices.Contains(tags(t, reg.Host+"/pht/station-1"), TrainTag(newID)) {
+			t.Fatalf("the altered train was routed to pht/station-1:%s", TrainTag(newID))
+		}
+	})
+
+	for i, c := range []struct{ name, id, mention string }{
+		{"empty @id", "", "empty"},
+		{"NUL in @id", goodID[:4] + "\x00" + goodID[4:], "control characters"},
+		{"escape in @id", "\x1b[32mverified", "control characters"},
+		{"huge @id", strings.Repeat("i", 4096), "at most 1024"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			repo := fmt.Sprintf("pht/bad-id-%d", i)
+			d := withConfig(t, reg.Host+"/pht/incoming@"+good, reg.Host+"/"+repo+":latest", func(cfg *protocol.Config) { cfg.ID = c.id })
+			post(t, hs.URL, secret, mediaTypeDistribution, distEvent(repo, d))
+			v := waitVerdict(t, hs.URL, repo+"@"+d)
+			if v.Status != StatusRejected || v.Check != "train_id" || v.Attempts != 1 || !strings.Contains(v.Message, c.mention) {
+				t.Fatalf("%s: %+v, want rejected train_id at the first attempt", c.name, v)
+			}
+		})
+	}
+
+	t.Run("another train's @id", func(t *testing.T) {
+		other := buildTrain(t, reg.Host+"/pht/other:latest", oci.Options{})
+		d := withConfig(t, reg.Host+"/pht/other@"+other, reg.Host+"/pht/other:reused", func(c *protocol.Config) { c.ID = goodID })
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/other", d))
+		v := waitVerdict(t, hs.URL, "pht/other@"+d)
+		if v.Status != StatusRejected || v.Check != "train_id" || !strings.Contains(v.Message, "another train") {
+			t.Fatalf("another train's @id: %+v", v)
+		}
+		for _, h := range testutil.Must1(st.hopsOf(goodID))(t) {
+			if h.Digest == d {
+				t.Fatalf("a push under another train's @id joined its history: %+v", h)
+			}
+		}
+		if rec := testutil.Must1(st.trainByID(goodID))(t); rec.Digest != good {
+			t.Fatalf("the ledger's record of %s: %+v", goodID, rec)
+		}
+		// The train itself, pushed again elsewhere, is still verified.
+		post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/other", other))
+		if v := waitVerdict(t, hs.URL, "pht/other@"+other); v.Status != StatusVerified {
+			t.Fatalf("the other train under its own @id: %+v", v)
+		}
+	})
+}
+
+// TestLedgerKeyPostgres runs TestLedgerKeyedOnSignedValues on a
+// PostgreSQL store, where a NUL in a text value is a store error.
+func TestLedgerKeyPostgres(t *testing.T) {
+	pgBackend = testpg.Start(t)
+	defer func() { pgBackend = nil }()
+	TestLedgerKeyedOnSignedValues(t)
+}
+
+// TestCheckTrainID: what checkTrainID refuses, including invalid UTF-8,
+// which a config cannot carry through Go's JSON decoder (it becomes
+// U+FFFD) but an embedder's Verifier might hand over.
+func TestCheckTrainID(t *testing.T) {
+	for id, bad := range map[string]bool{
+		"": true, "a\x00b": true, "\x1b[2K": true, "tab\there": true, "train-\xff": true, strings.Repeat("x", maxTrainID+1): true,
+		"3f2a9c": false, "Zug für Aachen": false, strings.Repeat("x", maxTrainID): false,
+	} {
+		err := checkTrainID(id)
+		if bad != (err != nil) || (bad && train.Classify(err).Check != "train_id") {
+			t.Errorf("checkTrainID(%.40q) = %v, want refused: %v", id, err, bad)
+		}
+	}
+}
+
+// TestLedgerPGMigrateToV4: a version 3 database's ledger records (keyed
+// by @id, JSON bodies) are keyed on creator id and hash after the
+// migration: the same train under a new @id finds its first record.
+func TestLedgerPGMigrateToV4(t *testing.T) {
+	pg := testpg.Start(t)
+	ctx := context.Background()
+	dsn := pg.NewDB(t)
+	testutil.Must1(openPG(ctx, dsn, 3))(t).Close()
+	hash := strings.Repeat("ab", 32)
+	c := testutil.Must1(pgx.Connect(ctx, dsn))(t)
+	if _, err := c.Exec(ctx, `INSERT INTO trains (id, body) VALUES ($1, $2)`, "old-id",
+		fmt.Sprintf(`{"id":"old-id","repository":"pht/old","digest":"sha256:1","creatorId":"r","hash":%q,"time":"2026-01-02T03:04:05Z"}`, strings.ToUpper(hash))); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	st := testutil.Must1(openPGStore(ctx, dsn))(t)
+	defer st.Close()
+	rec := trainRecord{Key: ledgerKey("r", hash), ID: "new-id", CreatorID: "r", Hash: hash, Repository: "pht/new", Digest: "sha256:2"}
+	first := testutil.Must1(st.recordTrain(rec))(t)
+	if first == nil || first.ID != "old-id" || first.key() != rec.Key {
+		t.Fatalf("the same train under a new @id after the migration: first record %+v", first)
+	}
+	if r := testutil.Must1(st.trainByID("old-id"))(t); r.Repository != "pht/old" {
+		t.Fatalf("trainByID after the migration: %+v", r)
+	}
+	// A NUL anywhere in a record is stored (bytes, not jsonb).
+	nul := trainRecord{Key: ledgerKey("r\x00x", hash), ID: "nul-id", CreatorID: "r\x00x", Hash: hash, Route: []routeKey{{Station: "st\x00"}}}
+	if first, err := st.recordTrain(nul); err != nil || first != nil {
+		t.Fatalf("record holding NUL: %v %+v", err, first)
 	}
 }

@@ -32,7 +32,10 @@ const pgTimeout = 30 * time.Second
 // migrations[i] takes the schema from version i to i+1. Version 1 is the
 // first schema (JSON documents by key); version 2 adds the queue's leases
 // and retry times, the verdict columns that listings filter on, and the
-// trains' hops; version 3 adds the layer summaries replicas share.
+// trains' hops; version 3 adds the layer summaries replicas share;
+// version 4 keys the central ledger on what is signed (the key column:
+// creator id and hash, see ledgerKey) and keeps its records as bytes, so
+// that no string in a train (a NUL) can fail a store write.
 var migrations = []string{
 	`CREATE TABLE verdicts (key text PRIMARY KEY, body jsonb NOT NULL);
 	 CREATE TABLE tags (key text PRIMARY KEY, body jsonb NOT NULL);
@@ -53,6 +56,11 @@ var migrations = []string{
 	 CREATE INDEX hops_time ON hops (time);`,
 	`CREATE TABLE summaries (key text PRIMARY KEY, body bytea NOT NULL, used bigserial NOT NULL);
 	 CREATE INDEX summaries_used ON summaries (used);`,
+	`ALTER TABLE trains ADD COLUMN key text;
+	 UPDATE trains SET key = encode(sha256(convert_to(COALESCE(body->>'creatorId', ''), 'UTF8')), 'hex') || ':' || lower(COALESCE(body->>'hash', ''));
+	 ALTER TABLE trains ALTER COLUMN key SET NOT NULL;
+	 CREATE INDEX trains_key ON trains (key);
+	 ALTER TABLE trains ALTER COLUMN body TYPE bytea USING convert_to(body::text, 'UTF8');`,
 }
 
 // schemaVersion is the schema version this build creates and migrates to.
@@ -220,8 +228,9 @@ func (s *pgStore) tag(repository, tag string) (*tagRecord, error) {
 	return rec, json.Unmarshal(b, rec)
 }
 
-// recordTrain records r when its train id is new and returns nil, else
-// the record first made for that id.
+// recordTrain is boltStore.recordTrain: under a transaction lock on r's
+// key, the record first made for the key, else the record that holds r's
+// train id, else r is recorded.
 func (s *pgStore) recordTrain(r trainRecord) (*trainRecord, error) {
 	enc, err := json.Marshal(r)
 	if err != nil {
@@ -229,12 +238,20 @@ func (s *pgStore) recordTrain(r trainRecord) (*trainRecord, error) {
 	}
 	var first *trainRecord
 	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		t, err := tx.Exec(ctx, `INSERT INTO trains (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, r.ID, enc)
-		if err != nil || t.RowsAffected() == 1 {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, r.key()); err != nil {
 			return err
 		}
 		var b []byte
-		if err := tx.QueryRow(ctx, `SELECT body FROM trains WHERE id = $1`, r.ID).Scan(&b); err != nil {
+		err := tx.QueryRow(ctx, `SELECT body FROM trains WHERE key = $1 ORDER BY id LIMIT 1`, r.key()).Scan(&b)
+		if errors.Is(err, pgx.ErrNoRows) {
+			t, ierr := tx.Exec(ctx, `INSERT INTO trains (id, key, body) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`, r.ID, r.key(), enc)
+			if ierr != nil || t.RowsAffected() == 1 {
+				return ierr
+			}
+			// The train id is another train's.
+			err = tx.QueryRow(ctx, `SELECT body FROM trains WHERE id = $1`, r.ID).Scan(&b)
+		}
+		if err != nil {
 			return err
 		}
 		first = new(trainRecord)

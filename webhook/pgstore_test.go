@@ -161,8 +161,8 @@ func TestPGMigrate(t *testing.T) {
 		dsn := pg.NewDB(t)
 		st := testutil.Must1(openPGStore(ctx, dsn))(t)
 		st.Close()
-		if v := version(dsn); v != schemaVersion || schemaVersion != 3 {
-			t.Fatalf("schema version %d, want %d (3)", v, schemaVersion)
+		if v := version(dsn); v != schemaVersion || schemaVersion != 4 {
+			t.Fatalf("schema version %d, want %d (4)", v, schemaVersion)
 		}
 		st = testutil.Must1(openPGStore(ctx, dsn))(t) // again: nothing to do
 		st.Close()
@@ -220,8 +220,8 @@ func TestPGMigrate(t *testing.T) {
 		v2.Close()
 		st := testutil.Must1(openPGStore(ctx, dsn))(t)
 		defer st.Close()
-		if v := version(dsn); v != 3 {
-			t.Fatalf("version %d after the migration, want 3", v)
+		if v := version(dsn); v != schemaVersion {
+			t.Fatalf("version %d after the migration, want %d", v, schemaVersion)
 		}
 		if v := testutil.Must1(st.Get(done.Repository, done.Digest))(t); v.Status != StatusVerified {
 			t.Fatalf("verdict after the migration: %+v", v)

@@ -33,6 +33,9 @@ func OpenStore(path string) (VerdictStore, error) {
 				return err
 			}
 		}
+		if err := indexTrainKeys(tx); err != nil {
+			return err
+		}
 		// Leases of a process that is gone.
 		q := tx.Bucket(bucketQueue)
 		var stale [][2][]byte
@@ -124,15 +127,50 @@ func (s *boltStore) tag(repository, tag string) (*tagRecord, error) {
 	return rec, err
 }
 
-// recordTrain is the central ledger: it records r when its train id is
-// new and returns nil, else returns the record first made for that id
-// (unchanged). One transaction, so two pushes of one train racing each
-// other see one first record.
+// indexTrainKeys makes the central ledger's key index (bucketTrainKeys)
+// when the file has none (a store from before schema version 4): each
+// record's key names its train id, the earliest record winning.
+func indexTrainKeys(tx *bolt.Tx) error {
+	if tx.Bucket(bucketTrainKeys) != nil {
+		return nil
+	}
+	k, err := tx.CreateBucket(bucketTrainKeys)
+	if err != nil {
+		return err
+	}
+	first := map[string]trainRecord{}
+	tx.Bucket(bucketTrains).ForEach(func(_, v []byte) error {
+		var r trainRecord
+		if json.Unmarshal(v, &r) == nil {
+			if f, ok := first[r.key()]; !ok || r.Time.Before(f.Time) {
+				first[r.key()] = r
+			}
+		}
+		return nil
+	})
+	for key, r := range first {
+		if err := k.Put([]byte(key), []byte(r.ID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordTrain is the central ledger: it records r when neither its key
+// (creator id and hash) nor its train id is known and returns nil; else
+// it returns the record first made for r's key, or when there is none
+// the record that holds r's train id (another train's: its key differs).
+// One transaction, so two pushes of one train racing each other see one
+// first record.
 func (s *boltStore) recordTrain(r trainRecord) (*trainRecord, error) {
 	var first *trainRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTrains)
-		if old := b.Get([]byte(r.ID)); old != nil {
+		b, k := tx.Bucket(bucketTrains), tx.Bucket(bucketTrainKeys)
+		old := b.Get([]byte(r.ID))
+		if id := k.Get([]byte(r.key())); id != nil {
+			old = b.Get(id)
+		}
+		if old != nil {
 			first = new(trainRecord)
 			return json.Unmarshal(old, first)
 		}
@@ -140,7 +178,10 @@ func (s *boltStore) recordTrain(r trainRecord) (*trainRecord, error) {
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(r.ID), enc)
+		if err := b.Put([]byte(r.ID), enc); err != nil {
+			return err
+		}
+		return k.Put([]byte(r.key()), []byte(r.ID))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("verdict store: ledger: %w", err)

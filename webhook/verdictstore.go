@@ -36,7 +36,10 @@ var (
 	bucketTags     = []byte("tags")
 	bucketQueue    = []byte("queue")
 	bucketTrains   = []byte("trains") // the central ledger: train id → trainRecord
-	bucketHops     = []byte("hops")   // train id NUL repository@digest → trainHop
+	// bucketTrainKeys indexes the central ledger by what is signed:
+	// ledgerKey (creator id, hash) → train id.
+	bucketTrainKeys = []byte("trainKeys")
+	bucketHops      = []byte("hops") // train id NUL repository@digest → trainHop
 )
 
 // verdictFilter selects verdicts: empty fields select all; Cursor is the
@@ -80,8 +83,9 @@ type VerdictStore interface {
 	// the tag is known; tag returns what is known of repository:tag.
 	setTag(a Artifact, registry string) error
 	tag(repository, tag string) (*tagRecord, error)
-	// recordTrain and trainByID are the central ledger (see
-	// boltStore.recordTrain).
+	// recordTrain and trainByID are the central ledger, keyed on a
+	// train's creator id and hash (see boltStore.recordTrain); trainByID
+	// looks a record up by the @id it was first seen with.
 	recordTrain(r trainRecord) (*trainRecord, error)
 	trainByID(id string) (*trainRecord, error)
 	// listVerdicts lists verdicts, newest first, a page at a time.

@@ -208,7 +208,9 @@ func (c *countingVerifier) Verify(_ context.Context, a Artifact) (*Outcome, erro
 		c.fail--
 		return nil, errors.New("registry down: connection refused")
 	}
-	return &Outcome{Next: 1, NextStation: "st-2", Config: &protocol.Config{ID: "train-" + a.Digest}}, nil
+	// One train per digest: the central ledger knows trains by creator
+	// id and hash.
+	return &Outcome{Next: 1, NextStation: "st-2", Config: &protocol.Config{ID: "train-" + a.Digest, Hash: strings.TrimPrefix(a.Digest, "sha256:")}}, nil
 }
 
 func distEvent(repo, digest string) []byte {

@@ -230,7 +230,7 @@ func (s *Server) process(a Artifact) {
 		}
 		v.Status = StatusError // the window is over; a new event starts another
 	}
-	if out != nil && out.Config != nil && out.Config.ID != "" && final(v.Status) {
+	if out != nil && final(v.Status) && s.ownsTrainID(out.Config, err) {
 		s.cfg.Store.addHop(out.Config.ID, hop(v, out)) // best effort: the verdict is what counts
 	}
 	s.finish(k, v, start)

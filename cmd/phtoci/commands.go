@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -46,6 +45,7 @@ var flagHints = []struct {
 	{oci.ErrPlatform, " (choose one with --platform OS/ARCH[/VARIANT])"},
 	{train.ErrResultsRequired, " (--results DIR)"},
 	{train.ErrLeak, " (drop that layer with --base-layers, or post-run the image as received with --results)"},
+	{train.ErrAlreadyProcessed, " (phtoci ledger list shows the ledger; phtoci ledger forget TRAIN --yes lets this station run the train again)"},
 }
 
 // limitHint tells which flag changes what err reports: how to raise a
@@ -254,48 +254,6 @@ func station(c *cli.Context) (protocol.Station, error) {
 	return protocol.Station{ID: id, Key: k}, nil
 }
 
-// ledgerFlag is the station ledger of pre-run and post-run.
-func ledgerFlag() cli.Flag {
-	return &cli.StringFlag{Name: "ledger", EnvVars: []string{"PHTOCI_LEDGER"},
-		Usage: "station ledger `FILE` of the trains this station signed, refusing replays (default $XDG_STATE_HOME/phtoci/ledger.jsonl or ~/.local/state/phtoci/ledger.jsonl; none: off)"}
-}
-
-// stationLedger sets e.Ledger from --ledger. An explicit FILE must work;
-// the default one is skipped with a warning where it cannot be (no home
-// directory, or for post-run, which writes it, a directory it cannot
-// write: a read-only container), so that a run is never lost to it.
-func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
-	p := c.String("ledger")
-	switch p {
-	case "none":
-		return nil
-	case "":
-		var err error
-		if p, err = train.DefaultLedgerPath(); err == nil && writes {
-			err = writableDir(filepath.Dir(p))
-		}
-		if err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
-			return nil
-		}
-	}
-	e.Ledger = &train.Ledger{Path: p}
-	return nil
-}
-
-// writableDir creates dir (0700) and checks that a file can be made in it.
-func writableDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".probe-*")
-	if err != nil {
-		return err
-	}
-	f.Close()
-	return os.Remove(f.Name())
-}
-
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
 		return "", usagef("%s expects exactly one %s, got %d arguments", c.Command.Name, what, c.NArg())
@@ -308,6 +266,10 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 		fmt.Fprintf(w, "%s", r.Step)
 		if r.Station != "" {
 			fmt.Fprintf(w, " (station %s)", r.Station)
+		}
+		if r.DryRun {
+			printDryRun(w, r)
+			return
 		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
 		if r.ResultsDir != "" {
@@ -335,7 +297,7 @@ func preRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag(), masterFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag(), dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -349,6 +311,7 @@ func preRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			e.DryRun = c.Bool("dry-run")
 			if err := stationLedger(c, &e, false); err != nil {
 				return err
 			}
@@ -385,7 +348,7 @@ func postRunCommand() *cli.Command {
 			&cli.StringFlag{Name: "results", Usage: "the results directory of the run: the complete new /opt/pht_results (previous results the run kept plus its own; regular files and directories only, no symlinks); omit when IMAGE holds plaintext results"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: the same registry reference, or FILE-STATION.tar beside an archive)"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
-			compressionFlag(), ledgerFlag(), masterFlag()),
+			compressionFlag(), ledgerFlag(), masterFlag(), dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			in, err := oneArg(c, "IMAGE")
 			if err != nil {
@@ -399,7 +362,8 @@ func postRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := stationLedger(c, &e, true); err != nil {
+			e.DryRun = c.Bool("dry-run")
+			if err := stationLedger(c, &e, !e.DryRun); err != nil {
 				return err
 			}
 			r, err := train.PostRunJob(c.Context, in, c.String("results"), c.String("output"), st, e)

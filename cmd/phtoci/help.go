@@ -54,6 +54,18 @@ var examples = map[string][]string{
 		"phtoci check-base registry.example/pht/train:1",
 		"phtoci check-base oci-archive:train.tar oci-archive:master.tar",
 	},
+	"ledger": {
+		"phtoci ledger list",
+		"phtoci ledger forget 1f2e3d4c-train-id --yes",
+	},
+	"ledger list": {
+		"phtoci ledger list",
+		"phtoci ledger list --ledger /var/lib/phtoci/ledger.jsonl --json",
+	},
+	"ledger forget": {
+		"phtoci ledger forget 1f2e3d4c-train-id --yes   # by the train's @id",
+		"phtoci ledger forget SESSION_ID_HEX --yes      # by its session id",
+	},
 	"serve": {
 		"phtoci serve --config /etc/phtoci/serve.yaml",
 	},

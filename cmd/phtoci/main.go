@@ -200,7 +200,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			preRunCommand(), postRunCommand(), verifyCommand(), decryptCommand(),
 			inspectCommand(), buildCommand(), keysCommand(), checkBaseCommand(), serveCommand(),
-			versionCommand(), completionCommand(), manCommand(),
+			versionCommand(), completionCommand(), manCommand(), ledgerCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -379,10 +379,16 @@ func TestStationLedger(t *testing.T) {
 	}
 	fails(t, exitVerification, xdg, append([]string{"pre-run", after1b, "-o", w.path("x.tar")}, w.stationArgs("st-b")...), "already processed")
 
-	// No home directory (a bare container): the run goes on, with a warning.
+	// No home directory (a bare container): post-run does not sign
+	// without its ledger (TestLedgerDirectoryMustBePrivate); pre-run,
+	// which signs nothing, goes on with a warning.
 	r = phtoci(t, "", []string{"HOME="}, append([]string{"post-run", w.after1, "--results", w.results(t, "st-b"), "-o", w.path("h.tar")}, w.stationArgs("st-b")...)...)
-	if r.code != 0 || !strings.Contains(r.stderr, "warning: no station ledger") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "station ledger unusable") || exists(w.path("h.tar")) {
 		t.Errorf("post-run without a home directory: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = phtoci(t, "", []string{"HOME="}, append([]string{"pre-run", w.after1, "-o", w.path("h.tar")}, w.stationArgs("st-b")...)...)
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: no station ledger") {
+		t.Errorf("pre-run without a home directory: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	// A damaged ledger: an I/O error naming the file, no panic.

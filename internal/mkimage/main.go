@@ -2,8 +2,10 @@
 // Docker (make image, make release): for each platform the static binary as
 // /usr/local/bin/phtoci, /tmp (1777) for spool files, a non-root user
 // (uid and gid 65532, with /etc/passwd and /etc/group entries) owning the
-// working directory /work, and OCI labels naming source, version and
-// revision. The images go into one index, written as an OCI archive that
+// working directory /work, its state directory StateDir (0700, a declared
+// volume: the station ledger and the layer summary cache, PHTOCI_LEDGER
+// and PHTOCI_CACHE point there), and OCI labels naming source, version
+// and revision. The images go into one index, written as an OCI archive that
 // podman load, docker load and skopeo read. The old implementation ships its
 // protocol as a container; this is phtoci's equivalent. Trusted roots are
 // compiled into the binary (golang.org/x/crypto/x509roots/fallback), so the
@@ -31,6 +33,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/fsutil"
 )
+
+// StateDir is the image's one state directory, a volume: the station
+// ledger (a station signs a train once only while it keeps its ledger)
+// and the layer summary cache. Mount it to keep them across containers.
+const StateDir = "/var/lib/phtoci"
 
 // The image's user: 65532 is the "nonroot" id of distroless images, which
 // no host account usually has.
@@ -150,7 +157,9 @@ func image(o options, p v1.Platform, bin, layerFile string) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture, cf.Variant, cf.Created = p.OS, p.Architecture, p.Variant, v1.Time{Time: o.created}
 	cf.Config.Entrypoint = []string{"/usr/local/bin/phtoci"}
-	cf.Config.Env = []string{"PATH=/usr/local/bin", "TMPDIR=/tmp"}
+	cf.Config.Env = []string{"PATH=/usr/local/bin", "TMPDIR=/tmp",
+		"PHTOCI_LEDGER=" + StateDir + "/ledger.jsonl", "PHTOCI_CACHE=" + StateDir + "/cache"}
+	cf.Config.Volumes = map[string]struct{}{StateDir: {}}
 	cf.Config.User = fmt.Sprintf("%d:%d", uid, uid)
 	cf.Config.WorkingDir = "/work"
 	cf.Config.Labels = map[string]string{
@@ -203,6 +212,9 @@ func rootfs(bin, out string, mt time.Time) error {
 		{hdr("usr/local/", tar.TypeDir, 0o755, 0, 0), nil},
 		{hdr("usr/local/bin/", tar.TypeDir, 0o755, 0, 0), nil},
 		{hdr("usr/local/bin/phtoci", tar.TypeReg, 0o755, 0, fi.Size()), f},
+		{hdr("var/", tar.TypeDir, 0o755, 0, 0), nil},
+		{hdr("var/lib/", tar.TypeDir, 0o755, 0, 0), nil},
+		{hdr(strings.TrimPrefix(StateDir, "/")+"/", tar.TypeDir, 0o700, uid, 0), nil},
 		{hdr("work/", tar.TypeDir, 0o755, uid, 0), nil},
 	} {
 		if err := tw.WriteHeader(e.h); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +64,8 @@ func TestImageIsStandard(t *testing.T) {
 				User       string
 				WorkingDir string
 				Labels     map[string]string
+				Env        []string
+				Volumes    map[string]struct{}
 			} `json:"config"`
 		}
 		if err := json.Unmarshal(raw, &cfg); err != nil {
@@ -73,6 +76,10 @@ func TestImageIsStandard(t *testing.T) {
 			c.Labels["org.opencontainers.image.version"] != "1.2.3" || c.Labels["org.opencontainers.image.revision"] != o.revision ||
 			c.Labels["org.opencontainers.image.source"] != o.source {
 			t.Errorf("%s config: %s", arch, raw)
+		}
+		if _, ok := c.Volumes[StateDir]; !ok || len(c.Volumes) != 1 ||
+			!slices.Contains(c.Env, "PHTOCI_LEDGER="+StateDir+"/ledger.jsonl") || !slices.Contains(c.Env, "PHTOCI_CACHE="+StateDir+"/cache") {
+			t.Errorf("%s config: the state directory %s is not the one volume holding ledger and cache: %s", arch, StateDir, raw)
 		}
 	}
 	bundle := unpack(t, dir, o.out, "amd64")
@@ -85,6 +92,9 @@ func TestImageIsStandard(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(rootfs, "work")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uid {
 		t.Errorf("/work not owned by %d: %v", uid, err)
+	}
+	if fi, err := os.Stat(filepath.Join(rootfs, StateDir)); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uid || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s not private to %d: %v", StateDir, uid, err)
 	}
 	if b, err := os.ReadFile(filepath.Join(rootfs, "etc/passwd")); err != nil || !strings.Contains(string(b), "phtoci:x:65532:65532:") {
 		t.Errorf("/etc/passwd: %q %v", b, err)
@@ -180,13 +190,19 @@ func TestImageRunsChrooted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	inside := func(args ...string) string {
-		t.Helper()
+	// As a container runtime does: the image's environment (no HOME),
+	// plus the station's.
+	run := func(args ...string) ([]byte, error) {
 		cmd := exec.Command("/usr/local/bin/phtoci", args...)
 		cmd.Dir = "/work"
-		cmd.Env = []string{"STATION_ID=station-aachen", "PRIVATE_KEY_PATH=/keys/station-aachen.pem"}
+		cmd.Env = []string{"PATH=/usr/local/bin", "TMPDIR=/tmp", "PHTOCI_LEDGER=" + StateDir + "/ledger.jsonl", "PHTOCI_CACHE=" + StateDir + "/cache",
+			"STATION_ID=station-aachen", "PRIVATE_KEY_PATH=/keys/station-aachen.pem"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: rootfs, Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-		out, err := cmd.CombinedOutput()
+		return cmd.CombinedOutput()
+	}
+	inside := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...)
 		if err != nil {
 			t.Fatalf("phtoci %s in the image: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -197,6 +213,14 @@ func TestImageRunsChrooted(t *testing.T) {
 	}
 	inside("pre-run", "oci-archive:train.tar", "-o", "oci-archive:decrypted.tar", "--quiet")
 	inside("post-run", "oci-archive:train.tar", "--results", "results", "-o", "oci-archive:signed.tar", "--quiet")
+	// The ledger is in the state volume, not in the working directory: a
+	// second post-run of the train is refused.
+	if b, err := os.ReadFile(filepath.Join(rootfs, StateDir, "ledger.jsonl")); err != nil || !strings.Contains(string(b), `"station":"station-aachen"`) {
+		t.Errorf("ledger in %s: %q %v", StateDir, b, err)
+	}
+	if out, err := run("post-run", "oci-archive:train.tar", "--results", "results", "-o", "oci-archive:again.tar", "--quiet"); err == nil || !strings.Contains(string(out), "already processed") {
+		t.Errorf("a second post-run in the image: %v\n%s", err, out)
+	}
 	for _, f := range []string{"decrypted.tar", "signed.tar"} {
 		if fi, err := os.Stat(filepath.Join(work, f)); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uid {
 			t.Errorf("/work/%s not written by the image's user: %v", f, err)
