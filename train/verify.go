@@ -8,10 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/phtoci/phtoci/internal/atexit"
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -167,42 +166,29 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 
 func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, withTrain bool) error {
 	parent := filepath.Dir(filepath.Clean(outDir))
-	tmp, err := os.MkdirTemp(parent, ".phtoci-decrypt-")
+	tmp, err := fsutil.MkdirPrivate(parent, ".phtoci-decrypt-")
 	if err != nil {
 		return fmt.Errorf("output directory %s: cannot create it in directory %s: %w", outDir, parent, pathCause(err))
 	}
-	defer os.RemoveAll(tmp)
-	undo := atexit.Register(func() { os.RemoveAll(tmp) }) // plaintext: gone also on a signal
-	defer undo.Done()
-	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink(tmp), withTrain); err != nil {
+	defer tmp.Close() // plaintext: gone unless committed, also on a signal
+	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink{tmp}, withTrain); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o700); err != nil {
+	if err := tmp.Mkdir("pht_results"); err != nil {
 		return err
 	}
-	// 0700 (os.MkdirTemp), files 0600 (dirSink): plaintext.
-	atexit.Commit(func() {
-		if err = os.Rename(tmp, outDir); err == nil {
-			undo.Done()
-		}
-	})
-	return err
+	if err := tmp.Commit(outDir); err != nil {
+		return fmt.Errorf("output directory %s: %w", outDir, err)
+	}
+	return nil
 }
 
-// dirSink writes files under a directory, creating parent directories.
-// What it writes is plaintext (decrypted results and train files): files
-// are created 0600 and directories 0700, whatever the umask.
-type dirSink string
+// dirSink writes files (plaintext: decrypted results and train files)
+// into a private directory.
+type dirSink struct{ d *fsutil.PrivateDir }
 
-func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
-	p := filepath.Join(string(d), filepath.FromSlash(name))
-	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
-		return fmt.Errorf("%s: path escapes the output directory", name)
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+func (s dirSink) WriteFile(name string, _ int64, r io.Reader) error {
+	f, err := s.d.Create(name)
 	if err != nil {
 		return err
 	}
