@@ -238,6 +238,7 @@ func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outD
 	if err != nil {
 		return nil, err
 	}
+	env.Options.ctx = ctx
 	return Decrypt(img, userKey, outDir, withTrain, env.Options)
 }
 

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -158,24 +159,30 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 		}
 	}
 	res.Complete = len(res.Pending) == 0
-	if err := decryptTo(t, ukf, userKey, outDir, withTrain); err != nil {
+	if err := decryptTo(o.ctx, t, ukf, userKey, outDir, withTrain); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, withTrain bool) error {
+func decryptTo(ctx context.Context, t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, withTrain bool) error {
 	parent := filepath.Dir(filepath.Clean(outDir))
 	tmp, err := fsutil.MkdirPrivate(parent, ".phtoci-decrypt-")
 	if err != nil {
 		return fmt.Errorf("output directory %s: cannot create it in directory %s: %w", outDir, parent, pathCause(err))
 	}
 	defer tmp.Close() // plaintext: gone unless committed, also on a signal
-	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink{tmp}, withTrain); err != nil {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink{ctx, tmp}, withTrain); err != nil {
 		return err
 	}
 	if err := tmp.Mkdir("pht_results"); err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // stopped: no output
 	}
 	if err := tmp.Commit(outDir); err != nil {
 		return fmt.Errorf("output directory %s: %w", outDir, err)
@@ -185,18 +192,38 @@ func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, wit
 
 // dirSink writes files (plaintext: decrypted results and train files)
 // into a private directory.
-type dirSink struct{ d *fsutil.PrivateDir }
+// It stops when ctx is done.
+type dirSink struct {
+	ctx context.Context
+	d   *fsutil.PrivateDir
+}
 
 func (s dirSink) WriteFile(name string, _ int64, r io.Reader) error {
+	if err := s.ctx.Err(); err != nil {
+		return err
+	}
 	f, err := s.d.Create(name)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, r); err != nil {
+	if _, err := io.Copy(f, ctxReader{s.ctx, r}); err != nil {
 		f.Close()
 		return err
 	}
 	return f.Close()
+}
+
+// ctxReader reads r until ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // pathCause is err without the path of an *fs.PathError, for errors about
