@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/atexit"
+	"github.com/phtoci/phtoci/internal/fsutil"
+	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
@@ -78,6 +80,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "phtoci: %s\n", msg)
 	})
 	defer stop()
+	swept := fsutil.Swept()
+	defer reportSwept(stderr, swept)
 	app := newApp(stdin, stdout, stderr)
 	var unknown error
 	app.CommandNotFound = func(c *cli.Context, name string) {
@@ -115,6 +119,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
 	return code
+}
+
+// reportSwept says, in one line, what the run's sweeps removed (layer
+// files and spool directories that killed runs left behind), counted
+// since before.
+func reportSwept(stderr io.Writer, before fsutil.Sweep) {
+	now := fsutil.Swept()
+	n, b := now.Entries-before.Entries, now.Bytes-before.Bytes
+	if n == 0 {
+		return
+	}
+	plural := "s"
+	if n == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stderr, "phtoci: removed %d leftover temporary file%s of stopped runs (%s)\n", n, plural, units.Bytes(b))
 }
 
 // stopGrace is how long a step may take to stop on its own after SIGINT or
