@@ -141,7 +141,7 @@ func reportSwept(stderr io.Writer, before fsutil.Sweep) {
 // SIGTERM (steps that wait on the network or write files stop at once;
 // CPU-bound ones may not look): then, or at a second signal, the
 // temporary files are removed (internal/atexit) and the process exits.
-const stopGrace = 500 * time.Millisecond
+const stopGrace = 200 * time.Millisecond
 
 // onSignal returns a context cancelled at the first SIGINT or SIGTERM, and
 // makes sure the process is gone, cleaned up, within stopGrace of it
