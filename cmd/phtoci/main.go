@@ -174,6 +174,10 @@ func onSignal(bounded bool, report func(msg string)) (context.Context, func()) {
 		os.Exit(exitIO)
 	}()
 	return ctx, func() {
+		// Still caught, now ignored: a second Ctrl-C arriving while the
+		// command exits on its own (cleaned up) must not kill it with
+		// the signal's status instead of its exit code.
+		signal.Ignore(os.Interrupt, syscall.SIGTERM)
 		signal.Stop(sigs)
 		close(done)
 		cancel(nil)

@@ -23,6 +23,7 @@ import (
 // and again once it holds plaintext, and then scans TMPDIR and the output
 // directory: no temporary file or directory and no plaintext may be left.
 // The time from the signal to the exit is logged (the README's bound).
+// Last, a SIGKILL, whose leftovers the next run beside them removes.
 func TestSignalLeavesNoPlaintext(t *testing.T) {
 	w := newWorld(t, "st1", "st2")
 	train := "oci-archive:" + w.path("train.tar")
@@ -119,6 +120,45 @@ func TestSignalLeavesNoPlaintext(t *testing.T) {
 			}
 		}
 	}
+
+	// SIGKILL cannot be caught: the private directory stays, locked by a
+	// dead process, until the next pre-run beside it removes it and says so.
+	t.Run("pre-run --results-dir/SIGKILL, then the next run", func(t *testing.T) {
+		out, tmp := t.TempDir(), t.TempDir()
+		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + tmp}
+		cmd := exec.Command(phtociBin, commands[0].args(out)...)
+		cmd.Env = env
+		testutil.Must(t, cmd.Start())
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		if !awaitTemp(out, commands[0].temp, 16<<20, exited) {
+			t.Fatal("pre-run finished before its results directory held 16 MiB")
+		}
+		testutil.Must(t, cmd.Process.Signal(syscall.SIGKILL))
+		<-exited
+		left := leftovers(t, out)
+		t.Logf("after SIGKILL: %v", left)
+		if len(left) == 0 {
+			t.Fatal("nothing left after SIGKILL: the test killed nothing")
+		}
+		next := append([]string{"pre-run", posted, "-o", "oci-archive:" + filepath.Join(out, "dec2.tar"),
+			"--results-dir", filepath.Join(out, "prev2"), "--cache", "none"}, w.stationArgs("st2")...)
+		cmd = exec.Command(phtociBin, next...)
+		cmd.Env = env
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the next pre-run: %v\n%s", err, b)
+		}
+		if !strings.Contains(string(b), "leftover temporary file") {
+			t.Errorf("the next pre-run did not say what it removed: %q", b)
+		}
+		if l := leftovers(t, out); len(l) != 0 {
+			t.Errorf("after the next run, %s holds %v", out, l)
+		}
+		if exists(filepath.Join(out, "prev")) {
+			t.Error("the killed pre-run's results directory appeared")
+		}
+	})
 }
 
 // awaitTemp waits until dir holds an entry "prefix*" with at least min

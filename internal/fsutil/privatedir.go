@@ -21,10 +21,13 @@ var ErrRemoved = errors.New("temporary directory already removed")
 // subdirectories 0700 whatever the umask, and removed with everything in
 // it by Close, or by internal/atexit when the process is stopped by a
 // signal, unless Commit has made it the output. It is the one place
-// phtoci writes plaintext to before an output appears.
+// phtoci writes plaintext to before an output appears. It is locked while
+// it lives (see SweepStale), so that one a SIGKILL left behind is removed
+// by the next MkdirPrivate with the same prefix in the same directory.
 type PrivateDir struct {
 	path string
 	h    atexit.Handle
+	lock *os.File
 
 	mu      sync.Mutex
 	removed bool // by Close or atexit: Create refuses
@@ -32,13 +35,14 @@ type PrivateDir struct {
 }
 
 // MkdirPrivate makes a PrivateDir "prefix*" in parent ("" is
-// os.TempDir()).
+// os.TempDir()), after removing those of killed processes there.
 func MkdirPrivate(parent, prefix string) (*PrivateDir, error) {
-	p, err := os.MkdirTemp(parent, prefix) // 0700
+	SweepStale(parent, prefix)
+	p, lock, err := mkdirLocked(parent, prefix) // 0700
 	if err != nil {
 		return nil, err
 	}
-	d := &PrivateDir{path: p}
+	d := &PrivateDir{path: p, lock: lock}
 	d.h = atexit.Register(d.remove)
 	return d, nil
 }
@@ -99,6 +103,9 @@ func (d *PrivateDir) Commit(dst string) (err error) {
 			d.h.Done()
 		}
 	})
+	if err == nil {
+		d.lock.Close() // no longer a temporary directory
+	}
 	return err
 }
 
@@ -107,6 +114,7 @@ func (d *PrivateDir) Commit(dst string) (err error) {
 func (d *PrivateDir) Close() error {
 	d.h.Done()
 	d.remove()
+	d.lock.Close()
 	return nil
 }
 

@@ -121,3 +121,37 @@ func TestWriteAtomic(t *testing.T) {
 		t.Errorf("directory holds %v, want out and new only", names)
 	}
 }
+
+// TestPrivateDirSweptAfterKill: a PrivateDir whose process died (its lock
+// released, nothing removed: SIGKILL) is removed by the next MkdirPrivate
+// with the same prefix beside it; a living one is not.
+func TestPrivateDirSweptAfterKill(t *testing.T) {
+	parent := t.TempDir()
+	killed, err := MkdirPrivate(parent, ".phtoci-results-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := killed.Create("a.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	killed.h.Done()
+	killed.lock.Close() // what the kernel does at SIGKILL
+	living, err := MkdirPrivate(parent, ".phtoci-results-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer living.Close()
+	next, err := MkdirPrivate(parent, ".phtoci-results-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if _, err := os.Stat(killed.Path()); !os.IsNotExist(err) {
+		t.Errorf("the killed process's directory %s survived (%v)", killed.Path(), err)
+	}
+	if _, err := os.Stat(living.Path()); err != nil {
+		t.Errorf("a living directory was swept: %v", err)
+	}
+}

@@ -70,6 +70,15 @@ func CreateLocked(dir, prefix string) (f *os.File, lock *Held, err error) {
 // MkdirLocked creates a directory "prefix*" (0700) in dir (os.MkdirTemp;
 // "" is os.TempDir()), locked until lock is closed.
 func MkdirLocked(dir, prefix string) (path string, lock *Held, err error) {
+	path, lf, err := mkdirLocked(dir, prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, hold(lf, path), nil
+}
+
+// mkdirLocked is MkdirLocked that returns the open, locked directory.
+func mkdirLocked(dir, prefix string) (string, *os.File, error) {
 	tmp, err := os.MkdirTemp(dir, newPrefix+"*")
 	if err != nil {
 		return "", nil, err
@@ -87,13 +96,13 @@ func MkdirLocked(dir, prefix string) (path string, lock *Held, err error) {
 		os.Remove(tmp)
 		return "", nil, err
 	}
-	path = filepath.Join(filepath.Dir(tmp), prefix+strings.TrimPrefix(filepath.Base(tmp), newPrefix))
+	path := filepath.Join(filepath.Dir(tmp), prefix+strings.TrimPrefix(filepath.Base(tmp), newPrefix))
 	if err := os.Rename(tmp, path); err != nil {
 		lf.Close()
 		os.Remove(tmp)
 		return "", nil, err
 	}
-	return path, hold(lf, path), nil
+	return path, lf, nil
 }
 
 // Sweep counts what SweepStale removed in this process.
