@@ -4,7 +4,7 @@ BIN     ?= bin/phtoci
 PKGS    ?= ./...
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test test-deps bench fuzz lint image clean man release release-check test-release
+.PHONY: all build demo test test-deps bench fuzz lint cross image clean man release release-check test-release
 
 # Release builds: the tag (without v) of the checked-out commit, else
 # 0.0.0-<commit>; every time stamp is the last commit's time.
@@ -31,7 +31,7 @@ demo: build
 test-deps:
 	./scripts/test-deps.sh
 
-test: test-deps test-release
+test: test-deps test-release cross
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
@@ -49,9 +49,16 @@ fuzz:
 	  done; \
 	done
 
-lint:
+lint: cross
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+
+# Every package builds for Windows and macOS too; one that cannot is marked
+# unix-only on purpose, with a build tag and a comment saying why (today
+# internal/testpg and bench/servebench).
+cross:
+	GOOS=windows $(GO) build $(PKGS)
+	GOOS=darwin $(GO) build $(PKGS)
 
 # A container image of phtoci itself: an index of linux/amd64 and linux/arm64
 # images (static binary, /tmp, a non-root user, WORKDIR /work, OCI labels),

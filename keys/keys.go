@@ -16,10 +16,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/youmark/pkcs8"
 )
 
@@ -207,35 +208,13 @@ func WritePublicKey(path string, pub *rsa.PublicKey) error {
 	return writeAtomic(path, p, 0o644)
 }
 
+// writeAtomic writes data to the new file path with mode: it never
+// replaces a file, also one that appears while it writes.
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("%s: %w", path, os.ErrExist)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".key-*")
-	if err != nil {
+	return fsutil.WriteAtomic(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	// Link fails if path appeared meanwhile: never overwrite a key.
-	if err := os.Link(f.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	}, fsutil.NoReplace())
 }
 
 // Fingerprint is "SHA256:" + unpadded base64 of SHA-256 over the SPKI DER,

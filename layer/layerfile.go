@@ -12,12 +12,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // Layer is a layer written by a Writer, backed by its temporary file, with
 // digest, diff ID and size computed while writing. It implements v1.Layer.
 type Layer struct {
-	lock      *held // holds the file's flock (see sweepStale)
+	lock      *fsutil.Held // holds the file's flock (see fsutil.SweepStale)
 	path      string
 	digest    v1.Hash
 	diffID    v1.Hash

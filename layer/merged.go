@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // File is a regular file of the merged view.
@@ -156,8 +157,8 @@ type Resolved struct {
 	packEnd  int64
 	blobs    []io.Closer // layer blobs that kept files point into
 
-	spoolDirLock *held      // flock on spoolDir while it is used (see sweepStale)
-	spools       []*os.File // unlinked spool files (spoolFile), closed by Close
+	spoolDirLock *fsutil.Held // flock on spoolDir while it is used (see fsutil.SweepStale)
+	spools       []*os.File   // unlinked spool files (spoolFile), closed by Close
 
 	checks   sync.WaitGroup // deferred digest checks (ResolveOptions.DeferredCheck)
 	checkMu  sync.Mutex
@@ -261,8 +262,8 @@ func (lr *layerReader) spoolDirReady() error {
 	if lr.r.spoolDir == "" {
 		// Spool directories a killed run left behind go; this one is
 		// locked while this process lives.
-		sweepStale(lr.o.tempDir, spoolDirPrefix)
-		d, lock, err := mkdirLocked(lr.o.tempDir, spoolDirPrefix)
+		fsutil.SweepStale(lr.o.tempDir, spoolDirPrefix)
+		d, lock, err := fsutil.MkdirLocked(lr.o.tempDir, spoolDirPrefix)
 		if err != nil {
 			return err
 		}

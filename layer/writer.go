@@ -68,7 +68,7 @@ type Writer struct {
 	opts    WriterOptions
 	modTime time.Time
 	f       *os.File
-	lock    *held // holds f's flock (see sweepStale); passed on to the Layer
+	lock    *fsutil.Held // holds f's flock (see fsutil.SweepStale); passed on to the Layer
 	pipe    *chunkPipe
 	tw      *tar.Writer
 	stack   []string // written directories that are ancestors of (or are) last
@@ -120,9 +120,9 @@ func NewWriter(opts WriterOptions) (*Writer, error) {
 		dir = opts.TempDir
 	}
 	// Layer files a killed run left in dir go; this one is locked while
-	// this process lives (see sweepStale).
-	sweepStale(dir, layerFilePrefix)
-	f, lock, err := createLocked(dir, layerFilePrefix)
+	// this process lives (see fsutil.SweepStale).
+	fsutil.SweepStale(dir, layerFilePrefix)
+	f, lock, err := fsutil.CreateLocked(dir, layerFilePrefix)
 	if err != nil {
 		if dir == "" {
 			dir = os.TempDir()

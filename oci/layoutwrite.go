@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/atexit"
-	"golang.org/x/sys/unix"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // writeLayout writes img into the OCI layout directory t.path under t.tag,
@@ -52,7 +52,7 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 	case len(ents) == 0:
 		fresh = true
 	}
-	unlock, err := lockDir(dir)
+	unlock, err := fsutil.LockDir(dir)
 	if err != nil {
 		return fail(err)
 	}
@@ -124,7 +124,7 @@ func writeLayout(t ociLayout, img v1.Image, opts Options) (_ v1.Hash, err error)
 	}
 	// The layout is whole once index.json is in place: from then on, a
 	// signal leaves it.
-	if err := atomicWriteThen(filepath.Join(dir, "index.json"), indexMode(), writeBytes(b), undo.Done); err != nil {
+	if err := fsutil.WriteAtomic(filepath.Join(dir, "index.json"), indexMode(), writeBytes(b), fsutil.Then(undo.Done)); err != nil {
 		return fail(err)
 	}
 	return desc.Digest, nil
@@ -164,29 +164,6 @@ func writeBytes(b []byte) func(io.Writer) error {
 	}
 }
 
-// lockDir takes an exclusive flock on the directory (released by the
-// returned function, or by the kernel when the process ends).
-func lockDir(dir string) (func(), error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking %s: %w", dir, err)
-	}
-	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
-	}, nil
-}
-
 func emptyDir(dir string) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -224,7 +201,7 @@ func writeIndex(dir string, im *v1.IndexManifest) error {
 func indexMode() os.FileMode { return fileMode(Options{}) }
 
 func writeFileAtomic(path string, b []byte) error {
-	return atomicWrite(path, indexMode(), func(w io.Writer) error {
+	return fsutil.WriteAtomic(path, indexMode(), func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})
@@ -289,7 +266,7 @@ func writeBlob(dir string, h v1.Hash, size int64, mode os.FileMode, open func() 
 	if err := os.MkdirAll(blobs, 0o755); err != nil {
 		return err
 	}
-	return atomicWrite(p, mode, func(w io.Writer) error {
+	return fsutil.WriteAtomic(p, mode, func(w io.Writer) error {
 		rc, err := open()
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // archiveReserve is the room an oci-archive output needs before a layer
@@ -160,24 +161,14 @@ func (t *takeover) abort() {
 // commit writes prefix at the start of the file, syncs it, sets mode and
 // renames it to path (atomically: the output appears whole or not at all).
 func (t *takeover) commit(prefix []byte, path string, mode os.FileMode) error {
-	err := func() error {
-		if _, err := t.f.WriteAt(prefix, 0); err != nil {
-			return err
-		}
-		if err := t.f.Sync(); err != nil {
-			return err
-		}
-		if err := t.f.Chmod(mode); err != nil {
-			return err
-		}
-		return os.Rename(t.f.Name(), path)
-	}()
-	if err != nil {
+	if _, err := t.f.WriteAt(prefix, 0); err != nil {
 		t.abort()
 		return err
 	}
-	t.f.Close()
-	syncDir(filepath.Dir(path))
+	if err := fsutil.CommitFile(t.f, path, mode); err != nil {
+		_ = os.Truncate(t.f.Name(), t.end) // CommitFile closed it
+		return err
+	}
 	return nil
 }
 
@@ -225,11 +216,4 @@ func moveBlobsInto(dir string, img v1.Image, mode os.FileMode) error {
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }

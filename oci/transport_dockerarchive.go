@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/layer"
 )
 
@@ -92,7 +93,7 @@ func (t dockerArchive) write(ctx context.Context, img v1.Image, opts Options) (v
 		return d, nil
 	}
 	write := func(w io.Writer) error { return tarball.Write(tag, img, barWriter{w, bar}) }
-	if err := atomicWrite(t.path, fileMode(opts), write); err != nil {
+	if err := fsutil.WriteAtomic(t.path, fileMode(opts), write); err != nil {
 		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 	}
 	bar.finish()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // ociArchive is an OCI image layout packed in a tar:
@@ -60,7 +61,7 @@ func (t ociArchive) write(ctx context.Context, img v1.Image, opts Options) (v1.H
 		return img.Digest()
 	}
 	write := func(w io.Writer) error { return writeOCITar(ctx, barWriter{w, bar}, img, tag, v1.Hash{}) }
-	if err := atomicWrite(t.path, fileMode(opts), write); err != nil {
+	if err := fsutil.WriteAtomic(t.path, fileMode(opts), write); err != nil {
 		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
 	}
 	bar.finish()

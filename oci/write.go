@@ -4,10 +4,8 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +15,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/phtoci/phtoci/internal/atexit"
-	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // defaultArchiveTag is the RepoTags entry of docker-archive outputs whose
@@ -112,60 +108,6 @@ func readBack(n name.Reference, pushed v1.Hash, ro []remote.Option) error {
 	if desc.Digest != pushed {
 		return &LostUpdateError{Tag: n.String(), Pushed: pushed, Now: desc.Digest}
 	}
-	return nil
-}
-
-// atomicWrite writes a file through a temp file in the same directory,
-// fsyncs it and renames it over path with mode; on error nothing is left
-// behind, nor when the process is stopped by a signal (internal/atexit).
-func atomicWrite(path string, mode os.FileMode, write func(io.Writer) error) error {
-	return atomicWriteThen(path, mode, write, nil)
-}
-
-// atomicWriteThen is atomicWrite that also runs then (when not nil) right
-// after the rename, in the same atexit.Commit.
-func atomicWriteThen(path string, mode os.FileMode, write func(io.Writer) error, then func()) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return fmt.Errorf("writing %s: cannot create a file in directory %s: %w", path, dir, err)
-	}
-	h := atexit.Register(func() { os.Remove(f.Name()) })
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			h.Done()
-		}
-	}()
-	if err = write(fsutil.WritebackWriter(f, 0)); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Chmod(f.Name(), mode); err != nil {
-		return err
-	}
-	atexit.Commit(func() {
-		if err = os.Rename(f.Name(), path); err == nil {
-			h.Done()
-			if then != nil {
-				then()
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	syncDir(dir)
 	return nil
 }
 

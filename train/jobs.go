@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
@@ -280,6 +281,7 @@ func DecryptJob(ctx context.Context, input string, userKey *rsa.PrivateKey, outD
 	if err != nil {
 		return nil, err
 	}
+	env.Options.ctx = ctx
 	return Decrypt(img, userKey, outDir, withTrain, env.Options)
 }
 
@@ -338,11 +340,11 @@ func trainFiles(filesDir, queryFile, tmpDir string) (fs.FS, func(), error) {
 	if queryFile == "" {
 		return os.DirFS(filesDir), func() {}, nil
 	}
-	tmp, err := os.MkdirTemp(tmpDir, "phtoci-build-")
+	d, err := fsutil.MkdirPrivate(tmpDir, "phtoci-build-")
 	if err != nil {
 		return nil, nil, err
 	}
-	cleanup := func() { os.RemoveAll(tmp) }
+	tmp, cleanup := d.Path(), func() { d.Close() }
 	if err := os.CopyFS(tmp, os.DirFS(filesDir)); err != nil {
 		cleanup()
 		return nil, nil, fmt.Errorf("copying train files from %s: %w", filesDir, err)

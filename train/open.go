@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -68,6 +69,9 @@ type Options struct {
 	// not read a base layer again (the CLI's internal/dircache is a file-backed
 	// one; a server can pass one backed by its store).
 	SummaryCache layer.SummaryCache
+
+	// ctx, when set (DecryptJob), stops a long decrypt when it is done.
+	ctx context.Context
 
 	// baseCheck, when set (the jobs, see checkBaseIfAsked), runs on the
 	// opened train before any step's check: the master image check.

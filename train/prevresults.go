@@ -9,16 +9,19 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/protocol"
 )
 
 // prevResults is pre-run's copy of the decrypted previous results
 // (Options.PreviousResultsDir): the files are written into a private
-// temporary directory beside dir while pre-run decrypts them into the new
-// layer, and the directory is renamed to dir once pre-run has succeeded.
-// A failed pre-run leaves nothing.
+// temporary directory beside dir (fsutil.PrivateDir) while pre-run
+// decrypts them into the new layer, and the directory is renamed to dir
+// once pre-run has succeeded. A failed or interrupted pre-run leaves
+// nothing.
 type prevResults struct {
-	dir, tmp string
+	dir string
+	tmp *fsutil.PrivateDir
 }
 
 // checkResultsDir says whether dir can take the previous results: it must
@@ -48,7 +51,7 @@ func newPrevResults(dir string) (*prevResults, error) {
 	if err := checkResultsDir(dir); err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".phtoci-results-") // 0700
+	tmp, err := fsutil.MkdirPrivate(filepath.Dir(filepath.Clean(dir)), ".phtoci-results-")
 	if err != nil {
 		return nil, fmt.Errorf("results directory %s: cannot create it in directory %s: %w", dir, filepath.Dir(filepath.Clean(dir)), pathCause(err))
 	}
@@ -71,7 +74,7 @@ func (s teeSink) WriteFile(name string, size int64, r io.Reader) error {
 	if !ok {
 		return s.next.WriteFile(name, size, r)
 	}
-	f, err := createPrivate(s.p.tmp, rel)
+	f, err := s.p.tmp.Create(rel)
 	if err != nil {
 		return fmt.Errorf("results directory %s: %s: %w", s.p.dir, rel, err)
 	}
@@ -96,38 +99,15 @@ func (w namedWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// createPrivate creates the new file rel (a slash path) under dir, 0600,
-// with its parent directories 0700, whatever the umask.
-func createPrivate(dir, rel string) (*os.File, error) {
-	p := filepath.Join(dir, filepath.FromSlash(rel))
-	if !strings.HasPrefix(p, filepath.Clean(dir)+string(filepath.Separator)) {
-		return nil, fmt.Errorf("path escapes the directory")
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return nil, err
-	}
-	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-}
-
 // commit renames the directory into place (in place of dir when that is
 // an empty directory).
 func (p *prevResults) commit() error {
-	if fi, err := os.Lstat(p.dir); err == nil && fi.IsDir() {
-		// os.Rename does not replace a directory; an empty one goes first
-		// (os.Remove fails on one that is not empty anymore).
-		if err := os.Remove(p.dir); err != nil {
-			return fmt.Errorf("results directory %s: %w", p.dir, err)
-		}
-	}
-	if err := os.Rename(p.tmp, p.dir); err != nil {
+	if err := p.tmp.Commit(p.dir); err != nil {
 		return fmt.Errorf("results directory %s: %w", p.dir, err)
 	}
-	p.tmp = ""
 	return nil
 }
 
 func (p *prevResults) close() {
-	if p.tmp != "" {
-		os.RemoveAll(p.tmp)
-	}
+	p.tmp.Close()
 }

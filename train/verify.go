@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -8,10 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/phtoci/phtoci/internal/atexit"
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/protocol"
 )
 
@@ -168,58 +168,71 @@ func Decrypt(img v1.Image, userKey *rsa.PrivateKey, outDir string, withTrain boo
 		}
 	}
 	res.Complete = len(res.Pending) == 0
-	if err := decryptTo(t, ukf, userKey, outDir, withTrain); err != nil {
+	if err := decryptTo(o.ctx, t, ukf, userKey, outDir, withTrain); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-func decryptTo(t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, withTrain bool) error {
+func decryptTo(ctx context.Context, t *Train, ukf []byte, userKey *rsa.PrivateKey, outDir string, withTrain bool) error {
 	parent := filepath.Dir(filepath.Clean(outDir))
-	tmp, err := os.MkdirTemp(parent, ".phtoci-decrypt-")
+	tmp, err := fsutil.MkdirPrivate(parent, ".phtoci-decrypt-")
 	if err != nil {
 		return fmt.Errorf("output directory %s: cannot create it in directory %s: %w", outDir, parent, pathCause(err))
 	}
-	defer os.RemoveAll(tmp)
-	undo := atexit.Register(func() { os.RemoveAll(tmp) }) // plaintext: gone also on a signal
-	defer undo.Done()
-	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink(tmp), withTrain); err != nil {
+	defer tmp.Close() // plaintext: gone unless committed, also on a signal
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := protocol.Decrypt(t.Config, userKey, ukf, t.TrainFS(), t.ResultsFS(), dirSink{ctx, tmp}, withTrain); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(tmp, "pht_results"), 0o700); err != nil {
+	if err := tmp.Mkdir("pht_results"); err != nil {
 		return err
 	}
-	// 0700 (os.MkdirTemp), files 0600 (dirSink): plaintext.
-	atexit.Commit(func() {
-		if err = os.Rename(tmp, outDir); err == nil {
-			undo.Done()
-		}
-	})
-	return err
+	if err := ctx.Err(); err != nil {
+		return err // stopped: no output
+	}
+	if err := tmp.Commit(outDir); err != nil {
+		return fmt.Errorf("output directory %s: %w", outDir, err)
+	}
+	return nil
 }
 
-// dirSink writes files under a directory, creating parent directories.
-// What it writes is plaintext (decrypted results and train files): files
-// are created 0600 and directories 0700, whatever the umask.
-type dirSink string
+// dirSink writes files (plaintext: decrypted results and train files)
+// into a private directory.
+// It stops when ctx is done.
+type dirSink struct {
+	ctx context.Context
+	d   *fsutil.PrivateDir
+}
 
-func (d dirSink) WriteFile(name string, _ int64, r io.Reader) error {
-	p := filepath.Join(string(d), filepath.FromSlash(name))
-	if !strings.HasPrefix(p, filepath.Clean(string(d))+string(filepath.Separator)) {
-		return fmt.Errorf("%s: path escapes the output directory", name)
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+func (s dirSink) WriteFile(name string, _ int64, r io.Reader) error {
+	if err := s.ctx.Err(); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := s.d.Create(name)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, r); err != nil {
+	if _, err := io.Copy(f, ctxReader{s.ctx, r}); err != nil {
 		f.Close()
 		return err
 	}
 	return f.Close()
+}
+
+// ctxReader reads r until ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // pathCause is err without the path of an *fs.PathError, for errors about

@@ -1,3 +1,8 @@
+// servebench is unix-only on purpose: it runs PostgreSQL through
+// internal/testpg, which is.
+
+//go:build unix
+
 // Command servebench measures `phtoci serve` at scale: N distinct trains
 // pushed to a real registry (Debian's docker-registry) whose notifications
 // go to every replica, once for 3 replicas on one PostgreSQL and once for 1

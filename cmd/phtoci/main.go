@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/atexit"
+	"github.com/phtoci/phtoci/internal/fsutil"
+	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
@@ -77,6 +79,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "phtoci: %s\n", msg)
 	})
 	defer stop()
+	swept := fsutil.Swept()
+	defer reportSwept(stderr, swept)
 	app := newApp(stdin, stdout, stderr)
 	var unknown error
 	app.CommandNotFound = func(c *cli.Context, name string) {
@@ -119,11 +123,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
+// reportSwept says, in one line, what the run's sweeps removed (layer
+// files and spool directories that killed runs left behind), counted
+// since before.
+func reportSwept(stderr io.Writer, before fsutil.Sweep) {
+	now := fsutil.Swept()
+	n, b := now.Entries-before.Entries, now.Bytes-before.Bytes
+	if n == 0 {
+		return
+	}
+	plural := "s"
+	if n == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stderr, "phtoci: removed %d leftover temporary file%s of stopped runs (%s)\n", n, plural, units.Bytes(b))
+}
+
 // stopGrace is how long a step may take to stop on its own after SIGINT or
 // SIGTERM (steps that wait on the network or write files stop at once;
 // CPU-bound ones may not look): then, or at a second signal, the
 // temporary files are removed (internal/atexit) and the process exits.
-const stopGrace = 500 * time.Millisecond
+const stopGrace = 200 * time.Millisecond
 
 // onSignal returns a context cancelled at the first SIGINT or SIGTERM, and
 // makes sure the process is gone, cleaned up, within stopGrace of it
@@ -156,6 +176,10 @@ func onSignal(bounded bool, report func(msg string)) (context.Context, func()) {
 		os.Exit(exitIO)
 	}()
 	return ctx, func() {
+		// Still caught, now ignored: a second Ctrl-C arriving while the
+		// command exits on its own (cleaned up) must not kill it with
+		// the signal's status instead of its exit code.
+		signal.Ignore(os.Interrupt, syscall.SIGTERM)
 		signal.Stop(sigs)
 		close(done)
 		cancel(nil)

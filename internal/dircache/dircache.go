@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/phtoci/phtoci/internal/fsutil"
 )
 
 // DefaultSize bounds a Cache by default.
@@ -37,8 +39,10 @@ type Cache struct {
 // cacheSuffix names the entries a Cache owns.
 const cacheSuffix = ".summary"
 
-// Open makes dir (0700) if needed and checks that it can write
-// there. max bounds the entries' total size (≤ 0: DefaultSize); warn,
+// Open makes dir (0700) if needed and checks that it is the running
+// user's alone (fsutil.CheckPrivateDir: a summary another user could plant
+// there would pass a layer unread; the error then wraps
+// fsutil.ErrNotPrivate) and that it can write there. max bounds the entries' total size (≤ 0: DefaultSize); warn,
 // if set, is called once with the first error a later Put meets (a full
 // disk), after which Puts are dropped silently.
 func Open(dir string, max int64, warn func(error)) (*Cache, error) {
@@ -47,6 +51,9 @@ func Open(dir string, max int64, warn func(error)) (*Cache, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("layer summary cache %s: %w", dir, err)
+	}
+	if err := fsutil.CheckPrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("layer summary cache: %w", err) // names dir
 	}
 	f, err := os.CreateTemp(dir, ".probe-")
 	if err != nil {
@@ -79,7 +86,9 @@ func (c *Cache) Get(key string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	f, err := os.Open(p)
+	// Never through a symlink, never a FIFO or device (which would block
+	// or feed anything): a regular file or nothing.
+	f, err := fsutil.OpenRegular(p)
 	if err != nil {
 		return nil, false
 	}
@@ -111,21 +120,10 @@ func (c *Cache) Put(key string, value []byte) {
 }
 
 func (c *Cache) put(p string, value []byte) error {
-	f, err := os.CreateTemp(c.dir, ".tmp-")
-	if err != nil {
+	return fsutil.WriteAtomic(p, 0o600, func(w io.Writer) error {
+		_, err := w.Write(value)
 		return err
-	}
-	_, err = f.Write(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	})
 }
 
 // evict removes the least recently used entries until the directory's
@@ -150,7 +148,7 @@ func (c *Cache) evict() {
 		if err != nil || !e.Type().IsRegular() {
 			continue
 		}
-		if strings.HasPrefix(e.Name(), ".tmp-") && time.Since(fi.ModTime()) > time.Hour {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") && time.Since(fi.ModTime()) > time.Hour {
 			os.Remove(filepath.Join(c.dir, e.Name())) // a crashed writer's
 			continue
 		}

@@ -2,14 +2,17 @@ package dircache
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/internal/testutil"
 )
 
@@ -89,5 +92,50 @@ func TestCacheUnwritable(t *testing.T) {
 	c.Put("b", []byte("y"))
 	if len(warned) != 1 || !strings.Contains(warned[0].Error(), dir) {
 		t.Errorf("warnings %v, want one naming %s", warned, dir)
+	}
+}
+
+// TestCacheNotPrivate: a cache directory group or others may write (where
+// another user could plant a summary), or a symlink to one, is refused
+// with fsutil.ErrNotPrivate.
+func TestCacheNotPrivate(t *testing.T) {
+	root := t.TempDir()
+	open := filepath.Join(root, "open")
+	testutil.Must(t, os.Mkdir(open, 0o700))
+	testutil.Must(t, os.Chmod(open, 0o777))
+	link := filepath.Join(root, "link")
+	private := filepath.Join(root, "private")
+	testutil.Must(t, os.Mkdir(private, 0o700))
+	testutil.Must(t, os.Symlink(private, link))
+	for _, d := range []string{open, link} {
+		if _, err := Open(d, 0, nil); !errors.Is(err, fsutil.ErrNotPrivate) {
+			t.Errorf("Open(%s) = %v, want ErrNotPrivate", d, err)
+		}
+	}
+	if _, err := Open(private, 0, nil); err != nil {
+		t.Errorf("Open(private) = %v", err)
+	}
+}
+
+// TestCacheEntryNotRegular: an entry replaced by a FIFO is a miss, at
+// once (a plain open would block forever); an entry that is a symlink is
+// not followed, even to a valid summary.
+func TestCacheEntryNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(dir, 0, nil)
+	testutil.Must(t, err)
+	testutil.Must(t, syscall.Mkfifo(filepath.Join(dir, "fifo"+cacheSuffix), 0o600))
+	if _, ok := c.Get("fifo"); ok {
+		t.Error("a FIFO entry was a hit")
+	}
+	elsewhere := filepath.Join(t.TempDir(), "planted")
+	testutil.Must(t, os.WriteFile(elsewhere, []byte("planted summary"), 0o600))
+	testutil.Must(t, os.Symlink(elsewhere, filepath.Join(dir, "link"+cacheSuffix)))
+	if b, ok := c.Get("link"); ok {
+		t.Errorf("a symlinked entry was followed: %q", b)
+	}
+	c.Put("real", []byte("value"))
+	if b, ok := c.Get("real"); !ok || string(b) != "value" {
+		t.Errorf("a regular entry: %q %v", b, ok)
 	}
 }

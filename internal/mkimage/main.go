@@ -248,51 +248,35 @@ func tarDir(dir, out string, mt time.Time) error {
 		return err
 	}
 	sort.Strings(names)
-	tmp, err := os.CreateTemp(filepath.Dir(out), ".mkimage-*.tar")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	tw := tar.NewWriter(tmp)
-	for _, p := range names {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, ModTime: mt, Typeflag: tar.TypeReg, Size: fi.Size(), Format: tar.FormatPAX}
-		if fi.IsDir() {
-			h.Name, h.Mode, h.Typeflag, h.Size = h.Name+"/", 0o755, tar.TypeDir, 0
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if !fi.IsDir() {
-			f, err := os.Open(p)
+	return fsutil.WriteAtomic(out, 0o644, func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for _, p := range names {
+			fi, err := os.Stat(p)
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			if err != nil {
+			rel, _ := filepath.Rel(dir, p)
+			h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, ModTime: mt, Typeflag: tar.TypeReg, Size: fi.Size(), Format: tar.FormatPAX}
+			if fi.IsDir() {
+				h.Name, h.Mode, h.Typeflag, h.Size = h.Name+"/", 0o755, tar.TypeDir, 0
+			}
+			if err := tw.WriteHeader(h); err != nil {
 				return err
 			}
+			if !fi.IsDir() {
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(tw, f)
+				f.Close()
+				if err != nil {
+					return err
+				}
+			}
 		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), out)
+		return tw.Close()
+	})
 }
 
 func hostArch() string { return runtime.GOARCH }

@@ -1,3 +1,9 @@
+// testpg is unix-only on purpose: it runs the server as another user
+// (syscall.Credential) when run as root, and PostgreSQL's test setup here
+// is Debian's. Nothing but tests imports it.
+
+//go:build unix
+
 // Package testpg runs a real PostgreSQL server (Debian's postgresql
 // package, /usr/lib/postgresql/*/bin) for tests: initdb into a temporary
 // directory, the server on a free 127.0.0.1 port, stopped and removed when
