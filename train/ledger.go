@@ -140,7 +140,7 @@ func (l *Ledger) lock(exclusive bool) (func(), error) {
 	if err := l.prepareDir(); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(l.Path+".lock", exclusive)
+	unlock, err := fsutil.LockOwnFile(l.Path+".lock", exclusive)
 	if err != nil {
 		return nil, l.unusable(err)
 	}
@@ -149,7 +149,7 @@ func (l *Ledger) lock(exclusive bool) (func(), error) {
 
 // read returns the entries; a missing file is an empty ledger.
 func (l *Ledger) read() ([]LedgerEntry, error) {
-	f, err := openOwned(l.Path)
+	f, err := fsutil.OpenOwned(l.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -208,39 +208,19 @@ func (l *Ledger) update(f func([]LedgerEntry) ([]LedgerEntry, error)) error {
 	return l.write(entries)
 }
 
-// write replaces the file with entries (the caller holds the lock). The
-// temporary file is new (O_EXCL) in the private directory.
+// write replaces the file with entries (the caller holds the lock).
 func (l *Ledger) write(entries []LedgerEntry) error {
-	dir := filepath.Dir(l.Path)
-	tmp, err := os.CreateTemp(dir, ".ledger-*")
-	if err != nil {
-		return fmt.Errorf("station ledger %s: %w", l.Path, err)
-	}
-	defer os.Remove(tmp.Name())
-	w := bufio.NewWriter(tmp)
-	enc := json.NewEncoder(w)
-	for _, x := range entries {
-		if err := enc.Encode(x); err != nil {
-			tmp.Close()
-			return fmt.Errorf("station ledger %s: %w", l.Path, err)
+	err := fsutil.WriteAtomic(l.Path, 0o600, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		for _, x := range entries {
+			if err := enc.Encode(x); err != nil {
+				return err
+			}
 		}
-	}
-	err = w.Flush()
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), l.Path)
-	}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("station ledger %s: %w", l.Path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -21,6 +21,29 @@ func LockFile(path string, exclusive bool) (unlock func(), err error) {
 	return lockOpen(f, path, exclusive)
 }
 
+// LockOwnFile is LockFile for the lock of trust state (the station
+// ledger): it never blocks opening a FIFO planted in its place, and the
+// lock file must be a regular file of the running user (ErrNotRegular,
+// ErrNotPrivate otherwise).
+func LockOwnFile(path string, exclusive bool) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|oNoFollow|oNonblock, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fi.Mode().Type())
+	}
+	if err == nil {
+		err = checkOwner(path, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return lockOpen(f, path, exclusive)
+}
+
 // LockDir takes an exclusive flock on the directory dir, waiting for it.
 func LockDir(dir string) (unlock func(), err error) {
 	f, err := os.Open(dir)

@@ -29,3 +29,22 @@ func OpenRegular(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// OpenOwned is OpenRegular for a file that must also belong to the running
+// user (ErrNotPrivate otherwise): trust state such as the station ledger,
+// which another user's file must never stand in for.
+func OpenOwned(path string) (*os.File, error) {
+	f, err := OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = checkOwner(path, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}

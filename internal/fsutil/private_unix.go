@@ -31,3 +31,11 @@ func checkPrivateDir(dir string) error {
 	}
 	return nil
 }
+
+// checkOwner refuses a file the running user does not own.
+func checkOwner(name string, fi os.FileInfo) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s: %w: owned by uid %d, running as uid %d", name, ErrNotPrivate, st.Uid, os.Geteuid())
+	}
+	return nil
+}
