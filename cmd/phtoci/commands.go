@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/internal/dircache"
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
@@ -88,7 +89,7 @@ func summaryCache(c *cli.Context) layer.SummaryCache {
 		return nil
 	}
 	warn := func(err error) {
-		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
+		textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
 	}
 	if dir == "" {
 		d, err := dircache.DefaultDir()
@@ -221,7 +222,7 @@ func loadKey(c *cli.Context, flag, passEnv string) (*rsa.PrivateKey, error) {
 		return nil, err
 	}
 	if err := keys.CheckPrivateKeyFile(path); errors.Is(err, keys.ErrKeyFileMode) {
-		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
+		textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
 	}
 	return k, nil
 }
@@ -275,7 +276,7 @@ func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
 			err = writableDir(filepath.Dir(p))
 		}
 		if err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
+			textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused; give --ledger FILE\n", err)
 			return nil
 		}
 	}
@@ -305,23 +306,23 @@ func oneArg(c *cli.Context, what string) (string, error) {
 
 func printJob(c *cli.Context, r *train.JobResult) error {
 	return printResult(c, r, func(w io.Writer) {
-		fmt.Fprintf(w, "%s", r.Step)
+		textesc.Fprintf(w, "%s", r.Step)
 		if r.Station != "" {
-			fmt.Fprintf(w, " (station %s)", r.Station)
+			textesc.Fprintf(w, " (station %s)", r.Station)
 		}
-		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		textesc.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
 		if r.ResultsDir != "" {
-			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
+			textesc.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
 		}
 		if r.Step == "pre-run" {
 			return
 		}
 		if r.Next >= 0 && r.NextStation != "" {
-			fmt.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
+			textesc.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
 		} else if r.Next >= 0 {
-			fmt.Fprintf(w, "  next station: route[%d]\n", r.Next)
+			textesc.Fprintf(w, "  next station: route[%d]\n", r.Next)
 		} else if r.Step == "post-run" {
-			fmt.Fprintf(w, "  route complete: ready for the researcher\n")
+			textesc.Fprintf(w, "  route complete: ready for the researcher\n")
 		}
 	})
 }
@@ -373,7 +374,7 @@ func warnPlaintextPush(c *cli.Context, output string) {
 	if err != nil || ref.Name() == nil || ref.Loopback() {
 		return
 	}
-	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name())
+	textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name())
 }
 
 func postRunCommand() *cli.Command {
@@ -451,27 +452,27 @@ func verifyCommand() *cli.Command {
 				out["station"], out["station_state"] = r.Station, r.StationState
 			}
 			return printResult(c, out, func(w io.Writer) {
-				fmt.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
+				textesc.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
 				if len(done) > 0 {
-					fmt.Fprintf(w, " (%s)", strings.Join(done, ", "))
+					textesc.Fprintf(w, " (%s)", strings.Join(done, ", "))
 				}
 				if r.Status.Next >= 0 {
-					fmt.Fprintf(w, ", next station: %s (route[%d])", routeName(r.Route, r.Status.Next), r.Status.Next)
+					textesc.Fprintf(w, ", next station: %s (route[%d])", routeName(r.Route, r.Status.Next), r.Status.Next)
 				} else {
-					fmt.Fprintf(w, ", route complete")
+					textesc.Fprintf(w, ", route complete")
 				}
 				switch {
 				case r.StationState != nil && r.StationState.State != "next":
-					fmt.Fprintf(w, "; %s", r.StationState.Message)
+					textesc.Fprintf(w, "; %s", r.StationState.Message)
 				case r.Station != "":
-					fmt.Fprintf(w, "; station %s checks passed", r.Station)
+					textesc.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
 				for _, n := range r.NotChecked {
 					if strings.HasPrefix(n, train.CheckFileContents) {
 						n += ": phtoci verify --station ID --key KEY"
 					}
-					fmt.Fprintf(w, "  not checked: %s\n", n)
+					textesc.Fprintf(w, "  not checked: %s\n", n)
 				}
 			})
 		},
@@ -525,7 +526,7 @@ func decryptCommand() *cli.Command {
 				return err
 			}
 			if !r.Complete {
-				fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: incomplete route: %d of %d station(s) signed; no results yet from %s\n",
+				textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: incomplete route: %d of %d station(s) signed; no results yet from %s\n",
 					len(r.Done), len(r.Route), strings.Join(r.Pending, ", "))
 			}
 			return printResult(c, struct {
@@ -533,9 +534,9 @@ func decryptCommand() *cli.Command {
 				*train.DecryptResult
 			}{true, r}, func(w io.Writer) {
 				if r.Complete {
-					fmt.Fprintf(w, "verified and decrypted: results of all %d station(s) in %s\n", len(r.Route), r.Out)
+					textesc.Fprintf(w, "verified and decrypted: results of all %d station(s) in %s\n", len(r.Route), r.Out)
 				} else {
-					fmt.Fprintf(w, "verified and decrypted: results of %d of %d station(s) (%s) in %s; route incomplete\n", len(r.Done), len(r.Route), strings.Join(r.Done, ", "), r.Out)
+					textesc.Fprintf(w, "verified and decrypted: results of %d of %d station(s) (%s) in %s; route incomplete\n", len(r.Done), len(r.Route), strings.Join(r.Done, ", "), r.Out)
 				}
 			})
 		},

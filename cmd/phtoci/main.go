@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/phtoci/phtoci/internal/atexit"
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
@@ -73,9 +74,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// still stops it at once.
 	ctx, stop := onSignal(!(len(args) > 1 && args[1] == "serve"), func(msg string) {
 		if jsonWanted(args) {
-			json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO})
+			json.NewEncoder(textesc.NewJSONWriter(stdout)).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO})
 		}
-		fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+		textesc.Fprintf(stderr, "phtoci: %s\n", msg)
 	})
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
@@ -110,10 +111,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if errors.As(err, &lost) {
 			out["lostUpdate"] = map[string]string{"tag": lost.Tag, "pushed": lost.Pushed.String(), "now": lost.Now.String()}
 		}
-		enc := json.NewEncoder(stdout)
+		enc := json.NewEncoder(textesc.NewJSONWriter(stdout))
 		enc.Encode(out)
 	}
-	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+	textesc.Fprintf(stderr, "phtoci: %s\n", msg)
 	return code
 }
 
@@ -244,14 +245,17 @@ func usagef(format string, a ...any) error {
 	return usageError{fmt.Errorf(format, a...)}
 }
 
-// printResult writes v as JSON with --json, else human text from text().
+// printResult writes v as JSON with --json, else human text from text(),
+// whose control characters other than newlines are escaped (values from a
+// train, such as station ids, are escaped by textesc.Fprintf, newlines
+// too).
 func printResult(c *cli.Context, v any, text func(io.Writer)) error {
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
+		enc := json.NewEncoder(textesc.NewJSONWriter(c.App.Writer))
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	text(c.App.Writer)
+	text(textesc.NewWriter(c.App.Writer))
 	return nil
 }
 

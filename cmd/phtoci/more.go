@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/protocol"
@@ -39,24 +40,24 @@ func inspectCommand() *cli.Command {
 				if src == "" {
 					src = "(not recorded)"
 				}
-				fmt.Fprintf(w, "image    %s (%s)\ntrain    %s\nsource   %s\nstate    %s\ncreator  %s %s\nbuilder  %s\n",
+				textesc.Fprintf(w, "image    %s (%s)\ntrain    %s\nsource   %s\nstate    %s\ncreator  %s %s\nbuilder  %s\n",
 					r.Digest, r.MediaType, r.TrainID, src, r.State, r.Creator, r.CreatorKey, r.BuilderKey)
 				if r.Verified {
-					fmt.Fprintf(w, "verify   ok (keyless)\n")
+					textesc.Fprintf(w, "verify   ok (keyless)\n")
 				} else {
-					fmt.Fprintf(w, "verify   FAILED: %s\n", r.VerifyError)
+					textesc.Fprintf(w, "verify   FAILED: %s\n", r.VerifyError)
 				}
-				fmt.Fprintf(w, "route:\n  %-5s %-20s %-6s %-8s %s\n", "INDEX", "STATION", "ECO", "STATE", "KEY")
+				textesc.Fprintf(w, "route:\n  %-5s %-20s %-6s %-8s %s\n", "INDEX", "STATION", "ECO", "STATE", "KEY")
 				for _, s := range r.Route {
-					fmt.Fprintf(w, "  %-5d %-20s %-6s %-8s %s\n", s.Index, s.Station, s.EcoSystem, s.State, s.KeyFingerprint)
+					textesc.Fprintf(w, "  %-5d %-20s %-6s %-8s %s\n", s.Index, s.Station, s.EcoSystem, s.State, s.KeyFingerprint)
 				}
 				from := "scan"
 				if r.BaseFromLabel {
 					from = "label"
 				}
-				fmt.Fprintf(w, "layers (base boundary %d, from %s):\n  %-5s %-8s %-71s %10s %s\n", r.Base, from, "INDEX", "ROLE", "DIGEST", "SIZE", "MEDIA TYPE")
+				textesc.Fprintf(w, "layers (base boundary %d, from %s):\n  %-5s %-8s %-71s %10s %s\n", r.Base, from, "INDEX", "ROLE", "DIGEST", "SIZE", "MEDIA TYPE")
 				for _, l := range r.Layers {
-					fmt.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, units.Bytes(l.Size), l.MediaType)
+					textesc.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, units.Bytes(l.Size), l.MediaType)
 				}
 			})
 		},
@@ -163,7 +164,7 @@ func keysCommand() *cli.Command {
 						return err
 					}
 					return printResult(c, r, func(w io.Writer) {
-						fmt.Fprintf(w, "wrote %s (private, 0600) and %s\nfingerprint %s\n", r.PrivatePath, r.PublicPath, r.Fingerprint)
+						textesc.Fprintf(w, "wrote %s (private, 0600) and %s\nfingerprint %s\n", r.PrivatePath, r.PublicPath, r.Fingerprint)
 					})
 				},
 			},
@@ -185,7 +186,7 @@ func keysCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					return printResult(c, map[string]string{"rsa_public_key": h, "fingerprint": keys.Fingerprint(pub)}, func(w io.Writer) { fmt.Fprintln(w, h) })
+					return printResult(c, map[string]string{"rsa_public_key": h, "fingerprint": keys.Fingerprint(pub)}, func(w io.Writer) { textesc.Fprintln(w, h) })
 				},
 			},
 			{
@@ -203,7 +204,7 @@ func keysCommand() *cli.Command {
 						return err
 					}
 					fp := keys.Fingerprint(pub)
-					return printResult(c, map[string]string{"fingerprint": fp}, func(w io.Writer) { fmt.Fprintln(w, fp) })
+					return printResult(c, map[string]string{"fingerprint": fp}, func(w io.Writer) { textesc.Fprintln(w, fp) })
 				},
 			},
 		},
