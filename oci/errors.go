@@ -29,6 +29,10 @@ var (
 	// ErrUnauthorized: the registry wants credentials, or refused the
 	// ones given (HTTP 401).
 	ErrUnauthorized = errors.New("registry authentication required")
+	// ErrUnknownAuthority: a registry's TLS certificate is signed by no CA
+	// phtoci trusts (the system's, or a certificate directory's for that
+	// host).
+	ErrUnknownAuthority = errors.New("certificate signed by no trusted CA")
 	// ErrDenied: the registry knows who asks and refuses the action
 	// (HTTP 403).
 	ErrDenied = errors.New("registry access denied")
