@@ -18,12 +18,18 @@ type registryError struct {
 	host, repo, action string
 	te                 *transport.Error
 	kind               error
+	name               name.Repository
+	creds              string // for ErrUnauthorized: what was sent (withCredentials)
 }
 
 func (e *registryError) Error() string {
 	switch e.kind {
 	case ErrUnauthorized:
-		return fmt.Sprintf("registry %s: authentication required to %s %s", e.host, e.action, e.repo)
+		s := fmt.Sprintf("registry %s: authentication required to %s %s", e.host, e.action, e.repo)
+		if e.creds != "" {
+			s += " (" + e.creds + ")"
+		}
+		return s
 	case ErrDenied:
 		return fmt.Sprintf("registry %s: access denied to %s %s (HTTP %d%s)", e.host, e.action, e.repo, e.te.StatusCode, e.codes(" "))
 	}
@@ -74,7 +80,7 @@ func registryErr(n name.Repository, what fmt.Stringer, action string, err error)
 		return err
 	}
 	host := n.RegistryStr()
-	re := &registryError{host: host, repo: strings.TrimPrefix(what.String(), host+"/"), action: action, te: te}
+	re := &registryError{host: host, repo: strings.TrimPrefix(what.String(), host+"/"), action: action, te: te, name: n}
 	switch {
 	case te.StatusCode == http.StatusUnauthorized || hasCode(te, transport.UnauthorizedErrorCode):
 		re.kind = ErrUnauthorized
@@ -88,6 +94,16 @@ func registryErr(n name.Repository, what fmt.Stringer, action string, err error)
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return re
+}
+
+// withCredentials adds to an authentication error in err which
+// credentials opts sent and where they came from, or where none were found.
+func withCredentials(err error, opts Options) error {
+	var re *registryError
+	if err != nil && errors.As(err, &re) && re.kind == ErrUnauthorized && re.creds == "" {
+		re.creds = describeCredentials(opts, re.name)
+	}
+	return err
 }
 
 func isRegistryErr(err error) bool {

@@ -210,7 +210,7 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	if err != nil {
 		if isRegistryErr(err) {
 			re := registryErr(n.Context(), n.Context(), "push to", err)
-			return re
+			return withCredentials(re, opts)
 		}
 		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
 	}
