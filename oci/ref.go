@@ -234,7 +234,11 @@ func parsePrefixed(s string) (Ref, bool, error) {
 	if i := strings.Index(s, ":"); i > 0 && !strings.ContainsAny(s[:i], "./") {
 		rest := s[i+1:]
 		if !startsWithPort(rest) && !strings.Contains(s[:i], "@") {
-			if _, err := name.ParseReference(s); err != nil || isKnownScheme(s[:i]) || looksLikePath(rest) || strings.Contains(rest, "/") {
+			_, err := name.ParseReference(s)
+			if err != nil {
+				_, err = name.ParseReference(lowerRepository(s)) // an upper-case repository: parseRegistry says so
+			}
+			if err != nil || isKnownScheme(s[:i]) || looksLikePath(rest) || strings.Contains(rest, "/") {
 				return Ref{}, true, fmt.Errorf("%q: transport %q: %w; %s", s, s[:i], ErrUnknownTransport, forms)
 			}
 		}

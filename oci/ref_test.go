@@ -112,6 +112,13 @@ func TestParseRefErrors(t *testing.T) {
 			t.Errorf("ParseRef(%q) = %v, %v; want %v", c.in, r, err, c.want)
 			continue
 		}
+		if c.in == "UPPER/Case:tag" {
+			// Issue 28: said plainly, with the reference it could be.
+			if !strings.Contains(err.Error(), "repository names are lower-case (upper/case:tag would be one)") {
+				t.Errorf("ParseRef(%q) error does not say repository names are lower-case: %v", c.in, err)
+			}
+			continue
+		}
 		if c.want != ErrCorrupt && !strings.Contains(err.Error(), "accepted forms") {
 			t.Errorf("ParseRef(%q) error does not list the accepted forms: %v", c.in, err)
 		}
