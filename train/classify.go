@@ -55,6 +55,7 @@ var usages = []error{
 	ErrUsage, ErrResultsRequired,
 	oci.ErrUnknownTransport, oci.ErrAmbiguous, oci.ErrWouldOverwrite, oci.ErrPlainHTTP,
 	keys.ErrWrongPassword, keys.ErrPasswordRequired, protocol.ErrBuild, protocol.ErrPostRunOrder,
+	protocol.ErrNothingToDecrypt,
 }
 
 // checks maps the errors of KindVerification to check names, most

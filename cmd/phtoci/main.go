@@ -74,7 +74,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// still stops it at once.
 	ctx, stop := onSignal(!(len(args) > 1 && args[1] == "serve"), func(msg string) {
 		if jsonWanted(args) {
-			json.NewEncoder(textesc.NewJSONWriter(stdout)).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO})
+			json.NewEncoder(textesc.NewJSONWriter(stdout)).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO, "check": "io"})
 		}
 		textesc.Fprintf(stderr, "phtoci: %s\n", msg)
 	})
@@ -106,7 +106,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		msg += ": log in (see README) or pass --username and --password-stdin"
 	}
 	if jsonWanted(args) {
-		out := map[string]any{"ok": false, "error": msg, "exitCode": code}
+		// check: the failed check of a verification error ("user_signature",
+		// "limit", …, as serve's verdicts), else the class ("usage", "io").
+		cl := train.Classify(err)
+		check := cl.Check
+		if check == "" {
+			check = cl.Kind.String()
+		}
+		out := map[string]any{"ok": false, "error": msg, "exitCode": code, "check": check}
 		var lost *oci.LostUpdateError
 		if errors.As(err, &lost) {
 			out["lostUpdate"] = map[string]string{"tag": lost.Tag, "pushed": lost.Pushed.String(), "now": lost.Now.String()}

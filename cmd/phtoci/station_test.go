@@ -26,3 +26,68 @@ func TestUpperCaseRepository(t *testing.T) {
 	fails(t, exitUsage, nil, append([]string{"post-run", "../../testdata/sample/master.oci.tar", "--results", t.TempDir(), "-o", "harbor.example/PHT/train:1"}, w.stationArgs("s1")...),
 		"repository names are lower-case (harbor.example/pht/train:1 would be one)")
 }
+
+// jsonError runs phtoci with --json, expects exit want and returns the
+// error object on stdout.
+func jsonError(t *testing.T, want int, args ...string) map[string]any {
+	t.Helper()
+	r := phtoci(t, "", nil, append(args, "--json")...)
+	if r.code != want {
+		t.Fatalf("phtoci %s --json: exit %d, want %d: %s", strings.Join(args, " "), r.code, want, r.stderr)
+	}
+	var v map[string]any
+	readJSON(t, r.stdout, &v)
+	if v["ok"] != false || v["exitCode"] != float64(want) {
+		t.Errorf("phtoci %s --json: %s", strings.Join(args, " "), r.stdout)
+	}
+	return v
+}
+
+// TestDecryptNothingYet (issue 28): decrypting a train that no station
+// has run is a usage error (exit 2) that says there is nothing to decrypt
+// yet, not "previous results changed" (which reads like tampering); no
+// output directory is left.
+func TestDecryptNothingYet(t *testing.T) {
+	w := newWorld(t, "s1", "s2")
+	built := w.path("train.tar")
+	w.build(t, built)
+	out := w.path("final")
+	r := fails(t, exitUsage, nil, []string{"decrypt", built, "--key", w.key("researcher"), "--out", out, "--quiet"},
+		"nothing to decrypt yet: no station on the route has run this train (2 station(s) to go)")
+	if strings.Contains(r.stderr, "previous results") || exists(out) {
+		t.Errorf("decrypt of a fresh train: %s (output left: %v)", r.stderr, exists(out))
+	}
+	if v := jsonError(t, exitUsage, "decrypt", built, "--key", w.key("researcher"), "--out", out, "--quiet"); v["check"] != "usage" {
+		t.Errorf("decrypt --json: check %v, want usage", v["check"])
+	}
+	// The creator's key is still checked first: another key is refused.
+	fails(t, exitVerification, nil, []string{"decrypt", built, "--key", w.key("s1"), "--out", out, "--quiet"}, "wrong private key")
+}
+
+// TestResultsDirUsage (issue 28): a results directory that does not
+// exist and one that is a file are both usage errors (exit 2) naming the
+// path; --json errors carry the failing check, for usage, I/O and
+// verification errors alike.
+func TestResultsDirUsage(t *testing.T) {
+	w := newWorld(t, "s1")
+	built := w.path("train.tar")
+	w.build(t, built)
+	post := func(results string) []string {
+		return append([]string{"post-run", built, "--results", results, "-o", w.path("out.tar"), "--ledger", "none"}, w.stationArgs("s1")...)
+	}
+	missing := w.path("no-such-results")
+	fails(t, exitUsage, nil, post(missing), "results directory "+missing+": no such directory")
+	file := w.key("s1")
+	fails(t, exitUsage, nil, post(file), "results directory "+file+": not a directory")
+	for _, p := range []string{missing, file} {
+		if v := jsonError(t, exitUsage, post(p)...); v["check"] != "usage" {
+			t.Errorf("post-run --results %s --json: check %v, want usage", p, v["check"])
+		}
+	}
+	if v := jsonError(t, exitVerification, "pre-run", built, "--station", "s1", "--key", w.key("researcher"), "--ledger", "none", "--quiet"); v["check"] != "wrong_private_key" {
+		t.Errorf("pre-run with another key --json: check %v, want wrong_private_key", v["check"])
+	}
+	if v := jsonError(t, exitIO, "verify", w.path("gone.tar"), "--quiet"); v["check"] != "io" {
+		t.Errorf("verify of a missing file --json: check %v", v["check"])
+	}
+}
