@@ -94,8 +94,10 @@ func (r Ref) WriteBack(suffix string) Ref {
 // oci-archive REPOSITORY_TAG.suffix.oci.tar in the current directory,
 // REPOSITORY being the last component of the repository's path (train-42
 // for harbor.example/station-aachen/train-42:latest) and TAG the tag, or
-// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference;
-// else DefaultOutput(suffix).
+// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference.
+// For an archive F.tar it is F-suffix.tar in the current directory, never
+// beside the input (a removable medium); for an OCI layout the same
+// directory with tag TAG-suffix.
 func (r Ref) PrivateOutput(suffix string) Ref {
 	if r.t == nil {
 		return r

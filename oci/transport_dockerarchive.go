@@ -120,7 +120,11 @@ func (t dockerArchive) defaultOutput(suffix string) Ref {
 }
 
 func (t dockerArchive) writeBack(suffix string) Ref     { return t.defaultOutput(suffix) }
-func (t dockerArchive) privateOutput(suffix string) Ref { return t.defaultOutput(suffix) }
+// privateOutput: the new file in the current directory, never beside
+// the input (a train that came on a USB stick leaves its plaintext there).
+func (t dockerArchive) privateOutput(suffix string) Ref {
+	return Ref{dockerArchive{path: filepath.Base(archiveOutput(t.path, suffix)), tag: t.tag}}
+}
 
 // plainFirstLayer says whether img's first layer is a plain tar by its
 // media type.

@@ -305,13 +305,18 @@ func oneArg(c *cli.Context, what string) (string, error) {
 	return c.Args().First(), nil
 }
 
-func printJob(c *cli.Context, r *train.JobResult) error {
+// printJob prints what a step wrote; notes are lines of text output after
+// the first two.
+func printJob(c *cli.Context, r *train.JobResult, notes ...string) error {
 	return printResult(c, r, func(w io.Writer) {
 		textesc.Fprintf(w, "%s", r.Step)
 		if r.Station != "" {
 			textesc.Fprintf(w, " (station %s)", r.Station)
 		}
 		textesc.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		for _, n := range notes {
+			textesc.Fprintf(w, "  %s\n", n)
+		}
 		if r.ResultsDir != "" {
 			textesc.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
 		}
@@ -334,7 +339,7 @@ func preRunCommand() *cli.Command {
 		Usage:     "verify a train for this station and write the decrypted, runnable image",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: in the current directory, mode 0600: REPOSITORY_TAG.decrypted.oci.tar for a registry input, never a push; NAME-decrypted.tar for an archive NAME.tar, never beside it; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag(), ledgerFlag(), masterFlag()),
@@ -359,6 +364,12 @@ func preRunCommand() *cli.Command {
 			r, err := train.PreRunJob(c.Context, in, c.String("output"), st, e)
 			if err != nil {
 				return err
+			}
+			if c.String("output") == "" {
+				// The default: plaintext in the current directory, never
+				// beside the input (a train's USB stick) or in a registry.
+				wd, _ := os.Getwd()
+				return printJob(c, r, fmt.Sprintf("plaintext (mode 0600) in the current directory %s; -o DEST writes it elsewhere", wd))
 			}
 			return printJob(c, r)
 		},

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/phtoci/phtoci/internal/testutil"
 )
 
 // TestUpperCaseRepository (issue 28): a registry reference with upper-case
@@ -89,5 +93,38 @@ func TestResultsDirUsage(t *testing.T) {
 	}
 	if v := jsonError(t, exitIO, "verify", w.path("gone.tar"), "--quiet"); v["check"] != "io" {
 		t.Errorf("verify of a missing file --json: check %v", v["check"])
+	}
+}
+
+// TestPreRunArchiveDefaultInCurrentDir (issue 28): pre-run of an archive
+// without -o writes the decrypted (plaintext) image to the current
+// directory, 0600 even under umask 000, never beside the input (the USB
+// stick the train came on), and says where.
+func TestPreRunArchiveDefaultInCurrentDir(t *testing.T) {
+	w := newWorld(t, "s1")
+	stick := t.TempDir()
+	for _, c := range []struct{ in, file string }{
+		{"docker-archive:" + filepath.Join(stick, "train.tar"), "train-decrypted.tar"},
+		{"oci-archive:" + filepath.Join(stick, "train.oci.tar"), "train.oci-decrypted.tar"},
+	} {
+		w.build(t, c.in)
+		cwd := t.TempDir()
+		r := runCmdIn(t, cwd, "sh", append([]string{"-c", `umask 000; exec "$@"`, "sh", phtociBin, "pre-run", c.in, "--ledger", "none"}, w.stationArgs("s1")...)...)
+		if r.code != 0 {
+			t.Fatalf("pre-run %s: exit %d: %s", c.in, r.code, r.stderr)
+		}
+		wantMode(t, filepath.Join(cwd, c.file), 0o600)
+		for _, m := range []string{c.file, "plaintext (mode 0600) in the current directory " + cwd, "-o DEST"} {
+			if !strings.Contains(r.stdout, m) {
+				t.Errorf("pre-run %s: stdout does not say %q: %s", c.in, m, r.stdout)
+			}
+		}
+		ents, err := os.ReadDir(stick)
+		testutil.Must(t, err)
+		for _, e := range ents {
+			if strings.Contains(e.Name(), "decrypted") || strings.HasPrefix(e.Name(), ".") {
+				t.Errorf("pre-run of %s wrote %s beside its input", c.in, e.Name())
+			}
+		}
 	}
 }
