@@ -119,7 +119,8 @@ func (t dockerArchive) defaultOutput(suffix string) Ref {
 	return Ref{dockerArchive{path: archiveOutput(t.path, suffix), tag: t.tag}}
 }
 
-func (t dockerArchive) writeBack(suffix string) Ref     { return t.defaultOutput(suffix) }
+func (t dockerArchive) writeBack(suffix string) Ref { return t.defaultOutput(suffix) }
+
 // privateOutput: the new file in the current directory, never beside
 // the input (a train that came on a USB stick leaves its plaintext there).
 func (t dockerArchive) privateOutput(suffix string) Ref {
