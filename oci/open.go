@@ -83,7 +83,7 @@ func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
 	img, err := ref.t.open(ctx, opts)
-	return img, withCredentials(err, opts)
+	return img, registryFailure(err, opts)
 }
 
 // openedFile finishes opening the local image at ref: errors name ref

@@ -234,9 +234,9 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	if err != nil {
 		if isRegistryErr(err) {
 			re := registryErr(n.Context(), n.Context(), "push to", err)
-			return withCredentials(re, opts)
+			return registryFailure(re, opts)
 		}
-		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
+		return WithoutURLs(fmt.Errorf("pushing a layer to %s: %w", n.Context(), err))
 	}
 	return nil
 }

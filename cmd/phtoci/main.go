@@ -100,6 +100,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
+	err = oci.WithoutURLs(err) // upload URLs carry session tokens: name the blob
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ") + limitHint(err)
 	if errors.Is(err, oci.ErrUnauthorized) {
