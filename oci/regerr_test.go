@@ -14,11 +14,11 @@ import (
 // the error still matches what it wrapped.
 func TestWithoutURLs(t *testing.T) {
 	for raw, want := range map[string]string{
-		"https://reg.example/v2/pht/train/blobs/uploads/9f1c?_state=SECRET":                 "blob upload to pht/train",
+		"https://reg.example/v2/pht/train/blobs/uploads/9f1c?_state=SECRET":                  "blob upload to pht/train",
 		"https://reg.example/v2/pht/train/blobs/uploads/9f1c?_state=SECRET&digest=sha256:ab": "upload of blob sha256:ab of pht/train",
-		"https://reg.example/v2/pht/train/blobs/sha256:cd":                                    "blob sha256:cd of pht/train",
-		"https://reg.example/v2/pht/train/manifests/latest":                                   "manifest pht/train:latest",
-		"https://reg.example/v2/":                                                             "registry API check",
+		"https://reg.example/v2/pht/train/blobs/sha256:cd":                                   "blob sha256:cd of pht/train",
+		"https://reg.example/v2/pht/train/manifests/latest":                                  "manifest pht/train:latest",
+		"https://reg.example/v2/":                                                            "registry API check",
 	} {
 		ue := &url.Error{Op: "Patch", URL: raw, Err: context.Canceled}
 		err := WithoutURLs(fmt.Errorf("pushing a layer to reg.example/pht/train: %w", ue))
