@@ -153,18 +153,30 @@ func keysCommand() *cli.Command {
 				Name:      "generate",
 				Usage:     "write NAME.pem (private, mode 0600) and NAME.pub.pem",
 				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{&cli.IntFlag{Name: "bits", Value: 2048, Usage: "2048, 3072 or 4096"}, &cli.BoolFlag{Name: "json"}},
+				Flags: []cli.Flag{&cli.IntFlag{Name: "bits", Value: 2048, Usage: "2048, 3072 or 4096"}, &cli.BoolFlag{Name: "json"},
+					&cli.StringFlag{Name: "password-file", Usage: "encrypt NAME.pem (PKCS#8, AES-256-CBC, PBKDF2-SHA256) with the password in `FILE` (its first line); read it back with --key-password-file FILE or PRIVATE_KEY_PASSWORD"}},
 				Action: func(c *cli.Context) error {
 					name, err := oneArg(c, "NAME")
 					if err != nil {
 						return err
 					}
-					r, err := keys.GenerateFiles(name, c.Int("bits"))
+					pass, err := password(c, "password-file", "")
+					if err != nil {
+						return usageError{err}
+					}
+					if c.IsSet("password-file") && len(pass) == 0 {
+						return usagef("--password-file %s: empty password", c.String("password-file"))
+					}
+					r, err := keys.GenerateFilesEncrypted(name, c.Int("bits"), pass)
 					if err != nil {
 						return err
 					}
 					return printResult(c, r, func(w io.Writer) {
-						textesc.Fprintf(w, "wrote %s (private, 0600) and %s\nfingerprint %s\n", r.PrivatePath, r.PublicPath, r.Fingerprint)
+						enc := ""
+						if r.Encrypted {
+							enc = ", encrypted"
+						}
+						textesc.Fprintf(w, "wrote %s (private, 0600%s) and %s\nfingerprint %s\n", r.PrivatePath, enc, r.PublicPath, r.Fingerprint)
 					})
 				},
 			},
