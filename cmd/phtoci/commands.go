@@ -45,6 +45,7 @@ var flagHints = []struct {
 	{oci.ErrLimit, " (raise it with --limit NAME=VALUE)"},
 	{oci.ErrPlainHTTP, " (allow it with --insecure)"},
 	{oci.ErrUnknownAuthority, " (or give a directory with --cert-dir DIR)"},
+	{oci.ErrOutputForm, " (write -o oci-archive:FILE or -o oci:DIR instead)"},
 	{oci.ErrPlatform, " (choose one with --platform OS/ARCH[/VARIANT])"},
 	{train.ErrResultsRequired, " (--results DIR)"},
 	{train.ErrLeak, " (drop that layer with --base-layers, or post-run the image as received with --results)"},

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"archive/tar"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
+	"github.com/phtoci/phtoci/oci"
 )
 
 // TestUpperCaseRepository (issue 28): a registry reference with upper-case
@@ -126,5 +132,104 @@ func TestPreRunArchiveDefaultInCurrentDir(t *testing.T) {
 				t.Errorf("pre-run of %s wrote %s beside its input", c.in, e.Name())
 			}
 		}
+	}
+}
+
+// loadDockerArchive reads a docker-archive as crane and go-containerregistry
+// do (tarball.ImageFromPath) and validates the whole image (digests, sizes,
+// diff IDs, config); it returns the archive's RepoTags.
+func loadDockerArchive(t *testing.T, p string) []string {
+	t.Helper()
+	img, err := tarball.ImageFromPath(p, nil)
+	testutil.Must(t, err)
+	if err := validate.Image(img); err != nil {
+		t.Errorf("%s does not validate as go-containerregistry reads it: %v", p, err)
+	}
+	f, err := os.Open(p)
+	testutil.Must(t, err)
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		testutil.Must(t, err)
+		if h.Name == "manifest.json" {
+			var m tarball.Manifest
+			testutil.Must(t, json.NewDecoder(tr).Decode(&m))
+			if len(m) != 1 {
+				t.Fatalf("%s: manifest.json lists %d images", p, len(m))
+			}
+			return m[0].RepoTags
+		}
+	}
+}
+
+// TestDockerArchiveKeepsInputTag (issue 28): docker-archive outputs keep
+// the input's tag by default (a docker-archive's RepoTags, a registry
+// reference's REPO:TAG), not phtoci/image:latest, and validate as
+// go-containerregistry (crane) reads them; an explicit tag still wins.
+func TestDockerArchiveKeepsInputTag(t *testing.T) {
+	w := newWorld(t, "s1", "s2")
+	built := w.path("train.tar")
+	w.build(t, "docker-archive:"+built+":harbor.example/pht/train-42:v1")
+	if got := loadDockerArchive(t, built); len(got) != 1 || got[0] != "harbor.example/pht/train-42:v1" {
+		t.Fatalf("built with a tag: RepoTags %v", got)
+	}
+	// post-run into the default output, pre-run into a named one.
+	ok(t, append([]string{"post-run", built, "--results", w.results(t, "s1"), "--ledger", "none"}, w.stationArgs("s1")...)...)
+	after := w.path("train-s1.tar")
+	if !exists(after) {
+		ents, _ := os.ReadDir(w.dir)
+		t.Fatalf("post-run's default output is not %s: %v", after, ents)
+	}
+	if got := loadDockerArchive(t, after); len(got) != 1 || got[0] != "harbor.example/pht/train-42:v1" {
+		t.Errorf("post-run's docker-archive output: RepoTags %v, want the input's", got)
+	}
+	dec := w.path("dec.tar")
+	ok(t, append([]string{"pre-run", after, "-o", "docker-archive:" + dec, "--ledger", "none"}, w.stationArgs("s2")...)...)
+	if got := loadDockerArchive(t, dec); len(got) != 1 || got[0] != "harbor.example/pht/train-42:v1" {
+		t.Errorf("pre-run's docker-archive output: RepoTags %v, want the input's", got)
+	}
+	named := w.path("named.tar")
+	ok(t, append([]string{"pre-run", after, "-o", "docker-archive:" + named + ":local/run:x", "--ledger", "none"}, w.stationArgs("s2")...)...)
+	if got := loadDockerArchive(t, named); len(got) != 1 || got[0] != "local/run:x" {
+		t.Errorf("named tag: RepoTags %v", got)
+	}
+	// A registry input: its REPO:TAG.
+	reg := testreg.Start(t, testreg.Options{})
+	ref := reg.Host + "/pht/train-42:hop1"
+	writeRef(t, openRef(t, after, oci.Options{}), ref, oci.Options{})
+	fromReg := w.path("from-reg.tar")
+	ok(t, append([]string{"pre-run", ref, "-o", "docker-archive:" + fromReg, "--ledger", "none"}, w.stationArgs("s2")...)...)
+	if got := loadDockerArchive(t, fromReg); len(got) != 1 || got[0] != ref {
+		t.Errorf("from a registry: RepoTags %v, want %s", got, ref)
+	}
+}
+
+// TestZstdLayerIntoDockerArchive (issue 28): a train on a master image with
+// zstd layers (skopeo --dest-compress-format zstd) cannot go into a
+// docker-archive as it is (its layers would be read as gzip or plain): the
+// step is refused with exit 2 naming the layer, writes nothing, and the
+// same step into an oci-archive works (the layer stays labelled zstd).
+func TestZstdLayerIntoDockerArchive(t *testing.T) {
+	w := newWorld(t, "s1")
+	zmaster := w.path("zmaster.tar")
+	skopeo(t, "copy", "--dest-compress-format", "zstd", "--dest-compress", "oci-archive:../../testdata/sample/master.oci.tar", "oci-archive:"+zmaster)
+	built := "oci-archive:" + w.path("train.tar")
+	ok(t, "build", "oci-archive:"+zmaster, "--files", "../../testdata/sample/train", "--query", "../../testdata/sample/query.json",
+		"--creator-id", "researcher-1", "--user-key", w.key("researcher"), "--builder-key", w.key("builder"),
+		"--route", "s1="+w.path("s1")+".pub.pem", "-o", built, "--quiet")
+	out := w.path("out.tar")
+	fails(t, exitUsage, nil, append([]string{"post-run", built, "--results", w.results(t, "s1"), "-o", "docker-archive:" + out, "--ledger", "none"}, w.stationArgs("s1")...),
+		"layer 0 (sha256:", "is zstd-compressed, which a docker-archive cannot label", "-o oci-archive:FILE")
+	if exists(out) {
+		t.Errorf("a refused post-run wrote %s", out)
+	}
+	ociOut := "oci-archive:" + w.path("out.oci.tar")
+	ok(t, append([]string{"post-run", built, "--results", w.results(t, "s1"), "-o", ociOut, "--ledger", "none"}, w.stationArgs("s1")...)...)
+	// go-containerregistry's validate reads compressed layers as gzip only
+	// (skopeo's own zstd output fails it too): skopeo reads the output,
+	// and its base layer is still labelled zstd.
+	if raw := skopeo(t, "inspect", "--raw", ociOut); !strings.Contains(raw, `"application/vnd.oci.image.layer.v1.tar+zstd"`) {
+		t.Errorf("%s: the zstd base layer lost its label: %s", ociOut, raw)
 	}
 }
