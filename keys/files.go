@@ -14,11 +14,19 @@ type KeyFiles struct {
 	Fingerprint string `json:"fingerprint"`
 	// PublicHex is the public key in the train config form.
 	PublicHex string `json:"rsa_public_key"`
+	// Encrypted says the private key file is encrypted under a password.
+	Encrypted bool `json:"encrypted"`
 }
 
 // GenerateFiles makes a key pair of the given size and writes NAME.pem
 // (private, mode 0600) and NAME.pub.pem. It refuses to overwrite either file.
 func GenerateFiles(name string, bits int) (*KeyFiles, error) {
+	return GenerateFilesEncrypted(name, bits, nil)
+}
+
+// GenerateFilesEncrypted is GenerateFiles with NAME.pem encrypted under
+// password (PKCS#8, "ENCRYPTED PRIVATE KEY") unless password is empty.
+func GenerateFilesEncrypted(name string, bits int, password []byte) (*KeyFiles, error) {
 	r := &KeyFiles{PrivatePath: name + ".pem", PublicPath: name + ".pub.pem"}
 	for _, p := range []string{r.PrivatePath, r.PublicPath} {
 		if _, err := os.Lstat(p); err == nil {
@@ -29,7 +37,13 @@ func GenerateFiles(name string, bits int) (*KeyFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := WritePrivateKey(r.PrivatePath, k); err != nil {
+	if len(password) > 0 {
+		r.Encrypted = true
+		err = WriteEncryptedPrivateKey(r.PrivatePath, k, password)
+	} else {
+		err = WritePrivateKey(r.PrivatePath, k)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := WritePublicKey(r.PublicPath, &k.PublicKey); err != nil {

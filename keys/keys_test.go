@@ -114,3 +114,29 @@ func FuzzParsePublicKeyHex(f *testing.F) {
 		}
 	})
 }
+
+// TestEncryptedPKCS8RoundTrip: a key written encrypted reads back with its
+// password only, as the same key.
+func TestEncryptedPKCS8RoundTrip(t *testing.T) {
+	k, err := Generate(2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := EncodeEncryptedPrivateKeyPEM(k, []byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParsePrivateKey(b, []byte("s3cret"))
+	if err != nil || !got.Equal(k) {
+		t.Fatalf("round trip: %v", err)
+	}
+	if _, err := ParsePrivateKey(b, nil); !errors.Is(err, ErrPasswordRequired) {
+		t.Errorf("no password: %v", err)
+	}
+	if _, err := ParsePrivateKey(b, []byte("other")); !errors.Is(err, ErrWrongPassword) {
+		t.Errorf("wrong password: %v", err)
+	}
+	if _, err := EncodeEncryptedPrivateKeyPEM(k, nil); !errors.Is(err, ErrPasswordRequired) {
+		t.Errorf("empty password: %v", err)
+	}
+}

@@ -19,6 +19,12 @@ const (
 	// DefaultMaxRatio is the default limit on bytes decompressed per
 	// compressed byte of a layer whose content is not kept.
 	DefaultMaxRatio int64 = 1000
+	// DefaultMaxTrainRatio is the default limit on bytes decompressed per
+	// compressed byte of a layer whose content is kept (the train layer):
+	// its train files and results are ciphertext, which does not
+	// compress; tar headers and plaintext results compress a few times,
+	// a zero-filled file a thousand times.
+	DefaultMaxTrainRatio int64 = 100
 	// ratioGrace is decompressed before the ratio is checked: the first
 	// blocks of a tar (headers, empty files) compress far better than
 	// 1000:1.
@@ -41,6 +47,11 @@ type Limits struct {
 	// (after the first 16 MiB) from a layer whose content is not kept:
 	// one read below the settled prefixes (the base boundary scan).
 	MaxRatio int64
+	// MaxTrainRatio is the same bound for a layer whose content is kept
+	// (the layer that holds the train files): a small compressed blob
+	// that decompresses to gigabytes costs seconds of CPU before any
+	// file in it is refused.
+	MaxTrainRatio int64
 	// Paths bound single files by exact path (slash path, no leading
 	// "/"), below MaxFileSize: a config file that is read into memory.
 	Paths map[string]int64
@@ -55,6 +66,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxRatio <= 0 {
 		l.MaxRatio = DefaultMaxRatio
+	}
+	if l.MaxTrainRatio <= 0 {
+		l.MaxTrainRatio = DefaultMaxTrainRatio
 	}
 	return l
 }
@@ -95,12 +109,15 @@ func (c meterReader) Read(p []byte) (int, error) {
 }
 
 // ratioReader reads decompressed content and fails when it is more than
-// max times the compressed bytes consumed so far (past ratioGrace).
+// max times the compressed bytes consumed so far (past ratioGrace); kept
+// says the layer's content is kept (MaxTrainRatio), else it is read only
+// for its paths (MaxRatio).
 type ratioReader struct {
-	r   io.Reader
-	m   *blobMeter
-	n   int64
-	max int64
+	r    io.Reader
+	m    *blobMeter
+	n    int64
+	max  int64
+	kept bool
 }
 
 func (r *ratioReader) Read(p []byte) (int, error) {
@@ -108,6 +125,9 @@ func (r *ratioReader) Read(p []byte) (int, error) {
 	r.n += int64(n)
 	if r.n > ratioGrace {
 		if c := r.m.used.Load(); r.n > r.max*c {
+			if r.kept {
+				return n, fmt.Errorf("%w: train layer decompression ratio: %d bytes from %d compressed bytes, more than %d:1 for a layer read for the train files", ErrLimit, r.n, c, r.max)
+			}
 			return n, fmt.Errorf("%w: decompression ratio: %d bytes from %d compressed bytes, more than %d:1 for a layer whose content is not needed", ErrLimit, r.n, c, r.max)
 		}
 	}

@@ -85,7 +85,8 @@ func zerosTar(t *testing.T, n int64) *bytes.Buffer {
 // inflates past the ratio is refused: a zstd of zeros at the default
 // 1000:1 (the real shape: zstd inflates 30,000:1), a gzip of zeros
 // (1000:1, the most deflate gives) with the limit at 500:1; with the
-// limit raised they resolve, and content that is kept is not bounded.
+// limit raised they resolve; content that is kept is bounded by the
+// train layer's ratio instead.
 func TestResolveDecompressionBomb(t *testing.T) {
 	top := tarLayer(t, dir("opt/"), reg("opt/train_config.json", "{}"),
 		reg("opt/pht_train/.wh..wh..opq", ""), reg("opt/pht_results/.wh..wh..opq", ""), reg("opt/.wh.user_sym_key.key", ""))
@@ -134,7 +135,11 @@ func TestResolveDecompressionBomb(t *testing.T) {
 				t.Errorf("layers read: %+v", li)
 			}
 			res.Close()
-			res, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, ResolveOptions{Limits: Limits{MaxRatio: c.limit}})
+			// Kept content (the layer read for the paths asked for) has
+			// a bound of its own, MaxTrainRatio (default 100:1).
+			_, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, ResolveOptions{Limits: Limits{MaxRatio: 1 << 20}})
+			wantLimit(t, err, "train layer decompression ratio", "more than 100:1", "layer 0 (sha256:")
+			res, err = Resolve(imageOf(t, c.bomb), []string{"junk"}, ResolveOptions{Limits: Limits{MaxRatio: c.limit, MaxTrainRatio: 1 << 20}})
 			testutil.Must(t, err)
 			res.Close()
 		})

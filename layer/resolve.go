@@ -335,10 +335,15 @@ func (lr *layerReader) read(l v1.Layer, want v1.Hash) (err error) {
 			m.size = size
 		}
 		rc, err = uncompressed(l, blob, m)
-		if err == nil && m.metered && !lr.keep {
-			// Nothing of this layer is kept: bound the work a
-			// decompression bomb can cause.
-			rc = readCloser{&ratioReader{r: rc, m: m, max: lr.o.limits.MaxRatio}, rc}
+		if err == nil && m.metered {
+			// Bound the work a decompression bomb can cause: a layer
+			// read only for its paths by MaxRatio, the train layer
+			// (ciphertext, which does not compress) by MaxTrainRatio.
+			max := lr.o.limits.MaxRatio
+			if lr.keep {
+				max = lr.o.limits.MaxTrainRatio
+			}
+			rc = readCloser{&ratioReader{r: rc, m: m, max: max, kept: lr.keep}, rc}
 		}
 		if err != nil {
 			if storedBlob != nil {

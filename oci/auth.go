@@ -9,8 +9,10 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // authFiles are the credential files podman, skopeo and buildah use, in
@@ -44,14 +46,91 @@ func authFiles(authFile string) []string {
 // may name a registry, a namespace or a repository, the longest match
 // wins); without an authFile or $REGISTRY_AUTH_FILE it then falls back to
 // authn.DefaultKeychain (Docker's config and credential helpers). A given
-// authFile that does not exist is an error.
+// authFile that does not exist is an error. An authentication error of
+// this package says which credentials it sent and from which file, or
+// where it looked.
 func ContainersKeychain(authFile string) authn.Keychain {
 	explicit := authFile != "" || os.Getenv("REGISTRY_AUTH_FILE") != ""
-	kc := authn.Keychain(&authFileKeychain{files: authFiles(authFile), explicit: explicit})
-	if explicit {
-		return kc
+	return &containersKeychain{files: authFileKeychain{files: authFiles(authFile), explicit: explicit}, docker: !explicit}
+}
+
+// containersKeychain is the auth files, then (docker) Docker's config.
+type containersKeychain struct {
+	files  authFileKeychain
+	docker bool
+}
+
+func (k *containersKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	a, _, err := k.files.lookup(r)
+	if err != nil || a != authn.Anonymous || !k.docker {
+		return a, err
 	}
-	return authn.NewMultiKeychain(kc, authn.DefaultKeychain)
+	return authn.DefaultKeychain.Resolve(r)
+}
+
+// describe says which credentials Resolve finds for r and where, or where
+// it looked: "sent user alice from /run/containers/0/auth.json".
+func (k *containersKeychain) describe(r authn.Resource) string {
+	var looked []string
+	for _, f := range k.files.files {
+		_, err := os.Stat(f)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			looked = append(looked, f+" (missing)")
+			continue
+		case err != nil:
+			looked = append(looked, f+" (unreadable)")
+			continue
+		}
+		one := authFileKeychain{files: []string{f}, explicit: true}
+		a, _, err := one.lookup(r)
+		if err != nil {
+			looked = append(looked, f+" (unreadable)")
+			continue
+		}
+		if a != authn.Anonymous {
+			return "sent " + who(a) + " from " + f
+		}
+		looked = append(looked, f)
+	}
+	if k.docker {
+		p := filepath.Join(config.Dir(), config.ConfigFileName)
+		if a, err := authn.DefaultKeychain.Resolve(r); err == nil && a != authn.Anonymous {
+			return "sent " + who(a) + " from " + p + " (Docker's config or its credential helper)"
+		}
+		looked = append(looked, p)
+	}
+	return "no credentials for " + r.RegistryStr() + " in " + strings.Join(looked, ", ")
+}
+
+// who names the identity a sends, never its secret.
+func who(a authn.Authenticator) string {
+	c, err := a.Authorization()
+	switch {
+	case err != nil:
+		return "credentials"
+	case c.Username != "":
+		return "user " + c.Username
+	case c.IdentityToken != "" || c.RegistryToken != "":
+		return "a token"
+	}
+	return "no credentials"
+}
+
+// describeCredentials says which credentials opts sends to repo's
+// registry and where they came from, or where none were found.
+func describeCredentials(opts Options, repo name.Repository) string {
+	if opts.Auth != nil {
+		return "sent " + who(opts.Auth) + ", given directly (no auth file read)"
+	}
+	kc := keychain(opts)
+	if ck, ok := kc.(*containersKeychain); ok {
+		return ck.describe(repo)
+	}
+	if a, err := kc.Resolve(repo); err == nil && a != authn.Anonymous {
+		return "sent " + who(a) + " from the keychain given"
+	}
+	return "no credentials for " + repo.RegistryStr() + " in the keychain given"
 }
 
 type authFileKeychain struct {
@@ -60,6 +139,13 @@ type authFileKeychain struct {
 }
 
 func (k *authFileKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	a, _, err := k.lookup(r)
+	return a, err
+}
+
+// lookup returns the credentials for r and the file they came from
+// (authn.Anonymous and "" when none).
+func (k *authFileKeychain) lookup(r authn.Resource) (authn.Authenticator, string, error) {
 	keys := []string{r.String()}
 	for p := r.String(); strings.Contains(p, "/"); {
 		p = p[:strings.LastIndex(p, "/")]
@@ -74,21 +160,21 @@ func (k *authFileKeychain) Resolve(r authn.Resource) (authn.Authenticator, error
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		for _, key := range keys {
 			ac, err := cf.GetAuthConfig(key) // consults credHelpers and credsStore
 			if err != nil {
-				return nil, fmt.Errorf("credentials for %s from %s: %w", key, f, err)
+				return nil, "", fmt.Errorf("credentials for %s from %s: %w", key, f, err)
 			}
 			if ac.Username == "" && ac.Password == "" && ac.IdentityToken == "" && ac.RegistryToken == "" {
 				continue
 			}
 			return authn.FromConfig(authn.AuthConfig{Username: ac.Username, Password: ac.Password,
-				IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}), nil
+				IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}), f, nil
 		}
 	}
-	return authn.Anonymous, nil
+	return authn.Anonymous, "", nil
 }
 
 func loadAuthFile(p string) (*configfile.ConfigFile, error) {

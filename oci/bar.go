@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/internal/units"
 )
 
@@ -31,7 +32,7 @@ type bar struct {
 const barInterval = 200 * time.Millisecond
 
 func newByteBar(w io.Writer, total int64, desc string) *bar {
-	return &bar{w: w, desc: desc, total: total, start: time.Now(), nowFunc: time.Now}
+	return &bar{w: w, desc: textesc.String(desc), total: total, start: time.Now(), nowFunc: time.Now}
 }
 
 // Add counts n more bytes.

@@ -3,6 +3,7 @@ package oci
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptrace"
@@ -83,8 +84,54 @@ func (c *certsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return rt.RoundTrip(req)
+	resp, err := rt.RoundTrip(req)
+	var ua x509.UnknownAuthorityError
+	if err != nil && errors.As(err, &ua) {
+		ue := &unknownAuthorityError{err: err, host: req.URL.Host}
+		for _, d := range c.dirs(req.URL.Host) {
+			if _, err := os.Stat(d); err != nil {
+				d += " (missing)"
+			}
+			ue.searched = append(ue.searched, d)
+		}
+		if len(c.certsDirs) > 0 {
+			ue.suggest = filepath.Join(c.certsDirs[0], req.URL.Host, "ca.crt")
+		} else {
+			ue.suggest = filepath.Join(c.certDir, "ca.crt")
+		}
+		err = ue
+	}
+	return resp, err
 }
+
+// dirs are the certificate directories read for host, in order.
+func (c *certsTransport) dirs(host string) []string {
+	var dirs []string
+	if c.certDir != "" {
+		dirs = append(dirs, c.certDir)
+	}
+	for _, root := range c.certsDirs {
+		dirs = append(dirs, filepath.Join(root, host))
+	}
+	return dirs
+}
+
+// unknownAuthorityError is a registry certificate no trusted CA signed:
+// it says which directories were searched for the registry's CA and
+// where to put it.
+type unknownAuthorityError struct {
+	err      error
+	host     string
+	searched []string // the directories read, "(missing)" where none is
+	suggest  string   // where a CA certificate would be read
+}
+
+func (e *unknownAuthorityError) Error() string {
+	return fmt.Sprintf("%v; CA certificates searched for %s: the system's, %s; add the registry's CA certificate (PEM) to one of them as a *.crt file, e.g. %s",
+		e.err, e.host, strings.Join(e.searched, ", "), e.suggest)
+}
+
+func (e *unknownAuthorityError) Unwrap() []error { return []error{ErrUnknownAuthority, e.err} }
 
 func (c *certsTransport) forHost(host string) (http.RoundTripper, error) {
 	c.mu.Lock()
@@ -101,13 +148,7 @@ func (c *certsTransport) forHost(host string) (http.RoundTripper, error) {
 }
 
 func (c *certsTransport) build(host string) (http.RoundTripper, error) {
-	var dirs []string
-	if c.certDir != "" {
-		dirs = append(dirs, c.certDir)
-	}
-	for _, root := range c.certsDirs {
-		dirs = append(dirs, filepath.Join(root, host))
-	}
+	dirs := c.dirs(host)
 	found := false
 	for _, d := range dirs {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {

@@ -22,7 +22,7 @@ func CheckLayers(ctx context.Context, ref Ref, img v1.Image, opts Options) error
 	}
 	check, err := ref.t.blobSizer(ctx, opts)
 	if err != nil {
-		return err
+		return registryFailure(err, opts)
 	}
 	if check == nil {
 		return nil

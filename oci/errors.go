@@ -29,6 +29,10 @@ var (
 	// ErrUnauthorized: the registry wants credentials, or refused the
 	// ones given (HTTP 401).
 	ErrUnauthorized = errors.New("registry authentication required")
+	// ErrUnknownAuthority: a registry's TLS certificate is signed by no CA
+	// phtoci trusts (the system's, or a certificate directory's for that
+	// host).
+	ErrUnknownAuthority = errors.New("certificate signed by no trusted CA")
 	// ErrDenied: the registry knows who asks and refuses the action
 	// (HTTP 403).
 	ErrDenied = errors.New("registry access denied")
@@ -41,6 +45,9 @@ var (
 	// ErrLimit reports an image past one of the limits on what reading it
 	// may cost (Limits). It is layer.ErrLimit: one sentinel for every limit.
 	ErrLimit = layer.ErrLimit
+	// ErrOutputForm: the output's form cannot hold the image as it is (a
+	// zstd layer in a docker-archive); another form can.
+	ErrOutputForm = errors.New("the output form cannot hold this image")
 	// ErrLostUpdate: a tag pointed elsewhere right after it was pushed
 	// (another writer pushed to it at the same time); see LostUpdateError.
 	ErrLostUpdate = errors.New("tag moved by another push")

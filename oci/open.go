@@ -82,7 +82,8 @@ func Open(ctx context.Context, ref Ref, opts Options) (v1.Image, error) {
 	if ref.t == nil {
 		return nil, fmt.Errorf("empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
-	return ref.t.open(ctx, opts)
+	img, err := ref.t.open(ctx, opts)
+	return img, registryFailure(err, opts)
 }
 
 // openedFile finishes opening the local image at ref: errors name ref

@@ -94,8 +94,10 @@ func (r Ref) WriteBack(suffix string) Ref {
 // oci-archive REPOSITORY_TAG.suffix.oci.tar in the current directory,
 // REPOSITORY being the last component of the repository's path (train-42
 // for harbor.example/station-aachen/train-42:latest) and TAG the tag, or
-// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference;
-// else DefaultOutput(suffix).
+// sha256-HEX12 (the digest's first 12 hex digits) for a digest reference.
+// For an archive F.tar it is F-suffix.tar in the current directory, never
+// beside the input (a removable medium); for an OCI layout the same
+// directory with tag TAG-suffix.
 func (r Ref) PrivateOutput(suffix string) Ref {
 	if r.t == nil {
 		return r
@@ -234,7 +236,11 @@ func parsePrefixed(s string) (Ref, bool, error) {
 	if i := strings.Index(s, ":"); i > 0 && !strings.ContainsAny(s[:i], "./") {
 		rest := s[i+1:]
 		if !startsWithPort(rest) && !strings.Contains(s[:i], "@") {
-			if _, err := name.ParseReference(s); err != nil || isKnownScheme(s[:i]) || looksLikePath(rest) || strings.Contains(rest, "/") {
+			_, err := name.ParseReference(s)
+			if err != nil {
+				_, err = name.ParseReference(lowerRepository(s)) // an upper-case repository: parseRegistry says so
+			}
+			if err != nil || isKnownScheme(s[:i]) || looksLikePath(rest) || strings.Contains(rest, "/") {
 				return Ref{}, true, fmt.Errorf("%q: transport %q: %w; %s", s, s[:i], ErrUnknownTransport, forms)
 			}
 		}

@@ -112,6 +112,13 @@ func TestParseRefErrors(t *testing.T) {
 			t.Errorf("ParseRef(%q) = %v, %v; want %v", c.in, r, err, c.want)
 			continue
 		}
+		if c.in == "UPPER/Case:tag" {
+			// Issue 28: said plainly, with the reference it could be.
+			if !strings.Contains(err.Error(), "repository names are lower-case (upper/case:tag would be one)") {
+				t.Errorf("ParseRef(%q) error does not say repository names are lower-case: %v", c.in, err)
+			}
+			continue
+		}
 		if c.want != ErrCorrupt && !strings.Contains(err.Error(), "accepted forms") {
 			t.Errorf("ParseRef(%q) error does not list the accepted forms: %v", c.in, err)
 		}
@@ -153,15 +160,16 @@ func TestParseOutputRef(t *testing.T) {
 // TestDefaultOutput: registry → same repo with TAG-suffix (suffix without a
 // tag); file → F-suffix.tar beside it; layout → same dir with TAG-suffix.
 // WriteBack is the registry reference itself, else the same; PrivateOutput
-// never a registry: REPOSITORY_TAG.suffix.oci.tar in the current directory.
+// never a registry: REPOSITORY_TAG.suffix.oci.tar in the current directory,
+// and for an archive F-suffix.tar in the current directory, not beside it.
 func TestDefaultOutput(t *testing.T) {
 	digestRef := "reg.example/pht/train@sha256:" + strings.Repeat("b", 64)
 	cases := []struct{ in, want, back, private string }{
 		{"reg.example/pht/train:v1", "docker://reg.example/pht/train:v1-decrypted", "docker://reg.example/pht/train:v1", "oci-archive:train_v1.decrypted.oci.tar"},
 		{"reg.example/station-aachen/train-42", "docker://reg.example/station-aachen/train-42:latest-decrypted", "docker://reg.example/station-aachen/train-42", "oci-archive:train-42_latest.decrypted.oci.tar"},
 		{digestRef, "docker://reg.example/pht/train:decrypted", "docker://" + digestRef, "oci-archive:train_sha256-bbbbbbbbbbbb.decrypted.oci.tar"},
-		{"docker-archive:/data/train.tar", "docker-archive:/data/train-decrypted.tar", "", ""},
-		{"oci-archive:/data/train.oci.tar:v1", "oci-archive:/data/train.oci-decrypted.tar:v1", "", ""},
+		{"docker-archive:/data/train.tar", "docker-archive:/data/train-decrypted.tar", "", "docker-archive:train-decrypted.tar"},
+		{"oci-archive:/data/train.oci.tar:v1", "oci-archive:/data/train.oci-decrypted.tar:v1", "", "oci-archive:train.oci-decrypted.tar:v1"},
 		{"oci:/data/layout:v1", "oci:/data/layout:v1-decrypted", "", ""},
 		{"oci:/data/layout", "oci:/data/layout:decrypted", "", ""},
 	}
@@ -172,7 +180,10 @@ func TestDefaultOutput(t *testing.T) {
 		}
 		back, private := c.back, c.private
 		if back == "" {
-			back, private = c.want, c.want
+			back = c.want
+		}
+		if private == "" {
+			private = c.want
 		}
 		if got := in.WriteBack("decrypted").String(); got != back {
 			t.Errorf("%q.WriteBack = %q, want %q", c.in, got, back)

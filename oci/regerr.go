@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -18,12 +19,18 @@ type registryError struct {
 	host, repo, action string
 	te                 *transport.Error
 	kind               error
+	name               name.Repository
+	creds              string // for ErrUnauthorized: what was sent (withCredentials)
 }
 
 func (e *registryError) Error() string {
 	switch e.kind {
 	case ErrUnauthorized:
-		return fmt.Sprintf("registry %s: authentication required to %s %s", e.host, e.action, e.repo)
+		s := fmt.Sprintf("registry %s: authentication required to %s %s", e.host, e.action, e.repo)
+		if e.creds != "" {
+			s += " (" + e.creds + ")"
+		}
+		return s
 	case ErrDenied:
 		return fmt.Sprintf("registry %s: access denied to %s %s (HTTP %d%s)", e.host, e.action, e.repo, e.te.StatusCode, e.codes(" "))
 	}
@@ -74,7 +81,7 @@ func registryErr(n name.Repository, what fmt.Stringer, action string, err error)
 		return err
 	}
 	host := n.RegistryStr()
-	re := &registryError{host: host, repo: strings.TrimPrefix(what.String(), host+"/"), action: action, te: te}
+	re := &registryError{host: host, repo: strings.TrimPrefix(what.String(), host+"/"), action: action, te: te, name: n}
 	switch {
 	case te.StatusCode == http.StatusUnauthorized || hasCode(te, transport.UnauthorizedErrorCode):
 		re.kind = ErrUnauthorized
@@ -90,6 +97,16 @@ func registryErr(n name.Repository, what fmt.Stringer, action string, err error)
 	return re
 }
 
+// withCredentials adds to an authentication error in err which
+// credentials opts sent and where they came from, or where none were found.
+func withCredentials(err error, opts Options) error {
+	var re *registryError
+	if err != nil && errors.As(err, &re) && re.kind == ErrUnauthorized && re.creds == "" {
+		re.creds = describeCredentials(opts, re.name)
+	}
+	return err
+}
+
 func isRegistryErr(err error) bool {
 	var te *transport.Error
 	return errors.As(err, &te)
@@ -103,3 +120,105 @@ func hasCode(te *transport.Error, c transport.ErrorCode) bool {
 	}
 	return false
 }
+
+// registryFailure finishes an error of a registry operation for its
+// caller: an authentication error says what was sent (withCredentials),
+// and request URLs are replaced by what they transfer (WithoutURLs).
+func registryFailure(err error, opts Options) error {
+	return WithoutURLs(withCredentials(err, opts))
+}
+
+// blobName names a blob of a repository, as every registry message does:
+// "blob sha256:… of REPO".
+func blobName(repo, digest string) string {
+	return "blob " + digest + " of " + repo
+}
+
+// requestName names what a registry API request to u transfers, without
+// its query (an upload URL carries a _state token) or upload session id:
+// "blob upload to REPO", "blob sha256:… of REPO", "manifest REPO:TAG";
+// "" for a URL that is not of the registry API.
+func requestName(u *url.URL) string {
+	p, ok := strings.CutPrefix(u.Path, "/v2/")
+	if !ok {
+		return ""
+	}
+	if i := strings.Index(p, "/blobs/uploads"); i >= 0 {
+		if d := u.Query().Get("digest"); d != "" {
+			return "upload of " + blobName(p[:i], d)
+		}
+		return "blob upload to " + p[:i]
+	}
+	if i := strings.LastIndex(p, "/blobs/"); i >= 0 {
+		return blobName(p[:i], p[i+len("/blobs/"):])
+	}
+	if i := strings.LastIndex(p, "/manifests/"); i >= 0 {
+		return "manifest " + p[:i] + ":" + p[i+len("/manifests/"):]
+	}
+	if p == "" {
+		return "registry API check"
+	}
+	return "registry request about " + p
+}
+
+// WithoutURLs returns err with every registry request URL in its message
+// (net/http's `Patch "https://…/blobs/uploads/ID?_state=…": …`) replaced
+// by what the request transfers ("blob upload to REPO: …"): upload URLs
+// carry session tokens, and people want the repository and blob. err
+// still matches what it wrapped (errors.Is, errors.As).
+func WithoutURLs(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	changed := false
+	walkErrors(err, func(e error) {
+		ue, ok := e.(*url.Error)
+		if !ok {
+			return
+		}
+		u, perr := url.Parse(ue.URL)
+		if perr != nil {
+			return
+		}
+		what := requestName(u)
+		if what == "" {
+			return
+		}
+		if s := ue.Error(); strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, what+": "+ue.Err.Error())
+			changed = true
+		}
+	})
+	if !changed {
+		return err
+	}
+	return &rewordedError{err: err, msg: msg}
+}
+
+// walkErrors calls f on err and every error it wraps.
+func walkErrors(err error, f func(error)) {
+	for err != nil {
+		f(err)
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walkErrors(e, f)
+			}
+			return
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		default:
+			return
+		}
+	}
+}
+
+// rewordedError is err with another message.
+type rewordedError struct {
+	err error
+	msg string
+}
+
+func (e *rewordedError) Error() string { return e.msg }
+func (e *rewordedError) Unwrap() error { return e.err }

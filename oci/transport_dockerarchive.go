@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/layer"
 )
@@ -73,11 +74,17 @@ func (t dockerArchive) open(_ context.Context, opts Options) (v1.Image, error) {
 
 func (t dockerArchive) write(ctx context.Context, img v1.Image, opts Options) (v1.Hash, error) {
 	ref := Ref{t}
+	if err := dockerArchiveLayers(img); err != nil {
+		return v1.Hash{}, fmt.Errorf("writing %s: %w", ref, err)
+	}
 	bar, err := startFileWrite(ref, img, opts)
 	if err != nil {
 		return v1.Hash{}, err
 	}
 	tagStr := t.tag
+	if tagStr == "" {
+		tagStr = inputTag(opts)
+	}
 	if tagStr == "" {
 		tagStr = defaultArchiveTag
 	}
@@ -101,6 +108,57 @@ func (t dockerArchive) write(ctx context.Context, img v1.Image, opts Options) (v
 	return dockerArchiveDigest(t.path)
 }
 
+// dockerArchiveLayers refuses an image a docker-archive cannot hold as it
+// is: its manifest.json has no media types, and readers take each layer
+// for gzip or plain tar (go-containerregistry and crane decide by the
+// first), so a zstd layer would be read as something else.
+func dockerArchiveLayers(img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for i, l := range layers {
+		if mt, err := l.MediaType(); err == nil && mt == types.OCILayerZStd {
+			d, _ := l.Digest()
+			return fmt.Errorf("layer %d (%s) is zstd-compressed, which a docker-archive cannot label (readers take its layers for gzip or plain tar): %w", i, d, ErrOutputForm)
+		}
+	}
+	return nil
+}
+
+// inputTag is the tag of the image being read (the first of opts.Inputs),
+// for a docker-archive output that names none, so that `docker load`
+// gives the image its old name: a registry reference's REPO:TAG, a
+// docker-archive's tag as given or as its manifest.json lists it (one
+// image, its first RepoTags entry); "" when there is none.
+func inputTag(opts Options) string {
+	if len(opts.Inputs) == 0 {
+		return ""
+	}
+	switch in := opts.Inputs[0].t.(type) {
+	case remoteRegistry:
+		if tg, ok := in.name.(name.Tag); ok {
+			return tg.String()
+		}
+	case dockerArchive:
+		if in.tag != "" {
+			return in.tag
+		}
+		t, err := indexTar(in.path, "docker-archive", opts.Limits)
+		if err != nil {
+			return ""
+		}
+		var m tarball.Manifest
+		if err := readJSON(t, "manifest.json", &m); err != nil || len(m) != 1 || len(m[0].RepoTags) == 0 {
+			return ""
+		}
+		if _, err := name.NewTag(m[0].RepoTags[0]); err == nil {
+			return m[0].RepoTags[0]
+		}
+	}
+	return ""
+}
+
 // blobSizer: a docker-archive's layers are found by their entries when it
 // is opened, and a blob is its entry.
 func (t dockerArchive) blobSizer(context.Context, Options) (func(v1.Descriptor) (int64, error), error) {
@@ -120,8 +178,13 @@ func (t dockerArchive) defaultOutput(suffix string) Ref {
 	return Ref{dockerArchive{path: archiveOutput(t.path, suffix), tag: t.tag}}
 }
 
-func (t dockerArchive) writeBack(suffix string) Ref     { return t.defaultOutput(suffix) }
-func (t dockerArchive) privateOutput(suffix string) Ref { return t.defaultOutput(suffix) }
+func (t dockerArchive) writeBack(suffix string) Ref { return t.defaultOutput(suffix) }
+
+// privateOutput: the new file in the current directory, never beside
+// the input (a train that came on a USB stick leaves its plaintext there).
+func (t dockerArchive) privateOutput(suffix string) Ref {
+	return Ref{dockerArchive{path: filepath.Base(archiveOutput(t.path, suffix)), tag: t.tag}}
+}
 
 // plainFirstLayer says whether img's first layer is a plain tar by its
 // media type.

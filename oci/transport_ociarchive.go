@@ -90,5 +90,10 @@ func (t ociArchive) defaultOutput(suffix string) Ref {
 	return Ref{ociArchive{path: archiveOutput(t.path, suffix), tag: t.tag}}
 }
 
-func (t ociArchive) writeBack(suffix string) Ref     { return t.defaultOutput(suffix) }
-func (t ociArchive) privateOutput(suffix string) Ref { return t.defaultOutput(suffix) }
+func (t ociArchive) writeBack(suffix string) Ref { return t.defaultOutput(suffix) }
+
+// privateOutput: the new file in the current directory, never beside
+// the input (a train that came on a USB stick leaves its plaintext there).
+func (t ociArchive) privateOutput(suffix string) Ref {
+	return Ref{ociArchive{path: filepath.Base(archiveOutput(t.path, suffix)), tag: t.tag}}
+}

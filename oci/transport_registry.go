@@ -25,9 +25,33 @@ type remoteRegistry struct{ name name.Reference }
 func parseRegistry(s, orig string) (Ref, error) {
 	n, err := name.ParseReference(s)
 	if err != nil {
+		if low := lowerRepository(s); low != s {
+			if _, lerr := name.ParseReference(low); lerr == nil {
+				return Ref{}, fmt.Errorf("%q: repository names are lower-case (%s would be one)%.0w", orig, low, ErrUnknownTransport)
+			}
+		}
 		return Ref{}, fmt.Errorf("%q is neither an existing file or directory nor a registry reference (%v): %w; %s", orig, err, ErrUnknownTransport, forms)
 	}
 	return Ref{remoteRegistry{name: n}}, nil
+}
+
+// lowerRepository returns the registry reference s with its repository
+// path in lower case (the registry host and the tag as written).
+func lowerRepository(s string) string {
+	start := 0
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		if h := s[:i]; strings.ContainsAny(h, ".:") || h == "localhost" {
+			start = i + 1
+		}
+	}
+	end := len(s)
+	if i := strings.IndexByte(s, '@'); i >= 0 {
+		end = i
+	}
+	if i := strings.LastIndexByte(s[:end], ':'); i >= start && !strings.Contains(s[i:end], "/") {
+		end = i
+	}
+	return s[:start] + strings.ToLower(s[start:end]) + s[end:]
 }
 
 func (t remoteRegistry) String() string {
@@ -210,9 +234,9 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 	if err != nil {
 		if isRegistryErr(err) {
 			re := registryErr(n.Context(), n.Context(), "push to", err)
-			return re
+			return registryFailure(re, opts)
 		}
-		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
+		return WithoutURLs(fmt.Errorf("pushing a layer to %s: %w", n.Context(), err))
 	}
 	return nil
 }

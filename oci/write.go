@@ -36,7 +36,8 @@ func Write(ctx context.Context, ref Ref, img v1.Image, opts Options) (v1.Hash, e
 	if ref.t == nil {
 		return v1.Hash{}, fmt.Errorf("writing: empty image reference: %w; %s", ErrUnknownTransport, forms)
 	}
-	return ref.t.write(ctx, img, opts)
+	d, err := ref.t.write(ctx, img, opts)
+	return d, registryFailure(err, opts)
 }
 
 // startFileWrite checks that the archive file ref may be written with img,

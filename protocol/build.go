@@ -150,7 +150,8 @@ func Build(opts BuildOptions, trainPlain fs.FS, out Sink) (*Config, error) {
 // to out. userKeyFile is /opt/user_sym_key.key (nil: creator.encrypted_key).
 // On error, discard out.
 func Decrypt(cfg *Config, userKey *rsa.PrivateKey, userKeyFile []byte, train, results fs.FS, out Sink, withTrain bool) error {
-	if _, err := Verify(cfg); err != nil {
+	status, err := Verify(cfg)
+	if err != nil {
 		return err
 	}
 	creator, err := pubKey("creator.rsa_public_key", cfg.Creator.RSAPublicKey)
@@ -160,8 +161,11 @@ func Decrypt(cfg *Config, userKey *rsa.PrivateKey, userKeyFile []byte, train, re
 	if userKey == nil || !keys.Equal(creator, &userKey.PublicKey) {
 		return fmt.Errorf("creator %s: %w: the key's public half (%s) differs from creator.rsa_public_key (%s)", cfg.Creator.ID, ErrWrongPrivateKey, fpOf(userKey), keys.Fingerprint(creator))
 	}
+	if cfg.ResultHash == nil && len(status.Done) == 0 {
+		return fmt.Errorf("%w: no station on the route has run this train (%d station(s) to go)", ErrNothingToDecrypt, len(cfg.Route))
+	}
 	if cfg.ResultHash == nil {
-		return fmt.Errorf("result_hash: %w: no station has produced results yet", ErrPreviousResultsChanged)
+		return fmt.Errorf("result_hash: %w: null, but %d station(s) signed", ErrPreviousResultsChanged, len(status.Done))
 	}
 	wrapped := userKeyFile
 	if wrapped == nil {

@@ -30,6 +30,10 @@ var (
 	ErrInvalidConfig = errors.New("invalid train config")
 	// ErrBuild reports options that cannot make a train.
 	ErrBuild = errors.New("cannot build train")
+	// ErrNothingToDecrypt: the researcher decrypts a train that no station
+	// has run yet, so it holds no results. Not tampering: a caller's
+	// mistake (the CLI's usage class).
+	ErrNothingToDecrypt = errors.New("nothing to decrypt yet")
 	// ErrPostRunOrder reports a PostRun step called out of order: a
 	// mistake of the caller, not of the train.
 	ErrPostRunOrder = errors.New("post-run steps out of order")

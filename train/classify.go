@@ -53,8 +53,9 @@ type Class struct {
 // usages are the errors of KindUsage besides those matching ErrUsage.
 var usages = []error{
 	ErrUsage, ErrResultsRequired,
-	oci.ErrUnknownTransport, oci.ErrAmbiguous, oci.ErrWouldOverwrite, oci.ErrPlainHTTP,
+	oci.ErrUnknownTransport, oci.ErrAmbiguous, oci.ErrWouldOverwrite, oci.ErrPlainHTTP, oci.ErrOutputForm,
 	keys.ErrWrongPassword, keys.ErrPasswordRequired, protocol.ErrBuild, protocol.ErrPostRunOrder,
+	protocol.ErrNothingToDecrypt,
 }
 
 // checks maps the errors of KindVerification to check names, most

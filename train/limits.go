@@ -9,11 +9,11 @@ import (
 
 // limitNames are the limits SetLimit takes (the README's limits table
 // gives their defaults).
-var limitNames = []string{"manifest-size", "config-size", "layers", "entries", "file-size", "train-config-size", "ratio"}
+var limitNames = []string{"manifest-size", "config-size", "layers", "entries", "file-size", "train-config-size", "ratio", "train-ratio"}
 
 // SetLimit raises (or lowers) one limit by name: manifest-size,
-// config-size, layers, entries, file-size, train-config-size or ratio
-// (the README's limits table); sizes take an optional KiB, MiB, GiB or TiB
+// config-size, layers, entries, file-size, train-config-size, ratio or
+// train-ratio (the README's limits table); sizes take an optional KiB, MiB, GiB or TiB
 // suffix.
 func (e *Env) SetLimit(name, value string) error {
 	if !slices.Contains(limitNames, name) {
@@ -38,6 +38,8 @@ func (e *Env) SetLimit(name, value string) error {
 		e.MaxConfigSize = n
 	case "ratio":
 		e.Limits.MaxRatio = n
+	case "train-ratio":
+		e.Limits.MaxTrainRatio = n
 	}
 	return nil
 }

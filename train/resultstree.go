@@ -1,6 +1,7 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -34,12 +35,17 @@ type ResultsTree struct {
 
 // OpenResults opens the results directory dir (which must exist).
 func OpenResults(dir string) (*ResultsTree, error) {
+	// A directory that is missing or is a file is the caller's mistake
+	// (usage), as a bad flag is; other errors are I/O.
 	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("results directory %s: no such directory%.0w%.0w", dir, err, ErrUsage)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("results directory: %w", err)
 	}
 	if !fi.IsDir() {
-		return nil, usagef("results directory %s: not a directory", dir)
+		return nil, fmt.Errorf("results directory %s: not a directory%.0w", dir, ErrUsage)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {

@@ -36,8 +36,10 @@ func TestCredentialsWherePodmanPutsThem(t *testing.T) {
 	ref := reg.Host + "/pht/x:latest"
 	writeRef(t, openRef(t, built, oci.Options{}), ref, oci.Options{Auth: oci.BasicAuth(reg.Username, reg.Password)})
 
-	// No credentials: the registry refuses.
-	fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, "authentication required")
+	// No credentials: the registry refuses, and the error says where
+	// phtoci looked (issue 28).
+	fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, "authentication required",
+		"(no credentials for "+reg.Host+" in ", "/.config/containers/auth.json (missing), ", "/.docker/config.json)")
 
 	// ~/.config/containers/auth.json.
 	home := t.TempDir()
@@ -68,8 +70,22 @@ func TestCredentialsWherePodmanPutsThem(t *testing.T) {
 	// --authfile and $REGISTRY_AUTH_FILE win (a wrong password in them fails).
 	bad := filepath.Join(t.TempDir(), "auth.json")
 	authJSON(t, bad, reg.Host, reg.Username, "wrong")
-	fails(t, exitIO, nil, []string{"verify", ref, "--quiet", "--authfile", bad}, "authentication required")
-	fails(t, exitIO, []string{"REGISTRY_AUTH_FILE=" + bad}, []string{"verify", ref, "--quiet"}, "authentication required")
+	// A wrong password: the error names the user sent and the file it
+	// came from, never the password.
+	for _, r := range []result{
+		fails(t, exitIO, nil, []string{"verify", ref, "--quiet", "--authfile", bad}, "authentication required", "(sent user "+reg.Username+" from "+bad+")"),
+		fails(t, exitIO, []string{"REGISTRY_AUTH_FILE=" + bad}, []string{"verify", ref, "--quiet"}, "authentication required", "(sent user "+reg.Username+" from "+bad+")"),
+		fails(t, exitIO, nil, []string{"post-run", built, "--results", w.results(t, "st-a"), "-o", ref, "--ledger", "none", "--station", "st-a", "--key", w.key("st-a"), "--quiet", "--authfile", bad},
+			"authentication required to push to pht/x", "(sent user "+reg.Username+" from "+bad+")"),
+	} {
+		if strings.Contains(r.stderr, "wrong") {
+			t.Errorf("the error shows the password: %s", r.stderr)
+		}
+	}
+	r := phtoci(t, "wrong\n", nil, "verify", ref, "--quiet", "--username", reg.Username, "--password-stdin")
+	if r.code != exitIO || !strings.Contains(r.stderr, "(sent user "+reg.Username+", given directly (no auth file read))") || strings.Contains(r.stderr, "wrong") {
+		t.Errorf("verify --username with a wrong password: exit %d: %s", r.code, r.stderr)
+	}
 	good := filepath.Join(t.TempDir(), "auth.json")
 	authJSON(t, good, reg.Host, reg.Username, reg.Password)
 	if r := phtoci(t, "", []string{"REGISTRY_AUTH_FILE=" + bad}, "verify", ref, "--quiet", "--authfile", good); r.code != 0 {
@@ -122,7 +138,8 @@ func TestErrorsNameWhatTheUserGave(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{Auth: true})
 	ref := reg.Host + "/pht/x:latest"
 	r = fails(t, exitIO, nil, []string{"verify", ref, "--quiet"},
-		"phtoci: registry "+reg.Host+": authentication required to pull pht/x:latest: log in (see README) or pass --username and --password-stdin")
+		"phtoci: registry "+reg.Host+": authentication required to pull pht/x:latest (no credentials for "+reg.Host+" in ",
+		"): log in (see README) or pass --username and --password-stdin")
 	r2 := fails(t, exitIO, nil, append([]string{"post-run", built, "--results", w.results(t, "st-a"), "-o", ref, "--ledger", "none"}, st...),
 		"registry "+reg.Host+": authentication required to push to pht/x", "--username")
 	for _, s := range []string{r.stderr, r2.stderr} {

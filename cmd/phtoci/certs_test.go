@@ -22,7 +22,13 @@ func TestPrivateCA(t *testing.T) {
 	ref := reg.Host + "/pht/x:latest"
 	writeRef(t, openRef(t, built, oci.Options{}), ref, oci.Options{Transport: reg.Transport()})
 
-	fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, reg.Host, "certificate")
+	// Issue 28: the error names every directory searched for that host
+	// and where a CA goes; the CLI adds --cert-dir.
+	fails(t, exitIO, nil, []string{"verify", ref, "--quiet"}, reg.Host, "certificate",
+		"CA certificates searched for "+reg.Host+": the system's, /etc/containers/certs.d/"+reg.Host+" (missing), /etc/docker/certs.d/"+reg.Host+" (missing)",
+		"add the registry's CA certificate (PEM) to one of them as a *.crt file, e.g. /etc/containers/certs.d/"+reg.Host+"/ca.crt", "--cert-dir DIR")
+	other := t.TempDir()
+	fails(t, exitIO, nil, []string{"verify", ref, "--quiet", "--cert-dir", other}, "searched for "+reg.Host+": the system's, "+other+", /etc/containers/certs.d/")
 	ok(t, "verify", ref, "--quiet", "--cert-dir", reg.CertDir)
 	fails(t, exitUsage, nil, []string{"verify", ref, "--quiet", "--cert-dir", filepath.Join(t.TempDir(), "none")}, "--cert-dir")
 

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"io"
 
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
 )
@@ -27,7 +27,7 @@ func checkBaseCommand() *cli.Command {
 				return err
 			}
 			return printResult(c, r, func(w io.Writer) {
-				fmt.Fprintf(w, "base ok: the train's first %d layers are the master's; the %d layer(s) above touch only train paths; config matches\n",
+				textesc.Fprintf(w, "base ok: the train's first %d layers are the master's; the %d layer(s) above touch only train paths; config matches\n",
 					r.MasterLayers, r.TrainLayers-r.MasterLayers)
 			})
 		},

@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/internal/dircache"
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/layer"
 	"github.com/phtoci/phtoci/oci"
@@ -42,6 +43,8 @@ var flagHints = []struct {
 }{
 	{oci.ErrLimit, " (raise it with --limit NAME=VALUE)"},
 	{oci.ErrPlainHTTP, " (allow it with --insecure)"},
+	{oci.ErrUnknownAuthority, " (or give a directory with --cert-dir DIR)"},
+	{oci.ErrOutputForm, " (write -o oci-archive:FILE or -o oci:DIR instead)"},
 	{oci.ErrPlatform, " (choose one with --platform OS/ARCH[/VARIANT])"},
 	{train.ErrResultsRequired, " (--results DIR)"},
 	{train.ErrLeak, " (drop that layer with --base-layers, or post-run the image as received with --results)"},
@@ -88,7 +91,7 @@ func summaryCache(c *cli.Context) layer.SummaryCache {
 		return nil
 	}
 	warn := func(err error) {
-		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
+		textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; continuing without the layer summary cache\n", err)
 	}
 	if dir == "" {
 		d, err := dircache.DefaultDir()
@@ -221,7 +224,7 @@ func loadKey(c *cli.Context, flag, passEnv string) (*rsa.PrivateKey, error) {
 		return nil, err
 	}
 	if err := keys.CheckPrivateKeyFile(path); errors.Is(err, keys.ErrKeyFileMode) {
-		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
+		textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: %v; restrict it: chmod 600 %s\n", err, path)
 	}
 	return k, nil
 }
@@ -261,29 +264,34 @@ func oneArg(c *cli.Context, what string) (string, error) {
 	return c.Args().First(), nil
 }
 
-func printJob(c *cli.Context, r *train.JobResult) error {
+// printJob prints what a step wrote; notes are lines of text output after
+// the first two.
+func printJob(c *cli.Context, r *train.JobResult, notes ...string) error {
 	return printResult(c, r, func(w io.Writer) {
-		fmt.Fprintf(w, "%s", r.Step)
+		textesc.Fprintf(w, "%s", r.Step)
 		if r.Station != "" {
-			fmt.Fprintf(w, " (station %s)", r.Station)
+			textesc.Fprintf(w, " (station %s)", r.Station)
 		}
 		if r.DryRun {
 			printDryRun(w, r)
 			return
 		}
-		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		textesc.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		for _, n := range notes {
+			textesc.Fprintf(w, "  %s\n", n)
+		}
 		if r.ResultsDir != "" {
-			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
+			textesc.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
 		}
 		if r.Step == "pre-run" {
 			return
 		}
 		if r.Next >= 0 && r.NextStation != "" {
-			fmt.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
+			textesc.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
 		} else if r.Next >= 0 {
-			fmt.Fprintf(w, "  next station: route[%d]\n", r.Next)
+			textesc.Fprintf(w, "  next station: route[%d]\n", r.Next)
 		} else if r.Step == "post-run" {
-			fmt.Fprintf(w, "  route complete: ready for the researcher\n")
+			textesc.Fprintf(w, "  route complete: ready for the researcher\n")
 		}
 	})
 }
@@ -294,7 +302,7 @@ func preRunCommand() *cli.Command {
 		Usage:     "verify a train for this station and write the decrypted, runnable image",
 		ArgsUsage: "IMAGE",
 		Flags: append(append(imageFlags(), stationFlags()...),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: REPOSITORY_TAG.decrypted.oci.tar in the current directory for a registry input, never a push; FILE-decrypted.tar beside an archive; TAG-decrypted in a layout)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "destination (default: in the current directory, mode 0600: REPOSITORY_TAG.decrypted.oci.tar for a registry input, never a push; NAME-decrypted.tar for an archive NAME.tar, never beside it; TAG-decrypted in a layout)"},
 			&cli.StringFlag{Name: "results-dir", Usage: "also write the decrypted previous results (the image's /opt/pht_results) into `DIR` (new or empty; 0700, files 0600), to mount as /opt/pht_results for the run"},
 			&cli.IntFlag{Name: "base-layers", Usage: "override the base boundary (number of base layers to keep)"},
 			compressionFlag(), ledgerFlag(), masterFlag(), dryRunFlag()),
@@ -321,6 +329,12 @@ func preRunCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if c.String("output") == "" {
+				// The default: plaintext in the current directory, never
+				// beside the input (a train's USB stick) or in a registry.
+				wd, _ := os.Getwd()
+				return printJob(c, r, fmt.Sprintf("plaintext (mode 0600) in the current directory %s; -o DEST writes it elsewhere", wd))
+			}
 			return printJob(c, r)
 		},
 	}
@@ -336,7 +350,7 @@ func warnPlaintextPush(c *cli.Context, output string) {
 	if err != nil || ref.Name() == nil || ref.Loopback() {
 		return
 	}
-	fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name())
+	textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: pushing the decrypted image to %s: the train files and previous results in it are plaintext, readable by everyone who can pull from that repository\n", ref.Name())
 }
 
 func postRunCommand() *cli.Command {
@@ -415,27 +429,27 @@ func verifyCommand() *cli.Command {
 				out["station"], out["station_state"] = r.Station, r.StationState
 			}
 			return printResult(c, out, func(w io.Writer) {
-				fmt.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
+				textesc.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
 				if len(done) > 0 {
-					fmt.Fprintf(w, " (%s)", strings.Join(done, ", "))
+					textesc.Fprintf(w, " (%s)", strings.Join(done, ", "))
 				}
 				if r.Status.Next >= 0 {
-					fmt.Fprintf(w, ", next station: %s (route[%d])", routeName(r.Route, r.Status.Next), r.Status.Next)
+					textesc.Fprintf(w, ", next station: %s (route[%d])", routeName(r.Route, r.Status.Next), r.Status.Next)
 				} else {
-					fmt.Fprintf(w, ", route complete")
+					textesc.Fprintf(w, ", route complete")
 				}
 				switch {
 				case r.StationState != nil && r.StationState.State != "next":
-					fmt.Fprintf(w, "; %s", r.StationState.Message)
+					textesc.Fprintf(w, "; %s", r.StationState.Message)
 				case r.Station != "":
-					fmt.Fprintf(w, "; station %s checks passed", r.Station)
+					textesc.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
 				for _, n := range r.NotChecked {
 					if strings.HasPrefix(n, train.CheckFileContents) {
 						n += ": phtoci verify --station ID --key KEY"
 					}
-					fmt.Fprintf(w, "  not checked: %s\n", n)
+					textesc.Fprintf(w, "  not checked: %s\n", n)
 				}
 			})
 		},
@@ -489,7 +503,7 @@ func decryptCommand() *cli.Command {
 				return err
 			}
 			if !r.Complete {
-				fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: incomplete route: %d of %d station(s) signed; no results yet from %s\n",
+				textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: incomplete route: %d of %d station(s) signed; no results yet from %s\n",
 					len(r.Done), len(r.Route), strings.Join(r.Pending, ", "))
 			}
 			return printResult(c, struct {
@@ -497,9 +511,9 @@ func decryptCommand() *cli.Command {
 				*train.DecryptResult
 			}{true, r}, func(w io.Writer) {
 				if r.Complete {
-					fmt.Fprintf(w, "verified and decrypted: results of all %d station(s) in %s\n", len(r.Route), r.Out)
+					textesc.Fprintf(w, "verified and decrypted: results of all %d station(s) in %s\n", len(r.Route), r.Out)
 				} else {
-					fmt.Fprintf(w, "verified and decrypted: results of %d of %d station(s) (%s) in %s; route incomplete\n", len(r.Done), len(r.Route), strings.Join(r.Done, ", "), r.Out)
+					textesc.Fprintf(w, "verified and decrypted: results of %d of %d station(s) (%s) in %s; route incomplete\n", len(r.Done), len(r.Route), strings.Join(r.Done, ", "), r.Out)
 				}
 			})
 		},

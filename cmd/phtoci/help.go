@@ -42,6 +42,7 @@ var examples = map[string][]string{
 	"keys generate": {
 		"phtoci keys generate station-aachen          # station-aachen.pem (0600), station-aachen.pub.pem",
 		"phtoci keys generate researcher --bits 4096",
+		"phtoci keys generate station-aachen --password-file pass.txt   # encrypted PKCS#8; pre-run reads it with --key-password-file pass.txt",
 	},
 	"keys public": {
 		"phtoci keys public station-aachen.pem        # hex of the public key's PEM, as in train_config.json",

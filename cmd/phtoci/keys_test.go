@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,4 +39,50 @@ func TestKeysCommands(t *testing.T) {
 	if !strings.EqualFold(got, hex.EncodeToString(want)) {
 		t.Error("keys public of the reference's station_1 key differs from its public PEM's hex")
 	}
+}
+
+// TestKeysGenerateEncrypted (issue 28): keys generate --password-file
+// writes an encrypted PKCS#8 key (0600) that phtoci reads back with the
+// password (and refuses without it or with another), that OpenSSL reads
+// with the same password, and whose public half is NAME.pub.pem; the
+// password never appears in any output.
+func TestKeysGenerateEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	pass := filepath.Join(dir, "pass.txt")
+	testutil.Must(t, os.WriteFile(pass, []byte("correct horse battery\n"), 0o600))
+	k := filepath.Join(dir, "st")
+	r := ok(t, "keys", "generate", k, "--password-file", pass)
+	if !strings.Contains(r.stdout, "encrypted") || strings.Contains(r.stdout+r.stderr, "horse") {
+		t.Errorf("keys generate --password-file: %s", r.stdout)
+	}
+	wantMode(t, k+".pem", 0o600)
+	b, err := os.ReadFile(k + ".pem")
+	testutil.Must(t, err)
+	if !strings.HasPrefix(string(b), "-----BEGIN ENCRYPTED PRIVATE KEY-----\n") {
+		t.Fatalf("not encrypted PKCS#8: %.40q", b)
+	}
+	pub := strings.TrimSpace(ok(t, "keys", "public", k+".pub.pem").stdout)
+	if got := strings.TrimSpace(ok(t, "keys", "public", k+".pem", "--key-password-file", pass).stdout); got != pub {
+		t.Errorf("the encrypted key's public half differs from %s.pub.pem", k)
+	}
+	fails(t, exitUsage, nil, []string{"keys", "public", k + ".pem"}, "password")
+	wrong := filepath.Join(dir, "wrong.txt")
+	testutil.Must(t, os.WriteFile(wrong, []byte("wrong"), 0o600))
+	fails(t, exitUsage, nil, []string{"keys", "public", k + ".pem", "--key-password-file", wrong}, "password")
+
+	// OpenSSL reads it with the password: the same public key.
+	out, err := exec.Command("openssl", "pkey", "-in", k+".pem", "-passin", "file:"+pass, "-pubout").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl pkey: %v\n%s", err, out)
+	}
+	want, err := os.ReadFile(k + ".pub.pem")
+	testutil.Must(t, err)
+	if string(out) != string(want) {
+		t.Errorf("openssl's public key differs:\n%s\nwant\n%s", out, want)
+	}
+
+	empty := filepath.Join(dir, "empty.txt")
+	testutil.Must(t, os.WriteFile(empty, []byte("\n"), 0o600))
+	fails(t, exitUsage, nil, []string{"keys", "generate", filepath.Join(dir, "e"), "--password-file", empty}, "empty password")
+	fails(t, exitUsage, nil, []string{"keys", "generate", filepath.Join(dir, "m"), "--password-file", filepath.Join(dir, "missing")}, "--password-file")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
@@ -32,7 +33,7 @@ func stationLedger(c *cli.Context, e *train.Env, writes bool) error {
 	case writes:
 		return fmt.Errorf("%w; a station signs only what its ledger records (give --ledger FILE, or --ledger none to sign without replay protection)", err)
 	case p == "":
-		fmt.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused here; give --ledger FILE\n", err)
+		textesc.Fprintf(c.App.ErrWriter, "phtoci: warning: no station ledger (%v): replays of trains this station signed are not refused here; give --ledger FILE\n", err)
 		return nil
 	}
 	return err
@@ -68,7 +69,7 @@ func ledgerCommand() *cli.Command {
 						entries = []train.LedgerEntry{}
 					}
 					return printResult(c, map[string]any{"ledger": l.Path, "entries": entries}, func(w io.Writer) {
-						fmt.Fprintf(w, "station ledger %s: %d entr%s\n", l.Path, len(entries), plural(len(entries), "y", "ies"))
+						textesc.Fprintf(w, "station ledger %s: %d entr%s\n", l.Path, len(entries), plural(len(entries), "y", "ies"))
 						for _, e := range entries {
 							printLedgerEntry(w, e)
 						}
@@ -98,7 +99,7 @@ func ledgerCommand() *cli.Command {
 						return err
 					}
 					return printResult(c, map[string]any{"ledger": l.Path, "removed": gone}, func(w io.Writer) {
-						fmt.Fprintf(w, "removed %d entr%s from station ledger %s:\n", len(gone), plural(len(gone), "y", "ies"), l.Path)
+						textesc.Fprintf(w, "removed %d entr%s from station ledger %s:\n", len(gone), plural(len(gone), "y", "ies"), l.Path)
 						for _, e := range gone {
 							printLedgerEntry(w, e)
 						}
@@ -122,7 +123,7 @@ func printLedgerEntry(w io.Writer, e train.LedgerEntry) {
 		state = fmt.Sprintf("pending (pid %d)", e.PID)
 	}
 	// %q: ids come from trains, which may hold control characters.
-	fmt.Fprintf(w, "  %s  train %q  station %q route[%d]  %s  input %q\n    session %q\n",
+	textesc.Fprintf(w, "  %s  train %q  station %q route[%d]  %s  input %q\n    session %q\n",
 		e.Time.UTC().Format("2006-01-02T15:04:05Z"), e.TrainID, e.Station, e.Index, state, e.Digest, e.SessionID)
 }
 
@@ -133,14 +134,14 @@ func dryRunFlag() cli.Flag {
 
 // printDryRun ends printJob's line for a dry run.
 func printDryRun(w io.Writer, r *train.JobResult) {
-	fmt.Fprintf(w, ": dry run: every check passed; would write %s\n  size %s (%d bytes; new layer %s)\n",
+	textesc.Fprintf(w, ": dry run: every check passed; would write %s\n  size %s (%d bytes; new layer %s)\n",
 		r.Output, units.Bytes(r.Size), r.Size, units.Bytes(r.LayerSize))
 	if r.Step == "post-run" {
 		if r.Next >= 0 && r.NextStation != "" {
-			fmt.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
+			textesc.Fprintf(w, "  next station: %s (route[%d])\n", r.NextStation, r.Next)
 		} else if r.Next < 0 {
-			fmt.Fprintf(w, "  route complete after this station\n")
+			textesc.Fprintf(w, "  route complete after this station\n")
 		}
 	}
-	fmt.Fprintf(w, "  nothing written, nothing recorded in the station ledger\n")
+	textesc.Fprintf(w, "  nothing written, nothing recorded in the station ledger\n")
 }

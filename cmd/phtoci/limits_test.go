@@ -57,6 +57,11 @@ func resultsBombLayer(t *testing.T, size int64) v1.Layer {
 // inflate to a GiB costs no spool file. The temporary directory is a
 // regular file here: any spool would fail; before, verify spooled the
 // results and failed ("not a directory").
+//
+// TestTrainLayerBomb is the same layer as an attack (issue 25 §6): its
+// GiB of zeros in about a MiB of gzip is refused by the train layer's
+// decompression ratio once 16 MiB are read, naming the limit; raised
+// with --limit train-ratio=N the train verifies without a spool.
 func TestKeylessVerifyReadsNoResults(t *testing.T) {
 	w := newWorld(t, "s1")
 	built := w.path("train.tar")
@@ -73,10 +78,9 @@ func TestKeylessVerifyReadsNoResults(t *testing.T) {
 	fi, err := os.Stat(w.path("bomb.tar"))
 	testutil.Must(t, err)
 	t.Logf("bomb archive: %d bytes for 1 GiB of results", fi.Size())
-	if r := phtoci(t, "", env, "verify", in, "--quiet"); r.code != 0 {
+	if r := phtoci(t, "", env, "verify", in, "--quiet", "--limit", "train-ratio=2000"); r.code != 0 {
 		t.Fatalf("keyless verify: exit %d: %s", r.code, r.stderr)
 	}
-
 	// Every transport, with an 8 MiB result (past the in-memory limit).
 	small, err := mutate.AppendLayers(openRef(t, built, oci.Options{}), resultsBombLayer(t, 8<<20))
 	testutil.Must(t, err)
@@ -92,6 +96,35 @@ func TestKeylessVerifyReadsNoResults(t *testing.T) {
 		if r := phtoci(t, "", env, "verify", ref, "--quiet"); r.code != 0 {
 			t.Errorf("keyless verify %s: exit %d: %s", ref, r.code, r.stderr)
 		}
+	}
+}
+
+// TestTrainLayerBomb: a train whose train layer holds a GiB of zeros in
+// about a MiB of gzip (the issue's 8 GiB in 8 MB, scaled down) is refused
+// by verify, pre-run and post-run once 16 MiB are inflated, with exit 1
+// naming the train layer's ratio limit and the flag that raises it;
+// before, verify inflated the whole GiB and passed.
+func TestTrainLayerBomb(t *testing.T) {
+	w := newWorld(t, "s1")
+	built := w.path("train.tar")
+	w.build(t, "oci-archive:"+built)
+	img, err := mutate.AppendLayers(openRef(t, built, oci.Options{}), resultsBombLayer(t, 1<<30))
+	testutil.Must(t, err)
+	in := "oci-archive:" + w.path("bomb.tar")
+	writeRef(t, img, in, oci.Options{})
+	mention := []string{"train layer decompression ratio", "more than 100:1", "layer 2 (sha256:", "--limit NAME=VALUE"}
+	fails(t, 1, nil, []string{"verify", in, "--quiet"}, mention...)
+	fails(t, 1, nil, append([]string{"pre-run", in, "-o", "oci-archive:" + w.path("dec.tar"), "--ledger", "none"}, w.stationArgs("s1")...), mention...)
+	fails(t, 1, nil, append([]string{"post-run", in, "--results", w.results(t, "s1"), "-o", "oci-archive:" + w.path("out.tar"), "--ledger", "none"}, w.stationArgs("s1")...), mention...)
+	for _, f := range []string{"dec.tar", "out.tar"} {
+		if exists(w.path(f)) {
+			t.Errorf("a refused step wrote %s", f)
+		}
+	}
+	// Raised (through the environment, as serve's limits: name and value
+	// as for --limit), the same train verifies.
+	if r := phtoci(t, "", []string{"PHTOCI_LIMITS=train-ratio=2000"}, "verify", in, "--quiet"); r.code != 0 {
+		t.Errorf("verify with train-ratio=2000: exit %d: %s", r.code, r.stderr)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/internal/units"
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
@@ -74,9 +75,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// still stops it at once.
 	ctx, stop := onSignal(!(len(args) > 1 && args[1] == "serve"), func(msg string) {
 		if jsonWanted(args) {
-			json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO})
+			json.NewEncoder(textesc.NewJSONWriter(stdout)).Encode(map[string]any{"ok": false, "error": msg, "exitCode": exitIO, "check": "io"})
 		}
-		fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+		textesc.Fprintf(stderr, "phtoci: %s\n", msg)
 	})
 	defer stop()
 	swept := fsutil.Swept()
@@ -102,24 +103,29 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
+	err = oci.WithoutURLs(err) // upload URLs carry session tokens: name the blob
 	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ") + limitHint(err)
 	if errors.Is(err, oci.ErrUnauthorized) {
 		msg += ": log in (see README) or pass --username and --password-stdin"
 	}
 	if jsonWanted(args) {
-		out := map[string]any{"ok": false, "error": msg, "exitCode": code}
-		if check := train.Classify(err).Check; check != "" {
-			out["check"] = check // the failed check, as serve's verdicts name it
+		// check: the failed check of a verification error ("user_signature",
+		// "limit", …, as serve's verdicts), else the class ("usage", "io").
+		cl := train.Classify(err)
+		check := cl.Check
+		if check == "" {
+			check = cl.Kind.String()
 		}
+		out := map[string]any{"ok": false, "error": msg, "exitCode": code, "check": check}
 		var lost *oci.LostUpdateError
 		if errors.As(err, &lost) {
 			out["lostUpdate"] = map[string]string{"tag": lost.Tag, "pushed": lost.Pushed.String(), "now": lost.Now.String()}
 		}
-		enc := json.NewEncoder(stdout)
+		enc := json.NewEncoder(textesc.NewJSONWriter(stdout))
 		enc.Encode(out)
 	}
-	fmt.Fprintf(stderr, "phtoci: %s\n", msg)
+	textesc.Fprintf(stderr, "phtoci: %s\n", msg)
 	return code
 }
 
@@ -270,14 +276,17 @@ func usagef(format string, a ...any) error {
 	return usageError{fmt.Errorf(format, a...)}
 }
 
-// printResult writes v as JSON with --json, else human text from text().
+// printResult writes v as JSON with --json, else human text from text(),
+// whose control characters other than newlines are escaped (values from a
+// train, such as station ids, are escaped by textesc.Fprintf, newlines
+// too).
 func printResult(c *cli.Context, v any, text func(io.Writer)) error {
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
+		enc := json.NewEncoder(textesc.NewJSONWriter(c.App.Writer))
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	text(c.App.Writer)
+	text(textesc.NewWriter(c.App.Writer))
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/phtoci/phtoci/internal/textesc"
 	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/keys"
 	"github.com/phtoci/phtoci/protocol"
@@ -39,24 +40,24 @@ func inspectCommand() *cli.Command {
 				if src == "" {
 					src = "(not recorded)"
 				}
-				fmt.Fprintf(w, "image    %s (%s)\ntrain    %s\nsource   %s\nstate    %s\ncreator  %s %s\nbuilder  %s\n",
+				textesc.Fprintf(w, "image    %s (%s)\ntrain    %s\nsource   %s\nstate    %s\ncreator  %s %s\nbuilder  %s\n",
 					r.Digest, r.MediaType, r.TrainID, src, r.State, r.Creator, r.CreatorKey, r.BuilderKey)
 				if r.Verified {
-					fmt.Fprintf(w, "verify   ok (keyless)\n")
+					textesc.Fprintf(w, "verify   ok (keyless)\n")
 				} else {
-					fmt.Fprintf(w, "verify   FAILED: %s\n", r.VerifyError)
+					textesc.Fprintf(w, "verify   FAILED: %s\n", r.VerifyError)
 				}
-				fmt.Fprintf(w, "route:\n  %-5s %-20s %-6s %-8s %s\n", "INDEX", "STATION", "ECO", "STATE", "KEY")
+				textesc.Fprintf(w, "route:\n  %-5s %-20s %-6s %-8s %s\n", "INDEX", "STATION", "ECO", "STATE", "KEY")
 				for _, s := range r.Route {
-					fmt.Fprintf(w, "  %-5d %-20s %-6s %-8s %s\n", s.Index, s.Station, s.EcoSystem, s.State, s.KeyFingerprint)
+					textesc.Fprintf(w, "  %-5d %-20s %-6s %-8s %s\n", s.Index, s.Station, s.EcoSystem, s.State, s.KeyFingerprint)
 				}
 				from := "scan"
 				if r.BaseFromLabel {
 					from = "label"
 				}
-				fmt.Fprintf(w, "layers (base boundary %d, from %s):\n  %-5s %-8s %-71s %10s %s\n", r.Base, from, "INDEX", "ROLE", "DIGEST", "SIZE", "MEDIA TYPE")
+				textesc.Fprintf(w, "layers (base boundary %d, from %s):\n  %-5s %-8s %-71s %10s %s\n", r.Base, from, "INDEX", "ROLE", "DIGEST", "SIZE", "MEDIA TYPE")
 				for _, l := range r.Layers {
-					fmt.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, units.Bytes(l.Size), l.MediaType)
+					textesc.Fprintf(w, "  %-5d %-8s %-71s %10s %s\n", l.Index, l.Role, l.Digest, units.Bytes(l.Size), l.MediaType)
 				}
 			})
 		},
@@ -152,18 +153,30 @@ func keysCommand() *cli.Command {
 				Name:      "generate",
 				Usage:     "write NAME.pem (private, mode 0600) and NAME.pub.pem",
 				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{&cli.IntFlag{Name: "bits", Value: 2048, Usage: "2048, 3072 or 4096"}, &cli.BoolFlag{Name: "json"}},
+				Flags: []cli.Flag{&cli.IntFlag{Name: "bits", Value: 2048, Usage: "2048, 3072 or 4096"}, &cli.BoolFlag{Name: "json"},
+					&cli.StringFlag{Name: "password-file", Usage: "encrypt NAME.pem (PKCS#8, AES-256-CBC, PBKDF2-SHA256) with the password in `FILE` (its first line); read it back with --key-password-file FILE or PRIVATE_KEY_PASSWORD"}},
 				Action: func(c *cli.Context) error {
 					name, err := oneArg(c, "NAME")
 					if err != nil {
 						return err
 					}
-					r, err := keys.GenerateFiles(name, c.Int("bits"))
+					pass, err := password(c, "password-file", "")
+					if err != nil {
+						return usageError{err}
+					}
+					if c.IsSet("password-file") && len(pass) == 0 {
+						return usagef("--password-file %s: empty password", c.String("password-file"))
+					}
+					r, err := keys.GenerateFilesEncrypted(name, c.Int("bits"), pass)
 					if err != nil {
 						return err
 					}
 					return printResult(c, r, func(w io.Writer) {
-						fmt.Fprintf(w, "wrote %s (private, 0600) and %s\nfingerprint %s\n", r.PrivatePath, r.PublicPath, r.Fingerprint)
+						enc := ""
+						if r.Encrypted {
+							enc = ", encrypted"
+						}
+						textesc.Fprintf(w, "wrote %s (private, 0600%s) and %s\nfingerprint %s\n", r.PrivatePath, enc, r.PublicPath, r.Fingerprint)
 					})
 				},
 			},
@@ -185,7 +198,7 @@ func keysCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					return printResult(c, map[string]string{"rsa_public_key": h, "fingerprint": keys.Fingerprint(pub)}, func(w io.Writer) { fmt.Fprintln(w, h) })
+					return printResult(c, map[string]string{"rsa_public_key": h, "fingerprint": keys.Fingerprint(pub)}, func(w io.Writer) { textesc.Fprintln(w, h) })
 				},
 			},
 			{
@@ -203,7 +216,7 @@ func keysCommand() *cli.Command {
 						return err
 					}
 					fp := keys.Fingerprint(pub)
-					return printResult(c, map[string]string{"fingerprint": fp}, func(w io.Writer) { fmt.Fprintln(w, fp) })
+					return printResult(c, map[string]string{"fingerprint": fp}, func(w io.Writer) { textesc.Fprintln(w, fp) })
 				},
 			},
 		},

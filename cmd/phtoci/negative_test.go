@@ -149,7 +149,8 @@ func TestStationErrors(t *testing.T) {
 	testutil.Must(t, os.WriteFile(passFile, []byte("s3cret-pass\n"), 0o600))
 	ok(t, "pre-run", w.built, "--station", "st-a", "--key", encKey, "--key-password-file", passFile, "-o", w.path("dec-with-pass.tar"), "--quiet")
 
-	fails(t, exitIO, nil, append([]string{"post-run", w.built, "--results", w.path("no-such-results"), "-o", out}, w.stationArgs("st-a")...), "no-such-results")
+	// A missing results directory is the caller's mistake, like a file in its place (issue 28).
+	fails(t, exitUsage, nil, append([]string{"post-run", w.built, "--results", w.path("no-such-results"), "-o", out}, w.stationArgs("st-a")...), "no-such-results")
 	fails(t, exitUsage, nil, append([]string{"post-run", w.built, "-o", out}, w.stationArgs("st-a")...), "--results")
 	fails(t, exitIO, nil, append([]string{"pre-run", "127.0.0.1:1/pht/train:latest", "-o", out}, w.stationArgs("st-a")...), "127.0.0.1:1")
 	fails(t, exitUsage, nil, []string{"pre-run"}, "IMAGE")

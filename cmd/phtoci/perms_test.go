@@ -66,7 +66,7 @@ func TestPlaintextOutputsPrivate(t *testing.T) {
 			}
 
 			st := w.stationArgs("st-a")
-			phtociUmask(t, mask, append([]string{"pre-run", in}, st...)...) // default: train-decrypted.tar beside it
+			phtociUmask(t, mask, append([]string{"pre-run", in, "-o", w.path("train-decrypted.tar")}, st...)...) // the default is TestPreRunArchiveDefaultInCurrentDir
 			wantMode(t, w.path("train-decrypted.tar"), 0o600)
 			phtociUmask(t, mask, append([]string{"pre-run", in, "-o", "oci-archive:" + w.path("dec.oci.tar"), "--results-dir", w.path("results")}, st...)...)
 			wantMode(t, w.path("dec.oci.tar"), 0o600)

@@ -172,6 +172,13 @@ func completionCommand() *cli.Command {
 		Name:      "completion",
 		Usage:     "print a shell completion script for bash, zsh or fish",
 		ArgsUsage: "bash|zsh|fish",
+		// Completing its argument offers the shells (urfave/cli would
+		// offer its help command).
+		BashComplete: func(c *cli.Context) {
+			if c.NArg() == 0 {
+				fmt.Fprintln(c.App.Writer, "bash\nzsh\nfish")
+			}
+		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usagef("completion needs one shell: bash, zsh or fish")

@@ -140,6 +140,13 @@ func TestCompletion(t *testing.T) {
 	if got := complete("ver"); got != "verify version" {
 		t.Errorf("completing 'ver': %q, want verify version", got)
 	}
+	// Issue 28: the shells, not urfave/cli's "help h".
+	if got := complete("completion", ""); got != "bash zsh fish" {
+		t.Errorf("completing 'completion ': %q, want bash zsh fish", got)
+	}
+	if got := complete("completion", "z"); got != "zsh" {
+		t.Errorf("completing 'completion z': %q, want zsh", got)
+	}
 	zsh := ok(t, "completion", "zsh").stdout
 	if !strings.HasPrefix(zsh, "#compdef phtoci\n") || !strings.Contains(zsh, "--generate-bash-completion") {
 		t.Errorf("zsh script:\n%s", zsh)
