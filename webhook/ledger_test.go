@@ -121,6 +121,7 @@ func TestLedgerKeyedOnSignedValues(t *testing.T) {
 		d := withConfig(t, reg.Host+"/pht/incoming@"+good, reg.Host+"/pht/incoming:injected", func(c *protocol.Config) {
 			c.ID = newID
 			c.Route = append(c.Route, protocol.RouteEntry{Station: "evil", EcoSystem: "tue", RSAPublicKey: evilKey, Index: 1})
+			c.Context = nil // without the route commitment, which would refuse the edit on its own
 		})
 		if _, err := train.VerifyJob(context.Background(), reg.Host+"/pht/incoming@"+d, nil, train.Env{}); err != nil {
 			t.Fatalf("keyless verify already fails (%v): the test tests nothing", err)
