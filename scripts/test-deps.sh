@@ -14,6 +14,9 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # Headless Chromium loads serve's status page in a test.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# ip (iproute2) brings up the loopback of the network namespaces in which
+# the shipped serve configs start on their fixed ports (cmd/phtoci).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")
