@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # ip (iproute2) brings up the loopback of the network namespaces in which
 # the shipped serve configs start on their fixed ports (cmd/phtoci).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# systemd-analyze verifies the shipped unit and rates its sandbox.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -546,4 +547,42 @@ func secretVolume(t *testing.T, pod map[string]any) string {
 	}
 	t.Fatal("the pod mounts no Secret")
 	return ""
+}
+
+// exposure is systemd-analyze security's overall rating line.
+var exposure = regexp.MustCompile(`Overall exposure level for phtoci-serve\.service: ([0-9]+\.[0-9]+) `)
+
+// TestSystemdUnit: deploy/phtoci-serve.service (installed by the .deb) in
+// a root laid out like an installed system (this machine's systemd units,
+// the unit, the binary at the path ExecStart names): `systemd-analyze
+// verify` reports nothing, and `systemd-analyze security --offline` rates
+// its exposure at most 2.5.
+func TestSystemdUnit(t *testing.T) {
+	root := t.TempDir()
+	units := filepath.Join(root, "usr/lib/systemd/system")
+	testutil.Must(t, os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755))
+	testutil.Must(t, os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755))
+	cp := exec.Command("cp", "-r", "/usr/lib/systemd/system", filepath.Join(root, "usr/lib/systemd/"))
+	if out, err := cp.CombinedOutput(); err != nil {
+		t.Fatalf("copying this machine's systemd units: %v: %s", err, out)
+	}
+	unit := testutil.Must1(os.ReadFile("../../deploy/phtoci-serve.service"))(t)
+	testutil.Must(t, os.WriteFile(filepath.Join(units, "phtoci-serve.service"), unit, 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(root, "usr/bin/phtoci"), testutil.Must1(os.ReadFile(phtociBin))(t), 0o755))
+	if !strings.Contains(string(unit), "ExecStart=/usr/bin/phtoci serve --config /etc/phtoci/serve.yaml\n") {
+		t.Fatalf("the unit does not run /usr/bin/phtoci serve --config /etc/phtoci/serve.yaml")
+	}
+	// --man=no: the man page is the .deb's (TestRelease checks it).
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+root, "phtoci-serve.service").CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	out, err = exec.Command("systemd-analyze", "security", "--offline=true", "--no-pager", "--root="+root, "phtoci-serve.service").CombinedOutput()
+	m := exposure.FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+	}
+	if score := testutil.Must1(strconv.ParseFloat(string(m[1]), 64))(t); score > 2.5 {
+		t.Errorf("systemd-analyze security rates the unit %.1f, want at most 2.5:\n%s", score, out)
+	}
 }
