@@ -358,7 +358,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	}
 	if ignored != "" {
 		s.m.ignored.Add(1)
-		s.cfg.Logger.Info("event", "result", "ignored", "reason", ignored)
+		s.cfg.Logger.Debug("event", "result", "ignored", "reason", ignored) // most of a registry's notifications
 		s.prom.events.WithLabelValues("ignored").Inc()
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return

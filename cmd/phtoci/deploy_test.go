@@ -145,12 +145,12 @@ func (b *lockedBuffer) String() string {
 
 // startServe starts cmd (a `phtoci serve`) and waits for its "listening on"
 // line; it fails the test when serve exits first.
-func startServe(t *testing.T, ns netns, cmd *exec.Cmd) *served {
+func startServe(t *testing.T, client *http.Client, cmd *exec.Cmd) *served {
 	t.Helper()
 	pr, err := cmd.StderrPipe()
 	testutil.Must(t, err)
 	testutil.Must(t, cmd.Start())
-	s := &served{cmd: cmd, client: ns.client(), stderr: &lockedBuffer{mu: make(chan struct{}, 1)}, exited: make(chan error, 1)}
+	s := &served{cmd: cmd, client: client, stderr: &lockedBuffer{mu: make(chan struct{}, 1)}, exited: make(chan error, 1)}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	lines := make(chan string, 1)
 	go func() {
@@ -279,7 +279,7 @@ func TestShippedServeConfigStarts(t *testing.T) {
 	inNetns(t, func(ns netns) {
 		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 		cmd.Dir = work
-		s := startServe(t, ns, cmd)
+		s := startServe(t, ns.client(), cmd)
 		if s.addr != "127.0.0.1:8080" {
 			t.Errorf("listening on %s, the shipped config says 127.0.0.1:8080", s.addr)
 		}
@@ -523,7 +523,7 @@ func TestKubernetesManifests(t *testing.T) {
 			cred.Groups = []uint32{uint32(fsGroup)}
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: cred}
-		s := startServe(t, ns, cmd)
+		s := startServe(t, ns.client(), cmd)
 		port := num(pathGet(ctr, "ports", 0, "containerPort"))
 		if !strings.HasSuffix(s.addr, fmt.Sprintf(":%d", port)) {
 			t.Errorf("listening on %s, the container port is %d", s.addr, port)
