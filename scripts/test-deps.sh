@@ -19,6 +19,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # systemd-analyze verifies the shipped unit and rates its sandbox.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# lintian checks the release's .deb (tools/release).
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")

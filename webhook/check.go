@@ -94,8 +94,15 @@ func (c *ServeConfig) Summary() []any {
 	if c.Username != "" {
 		creds = "user " + c.Username
 	}
+	workers, queue := c.Workers, c.Queue
+	if workers <= 0 {
+		workers = 2 // Config's defaults
+	}
+	if queue <= 0 {
+		queue = 1024
+	}
 	attrs := []any{"listen", c.Listen, "tls", c.TLS.Cert != "", "store", c.StoreKind(), "registries", strings.Join(rs, ","),
-		"credentials", creds, "trust", trustOn, "read", read, "workers", c.Workers, "queue", c.Queue, "route", c.Route != nil}
+		"credentials", creds, "trust", trustOn, "read", read, "workers", workers, "queue", queue, "route", c.Route != nil}
 	var keys []string
 	for k := range durationDefaults {
 		keys = append(keys, k)
