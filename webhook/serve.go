@@ -248,7 +248,7 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
 		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
 		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease,
-		Logger: c.Logger})
+		Logger: c.Logger, Version: c.Version})
 	if err != nil {
 		return err
 	}

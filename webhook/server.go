@@ -118,6 +118,9 @@ type Config struct {
 	// Owner names this replica in leases (default host, pid and a random
 	// suffix).
 	Owner string
+	// Version is the program's version, reported by the scanner
+	// adapter's metadata and phtoci_build_info ("devel" when empty).
+	Version string
 	// Logger receives one line per event accepted or refused and per
 	// verdict (default: none).
 	Logger *slog.Logger
