@@ -219,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
 		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}
 	s.initMetrics()
+	s.cfg.Store = timedStore{VerdictStore: s.cfg.Store, h: s.prom.store}
 	return s, nil
 }
 
