@@ -39,7 +39,7 @@ func (s *Server) initMetrics() {
 	p.leases = prometheus.NewGauge(prometheus.GaugeOpts{Name: "phtoci_webhook_leases",
 		Help: "Queued artifacts this replica holds a lease on (verifying)."})
 	p.store = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "phtoci_webhook_store_seconds",
-		Help: "Latency of verdict store operations, by operation (get, enqueue, due, list), errors included.",
+		Help:    "Latency of verdict store operations, by operation (get, enqueue, due, list), errors included.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}, []string{"op"})
 	version := s.cfg.Version
 	if version == "" {

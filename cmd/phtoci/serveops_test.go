@@ -122,13 +122,13 @@ func TestServeLogs(t *testing.T) {
 	pw := filepath.Join(dir, "password")
 	testutil.Must(t, os.WriteFile(pw, []byte("wrong-"+authReg.Password+"\n"), 0o600))
 	cfg := filepath.Join(dir, "serve.yaml")
-	testutil.Must(t, os.WriteFile(cfg, []byte(fmt.Sprintf("listen: 127.0.0.1:0\nsecret: Bearer w\nstore: %s\n"+
+	testutil.Must(t, os.WriteFile(cfg, []byte(fmt.Sprintf("listen: 127.0.0.1:0\nsecret: Bearer w\nread_secret: Bearer r\nstore: %s\ntrust: %s\n"+
 		"registries: {auth.example: %q, open.example: %q}\nusername: %s\npassword_file: %s\nworkers: 2\nretry_window: 10m\n",
-		filepath.Join(dir, "v.db"), authReg.Host, openReg.Host, authReg.Username, pw)), 0o600))
+		filepath.Join(dir, "v.db"), trustStore(t, dir), authReg.Host, openReg.Host, authReg.Username, pw)), 0o600))
 	digest := func(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
 
 	s := startServe(t, http.DefaultClient, exec.Command(phtociBin, "serve", "--config", cfg))
-	start := s.waitLog(t, "msg=start", "version=", "listen=127.0.0.1:0", "store=\"bbolt ", "registries=", "trust=off", "workers=2", "retry_window=10m0s")
+	start := s.waitLog(t, "msg=start", "version=", "listen=127.0.0.1:0", "store=\"bbolt ", "registries=", "trust=\"on ", "read=\"read secret\"", "workers=2", "retry_window=10m0s")
 	if !strings.Contains(start, "auth.example→"+authReg.Host) {
 		t.Errorf("start-up line lacks the registries: %s", start)
 	}
