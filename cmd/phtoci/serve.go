@@ -12,7 +12,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "verify every pushed train from registry webhooks (Harbor, distribution) and serve the verdicts",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "config", Usage: "serve.yaml (see the README, \"Registry webhooks\")"},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "config", Usage: "serve.yaml (every key: /usr/share/doc/phtoci/serve-config.md, deploy/serve-config.md in the source)"},
 			&cli.BoolFlag{Name: "check-config", Usage: "load the config, open the store, ask each registry for /v2/ with the credentials, print what would run; exit 0, or 2 naming the problem"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `text` or json"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`debug` (adds requests with nothing to do), info (start, verdicts, errors, retries, stop), warn or error"}},
