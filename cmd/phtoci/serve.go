@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/phtoci/phtoci/webhook"
@@ -25,15 +27,16 @@ func serveCommand() *cli.Command {
 				return usagef("--log-level: want debug, info, warn or error, found %q", c.String("log-level"))
 			}
 			opts := &slog.HandlerOptions{Level: level}
-			var logger *slog.Logger
+			var newLogger func(w io.Writer) *slog.Logger
 			switch c.String("log-format") {
 			case "text":
-				logger = slog.New(slog.NewTextHandler(c.App.ErrWriter, opts))
+				newLogger = func(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, opts)) }
 			case "json":
-				logger = slog.New(slog.NewJSONHandler(c.App.ErrWriter, opts))
+				newLogger = func(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, opts)) }
 			default:
 				return usagef("--log-format: want text or json, found %q", c.String("log-format"))
 			}
+			logger := newLogger(c.App.ErrWriter)
 			cfg, err := webhook.LoadServeConfig(c.String("config"))
 			if err != nil {
 				return usageError{err}
@@ -49,8 +52,12 @@ func serveCommand() *cli.Command {
 			ready := make(chan string, 1)
 			go func() {
 				if addr, ok := <-ready; ok {
-					fmt.Fprintf(c.App.ErrWriter, "phtoci serve: listening on %s\n", addr)
-					logger.Info("start", append([]any{"version", cfg.Version}, cfg.Summary()...)...)
+					// One write: the start-up summary follows the
+					// listening line before any request's line can.
+					var b bytes.Buffer
+					fmt.Fprintf(&b, "phtoci serve: listening on %s\n", addr)
+					newLogger(&b).Info("start", append([]any{"version", cfg.Version}, cfg.Summary()...)...)
+					c.App.ErrWriter.Write(b.Bytes())
 				}
 			}()
 			return webhook.Run(c.Context, cfg, ready)
