@@ -16,6 +16,13 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # The release test checks the release signature with Debian's minisign.
 command -v minisign >/dev/null 2>&1 || need+=(minisign)
+# ip (iproute2) brings up the loopback of the network namespaces in which
+# the shipped serve configs start on their fixed ports (cmd/phtoci).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# systemd-analyze verifies the shipped unit and rates its sandbox.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# lintian checks the release's .deb (tools/release).
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
 # More as COMMAND:PACKAGE arguments (bench/run.sh asks for /usr/bin/time, curl, python3).
 for arg in "$@"; do
   command -v "${arg%%:*}" >/dev/null 2>&1 || need+=("${arg#*:}")

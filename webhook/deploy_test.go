@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -85,6 +86,12 @@ func TestDeployConfigs(t *testing.T) {
 	for k, v := range map[string]string{"secret": "Bearer w", "read-secret": "Bearer r", "dsn": "postgres://phtoci:pw@db:5432/phtoci?sslmode=verify-full"} {
 		os.WriteFile(filepath.Join(sec, k), []byte(v+"\n"), 0o600)
 	}
+	// The trust store ConfigMap, and the one line marked REQUIRED filled.
+	trustDir := filepath.Join(dir, "trust")
+	os.Mkdir(trustDir, 0o700)
+	os.WriteFile(filepath.Join(trustDir, "trust.json"), []byte(`{}`), 0o600)
+	serveYAML = strings.ReplaceAll(serveYAML, "/etc/phtoci/trust", trustDir)
+	serveYAML = regexp.MustCompile(`(?m)^registry: "".*$`).ReplaceAllString(serveYAML, "registry: harbor.example")
 	p := filepath.Join(dir, "serve.yaml")
 	os.WriteFile(p, []byte(strings.ReplaceAll(serveYAML, "/etc/phtoci/secret", sec)), 0o600)
 	cfg, err := LoadServeConfig(p)

@@ -48,3 +48,39 @@ func (s *Server) logVerdict(v Verdict, d time.Duration) {
 	s.prom.verdicts.WithLabelValues(v.Status, v.Check).Inc()
 	s.prom.duration.WithLabelValues(v.Status).Observe(d.Seconds())
 }
+
+// logRetry writes one line per failed attempt that is retried: the
+// artifact, the attempt, the cause (a registry's status and error codes,
+// never its body or the credentials) and when the next attempt is due.
+func (s *Server) logRetry(v Verdict, e queueEntry, backoff time.Duration) {
+	s.cfg.Logger.Warn("retry", "registry", v.Artifact.Registry, "repository", v.Artifact.Repository, "digest", v.Artifact.Digest,
+		"attempt", e.Attempts, "error", v.Message, "retryIn", backoff.Round(time.Millisecond), "retryAt", e.Next.Format(time.RFC3339))
+}
+
+// logStoreError writes one line per failed store operation, with the
+// artifact it was for (nil: none) and the cause.
+func (s *Server) logStoreError(op string, a *Artifact, err error) {
+	attrs := []any{"op", op, "error", err.Error()}
+	if a != nil {
+		attrs = append(attrs, "repository", a.Repository, "digest", a.Digest)
+	}
+	s.cfg.Logger.Error("store", attrs...)
+}
+
+// counts reports the artifacts this server holds: being verified, queued
+// here, waiting for a retry.
+func (s *Server) counts() (running, queued, waiting int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sl := range s.slots {
+		switch sl.state {
+		case slotRunning:
+			running++
+		case slotQueued:
+			queued++
+		case slotWaiting:
+			waiting++
+		}
+	}
+	return running, queued, waiting
+}

@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"net/http"
+	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +20,7 @@ type promMetrics struct {
 	regErrs  prometheus.Counter
 	attempts prometheus.Counter
 	leases   prometheus.Gauge
+	store    *prometheus.HistogramVec // store latency by operation
 	handler  http.Handler
 }
 
@@ -35,7 +38,17 @@ func (s *Server) initMetrics() {
 		Help: "Verification attempts started under a lease (retries included)."})
 	p.leases = prometheus.NewGauge(prometheus.GaugeOpts{Name: "phtoci_webhook_leases",
 		Help: "Queued artifacts this replica holds a lease on (verifying)."})
-	p.reg.MustRegister(p.events, p.verdicts, p.duration, p.regErrs, p.attempts, p.leases,
+	p.store = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "phtoci_webhook_store_seconds",
+		Help:    "Latency of verdict store operations, by operation (get, enqueue, due, list), errors included.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}, []string{"op"})
+	version := s.cfg.Version
+	if version == "" {
+		version = "devel"
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "phtoci_build_info", Help: "The running program: always 1, its version and Go version as labels.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	build.Set(1)
+	p.reg.MustRegister(p.events, p.verdicts, p.duration, p.regErrs, p.attempts, p.leases, p.store, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	counter := func(name, help string, f func() int64) {
 		p.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) }))
@@ -57,3 +70,34 @@ func (s *Server) initMetrics() {
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) { s.prom.handler.ServeHTTP(w, r) }
+
+// timedStore measures the latency of the store operations a server makes
+// most (the rest pass through).
+type timedStore struct {
+	VerdictStore
+	h *prometheus.HistogramVec
+}
+
+func (t timedStore) since(op string, start time.Time) {
+	t.h.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (t timedStore) Get(repository, digest string) (*Verdict, error) {
+	defer t.since("get", time.Now())
+	return t.VerdictStore.Get(repository, digest)
+}
+
+func (t timedStore) enqueue(a Artifact) (*queueEntry, error) {
+	defer t.since("enqueue", time.Now())
+	return t.VerdictStore.enqueue(a)
+}
+
+func (t timedStore) due() ([]queueEntry, error) {
+	defer t.since("due", time.Now())
+	return t.VerdictStore.due()
+}
+
+func (t timedStore) listVerdicts(q verdictFilter) ([]Verdict, string, error) {
+	defer t.since("list", time.Now())
+	return t.VerdictStore.listVerdicts(q)
+}

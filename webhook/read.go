@@ -103,6 +103,9 @@ func (s *Server) trainView(id string) (*trainProgress, error) {
 		return tv, nil
 	}
 	tv.Repository = rec.Repository
+	if cur := s.currentRepository(hops); cur != "" {
+		tv.Repository = cur // where the train is now
+	}
 	// The newest verified hop says which station is next.
 	next, seen := "", false
 	for _, h := range hops {
@@ -169,16 +172,22 @@ code{font-size:12px}
 </style></head><body>
 <h1>phtoci serve</h1>
 <p>Updated {{when .Now}}; reloads every {{.Refresh}} s.</p>
+<form method="get" action="/" id="search">
+<label>Train id <input name="train" value="{{.Query.Train}}" size="40"></label>
+<label>Status <select name="status"><option value="">any</option>{{range .Statuses}}<option{{if eq . $.Query.Status}} selected{{end}}>{{.}}</option>{{end}}</select></label>
+<label>Station <input name="station" value="{{.Query.Station}}" size="20"></label>
+<button type="submit">Search</button>
+</form>
 <h2>Recent trains</h2>
-<table id="trains"><tr><th>Train</th><th>Route</th><th>Last verdict</th></tr>
-{{range .Trains}}<tr><td><code>{{.ID}}</code></td>
+<table id="trains"><tr><th>Train</th><th>Repository now</th><th>Route</th><th>Last verdict</th></tr>
+{{range .Trains}}<tr class="train"><td><code>{{.ID}}</code></td><td><code>{{.Repository}}</code></td>
 <td>{{range .Route}}<span class="st {{.State}}">{{if eq .State "done"}}✓{{else if eq .State "current"}}▶{{else}}○{{end}} {{.Station}} ({{.State}})</span>{{end}}</td>
 <td>{{with .Last}}<span class="{{.Status}}">{{.Status}}</span>{{if .Check}} — {{.Check}}{{end}} <code>{{.Repository}}@{{short .Digest}}</code> {{when .Time}}{{end}}</td></tr>
-{{else}}<tr><td colspan="3">No trains seen yet.</td></tr>{{end}}
+{{else}}<tr><td colspan="4">{{if .Query.Active}}No train matches.{{else}}No trains seen yet.{{end}}</td></tr>{{end}}
 </table>
 <h2>Recent verdicts</h2>
 <table id="verdicts"><tr><th>Time</th><th>Artifact</th><th>Status</th><th>Failing check</th><th>Message</th></tr>
-{{range .Verdicts}}<tr><td>{{when .Time}}</td><td><code>{{.Artifact.Repository}}{{if .Artifact.Tag}}:{{.Artifact.Tag}}{{end}}@{{short .Artifact.Digest}}</code></td>
+{{range .Verdicts}}<tr class="verdict"><td>{{when .Time}}</td><td><code>{{.Artifact.Repository}}{{if .Artifact.Tag}}:{{.Artifact.Tag}}{{end}}@{{short .Artifact.Digest}}</code></td>
 <td class="{{.Status}}">{{.Status}}</td><td>{{.Check}}</td><td>{{.Message}}</td></tr>
 {{else}}<tr><td colspan="5">No verdicts yet.</td></tr>{{end}}
 </table>
@@ -193,15 +202,29 @@ type statusTrain struct {
 // statusHTML serves the status page: recent trains with their route
 // progress, recent verdicts with the failing check; server-rendered, no
 // script, reloading itself.
-func (s *Server) statusHTML(w http.ResponseWriter) {
-	const recent = 20
+func (s *Server) statusHTML(w http.ResponseWriter, r *http.Request) {
+	const recent, searched = 20, 500
+	q := statusQuery{Train: r.URL.Query().Get("train"), Status: r.URL.Query().Get("status"), Station: r.URL.Query().Get("station")}
 	data := struct {
-		Now      time.Time
-		Refresh  int
+		Now     time.Time
+		Refresh int
+		Query   struct {
+			statusQuery
+			Active bool
+		}
+		Statuses []string
 		Trains   []statusTrain
 		Verdicts []Verdict
-	}{Now: time.Now(), Refresh: statusRefresh}
-	ids, err := s.cfg.Store.recentTrains(recent)
+	}{Now: time.Now(), Refresh: statusRefresh, Statuses: []string{StatusPending, StatusVerified, StatusRejected, StatusError}}
+	data.Query.statusQuery, data.Query.Active = q, q.active()
+	n := recent
+	if q.active() {
+		n = searched // a search looks further back
+	}
+	ids, err := s.cfg.Store.recentTrains(n)
+	if _, e := s.cfg.Store.trainByID(q.Train); err == nil && q.Train != "" && e == nil {
+		ids = []string{q.Train} // an exact id
+	}
 	if err == nil {
 		for _, id := range ids {
 			tv, err := s.trainView(id)
@@ -212,11 +235,13 @@ func (s *Server) statusHTML(w http.ResponseWriter) {
 			if n := len(tv.Hops); n > 0 {
 				st.Last = &tv.Hops[n-1]
 			}
-			data.Trains = append(data.Trains, st)
+			if q.keep(st) && len(data.Trains) < recent {
+				data.Trains = append(data.Trains, st)
+			}
 		}
 	}
 	if err == nil {
-		data.Verdicts, _, err = s.cfg.Store.listVerdicts(verdictFilter{Limit: recent})
+		data.Verdicts, _, err = s.cfg.Store.listVerdicts(verdictFilter{Limit: recent, Status: q.Status})
 	}
 	if err != nil {
 		http.Error(w, "store: "+err.Error(), http.StatusInternalServerError)
@@ -234,8 +259,8 @@ func (s *Server) readRoute(w http.ResponseWriter, r *http.Request) bool {
 	}
 	switch {
 	case r.URL.Path == "/":
-		if s.readAllowed(w, r) {
-			s.statusHTML(w)
+		if s.statusAllowed(w, r) {
+			s.statusHTML(w, r)
 		}
 	case r.URL.Path == "/v1/verdicts":
 		if s.readAllowed(w, r) {

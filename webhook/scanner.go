@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// Harbor's pluggable scanner adapter API v1.1 (goharbor/pluggable-scanner-
-// spec): Harbor asks the server to "scan" an artifact, which queues it for
+// Harbor's pluggable scanner adapter API v1.0 (goharbor/pluggable-scanner-
+// spec, api/spec/scanner-adapter-openapi-v1.0.yaml, vendored in
+// testdata/harbor): Harbor asks the server to "scan" an artifact, which queues it for
 // verification like a push event, and reads back a vulnerability report.
 // A train that failed verification, or an image that is no train, has one
 // Critical vulnerability PHT-UNVERIFIED whose description is the failing
@@ -24,10 +26,11 @@ const (
 	mediaTypeScanResponse = "application/vnd.scanner.adapter.scan.response+json; version=1.0"
 	mediaTypeScanMetadata = "application/vnd.scanner.adapter.metadata+json; version=1.0"
 	mediaTypeScanError    = "application/vnd.scanner.adapter.error+json; version=1.0"
-	// mediaTypeHarborReport is the report type of the adapter specification;
-	// mediaTypeNativeReport is Harbor's own name for it. Both are answered
-	// (the one the Accept header asks for; the first by default).
-	mediaTypeHarborReport = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.1"
+	// mediaTypeHarborReport is the report type of the adapter
+	// specification, the one advertised and the default;
+	// mediaTypeNativeReport is Harbor's own name for the same document,
+	// answered only when the Accept header asks for it.
+	mediaTypeHarborReport = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0"
 	mediaTypeNativeReport = "application/vnd.security.vulnerability.report; version=1.1"
 )
 
@@ -78,7 +81,66 @@ type vulnerabilityReport struct {
 	Vulnerabilities []vulnerabilityItem `json:"vulnerabilities"`
 }
 
-var scannerInfo = scannerInfoDoc{Name: "phtoci", Vendor: "phtoci", Version: "1"}
+// scannerInfo is the specification's Scanner: this program and its
+// version.
+func (s *Server) scannerInfo() scannerInfoDoc {
+	v := s.cfg.Version
+	if v == "" {
+		v = "devel"
+	}
+	return scannerInfoDoc{Name: "phtoci", Vendor: "phtoci", Version: v}
+}
+
+// mediaRange is one entry of an Accept header: a type and its version
+// parameter (other parameters but q ignored).
+type mediaRange struct{ typ, version string }
+
+// parseMediaType reads "type/subtype; version=1.0; q=0.5"; ok is false
+// for q=0 (refused).
+func parseMediaType(s string) (mediaRange, bool) {
+	parts := strings.Split(s, ";")
+	m := mediaRange{typ: strings.ToLower(strings.TrimSpace(parts[0]))}
+	for _, p := range parts[1:] {
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		v = strings.Trim(strings.TrimSpace(v), `"`)
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "version":
+			m.version = v
+		case "q":
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f == 0 {
+				return m, false
+			}
+		}
+	}
+	return m, true
+}
+
+// reportType picks the report type an Accept header allows: the
+// specification's by default (no header, */*, application/*), Harbor's
+// native name when asked for it; "" when the header allows neither.
+func reportType(accept string) string {
+	if strings.TrimSpace(accept) == "" {
+		return mediaTypeHarborReport
+	}
+	offers := []string{mediaTypeHarborReport, mediaTypeNativeReport}
+	for _, a := range strings.Split(accept, ",") {
+		want, ok := parseMediaType(a)
+		if !ok {
+			continue
+		}
+		switch {
+		case want.typ == "*/*" || want.typ == "application/*":
+			return mediaTypeHarborReport
+		}
+		for _, o := range offers {
+			have, _ := parseMediaType(o)
+			if want.typ == have.typ && (want.version == "" || want.version == have.version) {
+				return o
+			}
+		}
+	}
+	return ""
+}
 
 func scanError(w http.ResponseWriter, code int, format string, args ...any) {
 	w.Header().Set("Content-Type", mediaTypeScanError)
@@ -98,10 +160,10 @@ func (s *Server) scanner(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && p == "/metadata":
 		w.Header().Set("Content-Type", mediaTypeScanMetadata)
 		json.NewEncoder(w).Encode(map[string]any{
-			"scanner": scannerInfo,
+			"scanner": s.scannerInfo(),
 			"capabilities": []map[string][]string{{
 				"consumes_mime_types": {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"},
-				"produces_mime_types": {mediaTypeHarborReport, mediaTypeNativeReport},
+				"produces_mime_types": {mediaTypeHarborReport},
 			}},
 			"properties": map[string]string{"harbor.scanner-adapter/scanner-type": "pht-train-verification"},
 		})
@@ -167,6 +229,11 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) scanReport(w http.ResponseWriter, r *http.Request, id string) {
+	mt := reportType(r.Header.Get("Accept"))
+	if mt == "" {
+		scanError(w, http.StatusNotAcceptable, "Accept %q: this scanner produces %s", r.Header.Get("Accept"), mediaTypeHarborReport)
+		return
+	}
 	raw, err := base64.RawURLEncoding.DecodeString(id)
 	repo, digest, ok := strings.Cut(string(raw), "@")
 	if err != nil || !ok {
@@ -192,11 +259,7 @@ func (s *Server) scanReport(w http.ResponseWriter, r *http.Request, id string) {
 		scanError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	mt := mediaTypeHarborReport
-	if acc := strings.ReplaceAll(r.Header.Get("Accept"), " ", ""); acc == strings.ReplaceAll(mediaTypeNativeReport, " ", "") {
-		mt = mediaTypeNativeReport
-	}
-	rep := vulnerabilityReport{GeneratedAt: v.Time, Scanner: scannerInfo, Severity: "Unknown", Vulnerabilities: []vulnerabilityItem{},
+	rep := vulnerabilityReport{GeneratedAt: v.Time, Scanner: s.scannerInfo(), Severity: "Unknown", Vulnerabilities: []vulnerabilityItem{},
 		Artifact: scanArtifact{Repository: repo, Digest: digest, Tag: v.Artifact.Tag}}
 	if v.Status != StatusVerified {
 		check := v.Check

@@ -106,7 +106,7 @@ func TestHarborScanner(t *testing.T) {
 		} `json:"capabilities"`
 	}
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != mediaTypeScanMetadata || json.Unmarshal(b, &md) != nil ||
-		md.Scanner.Name != "phtoci" || len(md.Capabilities) != 1 || !strings.Contains(strings.Join(md.Capabilities[0].Produces, ","), mediaTypeNativeReport) ||
+		md.Scanner.Name != "phtoci" || len(md.Capabilities) != 1 || !strings.Contains(strings.Join(md.Capabilities[0].Produces, ","), mediaTypeHarborReport) ||
 		!strings.Contains(strings.Join(md.Capabilities[0].Consumes, ","), "application/vnd.oci.image.manifest.v1+json") {
 		t.Fatalf("metadata: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}

@@ -106,6 +106,9 @@ type ServeConfig struct {
 	StoreFile string `yaml:"store_file"`
 	// Logger receives a line per event and per verdict (not from YAML).
 	Logger *slog.Logger `yaml:"-"`
+	// Version is the program's version, for the start-up line and
+	// phtoci_build_info (not from YAML).
+	Version string `yaml:"-"`
 
 	trust *trust.Store
 }
@@ -160,21 +163,12 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 	case c.Registry != "" && len(c.Registries) > 0:
 		return nil, fmt.Errorf("serve config %s: registry and registries: give one of them", path)
 	}
-	for _, d := range []struct {
-		key string
-		v   *time.Duration
-		def time.Duration
-	}{
-		{"verify_timeout", &c.VerifyTimeout, 5 * time.Minute}, {"read_timeout", &c.ReadTimeout, 30 * time.Second},
-		{"write_timeout", &c.WriteTimeout, 30 * time.Second}, {"idle_timeout", &c.IdleTimeout, 120 * time.Second},
-		{"retry_window", &c.RetryWindow, time.Hour}, {"shutdown_grace", &c.ShutdownGrace, 30 * time.Second},
-		{"lease", &c.Lease, 2 * time.Minute}, {"stall_timeout", &c.StallTimeout, oci.DefaultStallTimeout},
-	} {
-		if *d.v < 0 {
-			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, d.key, *d.v)
+	for key, v := range c.durations() {
+		if *v < 0 {
+			return nil, fmt.Errorf("serve config %s: %s: %s is negative", path, key, *v)
 		}
-		if *d.v == 0 {
-			*d.v = d.def
+		if *v == 0 {
+			*v = durationDefaults[key]
 		}
 	}
 	if c.MaxHeaderBytes <= 0 {
@@ -245,25 +239,16 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	// answers for their hosts and is anonymous everywhere else
 	// (go-containerregistry sends them to that host only, never after a
 	// redirect to another one).
-	kc := hostKeychain{hosts: map[string]bool{}, inner: authn.DefaultKeychain}
-	for _, h := range append(c.registryHosts(), c.Registry) {
-		if h != "" {
-			kc.hosts[h] = true
-		}
-	}
-	if c.Username != "" {
-		p, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("serve config password_file: %w", err)
-		}
-		kc.inner = staticKeychain{oci.BasicAuth(c.Username, strings.TrimRight(string(p), "\r\n"))}
+	kc, err := c.keychain()
+	if err != nil {
+		return err
 	}
 	env.OCI.Keychain = kc
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
 		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
 		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease,
-		Logger: c.Logger})
+		Logger: c.Logger, Version: c.Version})
 	if err != nil {
 		return err
 	}
@@ -292,8 +277,13 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	grace := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), c.ShutdownGrace)
 	}
+	log := c.Logger
+	if log == nil {
+		log = discard
+	}
 	select {
 	case err := <-errc:
+		log.Error("stop", "reason", "listener failed", "error", err.Error())
 		gctx, cancel := grace()
 		defer cancel()
 		s.Shutdown(gctx)
@@ -303,12 +293,19 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	// Stop taking events (new connections and events on open ones), let
 	// the verifications in progress finish within the grace, keep the rest
 	// queued.
+	running, queued, waiting := s.counts()
+	log.Info("stop", "reason", "signal", "verifying", running, "queued", queued, "waitingForRetry", waiting, "grace", c.ShutdownGrace)
 	gctx, cancel := grace()
 	defer cancel()
 	herrc := make(chan error, 1)
 	go func() { herrc <- hs.Shutdown(gctx) }()
 	if err := s.Shutdown(gctx); err != nil {
 		return err
+	}
+	if gctx.Err() != nil {
+		log.Warn("stopped", "drained", false, "abandoned", "verifications still running after the grace stay queued for the next start")
+	} else {
+		log.Info("stopped", "drained", true)
 	}
 	if herr := <-herrc; herr != nil && !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, context.DeadlineExceeded) {
 		return herr

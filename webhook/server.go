@@ -118,6 +118,9 @@ type Config struct {
 	// Owner names this replica in leases (default host, pid and a random
 	// suffix).
 	Owner string
+	// Version is the program's version, reported by the scanner
+	// adapter's metadata and phtoci_build_info ("devel" when empty).
+	Version string
 	// Logger receives one line per event accepted or refused and per
 	// verdict (default: none).
 	Logger *slog.Logger
@@ -216,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, queue: make(chan Artifact, cfg.QueueSize), stop: make(chan struct{}),
 		slots: map[string]*slot{}, tagCache: map[string]cachedTag{}}
 	s.initMetrics()
+	s.cfg.Store = timedStore{VerdictStore: s.cfg.Store, h: s.prom.store}
 	return s, nil
 }
 
@@ -358,7 +362,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	}
 	if ignored != "" {
 		s.m.ignored.Add(1)
-		s.cfg.Logger.Info("event", "result", "ignored", "reason", ignored)
+		s.cfg.Logger.Debug("event", "result", "ignored", "reason", ignored) // most of a registry's notifications
 		s.prom.events.WithLabelValues("ignored").Inc()
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return

@@ -131,6 +131,9 @@ func (s *Server) submit(a Artifact) (bool, error) {
 		}
 	}
 	e, err := s.cfg.Store.enqueue(a)
+	if err != nil {
+		s.logStoreError("queueing", &a, err)
+	}
 	if err != nil || e == nil {
 		return false, err // e == nil: decided
 	}
@@ -177,6 +180,9 @@ func (s *Server) process(a Artifact) {
 	// The lease makes this replica the one verifying a; nil: another one
 	// has it or it is decided.
 	claimed, err := s.cfg.Store.claim(a, s.cfg.Owner, s.cfg.Lease)
+	if err != nil {
+		s.logStoreError("taking a lease", &a, err)
+	}
 	if err != nil || claimed == nil {
 		s.mu.Lock()
 		delete(s.slots, k) // still queued in the store when err != nil: the poll finds it
@@ -245,6 +251,9 @@ func (s *Server) finish(k string, v Verdict, start time.Time) {
 	defer s.mu.Unlock()
 	delete(s.slots, k)
 	recorded, err := s.cfg.Store.finish(v)
+	if err != nil {
+		s.logStoreError("recording the verdict", &v.Artifact, err)
+	}
 	if err != nil || !recorded {
 		return
 	}
@@ -282,9 +291,11 @@ func (s *Server) retryLater(k string, v Verdict, e queueEntry) {
 		return
 	}
 	if err := s.cfg.Store.retry(v, e); err != nil {
+		s.logStoreError("scheduling a retry", &v.Artifact, err)
 		delete(s.slots, k) // still persisted as queued: the next start retries it
 		return
 	}
+	s.logRetry(v, e, backoff)
 	sl.entry, sl.state = e, slotWaiting
 	sl.gen++
 	gen := sl.gen
@@ -400,6 +411,7 @@ func (s *Server) poll() {
 		}
 		entries, err := s.cfg.Store.due()
 		if err != nil {
+			s.logStoreError("reading the queue", nil, err)
 			continue
 		}
 		s.mu.Lock()

@@ -20,7 +20,7 @@ import (
 
 // TestServeJSONLogsOnPostgres: the built binary on a PostgreSQL store
 // (store_file holding the URL; the schema made by serve) with
-// --log-format json writes one JSON line per event accepted or refused
+// --log-format json writes the start-up summary, one JSON line per event accepted or refused
 // (with the reason) and per verdict (repository, digest, tag, pusher,
 // status, duration); a bad --log-format is a usage error.
 func TestServeJSONLogsOnPostgres(t *testing.T) {
@@ -84,6 +84,7 @@ func TestServeJSONLogsOnPostgres(t *testing.T) {
 		}
 	}
 	want := []map[string]any{
+		{"msg": "start", "registries": reg.Host, "listen": "127.0.0.1:0", "trust": "off"},
 		{"msg": "event", "result": "refused", "reason": "wrong or missing Authorization"},
 		{"msg": "event", "result": "accepted", "repository": "pht/train", "digest": digest, "tag": "latest", "pusher": "alice"},
 		{"msg": "verdict", "status": "verified", "repository": "pht/train", "digest": digest, "tag": "latest", "pusher": "alice"},

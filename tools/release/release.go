@@ -36,6 +36,7 @@ type extras struct {
 	bash, zsh, fish       []byte
 	license, readme, news []byte
 	unit, serveYAML, sysu []byte
+	serveRef              []byte // the serve config reference
 }
 
 func release(c config) error {
@@ -176,7 +177,8 @@ func makeExtras(c config, host string) (extras, error) {
 		dst  *[]byte
 		name string
 	}{{&x.license, "LICENSE"}, {&x.readme, "README.md"}, {&x.news, "CHANGELOG.md"},
-		{&x.unit, "deploy/phtoci-serve.service"}, {&x.serveYAML, "deploy/serve.yaml"}, {&x.sysu, "deploy/sysusers.conf"}} {
+		{&x.unit, "deploy/phtoci-serve.service"}, {&x.serveYAML, "deploy/serve.yaml"}, {&x.sysu, "deploy/sysusers.conf"},
+		{&x.serveRef, "deploy/serve-config.md"}} {
 		if *f.dst, err = os.ReadFile(filepath.Join(c.root, f.name)); err != nil {
 			return x, err
 		}
@@ -218,6 +220,7 @@ func writeArchive(out, dir, bin string, x extras, mtime time.Time) error {
 		{"completions/phtoci.fish", 0o644, x.fish},
 		{"deploy/phtoci-serve.service", 0o644, x.unit},
 		{"deploy/serve.yaml", 0o644, x.serveYAML},
+		{"deploy/serve-config.md", 0o644, x.serveRef},
 	}
 	dirs := map[string]bool{}
 	hdr := func(name string, typ byte, mode int64, size int64) *tar.Header {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -244,6 +245,23 @@ func TestRelease(t *testing.T) {
 				t.Errorf("deb lacks /%s", p)
 			}
 		}
+		// The shipped serve.yaml is the one TestShippedServeConfigStarts
+		// (cmd/phtoci) starts; the docs the man page and it point to are here.
+		shipped, _ := os.ReadFile(filepath.Join(root, "deploy/serve.yaml"))
+		if b, err := os.ReadFile(filepath.Join(scratch, "usr/share/doc/phtoci/serve.yaml")); err != nil || !bytes.Equal(b, shipped) {
+			t.Errorf("the .deb's serve.yaml is not deploy/serve.yaml: %v", err)
+		}
+		for _, p := range []string{"README.md.gz", "serve-config.md", "NEWS.md.gz", "changelog.gz"} {
+			if _, err := os.Stat(filepath.Join(scratch, "usr/share/doc/phtoci", p)); err != nil {
+				t.Errorf("deb lacks /usr/share/doc/phtoci/%s", p)
+			}
+		}
+		// lintian: clean but for the static binary (Go, CGO_ENABLED=0, by design).
+		lint := exec.Command("lintian", "--no-cfg", "--fail-on", "error,warning", "--suppress-tags", "statically-linked-binary", deb)
+		if out, err := lint.CombinedOutput(); err != nil || regexp.MustCompile(`(?m)^[EW]: `).Match(out) {
+			t.Errorf("lintian: %v\n%s", err, out)
+		}
+		t.Run("maintainer scripts", func(t *testing.T) { maintainerScripts(t, deb, scratch) })
 		if _, err := os.Stat(filepath.Join(scratch, "etc")); !os.IsNotExist(err) {
 			t.Errorf("deb installs under /etc (the service must stay disabled, no config is shipped): %v", err)
 		}
@@ -304,5 +322,70 @@ func TestImageDigest(t *testing.T) {
 	got, _ := os.ReadFile(archive + ".digest")
 	if want := "sha256:" + strings.Repeat("ab", 32) + "\n"; string(got) != want {
 		t.Errorf("digest file %q, want %q", got, want)
+	}
+}
+
+// maintainerScripts runs the .deb's scripts on the scratch root it was
+// unpacked in (DPKG_ROOT, as dpkg --root does): configure creates the
+// phtoci user and group; prerm stops the service (deb-systemd-invoke,
+// recorded by a stand-in on PATH: no systemd runs here); purge removes
+// /var/lib/phtoci and the user and group.
+func maintainerScripts(t *testing.T, deb, root string) {
+	ctl := t.TempDir()
+	run(t, ctl, "dpkg-deb", "-e", deb, ctl)
+	etc := filepath.Join(root, "etc")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"passwd": "root:x:0:0:root:/root:/bin/sh\n", "group": "root:x:0:\n",
+		"shadow": "root:*:19000:0:99999:7:::\n", "gshadow": "root:*::\n"} {
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer os.RemoveAll(etc)
+	stubs := t.TempDir()
+	calls := filepath.Join(stubs, "calls")
+	if err := os.WriteFile(filepath.Join(stubs, "deb-systemd-invoke"), []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := func(name string, dpkgRoot bool, args ...string) {
+		t.Helper()
+		cmd := exec.Command("sh", append([]string{"-e", filepath.Join(ctl, name)}, args...)...)
+		cmd.Env = []string{"PATH=" + stubs + ":/usr/sbin:/usr/bin:/sbin:/bin"}
+		if dpkgRoot {
+			cmd.Env = append(cmd.Env, "DPKG_ROOT="+root)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	has := func(file, entry string) bool {
+		b, _ := os.ReadFile(filepath.Join(etc, file))
+		return strings.Contains("\n"+string(b), "\n"+entry+":")
+	}
+	script("postinst", true, "configure")
+	if !has("passwd", "phtoci") || !has("group", "phtoci") {
+		t.Fatal("postinst configure made no phtoci user and group")
+	}
+	state := filepath.Join(root, "var/lib/phtoci")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(state, "verdicts.db"), []byte("x"), 0o600)
+	script("prerm", false, "remove")
+	if b, _ := os.ReadFile(calls); strings.TrimSpace(string(b)) != "stop phtoci-serve.service" {
+		t.Errorf("prerm remove: deb-systemd-invoke called with %q, want stop phtoci-serve.service", b)
+	}
+	script("postrm", true, "remove")
+	if _, err := os.Stat(state); err != nil || !has("passwd", "phtoci") {
+		t.Errorf("postrm remove took the state or the user (only purge does): %v", err)
+	}
+	script("postrm", true, "purge")
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("postrm purge left /var/lib/phtoci: %v", err)
+	}
+	if has("passwd", "phtoci") || has("group", "phtoci") {
+		t.Error("postrm purge left the phtoci user or group")
 	}
 }
