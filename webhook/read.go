@@ -27,7 +27,7 @@ func (s *Server) listVerdicts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		s.storeFailed(w, "GET /v1/verdicts", err)
 		return
 	}
 	if page == nil {
@@ -139,7 +139,7 @@ func (s *Server) train(w http.ResponseWriter, id string) {
 		return
 	}
 	if err != nil {
-		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		s.storeFailed(w, "GET /v1/trains/"+id, err)
 		return
 	}
 	reply(w, http.StatusOK, tv)
@@ -168,6 +168,7 @@ table{border-collapse:collapse;margin-bottom:2em}td,th{border-bottom:1px solid #
 code{font-size:12px}
 </style></head><body>
 <h1>phtoci serve</h1>
+{{if .Untrusted}}<p id="untrusted" class="error">Untrusted: serve runs without a trust store (allow_untrusted), so any self-signed train is verified.</p>{{end}}
 <p>Updated {{when .Now}}; reloads every {{.Refresh}} s.</p>
 <h2>Recent trains</h2>
 <table id="trains"><tr><th>Train</th><th>Route</th><th>Last verdict</th></tr>
@@ -196,11 +197,12 @@ type statusTrain struct {
 func (s *Server) statusHTML(w http.ResponseWriter) {
 	const recent = 20
 	data := struct {
-		Now      time.Time
-		Refresh  int
-		Trains   []statusTrain
-		Verdicts []Verdict
-	}{Now: time.Now(), Refresh: statusRefresh}
+		Now       time.Time
+		Refresh   int
+		Untrusted bool
+		Trains    []statusTrain
+		Verdicts  []Verdict
+	}{Now: time.Now(), Refresh: statusRefresh, Untrusted: s.cfg.Untrusted}
 	ids, err := s.cfg.Store.recentTrains(recent)
 	if err == nil {
 		for _, id := range ids {
@@ -219,7 +221,8 @@ func (s *Server) statusHTML(w http.ResponseWriter) {
 		data.Verdicts, _, err = s.cfg.Store.listVerdicts(verdictFilter{Limit: recent})
 	}
 	if err != nil {
-		http.Error(w, "store: "+err.Error(), http.StatusInternalServerError)
+		s.logStoreError("GET /", err)
+		http.Error(w, storeMessage, http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -222,6 +222,9 @@ func (s *Server) process(a Artifact) {
 	case class.Kind == train.KindVerification:
 		v.Status, v.Check, v.Message = StatusRejected, class.Check, reason(err)
 	default:
+		if errors.Is(err, errStore) {
+			s.logStoreError("verifying "+k, err) // the verdict says only that the store failed
+		}
 		v.Message = reason(err)
 		s.prom.regErrs.Inc()
 		if time.Since(entry.First) < s.cfg.RetryWindow {
