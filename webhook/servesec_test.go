@@ -5,9 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -262,5 +266,175 @@ func TestStoreErrorsNeverShown(t *testing.T) {
 	}
 	if !strings.Contains(log, "msg=store") || !strings.Contains(log, "password=xxxxx") || !strings.Contains(log, "does not exist") {
 		t.Errorf("the log does not name the store errors (URL masked):\n%s", log)
+	}
+}
+
+// TestIdleSocketsDoNotStall: one client (127.0.0.2) holds 256 idle
+// sockets open, opening a new one whenever serve closes one; meanwhile a
+// train pushed to the real registry is still decided through its
+// notification, and the verdict is read, from another address. serve's
+// read_timeout is 2 minutes here, so only the per-client cap and the
+// header timeout keep the sockets from filling max_connections.
+func TestIdleSocketsDoNotStall(t *testing.T) {
+	proxy, setTarget := relay(t)
+	reg := testreg.Start(t, testreg.Options{Notify: proxy.URL + "/events", NotifyAuth: secret})
+	c, err := loadServe(t, "store: "+filepath.Join(t.TempDir(), "v.db"), "registry: "+reg.Host, "public_read: true",
+		"allow_untrusted: true", "read_timeout: 2m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startServe(t, c)
+	setTarget(base)
+	addr := strings.TrimPrefix(base, "http://")
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() }) // before the server stops
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	var connected sync.WaitGroup
+	connected.Add(256)
+	for i := 0; i < 256; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			first := true
+			for ctx.Err() == nil {
+				conn, err := d.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("attacker dial: %v", err)
+					}
+					return
+				}
+				if first {
+					connected.Done()
+					first = false
+				}
+				go func() { <-ctx.Done(); conn.Close() }()
+				conn.Read(make([]byte, 1)) // idle until serve closes it
+				conn.Close()
+				select { // pace the reconnects; the sockets stay held
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	connected.Wait()
+
+	good := buildTrain(t, reg.Host+"/pht/train:latest", oci.Options{})
+	if v := waitVerdict(t, base, "pht/train@"+good); v.Status != StatusVerified {
+		t.Fatalf("verdict while one client holds 256 idle sockets: %+v", v)
+	}
+}
+
+// countingStore counts the store writes an event makes.
+type countingStore struct {
+	VerdictStore
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingStore) count() {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+}
+
+func (c *countingStore) setTag(a Artifact, registry string) error {
+	c.count()
+	return c.VerdictStore.setTag(a, registry)
+}
+
+func (c *countingStore) enqueue(a Artifact) (*queueEntry, error) {
+	c.count()
+	return c.VerdictStore.enqueue(a)
+}
+
+func (c *countingStore) acceptEvent(ts []eventTarget) ([]*queueEntry, error) {
+	c.count()
+	return c.VerdictStore.acceptEvent(ts)
+}
+
+// TestEventTargetsBounded: one event naming 3000 tagged digests is cut at
+// max_event_targets (1000): the answer and the log name the limit and the
+// 2000 dropped, exactly the first 1000 are verified, and their tags and
+// queue entries are written in one store transaction, not one per tag.
+func TestEventTargetsBounded(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{VerdictStore: st}
+	cv := &countingVerifier{calls: map[string]int{}}
+	var logs logBuf
+	s, err := New(Config{Secret: secret, Verifier: cv, Store: cs, Registry: "reg.example", PublicRead: true, MaxBody: 4 << 20,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() { hs.Close(); s.Shutdown(context.Background()); st.Close() })
+
+	const n = 3000
+	var ev bytes.Buffer
+	ev.WriteString(`{"events":[`)
+	digest := func(i int) string { return fmt.Sprintf("sha256:%064x", i) }
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			ev.WriteByte(',')
+		}
+		fmt.Fprintf(&ev, `{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"repository":"pht/many","tag":"t%d"},"request":{"host":"reg.example"}}`, digest(i), i)
+	}
+	ev.WriteString(`]}`)
+	code, body := post(t, hs.URL+"/events", secret, mediaTypeDistribution, ev.Bytes())
+	var out struct {
+		Queued  []string `json:"queued"`
+		Dropped int      `json:"dropped"`
+		Limit   string   `json:"limit"`
+	}
+	json.Unmarshal([]byte(body), &out)
+	if code != http.StatusAccepted || len(out.Queued) != DefaultMaxEventTargets || out.Dropped != n-DefaultMaxEventTargets ||
+		!strings.Contains(out.Limit, "max_event_targets") || !strings.Contains(out.Limit, "1000") {
+		t.Fatalf("event of %d digests: %d, %d queued, %d dropped, limit %q", n, code, len(out.Queued), out.Dropped, out.Limit)
+	}
+	cs.mu.Lock()
+	writes := cs.writes
+	cs.mu.Unlock()
+	if writes != 1 {
+		t.Errorf("one event of 1000 tagged digests made %d store writes, want 1 transaction", writes)
+	}
+	if !strings.Contains(logs.String(), "max_event_targets") || !strings.Contains(logs.String(), "dropped=2000") {
+		t.Errorf("the log does not name the limit and the dropped count:\n%s", logs.String())
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cv.mu.Lock()
+		done := len(cv.calls)
+		cv.mu.Unlock()
+		if done >= DefaultMaxEventTargets {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 1000 verified within 60 s", done)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := 0; i < n; i++ {
+		_, err := st.Get("pht/many", digest(i))
+		if _, terr := st.tag("pht/many", fmt.Sprintf("t%d", i)); (i < DefaultMaxEventTargets) != (terr == nil) {
+			t.Fatalf("tag t%d: recorded %v", i, terr == nil)
+		}
+		if i >= DefaultMaxEventTargets && err == nil {
+			t.Fatalf("digest %d past the limit has a verdict", i)
+		}
+	}
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	if len(cv.calls) != DefaultMaxEventTargets {
+		t.Errorf("%d digests verified, want the first %d", len(cv.calls), DefaultMaxEventTargets)
 	}
 }
