@@ -39,6 +39,8 @@ type JobResult struct {
 	// ResultsDir is where pre-run wrote the previous results
 	// (Options.PreviousResultsDir).
 	ResultsDir string `json:"resultsDir,omitempty"`
+	// Platform says which image of an input index the step took, and why.
+	Platform string `json:"platform,omitempty"`
 }
 
 func usagef(format string, a ...any) error {
@@ -147,6 +149,10 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 			return nil, err // before any download
 		}
 	}
+	env, picked, err := indexPlatform(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
 	in, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
@@ -163,7 +169,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 	}
 	defer p.close()
 	env.OCI.Private = true // plaintext: 0600 files, whatever the umask
-	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID, Platform: picked})
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +195,10 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		defer rd.Close()
 		results = rd
 	}
+	env, picked, err := indexPlatform(ctx, input, env)
+	if err != nil {
+		return nil, err
+	}
 	in, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
@@ -204,7 +214,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		return nil, err
 	}
 	defer p.close()
-	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID, Platform: picked})
 	if err != nil {
 		return nil, err
 	}
@@ -215,8 +225,28 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 }
 
 // VerifyJob verifies the image at input (keyless; with st also the
-// station's checks).
+// station's checks). An image index (OCI index, Docker manifest list) in a registry verifies
+// only when each of its train children does (attestations are skipped and
+// named in the report), unless env asks for one platform.
 func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
+	if env.OCI.Platform == nil {
+		ref, err := oci.ParseRef(input)
+		if err != nil {
+			return nil, err
+		}
+		idx, err := oci.IndexOf(ctx, ref, env.OCI)
+		if err != nil {
+			return nil, err
+		}
+		if idx != nil {
+			return verifyIndex(ctx, input, idx, st, env)
+		}
+	}
+	return verifyImage(ctx, input, st, env)
+}
+
+// verifyImage is VerifyJob of one image.
+func verifyImage(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
 	ref, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err

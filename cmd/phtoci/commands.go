@@ -310,6 +310,9 @@ func printJob(c *cli.Context, r *train.JobResult) error {
 			fmt.Fprintf(w, " (station %s)", r.Station)
 		}
 		fmt.Fprintf(w, ": wrote %s\n  digest %s\n", r.Output, r.Digest)
+		if r.Platform != "" {
+			fmt.Fprintf(w, "  from %s\n", r.Platform)
+		}
 		if r.ResultsDir != "" {
 			fmt.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
 		}
@@ -450,6 +453,9 @@ func verifyCommand() *cli.Command {
 			if r.Station != "" {
 				out["station"], out["station_state"] = r.Station, r.StationState
 			}
+			if r.Index != "" {
+				out["index"], out["children"] = r.Index, r.Children
+			}
 			return printResult(c, out, func(w io.Writer) {
 				fmt.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
 				if len(done) > 0 {
@@ -467,6 +473,9 @@ func verifyCommand() *cli.Command {
 					fmt.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
+				for _, ch := range r.Children {
+					fmt.Fprintf(w, "  index %s: %s %s %s\n", r.Index, ch.Platform, ch.Digest, ch.Status)
+				}
 				for _, n := range r.NotChecked {
 					if strings.HasPrefix(n, train.CheckFileContents) {
 						n += ": phtoci verify --station ID --key KEY"
