@@ -438,3 +438,13 @@ func TestEventTargetsBounded(t *testing.T) {
 		t.Errorf("%d digests verified, want the first %d", len(cv.calls), DefaultMaxEventTargets)
 	}
 }
+
+// TestStoreURLMasked: a PostgreSQL URL that cannot be reached, with its
+// password in the userinfo and as ?password=, gives a start error that
+// names the store with both masked.
+func TestStoreURLMasked(t *testing.T) {
+	_, err := OpenVerdictStore(context.Background(), "postgres://phtoci:hunter2@127.0.0.1:1/db?password=hunter2&sslmode=disable&connect_timeout=5")
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "phtoci:xxxxx@127.0.0.1:1/db?password=xxxxx") {
+		t.Errorf("unreachable store: %v", err)
+	}
+}
