@@ -89,7 +89,8 @@ func TestIndexVerifiedChildByChild(t *testing.T) {
 	att := testutil.Must1(random.Image(512, 1))(t)
 	oidx := pushIndex(t, reg.Host+"/pht/ociindex:latest", types.OCIImageIndex,
 		map[string]v1.Image{"linux/amd64": good, "unknown/unknown": att})
-	if v := waitVerdict(t, base, "pht/ociindex@"+oidx); v.Status != StatusVerified {
+	if v := waitVerdict(t, base, "pht/ociindex@"+oidx); v.Status != StatusVerified ||
+		!strings.Contains(v.Message, "linux/amd64 verified") || !strings.Contains(v.Message, "unknown/unknown skipped (attestation)") {
 		t.Errorf("OCI index of a good train and an attestation: %+v", v)
 	}
 	if v := waitVerdict(t, base, "pht/ociindex:latest"); v.Artifact.Digest != oidx {

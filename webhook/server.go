@@ -40,6 +40,9 @@ type Outcome struct {
 	// Config is the verified train's config (nil: no central ledger
 	// check for this artifact).
 	Config *protocol.Config
+	// Note, for an image index, names its children: each platform
+	// verified, each attestation skipped (the verified verdict's message).
+	Note string
 }
 
 // TrainVerifier verifies by digest with phtoci's keyless verify (and the
@@ -53,6 +56,13 @@ func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error)
 		return nil, err
 	}
 	o := &Outcome{Next: r.Status.Next, Config: r.Config}
+	if r.Index != "" {
+		var parts []string
+		for _, c := range r.Children {
+			parts = append(parts, c.Platform+" "+c.Status)
+		}
+		o.Note = "index: " + strings.Join(parts, "; ")
+	}
 	if o.Next >= 0 && o.Next < len(r.Route) {
 		o.NextStation = r.Route[o.Next]
 	}

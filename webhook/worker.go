@@ -218,6 +218,7 @@ func (s *Server) process(a Artifact) {
 		if out != nil {
 			n := out.Next
 			v.Next = &n
+			v.Message = out.Note // an index's children
 		}
 	case class.Kind == train.KindVerification:
 		v.Status, v.Check, v.Message = StatusRejected, class.Check, reason(err)
