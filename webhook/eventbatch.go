@@ -99,6 +99,9 @@ func (s *pgStore) dequeueAll(as []Artifact) error {
 // was queued. With the queue full it stops, takes the rest off the store's
 // queue (one transaction) and returns errQueueFull.
 func (s *Server) submitEvent(arts []Artifact, regs []string) (queued []bool, err error) {
+	if len(arts) == 0 {
+		return nil, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := make([]eventTarget, len(arts))

@@ -73,7 +73,8 @@ type ServeConfig struct {
 	PasswordFile string            `yaml:"password_file"`
 	Insecure     bool              `yaml:"insecure"`
 	// ReadSecret (or ReadSecretFile) must equal the Authorization header of
-	// GET /v1/verdicts/... and /metrics when set.
+	// GET /v1/verdicts..., /v1/trains/..., the status page and /metrics;
+	// required unless PublicRead.
 	ReadSecret     string `yaml:"read_secret"`
 	ReadSecretFile string `yaml:"read_secret_file"`
 	// PublicRead opens the read endpoints to anyone instead (required
@@ -251,6 +252,9 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 // the rest of the queue in the store for the next start. ready, when not
 // nil, receives the listening address.
 func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
+	if c.ReadSecret == "" && !c.PublicRead {
+		return errors.New("serve: no read secret: verdicts, trains, the status page and metrics are read with it (or set public_read to open them to anyone)")
+	}
 	st, err := OpenVerdictStore(ctx, c.Store)
 	if err != nil {
 		return err
@@ -277,9 +281,6 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	}
 	if c.trust == nil && !c.AllowUntrusted {
 		return errors.New("serve: no trust store: without one any self-signed train is verified (set allow_untrusted to run so)")
-	}
-	if c.ReadSecret == "" && !c.PublicRead {
-		return errors.New("serve: no read secret: verdicts, trains, the status page and metrics are read with it (or set public_read to open them to anyone)")
 	}
 	env.Trust = c.trust
 	// Credentials go to the configured registries only: a keychain that

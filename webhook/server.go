@@ -114,8 +114,8 @@ type Config struct {
 	// phtoci_webhook_untrusted metric say so.
 	Untrusted bool
 	// MaxEventTargets bounds the artifacts one event may name (default
-	// DefaultMaxEventTargets); the rest are dropped, each logged with the
-	// limit's name (max_event_targets).
+	// DefaultMaxEventTargets); the rest are dropped, with one log line
+	// naming the limit (max_event_targets) and the count.
 	MaxEventTargets int
 	// VerifyTimeout bounds one attempt to verify (and route) an artifact
 	// (default 5 min): a registry that never answers cannot pin a worker.
