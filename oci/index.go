@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -30,30 +31,43 @@ type IndexChild struct {
 // attestationType is buildx's annotation of attestation manifests.
 const attestationType = "vnd.docker.reference.type"
 
-// IndexOf returns the index ref names, or nil when ref names a single
-// image or is not in a registry (a local archive or layout picks its
-// image by platform when opened).
-func IndexOf(ctx context.Context, ref Ref, opts Options) (*Index, error) {
+// OpenIndex is Open that also reports an image index: for a registry
+// reference naming an index (one manifest request), idx lists its
+// children, and img is the image for opts.Platform, or nil when no
+// platform is asked for. For anything else idx is nil and img is Open's.
+func OpenIndex(ctx context.Context, ref Ref, opts Options) (img v1.Image, idx *Index, err error) {
 	t, ok := ref.t.(remoteRegistry)
 	if !ok {
-		return nil, nil
+		img, err = Open(ctx, ref, opts)
+		return img, nil, err
 	}
 	n, err := t.remoteName(opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	desc, err := remote.Get(n, remoteOptions(ctx, opts)...)
+	ropts := remoteOptions(ctx, opts)
+	desc, err := remote.Get(n, ropts...)
 	if err != nil {
-		return nil, remoteErr(n, err)
+		return nil, nil, remoteErr(n, err)
 	}
-	if !desc.MediaType.IsIndex() {
-		return nil, nil
+	if desc.MediaType.IsIndex() {
+		if idx, err = indexOf(n, desc); err != nil {
+			return nil, nil, err
+		}
+		if opts.Platform == nil {
+			return nil, idx, nil
+		}
 	}
-	idx, err := desc.ImageIndex()
+	img, err = openDescriptor(n, desc, ropts, opts)
+	return img, idx, err
+}
+
+func indexOf(n name.Reference, desc *remote.Descriptor) (*Index, error) {
+	ii, err := desc.ImageIndex()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", n, err)
 	}
-	im, err := idx.IndexManifest()
+	im, err := ii.IndexManifest()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", n, err)
 	}

@@ -51,31 +51,36 @@ func verifyIndex(ctx context.Context, input string, idx *oci.Index, st *protocol
 	return rep, nil
 }
 
-// indexPlatform picks the platform a step that runs one image (pre-run,
-// post-run) takes from the index at input: env's (--platform), else the
-// host's. It returns env with that platform set and a line saying which
-// ("" when input is no index).
-func indexPlatform(ctx context.Context, input string, env Env) (Env, string, error) {
+// openRunInput opens the image a step that runs one image (pre-run,
+// post-run) takes from input: from an image index, the one for env's
+// platform (--platform), else the host's. It returns env with that
+// platform set and a line saying which ("" when input is no index).
+func openRunInput(ctx context.Context, input string, env Env) (oci.Ref, v1.Image, Env, string, error) {
 	ref, err := oci.ParseRef(input)
 	if err != nil {
-		return env, "", err
+		return oci.Ref{}, nil, env, "", err
 	}
-	idx, err := oci.IndexOf(ctx, ref, env.OCI)
+	img, idx, err := oci.OpenIndex(ctx, ref, env.OCI)
 	if err != nil || idx == nil {
-		return env, "", err
+		return ref, img, env, "", err
 	}
 	how := "chosen with --platform"
-	if env.OCI.Platform == nil {
+	if img == nil {
 		p := oci.HostPlatform()
 		env.OCI.Platform, how = &p, "this host's platform; choose another with --platform"
+		if img, err = oci.Open(ctx, ref, env.OCI); err != nil {
+			return oci.Ref{}, nil, env, "", err
+		}
 	}
+	d, err := img.Digest()
+	if err != nil {
+		return oci.Ref{}, nil, env, "", err
+	}
+	plat := env.OCI.Platform.String()
 	for _, c := range idx.Children {
-		if c.Attestation || c.Platform == "unspecified" {
-			continue
-		}
-		if p, err := v1.ParsePlatform(c.Platform); err == nil && p.Satisfies(*env.OCI.Platform) {
-			return env, fmt.Sprintf("index %s: platform %s (%s), %s", idx.Digest, c.Platform, c.Digest, how), nil
+		if c.Digest == d.String() {
+			plat = c.Platform
 		}
 	}
-	return env, "", nil // opening it names the platforms there are
+	return ref, img, env, fmt.Sprintf("index %s: platform %s (%s), %s", idx.Digest, plat, d, how), nil
 }

@@ -149,11 +149,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 			return nil, err // before any download
 		}
 	}
-	env, picked, err := indexPlatform(ctx, input, env)
-	if err != nil {
-		return nil, err
-	}
-	in, img, err := openInput(ctx, input, env)
+	in, img, env, picked, err := openRunInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
@@ -195,11 +191,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		defer rd.Close()
 		results = rd
 	}
-	env, picked, err := indexPlatform(ctx, input, env)
-	if err != nil {
-		return nil, err
-	}
-	in, img, err := openInput(ctx, input, env)
+	in, img, env, picked, err := openRunInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
@@ -229,20 +221,18 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 // only when each of its train children does (attestations are skipped and
 // named in the report), unless env asks for one platform.
 func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
-	if env.OCI.Platform == nil {
-		ref, err := oci.ParseRef(input)
-		if err != nil {
-			return nil, err
-		}
-		idx, err := oci.IndexOf(ctx, ref, env.OCI)
-		if err != nil {
-			return nil, err
-		}
-		if idx != nil {
-			return verifyIndex(ctx, input, idx, st, env)
-		}
+	ref, err := oci.ParseRef(input)
+	if err != nil {
+		return nil, err
 	}
-	return verifyImage(ctx, input, st, env)
+	img, idx, err := oci.OpenIndex(ctx, ref, env.OCI)
+	if err != nil {
+		return nil, err
+	}
+	if img == nil { // an index, no platform asked for
+		return verifyIndex(ctx, input, idx, st, env)
+	}
+	return verifyOpened(ctx, ref, img, st, env)
 }
 
 // verifyImage is VerifyJob of one image.
@@ -251,6 +241,11 @@ func verifyImage(ctx context.Context, input string, st *protocol.Station, env En
 	if err != nil {
 		return nil, err
 	}
+	return verifyOpened(ctx, ref, img, st, env)
+}
+
+// verifyOpened verifies img, opened from ref.
+func verifyOpened(ctx context.Context, ref oci.Ref, img v1.Image, st *protocol.Station, env Env) (*VerifyReport, error) {
 	// Every layer is there, base layers too (which are not read).
 	if err := oci.CheckLayers(ctx, ref, img, env.OCI); err != nil {
 		return nil, err
