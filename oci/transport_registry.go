@@ -122,7 +122,14 @@ func (t remoteRegistry) open(ctx context.Context, opts Options) (v1.Image, error
 	if err != nil {
 		return nil, remoteErr(n, err)
 	}
+	return openDescriptor(n, desc, ropts, opts)
+}
+
+// openDescriptor opens the image desc (fetched for n) is, or chooses one
+// from the index it is.
+func openDescriptor(n name.Reference, desc *remote.Descriptor, ropts []remote.Option, opts Options) (v1.Image, error) {
 	var img v1.Image
+	var err error
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()

@@ -52,6 +52,8 @@ type JobResult struct {
 	DryRun    bool  `json:"dryRun,omitempty"`
 	Size      int64 `json:"size,omitempty"`
 	LayerSize int64 `json:"layerSize,omitempty"`
+	// Platform says which image of an input index the step took, and why.
+	Platform string `json:"platform,omitempty"`
 }
 
 func usagef(format string, a ...any) error {
@@ -165,7 +167,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 			return nil, err // before any download
 		}
 	}
-	in, img, err := openInput(ctx, input, env)
+	in, img, env, picked, err := openRunInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +189,7 @@ func PreRunJob(ctx context.Context, input, output string, st protocol.Station, e
 		return p.dryRun(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
 	}
 	env.OCI.Private = true // plaintext: 0600 files, whatever the umask
-	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "pre-run", Input: in.String(), Station: st.ID, Platform: picked})
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +215,7 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 		defer rd.Close()
 		results = rd
 	}
-	in, img, err := openInput(ctx, input, env)
+	in, img, env, picked, err := openRunInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
@@ -241,9 +243,9 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	}
 	defer p.close()
 	if env.DryRun {
-		return p.dryRun(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+		return p.dryRun(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID, Platform: picked})
 	}
-	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID})
+	res, err := p.write(ctx, dst, env, &JobResult{Step: "post-run", Input: in.String(), Station: st.ID, Platform: picked})
 	if err != nil {
 		return nil, err
 	}
@@ -259,12 +261,35 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 }
 
 // VerifyJob verifies the image at input (keyless; with st also the
-// station's checks).
+// station's checks). An image index (OCI index, Docker manifest list) in a registry verifies
+// only when each of its train children does (attestations are skipped and
+// named in the report), unless env asks for one platform.
 func VerifyJob(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
+	ref, err := oci.ParseRef(input)
+	if err != nil {
+		return nil, err
+	}
+	img, idx, err := oci.OpenIndex(ctx, ref, env.OCI)
+	if err != nil {
+		return nil, err
+	}
+	if img == nil { // an index, no platform asked for
+		return verifyIndex(ctx, input, idx, st, env)
+	}
+	return verifyOpened(ctx, ref, img, st, env)
+}
+
+// verifyImage is VerifyJob of one image.
+func verifyImage(ctx context.Context, input string, st *protocol.Station, env Env) (*VerifyReport, error) {
 	ref, img, err := openInput(ctx, input, env)
 	if err != nil {
 		return nil, err
 	}
+	return verifyOpened(ctx, ref, img, st, env)
+}
+
+// verifyOpened verifies img, opened from ref.
+func verifyOpened(ctx context.Context, ref oci.Ref, img v1.Image, st *protocol.Station, env Env) (*VerifyReport, error) {
 	// Every layer is there, base layers too (which are not read).
 	if err := oci.CheckLayers(ctx, ref, img, env.OCI); err != nil {
 		return nil, err

@@ -33,6 +33,10 @@ type VerifyReport struct {
 	// stations).
 	Checked    []string `json:"checked"`
 	NotChecked []string `json:"not_checked"`
+	// Index is the digest of the image index verified child by child
+	// (Children), the rest of the report being its first train child's.
+	Index    string             `json:"index,omitempty"`
+	Children []IndexChildReport `json:"children,omitempty"`
 }
 
 // What Verify checks, as reported in VerifyReport.Checked and NotChecked.

@@ -28,7 +28,7 @@ var ErrCheck = errors.New("serve config check failed")
 var durationDefaults = map[string]time.Duration{
 	"verify_timeout": 5 * time.Minute, "read_timeout": 30 * time.Second, "write_timeout": 30 * time.Second,
 	"idle_timeout": 120 * time.Second, "retry_window": time.Hour, "shutdown_grace": 30 * time.Second,
-	"lease": 2 * time.Minute, "stall_timeout": oci.DefaultStallTimeout,
+	"lease": 2 * time.Minute, "stall_timeout": oci.DefaultStallTimeout, "read_header_timeout": 5 * time.Second,
 }
 
 // durations are the duration keys of c, by key.
@@ -36,7 +36,7 @@ func (c *ServeConfig) durations() map[string]*time.Duration {
 	return map[string]*time.Duration{
 		"verify_timeout": &c.VerifyTimeout, "read_timeout": &c.ReadTimeout, "write_timeout": &c.WriteTimeout,
 		"idle_timeout": &c.IdleTimeout, "retry_window": &c.RetryWindow, "shutdown_grace": &c.ShutdownGrace,
-		"lease": &c.Lease, "stall_timeout": &c.StallTimeout,
+		"lease": &c.Lease, "stall_timeout": &c.StallTimeout, "read_header_timeout": &c.ReadHeaderTimeout,
 	}
 }
 

@@ -83,7 +83,7 @@ func TestDeployConfigs(t *testing.T) {
 	dir := t.TempDir()
 	sec := filepath.Join(dir, "secret")
 	os.Mkdir(sec, 0o700)
-	for k, v := range map[string]string{"secret": "Bearer w", "read-secret": "Bearer r", "dsn": "postgres://phtoci:pw@db:5432/phtoci?sslmode=verify-full"} {
+	for k, v := range map[string]string{"secret": "Bearer w", "read-secret": "Bearer r", "dsn": "postgres://phtoci:pw@db:5432/phtoci?sslmode=verify-full", "trust.json": "{}"} {
 		os.WriteFile(filepath.Join(sec, k), []byte(v+"\n"), 0o600)
 	}
 	// The trust store ConfigMap, and the one line marked REQUIRED filled.

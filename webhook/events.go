@@ -92,7 +92,7 @@ func parse(body []byte, contentType string) (arts []Artifact, ignored string, er
 			if e.Action != "push" {
 				continue
 			}
-			if !strings.Contains(e.Target.MediaType, "manifest") || e.Target.Digest == "" {
+			if !isManifest(e.Target.MediaType) || e.Target.Digest == "" {
 				continue // blob pushes and layers
 			}
 			if e.Target.Repository == "" {
@@ -137,6 +137,12 @@ func parse(body []byte, contentType string) (arts []Artifact, ignored string, er
 		return arts, "", nil
 	}
 	return nil, "", fmt.Errorf("neither a distribution envelope (events) nor a Harbor event (type)")
+}
+
+// isManifest says whether a pushed target is a manifest, image index
+// included (an OCI index's media type does not say "manifest").
+func isManifest(mediaType string) bool {
+	return strings.Contains(mediaType, "manifest") || strings.HasPrefix(mediaType, "application/vnd.oci.image.index.")
 }
 
 func harborTime(sec int64) time.Time {

@@ -31,7 +31,7 @@ func ExampleNew() {
 	}
 	defer store.Close()
 	srv, err := webhook.New(webhook.Config{Secret: "Bearer …", Store: store, Registry: "harbor.example",
-		Verifier: webhook.TrainVerifier{Env: train.Env{}}})
+		ReadSecret: "Bearer …", Verifier: webhook.TrainVerifier{Env: train.Env{}}})
 	if err != nil {
 		log.Fatal(err)
 	}

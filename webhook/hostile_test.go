@@ -30,6 +30,11 @@ func runServe(t *testing.T, lines ...string) string {
 	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "store:") }) {
 		all = append(all, "store: "+filepath.Join(dir, "v.db"))
 	}
+	for key, open := range map[string]string{"read_secret": "public_read: true", "trust:": "allow_untrusted: true"} {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, key) }) {
+			all = append(all, open)
+		}
+	}
 	all = append(all, lines...)
 	p := filepath.Join(dir, "serve.yaml")
 	if err := os.WriteFile(p, []byte(strings.Join(all, "\n")+"\n"), 0o600); err != nil {
@@ -39,6 +44,13 @@ func runServe(t *testing.T, lines ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startServe(t, c)
+}
+
+// startServe runs Run with c and returns its base URL; the server stops
+// at cleanup.
+func startServe(t *testing.T, c *ServeConfig) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)

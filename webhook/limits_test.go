@@ -67,7 +67,7 @@ func TestServeConfigLimits(t *testing.T) {
 	dir := t.TempDir()
 	load := func(limits string) error {
 		p := filepath.Join(dir, "serve.yaml")
-		cfg := "listen: 127.0.0.1:0\nsecret: s\nregistry: 127.0.0.1:5000\nstore: " + filepath.Join(dir, "v.db") + "\nlimits: " + limits + "\n"
+		cfg := "listen: 127.0.0.1:0\nsecret: s\npublic_read: true\nallow_untrusted: true\nregistry: 127.0.0.1:5000\nstore: " + filepath.Join(dir, "v.db") + "\nlimits: " + limits + "\n"
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

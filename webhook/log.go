@@ -4,6 +4,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/phtoci/phtoci/internal/redact"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,9 +60,9 @@ func (s *Server) logRetry(v Verdict, e queueEntry, backoff time.Duration) {
 }
 
 // logStoreError writes one line per failed store operation, with the
-// artifact it was for (nil: none) and the cause.
+// artifact it was for (nil: none) and the cause, credentials masked.
 func (s *Server) logStoreError(op string, a *Artifact, err error) {
-	attrs := []any{"op", op, "error", err.Error()}
+	attrs := []any{"op", op, "error", redact.Text(err.Error())}
 	if a != nil {
 		attrs = append(attrs, "repository", a.Repository, "digest", a.Digest)
 	}

@@ -65,6 +65,12 @@ func (s *Server) initMetrics() {
 		func() float64 { return float64(len(s.queue)) }))
 	p.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "phtoci_webhook_retry_waiting", Help: "Artifacts waiting for a retry after an error."},
 		func() float64 { return float64(s.waiting()) }))
+	untrusted := 0.0
+	if s.cfg.Untrusted {
+		untrusted = 1
+	}
+	p.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "phtoci_webhook_untrusted",
+		Help: "1 when serve runs without a trust store (allow_untrusted): any self-signed train is verified."}, func() float64 { return untrusted }))
 	p.handler = promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{})
 	s.prom = p
 }

@@ -22,26 +22,28 @@ func isFinal(ctx context.Context, tx pgx.Tx, key string) (bool, error) {
 
 func (s *pgStore) enqueue(a Artifact) (*queueEntry, error) {
 	var e *queueEntry
-	err := s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		if fin, err := isFinal(ctx, tx, a.Key()); err != nil || fin {
-			return err
-		}
-		b, err := json.Marshal(queueEntry{Artifact: a})
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO queue (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, a.Key(), b); err != nil {
-			return err
-		}
-		var cur []byte
-		if err := tx.QueryRow(ctx, `SELECT body FROM queue WHERE key = $1`, a.Key()).Scan(&cur); err != nil {
-			return err
-		}
-		old, err := decodeEntry(cur)
-		e = &old
-		return err
-	})
+	err := s.tx(func(ctx context.Context, tx pgx.Tx) (err error) { e, err = enqueuePG(ctx, tx, a); return err })
 	return e, err
+}
+
+// enqueuePG is enqueue within tx.
+func enqueuePG(ctx context.Context, tx pgx.Tx, a Artifact) (*queueEntry, error) {
+	if fin, err := isFinal(ctx, tx, a.Key()); err != nil || fin {
+		return nil, err
+	}
+	b, err := json.Marshal(queueEntry{Artifact: a})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO queue (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, a.Key(), b); err != nil {
+		return nil, err
+	}
+	var cur []byte
+	if err := tx.QueryRow(ctx, `SELECT body FROM queue WHERE key = $1`, a.Key()).Scan(&cur); err != nil {
+		return nil, err
+	}
+	old, err := decodeEntry(cur)
+	return &old, err
 }
 
 func (s *pgStore) isQueued(key string) (bool, error) {

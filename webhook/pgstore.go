@@ -8,12 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/phtoci/phtoci/internal/redact"
 )
 
 // pgStore keeps verdicts, the shared work queue and the train ledger in
@@ -23,7 +24,7 @@ import (
 // and a verdict is recorded once.
 type pgStore struct {
 	pool *pgxpool.Pool
-	name string // the DSN without its password, for messages
+	name string // the DSN with its credentials masked (redact.URL), for messages
 }
 
 // pgTimeout bounds one store transaction.
@@ -72,23 +73,15 @@ func openPGStore(ctx context.Context, dsn string) (*pgStore, error) {
 	return openPG(ctx, dsn, schemaVersion)
 }
 
-func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "postgres://…"
-	}
-	return u.Redacted()
-}
-
 func openPG(ctx context.Context, dsn string, version int) (*pgStore, error) {
-	name := redact(dsn)
+	name := redact.URL(dsn)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("verdict store %s: %w", name, errors.New("not a valid PostgreSQL URL"))
+		return nil, storeErr(name, errors.New("not a valid PostgreSQL URL"))
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("verdict store %s: %w", name, err)
+		return nil, storeErr(name, err)
 	}
 	s := &pgStore{pool: pool, name: name}
 	if err := s.migrate(ctx, version); err != nil {
@@ -133,7 +126,7 @@ func (s *pgStore) migrate(ctx context.Context, version int) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("verdict store %s: %w", s.name, err)
+		return storeErr(s.name, err)
 	}
 	return nil
 }
@@ -145,7 +138,7 @@ func (s *pgStore) tx(f func(ctx context.Context, tx pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
 	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) }); err != nil {
-		return fmt.Errorf("verdict store %s: %w", s.name, err)
+		return storeErr(s.name, err)
 	}
 	return nil
 }
@@ -154,7 +147,7 @@ func (s *pgStore) query(f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
 	if err := f(ctx); err != nil {
-		return fmt.Errorf("verdict store %s: %w", s.name, err)
+		return storeErr(s.name, err)
 	}
 	return nil
 }
@@ -201,15 +194,20 @@ func (s *pgStore) Get(repository, digest string) (*Verdict, error) {
 
 // setTag records a's tag unless a newer push of it is known.
 func (s *pgStore) setTag(a Artifact, registry string) error {
+	return s.query(func(ctx context.Context) error { return setTagPG(ctx, s.pool, a, registry) })
+}
+
+// setTagPG is setTag on db (the pool or a transaction).
+func setTagPG(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, a Artifact, registry string) error {
 	b, err := json.Marshal(tagRecord{Digest: a.Digest, Registry: registry, Time: a.Time})
 	if err != nil {
 		return err
 	}
-	return s.query(func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, `INSERT INTO tags (key, body) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body
-			WHERE (tags.body->>'time')::timestamptz <= (EXCLUDED.body->>'time')::timestamptz`, a.Repository+":"+a.Tag, b)
-		return err
-	})
+	_, err = db.Exec(ctx, `INSERT INTO tags (key, body) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body
+		WHERE (tags.body->>'time')::timestamptz <= (EXCLUDED.body->>'time')::timestamptz`, a.Repository+":"+a.Tag, b)
+	return err
 }
 
 // tag returns what the store knows of repository:tag.

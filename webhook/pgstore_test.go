@@ -297,7 +297,7 @@ func TestReplicasVerifyOnce(t *testing.T) {
 	replica := func(owner string, hang int) (*Server, *httptest.Server, *replicaVerifier, VerdictStore) {
 		st := testutil.Must1(openPGStore(context.Background(), dsn))(t)
 		rv := &replicaVerifier{inner: TrainVerifier{}, mu: &mu, started: started, done: done, hang: hang, hung: make(chan string, n)}
-		s := testutil.Must1(New(Config{Secret: secret, Verifier: rv, Store: st, Registry: reg.Host, Workers: 2,
+		s := testutil.Must1(New(Config{Secret: secret, Verifier: rv, Store: st, Registry: reg.Host, Workers: 2, PublicRead: true,
 			Lease: 2 * time.Second, PollInterval: 100 * time.Millisecond, Owner: owner, Retries: -1}))(t)
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)

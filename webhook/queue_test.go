@@ -217,7 +217,7 @@ func TestGracefulStop(t *testing.T) {
 	g := &gatedVerifier{started: make(chan string, 10), release: make(chan struct{}), calls: map[string]int{}}
 	start := func() (*Server, *httptest.Server, VerdictStore) {
 		st := testutil.Must1(OpenStore(db))(t)
-		s := testutil.Must1(New(Config{Secret: secret, Verifier: g, Store: st, Registry: "reg.example", Workers: 1}))(t)
+		s := testutil.Must1(New(Config{Secret: secret, Verifier: g, Store: st, Registry: "reg.example", Workers: 1, PublicRead: true}))(t)
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}

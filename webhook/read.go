@@ -27,7 +27,7 @@ func (s *Server) listVerdicts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		s.storeFailed(w, "GET /v1/verdicts", err)
 		return
 	}
 	if page == nil {
@@ -142,7 +142,7 @@ func (s *Server) train(w http.ResponseWriter, id string) {
 		return
 	}
 	if err != nil {
-		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		s.storeFailed(w, "GET /v1/trains/"+id, err)
 		return
 	}
 	reply(w, http.StatusOK, tv)
@@ -171,6 +171,7 @@ table{border-collapse:collapse;margin-bottom:2em}td,th{border-bottom:1px solid #
 code{font-size:12px}
 </style></head><body>
 <h1>phtoci serve</h1>
+{{if .Untrusted}}<p id="untrusted" class="error">Untrusted: serve runs without a trust store (allow_untrusted), so any self-signed train is verified.</p>{{end}}
 <p>Updated {{when .Now}}; reloads every {{.Refresh}} s.</p>
 <form method="get" action="/" id="search">
 <label>Train id <input name="train" value="{{.Query.Train}}" size="40"></label>
@@ -206,16 +207,17 @@ func (s *Server) statusHTML(w http.ResponseWriter, r *http.Request) {
 	const recent, searched = 20, 500
 	q := statusQuery{Train: r.URL.Query().Get("train"), Status: r.URL.Query().Get("status"), Station: r.URL.Query().Get("station")}
 	data := struct {
-		Now     time.Time
-		Refresh int
-		Query   struct {
+		Now       time.Time
+		Refresh   int
+		Untrusted bool
+		Query     struct {
 			statusQuery
 			Active bool
 		}
 		Statuses []string
 		Trains   []statusTrain
 		Verdicts []Verdict
-	}{Now: time.Now(), Refresh: statusRefresh, Statuses: []string{StatusPending, StatusVerified, StatusRejected, StatusError}}
+	}{Now: time.Now(), Refresh: statusRefresh, Untrusted: s.cfg.Untrusted, Statuses: []string{StatusPending, StatusVerified, StatusRejected, StatusError}}
 	data.Query.statusQuery, data.Query.Active = q, q.active()
 	n := recent
 	if q.active() {
@@ -244,7 +246,8 @@ func (s *Server) statusHTML(w http.ResponseWriter, r *http.Request) {
 		data.Verdicts, _, err = s.cfg.Store.listVerdicts(verdictFilter{Limit: recent, Status: q.Status})
 	}
 	if err != nil {
-		http.Error(w, "store: "+err.Error(), http.StatusInternalServerError)
+		s.logStoreError("GET /", nil, err)
+		http.Error(w, storeMessage, http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -101,7 +101,7 @@ func TestRouteNeedsPinnedCreator(t *testing.T) {
 		os.WriteFile(p, testutil.Must1(json.Marshal(f))(t), 0o600)
 		return p
 	}
-	base := "listen: 127.0.0.1:0\nsecret: x\nstore: v.db\nregistry: r.example\nroute: {incoming: pht/in, stations: {a: pht/a}}\n"
+	base := "listen: 127.0.0.1:0\nsecret: x\nstore: v.db\nregistry: r.example\npublic_read: true\nroute: {incoming: pht/in, stations: {a: pht/a}}\n"
 	for _, c := range []struct {
 		name, extra, want string
 	}{

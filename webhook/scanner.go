@@ -214,12 +214,12 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 	}
 	// Harbor's authorization is not used: the server pulls with its own
 	// credentials, sent to the configured registries only.
-	if _, err := s.submit(a); err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, errQueueFull) {
-			code = http.StatusServiceUnavailable
-		}
-		scanError(w, code, "%v", err)
+	if _, err := s.submit(a); errors.Is(err, errQueueFull) {
+		scanError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	} else if err != nil {
+		s.logStoreError("POST /api/v1/scan", nil, err)
+		scanError(w, http.StatusInternalServerError, "%s", storeMessage)
 		return
 	}
 	s.logEvent("scan", "accepted", "", a)
@@ -256,7 +256,8 @@ func (s *Server) scanReport(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if err != nil {
-		scanError(w, http.StatusInternalServerError, "%v", err)
+		s.logStoreError("GET /api/v1/scan/"+id+"/report", nil, err)
+		scanError(w, http.StatusInternalServerError, "%s", storeMessage)
 		return
 	}
 	rep := vulnerabilityReport{GeneratedAt: v.Time, Scanner: s.scannerInfo(), Severity: "Unknown", Vulnerabilities: []vulnerabilityItem{},

@@ -37,7 +37,9 @@ import (
 //	registries: {harbor.example: harbor.internal:443}  # event host → registry (other hosts refused)
 //	username: robot$phtoci                     # optional credentials, sent to the configured registries only
 //	password_file: robot.txt
-//	read_secret_file: read.txt                 # optional: Authorization for GET /v1/verdicts and /metrics
+//	read_secret_file: read.txt                 # Authorization for GET /v1/verdicts, /v1/trains, / and /metrics
+//	public_read: false                         # instead of read_secret: reads open to anyone (warned at start)
+//	allow_untrusted: false                     # without trust: verify any self-signed train (warned, on the status page and in metrics)
 //	verify_timeout: 5m                         # per verification attempt
 //	stall_timeout: 60s                         # a registry connection without progress is retried after this
 //	retry_window: 1h                           # errors are retried with backoff this long
@@ -47,6 +49,9 @@ import (
 //	idle_timeout: 120s
 //	max_header_bytes: 65536
 //	max_connections: 256
+//	max_connections_per_client: 32
+//	read_header_timeout: 5s
+//	max_event_targets: 1000
 //	insecure: false
 type ServeConfig struct {
 	Listen string `yaml:"listen"`
@@ -68,9 +73,20 @@ type ServeConfig struct {
 	PasswordFile string            `yaml:"password_file"`
 	Insecure     bool              `yaml:"insecure"`
 	// ReadSecret (or ReadSecretFile) must equal the Authorization header of
-	// GET /v1/verdicts/... and /metrics when set.
+	// GET /v1/verdicts..., /v1/trains/..., the status page and /metrics;
+	// required unless PublicRead.
 	ReadSecret     string `yaml:"read_secret"`
 	ReadSecretFile string `yaml:"read_secret_file"`
+	// PublicRead opens the read endpoints to anyone instead (required
+	// without a read secret; warned at start).
+	PublicRead bool `yaml:"public_read"`
+	// AllowUntrusted lets serve start without Trust: any self-signed
+	// train is then verified (warned at start, shown on the status page
+	// and as phtoci_webhook_untrusted 1).
+	AllowUntrusted bool `yaml:"allow_untrusted"`
+	// MaxEventTargets bounds the artifacts one event may name (default
+	// 1000; the rest are dropped, logged with the limit's name).
+	MaxEventTargets int `yaml:"max_event_targets"`
 	// VerifyTimeout bounds one verification attempt (default 5m).
 	VerifyTimeout time.Duration `yaml:"verify_timeout"`
 	// StallTimeout is how long a registry connection may make no progress
@@ -89,12 +105,16 @@ type ServeConfig struct {
 	// 30s); IdleTimeout a kept-alive connection between requests (default
 	// 120s); MaxHeaderBytes the request headers (default 64 KiB);
 	// MaxConnections the connections served at once (default 256; more
-	// wait to be accepted).
-	ReadTimeout    time.Duration `yaml:"read_timeout"`
-	WriteTimeout   time.Duration `yaml:"write_timeout"`
-	IdleTimeout    time.Duration `yaml:"idle_timeout"`
-	MaxHeaderBytes int           `yaml:"max_header_bytes"`
-	MaxConnections int           `yaml:"max_connections"`
+	// wait to be accepted); MaxConnectionsPerClient those of one remote
+	// address (default 32; more are closed at once); ReadHeaderTimeout
+	// reading a request's headers (default 5s).
+	ReadTimeout             time.Duration `yaml:"read_timeout"`
+	WriteTimeout            time.Duration `yaml:"write_timeout"`
+	IdleTimeout             time.Duration `yaml:"idle_timeout"`
+	ReadHeaderTimeout       time.Duration `yaml:"read_header_timeout"`
+	MaxHeaderBytes          int           `yaml:"max_header_bytes"`
+	MaxConnections          int           `yaml:"max_connections"`
+	MaxConnectionsPerClient int           `yaml:"max_connections_per_client"`
 	// Route is the optional routing policy; it needs a trust store that
 	// pins the creators.
 	Route *RoutePolicy `yaml:"route"`
@@ -177,6 +197,12 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 256
 	}
+	if c.MaxConnectionsPerClient <= 0 {
+		c.MaxConnectionsPerClient = 32
+	}
+	if c.MaxEventTargets <= 0 {
+		c.MaxEventTargets = DefaultMaxEventTargets
+	}
 	if c.Trust != "" {
 		if c.trust, err = trust.Load(c.Trust); err != nil {
 			return nil, fmt.Errorf("serve config %s: %w", path, err)
@@ -196,6 +222,15 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 			return nil, fmt.Errorf("serve config %s: registry %q: want HOST[:PORT]", path, r)
 		}
 	}
+	// Closed by default: reads need a secret, verification a trust store.
+	switch {
+	case c.ReadSecret == "" && !c.PublicRead:
+		return nil, fmt.Errorf("serve config %s: read_secret (or read_secret_file): missing: verdicts, trains, the status page and metrics are read with it (or set public_read: true to open them to anyone)", path)
+	case c.ReadSecret != "" && c.PublicRead:
+		return nil, fmt.Errorf("serve config %s: read_secret and public_read: give one of them", path)
+	case c.Trust == "" && !c.AllowUntrusted:
+		return nil, fmt.Errorf("serve config %s: trust: missing: without a trust store any self-signed train is verified (set allow_untrusted: true to run so)", path)
+	}
 	for name, v := range c.Limits {
 		if err := new(train.Env).SetLimit(name, v); err != nil {
 			return nil, fmt.Errorf("serve config %s: limits: %w", path, err)
@@ -210,6 +245,9 @@ func LoadServeConfig(path string) (*ServeConfig, error) {
 // the rest of the queue in the store for the next start. ready, when not
 // nil, receives the listening address.
 func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
+	if c.ReadSecret == "" && !c.PublicRead {
+		return errors.New("serve: no read secret: verdicts, trains, the status page and metrics are read with it (or set public_read to open them to anyone)")
+	}
 	st, err := OpenVerdictStore(ctx, c.Store)
 	if err != nil {
 		return err
@@ -234,6 +272,9 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 			return err
 		}
 	}
+	if c.trust == nil && !c.AllowUntrusted {
+		return errors.New("serve: no trust store: without one any self-signed train is verified (set allow_untrusted to run so)")
+	}
 	env.Trust = c.trust
 	// Credentials go to the configured registries only: a keychain that
 	// answers for their hosts and is anonymous everywhere else
@@ -246,11 +287,22 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 	env.OCI.Keychain = kc
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
-		ReadSecret: c.ReadSecret, VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
+		ReadSecret: c.ReadSecret, PublicRead: c.PublicRead, Untrusted: c.trust == nil, MaxEventTargets: c.MaxEventTargets,
+		VerifyTimeout: c.VerifyTimeout, Route: c.Route, Copier: OCICopier{Options: env.OCI},
 		RetryWindow: c.RetryWindow, Resolver: RegistryResolver{Keychain: kc, Insecure: c.Insecure}, Lease: c.Lease,
 		Logger: c.Logger, Version: c.Version})
 	if err != nil {
 		return err
+	}
+	logger := c.Logger
+	if logger == nil {
+		logger = discard
+	}
+	if c.PublicRead {
+		logger.Warn("public_read: verdicts, trains, the status page and metrics are open to anyone who reaches " + c.Listen)
+	}
+	if c.trust == nil {
+		logger.Warn("allow_untrusted: no trust store, so any self-signed train is verified")
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
@@ -260,8 +312,8 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		ln.Close()
 		return err
 	}
-	ln = netutil.LimitListener(ln, c.MaxConnections)
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: c.ReadTimeout, ReadTimeout: c.ReadTimeout,
+	ln = limitPerClient(netutil.LimitListener(ln, c.MaxConnections), c.MaxConnectionsPerClient)
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: headerTimeout(c.ReadHeaderTimeout, c.ReadTimeout), ReadTimeout: c.ReadTimeout,
 		WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout, MaxHeaderBytes: c.MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() {
@@ -311,6 +363,18 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		return herr
 	}
 	return nil
+}
+
+// headerTimeout is read_header_timeout (5 s when not set), at most
+// read_timeout.
+func headerTimeout(header, read time.Duration) time.Duration {
+	if header <= 0 {
+		header = 5 * time.Second
+	}
+	if read > 0 {
+		header = min(header, read)
+	}
+	return header
 }
 
 func (c *ServeConfig) registryHosts() []string {

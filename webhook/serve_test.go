@@ -52,6 +52,8 @@ func TestRunTLSAndCredentials(t *testing.T) {
 		"secret_file: " + filepath.Join(dir, "secret"),
 		"store: " + filepath.Join(dir, "v.db"),
 		"registry: " + reg.Host,
+		"public_read: true",
+		"allow_untrusted: true",
 		"username: " + reg.Username,
 		"password_file: " + filepath.Join(dir, "pass"),
 	}, "\n")))

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/phtoci/phtoci/internal/redact"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/protocol"
 	"github.com/phtoci/phtoci/train"
@@ -39,6 +40,9 @@ type Outcome struct {
 	// Config is the verified train's config (nil: no central ledger
 	// check for this artifact).
 	Config *protocol.Config
+	// Note, for an image index, names its children: each platform
+	// verified, each attestation skipped (the verified verdict's message).
+	Note string
 }
 
 // TrainVerifier verifies by digest with phtoci's keyless verify (and the
@@ -52,6 +56,13 @@ func (v TrainVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error)
 		return nil, err
 	}
 	o := &Outcome{Next: r.Status.Next, Config: r.Config}
+	if r.Index != "" {
+		var parts []string
+		for _, c := range r.Children {
+			parts = append(parts, c.Platform+" "+c.Status)
+		}
+		o.Note = "index: " + strings.Join(parts, "; ")
+	}
 	if o.Next >= 0 && o.Next < len(r.Route) {
 		o.NextStation = r.Route[o.Next]
 	}
@@ -91,9 +102,21 @@ type Config struct {
 	// word, never a place to connect to.
 	Registry   string
 	Registries map[string]string
-	// ReadSecret, when set, must equal the Authorization header of
-	// GET /v1/verdicts/... and GET /metrics (/healthz stays open).
+	// ReadSecret must equal the Authorization header of the read
+	// endpoints: GET /v1/verdicts/..., /v1/trains/..., the status page and
+	// /metrics (/healthz stays open). Without it New refuses unless
+	// PublicRead is set: then they are open to anyone who reaches the
+	// server.
 	ReadSecret string
+	PublicRead bool
+	// Untrusted says that Verifier pins no keys (no trust store), so any
+	// self-signed train verifies; the status page and the
+	// phtoci_webhook_untrusted metric say so.
+	Untrusted bool
+	// MaxEventTargets bounds the artifacts one event may name (default
+	// DefaultMaxEventTargets); the rest are dropped, with one log line
+	// naming the limit (max_event_targets) and the count.
+	MaxEventTargets int
 	// VerifyTimeout bounds one attempt to verify (and route) an artifact
 	// (default 5 min): a registry that never answers cannot pin a worker.
 	// An attempt that runs out of time is an error, retried like others.
@@ -166,11 +189,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == "" && len(cfg.Registries) == 0 {
 		return nil, errors.New("webhook: no registry configured: set the registry events are verified against, or a map of the event hosts allowed to the registries to use")
 	}
+	if cfg.ReadSecret == "" && !cfg.PublicRead {
+		return nil, errors.New("webhook: a read secret is required for the read endpoints (verdicts, trains, status page, metrics), or PublicRead to open them to anyone")
+	}
 	if cfg.Route != nil && cfg.Copier == nil {
 		return nil, errors.New("webhook: a routing policy needs a copier")
 	}
 	if cfg.Route != nil && cfg.Route.Incoming == "" {
 		return nil, errors.New("webhook: a routing policy needs the incoming repository (routes start only there and at the stations' repositories)")
+	}
+	if cfg.MaxEventTargets <= 0 {
+		cfg.MaxEventTargets = DefaultMaxEventTargets
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
@@ -231,6 +260,9 @@ const maxReason = 300
 // or whatever answers in its place, never gets its response body into a
 // verdict), at most maxReason bytes.
 func reason(err error) string {
+	if errors.Is(err, errStore) && train.Classify(err).Kind != train.KindVerification {
+		return storeMessage // the details are in the log, never in a verdict
+	}
 	msg := err.Error()
 	var te *transport.Error
 	if oci.IsRegistrySummary(err) {
@@ -255,7 +287,7 @@ func reason(err error) string {
 		// Not unwrappable: keep the status line, drop what followed it.
 		msg = msg[:m[1]]
 	}
-	msg = strings.Join(strings.Fields(msg), " ")
+	msg = strings.Join(strings.Fields(redact.Text(msg)), " ")
 	if len(msg) > maxReason {
 		cut := maxReason
 		for cut > 0 && !utf8.RuneStart(msg[cut]) {
@@ -285,7 +317,8 @@ func (s *Server) secretOK(r *http.Request) bool {
 
 // readAllowed checks the read token of GET endpoints other than /healthz.
 func (s *Server) readAllowed(w http.ResponseWriter, r *http.Request) bool {
-	if s.cfg.ReadSecret == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.ReadSecret)) == 1 {
+	if s.cfg.ReadSecret == "" && s.cfg.PublicRead ||
+		s.cfg.ReadSecret != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.cfg.ReadSecret)) == 1 {
 		return true
 	}
 	reply(w, http.StatusUnauthorized, map[string]string{"error": "wrong or missing Authorization"})
@@ -367,9 +400,13 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusAccepted, map[string]string{"ignored": ignored})
 		return
 	}
+	arts, dropped := s.limitEvent(arts)
 	var keys, refused []string
+	var take []Artifact
+	var regs []string
 	for _, a := range arts {
-		if _, ok := s.registryFor(a.Registry); !ok {
+		reg, ok := s.registryFor(a.Registry)
+		if !ok {
 			s.logEvent("push", "refused", "host not allowed", a)
 			refused = append(refused, a.Key())
 			continue
@@ -377,38 +414,39 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		if a.Time.IsZero() {
 			a.Time = time.Now().UTC() // no timestamp in the event
 		}
-		if a.Tag != "" {
-			reg, _ := s.registryFor(a.Registry)
-			if err := s.cfg.Store.setTag(a, reg); err != nil {
-				reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-				return
-			}
-		}
-		queued, err := s.submit(a)
-		if errors.Is(err, errQueueFull) {
-			s.m.full.Add(1)
-			s.logEvent("push", "refused", "queue full", a)
-			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
-			return
-		}
-		if err != nil {
-			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
-		}
-		if queued { // else already queued or running, or decided: idempotent per digest
+		take, regs = append(take, a), append(regs, reg)
+	}
+	queued, err := s.submitEvent(take, regs)
+	for i, a := range take {
+		switch {
+		case i < len(queued) && queued[i]:
 			s.m.queued.Add(1)
 			keys = append(keys, a.Key())
 			s.logEvent("push", "accepted", "queued", a)
-		} else {
+		case err == nil:
 			s.logEvent("push", "accepted", "queued already or decided", a)
+		case errors.Is(err, errQueueFull):
+			s.logEvent("push", "refused", "queue full", a)
 		}
+	}
+	if errors.Is(err, errQueueFull) {
+		s.m.full.Add(1)
+		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "queue full; retry later"})
+		return
+	}
+	if err != nil {
+		s.storeFailed(w, "taking an event", err)
+		return
+	}
+	out := map[string]any{"queued": keys}
+	if dropped > 0 {
+		out["dropped"], out["limit"] = dropped, eventLimitReason(s.cfg.MaxEventTargets)
 	}
 	if len(refused) > 0 {
 		s.m.ignored.Add(1)
-		reply(w, http.StatusAccepted, map[string]any{"queued": keys, "ignored": "host not allowed", "refused": refused})
-		return
+		out["ignored"], out["refused"] = "host not allowed", refused
 	}
-	reply(w, http.StatusAccepted, map[string]any{"queued": keys})
+	reply(w, http.StatusAccepted, out)
 }
 
 func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string) {
@@ -423,8 +461,12 @@ func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string)
 		reply(w, http.StatusBadRequest, map[string]string{"error": "expected {repository}@{digest} or {repository}:{tag}"})
 		return
 	}
-	if err != nil {
+	if errors.Is(err, ErrNoVerdict) {
 		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+		return
+	}
+	if err != nil {
+		s.storeFailed(w, "GET /v1/verdicts/"+ref, err)
 		return
 	}
 	reply(w, http.StatusOK, v)

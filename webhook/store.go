@@ -18,7 +18,7 @@ import (
 // Store keeps verdicts and queued work in a bbolt file, so both survive
 // restarts. One process holds the file at a time, so the leases in it
 // when it is opened belong to a process that is gone: they are cleared.
-type boltStore struct{ db *bolt.DB }
+type boltStore struct{ db boltDB }
 
 // OpenStore opens (or creates) a verdict store in the bbolt file at path
 // (one process at a time; OpenVerdictStore also opens PostgreSQL).
@@ -59,7 +59,7 @@ func OpenStore(path string) (VerdictStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
-	return &boltStore{db: db}, nil
+	return &boltStore{db: boltDB{DB: db, path: path}}, nil
 }
 
 // Close closes the file.
@@ -92,22 +92,25 @@ func (s *boltStore) Get(repository, digest string) (*Verdict, error) {
 // store knows of a newer push of that tag: events arrive, and
 // verifications finish, in any order; the registry's timestamps do not.
 func (s *boltStore) setTag(a Artifact, registry string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return setTagTx(tx, a, registry) })
+}
+
+// setTagTx is setTag within tx.
+func setTagTx(tx *bolt.Tx, a Artifact, registry string) error {
 	rec := tagRecord{Digest: a.Digest, Registry: registry, Time: a.Time}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTags)
-		k := []byte(a.Repository + ":" + a.Tag)
-		if old := b.Get(k); old != nil {
-			var o tagRecord
-			if json.Unmarshal(old, &o) == nil && o.Time.After(rec.Time) {
-				return nil
-			}
+	b := tx.Bucket(bucketTags)
+	k := []byte(a.Repository + ":" + a.Tag)
+	if old := b.Get(k); old != nil {
+		var o tagRecord
+		if json.Unmarshal(old, &o) == nil && o.Time.After(rec.Time) {
+			return nil
 		}
-		enc, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		return b.Put(k, enc)
-	})
+	}
+	enc, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, enc)
 }
 
 // tag returns what the store knows of repository:tag.

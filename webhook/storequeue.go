@@ -14,28 +14,30 @@ import (
 // already queued keeps its entry (attempts and first attempt).
 func (s *boltStore) enqueue(a Artifact) (*queueEntry, error) {
 	var e *queueEntry
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		k := []byte(a.Key())
-		if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
-			var v Verdict
-			if json.Unmarshal(b, &v) == nil && final(v.Status) {
-				return nil
-			}
-		}
-		if b := tx.Bucket(bucketQueue).Get(k); b != nil {
-			if old, err := decodeEntry(b); err == nil {
-				e = &old
-				return nil
-			}
-		}
-		e = &queueEntry{Artifact: a}
-		b, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketQueue).Put(k, b)
-	})
+	err := s.db.Update(func(tx *bolt.Tx) (err error) { e, err = enqueueTx(tx, a); return err })
 	return e, err
+}
+
+// enqueueTx is enqueue within tx.
+func enqueueTx(tx *bolt.Tx, a Artifact) (*queueEntry, error) {
+	k := []byte(a.Key())
+	if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
+		var v Verdict
+		if json.Unmarshal(b, &v) == nil && final(v.Status) {
+			return nil, nil
+		}
+	}
+	if b := tx.Bucket(bucketQueue).Get(k); b != nil {
+		if old, err := decodeEntry(b); err == nil {
+			return &old, nil
+		}
+	}
+	e := &queueEntry{Artifact: a}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	return e, tx.Bucket(bucketQueue).Put(k, b)
 }
 
 func decodeEntry(b []byte) (queueEntry, error) {

@@ -58,27 +58,24 @@ type cachedTag struct {
 
 // tagVerdict answers for repository:tag with the verdict of the digest the
 // tag points to now: asked of the registry (cached briefly) when there is
-// a Resolver, else taken from the newest push event. A digest without a
-// verdict yet answers pending.
+// a Resolver, else taken from the newest push event. Only tags that push
+// events named are looked up: any other answers ErrNoVerdict without a
+// request to the registry (serve's account may read tags no reader
+// should learn of). A digest without a verdict yet answers pending.
 func (s *Server) tagVerdict(ctx context.Context, repository, tag string) (*Verdict, error) {
-	rec, recErr := s.cfg.Store.tag(repository, tag)
+	rec, err := s.cfg.Store.tag(repository, tag)
+	if err != nil {
+		return nil, err
+	}
 	registry := s.cfg.Registry
-	if rec != nil && rec.Registry != "" {
+	if rec.Registry != "" {
 		registry = rec.Registry
 	}
-	digest := ""
-	if rec != nil {
-		digest = rec.Digest
-	}
+	digest := rec.Digest
 	if s.cfg.Resolver != nil && registry != "" {
 		if d, err := s.resolveTag(ctx, registry, repository, tag); err == nil {
 			digest = d
-		} else if recErr != nil {
-			return nil, fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
 		}
-	}
-	if digest == "" {
-		return nil, recErr
 	}
 	v, err := s.cfg.Store.Get(repository, digest)
 	if errors.Is(err, ErrNoVerdict) {

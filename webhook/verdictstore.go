@@ -99,6 +99,10 @@ type VerdictStore interface {
 	Close() error
 
 	enqueue(a Artifact) (*queueEntry, error)
+	// acceptEvent records the tags of an event's artifacts and enqueues
+	// those marked, in one transaction (see eventTarget).
+	acceptEvent(ts []eventTarget) ([]*queueEntry, error)
+	dequeueAll(as []Artifact) error
 	dequeue(a Artifact) error
 	finish(v Verdict) (bool, error)
 	retry(v Verdict, e queueEntry) error

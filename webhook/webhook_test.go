@@ -42,6 +42,7 @@ func newServer(t *testing.T, v Verifier, dbPath string, cfg Config) (*Server, *h
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 20 * time.Millisecond
 	}
+	cfg.PublicRead = cfg.ReadSecret == ""
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +269,7 @@ func TestRetriesAndRestart(t *testing.T) {
 
 	db := filepath.Join(t.TempDir(), "b.db")
 	st := testutil.Must1(openTestStore(t, db))(t)
-	s := testutil.Must1(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour}))(t)
+	s := testutil.Must1(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: down, Backoff: time.Hour, PublicRead: true}))(t)
 	s.Start(context.Background())
 	hs2 := httptest.NewServer(s)
 	post(t, hs2.URL, secret, mediaTypeDistribution, distEvent("pht/train", good))

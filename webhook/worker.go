@@ -224,10 +224,14 @@ func (s *Server) process(a Artifact) {
 		if out != nil {
 			n := out.Next
 			v.Next = &n
+			v.Message = out.Note // an index's children
 		}
 	case class.Kind == train.KindVerification:
 		v.Status, v.Check, v.Message = StatusRejected, class.Check, reason(err)
 	default:
+		if errors.Is(err, errStore) {
+			s.logStoreError("verifying "+k, nil, err) // the verdict says only that the store failed
+		}
 		v.Message = reason(err)
 		s.prom.regErrs.Inc()
 		if time.Since(entry.First) < s.cfg.RetryWindow {

@@ -280,6 +280,9 @@ func printJob(c *cli.Context, r *train.JobResult, notes ...string) error {
 		for _, n := range notes {
 			textesc.Fprintf(w, "  %s\n", n)
 		}
+		if r.Platform != "" {
+			textesc.Fprintf(w, "  from %s\n", r.Platform)
+		}
 		if r.ResultsDir != "" {
 			textesc.Fprintf(w, "  previous results in %s (mount it as /opt/pht_results)\n", r.ResultsDir)
 		}
@@ -428,6 +431,9 @@ func verifyCommand() *cli.Command {
 			if r.Station != "" {
 				out["station"], out["station_state"] = r.Station, r.StationState
 			}
+			if r.Index != "" {
+				out["index"], out["children"] = r.Index, r.Children
+			}
 			return printResult(c, out, func(w io.Writer) {
 				textesc.Fprintf(w, "verified: %s checked; %d of %d station(s) signed", strings.Join(r.Checked, ", "), len(r.Status.Done), len(r.Route))
 				if len(done) > 0 {
@@ -445,6 +451,9 @@ func verifyCommand() *cli.Command {
 					textesc.Fprintf(w, "; station %s checks passed", r.Station)
 				}
 				fmt.Fprintln(w)
+				for _, ch := range r.Children {
+					fmt.Fprintf(w, "  index %s: %s %s %s\n", r.Index, ch.Platform, ch.Digest, ch.Status)
+				}
 				for _, n := range r.NotChecked {
 					if strings.HasPrefix(n, train.CheckFileContents) {
 						n += ": phtoci verify --station ID --key KEY"

@@ -34,7 +34,7 @@ func TestServeJSONLogsOnPostgres(t *testing.T) {
 	dsn := filepath.Join(dir, "dsn")
 	testutil.Must(t, os.WriteFile(dsn, []byte(pg.NewDB(t)+"\n"), 0o600))
 	cfg := filepath.Join(dir, "serve.yaml")
-	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore_file: "+dsn+"\nregistry: "+reg.Host+"\n"), 0o600))
+	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore_file: "+dsn+"\nregistry: "+reg.Host+"\npublic_read: true\nallow_untrusted: true\n"), 0o600))
 	fails(t, exitUsage, nil, []string{"serve", "--config", cfg, "--log-format", "xml"}, "--log-format: want text or json")
 
 	cmd := exec.Command(phtociBin, "serve", "--config", cfg, "--log-format", "json")
@@ -43,9 +43,7 @@ func TestServeJSONLogsOnPostgres(t *testing.T) {
 	testutil.Must(t, cmd.Start())
 	defer cmd.Process.Kill()
 	r := bufio.NewReader(stderr)
-	line, err := r.ReadString('\n')
-	testutil.Must(t, err)
-	base := "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
+	base := "http://" + listeningOn(t, r)
 	lines := make(chan map[string]any, 64)
 	go func() {
 		defer close(lines)

@@ -34,15 +34,13 @@ func TestServeCommand(t *testing.T) {
 	fails(t, exitUsage, nil, []string{"serve", "--config", noReg}, "no registry configured: add `registry: HOST[:PORT]`")
 
 	cfg := filepath.Join(dir, "serve.yaml")
-	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\nregistry: reg.example\nworkers: 2\n"), 0o644))
+	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+"\nregistry: reg.example\nworkers: 2\npublic_read: true\nallow_untrusted: true\n"), 0o644))
 	cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 	stderr, err := cmd.StderrPipe()
 	testutil.Must(t, err)
 	testutil.Must(t, cmd.Start())
 	defer cmd.Process.Kill()
-	line, err := bufio.NewReader(stderr).ReadString('\n')
-	testutil.Must(t, err)
-	addr := strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
+	addr := listeningOn(t, bufio.NewReader(stderr))
 	resp, err := http.Get("http://" + addr + "/healthz")
 	testutil.Must(t, err)
 	resp.Body.Close()
@@ -98,14 +96,12 @@ func TestServeKilledMidVerification(t *testing.T) {
 	start := func(registry string) (*exec.Cmd, string) {
 		cfg := filepath.Join(dir, "serve.yaml")
 		testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+
-			"\nregistries: {reg.example: \""+registry+"\"}\n"), 0o600))
+			"\nregistries: {reg.example: \""+registry+"\"}\npublic_read: true\nallow_untrusted: true\n"), 0o600))
 		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 		stderr, err := cmd.StderrPipe()
 		testutil.Must(t, err)
 		testutil.Must(t, cmd.Start())
-		line, err := bufio.NewReader(stderr).ReadString('\n')
-		testutil.Must(t, err)
-		return cmd, "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
+		return cmd, "http://" + listeningOn(t, bufio.NewReader(stderr))
 	}
 	cmd, base := start(stall.Addr().String())
 	defer cmd.Process.Kill()
@@ -170,15 +166,13 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "serve.yaml")
 	testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+filepath.Join(dir, "v.db")+
-		"\nregistry: "+strings.TrimPrefix(slow.URL, "http://")+"\nshutdown_grace: 60s\n"), 0o600))
+		"\nregistry: "+strings.TrimPrefix(slow.URL, "http://")+"\nshutdown_grace: 60s\npublic_read: true\nallow_untrusted: true\n"), 0o600))
 	start := func() (*exec.Cmd, string) {
 		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 		stderr, err := cmd.StderrPipe()
 		testutil.Must(t, err)
 		testutil.Must(t, cmd.Start())
-		line, err := bufio.NewReader(stderr).ReadString('\n')
-		testutil.Must(t, err)
-		return cmd, "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
+		return cmd, "http://" + listeningOn(t, bufio.NewReader(stderr))
 	}
 	cmd, base := start()
 	defer cmd.Process.Kill()
@@ -213,5 +207,19 @@ func TestServeSIGTERMFinishesInFlight(t *testing.T) {
 	case <-slowHit:
 		t.Error("the train was verified again after the restart")
 	default:
+	}
+}
+
+// listeningOn reads serve's stderr up to its "listening on" line (the
+// warnings of an open read side or a missing trust store come first) and
+// returns the address.
+func listeningOn(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	for {
+		line, err := r.ReadString('\n')
+		testutil.Must(t, err)
+		if addr, ok := strings.CutPrefix(line, "phtoci serve: listening on "); ok {
+			return strings.TrimSpace(addr)
+		}
 	}
 }
