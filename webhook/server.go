@@ -98,6 +98,13 @@ type Config struct {
 	// (default 5 min): a registry that never answers cannot pin a worker.
 	// An attempt that runs out of time is an error, retried like others.
 	VerifyTimeout time.Duration
+	// ParkAfter is how long an attempt may run before it is parked: a new
+	// worker takes its place on the queue while it goes on within its
+	// deadline (default 5 s), so that stalled registry reads cost their
+	// artifacts their time and not the others'; at most MaxParked attempts
+	// are parked at once (default 16 per worker).
+	ParkAfter time.Duration
+	MaxParked int
 	// Route, when set, routes verified trains with Copier.
 	Route  *RoutePolicy
 	Copier Copier
@@ -138,8 +145,9 @@ type Server struct {
 	work       context.Context
 	cancelWork context.CancelFunc
 
-	mu    sync.Mutex       // guards slots, and orders queue writes in the store with them
-	slots map[string]*slot // artifacts queued, running or waiting for a retry
+	mu     sync.Mutex       // guards slots and parked, and orders queue writes in the store with them
+	slots  map[string]*slot // artifacts queued, running or waiting for a retry
+	parked int              // attempts parked (see Config.ParkAfter)
 
 	tagMu    sync.Mutex
 	tagCache map[string]cachedTag
@@ -197,6 +205,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 5 * time.Minute
+	}
+	if cfg.ParkAfter <= 0 {
+		cfg.ParkAfter = 5 * time.Second
+	}
+	if cfg.MaxParked <= 0 {
+		cfg.MaxParked = 16 * cfg.Workers
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 2 * time.Minute
