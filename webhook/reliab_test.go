@@ -3,13 +3,18 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/phtoci/phtoci/internal/faultproxy"
+	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
 	"github.com/phtoci/phtoci/oci"
@@ -71,6 +76,195 @@ func TestStalledReadsDoNotBlockQueue(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		if v := getVerdict(t, hs.URL, fmt.Sprintf("pht/stuck%d@sha256:%s", i, strings.Repeat(fmt.Sprint(i), 64))); v != nil && v.Status != StatusPending {
 			t.Errorf("stalled artifact %d decided before its stall timeout: %+v", i, v)
+		}
+	}
+}
+
+// logBuffer is a log destination safe for concurrent writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// await polls cond every 50 ms for at most 60 s (the bound only fails).
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("not within 60 s: %s", what)
+}
+
+func status(t *testing.T, method, url string, body []byte) int {
+	t.Helper()
+	if method == http.MethodPost {
+		code, _ := post(t, url, secret, mediaTypeDistribution, body)
+		return code
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestStoreOutage: PostgreSQL is stopped under a running server and
+// started again. While it is down, /healthz answers 503, a lookup of a
+// verdict recorded before answers 503 (not 404, as if unknown), an event
+// 503, and the outage is logged; once it is back, /healthz is 200, the
+// recovery is logged and the verdict is there.
+func TestStoreOutage(t *testing.T) {
+	pg := testpg.Start(t)
+	reg := testreg.Start(t, testreg.Options{})
+	digests := variants(t, reg.Host, "pht/train", 2)
+	var logs logBuffer
+	st := testutil.Must1(OpenVerdictStore(context.Background(), pg.NewDB(t)))(t)
+	s := testutil.Must1(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: reg.Host, Retries: -1,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))}))(t)
+	testutil.Must(t, s.Start(context.Background()))
+	hs := httptest.NewServer(s)
+	defer func() { hs.Close(); s.Shutdown(context.Background()); st.Close() }()
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/train", digests[0]))
+	if v := waitVerdict(t, hs.URL, "pht/train@"+digests[0]); v.Status != StatusVerified {
+		t.Fatalf("before the outage: %+v", v)
+	}
+
+	pg.Stop()
+	if code := status(t, http.MethodGet, hs.URL+"/healthz", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz with the store down: %d, want 503", code)
+	}
+	if code := status(t, http.MethodGet, hs.URL+"/v1/verdicts/pht/train@"+digests[0], nil); code != http.StatusServiceUnavailable {
+		t.Errorf("lookup of a recorded verdict with the store down: %d, want 503", code)
+	}
+	if code := status(t, http.MethodPost, hs.URL, distEvent("pht/train", digests[1])); code != http.StatusServiceUnavailable {
+		t.Errorf("event with the store down: %d, want 503", code)
+	}
+	await(t, "the outage logged", func() bool { return strings.Contains(logs.String(), `"msg":"verdict store unreachable"`) })
+
+	if err := pg.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "/healthz 200 after the restart", func() bool { return status(t, http.MethodGet, hs.URL+"/healthz", nil) == http.StatusOK })
+	await(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), `"msg":"verdict store reachable again"`) })
+	if v := getVerdict(t, hs.URL, "pht/train@"+digests[0]); v == nil || v.Status != StatusVerified {
+		t.Errorf("after the restart: %+v", v)
+	}
+	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/train", digests[1]))
+	if v := waitVerdict(t, hs.URL, "pht/train@"+digests[1]); v.Status != StatusVerified {
+		t.Errorf("event after the restart: %+v", v)
+	}
+}
+
+// holdingVerifier verifies with the real TrainVerifier, counting per
+// digest the verifications started and those that came to a result;
+// its first hold calls wait for release (or their context) first.
+type holdingVerifier struct {
+	mu            *sync.Mutex
+	started, done map[string]int // started: this replica's; done: all
+	hold          int
+	held          chan string
+	release       chan struct{}
+}
+
+func (h *holdingVerifier) Verify(ctx context.Context, a Artifact) (*Outcome, error) {
+	h.mu.Lock()
+	h.started[a.Key()]++
+	hold := h.hold > 0
+	if hold {
+		h.hold--
+	}
+	h.mu.Unlock()
+	if hold {
+		h.held <- a.Key()
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	out, err := TrainVerifier{}.Verify(ctx, a)
+	if err == nil {
+		h.mu.Lock()
+		h.done[a.Key()]++
+		h.mu.Unlock()
+	}
+	return out, err
+}
+
+// TestVerifiedOnceAcrossOutageAndKill: two replicas on PostgreSQL, every
+// event delivered to both. Replica B is killed while it verifies a train;
+// PostgreSQL is stopped while replica A verifies two others, which finish
+// during the outage, and started again. Every train comes to one
+// verdict, each verification came to a result once, and A, which stayed
+// up, started none twice: A's two are recorded when the store is back,
+// not verified again; B's is verified by A once its lease ran out.
+func TestVerifiedOnceAcrossOutageAndKill(t *testing.T) {
+	pg := testpg.Start(t)
+	dsn := pg.NewDB(t)
+	reg := testreg.Start(t, testreg.Options{})
+	const n = 6
+	digests := variants(t, reg.Host, "pht/train", n)
+	var mu sync.Mutex
+	done := map[string]int{}
+	replica := func(owner string, hold int) (*Server, *httptest.Server, *holdingVerifier, VerdictStore) {
+		st := testutil.Must1(openPGStore(context.Background(), dsn))(t)
+		hv := &holdingVerifier{mu: &mu, started: map[string]int{}, done: done, hold: hold, held: make(chan string, n), release: make(chan struct{})}
+		s := testutil.Must1(New(Config{Secret: secret, Verifier: hv, Store: st, Registry: reg.Host, Workers: 2,
+			Lease: 10 * time.Second, PollInterval: 100 * time.Millisecond, Owner: owner, Retries: -1}))(t)
+		testutil.Must(t, s.Start(context.Background()))
+		return s, httptest.NewServer(s), hv, st
+	}
+	a, ha, va, sta := replica("A", 2)
+	defer func() { ha.Close(); a.Shutdown(context.Background()); sta.Close() }()
+	b, hb, vb, stb := replica("B", 1)
+	for _, d := range digests {
+		for _, h := range []*httptest.Server{ha, hb} {
+			if code, body := post(t, h.URL+"/events", secret, mediaTypeDistribution, distEvent("pht/train", d)); code != 202 {
+				t.Fatalf("event: %d %s", code, body)
+			}
+		}
+	}
+	heldA := []string{<-va.held, <-va.held}
+	heldB := <-vb.held
+	// Kill B: its verification ends without a word to the store.
+	hb.Close()
+	killed, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.Shutdown(killed)
+	stb.Close()
+
+	pg.Stop()
+	close(va.release)
+	await(t, "A's two verifications done during the outage", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return done[heldA[0]] == 1 && done[heldA[1]] == 1
+	})
+	testutil.Must(t, pg.Restart())
+
+	for _, d := range digests {
+		if v := waitVerdict(t, ha.URL, "pht/train@"+d); v.Status != StatusVerified {
+			t.Errorf("%s: %+v", d, v)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range digests {
+		k := "pht/train@" + d
+		if done[k] != 1 {
+			t.Errorf("%s: %d verifications came to a result, want 1", k, done[k])
+		}
+		if va.started[k] > 1 {
+			t.Errorf("%s: A, which stayed up, started it %d times", k, va.started[k])
+		}
+		if k == heldB && va.started[k] != 1 {
+			t.Errorf("%s (B's when it was killed): A started it %d times, want 1", k, va.started[k])
 		}
 	}
 }

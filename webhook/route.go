@@ -216,7 +216,8 @@ func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict, 
 		}
 		prev = cur
 	}
-	held, err := s.cfg.Store.renew(a, f, s.cfg.Lease)
+	var held bool
+	err = s.whileStoreDown(ctx, func() (err error) { held, err = s.cfg.Store.renew(a, f, s.cfg.Lease); return err })
 	if err == nil && !held {
 		err = errLeaseLost
 	}

@@ -312,6 +312,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/healthz":
+		// Not healthy while the verdict store cannot be reached: the
+		// replica can take no event and answer no lookup.
+		if err := s.cfg.Store.ping(r.Context()); err != nil {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "verdict store unreachable\n")
+			return
+		}
 		io.WriteString(w, "ok\n")
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics":
 		if s.readAllowed(w, r) {
@@ -390,7 +398,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		if a.Tag != "" {
 			reg, _ := s.registryFor(a.Registry)
 			if err := s.cfg.Store.setTag(a, reg); err != nil {
-				reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				storeUnavailable(w)
 				return
 			}
 		}
@@ -402,7 +410,7 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err != nil {
-			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			storeUnavailable(w)
 			return
 		}
 		if queued { // else already queued or running, or decided: idempotent per digest
@@ -433,9 +441,21 @@ func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string)
 		reply(w, http.StatusBadRequest, map[string]string{"error": "expected {repository}@{digest} or {repository}:{tag}"})
 		return
 	}
-	if err != nil {
+	if errors.Is(err, ErrNoVerdict) {
 		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 		return
 	}
+	if err != nil {
+		storeUnavailable(w) // not "no verdict": the store did not answer
+		return
+	}
 	reply(w, http.StatusOK, v)
+}
+
+// storeUnavailable answers a request the verdict store could not serve:
+// 503, to be tried again (the store's own error is logged by the store
+// watch, never sent to a client).
+func storeUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	reply(w, http.StatusServiceUnavailable, map[string]string{"error": "verdict store unavailable; retry later"})
 }

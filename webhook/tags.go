@@ -73,8 +73,10 @@ func (s *Server) tagVerdict(ctx context.Context, repository, tag string) (*Verdi
 	if s.cfg.Resolver != nil && registry != "" {
 		if d, err := s.resolveTag(ctx, registry, repository, tag); err == nil {
 			digest = d
-		} else if recErr != nil {
+		} else if errors.Is(recErr, ErrNoVerdict) {
 			return nil, fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
+		} else if recErr != nil {
+			return nil, recErr // the store did not answer
 		}
 	}
 	if digest == "" {

@@ -118,6 +118,8 @@ type VerdictStore interface {
 	// due lists entries nobody holds a running lease on whose next attempt
 	// has come.
 	due() ([]queueEntry, error)
+	// ping reports whether the store answers (PostgreSQL: a round trip).
+	ping(ctx context.Context) error
 	// summary and putSummary keep layer summaries (StoreSummaryCache).
 	summary(key string) ([]byte, error)
 	putSummary(key string, value []byte) error

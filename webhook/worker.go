@@ -57,8 +57,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.worker()
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.poll()
+	go s.watchStore()
 	go func() {
 		for _, a := range load {
 			select {
@@ -368,7 +369,7 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict, f fence) (
 	go func() {
 		out, err := s.cfg.Verifier.Verify(ctx, a)
 		if err == nil && out != nil {
-			err = s.checkLedger(a, out.Config)
+			err = s.whileStoreDown(ctx, func() error { return s.checkLedger(a, out.Config) })
 		}
 		if err == nil && out != nil && s.cfg.Route != nil {
 			err = s.route(ctx, a, out, &rv, f)
@@ -402,6 +403,23 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict, f fence) (
 				return nil, timedOut(), parked
 			}
 			return nil, context.Cause(ctx), parked
+		}
+	}
+}
+
+// whileStoreDown runs f, again while it fails because the verdict store
+// does not answer, until ctx ends: a verification done while the store
+// is down waits for it instead of failing (and being done again).
+func (s *Server) whileStoreDown(ctx context.Context, f func() error) error {
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		err := f()
+		if err == nil || !isStoreError(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
 		}
 	}
 }
@@ -495,6 +513,36 @@ func (s *Server) poll() {
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// storeCheckEvery is how often the store watch asks the store.
+var storeCheckEvery = time.Second
+
+// watchStore asks the store every storeCheckEvery whether it answers and
+// logs when it stops answering (an outage: events are answered 503,
+// lookups 503, /healthz 503) and when it answers again.
+func (s *Server) watchStore() {
+	defer s.wg.Done()
+	t := time.NewTicker(storeCheckEvery)
+	defer t.Stop()
+	var down time.Time
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		err := s.cfg.Store.ping(context.Background())
+		switch {
+		case err != nil && down.IsZero():
+			down = time.Now()
+			s.cfg.Logger.Error("verdict store unreachable", "error", err.Error(),
+				"effect", "events and lookups answered 503, verdicts kept until it answers")
+		case err == nil && !down.IsZero():
+			s.cfg.Logger.Info("verdict store reachable again", "down", time.Since(down).Round(time.Millisecond))
+			down = time.Time{}
+		}
 	}
 }
 
