@@ -15,9 +15,18 @@ import (
 // opens many images (serve) makes one and sets it as Options.Transport,
 // so that the connections to each registry are kept and reused instead
 // of a new pool per image.
+// It keeps up to 32 idle connections per registry (net/http's default of
+// two would close what parallel reads opened).
 func NewTransport(opts Options) http.RoundTripper {
 	opts.Transport = nil
-	return baseTransport(opts)
+	rt := baseTransport(opts)
+	switch t := rt.(type) {
+	case *http.Transport:
+		t.MaxIdleConnsPerHost = 32
+	case *certsTransport:
+		t.base.MaxIdleConnsPerHost = 32
+	}
+	return rt
 }
 
 // Digest returns the digest the registry reference ref points at now (a

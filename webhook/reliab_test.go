@@ -3,12 +3,16 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,5 +274,82 @@ func TestVerifiedOnceAcrossOutageAndKill(t *testing.T) {
 		if k == heldB && va.started[k] != 1 {
 			t.Errorf("%s (B's when it was killed): A started it %d times, want 1", k, va.started[k])
 		}
+	}
+}
+
+// connCounter forwards TCP connections to target and counts those that
+// carry HTTP requests (plain HTTP: the registry's) apart from TLS
+// handshakes (go-containerregistry tries HTTPS first on every new client;
+// the plain-HTTP registry closes those at once).
+type connCounter struct {
+	ln        net.Listener
+	http, tls atomic.Int64
+}
+
+func countConns(t *testing.T, target string) *connCounter {
+	t.Helper()
+	ln := testutil.Must1(net.Listen("tcp", "127.0.0.1:0"))(t)
+	c := &connCounter{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				var first [1]byte
+				if _, err := io.ReadFull(in, first[:]); err != nil {
+					return
+				}
+				if first[0] == 0x16 { // a TLS handshake record
+					c.tls.Add(1)
+				} else {
+					c.http.Add(1)
+				}
+				out, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { out.Write(first[:]); io.Copy(out, in) }()
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	return c
+}
+
+// TestServeReusesRegistryConnections: serve (Run, as the binary runs it)
+// verifies 20 trains through a proxy that counts the TCP connections to
+// the registry: they are reused (at most 8 for two workers), not one
+// pool per verification.
+func TestServeReusesRegistryConnections(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{})
+	digests := variants(t, reg.Host, "pht/train", 20)
+	counter := countConns(t, reg.Host)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "serve.yaml")
+	testutil.Must(t, os.WriteFile(cfgPath, []byte("listen: 127.0.0.1:0\nsecret: "+secret+"\nstore: "+filepath.Join(dir, "v.db")+
+		"\nregistry: "+counter.ln.Addr().String()+"\nworkers: 2\n"), 0o600))
+	cfg := testutil.Must1(LoadServeConfig(cfgPath))(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan string, 1), make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, ready) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + <-ready
+	for _, d := range digests {
+		post(t, base+"/events", secret, mediaTypeDistribution, distEvent("pht/train", d))
+	}
+	for _, d := range digests {
+		if v := waitVerdict(t, base, "pht/train@"+d); v.Status != StatusVerified {
+			t.Fatalf("%s: %+v", d, v)
+		}
+	}
+	if n := counter.http.Load(); n > 8 {
+		t.Errorf("%d HTTP connections to the registry for 20 verifications, want at most 8 (reused)", n)
+	} else {
+		t.Logf("%d HTTP connections to the registry for 20 verifications (and %d TLS probes)", n, counter.tls.Load())
 	}
 }
