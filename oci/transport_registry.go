@@ -174,7 +174,7 @@ func (t remoteRegistry) write(ctx context.Context, img v1.Image, opts Options) (
 			re := registryErr(n.Context(), n, "push to", err)
 			return v1.Hash{}, re
 		}
-		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
+		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, withoutURL(err))
 	}
 	d, err := img.Digest()
 	if err != nil {
@@ -212,7 +212,7 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 			re := registryErr(n.Context(), n.Context(), "push to", err)
 			return re
 		}
-		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), err)
+		return fmt.Errorf("pushing a layer to %s: %w", n.Context(), withoutURL(err))
 	}
 	return nil
 }
