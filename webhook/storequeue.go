@@ -14,7 +14,7 @@ import (
 // already queued keeps its entry (attempts and first attempt).
 func (s *boltStore) enqueue(a Artifact) (*queueEntry, error) {
 	var e *queueEntry
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
 		if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
 			var v Verdict
@@ -52,12 +52,12 @@ func decodeEntry(b []byte) (queueEntry, error) {
 
 func (s *boltStore) isQueued(key string) (bool, error) {
 	q := false
-	err := s.db.View(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
+	err := s.view(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
 	return q, err
 }
 
 func (s *boltStore) dequeue(a Artifact) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
 }
 
 // boltHolds reports whether f still holds k's queue entry.
@@ -75,7 +75,7 @@ func boltHolds(tx *bolt.Tx, k []byte, f fence) bool {
 // verdict is recorded already (then it only dequeues and reports false).
 func (s *boltStore) finish(v Verdict, f fence) (bool, error) {
 	recorded := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
 		if !boltHolds(tx, k, f) {
 			return errLeaseLost
@@ -91,7 +91,7 @@ func (s *boltStore) finish(v Verdict, f fence) (bool, error) {
 			return err
 		}
 		recorded = true
-		return tx.Bucket(bucketVerdicts).Put(k, b)
+		return putVerdict(tx, k, b)
 	})
 	return recorded, err
 }
@@ -106,7 +106,7 @@ func finalIn(tx *bolt.Tx, k []byte) bool {
 
 func (s *boltStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
 	var e *queueEntry
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
 		q := tx.Bucket(bucketQueue)
 		if finalIn(tx, k) {
@@ -138,7 +138,7 @@ func (s *boltStore) claim(a Artifact, owner string, lease time.Duration) (*queue
 
 func (s *boltStore) renew(a Artifact, f fence, lease time.Duration) (bool, error) {
 	held := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
 		q := tx.Bucket(bucketQueue)
 		b := q.Get(k)
@@ -179,7 +179,7 @@ func (s *boltStore) retry(v Verdict, e queueEntry, backoff time.Duration) (time.
 	e.Next = time.Now().Add(backoff).UTC()
 	next := e.Next
 	v.RetryAt = &next
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
 		if !boltHolds(tx, k, f) {
 			return errLeaseLost
@@ -195,7 +195,7 @@ func (s *boltStore) retry(v Verdict, e queueEntry, backoff time.Duration) (time.
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketVerdicts).Put(k, vb); err != nil {
+		if err := putVerdict(tx, k, vb); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketQueue).Put(k, eb)
@@ -206,7 +206,7 @@ func (s *boltStore) retry(v Verdict, e queueEntry, backoff time.Duration) (time.
 // queued returns the persisted queue (work left by a previous run).
 func (s *boltStore) queued() ([]queueEntry, error) {
 	var out []queueEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {
 			e, err := decodeEntry(v)
 			if err != nil {

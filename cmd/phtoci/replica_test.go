@@ -22,6 +22,7 @@ import (
 	"github.com/phtoci/phtoci/internal/testpg"
 	"github.com/phtoci/phtoci/internal/testreg"
 	"github.com/phtoci/phtoci/internal/testutil"
+	"github.com/phtoci/phtoci/webhook"
 )
 
 // served is a running `phtoci serve` with its log kept.
@@ -214,4 +215,99 @@ func TestServePausedReplicaFenced(t *testing.T) {
 	if strings.Contains(a.logText(), `msg=verdict`) {
 		t.Errorf("replica A recorded a verdict:\n%s", a.logText())
 	}
+}
+
+// TestServeDamagedStore: copies of a bbolt verdict store damaged in many
+// ways (a byte flipped at offsets across the file, meta pages included;
+// the file cut short) are given to `phtoci serve`. Each either is refused
+// (exit 3, one line naming the file as damaged, no panic) or is served
+// with every verdict intact; never a panic, never a verdict lost.
+func TestServeDamagedStore(t *testing.T) {
+	dir := t.TempDir()
+	orig := filepath.Join(dir, "orig.db")
+	st := testutil.Must1(webhook.OpenStore(orig))(t)
+	const n = 300
+	want := map[string]webhook.Verdict{}
+	for i := 0; i < n; i++ {
+		v := webhook.Verdict{Artifact: webhook.Artifact{Registry: "reg.example", Repository: "pht/t", Digest: fmt.Sprintf("sha256:%064x", i)},
+			Status: []string{"verified", "rejected"}[i%2], Message: fmt.Sprintf("verdict %d", i), Attempts: 1 + i%3,
+			Time: time.Date(2026, 12, 7, 0, 0, i, 0, time.UTC)}
+		testutil.Must(t, st.Put(v))
+		want[v.Artifact.Digest] = v
+	}
+	testutil.Must(t, st.Close())
+	data := testutil.Must1(os.ReadFile(orig))(t)
+
+	type damage struct {
+		name string
+		b    []byte
+	}
+	var copies []damage
+	offsets := []int{16, 20, 40, 60, 80, 4096 + 16, 4096 + 60, 8192, 8192 + 30, 12288 + 5}
+	for off := 0; off < len(data); off += len(data) / 60 {
+		offsets = append(offsets, off+97)
+	}
+	for _, off := range offsets {
+		if off >= len(data) {
+			continue
+		}
+		b := append([]byte(nil), data...)
+		b[off] ^= 0xff
+		copies = append(copies, damage{fmt.Sprintf("byte %d flipped", off), b})
+	}
+	for _, size := range []int{len(data) - 1, len(data) - 4096, len(data) / 2, 8192, 4096, 100} {
+		copies = append(copies, damage{fmt.Sprintf("cut to %d bytes", size), append([]byte(nil), data[:size]...)})
+	}
+
+	refused, served := 0, 0
+	for i, c := range copies {
+		db := filepath.Join(dir, fmt.Sprintf("copy%d.db", i))
+		testutil.Must(t, os.WriteFile(db, c.b, 0o600))
+		cfg := filepath.Join(dir, fmt.Sprintf("copy%d.yaml", i))
+		testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+db+"\nregistry: reg.example\n"), 0o600))
+		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
+		stderr := testutil.Must1(cmd.StderrPipe())(t)
+		testutil.Must(t, cmd.Start())
+		r := bufio.NewReader(stderr)
+		line, _ := r.ReadString('\n')
+		if !strings.HasPrefix(line, "phtoci serve: listening on ") {
+			rest, _ := io.ReadAll(r)
+			err := cmd.Wait()
+			msg := line + string(rest)
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != exitIO || strings.Count(strings.TrimRight(msg, "\n"), "\n") != 0 || !strings.Contains(msg, "damaged") ||
+				!strings.Contains(msg, db) || strings.Contains(msg, "panic") || strings.Contains(msg, "goroutine") {
+				t.Errorf("%s: exit %d, %q; want exit %d and one line naming the file as damaged", c.name, code, msg, exitIO)
+			}
+			refused++
+			continue
+		}
+		go io.Copy(io.Discard, r)
+		base := "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
+		lost := 0
+		for d, w := range want {
+			resp, err := http.Get(base + "/v1/verdicts/pht/t@" + d)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			var got webhook.Verdict
+			if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&got) != nil || got.Status != w.Status ||
+				got.Message != w.Message || got.Attempts != w.Attempts || !got.Time.Equal(w.Time) {
+				lost++
+			}
+			resp.Body.Close()
+		}
+		if lost > 0 {
+			t.Errorf("%s: served with %d of %d verdicts lost or changed", c.name, lost, n)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("%s: serve exited %v after SIGTERM", c.name, err)
+		}
+		served++
+	}
+	t.Logf("%d damaged copies: %d refused (exit 3), %d served with every verdict intact", len(copies), refused, served)
 }
