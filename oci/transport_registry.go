@@ -163,6 +163,9 @@ func (t remoteRegistry) write(ctx context.Context, img v1.Image, opts Options) (
 		return v1.Hash{}, err
 	}
 	ro := remoteOptions(ctx, opts)
+	if tag, ok := n.(name.Tag); ok && opts.ExpectTag != nil {
+		return writeIfTag(tag, img, *opts.ExpectTag, ro)
+	}
 	ch, wait := updatesBar(opts, "pushing "+n.String())
 	if ch != nil {
 		ro = append(ro, remote.WithProgress(ch))
