@@ -133,29 +133,35 @@ func checkMetas(path string) error {
 	return nil
 }
 
-// check reads every record of the store: the pages the buckets reach,
-// the JSON of what the server reads back, the verdicts' checksums
-// (computed for every verdict on the first open of a store made before
-// them); then bbolt's own consistency check.
+// check reads every record of the store before anything is written to
+// it: the pages the buckets reach, the JSON of what the server reads
+// back, the verdicts' checksums (when the store has them: a store made
+// before them gets them from finishSums); then bbolt's own consistency
+// check.
 func (s *boltStore) check() error {
 	var problem error
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		sums, meta := tx.Bucket(bucketVerdictSums), tx.Bucket(bucketStoreMeta)
-		complete := meta.Get(keySumsComplete) != nil
-		if !complete && sums.Stats().KeyN > 0 {
+		complete := meta != nil && meta.Get(keySumsComplete) != nil
+		if !complete && sums != nil && sums.Stats().KeyN > 0 {
 			problem = errors.New("verdict checksums without their marker")
 			return nil
 		}
+		if complete && sums == nil {
+			problem = errors.New("the verdict checksums are missing")
+			return nil
+		}
 		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops} {
-			err := tx.Bucket(b).ForEach(func(k, v []byte) error {
+			bk := tx.Bucket(b)
+			if bk == nil {
+				continue
+			}
+			err := bk.ForEach(func(k, v []byte) error {
 				if v == nil || !json.Valid(v) {
 					return fmt.Errorf("bucket %s: record %q is not valid JSON", b, k)
 				}
-				if string(b) != string(bucketVerdicts) {
+				if !complete || string(b) != string(bucketVerdicts) {
 					return nil
-				}
-				if !complete {
-					return sums.Put(k, verdictSum(k, v))
 				}
 				if sum := sums.Get(k); sum == nil || string(sum) != string(verdictSum(k, v)) {
 					return fmt.Errorf("verdict %q: checksum mismatch", k)
@@ -168,10 +174,9 @@ func (s *boltStore) check() error {
 			}
 		}
 		if complete {
-			n := 0
+			verdicts := tx.Bucket(bucketVerdicts)
 			err := sums.ForEach(func(k, _ []byte) error {
-				n++
-				if tx.Bucket(bucketVerdicts).Get(k) == nil {
+				if verdicts == nil || verdicts.Get(k) == nil {
 					return fmt.Errorf("verdict %q: a checksum without its record", k)
 				}
 				return nil
@@ -182,10 +187,14 @@ func (s *boltStore) check() error {
 			}
 		}
 		for _, b := range [][]byte{bucketSummaries, bucketSummaryUsed} {
-			tx.Bucket(b).ForEach(func(_, _ []byte) error { return nil }) // reach their pages
+			if bk := tx.Bucket(b); bk != nil {
+				bk.ForEach(func(_, _ []byte) error { return nil }) // reach their pages
+			}
 		}
-		if !complete {
-			return meta.Put(keySumsComplete, []byte{1})
+		for err := range tx.Check() {
+			if problem == nil {
+				problem = err
+			}
 		}
 		return nil
 	})
@@ -195,15 +204,20 @@ func (s *boltStore) check() error {
 	if problem != nil {
 		return s.damaged("%v", problem)
 	}
-	return s.view(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			if problem == nil {
-				problem = err
-			}
-		}
-		if problem != nil {
-			return s.damaged("%v", problem)
-		}
+	return nil
+}
+
+// finishSums gives every verdict of a store made before the checksums
+// its checksum, once (in the transaction that makes the buckets).
+func finishSums(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketStoreMeta)
+	if meta.Get(keySumsComplete) != nil {
 		return nil
-	})
+	}
+	sums := tx.Bucket(bucketVerdictSums)
+	err := tx.Bucket(bucketVerdicts).ForEach(func(k, v []byte) error { return sums.Put(k, verdictSum(k, v)) })
+	if err != nil {
+		return err
+	}
+	return meta.Put(keySumsComplete, []byte{1})
 }

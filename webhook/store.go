@@ -44,34 +44,9 @@ func OpenStore(path string) (VerdictStore, error) {
 		}
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops, bucketSummaries, bucketSummaryUsed,
-			bucketVerdictSums, bucketStoreMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		// Leases of a process that is gone.
-		q := tx.Bucket(bucketQueue)
-		var stale [][2][]byte
-		q.ForEach(func(k, v []byte) error {
-			if e, err := decodeEntry(v); err == nil && e.Owner != "" {
-				e.Owner, e.LeaseUntil = "", time.Time{}
-				if b, err := json.Marshal(e); err == nil {
-					stale = append(stale, [2][]byte{append([]byte(nil), k...), b})
-				}
-			}
-			return nil
-		})
-		for _, kv := range stale {
-			if err := q.Put(kv[0], kv[1]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		err = s.check()
+	// Checked before anything is written to it.
+	if err = s.check(); err == nil {
+		err = s.update(func(tx *bolt.Tx) error { return openTx(tx) })
 	}
 	if err != nil {
 		s.Close()
@@ -81,6 +56,35 @@ func OpenStore(path string) (VerdictStore, error) {
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// openTx makes the buckets, gives older verdicts their checksums and
+// clears the leases of a process that is gone.
+func openTx(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops, bucketSummaries, bucketSummaryUsed,
+		bucketVerdictSums, bucketStoreMeta} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	// Leases of a process that is gone.
+	q := tx.Bucket(bucketQueue)
+	var stale [][2][]byte
+	q.ForEach(func(k, v []byte) error {
+		if e, err := decodeEntry(v); err == nil && e.Owner != "" {
+			e.Owner, e.LeaseUntil = "", time.Time{}
+			if b, err := json.Marshal(e); err == nil {
+				stale = append(stale, [2][]byte{append([]byte(nil), k...), b})
+			}
+		}
+		return nil
+	})
+	for _, kv := range stale {
+		if err := q.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return finishSums(tx)
 }
 
 // ping: a bbolt file in this process always answers.

@@ -266,7 +266,7 @@ func (s *Server) leaseLost(k string, a Artifact) {
 func (s *Server) finish(k string, v Verdict, f fence, start time.Time) bool {
 	v.Time = time.Now().UTC()
 	recorded, err := s.cfg.Store.finish(v, f)
-	for delay := 100 * time.Millisecond; err != nil && !errors.Is(err, errLeaseLost); delay = min(2*delay, 2*time.Second) {
+	for delay := 100 * time.Millisecond; isStoreError(err); delay = min(2*delay, 2*time.Second) {
 		select {
 		case <-s.stop:
 		case <-time.After(delay):
