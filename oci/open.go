@@ -63,8 +63,8 @@ type Options struct {
 	// again after a fault ("" = os.TempDir()); the spool is unlinked at once.
 	TempDir string
 	// ExpectTag, when set, makes a registry Write to a tag conditional:
-	// the image is pushed by digest, then the tag is moved to it only if
-	// it still points at *ExpectTag ("" = no such tag), else
+	// the image's blobs are uploaded, then its manifest is put to the tag
+	// only if the tag still points at *ExpectTag ("" = no such tag), else
 	// LostUpdateError and the tag stays; after the move the tag is read
 	// back at once and again after a settling time, so that a concurrent
 	// writer that moved it meanwhile is reported (ErrLostUpdate).

@@ -206,8 +206,8 @@ func subject(req *http.Request) string {
 	if strings.Contains(p, "/blobs/uploads") {
 		return "blob upload to " + blobName(req.URL)
 	}
-	if strings.Contains(p, "/blobs/") {
-		return "blob " + blobName(req.URL)
+	if i := strings.LastIndex(p, "/blobs/"); i >= 0 {
+		return "blob " + p[i+len("/blobs/"):]
 	}
 	if i := strings.LastIndex(p, "/manifests/"); i >= 0 {
 		return "manifest " + strings.TrimPrefix(p[:i], "/v2/") + ":" + p[i+len("/manifests/"):]

@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 )
 
 // NewTransport returns the HTTP transport Open and Write make for opts on
@@ -54,7 +55,7 @@ func Digest(ctx context.Context, ref Ref, opts Options) (string, error) {
 	return d.Digest.String(), nil
 }
 
-// writeIfTag pushes img by digest and moves tag to it only if the tag
+// writeIfTag uploads img's blobs and puts its manifest to tag only if the tag
 // still points at expect ("" = none): a registry has no conditional tag
 // update, so the tag is checked right before the manifest is put to it,
 // read back at once, and read back again after a settling time (three
@@ -77,12 +78,20 @@ func writeIfTag(tag name.Tag, img v1.Image, expect string, ro []remote.Option) (
 			return fail(err)
 		}
 	}
-	d, err := img.Digest()
+	mf, err := img.Manifest()
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	if err := remote.Write(tag.Context().Digest(d.String()), img, ro...); err != nil {
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.WriteLayer(tag.Context(), static.NewLayer(cfg, mf.Config.MediaType), ro...); err != nil {
 		return fail(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, err
 	}
 	start := time.Now()
 	cur, err := tagDigest(tag, ro)

@@ -102,7 +102,7 @@ func (e *LostUpdateError) Error() string {
 		if e.Now == (v1.Hash{}) {
 			now = "nothing"
 		}
-		return fmt.Sprintf("pushed %s by digest but did not move %s: the tag points at %s since this job began: %v; another writer pushed to it, and the result pushed here is not under the tag",
+		return fmt.Sprintf("did not put %s to %s (its blobs are uploaded): the tag points at %s since this job began: %v; another writer pushed to it, and the result here is not under the tag",
 			e.Pushed, e.Tag, now, ErrLostUpdate)
 	}
 	return fmt.Sprintf("pushed %s to %s, but the tag points at %s when read back: %v; another writer pushed to it at the same time, and the result pushed here is not under the tag",

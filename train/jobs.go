@@ -73,14 +73,15 @@ func (env Env) notOver(in oci.Ref) Env {
 // expectTag reads what the registry tag dst points at as the job begins:
 // the push moves the tag only if it still points there (another job's
 // push meanwhile is a lost update, oci.ErrLostUpdate, never overwritten
-// unreported). Other outputs are returned as they are.
+// unreported). Other outputs, and a tag that cannot be read now (the push
+// reports why), are returned as they are.
 func (env Env) expectTag(ctx context.Context, dst oci.Ref) (Env, error) {
 	if _, ok := dst.Name().(name.Tag); !ok {
 		return env, nil
 	}
 	d, err := oci.Digest(ctx, dst, env.OCI)
 	if err != nil && !errors.Is(err, oci.ErrNotFound) {
-		return env, err
+		return env, nil
 	}
 	env.OCI.ExpectTag = &d
 	return env, nil
