@@ -62,6 +62,13 @@ type Options struct {
 	// TempDir is where a streamed upload is spooled so that it can be sent
 	// again after a fault ("" = os.TempDir()); the spool is unlinked at once.
 	TempDir string
+	// ExpectTag, when set, makes a registry Write to a tag conditional:
+	// the image's blobs are uploaded, then its manifest is put to the tag
+	// only if the tag still points at *ExpectTag ("" = no such tag), else
+	// LostUpdateError and the tag stays; after the move the tag is read
+	// back at once and again after a settling time, so that a concurrent
+	// writer that moved it meanwhile is reported (ErrLostUpdate).
+	ExpectTag *string
 	// Inputs are images being read that Write must not write over
 	// (ErrWouldOverwrite): the same file, by any path, symbolic or hard
 	// link; in the same OCI layout directory, the tag that names the

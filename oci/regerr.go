@@ -222,3 +222,34 @@ type rewordedError struct {
 
 func (e *rewordedError) Error() string { return e.msg }
 func (e *rewordedError) Unwrap() error { return e.err }
+
+// blobRef renders the blob a registry URL is about as REPO@DIGEST (the
+// digest from the path or the upload's digest parameter), or "REPO" for
+// an upload whose digest is not known yet: messages name the repository
+// and blob, never the URL (an upload URL carries the session's state).
+func blobRef(u *url.URL) string {
+	p := strings.TrimPrefix(u.Path, "/v2/")
+	i := strings.LastIndex(p, "/blobs/")
+	if i < 0 {
+		return p
+	}
+	repo, rest := p[:i], p[i+len("/blobs/"):]
+	d := u.Query().Get("digest")
+	if !strings.HasPrefix(rest, "uploads") {
+		d = rest
+	}
+	if d == "" {
+		return repo
+	}
+	return repo + "@" + d
+}
+
+// withoutURL drops the request URL net/http puts around a transfer error
+// of this package's (which names the registry and blob already).
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && errors.Is(ue.Err, ErrTransfer) {
+		return ue.Err
+	}
+	return err
+}

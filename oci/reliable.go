@@ -203,8 +203,8 @@ func transient(err error) bool {
 // TAG", "blob upload to REPO".
 func subject(req *http.Request) string {
 	p := req.URL.Path
-	if i := strings.Index(p, "/blobs/uploads"); i >= 0 {
-		return "blob upload to " + strings.TrimPrefix(p[:i], "/v2/")
+	if strings.Contains(p, "/blobs/uploads") {
+		return "blob upload to " + blobRef(req.URL)
 	}
 	if i := strings.LastIndex(p, "/blobs/"); i >= 0 {
 		return "blob " + p[i+len("/blobs/"):]

@@ -111,4 +111,8 @@ func TestStreamUploadSpoolDiskFull(t *testing.T) {
 	if !errors.Is(err, ErrTransfer) || !strings.Contains(err.Error(), "not sent again") || !strings.Contains(err.Error(), "no space left") {
 		t.Fatalf("got %v, want ErrTransfer saying the upload was not sent again for want of spool space", err)
 	}
+	// The message names the repository, not the upload URL and its state.
+	if msg := err.Error(); strings.Contains(msg, "_state=") || strings.Contains(msg, "/v2/") || !strings.Contains(msg, "blob upload to faults/stream") {
+		t.Errorf("message %q shows the upload URL or does not name the repository", msg)
+	}
 }

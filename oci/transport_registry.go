@@ -194,6 +194,9 @@ func (t remoteRegistry) write(ctx context.Context, img v1.Image, opts Options) (
 		return v1.Hash{}, err
 	}
 	ro := remoteOptions(ctx, opts)
+	if tag, ok := n.(name.Tag); ok && opts.ExpectTag != nil {
+		return writeIfTag(tag, img, *opts.ExpectTag, ro)
+	}
 	ch, wait := updatesBar(opts, "pushing "+n.String())
 	if ch != nil {
 		ro = append(ro, remote.WithProgress(ch))
@@ -205,7 +208,7 @@ func (t remoteRegistry) write(ctx context.Context, img v1.Image, opts Options) (
 			re := registryErr(n.Context(), n, "push to", err)
 			return v1.Hash{}, re
 		}
-		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, err)
+		return v1.Hash{}, fmt.Errorf("pushing %s: %w", n, withoutURL(err))
 	}
 	d, err := img.Digest()
 	if err != nil {
@@ -243,7 +246,7 @@ func WriteLayer(ctx context.Context, ref Ref, l v1.Layer, opts Options) error {
 			re := registryErr(n.Context(), n.Context(), "push to", err)
 			return registryFailure(re, opts)
 		}
-		return WithoutURLs(fmt.Errorf("pushing a layer to %s: %w", n.Context(), err))
+		return WithoutURLs(fmt.Errorf("pushing a layer to %s: %w", n.Context(), withoutURL(err)))
 	}
 	return nil
 }

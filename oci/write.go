@@ -88,9 +88,20 @@ type LostUpdateError struct {
 	Tag    string
 	Pushed v1.Hash
 	Now    v1.Hash
+	// NotMoved: the tag had moved since the job began, so it was left
+	// as it is (the image is in the registry by digest only).
+	NotMoved bool
 }
 
 func (e *LostUpdateError) Error() string {
+	if e.NotMoved {
+		now := e.Now.String()
+		if e.Now == (v1.Hash{}) {
+			now = "nothing"
+		}
+		return fmt.Sprintf("did not put %s to %s (its blobs are uploaded): the tag points at %s since this job began: %v; another writer pushed to it, and the result here is not under the tag",
+			e.Pushed, e.Tag, now, ErrLostUpdate)
+	}
 	return fmt.Sprintf("pushed %s to %s, but the tag points at %s when read back: %v; another writer pushed to it at the same time, and the result pushed here is not under the tag",
 		e.Pushed, e.Tag, e.Now, ErrLostUpdate)
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/phtoci/phtoci/internal/fsutil"
 	"github.com/phtoci/phtoci/layer"
@@ -82,6 +83,23 @@ func (env Env) notOver(in oci.Ref) Env {
 		}
 	}
 	return env
+}
+
+// expectTag reads what the registry tag dst points at as the job begins:
+// the push moves the tag only if it still points there (another job's
+// push meanwhile is a lost update, oci.ErrLostUpdate, never overwritten
+// unreported). Other outputs, and a tag that cannot be read now (the push
+// reports why), are returned as they are.
+func (env Env) expectTag(ctx context.Context, dst oci.Ref) (Env, error) {
+	if _, ok := dst.Name().(name.Tag); !ok {
+		return env, nil
+	}
+	d, err := oci.Digest(ctx, dst, env.OCI)
+	if err != nil && !errors.Is(err, oci.ErrNotFound) {
+		return env, nil
+	}
+	env.OCI.ExpectTag = &d
+	return env, nil
 }
 
 // outputRef is output parsed, or when it is "" the default def(suffix).
@@ -222,6 +240,9 @@ func PostRunJob(ctx context.Context, input, resultsDir, output string, st protoc
 	env = env.notOver(in)
 	dst, err := outputRef(output, in.WriteBack, st.ID)
 	if err != nil {
+		return nil, err
+	}
+	if env, err = env.expectTag(ctx, dst); err != nil {
 		return nil, err
 	}
 	env.Options = env.checkBaseIfAsked(ctx, in)

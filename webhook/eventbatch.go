@@ -26,7 +26,7 @@ type eventTarget struct {
 // ts[i] when it is marked Enqueue and not decided, else nil.
 func (s *boltStore) acceptEvent(ts []eventTarget) ([]*queueEntry, error) {
 	entries := make([]*queueEntry, len(ts))
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		for i, t := range ts {
 			if t.Artifact.Tag != "" {
 				if err := setTagTx(tx, t.Artifact, t.Registry); err != nil {
@@ -48,7 +48,7 @@ func (s *boltStore) acceptEvent(ts []eventTarget) ([]*queueEntry, error) {
 
 // dequeueAll implements VerdictStore: dequeue of each, one transaction.
 func (s *boltStore) dequeueAll(as []Artifact) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		for _, a := range as {
 			if err := tx.Bucket(bucketQueue).Delete([]byte(a.Key())); err != nil {
 				return err

@@ -61,16 +61,37 @@ func (s *pgStore) dequeue(a Artifact) error {
 	})
 }
 
+// genSQL is a queue row's claim generation (queueEntry.Gen, kept in its body).
+const genSQL = `COALESCE((body->>'gen')::bigint, 0)`
+
+// pgHolds locks k's queue row and reports whether f still holds it.
+func pgHolds(ctx context.Context, tx pgx.Tx, k string, f fence) (bool, error) {
+	var one int
+	err := tx.QueryRow(ctx, `SELECT 1 FROM queue WHERE key = $1 AND lease_owner = $2 AND `+genSQL+` = $3 FOR UPDATE`,
+		k, f.Owner, f.Gen).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // finish records v unless a final verdict is there already (one statement:
 // two replicas finishing one digest record, and count, one verdict) and
-// takes the artifact off the queue.
-func (s *pgStore) finish(v Verdict) (bool, error) {
+// takes the artifact off the queue, if f still holds the entry (checked in
+// the same transaction: errLeaseLost).
+func (s *pgStore) finish(v Verdict, f fence) (bool, error) {
 	args, err := verdictArgs(v)
 	if err != nil {
 		return false, err
 	}
 	recorded := false
 	err = s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		if ok, err := pgHolds(ctx, tx, v.Artifact.Key(), f); err != nil || !ok {
+			if err == nil {
+				err = errLeaseLost
+			}
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, v.Artifact.Key()); err != nil {
 			return err
 		}
@@ -85,31 +106,47 @@ func (s *pgStore) finish(v Verdict) (bool, error) {
 	return recorded, err
 }
 
-func (s *pgStore) retry(v Verdict, e queueEntry) error {
+// retry records a failed attempt and frees the lease, the next attempt
+// due after backoff by the database's clock (the clock of the leases).
+func (s *pgStore) retry(v Verdict, e queueEntry, backoff time.Duration) (time.Time, error) {
+	f := e.fence()
 	e.Owner, e.LeaseUntil = "", time.Time{}
-	args, err := verdictArgs(v)
-	if err != nil {
-		return err
-	}
-	eb, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return s.tx(func(ctx context.Context, tx pgx.Tx) error {
-		if fin, err := isFinal(ctx, tx, v.Artifact.Key()); err != nil || fin {
+	var next time.Time
+	err := s.tx(func(ctx context.Context, tx pgx.Tx) error {
+		k := v.Artifact.Key()
+		if ok, err := pgHolds(ctx, tx, k, f); err != nil || !ok {
 			if err == nil {
-				_, err = tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, v.Artifact.Key())
+				err = errLeaseLost
 			}
+			return err
+		}
+		if fin, err := isFinal(ctx, tx, k); err != nil || fin {
+			if err == nil {
+				_, err = tx.Exec(ctx, `DELETE FROM queue WHERE key = $1`, k)
+			}
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT now() + $1 * interval '1 microsecond'`, backoff.Microseconds()).Scan(&next); err != nil {
+			return err
+		}
+		next = next.UTC()
+		e.Next, v.RetryAt = next, &next
+		args, err := verdictArgs(v)
+		if err != nil {
+			return err
+		}
+		eb, err := json.Marshal(e)
+		if err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, upsertVerdict+notFinal, args...); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO queue (key, body, next_at) VALUES ($1, $2, $3)
-			ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, next_at = EXCLUDED.next_at, lease_owner = NULL, lease_until = NULL`,
-			v.Artifact.Key(), eb, e.Next)
+		_, err = tx.Exec(ctx, `UPDATE queue SET body = $2, next_at = $3, lease_owner = NULL, lease_until = NULL WHERE key = $1`,
+			k, eb, next)
 		return err
 	})
+	return next, err
 }
 
 func scanEntries(rows pgx.Rows) ([]queueEntry, error) {
@@ -196,26 +233,28 @@ func (s *pgStore) claim(a Artifact, owner string, lease time.Duration) (*queueEn
 			return err
 		}
 		var until time.Time
-		if err := tx.QueryRow(ctx, `UPDATE queue SET lease_owner = $2, lease_until = now() + $3::interval WHERE key = $1 RETURNING lease_until`,
-			k, owner, lease.String()).Scan(&until); err != nil {
+		var gen int64
+		if err := tx.QueryRow(ctx, `UPDATE queue SET lease_owner = $2, lease_until = now() + $3::interval,
+			body = jsonb_set(body, '{gen}', to_jsonb(`+genSQL+` + 1)) WHERE key = $1 RETURNING lease_until, `+genSQL,
+			k, owner, lease.String()).Scan(&until, &gen); err != nil {
 			return err
 		}
 		cur, err := decodeEntry(b)
 		if err != nil {
 			return err
 		}
-		cur.Owner, cur.LeaseUntil = owner, until
+		cur.Owner, cur.LeaseUntil, cur.Gen = owner, until, gen
 		e = &cur
 		return nil
 	})
 	return e, err
 }
 
-func (s *pgStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+func (s *pgStore) renew(a Artifact, f fence, lease time.Duration) (bool, error) {
 	held := false
 	err := s.query(func(ctx context.Context) error {
-		t, err := s.pool.Exec(ctx, `UPDATE queue SET lease_until = now() + $3::interval WHERE key = $1 AND lease_owner = $2`,
-			a.Key(), owner, lease.String())
+		t, err := s.pool.Exec(ctx, `UPDATE queue SET lease_until = now() + $3::interval WHERE key = $1 AND lease_owner = $2 AND `+genSQL+` = $4`,
+			a.Key(), f.Owner, lease.String(), f.Gen)
 		held = t.RowsAffected() == 1
 		return err
 	})

@@ -27,8 +27,11 @@ type pgStore struct {
 	name string // the DSN with its credentials masked (redact.URL), for messages
 }
 
-// pgTimeout bounds one store transaction.
-const pgTimeout = 30 * time.Second
+// pgTimeout bounds one store transaction; pingTimeout a health check.
+const (
+	pgTimeout   = 30 * time.Second
+	pingTimeout = 2 * time.Second
+)
 
 // migrations[i] takes the schema from version i to i+1. Version 1 is the
 // first schema (JSON documents by key); version 2 adds the queue's leases
@@ -131,25 +134,41 @@ func (s *pgStore) migrate(ctx context.Context, version int) error {
 	return nil
 }
 
+// ping makes one round trip to the database.
+func (s *pgStore) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	return s.fail(s.pool.Ping(ctx))
+}
+
 // Close closes the connections.
 func (s *pgStore) Close() error { s.pool.Close(); return nil }
+
+// isStoreError reports whether err is (or wraps) a storeError (see
+// storeerr.go): the server waits for the store to answer again rather
+// than count it against the train.
+func isStoreError(err error) bool {
+	var se *storeError
+	return errors.As(err, &se)
+}
+
+func (s *pgStore) fail(err error) error {
+	if err == nil || errors.Is(err, pgx.ErrNoRows) || errors.Is(err, errLeaseLost) {
+		return err
+	}
+	return storeErr(s.name, err)
+}
 
 func (s *pgStore) tx(f func(ctx context.Context, tx pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
-	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) }); err != nil {
-		return storeErr(s.name, err)
-	}
-	return nil
+	return s.fail(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) }))
 }
 
 func (s *pgStore) query(f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
-	if err := f(ctx); err != nil {
-		return storeErr(s.name, err)
-	}
-	return nil
+	return s.fail(f(ctx))
 }
 
 const upsertVerdict = `INSERT INTO verdicts (key, body, repository, status, time) VALUES ($1, $2, $3, $4, $5)

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -91,25 +92,34 @@ func TestStoreLeases(t *testing.T) {
 			if d := testutil.Must1(st.due())(t); len(d) != 0 {
 				t.Fatalf("due while leased: %d entries", len(d))
 			}
-			if ok := testutil.Must1(st.renew(a, "B", time.Minute))(t); ok {
+			fa := e.fence()
+			if ok := testutil.Must1(st.renew(a, fence{"B", fa.Gen}, time.Minute))(t); ok {
 				t.Fatal("B renewed A's lease")
 			}
-			if ok := testutil.Must1(st.renew(a, "A", 300*time.Millisecond))(t); !ok {
+			if ok := testutil.Must1(st.renew(a, fa, 300*time.Millisecond))(t); !ok {
 				t.Fatal("A could not renew its lease")
 			}
 			time.Sleep(400 * time.Millisecond) // A stopped renewing: its lease runs out
 			if d := testutil.Must1(st.due())(t); len(d) != 1 {
 				t.Fatalf("due after the lease ran out: %d entries, want 1", len(d))
 			}
-			if e := testutil.Must1(st.claim(a, "B", time.Minute))(t); e == nil || e.Owner != "B" {
-				t.Fatalf("B after A's lease ran out: %+v", e)
+			eb := testutil.Must1(st.claim(a, "B", time.Minute))(t)
+			if eb == nil || eb.Owner != "B" || eb.Gen <= fa.Gen {
+				t.Fatalf("B after A's lease ran out: %+v (A's generation %d)", eb, fa.Gen)
 			}
-			// A and B both finish (a verification that ran twice): one verdict.
-			if !testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusVerified, Message: "B", Time: time.Now()}))(t) {
-				t.Fatal("first finish not recorded")
+			// A, whose lease ran out, can neither renew nor finish: its
+			// claim is fenced off (and so is a second claim of its own).
+			if ok := testutil.Must1(st.renew(a, fa, time.Minute))(t); ok {
+				t.Fatal("A renewed a lease B holds")
 			}
-			if testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusRejected, Message: "A", Time: time.Now()}))(t) {
-				t.Fatal("second finish recorded")
+			if rec, err := st.finish(Verdict{Artifact: a, Status: StatusRejected, Message: "A", Time: time.Now()}, fa); !errors.Is(err, errLeaseLost) || rec {
+				t.Fatalf("A finished with a lost lease: %v %v, want errLeaseLost", rec, err)
+			}
+			if _, err := st.retry(Verdict{Artifact: a, Status: StatusPending, Message: "A", Time: time.Now()}, *e, time.Minute); !errors.Is(err, errLeaseLost) {
+				t.Fatalf("A retried with a lost lease: %v, want errLeaseLost", err)
+			}
+			if !testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusVerified, Message: "B", Time: time.Now()}, eb.fence()))(t) {
+				t.Fatal("B's finish not recorded")
 			}
 			if v := testutil.Must1(st.Get(a.Repository, a.Digest))(t); v.Status != StatusVerified || v.Message != "B" {
 				t.Fatalf("verdict %+v, want B's", v)
@@ -128,8 +138,8 @@ func TestStoreLeases(t *testing.T) {
 			b := a
 			b.Digest = "sha256:" + fmt.Sprintf("%064x", 2)
 			e = testutil.Must1(st.claim(b, "A", time.Minute))(t)
-			e.Attempts, e.Next = 1, time.Now().Add(time.Hour)
-			if err := st.retry(Verdict{Artifact: b, Status: StatusPending, Attempts: 1, Time: time.Now()}, *e); err != nil {
+			e.Attempts = 1
+			if _, err := st.retry(Verdict{Artifact: b, Status: StatusPending, Attempts: 1, Time: time.Now()}, *e, time.Hour); err != nil {
 				t.Fatal(err)
 			}
 			if d := testutil.Must1(st.due())(t); len(d) != 0 {

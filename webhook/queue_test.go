@@ -311,7 +311,11 @@ func TestDecidedOnceOnly(t *testing.T) {
 	if left := testutil.Must1(st.queued())(t); len(left) != 0 {
 		t.Errorf("still queued: %+v", left)
 	}
-	if rec := testutil.Must1(st.finish(Verdict{Artifact: a, Status: StatusRejected}))(t); rec {
+	e := testutil.Must1(st.claim(a, "X", time.Minute))(t)
+	if e != nil {
+		t.Fatalf("a decided artifact was claimed: %+v", e)
+	}
+	if rec, _ := st.finish(Verdict{Artifact: a, Status: StatusRejected}, fence{"X", 1}); rec {
 		t.Error("a second verdict replaced a final one")
 	}
 	if v := getVerdict(t, hs.URL, "pht/x@"+a.Digest); v == nil || v.Status != StatusVerified {

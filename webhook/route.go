@@ -22,6 +22,55 @@ type Copier interface {
 // of the same registry, so the push mounts them.
 type OCICopier struct{ Options oci.Options }
 
+// A conditionalCopier reads a tag and copies only while the tag still
+// points where it did: routing uses it, when the copier is one, so that a
+// copy never replaces what was pushed to the tag after the routing
+// decision (a station's newer image).
+type conditionalCopier interface {
+	// Tag returns the digest repository:tag points at ("" when none).
+	Tag(ctx context.Context, registry, repository, tag string) (string, error)
+	// CopyIf is Copy if toRepository:tag still points at expect ("": it
+	// does not exist), else errTagMoved.
+	CopyIf(ctx context.Context, from Artifact, toRepository, tag, expect string) error
+}
+
+// errTagMoved: the target tag changed after the routing decision.
+var errTagMoved = errors.New("the tag changed after the routing decision")
+
+// Tag implements conditionalCopier.
+func (c OCICopier) Tag(ctx context.Context, registry, repository, tag string) (string, error) {
+	ref, err := oci.ParseRef(registry + "/" + repository + ":" + tag)
+	if err != nil {
+		return "", err
+	}
+	d, err := oci.Digest(ctx, ref, c.Options)
+	if errors.Is(err, oci.ErrNotFound) {
+		return "", nil
+	}
+	return d, err
+}
+
+// CopyIf implements conditionalCopier: the tag is read right before the
+// copy (a registry has no conditional manifest write, so this narrows the
+// window to one request).
+func (c OCICopier) CopyIf(ctx context.Context, a Artifact, to, tag, expect string) error {
+	cur, err := c.Tag(ctx, a.Registry, to, tag)
+	if err != nil {
+		return err
+	}
+	if cur != expect {
+		return fmt.Errorf("%s:%s: %w (it points at %s now)", to, tag, errTagMoved, orNone(cur))
+	}
+	return c.Copy(ctx, a, to, tag)
+}
+
+func orNone(d string) string {
+	if d == "" {
+		return "nothing"
+	}
+	return d
+}
+
 // Copy implements Copier. The source is read by digest, never by the tag
 // it was pushed as.
 func (c OCICopier) Copy(ctx context.Context, a Artifact, to, tag string) error {
@@ -128,7 +177,11 @@ func TrainTag(id string) string {
 }
 
 // route copies a verified train on; it is never called for a failed one.
-func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict) error {
+// The copy is fenced: it is made only while f still holds the lease on a
+// (renewed right before it: errLeaseLost), and, with a conditional
+// copier, only while the target tag points where it did when the route
+// was decided.
+func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict, f fence) error {
 	p := s.cfg.Route
 	if p.RouterUser != "" && a.Pusher == p.RouterUser {
 		return nil // our own copy
@@ -150,7 +203,37 @@ func (s *Server) route(ctx context.Context, a Artifact, o *Outcome, v *Verdict) 
 		return nil
 	}
 	tag := TrainTag(o.Config.ID)
-	if err := s.cfg.Copier.Copy(ctx, a, to, tag); err != nil {
+	cc, conditional := s.cfg.Copier.(conditionalCopier)
+	prev := ""
+	if conditional {
+		cur, err := cc.Tag(ctx, a.Registry, to, tag)
+		if err != nil {
+			return fmt.Errorf("routing to %s:%s: reading the tag: %w", to, tag, err)
+		}
+		if cur == a.Digest { // copied already (an earlier attempt)
+			v.RoutedTo = to + ":" + tag
+			return nil
+		}
+		prev = cur
+	}
+	var held bool
+	err = s.whileStoreDown(ctx, func() (err error) { held, err = s.cfg.Store.renew(a, f, s.cfg.Lease); return err })
+	if err == nil && !held {
+		err = errLeaseLost
+	}
+	if err != nil {
+		return fmt.Errorf("routing to %s:%s: %w", to, tag, err)
+	}
+	if conditional {
+		err = cc.CopyIf(ctx, a, to, tag, prev)
+	} else {
+		err = s.cfg.Copier.Copy(ctx, a, to, tag)
+	}
+	if errors.Is(err, errTagMoved) {
+		v.RoutedTo = "not routed: " + err.Error()
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("routing to %s:%s: %w", to, tag, err)
 	}
 	v.RoutedTo = to + ":" + tag

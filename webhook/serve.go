@@ -285,6 +285,9 @@ func Run(ctx context.Context, c *ServeConfig, ready chan<- string) error {
 		return err
 	}
 	env.OCI.Keychain = kc
+	// One transport for every verification and copy: the connections to
+	// each registry are kept and reused (not a new pool per image).
+	env.OCI.Transport = oci.NewTransport(env.OCI)
 	s, err := New(Config{Secret: c.Secret, Verifier: TrainVerifier{Env: env}, Store: st, MaxBody: c.MaxBody,
 		Workers: c.Workers, QueueSize: c.Queue, Retries: c.Retries, Registry: c.Registry, Registries: c.Registries,
 		ReadSecret: c.ReadSecret, PublicRead: c.PublicRead, Untrusted: c.trust == nil, MaxEventTargets: c.MaxEventTargets,

@@ -121,6 +121,13 @@ type Config struct {
 	// (default 5 min): a registry that never answers cannot pin a worker.
 	// An attempt that runs out of time is an error, retried like others.
 	VerifyTimeout time.Duration
+	// ParkAfter is how long an attempt may run before it is parked: a new
+	// worker takes its place on the queue while it goes on within its
+	// deadline (default 5 s), so that stalled registry reads cost their
+	// artifacts their time and not the others'; at most MaxParked attempts
+	// are parked at once (default 16 per worker).
+	ParkAfter time.Duration
+	MaxParked int
 	// Route, when set, routes verified trains with Copier.
 	Route  *RoutePolicy
 	Copier Copier
@@ -164,8 +171,9 @@ type Server struct {
 	work       context.Context
 	cancelWork context.CancelFunc
 
-	mu    sync.Mutex       // guards slots, and orders queue writes in the store with them
-	slots map[string]*slot // artifacts queued, running or waiting for a retry
+	mu     sync.Mutex       // guards slots and parked, and orders queue writes in the store with them
+	slots  map[string]*slot // artifacts queued, running or waiting for a retry
+	parked int              // attempts parked (see Config.ParkAfter)
 
 	tagMu    sync.Mutex
 	tagCache map[string]cachedTag
@@ -229,6 +237,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 5 * time.Minute
+	}
+	if cfg.ParkAfter <= 0 {
+		cfg.ParkAfter = 5 * time.Second
+	}
+	if cfg.MaxParked <= 0 {
+		cfg.MaxParked = 16 * cfg.Workers
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 2 * time.Minute
@@ -335,6 +349,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/healthz":
+		// Not healthy while the verdict store cannot be reached: the
+		// replica can take no event and answer no lookup.
+		if err := s.cfg.Store.ping(r.Context()); err != nil {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "verdict store unreachable\n")
+			return
+		}
 		io.WriteString(w, "ok\n")
 	case r.Method == http.MethodGet && r.URL.Path == "/metrics":
 		if s.readAllowed(w, r) {
@@ -470,4 +492,12 @@ func (s *Server) verdict(ctx context.Context, w http.ResponseWriter, ref string)
 		return
 	}
 	reply(w, http.StatusOK, v)
+}
+
+// storeUnavailable answers a request the verdict store could not serve:
+// 503, to be tried again (the store's own error is logged by the store
+// watch, never sent to a client).
+func storeUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	reply(w, http.StatusServiceUnavailable, map[string]string{"error": "verdict store unavailable; retry later"})
 }

@@ -4,12 +4,15 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,52 +21,91 @@ import (
 // Store keeps verdicts and queued work in a bbolt file, so both survive
 // restarts. One process holds the file at a time, so the leases in it
 // when it is opened belong to a process that is gone: they are cleared.
-type boltStore struct{ db boltDB }
+type boltStore struct {
+	db     boltDB // its transactions' errors are marked as the store's
+	path   string
+	broken atomic.Pointer[error] // set when the file was found damaged
+}
 
 // OpenStore opens (or creates) a verdict store in the bbolt file at path
 // (one process at a time; OpenVerdictStore also opens PostgreSQL).
 func OpenStore(path string) (VerdictStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	s := &boltStore{path: path}
+	if err := checkMetas(path); err != nil {
+		return nil, s.damaged("%v", err)
+	}
+	err := s.guard(func() (err error) {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+		s.db = boltDB{DB: db, path: path}
+		return err
+	})
 	if err != nil {
+		if errors.Is(err, ErrStoreDamaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("verdict store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops, bucketSummaries, bucketSummaryUsed} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+	// Checked before anything is written to it.
+	if err = s.check(); err == nil {
+		err = s.update(func(tx *bolt.Tx) error { return openTx(tx) })
+	}
+	if err != nil {
+		s.Close()
+		if errors.Is(err, ErrStoreDamaged) {
+			return nil, err
 		}
-		if err := indexTrainKeys(tx); err != nil {
+		return nil, fmt.Errorf("verdict store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openTx makes the buckets, gives older verdicts their checksums and
+// clears the leases of a process that is gone.
+func openTx(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketVerdicts, bucketTags, bucketQueue, bucketTrains, bucketHops, bucketSummaries, bucketSummaryUsed,
+		bucketVerdictSums, bucketStoreMeta} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
-		// Leases of a process that is gone.
-		q := tx.Bucket(bucketQueue)
-		var stale [][2][]byte
-		q.ForEach(func(k, v []byte) error {
-			if e, err := decodeEntry(v); err == nil && e.Owner != "" {
-				e.Owner, e.LeaseUntil = "", time.Time{}
-				if b, err := json.Marshal(e); err == nil {
-					stale = append(stale, [2][]byte{append([]byte(nil), k...), b})
-				}
-			}
-			return nil
-		})
-		for _, kv := range stale {
-			if err := q.Put(kv[0], kv[1]); err != nil {
-				return err
+	}
+	if err := indexTrainKeys(tx); err != nil {
+		return err
+	}
+	// Leases of a process that is gone.
+	q := tx.Bucket(bucketQueue)
+	var stale [][2][]byte
+	q.ForEach(func(k, v []byte) error {
+		if e, err := decodeEntry(v); err == nil && e.Owner != "" {
+			e.Owner, e.LeaseUntil = "", time.Time{}
+			if b, err := json.Marshal(e); err == nil {
+				stale = append(stale, [2][]byte{append([]byte(nil), k...), b})
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("verdict store %s: %w", path, err)
+	for _, kv := range stale {
+		if err := q.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
 	}
-	return &boltStore{db: boltDB{DB: db, path: path}}, nil
+	return finishSums(tx)
+}
+
+// ping: a bbolt file in this process always answers.
+func (s *boltStore) ping(context.Context) error {
+	if e := s.broken.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // Close closes the file.
-func (s *boltStore) Close() error { return s.db.Close() }
+func (s *boltStore) Close() error {
+	if e := s.broken.Load(); e != nil {
+		return *e // a transaction may hold the file's lock: the process's exit releases it
+	}
+	return s.db.Close()
+}
 
 // Put records a verdict.
 func (s *boltStore) Put(v Verdict) error {
@@ -71,13 +113,13 @@ func (s *boltStore) Put(v Verdict) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketVerdicts).Put([]byte(v.Artifact.Key()), b) })
+	return s.update(func(tx *bolt.Tx) error { return putVerdict(tx, []byte(v.Artifact.Key()), b) })
 }
 
 // Get returns the verdict for repository@digest.
 func (s *boltStore) Get(repository, digest string) (*Verdict, error) {
 	var v *Verdict
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVerdicts).Get([]byte(repository + "@" + digest))
 		if b == nil {
 			return fmt.Errorf("%s@%s: %w", repository, digest, ErrNoVerdict)
@@ -92,7 +134,7 @@ func (s *boltStore) Get(repository, digest string) (*Verdict, error) {
 // store knows of a newer push of that tag: events arrive, and
 // verifications finish, in any order; the registry's timestamps do not.
 func (s *boltStore) setTag(a Artifact, registry string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return setTagTx(tx, a, registry) })
+	return s.update(func(tx *bolt.Tx) error { return setTagTx(tx, a, registry) })
 }
 
 // setTagTx is setTag within tx.
@@ -116,7 +158,7 @@ func setTagTx(tx *bolt.Tx, a Artifact, registry string) error {
 // tag returns what the store knows of repository:tag.
 func (s *boltStore) tag(repository, tag string) (*tagRecord, error) {
 	var rec *tagRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTags).Get([]byte(repository + ":" + tag))
 		if b == nil {
 			return fmt.Errorf("%s:%s: %w", repository, tag, ErrNoVerdict)
@@ -167,7 +209,7 @@ func indexTrainKeys(tx *bolt.Tx) error {
 // first record.
 func (s *boltStore) recordTrain(r trainRecord) (*trainRecord, error) {
 	var first *trainRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b, k := tx.Bucket(bucketTrains), tx.Bucket(bucketTrainKeys)
 		old := b.Get([]byte(r.ID))
 		if id := k.Get([]byte(r.key())); id != nil {
@@ -195,7 +237,7 @@ func (s *boltStore) recordTrain(r trainRecord) (*trainRecord, error) {
 // trainByID returns the ledger's record of a train id.
 func (s *boltStore) trainByID(id string) (*trainRecord, error) {
 	var r *trainRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTrains).Get([]byte(id))
 		if b == nil {
 			return fmt.Errorf("train %q: %w", id, ErrNoVerdict)
@@ -223,7 +265,7 @@ func (s *boltStore) listVerdicts(q verdictFilter) ([]Verdict, string, error) {
 		ck = k
 	}
 	var all []Verdict
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketVerdicts).ForEach(func(k, b []byte) error {
 			var v Verdict
 			if json.Unmarshal(b, &v) != nil {
@@ -262,7 +304,7 @@ func (s *boltStore) addHop(trainID string, h trainHop) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHops).Put([]byte(trainID+"\x00"+h.Repository+"@"+h.Digest), b)
 	})
 }
@@ -270,7 +312,7 @@ func (s *boltStore) addHop(trainID string, h trainHop) error {
 // hopsOf lists trainID's hops by time.
 func (s *boltStore) hopsOf(trainID string) ([]trainHop, error) {
 	var out []trainHop
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHops).Cursor()
 		p := []byte(trainID + "\x00")
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
@@ -289,7 +331,7 @@ func (s *boltStore) hopsOf(trainID string) ([]trainHop, error) {
 // recentTrains lists the train ids with the newest hops.
 func (s *boltStore) recentTrains(limit int) ([]string, error) {
 	latest := map[string]time.Time{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHops).ForEach(func(k, v []byte) error {
 			id, _, _ := strings.Cut(string(k), "\x00")
 			var h trainHop
@@ -322,7 +364,7 @@ func summaryOrder(n uint64, key string) []byte {
 // summary returns the summary under key (nil when none) and marks it used.
 func (s *boltStore) summary(key string) ([]byte, error) {
 	var out []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b, used := tx.Bucket(bucketSummaries), tx.Bucket(bucketSummaryUsed)
 		v := b.Get([]byte(key))
 		if len(v) < 8 {
@@ -347,7 +389,7 @@ func (s *boltStore) summary(key string) ([]byte, error) {
 // putSummary stores value under key and evicts the least recently used
 // summaries beyond maxSummaries entries or maxSummaryBytes bytes.
 func (s *boltStore) putSummary(key string, value []byte) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b, used := tx.Bucket(bucketSummaries), tx.Bucket(bucketSummaryUsed)
 		if old := b.Get([]byte(key)); len(old) >= 8 {
 			if err := used.Delete(append(old[:8:8], key...)); err != nil {

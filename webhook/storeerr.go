@@ -52,5 +52,8 @@ func (d boltDB) View(f func(*bolt.Tx) error) error   { return storeErr(d.path, d
 // to the log, the client learns only that the store failed.
 func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
 	s.logStoreError(what, nil, err)
-	reply(w, http.StatusInternalServerError, map[string]string{"error": storeMessage})
+	// 503, not 500 or 404: the store did not answer (an outage), so the
+	// client (a registry delivering events, a reader) retries.
+	w.Header().Set("Retry-After", "5")
+	reply(w, http.StatusServiceUnavailable, map[string]string{"error": storeMessage})
 }

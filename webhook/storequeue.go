@@ -14,7 +14,7 @@ import (
 // already queued keeps its entry (attempts and first attempt).
 func (s *boltStore) enqueue(a Artifact) (*queueEntry, error) {
 	var e *queueEntry
-	err := s.db.Update(func(tx *bolt.Tx) (err error) { e, err = enqueueTx(tx, a); return err })
+	err := s.update(func(tx *bolt.Tx) (err error) { e, err = enqueueTx(tx, a); return err })
 	return e, err
 }
 
@@ -54,36 +54,46 @@ func decodeEntry(b []byte) (queueEntry, error) {
 
 func (s *boltStore) isQueued(key string) (bool, error) {
 	q := false
-	err := s.db.View(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
+	err := s.view(func(tx *bolt.Tx) error { q = tx.Bucket(bucketQueue).Get([]byte(key)) != nil; return nil })
 	return q, err
 }
 
 func (s *boltStore) dequeue(a Artifact) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketQueue).Delete([]byte(a.Key())) })
+}
+
+// boltHolds reports whether f still holds k's queue entry.
+func boltHolds(tx *bolt.Tx, k []byte, f fence) bool {
+	b := tx.Bucket(bucketQueue).Get(k)
+	if b == nil {
+		return false
+	}
+	e, err := decodeEntry(b)
+	return err == nil && e.Owner == f.Owner && e.Gen == f.Gen
 }
 
 // finish records a verdict and takes its artifact off the queue, in one
-// transaction, unless a final verdict is recorded already: then it only
-// dequeues and reports false.
-func (s *boltStore) finish(v Verdict) (bool, error) {
+// transaction, if f still holds the entry (errLeaseLost) and no final
+// verdict is recorded already (then it only dequeues and reports false).
+func (s *boltStore) finish(v Verdict, f fence) (bool, error) {
 	recorded := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
+		if !boltHolds(tx, k, f) {
+			return errLeaseLost
+		}
 		if err := tx.Bucket(bucketQueue).Delete(k); err != nil {
 			return err
 		}
-		if b := tx.Bucket(bucketVerdicts).Get(k); b != nil {
-			var old Verdict
-			if json.Unmarshal(b, &old) == nil && final(old.Status) {
-				return nil
-			}
+		if finalIn(tx, k) {
+			return nil
 		}
 		b, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
 		recorded = true
-		return tx.Bucket(bucketVerdicts).Put(k, b)
+		return putVerdict(tx, k, b)
 	})
 	return recorded, err
 }
@@ -98,7 +108,7 @@ func finalIn(tx *bolt.Tx, k []byte) bool {
 
 func (s *boltStore) claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error) {
 	var e *queueEntry
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
 		q := tx.Bucket(bucketQueue)
 		if finalIn(tx, k) {
@@ -117,6 +127,7 @@ func (s *boltStore) claim(a Artifact, owner string, lease time.Duration) (*queue
 			return nil
 		}
 		cur.Owner, cur.LeaseUntil = owner, now.Add(lease)
+		cur.Gen++
 		b, err := json.Marshal(cur)
 		if err != nil {
 			return err
@@ -127,9 +138,9 @@ func (s *boltStore) claim(a Artifact, owner string, lease time.Duration) (*queue
 	return e, err
 }
 
-func (s *boltStore) renew(a Artifact, owner string, lease time.Duration) (bool, error) {
+func (s *boltStore) renew(a Artifact, f fence, lease time.Duration) (bool, error) {
 	held := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(a.Key())
 		q := tx.Bucket(bucketQueue)
 		b := q.Get(k)
@@ -137,7 +148,7 @@ func (s *boltStore) renew(a Artifact, owner string, lease time.Duration) (bool, 
 			return nil
 		}
 		e, err := decodeEntry(b)
-		if err != nil || e.Owner != owner {
+		if err != nil || e.Owner != f.Owner || e.Gen != f.Gen {
 			return err
 		}
 		e.LeaseUntil = time.Now().UTC().Add(lease)
@@ -163,11 +174,18 @@ func (s *boltStore) due() ([]queueEntry, error) {
 }
 
 // retry records a failed attempt's verdict and the queue entry's retry
-// state in one transaction.
-func (s *boltStore) retry(v Verdict, e queueEntry) error {
+// state in one transaction, if e's fence still holds the entry.
+func (s *boltStore) retry(v Verdict, e queueEntry, backoff time.Duration) (time.Time, error) {
+	f := e.fence()
 	e.Owner, e.LeaseUntil = "", time.Time{} // free for any replica when due
-	return s.db.Update(func(tx *bolt.Tx) error {
+	e.Next = time.Now().Add(backoff).UTC()
+	next := e.Next
+	v.RetryAt = &next
+	err := s.update(func(tx *bolt.Tx) error {
 		k := []byte(v.Artifact.Key())
+		if !boltHolds(tx, k, f) {
+			return errLeaseLost
+		}
 		if finalIn(tx, k) {
 			return tx.Bucket(bucketQueue).Delete(k)
 		}
@@ -179,17 +197,18 @@ func (s *boltStore) retry(v Verdict, e queueEntry) error {
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketVerdicts).Put(k, vb); err != nil {
+		if err := putVerdict(tx, k, vb); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketQueue).Put(k, eb)
 	})
+	return next, err
 }
 
 // queued returns the persisted queue (work left by a previous run).
 func (s *boltStore) queued() ([]queueEntry, error) {
 	var out []queueEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {
 			e, err := decodeEntry(v)
 			if err != nil {

@@ -104,19 +104,30 @@ type VerdictStore interface {
 	acceptEvent(ts []eventTarget) ([]*queueEntry, error)
 	dequeueAll(as []Artifact) error
 	dequeue(a Artifact) error
-	finish(v Verdict) (bool, error)
-	retry(v Verdict, e queueEntry) error
+	// finish records v and takes its artifact off the queue, in one
+	// transaction that first checks the fence f still holds the entry
+	// (errLeaseLost otherwise: nothing is written); false when a final
+	// verdict is recorded already.
+	finish(v Verdict, f fence) (bool, error)
+	// retry records a failed attempt's verdict and frees e's lease (e's
+	// Owner and Gen are the fence, checked as finish does), the next
+	// attempt due after backoff by the store's clock; it returns that time.
+	retry(v Verdict, e queueEntry, backoff time.Duration) (time.Time, error)
 	queued() ([]queueEntry, error)
 	isQueued(key string) (bool, error)
-	// claim leases a's queue entry to owner for lease and returns it (an
-	// entry missing is made again: the caller holds an accepted event);
-	// nil when a has a final verdict or another owner's lease is running.
+	// claim leases a's queue entry to owner for lease and returns it with
+	// a new generation (an entry missing is made again: the caller holds
+	// an accepted event); nil when a has a final verdict or another
+	// owner's lease is running.
 	claim(a Artifact, owner string, lease time.Duration) (*queueEntry, error)
-	// renew extends owner's lease; false when owner no longer holds it.
-	renew(a Artifact, owner string, lease time.Duration) (bool, error)
+	// renew extends f's lease; false when f no longer holds the entry
+	// (another claim was made since, or the entry is gone).
+	renew(a Artifact, f fence, lease time.Duration) (bool, error)
 	// due lists entries nobody holds a running lease on whose next attempt
 	// has come.
 	due() ([]queueEntry, error)
+	// ping reports whether the store answers (PostgreSQL: a round trip).
+	ping(ctx context.Context) error
 	// summary and putSummary keep layer summaries (StoreSummaryCache).
 	summary(key string) ([]byte, error)
 	putSummary(key string, value []byte) error
@@ -150,7 +161,26 @@ type queueEntry struct {
 	// verifying it.
 	Owner      string    `json:"owner,omitempty"`
 	LeaseUntil time.Time `json:"leaseUntil,omitempty"`
+	// Gen counts the claims of the entry: with Owner it is the fencing
+	// token of one claim.
+	Gen int64 `json:"gen,omitempty"`
 }
+
+// fence is one claim of a queue entry: its owner and generation. Every
+// side effect of a verification (the routing copy, the verdict) is made
+// only while its fence still holds the entry, so a replica that stopped
+// past its lease (SIGSTOP, a long pause) and goes on afterwards changes
+// nothing.
+type fence struct {
+	Owner string
+	Gen   int64
+}
+
+func (e queueEntry) fence() fence { return fence{e.Owner, e.Gen} }
+
+// errLeaseLost: another replica claimed the entry since (the lease ran
+// out), or it is decided and gone.
+var errLeaseLost = errors.New("lease lost")
 
 // Layer summary cache bounds, per store (bbolt file or PostgreSQL
 // database): the least recently used summaries go first. Variables for

@@ -263,7 +263,9 @@ func TestRetriesAndRestart(t *testing.T) {
 	_, hs, _ := newServer(t, TrainVerifier{}, filepath.Join(t.TempDir(), "a.db"), Config{Registry: down, Retries: 2})
 	post(t, hs.URL, secret, mediaTypeDistribution, distEvent("pht/train", good))
 	v := waitVerdict(t, hs.URL, "pht/train@"+good)
-	if v.Status != StatusError || v.Attempts != 3 || !strings.Contains(v.Message, down) {
+	// Error from the third attempt on (retries go on with backoff: a slow
+	// poll may see a later one).
+	if v.Status != StatusError || v.Attempts < 3 || !strings.Contains(v.Message, down) {
 		t.Fatalf("registry down: %+v", v)
 	}
 

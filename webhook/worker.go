@@ -57,8 +57,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.worker()
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.poll()
+	go s.watchStore()
 	go func() {
 		for _, a := range load {
 			select {
@@ -159,26 +160,30 @@ func (s *Server) worker() {
 		case <-s.stop:
 			return
 		case a := <-s.queue:
-			s.process(a)
+			if s.process(a) {
+				return // parked: a replacement took this worker's place
+			}
 		}
 	}
 }
 
-// process makes one attempt at a and records what came of it.
-func (s *Server) process(a Artifact) {
+// process makes one attempt at a and records what came of it. It reports
+// whether the attempt was parked (it outlasted ParkAfter and a new worker
+// took its place: the caller ends when it is done).
+func (s *Server) process(a Artifact) (parked bool) {
 	k := a.Key()
 	s.mu.Lock()
 	sl, ok := s.slots[k]
 	if !ok || sl.state != slotQueued {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	sl.state = slotRunning
 	sl.gen++
 	s.mu.Unlock()
 
-	// The lease makes this replica the one verifying a; nil: another one
-	// has it or it is decided.
+	// The lease makes this replica the one verifying a, before any
+	// registry request; nil: another one has it or it is decided.
 	claimed, err := s.cfg.Store.claim(a, s.cfg.Owner, s.cfg.Lease)
 	if err != nil {
 		s.logStoreError("taking a lease", &a, err)
@@ -187,13 +192,16 @@ func (s *Server) process(a Artifact) {
 		s.mu.Lock()
 		delete(s.slots, k) // still queued in the store when err != nil: the poll finds it
 		s.mu.Unlock()
-		return
+		return false
 	}
 	entry := *claimed
+	f := entry.fence()
 	s.prom.attempts.Inc()
 	s.prom.leases.Inc()
 	defer s.prom.leases.Dec()
-	stopRenew := s.renewLease(a)
+	work, cancel := context.WithCancelCause(s.work)
+	defer cancel(nil)
+	stopRenew := s.renewLease(a, f, cancel)
 	defer stopRenew()
 
 	start := time.Now()
@@ -206,19 +214,22 @@ func (s *Server) process(a Artifact) {
 	if !allowed {
 		// Queued under an earlier config that allowed the host.
 		v.Status, v.Message = StatusError, "host not allowed: "+a.Registry
-		s.finish(k, v, start)
-		return
+		s.finish(k, v, f, start)
+		return false
 	}
 	v.Artifact.Registry = reg
-	out, err := s.attempt(s.work, v.Artifact, &v)
+	out, err, parked := s.attempt(work, v.Artifact, &v, f)
 	class := train.Classify(err)
 	switch {
+	case errors.Is(err, errLeaseLost) || errors.Is(context.Cause(work), errLeaseLost):
+		s.leaseLost(k, a)
+		return parked
 	case err != nil && s.work.Err() != nil:
 		// Abandoned by a shutdown: no verdict; it stays queued.
 		s.mu.Lock()
 		delete(s.slots, k)
 		s.mu.Unlock()
-		return
+		return parked
 	case err == nil:
 		v.Status = StatusVerified
 		if out != nil {
@@ -236,30 +247,56 @@ func (s *Server) process(a Artifact) {
 		s.prom.regErrs.Inc()
 		if time.Since(entry.First) < s.cfg.RetryWindow {
 			s.retryLater(k, v, entry)
-			return
+			return parked
 		}
 		v.Status = StatusError // the window is over; a new event starts another
 	}
-	if out != nil && final(v.Status) && s.ownsTrainID(out.Config, err) {
+	if s.finish(k, v, f, start) && out != nil && out.Config != nil && final(v.Status) && s.ownsTrainID(out.Config, err) {
 		s.cfg.Store.addHop(out.Config.ID, hop(v, out)) // best effort: the verdict is what counts
 	}
-	s.finish(k, v, start)
+	return parked
+}
+
+// leaseLost drops a verification whose lease another replica took (this
+// one stopped past it): nothing it did is recorded.
+func (s *Server) leaseLost(k string, a Artifact) {
+	s.mu.Lock()
+	delete(s.slots, k)
+	s.mu.Unlock()
+	s.cfg.Logger.Warn("lease lost", "repository", a.Repository, "digest", a.Digest,
+		"reason", "another replica took the artifact over; this verification's result is dropped")
 }
 
 // finish records a verdict, takes the artifact off the queue (one
-// transaction) and counts it, once: a second run of a decided artifact
-// records and counts nothing.
-func (s *Server) finish(k string, v Verdict, start time.Time) {
+// transaction, fenced by f) and counts it, once: a second run of a
+// decided artifact records and counts nothing. A store that cannot be
+// reached is tried again until it answers, the lease is lost or the
+// server stops (the work stays queued then), so a verification done
+// during an outage is not done again. It reports whether it recorded v.
+func (s *Server) finish(k string, v Verdict, f fence, start time.Time) bool {
 	v.Time = time.Now().UTC()
+	recorded, err := s.cfg.Store.finish(v, f)
+	for delay := 100 * time.Millisecond; isStoreError(err); delay = min(2*delay, 2*time.Second) {
+		select {
+		case <-s.stop:
+		case <-time.After(delay):
+			recorded, err = s.cfg.Store.finish(v, f)
+			continue
+		}
+		break
+	}
+	if errors.Is(err, errLeaseLost) {
+		s.leaseLost(k, v.Artifact)
+		return false
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.slots, k)
-	recorded, err := s.cfg.Store.finish(v)
-	if err != nil {
+	if err != nil && !errors.Is(err, errLeaseLost) {
 		s.logStoreError("recording the verdict", &v.Artifact, err)
 	}
+	s.mu.Unlock()
 	if err != nil || !recorded {
-		return
+		return false
 	}
 	s.logVerdict(v, time.Since(start))
 	switch v.Status {
@@ -273,6 +310,7 @@ func (s *Server) finish(k string, v Verdict, start time.Time) {
 	case StatusError:
 		s.m.errors.Add(1)
 	}
+	return true
 }
 
 // retryLater records a failed attempt and schedules the next one.
@@ -282,23 +320,25 @@ func (s *Server) retryLater(k string, v Verdict, e queueEntry) {
 		backoff *= 2
 	}
 	backoff = min(backoff, s.cfg.MaxBackoff)
-	e.Next = time.Now().Add(backoff).UTC()
 	if e.Attempts > s.cfg.Retries {
 		v.Status = StatusError
 	}
-	next := e.Next
-	v.RetryAt, v.Time = &next, time.Now().UTC()
+	v.Time = time.Now().UTC()
+	next, err := s.cfg.Store.retry(v, e, backoff)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl, ok := s.slots[k]
 	if !ok {
 		return
 	}
-	if err := s.cfg.Store.retry(v, e); err != nil {
-		s.logStoreError("scheduling a retry", &v.Artifact, err)
-		delete(s.slots, k) // still persisted as queued: the next start retries it
+	if err != nil {
+		if !errors.Is(err, errLeaseLost) {
+			s.logStoreError("scheduling a retry", &v.Artifact, err)
+		}
+		delete(s.slots, k) // lost, or still persisted as queued: the poll or the next start retries it
 		return
 	}
+	e.Owner, e.LeaseUntil, e.Next = "", time.Time{}, next
 	s.logRetry(v, e, backoff)
 	sl.entry, sl.state = e, slotWaiting
 	sl.gen++
@@ -327,10 +367,13 @@ func (s *Server) due(k string, gen int) {
 // errVerifyTimeout: one verification attempt ran out of time.
 var errVerifyTimeout = errors.New("verification timed out")
 
-// attempt verifies (and routes) a once within the verification deadline.
-// The work runs on its own goroutine so that even a step that ignored the
-// context could not hold the worker past the deadline.
-func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome, error) {
+// attempt verifies (and routes) a once within the verification deadline,
+// its own: a stall costs this artifact its time, not the others'. The
+// work runs on its own goroutine so that even a step that ignored the
+// context could not hold the worker past the deadline; an attempt still
+// running after ParkAfter is parked (a new worker takes the queue on,
+// at most MaxParked at once), which attempt reports.
+func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict, f fence) (*Outcome, error, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.VerifyTimeout)
 	defer cancel()
 	type result struct {
@@ -343,29 +386,80 @@ func (s *Server) attempt(ctx context.Context, a Artifact, v *Verdict) (*Outcome,
 	go func() {
 		out, err := s.cfg.Verifier.Verify(ctx, a)
 		if err == nil && out != nil {
-			err = s.checkLedger(a, out.Config)
+			err = s.whileStoreDown(ctx, func() error { return s.checkLedger(a, out.Config) })
 		}
 		if err == nil && out != nil && s.cfg.Route != nil {
-			err = s.route(ctx, a, out, &rv)
+			err = s.route(ctx, a, out, &rv, f)
 		}
 		done <- result{out, rv, err}
 	}()
 	timedOut := func() error {
 		return fmt.Errorf("%s: %w after %s (verify_timeout)", a.Ref(), errVerifyTimeout, s.cfg.VerifyTimeout)
 	}
-	select {
-	case r := <-done:
-		if r.err != nil && ctx.Err() == context.DeadlineExceeded {
-			r.err = timedOut()
+	parkc := time.After(s.cfg.ParkAfter)
+	parked := false
+	for {
+		select {
+		case <-parkc:
+			parked = s.park()
+			continue
+		case r := <-done:
+			if parked {
+				s.unpark()
+			}
+			if r.err != nil && ctx.Err() == context.DeadlineExceeded {
+				r.err = timedOut()
+			}
+			*v = r.rv
+			return r.out, r.err, parked
+		case <-ctx.Done():
+			if parked {
+				s.unpark()
+			}
+			if ctx.Err() == context.DeadlineExceeded {
+				return nil, timedOut(), parked
+			}
+			return nil, context.Cause(ctx), parked
 		}
-		*v = r.rv
-		return r.out, r.err
-	case <-ctx.Done():
-		if ctx.Err() == context.DeadlineExceeded {
-			return nil, timedOut()
-		}
-		return nil, ctx.Err()
 	}
+}
+
+// whileStoreDown runs f, again while it fails because the verdict store
+// does not answer, until ctx ends: a verification done while the store
+// is down waits for it instead of failing (and being done again).
+func (s *Server) whileStoreDown(ctx context.Context, f func() error) error {
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		err := f()
+		if err == nil || !isStoreError(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
+}
+
+// park starts a worker in the place of one whose attempt outlasts
+// ParkAfter, unless MaxParked attempts are parked already or the server
+// stops.
+func (s *Server) park() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parked >= s.cfg.MaxParked || s.closing.Load() {
+		return false
+	}
+	s.parked++
+	s.wg.Add(1)
+	go s.worker()
+	return true
+}
+
+func (s *Server) unpark() {
+	s.mu.Lock()
+	s.parked--
+	s.mu.Unlock()
 }
 
 // waiting counts the artifacts waiting for a retry.
@@ -381,9 +475,12 @@ func (s *Server) waiting() int {
 	return n
 }
 
-// renewLease renews the lease on a every third of the lease until the
-// returned function is called.
-func (s *Server) renewLease(a Artifact) func() {
+// renewLease renews f's lease on a every third of the lease until the
+// returned function is called; when the lease is found lost, it cancels
+// the verification with errLeaseLost. (A renewal that fails because the
+// store is unreachable is tried again at the next tick: whether the
+// lease is lost shows when the store answers.)
+func (s *Server) renewLease(a Artifact, f fence, cancel context.CancelCauseFunc) func() {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(s.cfg.Lease / 3)
@@ -393,7 +490,10 @@ func (s *Server) renewLease(a Artifact) func() {
 			case <-done:
 				return
 			case <-t.C:
-				s.cfg.Store.renew(a, s.cfg.Owner, s.cfg.Lease)
+				if held, err := s.cfg.Store.renew(a, f, s.cfg.Lease); err == nil && !held {
+					cancel(errLeaseLost)
+					return
+				}
 			}
 		}
 	}()
@@ -431,6 +531,36 @@ func (s *Server) poll() {
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// storeCheckEvery is how often the store watch asks the store.
+var storeCheckEvery = time.Second
+
+// watchStore asks the store every storeCheckEvery whether it answers and
+// logs when it stops answering (an outage: events are answered 503,
+// lookups 503, /healthz 503) and when it answers again.
+func (s *Server) watchStore() {
+	defer s.wg.Done()
+	t := time.NewTicker(storeCheckEvery)
+	defer t.Stop()
+	var down time.Time
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		err := s.cfg.Store.ping(context.Background())
+		switch {
+		case err != nil && down.IsZero():
+			down = time.Now()
+			s.cfg.Logger.Error("verdict store unreachable", "error", err.Error(),
+				"effect", "events and lookups answered 503, verdicts kept until it answers")
+		case err == nil && !down.IsZero():
+			s.cfg.Logger.Info("verdict store reachable again", "down", time.Since(down).Round(time.Millisecond))
+			down = time.Time{}
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -54,6 +55,11 @@ type Server struct {
 	Port    int
 	LogFile string
 	n       atomic.Int64
+
+	start  func() (*exec.Cmd, <-chan error, error) // runs postgres on Port
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited <-chan error
 }
 
 // DSN is the URL of database db.
@@ -139,11 +145,8 @@ func Launch() (s *Server, stop func(), err error) {
 		return nil, nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	s = &Server{LogFile: filepath.Join(dir, "postgres.log")}
-	for attempt := 0; ; attempt++ {
-		if s.Port, err = freePort(); err != nil {
-			return nil, nil, err
-		}
-		log, err := os.Create(s.LogFile)
+	s.start = func() (*exec.Cmd, <-chan error, error) {
+		log, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -163,24 +166,65 @@ func Launch() (s *Server, stop func(), err error) {
 		if err := s.wait(exited); err != nil {
 			cmd.Process.Kill()
 			<-exited
+			return nil, nil, err
+		}
+		return cmd, exited, nil
+	}
+	for attempt := 0; ; attempt++ {
+		if s.Port, err = freePort(); err != nil {
+			return nil, nil, err
+		}
+		cmd, exited, err := s.start()
+		if err != nil {
 			b, _ := os.ReadFile(s.LogFile)
 			if attempt < 3 && strings.Contains(string(b), "in use") {
+				os.Truncate(s.LogFile, 0)
 				continue // the free port was taken meanwhile
 			}
 			return nil, nil, fmt.Errorf("postgres: %v\n%s", err, b)
 		}
+		s.cmd, s.exited = cmd, exited
 		stop = func() {
-			cmd.Process.Signal(syscall.SIGINT) // fast shutdown
-			select {
-			case <-exited:
-			case <-time.After(30 * time.Second):
-				cmd.Process.Kill()
-				<-exited
-			}
+			s.Stop()
 			os.RemoveAll(dir)
 		}
 		return s, stop, nil
 	}
+}
+
+// Stop shuts the server down (fast shutdown: open connections are ended)
+// and waits until it is gone; Restart runs it again on the same port and
+// data. Tests use them for a database outage.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+}
+
+// Restart starts a stopped server again on its port and waits until it
+// accepts connections.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return nil
+	}
+	cmd, exited, err := s.start()
+	if err != nil {
+		return fmt.Errorf("restarting postgres on port %d: %w", s.Port, err)
+	}
+	s.cmd, s.exited = cmd, exited
+	return nil
 }
 
 func (s *Server) wait(exited <-chan error) error {
