@@ -25,8 +25,8 @@ import (
 	"github.com/phtoci/phtoci/webhook"
 )
 
-// served is a running `phtoci serve` with its log kept.
-type served struct {
+// replicaProc is a running `phtoci serve` with its log kept.
+type replicaProc struct {
 	cmd  *exec.Cmd
 	base string
 	mu   sync.Mutex
@@ -35,9 +35,9 @@ type served struct {
 	done chan struct{} // the log ended
 }
 
-func startServe(t *testing.T, cfg string) *served {
+func startReplica(t *testing.T, cfg string) *replicaProc {
 	t.Helper()
-	s := &served{cmd: exec.Command(phtociBin, "serve", "--config", cfg), more: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &replicaProc{cmd: exec.Command(phtociBin, "serve", "--config", cfg), more: make(chan struct{}, 1), done: make(chan struct{})}
 	stderr, err := s.cmd.StderrPipe()
 	testutil.Must(t, err)
 	testutil.Must(t, s.cmd.Start())
@@ -67,10 +67,10 @@ func startServe(t *testing.T, cfg string) *served {
 	return s
 }
 
-func (s *served) logText() string { s.mu.Lock(); defer s.mu.Unlock(); return s.log.String() }
+func (s *replicaProc) logText() string { s.mu.Lock(); defer s.mu.Unlock(); return s.log.String() }
 
 // waitLog waits until the log holds want or cond() is true, at most d.
-func (s *served) waitLog(want string, cond func() bool, d time.Duration) bool {
+func (s *replicaProc) waitLog(want string, cond func() bool, d time.Duration) bool {
 	deadline := time.After(d)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -90,7 +90,7 @@ func (s *served) waitLog(want string, cond func() bool, d time.Duration) bool {
 	}
 }
 
-func (s *served) event(t *testing.T, repo, digest string) {
+func (s *replicaProc) event(t *testing.T, repo, digest string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, s.base+"/events", strings.NewReader(
 		`{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"`+digest+`","repository":"`+repo+`","tag":"t1"},"request":{"host":"reg.example"}}]}`))
@@ -111,7 +111,7 @@ type servedVerdict struct {
 	Attempts int       `json:"attempts"`
 }
 
-func (s *served) verdict(t *testing.T, ref string) (servedVerdict, int) {
+func (s *replicaProc) verdict(t *testing.T, ref string) (servedVerdict, int) {
 	t.Helper()
 	var v servedVerdict
 	r, err := http.Get(s.base + "/v1/verdicts/" + ref)
@@ -167,8 +167,8 @@ func TestServePausedReplicaFenced(t *testing.T) {
 			"\nlease: 2s\ntrust: "+trustFile+"\nroute: {incoming: pht/incoming, outgoing: pht/outgoing, stations: {st-a: pht/st-a}}\n"), 0o600))
 		return p
 	}
-	a := startServe(t, config("a", proxy.Host))
-	b := startServe(t, config("b", reg.Host))
+	a := startReplica(t, config("a", proxy.Host))
+	b := startReplica(t, config("b", reg.Host))
 
 	a.event(t, "pht/incoming", digest)
 	select {
@@ -220,7 +220,7 @@ func TestServePausedReplicaFenced(t *testing.T) {
 // TestServeDamagedStore: copies of a bbolt verdict store damaged in many
 // ways (a byte flipped at offsets across the file, meta pages included;
 // the file cut short) are given to `phtoci serve`. Each either is refused
-// (exit 3, one line naming the file as damaged, no panic) or is served
+// (exit 3, one line naming the file as damaged, no panic) or is replicaProc
 // with every verdict intact; never a panic, never a verdict lost.
 func TestServeDamagedStore(t *testing.T) {
 	dir := t.TempDir()
@@ -259,7 +259,7 @@ func TestServeDamagedStore(t *testing.T) {
 		copies = append(copies, damage{fmt.Sprintf("cut to %d bytes", size), append([]byte(nil), data[:size]...)})
 	}
 
-	refused, served := 0, 0
+	refused, replicaProc := 0, 0
 	for i, c := range copies {
 		db := filepath.Join(dir, fmt.Sprintf("copy%d.db", i))
 		testutil.Must(t, os.WriteFile(db, c.b, 0o600))
@@ -301,13 +301,13 @@ func TestServeDamagedStore(t *testing.T) {
 			resp.Body.Close()
 		}
 		if lost > 0 {
-			t.Errorf("%s: served with %d of %d verdicts lost or changed", c.name, lost, n)
+			t.Errorf("%s: replicaProc with %d of %d verdicts lost or changed", c.name, lost, n)
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("%s: serve exited %v after SIGTERM", c.name, err)
 		}
-		served++
+		replicaProc++
 	}
-	t.Logf("%d damaged copies: %d refused (exit 3), %d served with every verdict intact", len(copies), refused, served)
+	t.Logf("%d damaged copies: %d refused (exit 3), %d replicaProc with every verdict intact", len(copies), refused, replicaProc)
 }
