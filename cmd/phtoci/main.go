@@ -19,8 +19,8 @@ import (
 
 	"github.com/phtoci/phtoci/internal/atexit"
 	"github.com/phtoci/phtoci/internal/fsutil"
-	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/internal/textesc"
+	"github.com/phtoci/phtoci/internal/units"
 	"github.com/phtoci/phtoci/oci"
 	"github.com/phtoci/phtoci/train"
 	"github.com/urfave/cli/v2"
