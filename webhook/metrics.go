@@ -98,6 +98,11 @@ func (t timedStore) enqueue(a Artifact) (*queueEntry, error) {
 	return t.VerdictStore.enqueue(a)
 }
 
+func (t timedStore) acceptEvent(ts []eventTarget) ([]*queueEntry, error) {
+	defer t.since("enqueue", time.Now()) // an event's artifacts, queued in one transaction
+	return t.VerdictStore.acceptEvent(ts)
+}
+
 func (t timedStore) due() ([]queueEntry, error) {
 	defer t.since("due", time.Now())
 	return t.VerdictStore.due()
