@@ -48,7 +48,7 @@ func OpenIndex(ctx context.Context, ref Ref, opts Options) (img v1.Image, idx *I
 	ropts := remoteOptions(ctx, opts)
 	desc, err := remote.Get(n, ropts...)
 	if err != nil {
-		return nil, nil, remoteErr(n, err)
+		return nil, nil, registryFailure(remoteErr(n, err), opts)
 	}
 	if desc.MediaType.IsIndex() {
 		if idx, err = indexOf(n, desc); err != nil {
@@ -59,7 +59,7 @@ func OpenIndex(ctx context.Context, ref Ref, opts Options) (img v1.Image, idx *I
 		}
 	}
 	img, err = openDescriptor(n, desc, ropts, opts)
-	return img, idx, err
+	return img, idx, registryFailure(err, opts)
 }
 
 func indexOf(n name.Reference, desc *remote.Descriptor) (*Index, error) {

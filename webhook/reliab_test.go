@@ -133,7 +133,7 @@ func TestStoreOutage(t *testing.T) {
 	digests := variants(t, reg.Host, "pht/train", 2)
 	var logs logBuffer
 	st := testutil.Must1(OpenVerdictStore(context.Background(), pg.NewDB(t)))(t)
-	s := testutil.Must1(New(Config{Secret: secret, Verifier: TrainVerifier{}, Store: st, Registry: reg.Host, Retries: -1,
+	s := testutil.Must1(New(Config{Secret: secret, PublicRead: true, Verifier: TrainVerifier{}, Store: st, Registry: reg.Host, Retries: -1,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))}))(t)
 	testutil.Must(t, s.Start(context.Background()))
 	hs := httptest.NewServer(s)
@@ -223,7 +223,7 @@ func TestVerifiedOnceAcrossOutageAndKill(t *testing.T) {
 	replica := func(owner string, hold int) (*Server, *httptest.Server, *holdingVerifier, VerdictStore) {
 		st := testutil.Must1(openPGStore(context.Background(), dsn))(t)
 		hv := &holdingVerifier{mu: &mu, started: map[string]int{}, done: map[string]int{}, hold: hold, held: make(chan string, n), release: make(chan struct{})}
-		s := testutil.Must1(New(Config{Secret: secret, Verifier: hv, Store: st, Registry: reg.Host, Workers: 2,
+		s := testutil.Must1(New(Config{Secret: secret, PublicRead: true, Verifier: hv, Store: st, Registry: reg.Host, Workers: 2,
 			Lease: 10 * time.Second, PollInterval: 100 * time.Millisecond, Owner: owner, Retries: -1}))(t)
 		testutil.Must(t, s.Start(context.Background()))
 		return s, httptest.NewServer(s), hv, st
@@ -332,7 +332,7 @@ func TestServeReusesRegistryConnections(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "serve.yaml")
 	testutil.Must(t, os.WriteFile(cfgPath, []byte("listen: 127.0.0.1:0\nsecret: "+secret+"\nstore: "+filepath.Join(dir, "v.db")+
-		"\nregistry: "+counter.ln.Addr().String()+"\nworkers: 2\n"), 0o600))
+		"\nregistry: "+counter.ln.Addr().String()+"\nworkers: 2\npublic_read: true\nallow_untrusted: true\n"), 0o600))
 	cfg := testutil.Must1(LoadServeConfig(cfgPath))(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan string, 1), make(chan error, 1)

@@ -276,6 +276,10 @@ func (s *Server) leaseLost(k string, a Artifact) {
 func (s *Server) finish(k string, v Verdict, f fence, start time.Time) bool {
 	v.Time = time.Now().UTC()
 	recorded, err := s.cfg.Store.finish(v, f)
+	if isStoreError(err) {
+		// Logged once; tried again until the store answers.
+		s.logStoreError("recording the verdict (waiting for the store)", &v.Artifact, err)
+	}
 	for delay := 100 * time.Millisecond; isStoreError(err); delay = min(2*delay, 2*time.Second) {
 		select {
 		case <-s.stop:

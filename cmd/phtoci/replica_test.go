@@ -43,11 +43,7 @@ func startReplica(t *testing.T, cfg string) *replicaProc {
 	testutil.Must(t, s.cmd.Start())
 	t.Cleanup(func() { s.cmd.Process.Signal(syscall.SIGCONT); s.cmd.Process.Kill(); s.cmd.Wait() })
 	r := bufio.NewReader(stderr)
-	line, err := r.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "phtoci serve: listening on ") {
-		t.Fatalf("serve did not start: %q %v", line, err)
-	}
-	s.base = "http://" + strings.TrimSpace(strings.TrimPrefix(line, "phtoci serve: listening on "))
+	s.base = "http://" + listeningOn(t, r) // after the warnings of public_read, allow_untrusted
 	go func() {
 		defer close(s.done)
 		for {
@@ -163,7 +159,7 @@ func TestServePausedReplicaFenced(t *testing.T) {
 	dsn := pg.NewDB(t)
 	config := func(name, registry string) string {
 		p := filepath.Join(dir, name+".yaml")
-		testutil.Must(t, os.WriteFile(p, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+dsn+"\nregistry: "+registry+
+		testutil.Must(t, os.WriteFile(p, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\npublic_read: true\nstore: "+dsn+"\nregistry: "+registry+
 			"\nlease: 2s\ntrust: "+trustFile+"\nroute: {incoming: pht/incoming, outgoing: pht/outgoing, stations: {st-a: pht/st-a}}\n"), 0o600))
 		return p
 	}
@@ -264,12 +260,15 @@ func TestServeDamagedStore(t *testing.T) {
 		db := filepath.Join(dir, fmt.Sprintf("copy%d.db", i))
 		testutil.Must(t, os.WriteFile(db, c.b, 0o600))
 		cfg := filepath.Join(dir, fmt.Sprintf("copy%d.yaml", i))
-		testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\nstore: "+db+"\nregistry: reg.example\n"), 0o600))
+		testutil.Must(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nsecret: Bearer xyz\npublic_read: true\nallow_untrusted: true\nstore: "+db+"\nregistry: reg.example\n"), 0o600))
 		cmd := exec.Command(phtociBin, "serve", "--config", cfg)
 		stderr := testutil.Must1(cmd.StderrPipe())(t)
 		testutil.Must(t, cmd.Start())
 		r := bufio.NewReader(stderr)
 		line, _ := r.ReadString('\n')
+		for strings.Contains(line, "level=WARN") { // allow_untrusted's warning
+			line, _ = r.ReadString('\n')
+		}
 		if !strings.HasPrefix(line, "phtoci serve: listening on ") {
 			rest, _ := io.ReadAll(r)
 			err := cmd.Wait()
