@@ -158,7 +158,7 @@ func TestServeAttackUnseenTag(t *testing.T) {
 		}
 	}
 	if n := reg.Stats().Requests; n != 0 {
-		t.Fatalf("20 reads of a tag no event named made %d registry requests, want 0:\n%s", n, reg.Log())
+		t.Fatalf("20 reads of a tag no event named made %d registry requests, want 0", n)
 	}
 	if code, _ := s.get(t, "/v1/verdicts/pht/train:latest", ""); code != http.StatusUnauthorized {
 		t.Errorf("a verdict without the read secret: %d, want 401", code)
